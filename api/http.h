@@ -1,0 +1,67 @@
+// HTTP types the handlers see: a request in, a response out, no sockets. The server (api/server.h) and
+// the tests both drive handlers through these.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/status.h"
+
+namespace deltastore::api {
+
+// Header names are stored lower-case.
+using Headers = std::map<std::string, std::string>;
+
+struct Request {
+  std::string method;  // "GET", "PUT", ...
+  std::string target;  // path and query, as received
+  std::string path;    // decoded path without the query
+  std::map<std::string, std::string> query;
+  Headers headers;
+  std::string body;  // small bodies only (JSON); streamed bodies go through a BodyConsumer
+  std::vector<std::string> params;  // path parameters captured by the route
+
+  std::string Header(std::string_view name) const;
+  std::string Query(std::string_view name, std::string fallback = "") const;
+};
+
+// Produces the next piece of a streamed response body; an empty piece means the end. An error after
+// the headers went out can only close the connection, so producers verify before they hand out bytes.
+using BodyProducer = std::function<StatusOr<std::string>()>;
+
+struct Response {
+  int status = 200;
+  Headers headers;
+  std::string body;
+  // A streamed body: when set, `body` is ignored and `content_length` bytes come from it.
+  BodyProducer stream;
+  uint64_t content_length = 0;
+
+  // Test helper: the whole body, draining `stream` when set.
+  StatusOr<std::string> ReadAll();
+
+  static Response Json(int status, const std::string& json_text);
+  // The error envelope {"errors":[{"code","message"}]}; the status follows from the Status code.
+  static Response Error(const Status& status);
+  static Response Error(int http_status, std::string_view code, std::string_view message);
+};
+
+int HttpStatusFor(StatusCode code);
+
+// A streamed request body (uploads): pieces arrive in order, then Finish makes the response.
+class BodyConsumer {
+ public:
+  virtual ~BodyConsumer() = default;
+  virtual Status Write(std::string_view piece) = 0;
+  virtual Response Finish() = 0;
+  // The connection ended before the whole body came: keep what was durably written.
+  virtual void Abort() {}
+};
+
+}  // namespace deltastore::api

@@ -1,0 +1,273 @@
+#include "api/server.h"
+
+#include <atomic>
+#include <boost/asio.hpp>
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <cctype>
+#include <thread>
+#include <vector>
+
+namespace deltastore::api {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using tcp = asio::ip::tcp;
+
+namespace {
+
+constexpr size_t kPiece = 1 << 20;
+
+std::string Lower(std::string_view s) {
+  std::string out(s);
+  for (auto& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return out;
+}
+
+template <class Body>
+void CopyHeaders(const Response& from, http::response<Body>* to) {
+  for (const auto& [k, v] : from.headers) to->set(k, v);
+}
+
+}  // namespace
+
+struct Server::Impl {
+  std::shared_ptr<const Router> router;
+  ServerOptions options;
+  asio::io_context ioc;
+  tcp::acceptor acceptor{ioc};
+  std::vector<std::thread> threads;
+  std::atomic<size_t> connections{0};
+  std::atomic<bool> stopping{false};
+
+  asio::awaitable<void> Listen() {
+    while (!stopping) {
+      auto [ec, socket] = co_await acceptor.async_accept(asio::as_tuple(asio::use_awaitable));
+      if (ec) {
+        if (stopping || ec == asio::error::operation_aborted) co_return;
+        continue;
+      }
+      if (connections >= options.max_connections) {
+        // Over the limit: answer 503 and close, so clients back off instead of hanging.
+        beast::error_code ignored;
+        http::response<http::string_body> res{http::status::service_unavailable, 11};
+        res.set(http::field::content_type, "application/json");
+        res.body() = R"({"errors":[{"code":"UNAVAILABLE","message":"too many connections"}]})";
+        res.prepare_payload();
+        http::write(socket, res, ignored);
+        socket.close(ignored);
+        continue;
+      }
+      asio::co_spawn(asio::make_strand(ioc), Session(beast::tcp_stream(std::move(socket))), asio::detached);
+    }
+  }
+
+  // Returns false when the connection must close.
+  asio::awaitable<bool> WriteResponse(beast::tcp_stream& stream, Response& resp, bool head, bool keep_alive) {
+    if (!resp.stream || head) {
+      http::response<http::string_body> res{static_cast<http::status>(resp.status), 11};
+      CopyHeaders(resp, &res);
+      res.keep_alive(keep_alive);
+      if (head) {
+        uint64_t len = resp.stream ? resp.content_length : resp.body.size();
+        http::response<http::empty_body> h{static_cast<http::status>(resp.status), 11};
+        CopyHeaders(resp, &h);
+        h.keep_alive(keep_alive);
+        h.content_length(len);
+        http::response_serializer<http::empty_body> sr{h};
+        sr.split(true);
+        auto [ec, n] = co_await http::async_write_header(stream, sr, asio::as_tuple(asio::use_awaitable));
+        co_return !ec;
+      }
+      res.body() = std::move(resp.body);
+      res.prepare_payload();
+      auto [ec, n] = co_await http::async_write(stream, res, asio::as_tuple(asio::use_awaitable));
+      co_return !ec;
+    }
+    http::response<http::buffer_body> res{static_cast<http::status>(resp.status), 11};
+    CopyHeaders(resp, &res);
+    res.keep_alive(keep_alive);
+    res.content_length(resp.content_length);
+    res.body().data = nullptr;
+    res.body().more = true;
+    http::response_serializer<http::buffer_body> sr{res};
+    {
+      auto [ec, n] = co_await http::async_write_header(stream, sr, asio::as_tuple(asio::use_awaitable));
+      if (ec) co_return false;
+    }
+    uint64_t sent = 0;
+    while (true) {
+      auto piece = resp.stream();
+      if (!piece.ok()) co_return false;  // headers are out: closing is the only honest signal
+      if (piece->empty()) break;
+      sent += piece->size();
+      if (sent > resp.content_length) co_return false;
+      res.body().data = piece->data();
+      res.body().size = piece->size();
+      res.body().more = true;
+      stream.expires_after(options.body_timeout);
+      auto [ec, n] = co_await http::async_write(stream, sr, asio::as_tuple(asio::use_awaitable));
+      if (ec && ec != http::error::need_buffer) co_return false;
+    }
+    if (sent != resp.content_length) co_return false;
+    res.body().data = nullptr;
+    res.body().size = 0;
+    res.body().more = false;
+    auto [ec, n] = co_await http::async_write(stream, sr, asio::as_tuple(asio::use_awaitable));
+    co_return !ec;
+  }
+
+  asio::awaitable<void> Session(beast::tcp_stream stream) {
+    ++connections;
+    struct Count {
+      std::atomic<size_t>& c;
+      ~Count() { --c; }
+    } count{connections};
+    beast::flat_buffer buffer;
+    std::vector<char> piece(kPiece);
+    while (!stopping) {
+      http::request_parser<http::buffer_body> parser;
+      parser.header_limit(64 * 1024);
+      parser.body_limit(boost::none);  // limits are the route's business
+      stream.expires_after(options.header_timeout);
+      auto [ec, n] = co_await http::async_read_header(stream, buffer, parser, asio::as_tuple(asio::use_awaitable));
+      if (ec) break;  // closed, timed out or malformed
+
+      const auto& hdr = parser.get();
+      Request req;
+      req.method = std::string(hdr.method_string());
+      req.target = std::string(hdr.target());
+      for (const auto& f : hdr) req.headers[Lower(f.name_string())] = std::string(f.value());
+      bool keep_alive = hdr.keep_alive();
+      const bool head = req.method == "HEAD";
+
+      Response resp;
+      bool body_done = parser.is_done();
+      if (!ParseTarget(req.target, &req.path, &req.query)) {
+        resp = Response::Error(400, "BAD_REQUEST", "malformed request target");
+      } else {
+        Router::Match match = router->Find(req);
+        if (match.error_status != 0) {
+          resp = match.error_status == 404
+                     ? Response::Error(404, "NOT_FOUND", "no route for " + req.path)
+                     : Response::Error(405, "METHOD_NOT_ALLOWED", req.method + " not allowed on " + req.path);
+        } else if (match.streaming) {
+          auto consumer = (*match.streaming)(req);
+          if (!consumer.ok()) {
+            resp = Response::Error(consumer.status());
+          } else {
+            Status s;
+            while (!parser.is_done() && s.ok()) {
+              parser.get().body().data = piece.data();
+              parser.get().body().size = piece.size();
+              stream.expires_after(options.body_timeout);
+              auto [rec, rn] = co_await http::async_read(stream, buffer, parser, asio::as_tuple(asio::use_awaitable));
+              if (rec == http::error::need_buffer) rec = {};
+              if (rec) {
+                s = IOError("connection lost during the body: " + rec.message());
+                break;
+              }
+              size_t got = piece.size() - parser.get().body().size;
+              if (got > 0) s = (*consumer)->Write(std::string_view(piece.data(), got));
+            }
+            body_done = parser.is_done();
+            if (!body_done) {
+              (*consumer)->Abort();
+              if (!s.ok() && s.code() == StatusCode::kIOError && s.message().rfind("connection lost", 0) == 0) break;
+              resp = Response::Error(s);
+            } else {
+              resp = (*consumer)->Finish();
+            }
+          }
+        } else {
+          Status s;
+          while (!parser.is_done()) {
+            parser.get().body().data = piece.data();
+            parser.get().body().size = piece.size();
+            stream.expires_after(options.body_timeout);
+            auto [rec, rn] = co_await http::async_read(stream, buffer, parser, asio::as_tuple(asio::use_awaitable));
+            if (rec == http::error::need_buffer) rec = {};
+            if (rec) {
+              s = IOError(rec.message());
+              break;
+            }
+            req.body.append(piece.data(), piece.size() - parser.get().body().size);
+            if (req.body.size() > options.max_small_body) {
+              s = ResourceExhausted("request body larger than " + std::to_string(options.max_small_body) + " bytes");
+              break;
+            }
+          }
+          if (s.code() == StatusCode::kIOError) break;
+          body_done = parser.is_done();
+          resp = s.ok() ? (*match.handler)(req) : Response::Error(s);
+        }
+      }
+      if (!body_done) keep_alive = false;  // unread body bytes would be taken for the next request
+      resp.headers.emplace("server", "deltastored");
+      bool ok = co_await WriteResponse(stream, resp, head, keep_alive);
+      if (!ok || !keep_alive) break;
+    }
+    beast::error_code ignored;
+    stream.socket().shutdown(tcp::socket::shutdown_both, ignored);
+  }
+};
+
+Server::Server(std::shared_ptr<const Router> router, ServerOptions options) : impl_(std::make_unique<Impl>()) {
+  impl_->router = std::move(router);
+  impl_->options = std::move(options);
+}
+
+Server::~Server() { Stop(); }
+
+Status Server::Start() {
+  try {
+    auto& acc = impl_->acceptor;
+    tcp::endpoint ep(asio::ip::make_address(impl_->options.address), impl_->options.port);
+    acc.open(ep.protocol());
+    acc.set_option(asio::socket_base::reuse_address(true));
+    acc.bind(ep);
+    acc.listen(asio::socket_base::max_listen_connections);
+  } catch (const boost::system::system_error& e) {
+    return Unavailable("cannot listen on " + impl_->options.address + ":" + std::to_string(impl_->options.port) +
+                       ": " + e.what());
+  }
+  asio::co_spawn(impl_->ioc, impl_->Listen(), asio::detached);
+  int n = std::max(1, impl_->options.threads);
+  for (int i = 0; i < n; ++i) impl_->threads.emplace_back([this] { impl_->ioc.run(); });
+  return OkStatus();
+}
+
+uint16_t Server::port() const {
+  beast::error_code ec;
+  auto ep = impl_->acceptor.local_endpoint(ec);
+  return ec ? 0 : ep.port();
+}
+
+void Server::Stop() {
+  if (impl_->threads.empty()) return;
+  impl_->stopping = true;
+  asio::post(impl_->ioc, [this] {
+    beast::error_code ignored;
+    impl_->acceptor.close(ignored);
+  });
+  // Give in-flight requests a moment to complete, then stop the loop.
+  for (int i = 0; i < 50 && impl_->connections > 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  impl_->ioc.stop();
+  for (auto& t : impl_->threads) t.join();
+  impl_->threads.clear();
+}
+
+void Server::RunUntilSignal() {
+  asio::io_context sig_ioc;
+  asio::signal_set signals(sig_ioc, SIGINT, SIGTERM);
+  signals.async_wait([](const beast::error_code&, int) {});
+  sig_ioc.run();
+  Stop();
+}
+
+}  // namespace deltastore::api

@@ -1,0 +1,44 @@
+// The HTTP server: a listener and one coroutine session per connection on a pool of threads
+// (Boost.Beast + Asio). Sessions read headers first, stream request bodies of streaming routes to
+// their consumer piece by piece, and stream response bodies from their producer.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "api/router.h"
+#include "common/status.h"
+
+namespace deltastore::api {
+
+struct ServerOptions {
+  std::string address = "127.0.0.1";
+  uint16_t port = 8080;  // 0 picks a free port
+  int threads = 2;
+  uint64_t max_small_body = 1 << 20;  // bodies of non-streaming routes
+  std::chrono::seconds header_timeout{30};
+  std::chrono::seconds body_timeout{120};  // between body pieces (slowloris guard)
+  size_t max_connections = 256;
+};
+
+class Server {
+ public:
+  Server(std::shared_ptr<const Router> router, ServerOptions options);
+  ~Server();
+
+  // Binds and starts the threads; returns once listening.
+  Status Start();
+  uint16_t port() const;
+  // Stops accepting, lets sessions finish their current request, and joins the threads.
+  void Stop();
+  // Blocks until SIGINT/SIGTERM, then stops.
+  void RunUntilSignal();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace deltastore::api

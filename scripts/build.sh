@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Configures and builds into ./build (Ninja, ccache under $DS_HOME so clean clones rebuild fast).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DS_HOME="${DS_HOME:-/opt/deltastore}"
+BUILD_DIR="${BUILD_DIR:-build}"
+export CCACHE_DIR="${CCACHE_DIR:-$DS_HOME/ccache}"
+TORCH_PREFIX="$("$DS_HOME/venv/bin/python" -c 'import torch; print(torch.utils.cmake_prefix_path)')"
+if [ ! -f "$BUILD_DIR/build.ninja" ]; then
+  cmake -S . -B "$BUILD_DIR" -G Ninja \
+    -DCMAKE_CXX_COMPILER_LAUNCHER=ccache \
+    -DTORCH_CMAKE_PREFIX="$TORCH_PREFIX" \
+    -DDELTASTORE_WERROR="${DELTASTORE_WERROR:-OFF}" "$@" >/dev/null
+fi
+cmake --build "$BUILD_DIR" -j "$(nproc)"

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Installs what is missing: Debian packages, and a virtualenv at a fixed path outside the clone
+# with the pinned torch wheel (libtorch) and the Python test dependencies. Idempotent: a second
+# run checks and returns in seconds.
+set -euo pipefail
+
+DS_HOME="${DS_HOME:-/opt/deltastore}"
+VENV="$DS_HOME/venv"
+TORCH_VERSION="2.15.0"
+APT_PACKAGES=(
+  build-essential cmake ninja-build ccache pkg-config git python3 python3-venv
+  libboost1.81-dev librocksdb-dev libzstd-dev libssl-dev nlohmann-json3-dev libgtest-dev libgmock-dev
+  libcli11-dev libspdlog-dev
+)
+PY_PACKAGES=("torch==$TORCH_VERSION" numpy pytest requests safetensors)
+
+log() { printf '[setup] %s\n' "$*" >&2; }
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  log "installing Debian packages: ${missing[*]}"
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+mkdir -p "$DS_HOME"
+if ! "$VENV/bin/python" -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '$TORCH_VERSION')" 2>/dev/null; then
+  log "creating $VENV with torch==$TORCH_VERSION (first run downloads a few GB)"
+  [ -x "$VENV/bin/python" ] || /usr/bin/python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q --upgrade pip
+  "$VENV/bin/pip" install -q "${PY_PACKAGES[@]}"
+fi
+# Cheap check of the remaining Python packages (adds new ones without touching torch).
+if ! "$VENV/bin/python" -c "import numpy, pytest, requests, safetensors" 2>/dev/null; then
+  "$VENV/bin/pip" install -q "${PY_PACKAGES[@]}"
+fi
+if [ -d "$(dirname "$0")/../clients/python" ] && ! "$VENV/bin/python" -c "import deltastore_client" 2>/dev/null; then
+  "$VENV/bin/pip" install -q -e "$(dirname "$0")/../clients/python"
+fi
+log "ok: $VENV"

@@ -1,0 +1,68 @@
+// deltastored: the registry server.
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <cstdlib>
+
+#include "api/routes.h"
+#include "api/server.h"
+#include "gpu/device.h"
+#include "service/registry.h"
+
+namespace {
+
+// host:port, [v6]:port or :port
+bool SplitListen(const std::string& listen, std::string* host, uint16_t* port) {
+  size_t colon = listen.rfind(':');
+  if (colon == std::string::npos) return false;
+  *host = listen.substr(0, colon);
+  if (host->empty()) *host = "0.0.0.0";
+  if (host->size() > 2 && host->front() == '[' && host->back() == ']') *host = host->substr(1, host->size() - 2);
+  try {
+    int p = std::stoi(listen.substr(colon + 1));
+    if (p < 0 || p > 65535) return false;
+    *port = static_cast<uint16_t>(p);
+  } catch (...) {
+    return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"deltastored: a model registry that stores finetunes as compressed deltas"};
+  std::string listen = "127.0.0.1:8080";
+  std::string data_dir = "data";
+  int threads = 2;
+  app.add_option("--listen", listen, "address:port to listen on (port 0 picks one)")->envname("DS_LISTEN");
+  app.add_option("--data-dir", data_dir, "directory of the embedded RocksDB and spool files")->envname("DS_DATA_DIR");
+  app.add_option("--threads", threads, "HTTP threads")->envname("DS_THREADS")->check(CLI::Range(1, 256));
+  CLI11_PARSE(app, argc, argv);
+
+  deltastore::api::ServerOptions opts;
+  opts.threads = threads;
+  if (!SplitListen(listen, &opts.address, &opts.port)) {
+    std::fprintf(stderr, "error: --listen must be host:port, got '%s'\n", listen.c_str());
+    return 2;
+  }
+  auto registry = deltastore::Registry::Open({data_dir});
+  if (!registry.ok()) {
+    std::fprintf(stderr, "error: %s\n", registry.status().ToString().c_str());
+    return 1;
+  }
+  auto device = deltastore::ProbeComputeDevice();
+  deltastore::api::ApiInfo info{"0.1.0", device.ok() ? device->name : "unavailable"};
+  if (!device.ok()) std::fprintf(stderr, "warning: compute backend: %s\n", device.status().ToString().c_str());
+
+  deltastore::api::Server server(deltastore::api::BuildRouter(registry->get(), info), opts);
+  if (auto s = server.Start(); !s.ok()) {
+    std::fprintf(stderr, "error: %s\n", s.ToString().c_str());
+    return 1;
+  }
+  std::printf("deltastored listening on %s:%u (data %s, compute %s)\n", opts.address.c_str(), server.port(),
+              data_dir.c_str(), info.compute_device.c_str());
+  std::fflush(stdout);
+  server.RunUntilSignal();
+  std::printf("deltastored stopped\n");
+  return 0;
+}

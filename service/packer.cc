@@ -1,0 +1,335 @@
+#include "service/packer.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <fstream>
+
+namespace deltastore {
+namespace {
+
+bool IsSafetensorsPath(std::string_view path) {
+  constexpr std::string_view kExt = ".safetensors";
+  return path.size() >= kExt.size() && path.substr(path.size() - kExt.size()) == kExt;
+}
+
+// Takes references as chunks are put, and drops them all again unless committed.
+class RefGuard {
+ public:
+  explicit RefGuard(ChunkStore* store) : store_(store) {}
+  ~RefGuard() {
+    if (committed_) return;
+    for (const auto& d : taken_) (void)store_->Unref(d);
+  }
+  StatusOr<ChunkRef> Put(std::string_view encoded, uint64_t raw_size, IngestStats* stats) {
+    DS_ASSIGN_OR_RETURN(PutResult r, store_->Put(encoded));
+    taken_.push_back(r.digest);
+    stats->encoded_bytes += encoded.size();
+    stats->new_bytes += r.stored_bytes;
+    stats->chunks += 1;
+    stats->new_chunks += r.inserted ? 1 : 0;
+    return ChunkRef{r.digest, raw_size, encoded.size()};
+  }
+  void Commit() { committed_ = true; }
+
+ private:
+  ChunkStore* store_;
+  std::vector<Digest> taken_;
+  bool committed_ = false;
+};
+
+StatusOr<std::vector<ChunkRef>> PutBytesAsChunks(RefGuard* guard, std::string_view bytes, IngestStats* stats,
+                                                 const IngestOptions& options) {
+  std::vector<ChunkRef> out;
+  for (uint64_t off = 0; off < bytes.size() || (off == 0 && bytes.empty()); off += kChunkSize) {
+    std::string_view piece = bytes.substr(off, kChunkSize);
+    DS_ASSIGN_OR_RETURN(ChunkRef r, guard->Put(EncodeChunk(DType::kU8, piece, {}, options.encode), piece.size(), stats));
+    out.push_back(r);
+    if (bytes.empty()) break;
+  }
+  return out;
+}
+
+StatusOr<FileEntry> IngestBlob(RefGuard* guard, const IngestFile& in, IngestStats* stats,
+                               const IngestOptions& options) {
+  std::ifstream f(in.source_path, std::ios::binary);
+  if (!f) return NotFound("cannot open " + in.source_path);
+  FileEntry e;
+  e.path = in.path;
+  e.kind = FileKind::kBlob;
+  Sha256 hash;
+  std::string buf(kChunkSize, '\0');
+  while (true) {
+    f.read(buf.data(), static_cast<std::streamsize>(buf.size()));
+    std::streamsize got = f.gcount();
+    if (got <= 0 && !e.chunks.empty()) break;
+    std::string_view piece(buf.data(), static_cast<size_t>(std::max<std::streamsize>(got, 0)));
+    hash.Update(piece);
+    e.size += piece.size();
+    DS_ASSIGN_OR_RETURN(ChunkRef r, guard->Put(EncodeChunk(DType::kU8, piece, {}, options.encode), piece.size(), stats));
+    e.chunks.push_back(r);
+    if (got < static_cast<std::streamsize>(buf.size())) break;
+  }
+  if (f.bad()) return IOError("read failed: " + in.source_path);
+  e.sha256 = hash.Finish();
+  stats->logical_bytes += e.size;
+  return e;
+}
+
+bool SameLayout(const TensorEntry& base, const TensorInfo& t) {
+  return base.dtype == t.dtype && base.shape == t.shape && base.size == t.size();
+}
+
+StatusOr<FileEntry> IngestSafetensors(RefGuard* guard, const IngestFile& in, VersionReader* base,
+                                      IngestStats* stats, const IngestOptions& options, IngestProgress* progress,
+                                      const ProgressFn& report) {
+  DS_ASSIGN_OR_RETURN(auto file, SafetensorsFile::Open(in.source_path));
+  const SafetensorsHeader& h = file->header();
+  FileEntry e;
+  e.path = in.path;
+  e.kind = FileKind::kSafetensors;
+  e.size = h.file_size();
+
+  // Pass 1: the whole file's sha256 and each tensor's, in one sequential read.
+  Sha256 file_hash;
+  file_hash.Update(h.header_bytes);
+  std::string buf;
+  for (const auto& t : h.tensors) {
+    Sha256 th;
+    for (uint64_t off = 0; off < t.size(); off += kChunkSize) {
+      uint64_t len = std::min<uint64_t>(kChunkSize, t.size() - off);
+      buf.resize(len);
+      DS_RETURN_IF_ERROR(file->ReadTensorRange(t, off, len, buf.data()));
+      th.Update(buf);
+      file_hash.Update(buf);
+    }
+    TensorEntry te;
+    te.name = t.name;
+    te.dtype = t.dtype;
+    te.shape = t.shape;
+    te.offset = t.begin;
+    te.size = t.size();
+    te.sha256 = th.Finish();
+    e.tensors.push_back(std::move(te));
+  }
+  e.sha256 = file_hash.Finish();
+
+  DS_ASSIGN_OR_RETURN(auto header_chunks, PutBytesAsChunks(guard, h.header_bytes, stats, options));
+  if (header_chunks.size() != 1) return Internal("header larger than one chunk");
+  e.header = header_chunks[0];
+
+  // Pass 2: encode each tensor, against its base tensor when the layout matches.
+  std::string base_buf;
+  for (size_t i = 0; i < h.tensors.size(); ++i) {
+    const TensorInfo& t = h.tensors[i];
+    TensorEntry& te = e.tensors[i];
+    const TensorEntry* bt = base ? base->FindTensor(t.name) : nullptr;
+    if (bt != nullptr && !SameLayout(*bt, t)) bt = nullptr;
+    if (bt != nullptr && bt->sha256 == te.sha256) {
+      te.encoding = TensorEncoding::kSameAsBase;
+      stats->tensors_same++;
+    } else {
+      te.encoding = bt ? TensorEncoding::kDelta : TensorEncoding::kStandalone;
+      (bt ? stats->tensors_delta : stats->tensors_standalone)++;
+      for (uint64_t off = 0; off < t.size(); off += kChunkSize) {
+        uint64_t len = std::min<uint64_t>(kChunkSize, t.size() - off);
+        buf.resize(len);
+        DS_RETURN_IF_ERROR(file->ReadTensorRange(t, off, len, buf.data()));
+        std::string_view base_view;
+        if (bt) {
+          base_buf.resize(len);
+          DS_RETURN_IF_ERROR(base->ReadTensor(*bt, off, len, base_buf.data()));
+          base_view = base_buf;
+        }
+        DS_ASSIGN_OR_RETURN(ChunkRef r, guard->Put(EncodeChunk(t.dtype, buf, base_view, options.encode), len, stats));
+        te.chunks.push_back(r);
+      }
+    }
+    stats->tensors++;
+    progress->tensors_done++;
+    progress->bytes_done += t.size();
+    if (report) report(*progress);
+  }
+  stats->logical_bytes += e.size;
+  return e;
+}
+
+}  // namespace
+
+VersionReader::VersionReader(ChunkStore* store, Manifest manifest, ManifestLoader loader)
+    : store_(store), manifest_(std::move(manifest)), loader_(std::move(loader)) {
+  for (const auto& f : manifest_.files) {
+    for (const auto& t : f.tensors) tensors_.emplace(t.name, &t);
+  }
+}
+
+const TensorEntry* VersionReader::FindTensor(std::string_view name) const {
+  auto it = tensors_.find(name);
+  return it == tensors_.end() ? nullptr : it->second;
+}
+
+StatusOr<VersionReader*> VersionReader::Base() {
+  if (base_) return base_.get();
+  if (!manifest_.base) return Corruption("version has delta tensors but no base");
+  if (!loader_) return FailedPrecondition("no way to load the base version");
+  auto m = loader_(*manifest_.base);
+  if (!m.ok()) return m.status().Annotate("loading base version " + manifest_.base->ToString());
+  base_ = std::make_unique<VersionReader>(store_, std::move(*m), loader_);
+  return base_.get();
+}
+
+StatusOr<const std::string*> VersionReader::DecodedChunk(const TensorEntry& tensor, size_t index,
+                                                         uint64_t chunk_offset) {
+  if (cache_valid_ && cache_index_ == index && cache_tensor_ == tensor.name) return &cache_bytes_;
+  const ChunkRef& ref = tensor.chunks[index];
+  DS_ASSIGN_OR_RETURN(std::string encoded, store_->Get(ref.digest));
+  std::string base_bytes;
+  DS_ASSIGN_OR_RETURN(bool is_delta, ChunkIsDelta(encoded));
+  if (is_delta) {
+    DS_ASSIGN_OR_RETURN(VersionReader * base, Base());
+    const TensorEntry* bt = base->FindTensor(tensor.name);
+    if (bt == nullptr || bt->size != tensor.size) return Corruption("base lacks tensor " + tensor.name);
+    base_bytes.resize(ref.raw_size);
+    DS_RETURN_IF_ERROR(base->ReadTensor(*bt, chunk_offset, ref.raw_size, base_bytes.data()));
+  }
+  cache_valid_ = false;
+  DS_ASSIGN_OR_RETURN(cache_bytes_, DecodeChunk(encoded, base_bytes, ref.raw_size));
+  cache_tensor_ = tensor.name;
+  cache_index_ = index;
+  cache_valid_ = true;
+  return &cache_bytes_;
+}
+
+Status VersionReader::ReadTensor(const TensorEntry& tensor, uint64_t offset, uint64_t len, char* out) {
+  if (offset + len > tensor.size || offset + len < offset) return OutOfRange("read past end of " + tensor.name);
+  if (tensor.encoding == TensorEncoding::kSameAsBase) {
+    DS_ASSIGN_OR_RETURN(VersionReader * base, Base());
+    const TensorEntry* bt = base->FindTensor(tensor.name);
+    if (bt == nullptr || bt->size != tensor.size) return Corruption("base lacks tensor " + tensor.name);
+    return base->ReadTensor(*bt, offset, len, out);
+  }
+  uint64_t chunk_start = 0;
+  for (size_t i = 0; i < tensor.chunks.size() && len > 0; ++i) {
+    uint64_t chunk_end = chunk_start + tensor.chunks[i].raw_size;
+    if (offset < chunk_end) {
+      DS_ASSIGN_OR_RETURN(const std::string* bytes, DecodedChunk(tensor, i, chunk_start));
+      uint64_t from = offset - chunk_start;
+      uint64_t n = std::min<uint64_t>(len, chunk_end - offset);
+      std::copy_n(bytes->data() + from, n, out);
+      out += n;
+      offset += n;
+      len -= n;
+    }
+    chunk_start = chunk_end;
+  }
+  return len == 0 ? OkStatus() : Corruption("chunks of " + tensor.name + " are shorter than the tensor");
+}
+
+Status VersionReader::ReadChunks(const std::vector<ChunkRef>& chunks, uint64_t offset, uint64_t len, char* out) {
+  uint64_t chunk_start = 0;
+  for (const auto& ref : chunks) {
+    uint64_t chunk_end = chunk_start + ref.raw_size;
+    if (len > 0 && offset < chunk_end) {
+      DS_ASSIGN_OR_RETURN(std::string encoded, store_->Get(ref.digest));
+      DS_ASSIGN_OR_RETURN(std::string raw, DecodeChunk(encoded, {}, ref.raw_size));
+      uint64_t n = std::min<uint64_t>(len, chunk_end - offset);
+      std::copy_n(raw.data() + (offset - chunk_start), n, out);
+      out += n;
+      offset += n;
+      len -= n;
+    }
+    chunk_start = chunk_end;
+  }
+  return len == 0 ? OkStatus() : OutOfRange("read past the end of the stored bytes");
+}
+
+Status VersionReader::StreamFile(const FileEntry& file, uint64_t begin, uint64_t end, const ByteSink& sink,
+                                 bool verify) {
+  if (begin > end || end > file.size) return OutOfRange("range outside of " + file.path);
+  const bool whole = verify && begin == 0 && end == file.size;
+  Sha256 hash;
+  std::string buf;
+  // Pieces of the file in order: a sequence of (length, reader) covering [0, size).
+  auto emit = [&](uint64_t piece_begin, uint64_t piece_len,
+                  const std::function<Status(uint64_t, uint64_t, char*)>& read) -> Status {
+    uint64_t lo = std::max(begin, piece_begin), hi = std::min(end, piece_begin + piece_len);
+    for (uint64_t pos = lo; pos < hi;) {
+      uint64_t n = std::min<uint64_t>(kChunkSize - (pos - piece_begin) % kChunkSize, hi - pos);
+      buf.resize(n);
+      DS_RETURN_IF_ERROR(read(pos - piece_begin, n, buf.data()));
+      if (whole) hash.Update(buf);
+      // Hold the very last piece back until the digest is checked, so a bad rebuild is never completed.
+      if (whole && pos + n == end) {
+        if (hash.Finish() != file.sha256) return Corruption("rebuilt " + file.path + " does not match its sha256");
+      }
+      DS_RETURN_IF_ERROR(sink(buf));
+      pos += n;
+    }
+    return OkStatus();
+  };
+  if (file.kind == FileKind::kBlob) {
+    return emit(0, file.size, [&](uint64_t off, uint64_t n, char* out) { return ReadChunks(file.chunks, off, n, out); });
+  }
+  const ChunkRef& header = *file.header;
+  DS_RETURN_IF_ERROR(emit(0, header.raw_size, [&](uint64_t off, uint64_t n, char* out) {
+    return ReadChunks({header}, off, n, out);
+  }));
+  for (const auto& t : file.tensors) {
+    DS_RETURN_IF_ERROR(emit(header.raw_size + t.offset, t.size,
+                            [&](uint64_t off, uint64_t n, char* out) { return ReadTensor(t, off, n, out); }));
+  }
+  if (whole && file.size == 0 && hash.Finish() != file.sha256) return Corruption("empty file digest mismatch");
+  return OkStatus();
+}
+
+StatusOr<Manifest> IngestFiles(ChunkStore* store, const std::vector<IngestFile>& files, VersionReader* base,
+                               const IngestOptions& options, IngestStats* stats, const ProgressFn& progress) {
+  IngestStats local;
+  if (stats == nullptr) stats = &local;
+  RefGuard guard(store);
+  Manifest m;
+  if (base != nullptr) m.base = ManifestDigest(base->manifest());
+  IngestProgress p;
+  for (const auto& f : files) {
+    if (IsSafetensorsPath(f.path)) {
+      auto file = SafetensorsFile::Open(f.source_path);
+      if (!file.ok()) return file.status().Annotate(f.path);
+      p.tensors_total += (*file)->header().tensors.size();
+      p.bytes_total += (*file)->header().data_size;
+    }
+  }
+  for (const auto& f : files) {
+    if (m.FindFile(f.path) != nullptr) return InvalidArgument("file " + f.path + " appears twice");
+    StatusOr<FileEntry> e = IsSafetensorsPath(f.path)
+                                ? IngestSafetensors(&guard, f, base, stats, options, &p, progress)
+                                : IngestBlob(&guard, f, stats, options);
+    if (!e.ok()) return e.status().Annotate(f.path);
+    m.files.push_back(std::move(*e));
+  }
+  guard.Commit();
+  return m;
+}
+
+Status ReleaseManifest(ChunkStore* store, const Manifest& manifest) {
+  for (const auto& d : manifest.ChunkDigests()) DS_RETURN_IF_ERROR(store->Unref(d));
+  return OkStatus();
+}
+
+Status RebuildFile(VersionReader* reader, const FileEntry& file, const std::string& out_path) {
+  std::string tmp = out_path + ".partial";
+  std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+  if (!out) return IOError("cannot create " + tmp);
+  Status s = reader->StreamFile(file, 0, file.size, [&](std::string_view piece) {
+    out.write(piece.data(), static_cast<std::streamsize>(piece.size()));
+    return out ? OkStatus() : IOError("write failed: " + tmp);
+  });
+  out.close();
+  if (s.ok() && !out) s = IOError("write failed: " + tmp);
+  if (!s.ok()) {
+    std::remove(tmp.c_str());
+    return s;
+  }
+  if (std::rename(tmp.c_str(), out_path.c_str()) != 0) return IOError("cannot rename to " + out_path);
+  return OkStatus();
+}
+
+}  // namespace deltastore

@@ -1,0 +1,93 @@
+// Ingest (files -> chunks + manifest) and reconstruction (manifest + chunks -> file bytes).
+// Memory stays bounded by a few chunks: files are read and written piece by piece.
+#pragma once
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "codec/chunk_codec.h"
+#include "codec/manifest.h"
+#include "codec/safetensors.h"
+#include "storage/chunk_store.h"
+
+namespace deltastore {
+
+struct IngestProgress {
+  uint64_t tensors_done = 0;
+  uint64_t tensors_total = 0;
+  uint64_t bytes_done = 0;
+  uint64_t bytes_total = 0;
+};
+using ProgressFn = std::function<void(const IngestProgress&)>;
+
+struct IngestStats {
+  uint64_t logical_bytes = 0;  // bytes of the input files
+  uint64_t encoded_bytes = 0;  // encoded bytes the version references (before dedup)
+  uint64_t new_bytes = 0;      // bytes newly written to the chunk store (after dedup)
+  uint64_t chunks = 0;
+  uint64_t new_chunks = 0;
+  uint64_t tensors = 0;
+  uint64_t tensors_same = 0;
+  uint64_t tensors_delta = 0;
+  uint64_t tensors_standalone = 0;
+};
+
+// Resolves a version digest to its manifest (so readers can follow a chain of bases).
+using ManifestLoader = std::function<StatusOr<Manifest>(const Digest&)>;
+
+// Reads the contents of a stored version. Delta chunks are decoded against the base version, which is
+// opened on demand through the loader.
+class VersionReader {
+ public:
+  VersionReader(ChunkStore* store, Manifest manifest, ManifestLoader loader);
+
+  const Manifest& manifest() const { return manifest_; }
+  // Finds a tensor by name across the version's safetensors files (shards).
+  const TensorEntry* FindTensor(std::string_view name) const;
+  // Reads bytes [offset, offset + len) of a tensor of this version.
+  Status ReadTensor(const TensorEntry& tensor, uint64_t offset, uint64_t len, char* out);
+  // Streams bytes [begin, end) of a file of this version. With `verify` and a whole-file range, the
+  // sha256 of what was produced is checked against the manifest before the last piece is handed over.
+  Status StreamFile(const FileEntry& file, uint64_t begin, uint64_t end, const ByteSink& sink, bool verify = true);
+
+ private:
+  StatusOr<VersionReader*> Base();
+  StatusOr<const std::string*> DecodedChunk(const TensorEntry& tensor, size_t index, uint64_t chunk_offset);
+  Status ReadChunks(const std::vector<ChunkRef>& chunks, uint64_t offset, uint64_t len, char* out);
+
+  ChunkStore* store_;
+  Manifest manifest_;
+  ManifestLoader loader_;
+  std::unique_ptr<VersionReader> base_;
+  std::map<std::string, const TensorEntry*, std::less<>> tensors_;
+  // One decoded chunk, keyed by (tensor name, chunk index): sequential reads decode each chunk once.
+  std::string cache_tensor_;
+  size_t cache_index_ = 0;
+  std::string cache_bytes_;
+  bool cache_valid_ = false;
+};
+
+struct IngestFile {
+  std::string source_path;  // where the bytes are (a sealed upload, or a local file)
+  std::string path;         // the file's name inside the version
+};
+
+struct IngestOptions {
+  EncodeOptions encode;
+};
+
+// Stores the files and returns the manifest (the caller records it). `base` may be null (a base
+// version: tensors are stored standalone). On failure every chunk reference taken is dropped again.
+StatusOr<Manifest> IngestFiles(ChunkStore* store, const std::vector<IngestFile>& files, VersionReader* base,
+                               const IngestOptions& options, IngestStats* stats, const ProgressFn& progress = {});
+
+// Drops the references a manifest holds (deleting a version).
+Status ReleaseManifest(ChunkStore* store, const Manifest& manifest);
+
+// Writes a file of a version to a local path and checks its sha256.
+Status RebuildFile(VersionReader* reader, const FileEntry& file, const std::string& out_path);
+
+}  // namespace deltastore

@@ -1,0 +1,76 @@
+"""End-to-end fixtures: start the real deltastored on 127.0.0.1 and stop it afterwards."""
+import os
+import pathlib
+import re
+import signal
+import subprocess
+import time
+
+import pytest
+import requests
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+BUILD = pathlib.Path(os.environ.get("DS_BUILD_DIR", ROOT / "build"))
+FIXTURES = ROOT.parent / "shared" / "fixtures"
+
+
+class Server:
+    """A deltastored process on a free loopback port, restartable on the same data dir."""
+
+    def __init__(self, data_dir, extra_args=()):
+        self.data_dir = pathlib.Path(data_dir)
+        self.extra_args = list(extra_args)
+        self.proc = None
+        self.port = None
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self):
+        self.log = open(self.data_dir.parent / f"{self.data_dir.name}.log", "ab")
+        self.proc = subprocess.Popen(
+            [str(BUILD / "service" / "deltastored"), "--data-dir", str(self.data_dir),
+             "--listen", f"127.0.0.1:{self.port or 0}", *self.extra_args],
+            stdout=subprocess.PIPE, stderr=self.log)
+        line = self.proc.stdout.readline().decode()
+        m = re.search(r"listening on 127\.0\.0\.1:(\d+)", line)
+        if not m:
+            self.proc.kill()
+            raise RuntimeError(f"deltastored did not start: {line!r}")
+        self.port = int(m.group(1))
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            try:
+                if requests.get(self.url + "/healthz", timeout=1).ok:
+                    return self
+            except requests.ConnectionError:
+                time.sleep(0.05)
+        raise RuntimeError("deltastored did not answer /healthz")
+
+    def stop(self, sig=signal.SIGTERM):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def kill(self):
+        self.stop(signal.SIGKILL)
+
+
+@pytest.fixture
+def server(tmp_path):
+    s = Server(tmp_path / "data").start()
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+def fixtures():
+    if not (FIXTURES / "faceres.bf16.safetensors").exists():
+        pytest.skip(f"fixtures missing at {FIXTURES}")
+    return FIXTURES

@@ -1,0 +1,208 @@
+#include "service/packer.h"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <random>
+
+#include "storage/stores.h"
+
+namespace deltastore {
+namespace {
+
+namespace fs = std::filesystem;
+const std::string kFixtures = DS_FIXTURES_DIR;
+
+std::string FileSha(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  std::string data((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  return Sha256::Of(data).Hex();
+}
+
+class Registry {
+ public:
+  explicit Registry(std::shared_ptr<ChunkStore> store) : store_(std::move(store)) {}
+  ManifestLoader Loader() {
+    return [this](const Digest& d) -> StatusOr<Manifest> {
+      auto it = manifests_.find(d);
+      if (it == manifests_.end()) return NotFound("no version " + d.ToString());
+      return it->second;
+    };
+  }
+  StatusOr<Manifest> Add(const std::vector<IngestFile>& files, const Manifest* base, IngestStats* stats) {
+    std::unique_ptr<VersionReader> reader;
+    if (base) reader = std::make_unique<VersionReader>(store_.get(), *base, Loader());
+    auto m = IngestFiles(store_.get(), files, reader.get(), {}, stats);
+    if (m.ok()) manifests_[ManifestDigest(*m)] = *m;
+    return m;
+  }
+  std::unique_ptr<VersionReader> Reader(const Manifest& m) {
+    return std::make_unique<VersionReader>(store_.get(), m, Loader());
+  }
+  ChunkStore* store() { return store_.get(); }
+
+ private:
+  std::shared_ptr<ChunkStore> store_;
+  std::map<Digest, Manifest> manifests_;
+};
+
+fs::path TempDir(const std::string& name) {
+  fs::path p = fs::temp_directory_path() / ("ds_packer_" + name + "_" + std::to_string(::getpid()));
+  fs::remove_all(p);
+  fs::create_directories(p);
+  return p;
+}
+
+bool HaveFixtures() { return fs::exists(kFixtures + "/faceres.bf16.safetensors"); }
+
+void RoundTripPair(const std::string& base_name, const std::string& ft_name, double min_ratio) {
+  if (!HaveFixtures()) GTEST_SKIP() << "fixtures missing at " << kFixtures;
+  Registry reg(NewMemoryChunkStore());
+  std::string base_path = kFixtures + "/" + base_name, ft_path = kFixtures + "/" + ft_name;
+  IngestStats bs, fs_;
+  auto base = reg.Add({{base_path, "model.safetensors"}}, nullptr, &bs);
+  ASSERT_TRUE(base.ok()) << base.status().ToString();
+  auto ft = reg.Add({{ft_path, "model.safetensors"}}, &*base, &fs_);
+  ASSERT_TRUE(ft.ok()) << ft.status().ToString();
+  EXPECT_EQ(fs_.tensors_delta + fs_.tensors_same, fs_.tensors);
+  double ratio = static_cast<double>(fs_.logical_bytes) / static_cast<double>(fs_.encoded_bytes);
+  std::printf("%s vs %s: lossless delta ratio %.3fx (%lu -> %lu bytes)\n", ft_name.c_str(), base_name.c_str(), ratio,
+              (unsigned long)fs_.logical_bytes, (unsigned long)fs_.encoded_bytes);
+  EXPECT_GE(ratio, min_ratio);
+
+  auto out = TempDir("rt");
+  auto reader = reg.Reader(*ft);
+  ASSERT_TRUE(RebuildFile(reader.get(), ft->files[0], (out / "rebuilt").string()).ok());
+  EXPECT_EQ(FileSha((out / "rebuilt").string()), FileSha(ft_path));
+  EXPECT_EQ(ft->files[0].sha256.Hex(), FileSha(ft_path));
+  auto base_reader = reg.Reader(*base);
+  ASSERT_TRUE(RebuildFile(base_reader.get(), base->files[0], (out / "base").string()).ok());
+  EXPECT_EQ(FileSha((out / "base").string()), FileSha(base_path));
+  fs::remove_all(out);
+}
+
+TEST(PackerTest, Bf16PairLosslessRoundTrip) { RoundTripPair("faceres.bf16.safetensors", "faceres-deep.bf16.safetensors", 1.63); }
+TEST(PackerTest, F32PairLosslessRoundTrip) { RoundTripPair("faceres.f32.safetensors", "faceres-deep.f32.safetensors", 1.24); }
+
+TEST(PackerTest, IdenticalPairAddsNoChunkBytes) {
+  if (!HaveFixtures()) GTEST_SKIP() << "fixtures missing at " << kFixtures;
+  Registry reg(NewMemoryChunkStore());
+  IngestStats a, b;
+  ASSERT_TRUE(reg.Add({{kFixtures + "/blazeface.f32.safetensors", "model.safetensors"}}, nullptr, &a).ok());
+  auto before = reg.store()->Stats();
+  ASSERT_TRUE(reg.Add({{kFixtures + "/blazeface-back.f32.safetensors", "model.safetensors"}}, nullptr, &b).ok());
+  auto after = reg.store()->Stats();
+  EXPECT_GT(a.new_bytes, 0u);
+  EXPECT_EQ(b.new_bytes, 0u);
+  EXPECT_EQ(b.new_chunks, 0u);
+  EXPECT_EQ(before->bytes, after->bytes);
+}
+
+TEST(PackerTest, Bf16ShardedVersionMatchesTensorsAcrossShardsAndKeepsSideFiles) {
+  auto dir = TempDir("shards");
+  std::mt19937 rng(7);
+  auto random_bytes = [&](size_t n) {
+    std::string s(n, '\0');
+    for (auto& c : s) c = static_cast<char>(rng() & 0x3f);  // compressible-ish
+    return s;
+  };
+  std::string w1 = random_bytes(64 * 2), w2 = random_bytes(32 * 4), w3 = random_bytes(10);
+  ASSERT_TRUE(WriteSafetensorsFile((dir / "b1.safetensors").string(), {{"a", DType::kBF16, {8, 8}}}, {w1}).ok());
+  ASSERT_TRUE(WriteSafetensorsFile((dir / "b2.safetensors").string(), {{"b", DType::kF32, {32}}}, {w2}).ok());
+  // The finetune puts both tensors in one shard, changes "a" slightly, adds a new tensor.
+  std::string w1b = w1;
+  w1b[5] ^= 1;
+  ASSERT_TRUE(WriteSafetensorsFile((dir / "f.safetensors").string(),
+                                   {{"b", DType::kF32, {32}}, {"a", DType::kBF16, {8, 8}}, {"new", DType::kU8, {10}}},
+                                   {w2, w1b, w3})
+                  .ok());
+  { std::ofstream((dir / "config.json").string()) << R"({"hidden": 8})"; }
+
+  Registry reg(NewMemoryChunkStore());
+  IngestStats s1, s2;
+  auto base = reg.Add({{(dir / "b1.safetensors").string(), "model-00001-of-00002.safetensors"},
+                       {(dir / "b2.safetensors").string(), "model-00002-of-00002.safetensors"},
+                       {(dir / "config.json").string(), "config.json"}},
+                      nullptr, &s1);
+  ASSERT_TRUE(base.ok()) << base.status().ToString();
+  auto ft = reg.Add({{(dir / "f.safetensors").string(), "model.safetensors"}, {(dir / "config.json").string(), "config.json"}},
+                    &*base, &s2);
+  ASSERT_TRUE(ft.ok()) << ft.status().ToString();
+  EXPECT_EQ(s2.tensors_same, 1u);
+  EXPECT_EQ(s2.tensors_delta, 1u);
+  EXPECT_EQ(s2.tensors_standalone, 1u);
+  auto reader = reg.Reader(*ft);
+  for (const auto& f : ft->files) {
+    auto out = (dir / ("out_" + f.path)).string();
+    ASSERT_TRUE(RebuildFile(reader.get(), f, out).ok()) << f.path;
+    EXPECT_EQ(FileSha(out), f.sha256.Hex());
+  }
+  EXPECT_EQ(FileSha((dir / "out_model.safetensors").string()), FileSha((dir / "f.safetensors").string()));
+  // Ranges: any window of the rebuilt file equals the same window of the original.
+  std::ifstream orig((dir / "f.safetensors").string(), std::ios::binary);
+  std::string all((std::istreambuf_iterator<char>(orig)), std::istreambuf_iterator<char>());
+  const FileEntry& f = *ft->FindFile("model.safetensors");
+  for (uint64_t b : {0ul, 7ul, 100ul, f.size - 1}) {
+    for (uint64_t len : {0ul, 1ul, 33ul, 500ul}) {
+      uint64_t e = std::min(f.size, b + len);
+      std::string got;
+      ASSERT_TRUE(reader->StreamFile(f, b, e, [&](std::string_view p) { got.append(p); return OkStatus(); }).ok());
+      EXPECT_EQ(got, all.substr(b, e - b)) << b << "+" << len;
+    }
+  }
+  fs::remove_all(dir);
+}
+
+TEST(PackerTest, ManifestSerializationRoundTrips) {
+  if (!HaveFixtures()) GTEST_SKIP() << "fixtures missing at " << kFixtures;
+  Registry reg(NewMemoryChunkStore());
+  auto m = reg.Add({{kFixtures + "/blazeface.f32.safetensors", "model.safetensors"}}, nullptr, nullptr);
+  ASSERT_TRUE(m.ok());
+  auto text = SerializeManifest(*m);
+  auto parsed = ParseManifest(text);
+  ASSERT_TRUE(parsed.ok()) << parsed.status().ToString();
+  EXPECT_EQ(SerializeManifest(*parsed), text);
+  EXPECT_FALSE(ParseManifest("{}").ok());
+  EXPECT_FALSE(ParseManifest(text.substr(0, text.size() / 2)).ok());
+  EXPECT_FALSE(ParseManifest(R"({"format":"deltastore.manifest","format_version":99,"mode":"x","files":[]})").ok());
+}
+
+TEST(PackerTest, FailedIngestDropsItsReferencesAndDeleteFreesChunks) {
+  if (!HaveFixtures()) GTEST_SKIP() << "fixtures missing at " << kFixtures;
+  std::shared_ptr<ChunkStore> inner = NewMemoryChunkStore();
+  FaultPlan plan;
+  plan.fail_after_puts = 20;
+  std::shared_ptr<ChunkStore> faulty = NewFaultInjectingChunkStore(inner, plan);
+  IngestStats s;
+  auto m = IngestFiles(faulty.get(), {{kFixtures + "/faceres.bf16.safetensors", "model.safetensors"}}, nullptr, {}, &s);
+  ASSERT_FALSE(m.ok());
+  EXPECT_EQ(m.status().code(), StatusCode::kResourceExhausted);
+  auto gc = inner->Gc();
+  ASSERT_TRUE(gc.ok());
+  EXPECT_EQ(inner->Stats()->chunks, 0u) << "a failed ingest left referenced chunks";
+
+  auto ok = IngestFiles(inner.get(), {{kFixtures + "/faceres.bf16.safetensors", "model.safetensors"}}, nullptr, {}, &s);
+  ASSERT_TRUE(ok.ok());
+  EXPECT_GT(inner->Stats()->chunks, 0u);
+  ASSERT_TRUE(ReleaseManifest(inner.get(), *ok).ok());
+  auto freed = inner->Gc();
+  ASSERT_TRUE(freed.ok());
+  EXPECT_GT(freed->bytes_freed, 0u);
+  EXPECT_EQ(inner->Stats()->chunks, 0u);
+}
+
+TEST(PackerTest, BadInputIsAClearError) {
+  auto dir = TempDir("bad");
+  { std::ofstream((dir / "x.safetensors").string()) << "not a safetensors file at all"; }
+  auto m = IngestFiles(NewMemoryChunkStore().get(), {{(dir / "x.safetensors").string(), "x.safetensors"}}, nullptr, {},
+                       nullptr);
+  ASSERT_FALSE(m.ok());
+  EXPECT_EQ(m.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(m.status().message().find("x.safetensors"), std::string::npos);
+  fs::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace deltastore
