@@ -52,6 +52,7 @@ constexpr int kCdfTotal = (1 << kCdfBits) - 1;
 constexpr int kCdfFloor = 4;
 constexpr int kRateMin = 4;
 constexpr int kRateMax = 7;
+constexpr int kRateStep = 2;
 
 // Eight 16-bit lanes (GCC/Clang vector extension: SSE2 on x86-64, NEON on ARM, scalar elsewhere).
 typedef int16_t I16x8 __attribute__((vector_size(16)));
@@ -83,8 +84,8 @@ struct SymModel {
   }
 
   void Update(uint32_t s) {
-    const int rate = count < 16 ? kRateMin : count < 64 ? kRateMin + 1 : count < 256 ? kRateMin + 2 : kRateMax;
-    count += count < 256;
+    const int rate = std::min(kRateMax, kRateMin + static_cast<int>(std::bit_width(count)) / kRateStep);
+    count += count < 0xFFFF;
     const I16x8 sv = I16x8{} + static_cast<int16_t>(s);
     const I16x8 lane = {0, 1, 2, 3, 4, 5, 6, 7};
     for (int i = 0; i < kSyms; i += 8) {

@@ -155,8 +155,8 @@ StatusOr<FileEntry> IngestSafetensors(RefGuard* guard, const IngestFile& in, Ver
 
 }  // namespace
 
-VersionReader::VersionReader(ChunkStore* store, Manifest manifest, ManifestLoader loader)
-    : store_(store), manifest_(std::move(manifest)), loader_(std::move(loader)) {
+VersionReader::VersionReader(ChunkStore* store, Manifest manifest, ManifestLoader loader, TensorSource* base)
+    : store_(store), manifest_(std::move(manifest)), loader_(std::move(loader)), base_(base) {
   for (const auto& f : manifest_.files) {
     for (const auto& t : f.tensors) tensors_.emplace(t.name, &t);
   }
@@ -167,14 +167,15 @@ const TensorEntry* VersionReader::FindTensor(std::string_view name) const {
   return it == tensors_.end() ? nullptr : it->second;
 }
 
-StatusOr<VersionReader*> VersionReader::Base() {
-  if (base_) return base_.get();
+StatusOr<TensorSource*> VersionReader::Base() {
+  if (base_) return base_;
   if (!manifest_.base) return Corruption("version has delta tensors but no base");
   if (!loader_) return FailedPrecondition("no way to load the base version");
   auto m = loader_(*manifest_.base);
   if (!m.ok()) return m.status().Annotate("loading base version " + manifest_.base->ToString());
-  base_ = std::make_unique<VersionReader>(store_, std::move(*m), loader_);
-  return base_.get();
+  owned_base_ = std::make_unique<VersionReader>(store_, std::move(*m), loader_);
+  base_ = owned_base_.get();
+  return base_;
 }
 
 StatusOr<const std::string*> VersionReader::DecodedChunk(const TensorEntry& tensor, size_t index,
@@ -185,7 +186,7 @@ StatusOr<const std::string*> VersionReader::DecodedChunk(const TensorEntry& tens
   std::string base_bytes;
   DS_ASSIGN_OR_RETURN(bool is_delta, ChunkIsDelta(encoded));
   if (is_delta) {
-    DS_ASSIGN_OR_RETURN(VersionReader * base, Base());
+    DS_ASSIGN_OR_RETURN(TensorSource * base, Base());
     const TensorEntry* bt = base->FindTensor(tensor.name);
     if (bt == nullptr || bt->size != tensor.size) return Corruption("base lacks tensor " + tensor.name);
     base_bytes.resize(ref.raw_size);
@@ -202,7 +203,7 @@ StatusOr<const std::string*> VersionReader::DecodedChunk(const TensorEntry& tens
 Status VersionReader::ReadTensor(const TensorEntry& tensor, uint64_t offset, uint64_t len, char* out) {
   if (offset + len > tensor.size || offset + len < offset) return OutOfRange("read past end of " + tensor.name);
   if (tensor.encoding == TensorEncoding::kSameAsBase) {
-    DS_ASSIGN_OR_RETURN(VersionReader * base, Base());
+    DS_ASSIGN_OR_RETURN(TensorSource * base, Base());
     const TensorEntry* bt = base->FindTensor(tensor.name);
     if (bt == nullptr || bt->size != tensor.size) return Corruption("base lacks tensor " + tensor.name);
     return base->ReadTensor(*bt, offset, len, out);
@@ -242,43 +243,97 @@ Status VersionReader::ReadChunks(const std::vector<ChunkRef>& chunks, uint64_t o
   return len == 0 ? OkStatus() : OutOfRange("read past the end of the stored bytes");
 }
 
+FileStreamer::FileStreamer(VersionReader* reader, const FileEntry* file, uint64_t begin, uint64_t end, bool verify)
+    : reader_(reader), file_(file), pos_(begin), end_(std::min(end, file->size)),
+      verify_(verify && begin == 0 && end >= file->size) {
+  if (file->kind == FileKind::kBlob) {
+    segments_.push_back({0, file->size, nullptr, &file->chunks});
+  } else {
+    header_ = {*file->header};
+    segments_.push_back({0, file->header->raw_size, nullptr, &header_});
+    for (const auto& t : file->tensors) segments_.push_back({file->header->raw_size + t.offset, t.size, &t, nullptr});
+  }
+}
+
+StatusOr<std::string> FileStreamer::Next() {
+  while (pos_ < end_) {
+    if (segment_ >= segments_.size()) return Corruption("manifest of " + file_->path + " is shorter than the file");
+    const Segment& seg = segments_[segment_];
+    if (pos_ >= seg.begin + seg.size) {
+      ++segment_;
+      continue;
+    }
+    uint64_t in_seg = pos_ - seg.begin;
+    uint64_t n = std::min<uint64_t>(kChunkSize - in_seg % kChunkSize, std::min(end_, seg.begin + seg.size) - pos_);
+    std::string piece(n, '\0');
+    DS_RETURN_IF_ERROR(seg.tensor ? reader_->ReadTensor(*seg.tensor, in_seg, n, piece.data())
+                                  : reader_->ReadChunks(*seg.chunks, in_seg, n, piece.data()));
+    pos_ += n;
+    if (verify_) {
+      hash_.Update(piece);
+      if (pos_ == end_ && hash_.Finish() != file_->sha256) {
+        return Corruption("rebuilt " + file_->path + " does not match its sha256");
+      }
+    }
+    return piece;
+  }
+  return std::string();
+}
+
 Status VersionReader::StreamFile(const FileEntry& file, uint64_t begin, uint64_t end, const ByteSink& sink,
                                  bool verify) {
   if (begin > end || end > file.size) return OutOfRange("range outside of " + file.path);
-  const bool whole = verify && begin == 0 && end == file.size;
-  Sha256 hash;
-  std::string buf;
-  // Pieces of the file in order: a sequence of (length, reader) covering [0, size).
-  auto emit = [&](uint64_t piece_begin, uint64_t piece_len,
-                  const std::function<Status(uint64_t, uint64_t, char*)>& read) -> Status {
-    uint64_t lo = std::max(begin, piece_begin), hi = std::min(end, piece_begin + piece_len);
-    for (uint64_t pos = lo; pos < hi;) {
-      uint64_t n = std::min<uint64_t>(kChunkSize - (pos - piece_begin) % kChunkSize, hi - pos);
-      buf.resize(n);
-      DS_RETURN_IF_ERROR(read(pos - piece_begin, n, buf.data()));
-      if (whole) hash.Update(buf);
-      // Hold the very last piece back until the digest is checked, so a bad rebuild is never completed.
-      if (whole && pos + n == end) {
-        if (hash.Finish() != file.sha256) return Corruption("rebuilt " + file.path + " does not match its sha256");
-      }
-      DS_RETURN_IF_ERROR(sink(buf));
-      pos += n;
+  if (verify && file.size == 0 && Sha256::Of("") != file.sha256) {
+    return Corruption("empty file digest mismatch");
+  }
+  FileStreamer streamer(this, &file, begin, end, verify);
+  while (true) {
+    DS_ASSIGN_OR_RETURN(std::string piece, streamer.Next());
+    if (piece.empty()) return OkStatus();
+    DS_RETURN_IF_ERROR(sink(piece));
+  }
+}
+
+StatusOr<std::unique_ptr<FilesTensorSource>> FilesTensorSource::Open(const std::vector<std::string>& paths) {
+  auto src = std::make_unique<FilesTensorSource>();
+  for (const auto& path : paths) {
+    DS_ASSIGN_OR_RETURN(auto file, SafetensorsFile::Open(path));
+    Sha256 hash;
+    std::string buf;
+    const auto& h = file->header();
+    for (uint64_t off = 0; off < h.file_size(); off += kChunkSize) {
+      buf.resize(std::min<uint64_t>(kChunkSize, h.file_size() - off));
+      DS_RETURN_IF_ERROR(file->ReadAt(off, buf.size(), buf.data()));
+      hash.Update(buf);
     }
-    return OkStatus();
-  };
-  if (file.kind == FileKind::kBlob) {
-    return emit(0, file.size, [&](uint64_t off, uint64_t n, char* out) { return ReadChunks(file.chunks, off, n, out); });
+    src->digests_.push_back(hash.Finish());
+    for (const auto& t : h.tensors) {
+      TensorEntry e;
+      e.name = t.name;
+      e.dtype = t.dtype;
+      e.shape = t.shape;
+      e.offset = t.begin;
+      e.size = t.size();
+      if (!src->tensors_.emplace(t.name, std::make_pair(e, file.get())).second) {
+        return InvalidArgument("tensor " + t.name + " appears in two base files");
+      }
+    }
+    src->files_.push_back(std::move(file));
   }
-  const ChunkRef& header = *file.header;
-  DS_RETURN_IF_ERROR(emit(0, header.raw_size, [&](uint64_t off, uint64_t n, char* out) {
-    return ReadChunks({header}, off, n, out);
-  }));
-  for (const auto& t : file.tensors) {
-    DS_RETURN_IF_ERROR(emit(header.raw_size + t.offset, t.size,
-                            [&](uint64_t off, uint64_t n, char* out) { return ReadTensor(t, off, n, out); }));
-  }
-  if (whole && file.size == 0 && hash.Finish() != file.sha256) return Corruption("empty file digest mismatch");
-  return OkStatus();
+  return src;
+}
+
+const TensorEntry* FilesTensorSource::FindTensor(std::string_view name) const {
+  auto it = tensors_.find(name);
+  return it == tensors_.end() ? nullptr : &it->second.first;
+}
+
+Status FilesTensorSource::ReadTensor(const TensorEntry& tensor, uint64_t offset, uint64_t len, char* out) {
+  auto it = tensors_.find(tensor.name);
+  if (it == tensors_.end()) return NotFound("base files lack tensor " + tensor.name);
+  const SafetensorsFile* f = it->second.second;
+  const TensorInfo* info = f->header().Find(tensor.name);
+  return f->ReadTensorRange(*info, offset, len, out);
 }
 
 StatusOr<Manifest> IngestFiles(ChunkStore* store, const std::vector<IngestFile>& files, VersionReader* base,

@@ -38,30 +38,66 @@ struct IngestStats {
 // Resolves a version digest to its manifest (so readers can follow a chain of bases).
 using ManifestLoader = std::function<StatusOr<Manifest>(const Digest&)>;
 
-// Reads the contents of a stored version. Delta chunks are decoded against the base version, which is
-// opened on demand through the loader.
-class VersionReader {
+// Where base tensors come from: a stored version, or safetensors files on disk (offline rebuild).
+class TensorSource {
  public:
-  VersionReader(ChunkStore* store, Manifest manifest, ManifestLoader loader);
+  virtual ~TensorSource() = default;
+  // Finds a tensor by name across all files (shards).
+  virtual const TensorEntry* FindTensor(std::string_view name) const = 0;
+  // Reads bytes [offset, offset + len) of a tensor.
+  virtual Status ReadTensor(const TensorEntry& tensor, uint64_t offset, uint64_t len, char* out) = 0;
+};
+
+class VersionReader;
+
+// Produces the bytes [begin, end) of a file of a version piece by piece (at most kChunkSize each).
+// With `verify` and a whole-file range, the sha256 of what was produced is checked against the manifest
+// before the last piece is handed out, so a wrong rebuild never completes.
+class FileStreamer {
+ public:
+  FileStreamer(VersionReader* reader, const FileEntry* file, uint64_t begin, uint64_t end, bool verify);
+  // The next piece; empty at the end.
+  StatusOr<std::string> Next();
+
+ private:
+  struct Segment {
+    uint64_t begin, size;
+    const TensorEntry* tensor;             // a tensor, or
+    const std::vector<ChunkRef>* chunks;   // plain chunks (header, blob)
+  };
+  VersionReader* reader_;
+  const FileEntry* file_;
+  std::vector<Segment> segments_;
+  size_t segment_ = 0;
+  uint64_t pos_, end_;
+  bool verify_;
+  Sha256 hash_;
+  std::vector<ChunkRef> header_;
+};
+
+// Reads the contents of a stored version. Delta chunks are decoded against the base, which is the
+// given source or else the base version opened on demand through the loader.
+class VersionReader : public TensorSource {
+ public:
+  VersionReader(ChunkStore* store, Manifest manifest, ManifestLoader loader, TensorSource* base = nullptr);
 
   const Manifest& manifest() const { return manifest_; }
-  // Finds a tensor by name across the version's safetensors files (shards).
-  const TensorEntry* FindTensor(std::string_view name) const;
-  // Reads bytes [offset, offset + len) of a tensor of this version.
-  Status ReadTensor(const TensorEntry& tensor, uint64_t offset, uint64_t len, char* out);
-  // Streams bytes [begin, end) of a file of this version. With `verify` and a whole-file range, the
-  // sha256 of what was produced is checked against the manifest before the last piece is handed over.
+  const TensorEntry* FindTensor(std::string_view name) const override;
+  Status ReadTensor(const TensorEntry& tensor, uint64_t offset, uint64_t len, char* out) override;
+  // Reads bytes of plain (standalone, non-tensor) chunks: headers and blobs.
+  Status ReadChunks(const std::vector<ChunkRef>& chunks, uint64_t offset, uint64_t len, char* out);
+  // Streams bytes [begin, end) of a file through `sink` (see FileStreamer).
   Status StreamFile(const FileEntry& file, uint64_t begin, uint64_t end, const ByteSink& sink, bool verify = true);
 
  private:
-  StatusOr<VersionReader*> Base();
+  StatusOr<TensorSource*> Base();
   StatusOr<const std::string*> DecodedChunk(const TensorEntry& tensor, size_t index, uint64_t chunk_offset);
-  Status ReadChunks(const std::vector<ChunkRef>& chunks, uint64_t offset, uint64_t len, char* out);
 
   ChunkStore* store_;
   Manifest manifest_;
   ManifestLoader loader_;
-  std::unique_ptr<VersionReader> base_;
+  TensorSource* base_ = nullptr;
+  std::unique_ptr<VersionReader> owned_base_;
   std::map<std::string, const TensorEntry*, std::less<>> tensors_;
   // One decoded chunk, keyed by (tensor name, chunk index): sequential reads decode each chunk once.
   std::string cache_tensor_;
@@ -80,12 +116,27 @@ struct IngestOptions {
 };
 
 // Stores the files and returns the manifest (the caller records it). `base` may be null (a base
-// version: tensors are stored standalone). On failure every chunk reference taken is dropped again.
+// version: tensors are stored standalone); `base_digest` is recorded in the manifest. On failure every chunk reference taken is dropped again.
 StatusOr<Manifest> IngestFiles(ChunkStore* store, const std::vector<IngestFile>& files, VersionReader* base,
                                const IngestOptions& options, IngestStats* stats, const ProgressFn& progress = {});
 
 // Drops the references a manifest holds (deleting a version).
 Status ReleaseManifest(ChunkStore* store, const Manifest& manifest);
+
+// Base tensors from safetensors files on disk (the original base checkpoint, for offline rebuilds).
+class FilesTensorSource : public TensorSource {
+ public:
+  static StatusOr<std::unique_ptr<FilesTensorSource>> Open(const std::vector<std::string>& paths);
+  const TensorEntry* FindTensor(std::string_view name) const override;
+  Status ReadTensor(const TensorEntry& tensor, uint64_t offset, uint64_t len, char* out) override;
+  // sha256 of each file, in the order given.
+  const std::vector<Digest>& file_digests() const { return digests_; }
+
+ private:
+  std::vector<std::unique_ptr<SafetensorsFile>> files_;
+  std::vector<Digest> digests_;
+  std::map<std::string, std::pair<TensorEntry, SafetensorsFile*>, std::less<>> tensors_;
+};
 
 // Writes a file of a version to a local path and checks its sha256.
 Status RebuildFile(VersionReader* reader, const FileEntry& file, const std::string& out_path);
