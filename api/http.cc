@@ -42,7 +42,7 @@ int HttpStatusFor(StatusCode code) {
     case StatusCode::kAlreadyExists: return 409;
     case StatusCode::kFailedPrecondition: return 409;
     case StatusCode::kOutOfRange: return 416;
-    case StatusCode::kResourceExhausted: return 413;
+    case StatusCode::kResourceExhausted: return 429;
     case StatusCode::kUnavailable: return 503;
     case StatusCode::kUnimplemented: return 501;
     case StatusCode::kCorruption:
@@ -59,7 +59,8 @@ Response Response::Error(int http_status, std::string_view code, std::string_vie
 }
 
 Response Response::Error(const Status& status) {
-  return Error(HttpStatusFor(status.code()), StatusCodeName(status.code()), status.message());
+  std::string_view code = status.reason().empty() ? StatusCodeName(status.code()) : status.reason();
+  return Error(HttpStatusFor(status.code()), code, status.message());
 }
 
 }  // namespace deltastore::api

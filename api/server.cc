@@ -204,7 +204,7 @@ struct Server::Impl {
           }
           if (s.code() == StatusCode::kIOError) break;
           body_done = parser.is_done();
-          resp = s.ok() ? (*match.handler)(req) : Response::Error(s);
+          resp = s.ok() ? (*match.handler)(req) : Response::Error(413, "PAYLOAD_TOO_LARGE", s.message());
         }
       }
       if (!body_done) keep_alive = false;  // unread body bytes would be taken for the next request

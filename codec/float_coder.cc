@@ -14,7 +14,7 @@ static_assert(std::endian::native == std::endian::little, "float_coder assumes a
 // Encoded layout
 //
 //   byte 0      (mode << 4) | kind
-//   mode 0 (raw): the n values as given follow.
+//   mode 0 (raw): 4 bytes checksum (as below), then the n values as given.
 //   mode 1 (delta) and 2 (standalone):
 //     byte 1    tz: trailing mantissa bits that are zero in every value (and in every base value)
 //     byte 2    the largest exponent among the values (standalone) or the base values (delta)
@@ -50,8 +50,8 @@ inline uint32_t UpdatedProb(uint32_t v, uint32_t bit) {
 constexpr int kCdfBits = 15;
 constexpr int kCdfTotal = (1 << kCdfBits) - 1;
 constexpr int kCdfFloor = 4;
-constexpr int kRateMin = 4;
-constexpr int kRateMax = 7;
+constexpr int kRateMin = 3;
+constexpr int kRateMax = 8;
 constexpr int kRateStep = 2;
 
 // Eight 16-bit lanes (GCC/Clang vector extension: SSE2 on x86-64, NEON on ARM, scalar elsewhere).
@@ -62,7 +62,9 @@ inline I16x8 LoadI16x8(const int16_t* p) {
   std::memcpy(&v, p, sizeof(v));
   return v;
 }
-inline void StoreI16x8(int16_t* p, I16x8 v) { std::memcpy(p, &v, sizeof(v)); }
+inline void StoreI16x8(int16_t* p, I16x8 v) {
+  std::memcpy(p, &v, sizeof(v));
+}
 
 template <int kSyms>
 struct SymModel {
@@ -77,6 +79,7 @@ struct SymModel {
   uint32_t Find(int q) const {
     const I16x8 qv = I16x8{} + static_cast<int16_t>(q);
     I16x8 acc{};
+#pragma GCC unroll 16
     for (int i = 0; i < kSyms; i += 8) acc += LoadI16x8(&c[i]) <= qv;  // -1 where true
     int count = 0;
     for (int j = 0; j < 8; ++j) count -= acc[j];
@@ -88,6 +91,7 @@ struct SymModel {
     count += count < 0xFFFF;
     const I16x8 sv = I16x8{} + static_cast<int16_t>(s);
     const I16x8 lane = {0, 1, 2, 3, 4, 5, 6, 7};
+#pragma GCC unroll 16
     for (int i = 0; i < kSyms; i += 8) {
       const I16x8 idx = lane + static_cast<int16_t>(i);
       const I16x8 target = idx * static_cast<int16_t>(kCdfFloor) + ((idx > sv) & static_cast<int16_t>(kFree));
@@ -103,7 +107,7 @@ struct SymModel {
 class RangeEncoder {
  public:
   template <int kSyms>
-  void Sym(SymModel<kSyms>& m, uint32_t s) {
+  [[gnu::always_inline]] void Sym(SymModel<kSyms>& m, uint32_t s) {
     const uint32_t r = range_ >> kCdfBits;
     const uint32_t lo = static_cast<uint32_t>(m.c[s]);
     low_ += static_cast<uint64_t>(r) * lo;
@@ -115,7 +119,7 @@ class RangeEncoder {
     m.Update(s);
   }
 
-  explicit RangeEncoder(size_t reserve) { out_.reserve(reserve); }
+  explicit RangeEncoder(size_t reserve) { out_.resize(std::max<size_t>(reserve, 64)); }
 
   void Bit(Prob* p, uint32_t bit) {
     const uint32_t v = *p;
@@ -129,8 +133,8 @@ class RangeEncoder {
     }
   }
 
-  // Codes the low `bits` bits of `sym`, high bit first, with a binary tree of probabilities
-  // (probs[1 .. 2^bits - 1]).
+  // Codes the low kBits bits of `sym`, high bit first, with a binary tree of probabilities
+  // (probs[1 .. 2^kBits - 1]).
   template <int kBits>
   void Tree(Prob* probs, uint32_t sym) {
     uint32_t idx = 1;
@@ -140,17 +144,10 @@ class RangeEncoder {
       idx = idx * 2 + bit;
     }
   }
-  void TreeN(Prob* probs, uint32_t sym, int bits) {
-    uint32_t idx = 1;
-    for (int i = bits - 1; i >= 0; --i) {
-      const uint32_t bit = (sym >> i) & 1;
-      Bit(&probs[idx], bit);
-      idx = idx * 2 + bit;
-    }
-  }
 
   std::string& Finish() {
     for (int i = 0; i < 5; ++i) ShiftLow();
+    out_.resize(pos_);
     return out_;
   }
 
@@ -160,7 +157,8 @@ class RangeEncoder {
       const uint8_t carry = static_cast<uint8_t>(low_ >> 32);
       uint8_t temp = cache_;
       do {
-        out_.push_back(static_cast<char>(static_cast<uint8_t>(temp + carry)));
+        if (pos_ == out_.size()) out_.resize(out_.size() * 2);
+        out_[pos_++] = static_cast<char>(static_cast<uint8_t>(temp + carry));
         temp = 0xFF;
       } while (--cache_size_ != 0);
       cache_ = static_cast<uint8_t>(low_ >> 24);
@@ -173,7 +171,8 @@ class RangeEncoder {
   uint32_t range_ = 0xFFFFFFFFu;
   uint8_t cache_ = 0;
   uint64_t cache_size_ = 1;
-  std::string out_;
+  std::string out_;  // out_[0, pos_) written
+  size_t pos_ = 0;
 };
 
 class RangeDecoder {
@@ -218,14 +217,11 @@ class RangeDecoder {
     for (int i = 0; i < kBits; ++i) idx = idx * 2 + Bit(&probs[idx]);
     return idx - (1u << kBits);
   }
-  uint32_t TreeN(Prob* probs, int bits) {
-    uint32_t idx = 1;
-    for (int i = 0; i < bits; ++i) idx = idx * 2 + Bit(&probs[idx]);
-    return idx - (1u << bits);
-  }
 
-  // A valid stream starts with a zero byte and is consumed exactly.
-  bool Ok() const { return first_byte_ == 0 && overrun_ == 0 && p_ == end_; }
+  // A valid stream starts with a zero byte and is consumed exactly, and since the encoder flushes the low
+  // end of the final interval, the code ends at zero.
+  bool Ok() const { return first_byte_ == 0 && overrun_ == 0 && p_ == end_ && code_ == 0; }
+  bool Overrun() const { return overrun_ != 0; }
 
  private:
   uint32_t NextByte() {
@@ -288,8 +284,12 @@ class BitReader {
     return v;
   }
 
-  // The stream was consumed to its last byte and no further.
-  bool Ok() const { return (consumed_ + 7) / 8 == size_; }
+  // The stream was consumed to its last byte and no further, and the padding bits are zero.
+  bool Ok() {
+    if ((consumed_ + 7) / 8 != size_) return false;
+    return Get(static_cast<int>(uint64_t{8} * size_ - consumed_)) == 0;
+  }
+  bool Overrun() const { return consumed_ > uint64_t{8} * size_; }
 
  private:
   void Refill() {
@@ -328,12 +328,15 @@ uint32_t Checksum(const uint8_t* p, size_t len) {
     h ^= h >> 29;
   }
   uint64_t w = 0;
-  std::memcpy(&w, p + i, len - i);
+  if (i < len) std::memcpy(&w, p + i, len - i);
   h = (h ^ w) * kMul;
   h ^= h >> 32;
   h *= kMul;
   return static_cast<uint32_t>(h >> 32);
 }
+
+// Decoders stop early on garbage that runs past the end of its streams (a valid stream never does).
+constexpr size_t kOverrunCheckInterval = 4096;
 
 // ---------------------------------------------------------------------------------------------------
 // Formats
@@ -347,9 +350,6 @@ struct Format {
   static constexpr int kManBits = kMan;
   static_assert(1 + kExp + kMan == kWidth);
   static constexpr uint32_t kMagMask = (uint32_t{1} << (kWidth - 1)) - 1;
-  // Delta tokens: (sign of d) << (kTokBits - 1) | bit length of |d|; "negative zero" is a sign change.
-  static constexpr int kTokBits = kWidth == 16 ? 5 : 6;
-  static constexpr uint32_t kFlipTok = uint32_t{1} << (kTokBits - 1);
 };
 using BF16Format = Format<uint16_t, 8, 7>;
 using F16Format = Format<uint16_t, 5, 10>;
@@ -375,21 +375,22 @@ inline void Store(uint8_t* p, size_t i, uint32_t v) {
 // expect from the neighbours: a running average of log2 |f - b| (exponent + bit length of d), less the
 // base exponent.
 constexpr int kExpCtx = 24;
-constexpr int kNbrCtx = 12;
+constexpr int kNbrCtx = 8;
 constexpr int kNbrOffset = 2;
-constexpr int kEmaShift = 2;
+constexpr int kEmaShift = 4;
 
-// Delta symbols: (bit length of |d|) << 2 | (d < 0) << 1 | (the bit below the leading one); symbol 2
-// ("negative zero") is a sign change.
-constexpr uint32_t kFlipSym = 2;
+// Delta symbols, d = |f| - |b| in ulps: (bit length of |d|) << 2 | (d < 0) << 1 | (the bit below the
+// leading one). Symbol 2 ("negative zero") is an escape: f coded explicitly (used for sign changes).
+constexpr uint32_t kEscapeSym = 2;
 
 template <typename F>
 struct DeltaModel {
   static constexpr int kSyms = 4 * F::kWidth;
-  DeltaModel() : tok(static_cast<size_t>(kExpCtx) * kNbrCtx), flip_exp(size_t{1} << F::kExpBits, kProbInit) {}
+  DeltaModel() : tok(static_cast<size_t>(kExpCtx) * kNbrCtx), esc_exp(size_t{1} << F::kExpBits, kProbInit) {}
   std::vector<SymModel<kSyms>> tok;  // [exponent ctx][neighbour ctx]
-  std::vector<Prob> flip_exp;        // [tree node]
-  Prob mant_nonzero = kProbInit;
+  std::vector<Prob> esc_exp;         // [tree node]
+  Prob esc_flip = kProbInit;
+  Prob esc_mant_nonzero = kProbInit;
 };
 
 class DeltaContext {
@@ -410,8 +411,8 @@ class DeltaContext {
 };
 
 template <typename F>
-void EncodeDelta(const uint8_t* data, const uint8_t* base, size_t n, int tz, uint32_t max_be, RangeEncoder& rc,
-                 BitWriter& bw) {
+void EncodeDelta(const uint8_t* data, const uint8_t* base, size_t n, int tz, uint32_t max_be,
+                 RangeEncoder& rc, BitWriter& bw) {
   DeltaModel<F> m;
   const int mb = F::kManBits - tz;
   const uint32_t mb_mask = (uint32_t{1} << mb) - 1;
@@ -423,20 +424,12 @@ void EncodeDelta(const uint8_t* data, const uint8_t* base, size_t n, int tz, uin
     const uint32_t fm = (f & F::kMagMask) >> tz;
     const uint32_t be = bm >> mb;
     auto& tm = m.tok[ctx.Index(be)];
-    int a;
-    if ((b ^ f) >> (F::kWidth - 1)) {
-      rc.Sym(tm, kFlipSym);
-      const uint32_t fe = fm >> mb;
-      const uint32_t mant = fm & mb_mask;
-      rc.Tree<F::kExpBits>(m.flip_exp.data(), fe);
-      if (fe == 0) rc.Bit(&m.mant_nonzero, mant != 0);
-      if (fe != 0 || mant != 0) bw.Put(mant, mb);
-      a = static_cast<int>(be) + mb + 1;
-    } else {
+    const uint32_t flip = (b ^ f) >> (F::kWidth - 1);
+    if (flip == 0) {
       const int32_t d = static_cast<int32_t>(fm) - static_cast<int32_t>(bm);
-      const uint32_t neg = d < 0;
-      const uint32_t ad = neg ? 0u - static_cast<uint32_t>(d) : static_cast<uint32_t>(d);
+      const uint32_t ad = d < 0 ? 0u - static_cast<uint32_t>(d) : static_cast<uint32_t>(d);
       const int len = std::bit_width(ad);
+      const uint32_t neg = d < 0;
       uint32_t sym = (static_cast<uint32_t>(len) << 2) | (neg << 1);
       if (len >= 2) {
         const uint32_t rem = ad - (uint32_t{1} << (len - 1));
@@ -446,9 +439,17 @@ void EncodeDelta(const uint8_t* data, const uint8_t* base, size_t n, int tz, uin
       } else {
         rc.Sym(tm, sym);
       }
-      a = static_cast<int>(be) + len;
+      ctx.Update(static_cast<int>(be) + len);
+    } else {
+      rc.Sym(tm, kEscapeSym);
+      rc.Bit(&m.esc_flip, flip);
+      const uint32_t fe = fm >> mb;
+      const uint32_t mant = fm & mb_mask;
+      rc.Tree<F::kExpBits>(m.esc_exp.data(), fe);
+      if (fe == 0) rc.Bit(&m.esc_mant_nonzero, mant != 0);
+      if (fe != 0 || mant != 0) bw.Put(mant, mb);
+      ctx.Update(static_cast<int>(be) + mb + 1);
     }
-    ctx.Update(a);
   }
 }
 
@@ -461,16 +462,24 @@ bool DecodeDelta(RangeDecoder& rc, BitReader& br, const uint8_t* base, size_t n,
   const uint32_t max_mag = F::kMagMask >> tz;
   DeltaContext ctx(max_be, mb);
   for (size_t i = 0; i < n; ++i) {
+    if (i % kOverrunCheckInterval == 0 && (rc.Overrun() || br.Overrun())) return false;
     const uint32_t b = Load<F>(base, i);
     const uint32_t bm = (b & F::kMagMask) >> tz;
     const uint32_t be = bm >> mb;
     const uint32_t sym = rc.Sym(m.tok[ctx.Index(be)]);
     uint32_t sign = b >> (F::kWidth - 1);
     uint32_t fm;
-    int a;
-    const int len = static_cast<int>(sym >> 2);
-    if (len >= 2) {
-      const uint32_t ad = (uint32_t{1} << (len - 1)) | ((sym & 1) << (len - 2)) | br.Get(len - 2);
+    if (sym != kEscapeSym) {
+      const int len = static_cast<int>(sym >> 2);
+      uint32_t ad = 0;
+      if (len >= 2) {
+        ad = (uint32_t{1} << (len - 1)) | ((sym & 1) << (len - 2)) | br.Get(len - 2);
+      } else if (len == 1) {
+        if (sym & 1) return false;
+        ad = 1;
+      } else if (sym != 0) {
+        return false;
+      }
       if (sym & 2) {
         if (ad > bm) return false;
         fm = bm - ad;
@@ -478,30 +487,15 @@ bool DecodeDelta(RangeDecoder& rc, BitReader& br, const uint8_t* base, size_t n,
         fm = bm + ad;
         if (fm > max_mag) return false;
       }
-      a = static_cast<int>(be) + len;
-    } else if (sym == 0) {
-      fm = bm;
-      a = static_cast<int>(be);
-    } else if (sym == 4 || sym == 6) {
-      if (sym == 6) {
-        if (bm == 0) return false;
-        fm = bm - 1;
-      } else {
-        fm = bm + 1;
-        if (fm > max_mag) return false;
-      }
-      a = static_cast<int>(be) + 1;
-    } else if (sym == kFlipSym) {
-      sign ^= 1;
-      const uint32_t fe = rc.Tree<F::kExpBits>(m.flip_exp.data());
-      uint32_t mant = 0;
-      if (fe != 0 || rc.Bit(&m.mant_nonzero)) mant = br.Get(mb);
-      fm = (fe << mb) | (mant & mb_mask);
-      a = static_cast<int>(be) + mb + 1;
+      ctx.Update(static_cast<int>(be) + len);
     } else {
-      return false;
+      sign ^= rc.Bit(&m.esc_flip);
+      const uint32_t fe = rc.Tree<F::kExpBits>(m.esc_exp.data());
+      uint32_t mant = 0;
+      if (fe != 0 || rc.Bit(&m.esc_mant_nonzero)) mant = br.Get(mb);
+      fm = (fe << mb) | (mant & mb_mask);
+      ctx.Update(static_cast<int>(be) + mb + 1);
     }
-    ctx.Update(a);
     Store<F>(out, i, (sign << (F::kWidth - 1)) | (fm << tz));
   }
   return true;
@@ -516,14 +510,14 @@ bool DecodeDelta(RangeDecoder& rc, BitReader& br, const uint8_t* base, size_t n,
 constexpr int kExpTokBits = 5;
 constexpr uint32_t kExpTokZero = 30;
 constexpr uint32_t kExpTokEscape = 31;
-constexpr int kManTopBits = 3;
+constexpr int kManTopBits = 2;
 
 template <typename F>
 struct StandaloneModel {
   StandaloneModel() : exp_tok(32), sign_mant(32 * 2), mant_nonzero(32, kProbInit) {}
-  std::vector<SymModel<32>> exp_tok;    // [previous token]
-  std::vector<SymModel<16>> sign_mant;  // [token][previous sign]: sign << 3 | top mantissa bits
-  std::vector<Prob> mant_nonzero;       // [token]
+  std::vector<SymModel<32>> exp_tok;                    // [previous token]
+  std::vector<SymModel<(2 << kManTopBits)>> sign_mant;  // [token][previous sign]: sign, top mantissa bits
+  std::vector<Prob> mant_nonzero;                       // [token]
 };
 
 template <typename F>
@@ -577,6 +571,7 @@ bool DecodeStandalone(RangeDecoder& rc, BitReader& br, size_t n, int tz, uint32_
   uint32_t prev_tok = 0;
   uint32_t prev_sign = 0;
   for (size_t i = 0; i < n; ++i) {
+    if (i % kOverrunCheckInterval == 0 && (rc.Overrun() || br.Overrun())) return false;
     const uint32_t tok = rc.Sym(m.exp_tok[prev_tok]);
     uint32_t e;
     if (F::kExpBits > kExpTokBits && tok >= kExpTokZero) {
@@ -629,60 +624,74 @@ bool GetVarint(std::string_view& in, uint64_t* v) {
 
 std::string EncodeRaw(FloatKind kind, const uint8_t* data, size_t bytes) {
   std::string out(1, static_cast<char>((kModeRaw << 4) | static_cast<uint8_t>(kind)));
+  const uint32_t sum = Checksum(data, bytes);
+  out.append(reinterpret_cast<const char*>(&sum), 4);
   if (bytes > 0) out.append(reinterpret_cast<const char*>(data), bytes);
   return out;
 }
 
-template <typename F>
-std::string EncodeImpl(FloatKind kind, const uint8_t* data, const uint8_t* base, size_t n) {
-  const size_t bytes = n * sizeof(typename F::Word);
-  if (n == 0) return EncodeRaw(kind, data, 0);
-  // Trailing mantissa bits that are zero everywhere, and the largest exponent.
-  constexpr uint32_t kManMask = (uint32_t{1} << F::kManBits) - 1;
-  uint32_t man_or = 0;
-  uint32_t mag_max = 0;
-  for (size_t i = 0; i < n; ++i) {
-    const uint32_t f = Load<F>(data, i);
-    man_or |= f;
-    mag_max = std::max(mag_max, f & F::kMagMask);
-  }
-  uint32_t base_mag_max = 0;
-  if (base != nullptr) {
-    for (size_t i = 0; i < n; ++i) {
-      const uint32_t b = Load<F>(base, i);
-      man_or |= b;
-      base_mag_max = std::max(base_mag_max, b & F::kMagMask);
-    }
-  }
-  man_or &= kManMask;
-  const int tz = man_or == 0 ? F::kManBits : std::countr_zero(man_or);
-  const uint32_t maxe = (base != nullptr ? base_mag_max : mag_max) >> F::kManBits;
-
-  RangeEncoder rc(bytes / 2 + 64);
-  BitWriter bw(bytes / 2 + 64);
-  uint8_t mode;
-  if (base != nullptr) {
-    mode = kModeDelta;
-    EncodeDelta<F>(data, base, n, tz, maxe, rc, bw);
-  } else {
-    mode = kModeStandalone;
-    EncodeStandalone<F>(data, n, tz, maxe, rc, bw);
-  }
-  const std::string& rc_bytes = rc.Finish();
-  const std::string& raw_bits = bw.Finish();
-
+// Header and streams of a coded encoding (mode 1 or 2).
+std::string Assemble(uint8_t mode, FloatKind kind, int tz, uint32_t maxe, uint32_t sum,
+                     const std::string& rc_bytes, const std::string& raw_bits) {
   std::string out;
   out.reserve(16 + rc_bytes.size() + raw_bits.size());
   out.push_back(static_cast<char>((mode << 4) | static_cast<uint8_t>(kind)));
   out.push_back(static_cast<char>(tz));
   out.push_back(static_cast<char>(maxe));
   PutVarint(out, rc_bytes.size());
-  const uint32_t sum = Checksum(data, bytes);
   out.append(reinterpret_cast<const char*>(&sum), 4);
-  if (out.size() + rc_bytes.size() + raw_bits.size() >= 1 + bytes) return EncodeRaw(kind, data, bytes);
   out.append(rc_bytes);
   out.append(raw_bits);
   return out;
+}
+
+template <typename F>
+int TrailingZeros(uint32_t man_or) {
+  man_or &= (uint32_t{1} << F::kManBits) - 1;
+  return man_or == 0 ? F::kManBits : std::countr_zero(man_or);
+}
+
+template <typename F>
+std::string EncodeImpl(FloatKind kind, const uint8_t* data, const uint8_t* base, size_t n) {
+  const size_t bytes = n * sizeof(typename F::Word);
+  if (n == 0) return EncodeRaw(kind, data, 0);
+  // Trailing mantissa bits that are zero everywhere, and the largest exponents.
+  uint32_t data_or = 0;
+  uint32_t data_max = 0;
+  for (size_t i = 0; i < n; ++i) {
+    const uint32_t f = Load<F>(data, i);
+    data_or |= f;
+    data_max = std::max(data_max, f & F::kMagMask);
+  }
+  const uint32_t sum = Checksum(data, bytes);
+  std::string best;
+  if (base != nullptr) {
+    uint32_t base_or = 0;
+    uint32_t base_max = 0;
+    for (size_t i = 0; i < n; ++i) {
+      const uint32_t b = Load<F>(base, i);
+      base_or |= b;
+      base_max = std::max(base_max, b & F::kMagMask);
+    }
+    const int tz = TrailingZeros<F>(data_or | base_or);
+    const uint32_t maxe = base_max >> F::kManBits;
+    RangeEncoder rc(bytes / 2 + 64);
+    BitWriter bw(bytes / 2 + 64);
+    EncodeDelta<F>(data, base, n, tz, maxe, rc, bw);
+    best = Assemble(kModeDelta, kind, tz, maxe, sum, rc.Finish(), bw.Finish());
+  }
+  // Standalone, unless the delta did well (an unrelated base can make it the worse choice).
+  if (base == nullptr || best.size() > bytes / 10 * 9) {
+    const int tz = TrailingZeros<F>(data_or);
+    const uint32_t maxe = data_max >> F::kManBits;
+    RangeEncoder rc(bytes / 2 + 64);
+    BitWriter bw(bytes / 2 + 64);
+    EncodeStandalone<F>(data, n, tz, maxe, rc, bw);
+    std::string standalone = Assemble(kModeStandalone, kind, tz, maxe, sum, rc.Finish(), bw.Finish());
+    if (best.empty() || standalone.size() < best.size()) best = std::move(standalone);
+  }
+  if (best.size() >= 5 + bytes) return EncodeRaw(kind, data, bytes);
+  return best;
 }
 
 template <typename F>
@@ -739,10 +748,14 @@ Status DecodeFloats(FloatKind kind, std::string_view encoded, const uint8_t* bas
   const uint8_t mode = head >> 4;
   encoded.remove_prefix(1);
   switch (mode) {
-    case kModeRaw:
-      if (encoded.size() != n * width) return Corruption("float coder: raw size mismatch");
-      if (n > 0) std::memcpy(out, encoded.data(), encoded.size());
+    case kModeRaw: {
+      if (encoded.size() != 4 + n * width) return Corruption("float coder: raw size mismatch");
+      uint32_t sum;
+      std::memcpy(&sum, encoded.data(), 4);
+      if (n > 0) std::memcpy(out, encoded.data() + 4, n * width);
+      if (Checksum(out, n * width) != sum) return Corruption("float coder: checksum mismatch");
       return OkStatus();
+    }
     case kModeDelta:
       if (base == nullptr) return InvalidArgument("float coder: delta encoding needs the base values");
       break;

@@ -34,9 +34,13 @@ int main(int argc, char** argv) {
   std::string listen = "127.0.0.1:8080";
   std::string data_dir = "data";
   int threads = 2;
+  int workers = 1;
+  size_t max_uploads = 1000;
   app.add_option("--listen", listen, "address:port to listen on (port 0 picks one)")->envname("DS_LISTEN");
   app.add_option("--data-dir", data_dir, "directory of the embedded RocksDB and spool files")->envname("DS_DATA_DIR");
   app.add_option("--threads", threads, "HTTP threads")->envname("DS_THREADS")->check(CLI::Range(1, 256));
+  app.add_option("--workers", workers, "compression job threads")->envname("DS_WORKERS")->check(CLI::Range(1, 64));
+  app.add_option("--max-open-uploads", max_uploads, "open upload sessions allowed")->envname("DS_MAX_OPEN_UPLOADS");
   CLI11_PARSE(app, argc, argv);
 
   deltastore::api::ServerOptions opts;
@@ -45,7 +49,11 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "error: --listen must be host:port, got '%s'\n", listen.c_str());
     return 2;
   }
-  auto registry = deltastore::Registry::Open({data_dir});
+  deltastore::RegistryOptions ropts;
+  ropts.data_dir = data_dir;
+  ropts.workers = workers;
+  ropts.max_open_uploads = max_uploads;
+  auto registry = deltastore::Registry::Open(ropts);
   if (!registry.ok()) {
     std::fprintf(stderr, "error: %s\n", registry.status().ToString().c_str());
     return 1;
@@ -63,6 +71,7 @@ int main(int argc, char** argv) {
               data_dir.c_str(), info.compute_device.c_str());
   std::fflush(stdout);
   server.RunUntilSignal();
+  (*registry)->Shutdown();  // running jobs finish; queued ones stay queued for the next start
   std::printf("deltastored stopped\n");
   return 0;
 }

@@ -1,15 +1,826 @@
 #include "service/registry.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <ctime>
 #include <filesystem>
+#include <random>
 
 namespace deltastore {
 
+using json = nlohmann::json;
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr char kUploads[] = "uploads";
+constexpr char kJobs[] = "jobs";
+constexpr char kModels[] = "models";
+constexpr char kVersions[] = "versions";
+constexpr char kDigests[] = "digests";
+constexpr char kTags[] = "tags";
+constexpr char kChildren[] = "children";
+
+std::string NowIso() {
+  auto now = std::chrono::system_clock::now();
+  std::time_t t = std::chrono::system_clock::to_time_t(now);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+std::string NewId() {
+  static thread_local std::mt19937_64 rng(std::random_device{}() ^
+                                          static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count()));
+  char buf[33];
+  std::snprintf(buf, sizeof(buf), "%016lx%016lx", (unsigned long)rng(), (unsigned long)rng());
+  return buf;
+}
+
+std::string Key(std::string_view a, std::string_view b) {
+  std::string k(a);
+  k.push_back('\0');
+  k.append(b);
+  return k;
+}
+
+StatusOr<json> ParseRecord(std::string_view text, std::string_view what) {
+  json j = json::parse(text.begin(), text.end(), nullptr, false);
+  if (j.is_discarded() || !j.is_object()) return Corruption(std::string(what) + " record is not JSON");
+  return j;
+}
+
+StatusOr<json> GetRecord(MetaStore* meta, std::string_view ns, std::string_view key, std::string_view what) {
+  DS_ASSIGN_OR_RETURN(std::string text, meta->Get(ns, key));
+  return ParseRecord(text, what);
+}
+
+Status Invalid(std::string message) { return InvalidArgument(std::move(message)); }
+
+bool ValidPath(const std::string& p) {
+  if (p.empty() || p.size() > 255 || p.front() == '/' || p.find('\0') != std::string::npos) return false;
+  size_t i = 0;
+  while (i <= p.size()) {
+    size_t j = p.find('/', i);
+    if (j == std::string::npos) j = p.size();
+    std::string_view seg(p.data() + i, j - i);
+    if (seg.empty() || seg == "." || seg == "..") return false;
+    i = j + 1;
+  }
+  return true;
+}
+
+bool IsSafetensors(const std::string& path) {
+  return path.size() >= 12 && path.compare(path.size() - 12, 12, ".safetensors") == 0;
+}
+
+}  // namespace
+
+bool ValidName(std::string_view name) {
+  if (name.empty() || name.size() > 128) return false;
+  auto ok = [](char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-'; };
+  if (!std::isalnum(static_cast<unsigned char>(name[0]))) return false;
+  for (char c : name) {
+    if (!ok(c)) return false;
+  }
+  return true;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Opening and recovery
+
+Registry::Registry(RegistryOptions options, Stores stores) : options_(std::move(options)), stores_(std::move(stores)) {}
+
 StatusOr<std::unique_ptr<Registry>> Registry::Open(const RegistryOptions& options) {
   std::error_code ec;
-  std::filesystem::create_directories(options.data_dir, ec);
+  fs::create_directories(fs::path(options.data_dir) / "uploads", ec);
   if (ec) return IOError("cannot create data dir " + options.data_dir + ": " + ec.message());
-  DS_ASSIGN_OR_RETURN(Stores stores, OpenRocksStores({options.data_dir + "/db", true}));
-  return std::unique_ptr<Registry>(new Registry(std::move(stores)));
+  DS_ASSIGN_OR_RETURN(Stores stores, OpenRocksStores({options.data_dir + "/db", options.sync_writes}));
+  std::unique_ptr<Registry> r(new Registry(options, std::move(stores)));
+  DS_RETURN_IF_ERROR(r->Recover());
+  for (int i = 0; i < std::max(1, options.workers); ++i) r->workers_.emplace_back([p = r.get()] { p->WorkerLoop(); });
+  return r;
+}
+
+Registry::~Registry() { Shutdown(); }
+
+void Registry::Shutdown() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopping_) return;
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  for (auto& t : workers_) t.join();
+  workers_.clear();
+}
+
+Status Registry::Recover() {
+  // Jobs that were queued or running when the process stopped run again from the start.
+  bool interrupted = false;
+  std::vector<json> requeue;
+  DS_RETURN_IF_ERROR(meta()->Scan(kJobs, "", "", [&](std::string_view, std::string_view value) {
+    auto j = ParseRecord(value, "job");
+    if (j.ok()) {
+      std::string state = (*j).value("state", "");
+      if (state == "running") interrupted = true;
+      if (state == "running" || state == "queued") requeue.push_back(*j);
+    }
+    return true;
+  }));
+  for (auto& j : requeue) {
+    if (j["state"] == "running") {
+      j["state"] = "queued";
+      j["restarts"] = j.value("restarts", 0) + 1;
+      DS_RETURN_IF_ERROR(UpdateJob(j));
+    }
+    queue_.push_back(j["id"].get<std::string>());
+  }
+  if (interrupted) {
+    // An interrupted ingest may have left chunk references behind: recount from the manifests.
+    DS_ASSIGN_OR_RETURN(uint64_t fixed, RecomputeRefcounts());
+    (void)fixed;
+  }
+  // Spool files whose upload record is gone (a crash between commit and unlink) are garbage.
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(fs::path(options_.data_dir) / "uploads", ec)) {
+    auto rec = meta()->Get(kUploads, entry.path().filename().string());
+    if (!rec.ok() && rec.status().code() == StatusCode::kNotFound) fs::remove(entry.path(), ec);
+  }
+  return OkStatus();
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Uploads
+
+std::string Registry::SpoolPath(const std::string& id) const {
+  return (fs::path(options_.data_dir) / "uploads" / id).string();
+}
+
+StatusOr<json> Registry::CreateUpload() {
+  size_t open = 0;
+  DS_RETURN_IF_ERROR(meta()->Scan(kUploads, "", "", [&](std::string_view, std::string_view v) {
+    auto j = ParseRecord(v, "upload");
+    if (j.ok() && (*j).value("state", "") == "open") ++open;
+    return true;
+  }));
+  if (open >= options_.max_open_uploads) {
+    return Status(StatusCode::kResourceExhausted,
+                  "too many open uploads (" + std::to_string(open) + "); seal or delete some first", "TOO_MANY_UPLOADS");
+  }
+  json u = {{"id", NewId()}, {"offset", 0}, {"state", "open"}, {"created_at", NowIso()}};
+  int fd = ::open(SpoolPath(u["id"]).c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) return IOError("cannot create spool file: " + std::string(std::strerror(errno)));
+  ::close(fd);
+  DS_RETURN_IF_ERROR(meta()->Put(kUploads, u["id"].get<std::string>(), u.dump()));
+  return u;
+}
+
+StatusOr<json> Registry::GetUpload(const std::string& id) {
+  auto u = GetRecord(meta(), kUploads, id, "upload");
+  if (!u.ok() && u.status().code() == StatusCode::kNotFound) {
+    return Status(StatusCode::kNotFound, "upload " + id + " not found", "BLOB_UPLOAD_UNKNOWN");
+  }
+  return u;
+}
+
+class SpoolWriter : public UploadWriter {
+ public:
+  SpoolWriter(Registry* r, json upload, int fd) : r_(r), upload_(std::move(upload)), fd_(fd) {
+    offset_ = upload_["offset"].get<uint64_t>();
+  }
+  ~SpoolWriter() override {
+    if (!committed_) (void)Commit();
+    if (fd_ >= 0) ::close(fd_);
+  }
+  Status Write(std::string_view piece) override {
+    while (!piece.empty()) {
+      ssize_t n = ::pwrite(fd_, piece.data(), piece.size(), static_cast<off_t>(offset_));
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) {
+        if (errno == ENOSPC) return Status(StatusCode::kResourceExhausted, "disk full while writing the upload", "DISK_FULL");
+        return IOError(std::string("writing upload: ") + std::strerror(errno));
+      }
+      offset_ += n;
+      piece.remove_prefix(n);
+    }
+    return OkStatus();
+  }
+  StatusOr<json> Commit() override {
+    if (committed_) return upload_;
+    committed_ = true;
+    Status s;
+    if (::fdatasync(fd_) != 0) s = IOError(std::string("fsync of upload failed: ") + std::strerror(errno));
+    if (s.ok()) {
+      upload_["offset"] = offset_;
+      upload_["updated_at"] = NowIso();
+      s = r_->meta()->Put(kUploads, upload_["id"].get<std::string>(), upload_.dump());
+    }
+    {
+      std::lock_guard<std::mutex> lock(r_->mu_);
+      r_->writing_.erase(upload_["id"].get<std::string>());
+    }
+    if (!s.ok()) return s;
+    return upload_;
+  }
+
+ private:
+  Registry* r_;
+  json upload_;
+  int fd_;
+  uint64_t offset_ = 0;
+  bool committed_ = false;
+};
+
+StatusOr<std::unique_ptr<UploadWriter>> Registry::AppendUpload(const std::string& id, std::optional<uint64_t> start) {
+  std::lock_guard<std::mutex> lock(mu_);
+  DS_ASSIGN_OR_RETURN(json u, GetUpload(id));
+  if (u["state"] != "open") return Status(StatusCode::kFailedPrecondition, "upload " + id + " is sealed", "UPLOAD_SEALED");
+  if (writing_.count(id)) {
+    return Status(StatusCode::kFailedPrecondition, "another request is writing upload " + id, "UPLOAD_BUSY");
+  }
+  uint64_t offset = u["offset"].get<uint64_t>();
+  if (start && *start != offset) {
+    return Status(StatusCode::kOutOfRange,
+                  "range starts at " + std::to_string(*start) + " but the upload's committed offset is " +
+                      std::to_string(offset),
+                  "RANGE_INVALID");
+  }
+  int fd = ::open(SpoolPath(id).c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+  if (fd < 0) return IOError("cannot open spool file of upload " + id);
+  // Bytes past the committed offset are leftovers of an interrupted request: drop them.
+  if (::ftruncate(fd, static_cast<off_t>(offset)) != 0) {
+    ::close(fd);
+    return IOError("cannot truncate spool file of upload " + id);
+  }
+  writing_.insert(id);
+  return std::unique_ptr<UploadWriter>(new SpoolWriter(this, std::move(u), fd));
+}
+
+StatusOr<json> Registry::SealUpload(const std::string& id, const std::string& digest_text) {
+  auto expected = Digest::Parse(digest_text);
+  if (!expected.ok()) return Status(StatusCode::kInvalidArgument, "digest must be sha256:<64 hex>", "DIGEST_INVALID");
+  std::lock_guard<std::mutex> lock(mu_);
+  DS_ASSIGN_OR_RETURN(json u, GetUpload(id));
+  if (writing_.count(id)) return Status(StatusCode::kFailedPrecondition, "upload " + id + " is being written", "UPLOAD_BUSY");
+  if (u["state"] == "sealed") {
+    if (u["digest"] == expected->ToString()) return u;
+    return Status(StatusCode::kFailedPrecondition, "upload " + id + " is already sealed", "UPLOAD_SEALED");
+  }
+  uint64_t size = u["offset"].get<uint64_t>();
+  int fd = ::open(SpoolPath(id).c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return DataLoss("spool file of upload " + id + " is missing");
+  Sha256 hash;
+  std::string buf(1 << 20, '\0');
+  uint64_t pos = 0;
+  while (pos < size) {
+    ssize_t n = ::pread(fd, buf.data(), std::min<uint64_t>(buf.size(), size - pos), static_cast<off_t>(pos));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      ::close(fd);
+      return DataLoss("spool file of upload " + id + " is shorter than its committed offset");
+    }
+    hash.Update(buf.data(), n);
+    pos += n;
+  }
+  ::close(fd);
+  Digest actual = hash.Finish();
+  if (actual != *expected) {
+    return Status(StatusCode::kInvalidArgument,
+                  "digest mismatch: the " + std::to_string(size) + " bytes received hash to " + actual.ToString(),
+                  "DIGEST_INVALID");
+  }
+  u["state"] = "sealed";
+  u["digest"] = actual.ToString();
+  u["size"] = size;
+  u["updated_at"] = NowIso();
+  DS_RETURN_IF_ERROR(meta()->Put(kUploads, id, u.dump()));
+  return u;
+}
+
+Status Registry::DeleteUpload(const std::string& id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  DS_ASSIGN_OR_RETURN(json u, GetUpload(id));
+  if (writing_.count(id)) return Status(StatusCode::kFailedPrecondition, "upload " + id + " is being written", "UPLOAD_BUSY");
+  DS_RETURN_IF_ERROR(meta()->Delete(kUploads, id));
+  std::error_code ec;
+  fs::remove(SpoolPath(id), ec);
+  return OkStatus();
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Versions and jobs
+
+StatusOr<Manifest> Registry::LoadManifest(const Digest& digest) {
+  {
+    std::lock_guard<std::mutex> lock(manifest_cache_mu_);
+    auto it = manifest_cache_.find(digest);
+    if (it != manifest_cache_.end()) return it->second;
+  }
+  std::string model;
+  DS_RETURN_IF_ERROR(meta()->Scan(kDigests, Key(digest.Hex(), ""), "", [&](std::string_view key, std::string_view) {
+    model = std::string(key.substr(65));
+    return false;
+  }));
+  if (model.empty()) return NotFound("version " + digest.ToString() + " not found");
+  DS_ASSIGN_OR_RETURN(json rec, VersionRecord(model, digest));
+  DS_ASSIGN_OR_RETURN(Manifest m, ParseManifest(rec["manifest"].get<std::string>()));
+  std::lock_guard<std::mutex> lock(manifest_cache_mu_);
+  if (manifest_cache_.size() > 256) manifest_cache_.clear();
+  manifest_cache_[digest] = m;
+  return m;
+}
+
+StatusOr<json> Registry::VersionRecord(const std::string& model, const Digest& digest) {
+  auto rec = GetRecord(meta(), kVersions, Key(model, digest.Hex()), "version");
+  if (!rec.ok() && rec.status().code() == StatusCode::kNotFound) {
+    return Status(StatusCode::kNotFound, "model " + model + " has no version " + digest.ToString(), "VERSION_UNKNOWN");
+  }
+  return rec;
+}
+
+StatusOr<VersionRef> Registry::Resolve(const std::string& model, const std::string& ref) {
+  if (!ValidName(model)) return Status(StatusCode::kInvalidArgument, "invalid model name '" + model + "'", "NAME_INVALID");
+  auto m = meta()->Get(kModels, model);
+  if (!m.ok()) {
+    if (m.status().code() == StatusCode::kNotFound) {
+      return Status(StatusCode::kNotFound, "model " + model + " not found", "MODEL_UNKNOWN");
+    }
+    return m.status();
+  }
+  Digest d;
+  if (ref.rfind("sha256:", 0) == 0) {
+    auto parsed = Digest::Parse(ref);
+    if (!parsed.ok()) return Status(StatusCode::kInvalidArgument, "malformed digest " + ref, "DIGEST_INVALID");
+    d = *parsed;
+  } else {
+    auto tag = meta()->Get(kTags, Key(model, ref));
+    if (!tag.ok()) {
+      if (tag.status().code() == StatusCode::kNotFound) {
+        return Status(StatusCode::kNotFound, "model " + model + " has no tag " + ref, "TAG_UNKNOWN");
+      }
+      return tag.status();
+    }
+    DS_ASSIGN_OR_RETURN(d, Digest::Parse(*tag));
+  }
+  DS_RETURN_IF_ERROR(VersionRecord(model, d).status());
+  return VersionRef{model, d};
+}
+
+StatusOr<json> Registry::CreateVersion(const std::string& model, const json& request) {
+  if (!ValidName(model)) return Status(StatusCode::kInvalidArgument, "invalid model name '" + model + "'", "NAME_INVALID");
+  if (!request.is_object()) return Invalid("body must be a JSON object");
+  auto files_it = request.find("files");
+  if (files_it == request.end() || !files_it->is_array() || files_it->empty()) {
+    return Invalid("files must be a non-empty array of {path, upload}");
+  }
+  json files = json::array();
+  std::set<std::string> paths;
+  for (const auto& f : *files_it) {
+    if (!f.is_object() || !f.contains("path") || !f["path"].is_string() || !f.contains("upload") ||
+        !f["upload"].is_string()) {
+      return Invalid("each file must be {\"path\": string, \"upload\": upload id}");
+    }
+    std::string path = f["path"], upload = f["upload"];
+    if (!ValidPath(path)) return Invalid("invalid file path '" + path + "'");
+    if (!paths.insert(path).second) return Invalid("file " + path + " appears twice");
+    DS_ASSIGN_OR_RETURN(json u, GetUpload(upload));
+    if (u["state"] != "sealed") {
+      return Status(StatusCode::kFailedPrecondition, "upload " + upload + " is not sealed", "UPLOAD_NOT_SEALED");
+    }
+    files.push_back({{"path", path}, {"upload", upload}, {"size", u["size"]}, {"digest", u["digest"]}});
+  }
+  json policy = request.value("policy", json::object());
+  if (!policy.is_object()) return Invalid("policy must be an object");
+  std::string mode = policy.value("mode", "lossless");
+  if (mode == "lossy") return Unimplemented("lossy compression is not available in this build yet");
+  if (mode != "lossless") return Invalid("policy.mode must be lossless or lossy");
+  bool allow_mismatch = policy.value("allow_mismatched_shapes", false);
+
+  json tags = request.value("tags", json::array());
+  if (!tags.is_array()) return Invalid("tags must be an array of names");
+  for (const auto& t : tags) {
+    if (!t.is_string() || !ValidName(t.get<std::string>())) return Invalid("invalid tag " + t.dump());
+  }
+
+  json base = nullptr;
+  std::optional<Manifest> base_manifest;
+  if (request.contains("base") && !request["base"].is_null()) {
+    const json& b = request["base"];
+    if (!b.is_object() || !b.contains("model") || !b["model"].is_string()) {
+      return Invalid("base must be {\"model\": name, \"version\": tag or digest}");
+    }
+    std::string bref = b.contains("version") && b["version"].is_string() ? b["version"].get<std::string>() : "latest";
+    DS_ASSIGN_OR_RETURN(VersionRef r, Resolve(b["model"], bref));
+    base = {{"model", r.model}, {"digest", r.digest.ToString()}};
+    DS_ASSIGN_OR_RETURN(base_manifest, LoadManifest(r.digest));
+  }
+
+  // Check the checkpoints now so bad input is a 4xx, not a failed job: headers, and shapes vs the base.
+  std::map<std::string, const TensorEntry*> base_tensors;
+  if (base_manifest) {
+    for (const auto& f : base_manifest->files)
+      for (const auto& t : f.tensors) base_tensors[t.name] = &t;
+  }
+  size_t shared = 0, total = 0;
+  std::vector<std::string> mismatched;
+  for (const auto& f : files) {
+    std::string path = f["path"];
+    if (!IsSafetensors(path)) continue;
+    auto st = SafetensorsFile::Open(SpoolPath(f["upload"]));
+    if (!st.ok()) return Status(StatusCode::kInvalidArgument, path + ": " + st.status().message(), "SAFETENSORS_INVALID");
+    for (const auto& t : (*st)->header().tensors) {
+      ++total;
+      auto it = base_tensors.find(t.name);
+      if (it == base_tensors.end()) continue;
+      ++shared;
+      if (it->second->dtype != t.dtype || it->second->shape != t.shape) mismatched.push_back(t.name);
+    }
+  }
+  if (base_manifest && total > 0 && shared == 0) {
+    return Status(StatusCode::kInvalidArgument, "the checkpoint shares no tensor name with the base", "BASE_MISMATCH");
+  }
+  if (!mismatched.empty() && !allow_mismatch) {
+    std::string names;
+    for (size_t i = 0; i < mismatched.size() && i < 5; ++i) names += (i ? ", " : "") + mismatched[i];
+    return Status(StatusCode::kInvalidArgument,
+                  std::to_string(mismatched.size()) + " tensors differ in dtype or shape from the base (" + names +
+                      "); set policy.allow_mismatched_shapes to store them standalone",
+                  "BASE_MISMATCH");
+  }
+
+  std::string now = NowIso();
+  json job = {{"id", NewId()},
+              {"state", "queued"},
+              {"model", model},
+              {"files", files},
+              {"base", base},
+              {"policy", {{"mode", mode}, {"allow_mismatched_shapes", allow_mismatch}}},
+              {"tags", tags},
+              {"progress", {{"tensors_done", 0}, {"tensors_total", 0}, {"bytes_done", 0}, {"bytes_total", 0}}},
+              {"created_at", now},
+              {"updated_at", now}};
+  DS_RETURN_IF_ERROR(UpdateJob(job));
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    queue_.push_back(job["id"]);
+  }
+  cv_.notify_one();
+  return job;
+}
+
+Status Registry::UpdateJob(const json& job) { return meta()->Put(kJobs, job["id"].get<std::string>(), job.dump()); }
+
+StatusOr<json> Registry::GetJob(const std::string& id) {
+  auto j = GetRecord(meta(), kJobs, id, "job");
+  if (!j.ok() && j.status().code() == StatusCode::kNotFound) {
+    return Status(StatusCode::kNotFound, "job " + id + " not found", "JOB_UNKNOWN");
+  }
+  return j;
+}
+
+StatusOr<json> Registry::WaitJob(const std::string& id, double timeout_s) {
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
+  while (true) {
+    DS_ASSIGN_OR_RETURN(json j, GetJob(id));
+    if (j["state"] != "queued" && j["state"] != "running") return j;
+    if (std::chrono::steady_clock::now() > deadline) return j;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+}
+
+void Registry::WorkerLoop() {
+  while (true) {
+    std::string id;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
+      if (stopping_) return;  // queued jobs stay queued in the store and run after the next start
+      id = queue_.front();
+      queue_.pop_front();
+    }
+    RunJob(id);
+  }
+}
+
+void Registry::RunJob(const std::string& id) {
+  auto j = GetJob(id);
+  if (!j.ok() || (*j)["state"] != "queued") return;
+  json job = *j;
+  job["state"] = "running";
+  job["started_at"] = NowIso();
+  if (!UpdateJob(job).ok()) return;
+  Status s = ExecuteJob(id, &job);
+  if (!s.ok()) {
+    job["state"] = "failed";
+    std::string code = s.reason().empty() ? std::string(StatusCodeName(s.code())) : s.reason();
+    job["error"] = {{"code", code}, {"message", s.message()}};
+    job["updated_at"] = NowIso();
+    (void)UpdateJob(job);
+  }
+}
+
+Status Registry::ExecuteJob(const std::string& id, json* job) {
+  const std::string model = (*job)["model"];
+  std::unique_ptr<VersionReader> base_reader;
+  std::optional<VersionRef> base_ref;
+  if (!(*job)["base"].is_null()) {
+    DS_ASSIGN_OR_RETURN(Digest bd, Digest::Parse((*job)["base"]["digest"].get<std::string>()));
+    base_ref = VersionRef{(*job)["base"]["model"], bd};
+    DS_ASSIGN_OR_RETURN(Manifest bm, LoadManifest(bd));
+    base_reader = std::make_unique<VersionReader>(chunks(), std::move(bm),
+                                                  [this](const Digest& d) { return LoadManifest(d); });
+  }
+  std::vector<IngestFile> files;
+  for (const auto& f : (*job)["files"]) {
+    std::string upload = f["upload"];
+    DS_ASSIGN_OR_RETURN(json u, GetUpload(upload));
+    if (u["state"] != "sealed" || u["digest"] != f["digest"]) {
+      return Status(StatusCode::kFailedPrecondition, "upload " + upload + " changed or was deleted", "UPLOAD_NOT_SEALED");
+    }
+    files.push_back({SpoolPath(upload), f["path"]});
+  }
+
+  IngestStats stats;
+  auto last = std::chrono::steady_clock::now();
+  ProgressFn progress = [&](const IngestProgress& p) {
+    auto now = std::chrono::steady_clock::now();
+    if (p.tensors_done != p.tensors_total && now - last < std::chrono::milliseconds(250)) return;
+    last = now;
+    (*job)["progress"] = {{"tensors_done", p.tensors_done},
+                          {"tensors_total", p.tensors_total},
+                          {"bytes_done", p.bytes_done},
+                          {"bytes_total", p.bytes_total}};
+    (*job)["updated_at"] = NowIso();
+    (void)UpdateJob(*job);
+  };
+  DS_ASSIGN_OR_RETURN(Manifest m, IngestFiles(chunks(), files, base_reader.get(), {}, &stats, progress));
+  Digest digest = ManifestDigest(m);
+
+  std::lock_guard<std::mutex> lock(commit_mu_);
+  auto release = [&] { (void)ReleaseManifest(chunks(), m); };
+  if (base_ref) {
+    auto still = VersionRecord(base_ref->model, base_ref->digest);
+    if (!still.ok()) {
+      release();
+      return Status(StatusCode::kFailedPrecondition, "the base version was deleted while the job ran", "BASE_DELETED");
+    }
+  }
+  MetaBatch batch;
+  auto existing = VersionRecord(model, digest);
+  std::string now = NowIso();
+  if (existing.ok()) {
+    release();  // the same content is already a version of this model: keep one set of references
+  } else {
+    json stats_json = {{"new_bytes", stats.new_bytes},          {"encoded_bytes", stats.encoded_bytes},
+                       {"logical_bytes", stats.logical_bytes},  {"chunks", stats.chunks},
+                       {"new_chunks", stats.new_chunks},        {"tensors", stats.tensors},
+                       {"tensors_delta", stats.tensors_delta},  {"tensors_same", stats.tensors_same},
+                       {"tensors_standalone", stats.tensors_standalone}};
+    json rec = {{"model", model},
+                {"digest", digest.ToString()},
+                {"created_at", now},
+                {"base", (*job)["base"]},
+                {"mode", m.mode},
+                {"stats", stats_json},
+                {"manifest", SerializeManifest(m)}};
+    if (!meta()->Get(kModels, model).ok()) batch.Put(kModels, model, json{{"name", model}, {"created_at", now}}.dump());
+    batch.Put(kVersions, Key(model, digest.Hex()), rec.dump());
+    batch.Put(kDigests, Key(digest.Hex(), model), "");
+    if (base_ref) batch.Put(kChildren, Key(base_ref->digest.Hex(), Key(model, digest.Hex())), "");
+  }
+  for (const auto& t : (*job)["tags"]) batch.Put(kTags, Key(model, t.get<std::string>()), digest.ToString());
+  (*job)["state"] = "succeeded";
+  (*job)["version"] = digest.ToString();
+  (*job)["updated_at"] = now;
+  (*job)["progress"]["tensors_done"] = (*job)["progress"]["tensors_total"];
+  (*job)["progress"]["bytes_done"] = (*job)["progress"]["bytes_total"];
+  batch.Put(kJobs, id, job->dump());
+  for (const auto& f : (*job)["files"]) batch.Delete(kUploads, f["upload"].get<std::string>());
+  Status s = meta()->Commit(batch);
+  if (!s.ok()) {
+    if (!existing.ok()) release();
+    (*job)["state"] = "running";
+    return s;
+  }
+  std::error_code ec;
+  for (const auto& f : (*job)["files"]) fs::remove(SpoolPath(f["upload"]), ec);
+  return OkStatus();
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Reading
+
+json Registry::Summary(const json& rec) {
+  json out = {{"model", rec["model"]},   {"digest", rec["digest"]}, {"created_at", rec["created_at"]},
+              {"base", rec["base"]},     {"mode", rec["mode"]},     {"stats", rec["stats"]}};
+  auto m = ParseManifest(rec["manifest"].get<std::string>());
+  if (m.ok()) {
+    out["logical_bytes"] = m->LogicalBytes();
+    out["stored_bytes"] = m->EncodedBytes();
+    json files = json::array();
+    for (const auto& f : m->files) {
+      files.push_back({{"path", f.path},
+                       {"kind", f.kind == FileKind::kSafetensors ? "safetensors" : "blob"},
+                       {"size", f.size},
+                       {"sha256", f.sha256.ToString()}});
+    }
+    out["files"] = files;
+  }
+  json tags = json::array();
+  std::string model = rec["model"], digest = rec["digest"];
+  (void)meta()->Scan(kTags, Key(model, ""), "", [&](std::string_view key, std::string_view value) {
+    if (value == digest) tags.push_back(std::string(key.substr(model.size() + 1)));
+    return true;
+  });
+  out["tags"] = tags;
+  return out;
+}
+
+StatusOr<json> Registry::ListModels(const std::string& after, size_t limit) {
+  json models = json::array();
+  std::string next;
+  DS_RETURN_IF_ERROR(meta()->Scan(kModels, "", after, [&](std::string_view key, std::string_view value) {
+    if (models.size() == limit) {
+      next = models.back()["name"];
+      return false;
+    }
+    auto j = ParseRecord(value, "model");
+    if (j.ok()) {
+      size_t n = 0;
+      (void)meta()->Scan(kVersions, Key(key, ""), "", [&](std::string_view, std::string_view) { ++n; return true; });
+      models.push_back({{"name", std::string(key)}, {"created_at", (*j)["created_at"]}, {"versions", n}});
+    }
+    return true;
+  }));
+  return json{{"models", models}, {"next", next.empty() ? json(nullptr) : json(next)}};
+}
+
+StatusOr<json> Registry::GetModel(const std::string& model) {
+  if (!ValidName(model)) return Status(StatusCode::kInvalidArgument, "invalid model name '" + model + "'", "NAME_INVALID");
+  auto rec = GetRecord(meta(), kModels, model, "model");
+  if (!rec.ok()) {
+    if (rec.status().code() == StatusCode::kNotFound) {
+      return Status(StatusCode::kNotFound, "model " + model + " not found", "MODEL_UNKNOWN");
+    }
+    return rec.status();
+  }
+  size_t n = 0;
+  DS_RETURN_IF_ERROR(meta()->Scan(kVersions, Key(model, ""), "", [&](std::string_view, std::string_view) { ++n; return true; }));
+  DS_ASSIGN_OR_RETURN(json tags, ListTags(model));
+  return json{{"name", model}, {"created_at", (*rec)["created_at"]}, {"versions", n}, {"tags", tags["tags"]}};
+}
+
+StatusOr<json> Registry::ListVersions(const std::string& model, const std::string& after, size_t limit) {
+  DS_RETURN_IF_ERROR(GetModel(model).status());
+  std::string start;
+  if (!after.empty()) {
+    auto d = Digest::Parse(after);
+    if (!d.ok()) return Invalid("after must be a version digest");
+    start = Key(model, d->Hex());
+  }
+  json versions = json::array();
+  std::string next;
+  DS_RETURN_IF_ERROR(meta()->Scan(kVersions, Key(model, ""), start, [&](std::string_view, std::string_view value) {
+    if (versions.size() == limit) {
+      next = versions.back()["digest"];
+      return false;
+    }
+    auto j = ParseRecord(value, "version");
+    if (j.ok()) versions.push_back(Summary(*j));
+    return true;
+  }));
+  return json{{"versions", versions}, {"next", next.empty() ? json(nullptr) : json(next)}};
+}
+
+StatusOr<json> Registry::GetVersion(const std::string& model, const std::string& ref, bool with_manifest) {
+  DS_ASSIGN_OR_RETURN(VersionRef r, Resolve(model, ref));
+  DS_ASSIGN_OR_RETURN(json rec, VersionRecord(r.model, r.digest));
+  json out = Summary(rec);
+  if (with_manifest) out["manifest"] = json::parse(rec["manifest"].get<std::string>());
+  return out;
+}
+
+StatusOr<OpenVersion> Registry::OpenForRead(const std::string& model, const std::string& ref) {
+  DS_ASSIGN_OR_RETURN(VersionRef r, Resolve(model, ref));
+  DS_ASSIGN_OR_RETURN(Manifest m, LoadManifest(r.digest));
+  OpenVersion v{r.model, r.digest, nullptr, std::nullopt};
+  if (m.base) {
+    DS_ASSIGN_OR_RETURN(Manifest bm, LoadManifest(*m.base));
+    v.base_manifest = std::move(bm);
+  }
+  v.reader = std::make_shared<VersionReader>(chunks(), std::move(m), [this](const Digest& d) { return LoadManifest(d); });
+  return v;
+}
+
+StatusOr<json> Registry::ListTags(const std::string& model) {
+  json tags = json::object();
+  DS_RETURN_IF_ERROR(meta()->Scan(kTags, Key(model, ""), "", [&](std::string_view key, std::string_view value) {
+    tags[std::string(key.substr(model.size() + 1))] = std::string(value);
+    return true;
+  }));
+  return json{{"tags", tags}};
+}
+
+StatusOr<json> Registry::Stats() {
+  DS_ASSIGN_OR_RETURN(ChunkStoreStats cs, chunks()->Stats());
+  size_t models = 0, versions = 0;
+  DS_RETURN_IF_ERROR(meta()->Scan(kModels, "", "", [&](std::string_view, std::string_view) { ++models; return true; }));
+  DS_RETURN_IF_ERROR(meta()->Scan(kVersions, "", "", [&](std::string_view, std::string_view) { ++versions; return true; }));
+  return json{{"chunks", cs.chunks}, {"stored_bytes", cs.bytes}, {"models", models}, {"versions", versions}};
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Changing
+
+Status Registry::SetTag(const std::string& model, const std::string& tag, const std::string& version) {
+  if (!ValidName(tag)) return Status(StatusCode::kInvalidArgument, "invalid tag '" + tag + "'", "NAME_INVALID");
+  if (version.rfind("sha256:", 0) != 0) return Invalid("version must be a digest sha256:<hex>");
+  std::lock_guard<std::mutex> lock(commit_mu_);
+  DS_ASSIGN_OR_RETURN(VersionRef r, Resolve(model, version));
+  return meta()->Put(kTags, Key(model, tag), r.digest.ToString());
+}
+
+Status Registry::DeleteTag(const std::string& model, const std::string& tag) {
+  std::lock_guard<std::mutex> lock(commit_mu_);
+  DS_RETURN_IF_ERROR(Resolve(model, tag).status());
+  return meta()->Delete(kTags, Key(model, tag));
+}
+
+StatusOr<json> Registry::DeleteVersion(const std::string& model, const std::string& ref) {
+  std::unique_lock<std::mutex> lock(commit_mu_);
+  DS_ASSIGN_OR_RETURN(VersionRef r, Resolve(model, ref));
+  DS_ASSIGN_OR_RETURN(json rec, VersionRecord(r.model, r.digest));
+  std::string child;
+  DS_RETURN_IF_ERROR(meta()->Scan(kChildren, Key(r.digest.Hex(), ""), "", [&](std::string_view key, std::string_view) {
+    std::string_view rest = key.substr(65);
+    size_t z = rest.find('\0');
+    child = std::string(rest.substr(0, z)) + "@sha256:" + std::string(rest.substr(z + 1));
+    return false;
+  }));
+  if (!child.empty()) {
+    return Status(StatusCode::kFailedPrecondition, "version is the base of " + child + "; delete that first",
+                  "VERSION_IN_USE");
+  }
+  DS_ASSIGN_OR_RETURN(Manifest m, ParseManifest(rec["manifest"].get<std::string>()));
+  MetaBatch batch;
+  batch.Delete(kVersions, Key(model, r.digest.Hex()));
+  batch.Delete(kDigests, Key(r.digest.Hex(), model));
+  if (rec["base"].is_object()) {
+    auto bd = Digest::Parse(rec["base"]["digest"].get<std::string>());
+    if (bd.ok()) batch.Delete(kChildren, Key(bd->Hex(), Key(model, r.digest.Hex())));
+  }
+  DS_RETURN_IF_ERROR(meta()->Scan(kTags, Key(model, ""), "", [&](std::string_view key, std::string_view value) {
+    if (value == r.digest.ToString()) batch.Delete(kTags, key);
+    return true;
+  }));
+  size_t remaining = 0;
+  DS_RETURN_IF_ERROR(meta()->Scan(kVersions, Key(model, ""), "", [&](std::string_view, std::string_view) { ++remaining; return true; }));
+  if (remaining <= 1) batch.Delete(kModels, model);
+  DS_RETURN_IF_ERROR(meta()->Commit(batch));
+  {
+    std::lock_guard<std::mutex> cache_lock(manifest_cache_mu_);
+    manifest_cache_.erase(r.digest);
+  }
+  DS_RETURN_IF_ERROR(ReleaseManifest(chunks(), m));
+  lock.unlock();
+  DS_ASSIGN_OR_RETURN(GcStats gc, CollectGarbage());
+  return json{{"deleted", r.digest.ToString()}, {"model", model}, {"freed_bytes", gc.bytes_freed}};
+}
+
+StatusOr<GcStats> Registry::CollectGarbage() { return chunks()->Gc(); }
+
+StatusOr<uint64_t> Registry::RecomputeRefcounts() {
+  std::map<Digest, int64_t> expected;
+  Status parse_error;
+  DS_RETURN_IF_ERROR(meta()->Scan(kVersions, "", "", [&](std::string_view, std::string_view value) {
+    auto rec = ParseRecord(value, "version");
+    if (!rec.ok()) {
+      parse_error = rec.status();
+      return false;
+    }
+    auto m = ParseManifest((*rec)["manifest"].get<std::string>());
+    if (!m.ok()) {
+      parse_error = m.status();
+      return false;
+    }
+    for (const auto& d : m->ChunkDigests()) expected[d]++;
+    return true;
+  }));
+  DS_RETURN_IF_ERROR(parse_error);
+  std::vector<std::pair<Digest, int64_t>> fixes;
+  DS_RETURN_IF_ERROR(chunks()->ForEach([&](const Digest& d, int64_t count, uint64_t) {
+    auto it = expected.find(d);
+    int64_t want = it == expected.end() ? 0 : it->second;
+    if (want != count) fixes.emplace_back(d, want);
+    return OkStatus();
+  }));
+  for (const auto& [d, n] : fixes) DS_RETURN_IF_ERROR(chunks()->SetRefCount(d, n));
+  return fixes.size();
 }
 
 }  // namespace deltastore

@@ -4,6 +4,7 @@ import pathlib
 import re
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
@@ -12,6 +13,9 @@ import requests
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 BUILD = pathlib.Path(os.environ.get("DS_BUILD_DIR", ROOT / "build"))
 FIXTURES = ROOT.parent / "shared" / "fixtures"
+
+# The tests import their shared HTTP helpers (client_util.py) from this directory.
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
 
 class Server:
@@ -74,3 +78,10 @@ def fixtures():
     if not (FIXTURES / "faceres.bf16.safetensors").exists():
         pytest.skip(f"fixtures missing at {FIXTURES}")
     return FIXTURES
+
+
+@pytest.fixture
+def client(server):
+    """A client_util.Client on the `server` fixture (rebuild one after server.stop()/start())."""
+    from client_util import Client
+    return Client(server.url)

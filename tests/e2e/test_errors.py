@@ -1,0 +1,285 @@
+"""Version creation errors, listing with pagination, tags, deleting versions and garbage collection."""
+import json
+import struct
+
+import numpy as np
+import pytest
+from safetensors.numpy import save_file
+
+from client_util import Client, assert_error, digest_of, sha256_file
+
+FILE = "model.safetensors"
+
+
+def small_checkpoint(path, tensors):
+    save_file(tensors, str(path))
+    return path
+
+
+def rand(shape, seed):
+    return np.random.default_rng(seed).normal(0, 0.02, size=shape).astype(np.float32)
+
+
+def versions_count(model_doc):
+    """`versions` of a model entry: documented only by name; accept a count or a list."""
+    v = model_doc["versions"]
+    return v if isinstance(v, int) else len(v)
+
+
+def test_unknown_base_is_404(client, tmp_path):
+    c = client
+    f = small_checkpoint(tmp_path / "a.safetensors", {"layer.weight": rand((8, 8), 1)})
+    up = c.upload_single(f)
+    r = c.create_version_raw("child", [(FILE, up["id"])], base={"model": "nosuch", "version": "v1"})
+    assert_error(r, 404)
+
+    # A known base model with an unknown tag or digest.
+    c.register("parent", f, tags=["v1"])
+    for ref in ("v9", "sha256:" + "0" * 64):
+        r = c.create_version_raw("child", [(FILE, up["id"])], base={"model": "parent", "version": ref})
+        assert_error(r, 404)
+    # Nothing was created under "child".
+    assert c.get("/v1/models/child").status_code == 404
+
+
+def test_unsealed_or_unknown_upload_is_a_4xx(client, tmp_path):
+    c = client
+    data = small_checkpoint(tmp_path / "a.safetensors", {"w": rand((4, 4), 2)}).read_bytes()
+    uid = c.start_upload()
+    c.patch_upload(uid, data, 0)
+    r = c.create_version_raw("m", [(FILE, uid)])
+    assert_error(r, (400, 409))
+    # The upload is still usable once sealed.
+    assert c.seal_upload(uid, digest_of(data)).status_code == 201
+
+    r = c.create_version_raw("m", [(FILE, "no-such-upload-0000")])
+    assert_error(r, (400, 404))
+
+
+def test_malformed_version_requests_are_400(client, tmp_path):
+    c = client
+    up = c.upload_single(small_checkpoint(tmp_path / "a.safetensors", {"w": rand((4, 4), 3)}))
+    url = "/v1/models/m/versions"
+    bodies = [
+        b"{not json",
+        json.dumps({}).encode(),
+        json.dumps({"files": []}).encode(),
+        json.dumps({"files": [{"path": FILE}]}).encode(),
+        json.dumps({"files": [{"path": FILE, "upload": up["id"]}], "policy": {"mode": "telepathic"}}).encode(),
+        json.dumps({"files": [{"path": FILE, "upload": up["id"]}, {"path": FILE, "upload": up["id"]}]}).encode(),
+        json.dumps({"files": [{"path": FILE, "upload": up["id"]}], "tags": ["-bad tag"]}).encode(),
+    ]
+    for body in bodies:
+        r = c.post(url, data=body, headers={"Content-Type": "application/json"})
+        assert_error(r, 400)
+
+
+@pytest.mark.parametrize("name", ["-leading-dash", ".hidden", "_x", "a" * 129, "bad!name", "sp%20ace"],
+                         ids=["dash", "dot", "underscore", "too-long", "bang", "space"])
+def test_invalid_model_name_is_400(client, tmp_path, name):
+    c = client
+    up = c.upload_single(small_checkpoint(tmp_path / "a.safetensors", {"w": rand((4, 4), 4)}))
+    r = c.create_version_raw(name, [(FILE, up["id"])])
+    assert_error(r, 400)
+
+
+def test_base_with_other_shapes_is_400(client, tmp_path):
+    c = client
+    base = small_checkpoint(tmp_path / "base.safetensors",
+                            {"layer.weight": rand((16, 8), 5), "layer.bias": rand((16,), 6)})
+    ft = small_checkpoint(tmp_path / "ft.safetensors",
+                          {"layer.weight": rand((16, 9), 7), "layer.bias": rand((16,), 8)})
+    c.register("shapes", base, tags=["v1"])
+    up = c.upload_single(ft)
+    r = c.create_version_raw("shapes-ft", [(FILE, up["id"])], base={"model": "shapes", "version": "v1"})
+    err = assert_error(r, 400)
+    assert "layer.weight" in err["message"] or "shape" in err["message"].lower(), err
+
+    # The same tensors with the base's shapes are accepted (the error was about the shapes).
+    ok = small_checkpoint(tmp_path / "ok.safetensors",
+                          {"layer.weight": rand((16, 8), 9), "layer.bias": rand((16,), 8)})
+    up = c.upload_single(ok)
+    job = c.create_version("shapes-ft", [(FILE, up["id"])], base={"model": "shapes", "version": "v1"})
+    job, _ = c.wait_job(job["id"])
+    assert job["state"] == "succeeded", job
+
+
+def hostile_files():
+    huge_header = struct.pack("<Q", 2 ** 40) + b"\x7b\x22junk" * 64
+    past_eof = json.dumps({"t": {"dtype": "F32", "shape": [1000, 1000], "data_offsets": [0, 4_000_000]}}).encode()
+    past_eof = struct.pack("<Q", len(past_eof)) + past_eof + b"\x00" * 16
+    not_json = struct.pack("<Q", 10) + b"not json!!" + b"\x00" * 8
+    bad_dtype = json.dumps({"t": {"dtype": "Q99", "shape": [2], "data_offsets": [0, 8]}}).encode()
+    bad_dtype = struct.pack("<Q", len(bad_dtype)) + bad_dtype + b"\x00" * 8
+    return {"huge_header_length": huge_header, "offsets_past_eof": past_eof, "header_not_json": not_json,
+            "unknown_dtype": bad_dtype, "truncated": b"\x01\x02\x03"}
+
+
+@pytest.mark.parametrize("kind", list(hostile_files()))
+def test_hostile_safetensors_is_rejected_cleanly(client, kind):
+    c = client
+    up = c.upload_single(hostile_files()[kind])
+    before = c.stats()
+    r = c.create_version_raw("hostile", [(FILE, up["id"])])
+    assert r.status_code < 500, r.text
+    if r.status_code == 202:
+        job, _ = c.wait_job(r.json()["job"]["id"])
+        assert job["state"] == "failed", job
+        message = job["error"]["message"]
+    else:
+        err = assert_error(r, 400)
+        message = err["message"]
+    assert "safetensors" in message.lower(), message
+
+    # Nothing was stored, and the server is fine.
+    assert c.get("/healthz").status_code == 200
+    after = c.stats()
+    assert after["versions"] == before["versions"]
+    assert after["stored_bytes"] == before["stored_bytes"]
+    r = c.get("/v1/models/hostile/versions")
+    assert r.status_code == 404 or r.json()["versions"] == []
+
+
+def test_unknown_job_is_404(client):
+    assert_error(client.get("/v1/jobs/no-such-job-0000"), 404)
+
+
+def collect_pages(c, url, key, limit=1, max_pages=20):
+    items, pages, after = [], 0, None
+    while True:
+        params = {"limit": limit}
+        if after is not None:
+            params["after"] = after
+        r = c.get(url, params=params)
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert len(body[key]) <= limit, body
+        items.extend(body[key])
+        pages += 1
+        assert pages <= max_pages, "pagination does not end"
+        after = body.get("next")
+        if after is None:
+            assert "next" in body, body
+            return items, pages
+        assert body[key], "a page with a next cursor should not be empty"
+
+
+def test_listing_with_pagination(client, tmp_path):
+    c = client
+    digests = []
+    for i in range(3):
+        f = small_checkpoint(tmp_path / f"m{i}.safetensors", {"w": rand((8, 4), 100 + i)})
+        _, v = c.register("alpha", f)
+        digests.append(v["digest"])
+    for name in ("bravo", "charlie"):
+        c.register(name, small_checkpoint(tmp_path / f"{name}.safetensors", {"w": rand((4, 4), len(name))}))
+
+    models, pages = collect_pages(c, "/v1/models", "models")
+    names = [m["name"] for m in models]
+    assert sorted(names) == ["alpha", "bravo", "charlie"]
+    assert len(set(names)) == 3
+    assert 3 <= pages <= 4
+    by_name = {m["name"]: m for m in models}
+    assert versions_count(by_name["alpha"]) == 3
+    assert versions_count(by_name["bravo"]) == 1
+    assert all("created_at" in m for m in models)
+
+    # Everything at once when the page is large enough.
+    r = c.get("/v1/models", params={"limit": 10})
+    assert r.status_code == 200 and [m["name"] for m in r.json()["models"]] == names
+    assert r.json()["next"] is None
+
+    versions, _ = collect_pages(c, "/v1/models/alpha/versions", "versions")
+    assert sorted(v["digest"] for v in versions) == sorted(digests)
+    assert all(v["model"] == "alpha" and v["base"] is None for v in versions)
+
+    m = c.get("/v1/models/alpha")
+    assert m.status_code == 200
+    assert m.json()["name"] == "alpha" and versions_count(m.json()) == 3
+    assert_error(c.get("/v1/models/nosuch"), 404)
+    assert_error(c.get("/v1/models/nosuch/versions"), 404)
+
+
+def test_tags(client, tmp_path):
+    c = client
+    _, v1 = c.register("tagged", small_checkpoint(tmp_path / "1.safetensors", {"w": rand((4, 4), 11)}),
+                       tags=["v1"])
+    _, v2 = c.register("tagged", small_checkpoint(tmp_path / "2.safetensors", {"w": rand((4, 4), 12)}))
+    assert v1["digest"] != v2["digest"]
+
+    r = c.get("/v1/models/tagged/tags")
+    assert r.status_code == 200 and r.json() == {"tags": {"v1": v1["digest"]}}
+
+    r = c.put("/v1/models/tagged/tags/prod", json={"version": v2["digest"]})
+    assert r.status_code == 200, r.text
+    assert c.get("/v1/models/tagged/tags").json()["tags"] == {"v1": v1["digest"], "prod": v2["digest"]}
+    assert c.version("tagged", "prod")["digest"] == v2["digest"]
+    assert "prod" in c.version("tagged", v2["digest"])["tags"]
+    assert c.get("/v1/models/tagged").json()["tags"] in ({"v1": v1["digest"], "prod": v2["digest"]},
+                                                          ["prod", "v1"], ["v1", "prod"])
+
+    # Moving a tag.
+    r = c.put("/v1/models/tagged/tags/prod", json={"version": v1["digest"]})
+    assert r.status_code == 200, r.text
+    assert c.version("tagged", "prod")["digest"] == v1["digest"]
+
+    r = c.delete("/v1/models/tagged/tags/prod")
+    assert r.status_code == 204 and r.content == b""
+    assert c.get("/v1/models/tagged/tags").json()["tags"] == {"v1": v1["digest"]}
+    assert_error(c.get("/v1/models/tagged/versions/prod"), 404)
+    assert_error(c.delete("/v1/models/tagged/tags/prod"), 404)
+
+    # A tag to a version that does not exist, a bad body, a bad tag name, an unknown model.
+    assert_error(c.put("/v1/models/tagged/tags/x", json={"version": "sha256:" + "0" * 64}), (400, 404))
+    assert_error(c.put("/v1/models/tagged/tags/-x", json={"version": v1["digest"]}), 400)
+    assert_error(c.put("/v1/models/tagged/tags/x", json={"digest": v1["digest"]}), 400)
+    assert_error(c.put("/v1/models/nosuch/tags/x", json={"version": v1["digest"]}), 404)
+
+
+def test_delete_versions_and_gc(server, fixtures, tmp_path):
+    c = Client(server.url)
+    keep_file = fixtures / "blazeface.f32.safetensors"
+    _, keep = c.register("keep", keep_file)
+    baseline = c.stats()
+
+    _, base_v = c.register("faceres", fixtures / "faceres.bf16.safetensors", tags=["v1"])
+    _, ft_v = c.register("faceres-deep", fixtures / "faceres-deep.bf16.safetensors",
+                         base={"model": "faceres", "version": "v1"}, policy={"mode": "lossless"})
+    loaded = c.stats()
+    assert loaded["stored_bytes"] > baseline["stored_bytes"]
+    assert loaded["chunks"] > baseline["chunks"]
+
+    # The base is in use.
+    r = c.delete("/v1/models/faceres/versions/v1")
+    assert_error(r, 409)
+    assert c.version("faceres", "v1")["digest"] == base_v["digest"]
+    assert_error(c.delete(f"/v1/models/faceres-deep/versions/sha256:{'1' * 64}"), 404)
+
+    r = c.delete(f"/v1/models/faceres-deep/versions/{ft_v['digest']}")
+    assert r.status_code == 200, r.text
+    d1 = r.json()
+    assert d1["deleted"] == ft_v["digest"] and d1["freed_bytes"] >= 0
+    r = c.delete("/v1/models/faceres/versions/v1")  # by tag, now that nothing uses it
+    assert r.status_code == 200, r.text
+    d2 = r.json()
+    assert d2["deleted"] == base_v["digest"] and d2["freed_bytes"] >= 0
+    assert_error(c.get(f"/v1/models/faceres-deep/versions/{ft_v['digest']}"), 404)
+    assert_error(c.get(f"/v1/models/faceres/versions/{base_v['digest']}"), 404)
+
+    r = c.post("/v1/gc")
+    assert r.status_code == 200, r.text
+    gc = r.json()
+    assert gc["chunks_deleted"] >= 0 and gc["bytes_freed"] >= 0
+    freed = d1["freed_bytes"] + d2["freed_bytes"] + gc["bytes_freed"]
+    assert freed > 0
+    after = c.stats()
+    assert after["stored_bytes"] == baseline["stored_bytes"]
+    assert after["chunks"] == baseline["chunks"]
+    assert after["versions"] == baseline["versions"]
+    assert freed == loaded["stored_bytes"] - baseline["stored_bytes"]
+
+    # A second gc has nothing left to do, and what is still referenced still reads back.
+    gc2 = c.post("/v1/gc").json()
+    assert (gc2["chunks_deleted"], gc2["bytes_freed"]) == (0, 0), gc2
+    _, got = c.download(f"/v1/models/keep/versions/{keep['digest']}/files/{FILE}", tmp_path / "keep")
+    assert got == sha256_file(keep_file)
