@@ -2,6 +2,7 @@
 //
 //   deltastore-tool pack BASE FINETUNE [--store DIR]   store BASE, then FINETUNE as a lossless delta;
 //                                                     print logical/stored bytes and ratios, verify rebuild
+//   deltastore-tool rebuild --container C --base F --out DIR   rebuild a version offline
 //   deltastore-tool inspect FILE                       list a safetensors file's tensors
 #include <CLI/CLI.hpp>
 #include <chrono>
@@ -10,6 +11,7 @@
 #include <map>
 
 #include "codec/safetensors.h"
+#include "service/container.h"
 #include "service/packer.h"
 #include "storage/stores.h"
 
@@ -90,6 +92,37 @@ int Pack(const std::string& base_path, const std::string& ft_path, const std::st
   return 0;
 }
 
+// Rebuilds every file of a downloaded container, given the base checkpoint's files.
+int Rebuild(const std::string& container_path, const std::vector<std::string>& base_paths, const std::string& out_dir) {
+  auto c = ContainerFile::Open(container_path);
+  if (!c.ok()) return Fail(c.status());
+  const Manifest& m = (*c)->manifest();
+  std::unique_ptr<FilesTensorSource> base;
+  if (m.base) {
+    if (base_paths.empty()) return Fail(InvalidArgument("this version is a delta: give its base files with --base"));
+    auto src = FilesTensorSource::Open(base_paths);
+    if (!src.ok()) return Fail(src.status());
+    base = std::move(*src);
+    // The base files must be exactly the base version's safetensors files.
+    for (size_t i = 0; i < base_paths.size(); ++i) {
+      bool known = false;
+      for (const auto& f : (*c)->base_manifest()->files) known |= f.sha256 == base->file_digests()[i];
+      if (!known) {
+        return Fail(InvalidArgument(base_paths[i] + " is not a file of the base version " + m.base->ToString()));
+      }
+    }
+  }
+  VersionReader reader(c->get(), m, nullptr, base.get());
+  std::filesystem::create_directories(out_dir);
+  for (const auto& f : m.files) {
+    auto out = std::filesystem::path(out_dir) / f.path;
+    std::filesystem::create_directories(out.parent_path());
+    if (Status s = RebuildFile(&reader, f, out.string()); !s.ok()) return Fail(s.Annotate(f.path));
+    std::printf("%s  %s (%lu bytes, sha256 verified)\n", f.sha256.Hex().c_str(), out.c_str(), (unsigned long)f.size);
+  }
+  return 0;
+}
+
 int Inspect(const std::string& path) {
   auto f = SafetensorsFile::Open(path);
   if (!f.ok()) return Fail(f.status());
@@ -118,8 +151,15 @@ int main(int argc, char** argv) {
   pack->add_option("--store", store, "RocksDB directory (default: in memory)");
   auto* inspect = app.add_subcommand("inspect", "list the tensors of a safetensors file");
   inspect->add_option("FILE", file)->required()->check(CLI::ExistingFile);
+  std::string container, out_dir;
+  std::vector<std::string> base_files;
+  auto* rebuild = app.add_subcommand("rebuild", "rebuild a version from a downloaded delta container and its base files");
+  rebuild->add_option("--container", container, "the container (GET .../versions/{ref}/delta)")->required()->check(CLI::ExistingFile);
+  rebuild->add_option("--base", base_files, "a safetensors file of the base version (repeat for shards)")->check(CLI::ExistingFile);
+  rebuild->add_option("--out", out_dir, "directory for the rebuilt files")->required();
   CLI11_PARSE(app, argc, argv);
   if (*pack) return deltastore::Pack(base, finetune, store);
+  if (*rebuild) return deltastore::Rebuild(container, base_files, out_dir);
   if (*inspect) return deltastore::Inspect(file);
   return 1;
 }
