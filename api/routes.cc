@@ -129,11 +129,11 @@ std::optional<ByteRange> ParseRange(const std::string& v, uint64_t size, bool* u
     }
     uint64_t a = std::stoull(spec.substr(0, dash));
     uint64_t b = dash + 1 < spec.size() ? std::stoull(spec.substr(dash + 1)) + 1 : size;
-    if (b <= a) return std::nullopt;
     if (a >= size) {
       *unsatisfiable = true;
       return std::nullopt;
     }
+    if (b <= a) return std::nullopt;
     return ByteRange{a, std::min(b, size)};
   } catch (...) {
     return std::nullopt;

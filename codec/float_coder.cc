@@ -145,6 +145,9 @@ class RangeEncoder {
     }
   }
 
+  // Bytes written so far, including pending ones.
+  size_t size() const { return pos_ + cache_size_; }
+
   std::string& Finish() {
     for (int i = 0; i < 5; ++i) ShiftLow();
     out_.resize(pos_);
@@ -254,6 +257,8 @@ class BitWriter {
       fill_ -= 32;
     }
   }
+
+  size_t size() const { return out_.size() + static_cast<size_t>(fill_ + 7) / 8; }
 
   std::string& Finish() {
     while (fill_ > 0) {
@@ -412,12 +417,13 @@ class DeltaContext {
 
 template <typename F>
 void EncodeDelta(const uint8_t* data, const uint8_t* base, size_t n, int tz, uint32_t max_be,
-                 RangeEncoder& rc, BitWriter& bw) {
+                 RangeEncoder& rc, BitWriter& bw, size_t sample, size_t* sample_bytes) {
   DeltaModel<F> m;
   const int mb = F::kManBits - tz;
   const uint32_t mb_mask = (uint32_t{1} << mb) - 1;
   DeltaContext ctx(max_be, mb);
   for (size_t i = 0; i < n; ++i) {
+    if (i == sample) *sample_bytes = rc.size() + bw.size();
     const uint32_t b = Load<F>(base, i);
     const uint32_t f = Load<F>(data, i);
     const uint32_t bm = (b & F::kMagMask) >> tz;
@@ -630,6 +636,9 @@ std::string EncodeRaw(FloatKind kind, const uint8_t* data, size_t bytes) {
   return out;
 }
 
+// Values coded both ways to choose between delta and standalone coding.
+constexpr size_t kModeSample = 8192;
+
 // Header and streams of a coded encoding (mode 1 or 2).
 std::string Assemble(uint8_t mode, FloatKind kind, int tz, uint32_t maxe, uint32_t sum,
                      const std::string& rc_bytes, const std::string& raw_bits) {
@@ -665,7 +674,9 @@ std::string EncodeImpl(FloatKind kind, const uint8_t* data, const uint8_t* base,
   }
   const uint32_t sum = Checksum(data, bytes);
   std::string best;
+  bool try_standalone = base == nullptr;
   if (base != nullptr) {
+    const size_t sample = std::min(n, kModeSample);
     uint32_t base_or = 0;
     uint32_t base_max = 0;
     for (size_t i = 0; i < n; ++i) {
@@ -677,11 +688,18 @@ std::string EncodeImpl(FloatKind kind, const uint8_t* data, const uint8_t* base,
     const uint32_t maxe = base_max >> F::kManBits;
     RangeEncoder rc(bytes / 2 + 64);
     BitWriter bw(bytes / 2 + 64);
-    EncodeDelta<F>(data, base, n, tz, maxe, rc, bw);
+    size_t sample_bytes = 0;
+    EncodeDelta<F>(data, base, n, tz, maxe, rc, bw, sample, &sample_bytes);
     best = Assemble(kModeDelta, kind, tz, maxe, sum, rc.Finish(), bw.Finish());
+    if (sample == n) sample_bytes = best.size();
+    // An unrelated base can make the delta worse than coding the values alone: compare on a sample.
+    RangeEncoder sample_rc(sample);
+    BitWriter sample_bw(sample);
+    EncodeStandalone<F>(data, sample, TrailingZeros<F>(data_or), data_max >> F::kManBits, sample_rc,
+                        sample_bw);
+    try_standalone = sample_rc.Finish().size() + sample_bw.Finish().size() < sample_bytes;
   }
-  // Standalone, unless the delta did well (an unrelated base can make it the worse choice).
-  if (base == nullptr || best.size() > bytes / 10 * 9) {
+  if (try_standalone) {
     const int tz = TrailingZeros<F>(data_or);
     const uint32_t maxe = data_max >> F::kManBits;
     RangeEncoder rc(bytes / 2 + 64);

@@ -10,6 +10,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <initializer_list>
 #include <iterator>
 #include <limits>
 #include <map>
@@ -36,7 +37,7 @@ const char* KindName(FloatKind kind) {
 // n elements of `kind` as little-endian bytes.
 class Values {
  public:
-  Values(FloatKind kind, size_t n) : kind_(kind), width_(FloatKindSize(kind)), bytes_(n * width_) {}
+  Values(FloatKind kind, size_t n) : width_(FloatKindSize(kind)), bytes_(n * width_) {}
   size_t size() const { return bytes_.size() / width_; }
   const uint8_t* data() const { return bytes_.data(); }
   uint8_t* data() { return bytes_.data(); }
@@ -49,12 +50,13 @@ class Values {
   void Set(size_t i, uint32_t v) { std::memcpy(&bytes_[i * width_], &v, width_); }
 
  private:
-  FloatKind kind_;
   size_t width_;
   std::vector<uint8_t> bytes_;
 };
 
-uint32_t F32Bits(float f) { return std::bit_cast<uint32_t>(f); }
+uint32_t F32Bits(float f) {
+  return std::bit_cast<uint32_t>(f);
+}
 
 // Rounds to nearest even (NaN stays NaN).
 uint32_t ToBF16(float f) {
@@ -105,7 +107,7 @@ Values Finetune(FloatKind kind, const Values& base, uint64_t seed, float noise =
   std::normal_distribution<float> dist(0.0f, noise);
   for (size_t i = 0; i < base.size(); ++i) {
     const uint32_t b = base.Get(i);
-    float f;
+    float f = 0;
     switch (kind) {
       case FloatKind::kBF16: f = std::bit_cast<float>(b << 16); break;
       case FloatKind::kF32: f = std::bit_cast<float>(b); break;
@@ -131,7 +133,8 @@ size_t RoundTrip(FloatKind kind, const Values& data, const Values* base) {
   Values decoded(kind, n);
   const Status s = DecodeFloats(kind, encoded, base_ptr, n, decoded.data());
   EXPECT_TRUE(s.ok()) << KindName(kind) << " n=" << n << ": " << s.ToString();
-  EXPECT_TRUE(decoded.bytes() == data.bytes()) << KindName(kind) << " n=" << n << " base=" << (base != nullptr);
+  EXPECT_TRUE(decoded.bytes() == data.bytes())
+      << KindName(kind) << " n=" << n << " base=" << (base != nullptr);
   return encoded.size();
 }
 
@@ -202,14 +205,15 @@ TEST(FloatCoderTest, EqualValuesAreTiny) {
 TEST(FloatCoderTest, SpecialValues) {
   const std::map<FloatKind, std::vector<uint32_t>> specials = {
       {FloatKind::kBF16,
-       {0x0000, 0x8000, 0x7F80, 0xFF80, 0x7FC0, 0xFFC1, 0x7F81, 0x0001, 0x8001, 0x007F, 0x0080, 0x7F7F, 0xFF7F,
-        0x3F80, 0xBF80}},
+       {0x0000, 0x8000, 0x7F80, 0xFF80, 0x7FC0, 0xFFC1, 0x7F81, 0x0001, 0x8001, 0x007F, 0x0080, 0x7F7F,
+        0xFF7F, 0x3F80, 0xBF80}},
       {FloatKind::kF16,
-       {0x0000, 0x8000, 0x7C00, 0xFC00, 0x7E00, 0xFE01, 0x7C01, 0x0001, 0x8001, 0x03FF, 0x0400, 0x7BFF, 0xFBFF,
-        0x3C00, 0xBC00}},
+       {0x0000, 0x8000, 0x7C00, 0xFC00, 0x7E00, 0xFE01, 0x7C01, 0x0001, 0x8001, 0x03FF, 0x0400, 0x7BFF,
+        0xFBFF, 0x3C00, 0xBC00}},
       {FloatKind::kF32,
-       {0x00000000u, 0x80000000u, 0x7F800000u, 0xFF800000u, 0x7FC00000u, 0xFFC00001u, 0x7F800001u, 0x00000001u,
-        0x80000001u, 0x007FFFFFu, 0x00800000u, 0x7F7FFFFFu, 0xFF7FFFFFu, 0x3F800000u, 0xBF800000u}},
+       {0x00000000u, 0x80000000u, 0x7F800000u, 0xFF800000u, 0x7FC00000u, 0xFFC00001u, 0x7F800001u,
+        0x00000001u, 0x80000001u, 0x007FFFFFu, 0x00800000u, 0x7F7FFFFFu, 0xFF7FFFFFu, 0x3F800000u,
+        0xBF800000u}},
   };
   for (FloatKind kind : kAllKinds) {
     const std::vector<uint32_t>& sv = specials.at(kind);
@@ -280,9 +284,12 @@ TEST(FloatCoderTest, BadArguments) {
   const Values data = Finetune(FloatKind::kBF16, base, 62);
   const std::string delta = EncodeFloats(FloatKind::kBF16, data.data(), base.data(), 1000);
   Values out(FloatKind::kBF16, 1000);
-  EXPECT_EQ(DecodeFloats(FloatKind::kBF16, delta, nullptr, 1000, out.data()).code(), StatusCode::kInvalidArgument);
-  EXPECT_EQ(DecodeFloats(FloatKind::kF16, delta, base.data(), 1000, out.data()).code(), StatusCode::kCorruption);
-  EXPECT_EQ(DecodeFloats(FloatKind::kBF16, delta, base.data(), 999, out.data()).code(), StatusCode::kCorruption);
+  EXPECT_EQ(DecodeFloats(FloatKind::kBF16, delta, nullptr, 1000, out.data()).code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(DecodeFloats(FloatKind::kF16, delta, base.data(), 1000, out.data()).code(),
+            StatusCode::kCorruption);
+  EXPECT_EQ(DecodeFloats(FloatKind::kBF16, delta, base.data(), 999, out.data()).code(),
+            StatusCode::kCorruption);
   EXPECT_EQ(DecodeFloats(static_cast<FloatKind>(9), delta, base.data(), 1000, out.data()).code(),
             StatusCode::kInvalidArgument);
   EXPECT_TRUE(EncodeFloats(static_cast<FloatKind>(9), data.data(), nullptr, 1000).empty());
@@ -293,12 +300,14 @@ TEST(FloatCoderTest, BadArguments) {
   EXPECT_TRUE(out.bytes() == data.bytes());
   // A different base decodes to garbage, which the checksum catches.
   const Values other = Gaussian(FloatKind::kBF16, 1000, 63);
-  EXPECT_EQ(DecodeFloats(FloatKind::kBF16, delta, other.data(), 1000, out.data()).code(), StatusCode::kCorruption);
+  EXPECT_EQ(DecodeFloats(FloatKind::kBF16, delta, other.data(), 1000, out.data()).code(),
+            StatusCode::kCorruption);
 }
 
 // Every truncation and many random corruptions of `encoded` must decode to an error (and not crash; run
 // under ASan to check the bounds).
-void ExpectCorruptionDetected(FloatKind kind, const std::string& encoded, const Values* base, size_t n) {
+void ExpectCorruptionDetected(FloatKind kind, const std::string& encoded, const Values* base, size_t n,
+                              int trials = 3000) {
   const uint8_t* base_ptr = base != nullptr ? base->data() : nullptr;
   Values out(kind, n);
   ASSERT_TRUE(DecodeFloats(kind, encoded, base_ptr, n, out.data()).ok());
@@ -309,7 +318,7 @@ void ExpectCorruptionDetected(FloatKind kind, const std::string& encoded, const 
   // One more byte at the end.
   EXPECT_FALSE(DecodeFloats(kind, encoded + '\0', base_ptr, n, out.data()).ok());
   std::mt19937_64 rng(encoded.size());
-  for (int trial = 0; trial < 3000; ++trial) {
+  for (int trial = 0; trial < trials; ++trial) {
     std::string bad = encoded;
     const int flips = 1 + static_cast<int>(rng() % 3);
     for (int f = 0; f < flips; ++f) {
@@ -320,7 +329,9 @@ void ExpectCorruptionDetected(FloatKind kind, const std::string& encoded, const 
         bad[pos] = static_cast<char>(bad[pos] ^ (1 + rng() % 255));  // a different byte
       }
     }
-    EXPECT_FALSE(DecodeFloats(kind, bad, base_ptr, n, out.data()).ok()) << KindName(kind) << " trial " << trial;
+    if (bad == encoded) continue;  // the flips cancelled out
+    EXPECT_FALSE(DecodeFloats(kind, bad, base_ptr, n, out.data()).ok())
+        << KindName(kind) << " trial " << trial;
   }
   // Garbage of every length up to 64 bytes, with each valid header byte.
   for (size_t len = 1; len <= 64; ++len) {
@@ -347,13 +358,13 @@ TEST(FloatCoderTest, CorruptInputIsDetected) {
     // Highly compressible input: a short stream for many values.
     const size_t n = 100000;
     const Values base = Gaussian(kind, n, 74);
-    ExpectCorruptionDetected(kind, EncodeFloats(kind, base.data(), base.data(), n), &base, n);
+    ExpectCorruptionDetected(kind, EncodeFloats(kind, base.data(), base.data(), n), &base, n, 300);
   }
 }
 
 TEST(FloatCoderTest, GarbageWithHugeCountFailsFast) {
-  // A few bytes of garbage claiming 2^26 values must fail without decoding them all.
-  const size_t n = size_t{1} << 26;
+  // A few bytes of garbage claiming 2^24 values must fail without decoding them all.
+  const size_t n = size_t{1} << 24;
   std::vector<uint8_t> out(n * 2);
   std::vector<uint8_t> base(n * 2, 0x3C);
   std::mt19937_64 rng(81);
@@ -417,7 +428,9 @@ FixtureResult RunFixture(const std::string& data_file, const std::string& base_f
   std::map<std::string, Tensor> data;
   std::map<std::string, Tensor> base;
   EXPECT_TRUE(ReadSafetensors(dir + "/" + data_file, &data)) << data_file;
-  if (!base_file.empty()) EXPECT_TRUE(ReadSafetensors(dir + "/" + base_file, &base)) << base_file;
+  if (!base_file.empty()) {
+    EXPECT_TRUE(ReadSafetensors(dir + "/" + base_file, &base)) << base_file;
+  }
   FixtureResult r;
   for (const auto& [name, t] : data) {
     if (t.dtype != dtype) continue;
@@ -444,9 +457,10 @@ FixtureResult RunFixture(const std::string& data_file, const std::string& base_f
     r.decode_s += std::chrono::duration<double>(t2 - t1).count();
   }
   EXPECT_GT(r.raw, 0u);
-  std::printf("%s%s%s: %zu -> %zu bytes, ratio %.4fx, encode %.1f MB/s, decode %.1f MB/s\n", data_file.c_str(),
-              base_file.empty() ? "" : " vs ", base_file.c_str(), r.raw, r.encoded, r.ratio(),
-              static_cast<double>(r.raw) / r.encode_s / 1e6, static_cast<double>(r.raw) / r.decode_s / 1e6);
+  std::printf("%s%s%s: %zu -> %zu bytes, ratio %.4fx, encode %.1f MB/s, decode %.1f MB/s\n",
+              data_file.c_str(), base_file.empty() ? "" : " vs ", base_file.c_str(), r.raw, r.encoded,
+              r.ratio(), static_cast<double>(r.raw) / r.encode_s / 1e6,
+              static_cast<double>(r.raw) / r.decode_s / 1e6);
   return r;
 }
 
@@ -457,10 +471,10 @@ bool HaveFixtures(std::initializer_list<const char*> files) {
   return true;
 }
 
-#define SKIP_WITHOUT_FIXTURES(...)                                                                    \
-  if (!HaveFixtures({__VA_ARGS__})) {                                                                 \
+#define SKIP_WITHOUT_FIXTURES(...)                                                                      \
+  if (!HaveFixtures({__VA_ARGS__})) {                                                                   \
     GTEST_SKIP() << "fixtures not found in " << DS_FIXTURES_DIR << " (the shared fixtures folder next " \
-                 << "to the repository)";                                                             \
+                 << "to the repository)";                                                               \
   }
 
 TEST(FloatCoderFixtureTest, Bf16Delta) {
