@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "codec/float_coder.h"
+#include "codec/lossy_codec.h"
 
 namespace deltastore {
 namespace {
@@ -22,7 +23,9 @@ uint64_t GetLE(const char* p, int bytes) {
   return v;
 }
 
-std::string Header(CodecId id, uint8_t flags, DType dtype, uint64_t raw_size) {
+}  // namespace
+
+std::string ChunkHeader(CodecId id, uint8_t flags, DType dtype, uint64_t raw_size) {
   std::string h;
   h.push_back(static_cast<char>(id));
   h.push_back(static_cast<char>(kCodecVersion));
@@ -30,6 +33,11 @@ std::string Header(CodecId id, uint8_t flags, DType dtype, uint64_t raw_size) {
   h.push_back(static_cast<char>(dtype));
   PutLE(&h, raw_size, 8);
   return h;
+}
+
+namespace {
+std::string Header(CodecId id, uint8_t flags, DType dtype, uint64_t raw_size) {
+  return ChunkHeader(id, flags, dtype, raw_size);
 }
 
 void ZstdAppend(std::string* out, std::string_view in, int level) {
@@ -150,6 +158,12 @@ StatusOr<std::string> DecodeChunk(std::string_view encoded, std::string_view bas
   uint8_t flags = static_cast<uint8_t>(encoded[2]);
   auto dtype = static_cast<DType>(encoded[3]);
   uint64_t raw_size = GetLE(encoded.data() + 4, 8);
+  if (id == CodecId::kLossy) {
+    if (raw_size != expected_size) return Corruption("chunk raw size does not match the manifest");
+    std::string out;
+    DS_RETURN_IF_ERROR(DecodeLossyChunk(encoded, base, &out));
+    return out;
+  }
   if (version != kCodecVersion) {
     return Corruption("chunk codec " + std::string(CodecName(id)) + " version " + std::to_string(version) +
                       " is not supported by this build");

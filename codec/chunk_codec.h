@@ -45,4 +45,7 @@ StatusOr<bool> ChunkIsDelta(std::string_view encoded);
 
 std::string_view CodecName(CodecId id);
 
+// The 12-byte header every chunk starts with (id, version, flags, dtype, u64 raw size).
+std::string ChunkHeader(CodecId id, uint8_t flags, DType dtype, uint64_t raw_size);
+
 }  // namespace deltastore

@@ -14,18 +14,20 @@ static_assert(std::endian::native == std::endian::little, "float_coder assumes a
 // Encoded layout
 //
 //   byte 0      (mode << 4) | kind
-//   mode 0 (raw): 4 bytes checksum (as below), then the n values as given.
+//   mode 0 (raw): 4 bytes checksum of the values (as below), then the n values as given.
+//   mode 3 (same as the base): 4 bytes checksum of the values.
 //   mode 1 (delta) and 2 (standalone):
 //     byte 1    tz: trailing mantissa bits that are zero in every value (and in every base value)
 //     byte 2    the largest exponent among the values (standalone) or the base values (delta)
 //     varint    length of the range coder stream
-//     4 bytes   checksum of the decoded values (little-endian)
+//     4 bytes   checksum of the decoded values, xor checksum of the header bytes before it (little-endian)
 //     the range coder stream, then the raw bit stream (to the end)
 // ---------------------------------------------------------------------------------------------------
 
 constexpr uint8_t kModeRaw = 0;
 constexpr uint8_t kModeDelta = 1;
 constexpr uint8_t kModeStandalone = 2;
+constexpr uint8_t kModeSame = 3;
 
 // ---------------------------------------------------------------------------------------------------
 // Adaptive binary range coder (as in LZMA): 12-bit probabilities of a 0 bit, 32-bit range, bytewise
@@ -45,8 +47,9 @@ inline uint32_t UpdatedProb(uint32_t v, uint32_t bit) {
 
 // An adaptive distribution over kSyms symbols, coded with the range coder directly (one step per symbol
 // instead of a tree of binary decisions). c[i] is the cumulative frequency of the symbols below i, out of
-// kTotal; every symbol keeps at least kFloor. The adaptation moves the cdf toward the coded symbol by
-// 1/2^rate of the distance, with a faster rate while the context is young.
+// kCdfTotal; every symbol keeps at least kCdfFloor. Each update moves the cdf toward the coded symbol by
+// 1/2^rate of the distance, the rate growing from kRateMin to kRateMax as the context sees more symbols.
+// Finding the symbol and updating are a few SIMD operations on 8 lanes at a time.
 constexpr int kCdfBits = 15;
 constexpr int kCdfTotal = (1 << kCdfBits) - 1;
 constexpr int kCdfFloor = 4;
@@ -405,7 +408,7 @@ class DeltaContext {
     const int e = static_cast<int>(be);
     const int ectx = std::clamp(max_be_ - e, 0, kExpCtx - 1);
     const int nctx = std::clamp(((avg16_ + 8) >> 4) - e + nbr_bias_, 0, kNbrCtx - 1);
-    return static_cast<size_t>(ectx * kNbrCtx + nctx);
+    return static_cast<size_t>(ectx) * kNbrCtx + static_cast<size_t>(nctx);
   }
   void Update(int a) { avg16_ += ((a << 4) - avg16_) >> kEmaShift; }
 
@@ -511,8 +514,8 @@ bool DecodeDelta(RangeDecoder& rc, BitReader& br, const uint8_t* base, size_t n,
 // Standalone model
 // ---------------------------------------------------------------------------------------------------
 
-// Exponent tokens: maxe - e below kExpEscape; for 8-bit exponents, 30 = zero exponent, 31 = escape
-// followed by the exponent as raw bits.
+// Exponent tokens: maxe - e (largest exponent less this one) below kExpTokZero; for 8-bit exponents,
+// kExpTokZero = zero exponent, kExpTokEscape = any other, followed by the exponent as raw bits.
 constexpr int kExpTokBits = 5;
 constexpr uint32_t kExpTokZero = 30;
 constexpr uint32_t kExpTokEscape = 31;
@@ -520,7 +523,7 @@ constexpr int kManTopBits = 2;
 
 template <typename F>
 struct StandaloneModel {
-  StandaloneModel() : exp_tok(32), sign_mant(32 * 2), mant_nonzero(32, kProbInit) {}
+  StandaloneModel() : exp_tok(32), sign_mant(size_t{32} * 2), mant_nonzero(32, kProbInit) {}
   std::vector<SymModel<32>> exp_tok;                    // [previous token]
   std::vector<SymModel<(2 << kManTopBits)>> sign_mant;  // [token][previous sign]: sign, top mantissa bits
   std::vector<Prob> mant_nonzero;                       // [token]
@@ -648,7 +651,8 @@ std::string Assemble(uint8_t mode, FloatKind kind, int tz, uint32_t maxe, uint32
   out.push_back(static_cast<char>(tz));
   out.push_back(static_cast<char>(maxe));
   PutVarint(out, rc_bytes.size());
-  out.append(reinterpret_cast<const char*>(&sum), 4);
+  const uint32_t check = sum ^ Checksum(reinterpret_cast<const uint8_t*>(out.data()), out.size());
+  out.append(reinterpret_cast<const char*>(&check), 4);
   out.append(rc_bytes);
   out.append(raw_bits);
   return out;
@@ -673,6 +677,11 @@ std::string EncodeImpl(FloatKind kind, const uint8_t* data, const uint8_t* base,
     data_max = std::max(data_max, f & F::kMagMask);
   }
   const uint32_t sum = Checksum(data, bytes);
+  if (base != nullptr && std::memcmp(data, base, bytes) == 0) {  // unchanged (a frozen layer)
+    std::string out(1, static_cast<char>((kModeSame << 4) | static_cast<uint8_t>(kind)));
+    out.append(reinterpret_cast<const char*>(&sum), 4);
+    return out;
+  }
   std::string best;
   bool try_standalone = base == nullptr;
   if (base != nullptr) {
@@ -713,8 +722,9 @@ std::string EncodeImpl(FloatKind kind, const uint8_t* data, const uint8_t* base,
 }
 
 template <typename F>
-Status DecodeImpl(uint8_t mode, std::string_view in, const uint8_t* base, size_t n, uint8_t* out) {
+Status DecodeImpl(uint8_t mode, std::string_view encoded, const uint8_t* base, size_t n, uint8_t* out) {
   const size_t bytes = n * sizeof(typename F::Word);
+  std::string_view in = encoded.substr(1);
   if (in.size() < 2) return Corruption("float coder: truncated header");
   const int tz = static_cast<uint8_t>(in[0]);
   const uint32_t param = static_cast<uint8_t>(in[1]);
@@ -723,8 +733,10 @@ Status DecodeImpl(uint8_t mode, std::string_view in, const uint8_t* base, size_t
   if (param >= (uint32_t{1} << F::kExpBits)) return Corruption("float coder: bad header");
   uint64_t rc_len;
   if (!GetVarint(in, &rc_len) || in.size() < 4) return Corruption("float coder: truncated header");
+  // The stored check covers the header too (some header changes would decode to the same values).
   uint32_t sum;
   std::memcpy(&sum, in.data(), 4);
+  sum ^= Checksum(reinterpret_cast<const uint8_t*>(encoded.data()), encoded.size() - in.size());
   in.remove_prefix(4);
   if (rc_len > in.size()) return Corruption("float coder: truncated stream");
   const auto* p = reinterpret_cast<const uint8_t*>(in.data());
@@ -741,7 +753,7 @@ Status DecodeImpl(uint8_t mode, std::string_view in, const uint8_t* base, size_t
 
 size_t FloatKindSize(FloatKind kind) {
   switch (kind) {
-    case FloatKind::kBF16: return 2;
+    case FloatKind::kBF16:
     case FloatKind::kF16: return 2;
     case FloatKind::kF32: return 4;
   }
@@ -764,13 +776,20 @@ Status DecodeFloats(FloatKind kind, std::string_view encoded, const uint8_t* bas
   const uint8_t head = static_cast<uint8_t>(encoded[0]);
   if ((head & 0x0F) != static_cast<uint8_t>(kind)) return Corruption("float coder: float kind mismatch");
   const uint8_t mode = head >> 4;
-  encoded.remove_prefix(1);
   switch (mode) {
-    case kModeRaw: {
-      if (encoded.size() != 4 + n * width) return Corruption("float coder: raw size mismatch");
+    case kModeRaw:
+    case kModeSame: {
+      if (encoded.size() != 5 + (mode == kModeRaw ? n * width : 0)) {
+        return Corruption("float coder: size mismatch");
+      }
+      if (mode == kModeSame && base == nullptr) {
+        return InvalidArgument("float coder: delta encoding needs the base values");
+      }
       uint32_t sum;
-      std::memcpy(&sum, encoded.data(), 4);
-      if (n > 0) std::memcpy(out, encoded.data() + 4, n * width);
+      std::memcpy(&sum, encoded.data() + 1, 4);
+      if (n > 0)
+        std::memcpy(out, mode == kModeRaw ? reinterpret_cast<const uint8_t*>(encoded.data()) + 5 : base,
+                    n * width);
       if (Checksum(out, n * width) != sum) return Corruption("float coder: checksum mismatch");
       return OkStatus();
     }

@@ -1,22 +1,29 @@
 // A lossless, context-modelled entropy coder for floating-point tensor data (BF16, F16, F32).
 //
 // Values are coded standalone or as a delta against a base tensor of the same kind and length (a
-// finetune against its base model). The core is an LZMA-style adaptive binary range coder; the bits that
-// are close to uniformly random (low mantissa bits) go to a separate raw bit stream instead.
+// finetune against its base model). The core is an adaptive range coder with multi-symbol models (one
+// coding step per value, SIMD cdf search and update); bits that are close to uniformly random (the low
+// bits of a difference or of a mantissa) bypass it into a separate raw bit stream.
 //
-// Delta mode: with b = base value, f = finetune value, split into sign and magnitude (exponent:mantissa
-// as one unsigned integer), the coder codes d = |f| - |b| (the difference in ulps, which stays small
-// across exponent changes where an XOR would not) as a token (sign of d, bit length of |d|) in a context
-// of the base exponent and of a running estimate of the local delta size, then the top bit below the
-// leading one (modelled) and the remaining bits raw. A sign change is an escape token followed by f's
-// exponent (modelled) and mantissa (raw).
+// Delta mode: with b = base value, f = value, the coder codes d = |f| - |b| in ulps (magnitudes as
+// exponent:mantissa integers, so d stays small across an exponent change, where an XOR would not) as a
+// symbol (bit length of |d|, sign of d, the bit below the leading one) in a context of the base exponent
+// and of the size of d to expect from the neighbours; the remaining bits of d go raw. A sign change is an
+// escape symbol followed by f's exponent (modelled) and mantissa (raw). An unchanged tensor codes to 5
+// bytes, and when a sample says the values code smaller without the base (an unrelated base), they are
+// coded standalone.
 //
-// Standalone mode: the exponent as an offset from the tensor's largest exponent in the context of the
-// previous element's, the sign and the top mantissa bits in the context of the exponent, the rest raw.
+// Standalone mode: the exponent as an offset from the tensor's largest one in the context of the previous
+// value's, then the sign and the top mantissa bits in the context of the exponent, the rest raw.
 //
 // Trailing mantissa bits that are zero in every value (F16 or BF16 values upcast to F32) are dropped.
-// Every encoding carries a checksum of the decoded values, so corrupt input is detected. When coding
-// does not help (random bits), the values are stored raw.
+// Every encoding carries a checksum of the decoded values (and of its header), so corrupt input is
+// detected. When coding does not help (random bits), the values are stored raw. Everything is integer
+// arithmetic: the output is identical on every build and platform.
+//
+// Measured on the faceres fixture pair (3.49M values; one core): BF16 delta 2.06x, F32 delta 1.34x
+// (byte planes + zstd: 1.63x and 1.24x); BF16 standalone 1.46-1.54x. About 65 MB/s each way for BF16
+// delta on a shared 2-core VM.
 #pragma once
 
 #include <cstddef>
@@ -35,13 +42,14 @@ size_t FloatKindSize(FloatKind kind);
 
 // Encodes `n` elements at `data` (little-endian words of the kind's width). When `base` is non-null it
 // points to n elements of the same kind, and the values are coded as a delta against it. The output does
-// not record n, the kind or the base, which the caller must pass to DecodeFloats. Returns an empty string
-// only for a `kind` outside the enum.
+// not record n or the base, which the caller must pass to DecodeFloats (it records the kind, to check it).
+// Returns an empty string only for a `kind` outside the enum.
 std::string EncodeFloats(FloatKind kind, const uint8_t* data, const uint8_t* base, size_t n);
 
 // Decodes `encoded` into `out` (n elements). `base` must be the same n elements given at encode time
 // (it may be null for an encoding made without a base). Returns kCorruption on truncated or corrupt
-// input, kInvalidArgument when a base is needed but not given or the kind is unknown.
+// input, kInvalidArgument when a base is needed but not given or the kind is unknown. On error the
+// contents of `out` are unspecified.
 Status DecodeFloats(FloatKind kind, std::string_view encoded, const uint8_t* base, size_t n, uint8_t* out);
 
 }  // namespace deltastore

@@ -2,12 +2,14 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <bit>
 #include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <initializer_list>
@@ -187,18 +189,22 @@ TEST(FloatCoderTest, CompressesWeights) {
 }
 
 TEST(FloatCoderTest, EqualValuesAreTiny) {
-  const size_t n = 1 << 20;
+  const size_t n = 1 << 18;
   for (FloatKind kind : kAllKinds) {
     const Values base = Gaussian(kind, n, 21);
     // Delta against itself: every value is "unchanged".
-    EXPECT_LT(RoundTrip(kind, base, &base), n * FloatKindSize(kind) / 500) << KindName(kind);
+    EXPECT_LT(RoundTrip(kind, base, &base), 16u) << KindName(kind);
+    // All but a few unchanged.
+    Values almost = base;
+    for (size_t i = 0; i < n; i += 50000) almost.Set(i, almost.Get(i) ^ 1);
+    EXPECT_LT(RoundTrip(kind, almost, &base), n * FloatKindSize(kind) / 200) << KindName(kind);
     // A constant tensor, standalone and against itself.
     Values constant(kind, n);
     for (size_t i = 0; i < n; ++i) constant.Set(i, ToKind(kind, 0.125f));
-    EXPECT_LT(RoundTrip(kind, constant, nullptr), n * FloatKindSize(kind) / 500) << KindName(kind);
+    EXPECT_LT(RoundTrip(kind, constant, nullptr), n * FloatKindSize(kind) / 200) << KindName(kind);
     Values zeros(kind, n);
-    EXPECT_LT(RoundTrip(kind, zeros, &zeros), n * FloatKindSize(kind) / 500) << KindName(kind);
-    EXPECT_LT(RoundTrip(kind, zeros, nullptr), n * FloatKindSize(kind) / 500) << KindName(kind);
+    EXPECT_LT(RoundTrip(kind, zeros, &zeros), n * FloatKindSize(kind) / 200) << KindName(kind);
+    EXPECT_LT(RoundTrip(kind, zeros, nullptr), n * FloatKindSize(kind) / 200) << KindName(kind);
   }
 }
 
@@ -307,11 +313,13 @@ TEST(FloatCoderTest, BadArguments) {
 // Every truncation and many random corruptions of `encoded` must decode to an error (and not crash; run
 // under ASan to check the bounds).
 void ExpectCorruptionDetected(FloatKind kind, const std::string& encoded, const Values* base, size_t n,
-                              int trials = 3000) {
+                              int trials = 1000) {
   const uint8_t* base_ptr = base != nullptr ? base->data() : nullptr;
   Values out(kind, n);
   ASSERT_TRUE(DecodeFloats(kind, encoded, base_ptr, n, out.data()).ok());
-  for (size_t len = 0; len < encoded.size(); ++len) {
+  // Every truncation of short encodings; of long ones, the first and last 64 and some in between.
+  const size_t step = std::max<size_t>(1, encoded.size() / 128);
+  for (size_t len = 0; len < encoded.size(); len += (len < 64 || len + 64 >= encoded.size()) ? 1 : step) {
     EXPECT_FALSE(DecodeFloats(kind, std::string_view(encoded).substr(0, len), base_ptr, n, out.data()).ok())
         << KindName(kind) << " truncated to " << len << " of " << encoded.size();
   }
@@ -321,8 +329,10 @@ void ExpectCorruptionDetected(FloatKind kind, const std::string& encoded, const 
   for (int trial = 0; trial < trials; ++trial) {
     std::string bad = encoded;
     const int flips = 1 + static_cast<int>(rng() % 3);
+    std::string where;
     for (int f = 0; f < flips; ++f) {
       const size_t pos = rng() % bad.size();
+      where += " " + std::to_string(pos);
       if (trial % 2 == 0) {
         bad[pos] = static_cast<char>(bad[pos] ^ (1 << (rng() % 8)));  // one bit
       } else {
@@ -331,11 +341,12 @@ void ExpectCorruptionDetected(FloatKind kind, const std::string& encoded, const 
     }
     if (bad == encoded) continue;  // the flips cancelled out
     EXPECT_FALSE(DecodeFloats(kind, bad, base_ptr, n, out.data()).ok())
-        << KindName(kind) << " trial " << trial;
+        << KindName(kind) << " n=" << n << " size=" << encoded.size() << " mode=" << (encoded[0] >> 4)
+        << " changed bytes at" << where;
   }
   // Garbage of every length up to 64 bytes, with each valid header byte.
   for (size_t len = 1; len <= 64; ++len) {
-    for (uint8_t mode = 0; mode < 3; ++mode) {
+    for (uint8_t mode = 0; mode < 4; ++mode) {
       std::string garbage(len, '\0');
       for (char& c : garbage) c = static_cast<char>(rng());
       garbage[0] = static_cast<char>((mode << 4) | static_cast<uint8_t>(kind));
@@ -346,7 +357,7 @@ void ExpectCorruptionDetected(FloatKind kind, const std::string& encoded, const 
 
 TEST(FloatCoderTest, CorruptInputIsDetected) {
   for (FloatKind kind : kAllKinds) {
-    for (size_t n : {size_t{1}, size_t{5}, size_t{300}, size_t{3000}}) {
+    for (size_t n : {size_t{1}, size_t{5}, size_t{300}, size_t{2000}}) {
       const Values base = Gaussian(kind, n, n + 71);
       const Values data = Finetune(kind, base, n + 72);
       ExpectCorruptionDetected(kind, EncodeFloats(kind, data.data(), base.data(), n), &base, n);
@@ -356,9 +367,12 @@ TEST(FloatCoderTest, CorruptInputIsDetected) {
       ExpectCorruptionDetected(kind, EncodeFloats(kind, noise.data(), nullptr, n), nullptr, n);
     }
     // Highly compressible input: a short stream for many values.
-    const size_t n = 100000;
+    const size_t n = 20000;
     const Values base = Gaussian(kind, n, 74);
-    ExpectCorruptionDetected(kind, EncodeFloats(kind, base.data(), base.data(), n), &base, n, 300);
+    ExpectCorruptionDetected(kind, EncodeFloats(kind, base.data(), base.data(), n), &base, n);
+    Values almost = base;
+    almost.Set(n / 2, almost.Get(n / 2) ^ 1);
+    ExpectCorruptionDetected(kind, EncodeFloats(kind, almost.data(), base.data(), n), &base, n, 200);
   }
 }
 
@@ -412,11 +426,20 @@ bool ReadSafetensors(const std::string& path, std::map<std::string, Tensor>* ten
   return true;
 }
 
+// Seconds of CPU time used by this thread (the machine may be shared: wall time overstates the cost).
+double ThreadCpuSeconds() {
+  timespec ts;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) * 1e-9;
+}
+
 struct FixtureResult {
   size_t raw = 0;
   size_t encoded = 0;
   double encode_s = 0;
   double decode_s = 0;
+  double encode_cpu_s = 0;
+  double decode_cpu_s = 0;
   double ratio() const { return static_cast<double>(raw) / static_cast<double>(encoded); }
 };
 
@@ -443,24 +466,31 @@ FixtureResult RunFixture(const std::string& data_file, const std::string& base_f
       base_ptr = reinterpret_cast<const uint8_t*>(it->second.bytes.data());
     }
     const auto* ptr = reinterpret_cast<const uint8_t*>(t.bytes.data());
+    std::string decoded(t.bytes.size(), '\0');
+    const double c0 = ThreadCpuSeconds();
     const auto t0 = std::chrono::steady_clock::now();
     const std::string encoded = EncodeFloats(kind, ptr, base_ptr, n);
     const auto t1 = std::chrono::steady_clock::now();
-    std::string decoded(t.bytes.size(), '\0');
+    const double c1 = ThreadCpuSeconds();
     const Status s = DecodeFloats(kind, encoded, base_ptr, n, reinterpret_cast<uint8_t*>(decoded.data()));
     const auto t2 = std::chrono::steady_clock::now();
+    const double c2 = ThreadCpuSeconds();
     EXPECT_TRUE(s.ok()) << name << ": " << s.ToString();
     EXPECT_TRUE(decoded == t.bytes) << name;
     r.raw += t.bytes.size();
     r.encoded += encoded.size();
     r.encode_s += std::chrono::duration<double>(t1 - t0).count();
     r.decode_s += std::chrono::duration<double>(t2 - t1).count();
+    r.encode_cpu_s += c1 - c0;
+    r.decode_cpu_s += c2 - c1;
   }
   EXPECT_GT(r.raw, 0u);
-  std::printf("%s%s%s: %zu -> %zu bytes, ratio %.4fx, encode %.1f MB/s, decode %.1f MB/s\n",
-              data_file.c_str(), base_file.empty() ? "" : " vs ", base_file.c_str(), r.raw, r.encoded,
-              r.ratio(), static_cast<double>(r.raw) / r.encode_s / 1e6,
-              static_cast<double>(r.raw) / r.decode_s / 1e6);
+  const auto mbps = [&](double s) { return static_cast<double>(r.raw) / s / 1e6; };
+  std::printf(
+      "%s%s%s: %zu -> %zu bytes, ratio %.4fx; encode %.1f MB/s (%.1f MB/s of CPU time), decode %.1f MB/s "
+      "(%.1f MB/s of CPU time)\n",
+      data_file.c_str(), base_file.empty() ? "" : " vs ", base_file.c_str(), r.raw, r.encoded, r.ratio(),
+      mbps(r.encode_s), mbps(r.encode_cpu_s), mbps(r.decode_s), mbps(r.decode_cpu_s));
   return r;
 }
 
@@ -511,7 +541,7 @@ TEST(FloatCoderFixtureTest, IdenticalPair) {
   SKIP_WITHOUT_FIXTURES("blazeface.f32.safetensors", "blazeface-back.f32.safetensors");
   const FixtureResult r =
       RunFixture("blazeface-back.f32.safetensors", "blazeface.f32.safetensors", "F32", FloatKind::kF32);
-  EXPECT_GE(r.ratio(), 100.0);
+  EXPECT_GE(r.ratio(), 500.0);
 }
 
 }  // namespace

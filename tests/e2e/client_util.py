@@ -7,6 +7,7 @@ import hashlib
 import os
 import pathlib
 import time
+import weakref
 
 import requests
 
@@ -62,10 +63,21 @@ def content_range(start, end_inclusive):
     return f"bytes {start}-{end_inclusive}"
 
 
+_CLIENTS = weakref.WeakSet()
+
+
+def close_all():
+    """Closes the keep-alive connections of every Client (the server fixture calls this before it
+    stops the server, which otherwise waits for idle connections). Clients stay usable."""
+    for c in list(_CLIENTS):
+        c.s.close()
+
+
 class Client:
     def __init__(self, base_url):
         self.base = base_url.rstrip("/")
         self.s = requests.Session()
+        _CLIENTS.add(self)
 
     def url(self, path):
         return self.base + path

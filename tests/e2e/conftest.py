@@ -53,6 +53,8 @@ class Server:
         raise RuntimeError("deltastored did not answer /healthz")
 
     def stop(self, sig=signal.SIGTERM):
+        import client_util  # idle keep-alive connections of the test clients would delay the stop
+        client_util.close_all()
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(sig)
             try:

@@ -1,0 +1,490 @@
+#include "codec/lossy_codec.h"
+
+#include <zstd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <numeric>
+
+#include "codec/chunk_codec.h"
+#include "codec/philox.h"
+
+namespace deltastore {
+namespace {
+
+void PutLE(std::string* out, uint64_t v, int bytes) {
+  for (int i = 0; i < bytes; ++i) out->push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+}
+void PutF32(std::string* out, float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  PutLE(out, u, 4);
+}
+
+class Reader {
+ public:
+  explicit Reader(std::string_view s) : s_(s) {}
+  bool Get(uint64_t* v, int bytes) {
+    if (s_.size() < static_cast<size_t>(bytes)) return false;
+    *v = 0;
+    for (int i = bytes - 1; i >= 0; --i) *v = (*v << 8) | static_cast<uint8_t>(s_[i]);
+    s_.remove_prefix(bytes);
+    return true;
+  }
+  bool GetF32(float* f) {
+    uint64_t u;
+    if (!Get(&u, 4)) return false;
+    uint32_t u32 = static_cast<uint32_t>(u);
+    std::memcpy(f, &u32, 4);
+    return true;
+  }
+  bool Take(size_t n, std::string_view* out) {
+    if (s_.size() < n) return false;
+    *out = s_.substr(0, n);
+    s_.remove_prefix(n);
+    return true;
+  }
+  bool empty() const { return s_.empty(); }
+
+ private:
+  std::string_view s_;
+};
+
+std::string Zstd(std::string_view in) {
+  std::string out(ZSTD_compressBound(in.size()), '\0');
+  size_t n = ZSTD_compress(out.data(), out.size(), in.data(), in.size(), 9);
+  out.resize(ZSTD_isError(n) ? 0 : n);
+  return out;
+}
+
+Status Unzstd(std::string_view in, size_t expected, std::string* out) {
+  unsigned long long size = ZSTD_getFrameContentSize(in.data(), in.size());
+  if (size == ZSTD_CONTENTSIZE_ERROR || size == ZSTD_CONTENTSIZE_UNKNOWN || size != expected) {
+    return Corruption("lossy section has a wrong size");
+  }
+  out->resize(expected);
+  size_t n = ZSTD_decompress(out->data(), expected, in.data(), in.size());
+  if (ZSTD_isError(n) || n != expected) return Corruption("lossy section does not decompress");
+  return OkStatus();
+}
+
+void AppendSection(std::string* out, std::string_view raw) {
+  std::string z = Zstd(raw);
+  PutLE(out, raw.size(), 8);
+  PutLE(out, z.size(), 8);
+  out->append(z);
+}
+
+Status ReadSection(Reader* r, uint64_t max_raw, std::string* out) {
+  uint64_t raw = 0, z = 0;
+  std::string_view frame;
+  if (!r->Get(&raw, 8) || !r->Get(&z, 8) || !r->Take(z, &frame)) return Corruption("lossy chunk is truncated");
+  if (raw > max_raw) return Corruption("lossy section is larger than the tensor allows");
+  return Unzstd(frame, raw, out);
+}
+
+// Widths of the bit planes for `bits` split into `planes` parts, high bits first.
+std::vector<int> PlaneWidths(int bits, int planes) {
+  std::vector<int> w;
+  int left = bits;
+  for (int i = 0; i < planes; ++i) {
+    int n = (left + (planes - i) - 1) / (planes - i);
+    w.push_back(n);
+    left -= n;
+  }
+  return w;
+}
+
+std::string PackBits(const std::vector<uint16_t>& codes, int shift, int width) {
+  std::string out((codes.size() * width + 7) / 8, '\0');
+  uint64_t bit = 0;
+  for (uint16_t c : codes) {
+    uint32_t v = (c >> shift) & ((1u << width) - 1);
+    for (int i = 0; i < width; ++i, ++bit) {
+      if (v & (1u << i)) out[bit >> 3] = static_cast<char>(out[bit >> 3] | (1 << (bit & 7)));
+    }
+  }
+  return out;
+}
+
+void UnpackBits(std::string_view packed, int shift, int width, std::vector<uint16_t>* codes) {
+  uint64_t bit = 0;
+  for (auto& c : *codes) {
+    uint32_t v = 0;
+    for (int i = 0; i < width; ++i, ++bit) {
+      if (static_cast<uint8_t>(packed[bit >> 3]) & (1 << (bit & 7))) v |= 1u << i;
+    }
+    c = static_cast<uint16_t>(c | (v << shift));
+  }
+}
+
+uint64_t CountKept(const LossyParams& p, const std::vector<uint32_t>& positions) {
+  uint64_t n = 0;
+  ForEachKept(p, positions, [&](uint32_t, uint32_t) { ++n; });
+  return n;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------------
+// Element conversions
+
+float HalfToFloat(uint16_t h) {
+  uint32_t sign = (h & 0x8000u) << 16, exp = (h >> 10) & 0x1f, man = h & 0x3ff, bits;
+  if (exp == 0) {
+    if (man == 0) {
+      bits = sign;
+    } else {  // subnormal
+      int e = -1;
+      do {
+        ++e;
+        man <<= 1;
+      } while ((man & 0x400) == 0);
+      bits = sign | ((127 - 15 - e) << 23) | ((man & 0x3ff) << 13);
+    }
+  } else if (exp == 31) {
+    bits = sign | 0x7f800000u | (man << 13);
+  } else {
+    bits = sign | ((exp + 127 - 15) << 23) | (man << 13);
+  }
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
+uint16_t FloatToHalf(float f) {
+  uint32_t x;
+  std::memcpy(&x, &f, 4);
+  uint32_t sign = (x >> 16) & 0x8000u;
+  uint32_t absx = x & 0x7fffffffu;
+  if (absx >= 0x7f800000u) return static_cast<uint16_t>(sign | 0x7c00u | (absx > 0x7f800000u ? 0x200u : 0));
+  if (absx >= 0x477ff000u) return static_cast<uint16_t>(sign | 0x7c00u);  // rounds to infinity
+  if (absx < 0x38800000u) {                                               // subnormal or zero in half
+    if (absx < 0x33000000u) return static_cast<uint16_t>(sign);
+    uint32_t e = absx >> 23;
+    uint32_t m = (absx & 0x7fffffu) | 0x800000u;
+    uint32_t shift = 126 - e;  // 113 - e + 13
+    uint32_t half = m >> shift;
+    uint32_t rem = m & ((1u << shift) - 1), mid = 1u << (shift - 1);
+    if (rem > mid || (rem == mid && (half & 1))) ++half;
+    return static_cast<uint16_t>(sign | half);
+  }
+  uint32_t r = absx + 0xfffu + ((absx >> 13) & 1);  // round to nearest even
+  return static_cast<uint16_t>(sign | ((r - 0x38000000u) >> 13));
+}
+
+float Bf16ToFloat(uint16_t h) {
+  uint32_t bits = static_cast<uint32_t>(h) << 16;
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
+uint16_t FloatToBf16(float f) {
+  uint32_t x;
+  std::memcpy(&x, &f, 4);
+  if ((x & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((x >> 16) | 0x40);  // quiet NaN
+  x += 0x7fffu + ((x >> 16) & 1);
+  return static_cast<uint16_t>(x >> 16);
+}
+
+bool ToFloat32(DType dtype, const char* data, size_t n, float* out) {
+  switch (dtype) {
+    case DType::kF32: std::memcpy(out, data, n * 4); return true;
+    case DType::kF16:
+    case DType::kBF16:
+      for (size_t i = 0; i < n; ++i) {
+        uint16_t h;
+        std::memcpy(&h, data + 2 * i, 2);
+        out[i] = dtype == DType::kF16 ? HalfToFloat(h) : Bf16ToFloat(h);
+      }
+      return true;
+    default: return false;
+  }
+}
+
+bool FromFloat32(DType dtype, const float* in, size_t n, char* out) {
+  switch (dtype) {
+    case DType::kF32: std::memcpy(out, in, n * 4); return true;
+    case DType::kF16:
+    case DType::kBF16:
+      for (size_t i = 0; i < n; ++i) {
+        uint16_t h = dtype == DType::kF16 ? FloatToHalf(in[i]) : FloatToBf16(in[i]);
+        std::memcpy(out + 2 * i, &h, 2);
+      }
+      return true;
+    default: return false;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Masks
+
+uint32_t GroupKeep(const LossyParams& p, uint32_t group_len) {
+  if (group_len == p.group) return p.keep;
+  // The last group of a row may be shorter: keep the same share, at least one.
+  uint32_t k = static_cast<uint32_t>((static_cast<uint64_t>(p.keep) * group_len + p.group / 2) / p.group);
+  return std::clamp<uint32_t>(k, 1, group_len);
+}
+
+void KeptColumns(const LossyParams& p, uint32_t row, std::vector<uint32_t>* cols) {
+  cols->clear();
+  switch (p.mask) {
+    case MaskKind::kDense:
+      cols->resize(p.cols);
+      std::iota(cols->begin(), cols->end(), 0u);
+      return;
+    case MaskKind::kBernoulli: {
+      // Element i = row * cols + col draws lane i % 4 of block i / 4 under counter {block lo, block hi,
+      // stream, 0x42455201}; it is kept when that word is below keep_prob * 2^32.
+      uint64_t threshold = static_cast<uint64_t>(std::ldexp(static_cast<double>(p.keep_prob), 32));
+      uint64_t first = static_cast<uint64_t>(row) * p.cols, last = first + p.cols;
+      for (uint64_t i = first; i < last;) {
+        uint64_t block = i / 4;
+        PhiloxBlock r = Philox4x32({static_cast<uint32_t>(block), static_cast<uint32_t>(block >> 32), p.stream,
+                                    0x42455201u},
+                                   p.seed);
+        for (uint64_t lane = i % 4; lane < 4 && i < last; ++lane, ++i) {
+          if (r[lane] < threshold) cols->push_back(static_cast<uint32_t>(i - first));
+        }
+      }
+      return;
+    }
+    case MaskKind::kGroupK: {
+      // Group j of the row (id = row * ceil(cols / g) + j) keeps k of its positions chosen by a partial
+      // Fisher-Yates shuffle: step i swaps slot i with slot i + (u_i mod (len - i)), where u_0, u_1, ...
+      // are the words of blocks {id lo, id hi, stream, draw} for draw = 0, 1, ... (4 words per block).
+      uint32_t ngroups = (p.cols + p.group - 1) / p.group;
+      std::vector<uint32_t> slots;
+      for (uint32_t j = 0; j < ngroups; ++j) {
+        uint32_t start = j * p.group, len = std::min<uint32_t>(p.group, p.cols - start);
+        uint32_t k = GroupKeep(p, len);
+        uint64_t id = static_cast<uint64_t>(row) * ngroups + j;
+        slots.resize(len);
+        std::iota(slots.begin(), slots.end(), 0u);
+        PhiloxBlock r{};
+        for (uint32_t i = 0; i < k; ++i) {
+          if (i % 4 == 0) {
+            r = Philox4x32({static_cast<uint32_t>(id), static_cast<uint32_t>(id >> 32), p.stream, i / 4}, p.seed);
+          }
+          uint32_t pick = i + r[i % 4] % (len - i);
+          std::swap(slots[i], slots[pick]);
+        }
+        std::sort(slots.begin(), slots.begin() + k);
+        for (uint32_t i = 0; i < k; ++i) cols->push_back(start + slots[i]);
+      }
+      return;
+    }
+    case MaskKind::kPositions: return;  // stored explicitly
+  }
+}
+
+void ForEachKept(const LossyParams& p, const std::vector<uint32_t>& positions,
+                 const std::function<void(uint32_t, uint32_t)>& fn) {
+  if (p.mask == MaskKind::kPositions) {
+    for (uint32_t pos : positions) fn(pos / p.cols, pos % p.cols);
+    return;
+  }
+  std::vector<uint32_t> cols;
+  for (uint32_t r = 0; r < p.rows; ++r) {
+    KeptColumns(p, r, &cols);
+    for (uint32_t c : cols) fn(r, c);
+  }
+}
+
+float DequantizeCode(const LossyTensor& t, uint32_t row, uint16_t code) {
+  switch (t.p.values) {
+    case ValueKind::kQuant: {
+      volatile float scaled = t.row_scale[row] * static_cast<float>(code);  // no fused multiply-add
+      return t.row_zero[row] + scaled;
+    }
+    case ValueKind::kF16: return HalfToFloat(code);
+    case ValueKind::kSign: return code ? t.p.sign_scale : -t.p.sign_scale;
+  }
+  return 0.0f;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Encoding
+
+std::string EncodeLossyChunk(DType dtype, const LossyTensor& t) {
+  const LossyParams& p = t.p;
+  std::string out = ChunkHeader(CodecId::kLossy, kChunkFlagDelta, dtype,
+                                static_cast<uint64_t>(p.rows) * p.cols * DTypeSize(dtype));
+  out.push_back(static_cast<char>(kLossyFormatVersion));
+  PutLE(&out, p.rows, 4);
+  PutLE(&out, p.cols, 4);
+  PutF32(&out, p.lambda);
+  PutF32(&out, p.mu);
+  out.push_back(static_cast<char>(p.mask));
+  PutLE(&out, p.seed, 8);
+  PutLE(&out, p.stream, 4);
+  PutLE(&out, p.group, 2);
+  PutLE(&out, p.keep, 2);
+  PutF32(&out, p.keep_prob);
+  out.push_back(static_cast<char>(p.values));
+  out.push_back(static_cast<char>(p.bits));
+  out.push_back(static_cast<char>(p.planes));
+  PutF32(&out, p.sign_scale);
+  if (p.mask == MaskKind::kPositions) {
+    std::string gaps;
+    uint32_t prev = 0;
+    for (size_t i = 0; i < t.positions.size(); ++i) {
+      uint32_t gap = t.positions[i] - (i == 0 ? 0 : prev + 1);
+      prev = t.positions[i];
+      while (gap >= 0x80) {
+        gaps.push_back(static_cast<char>((gap & 0x7f) | 0x80));
+        gap >>= 7;
+      }
+      gaps.push_back(static_cast<char>(gap));
+    }
+    PutLE(&out, t.positions.size(), 8);
+    AppendSection(&out, gaps);
+  }
+  if (p.values == ValueKind::kQuant) {
+    std::string scales;
+    for (uint32_t r = 0; r < p.rows; ++r) {
+      PutLE(&scales, FloatToHalf(t.row_scale[r]), 2);
+      PutLE(&scales, FloatToHalf(t.row_zero[r]), 2);
+    }
+    AppendSection(&out, scales);
+  }
+  int bits = p.values == ValueKind::kQuant ? p.bits : p.values == ValueKind::kF16 ? 16 : 1;
+  int planes = p.values == ValueKind::kQuant ? p.planes : p.values == ValueKind::kF16 ? 2 : 1;
+  int shift = bits;
+  for (int w : PlaneWidths(bits, planes)) {
+    shift -= w;
+    AppendSection(&out, PackBits(t.codes, shift, w));
+  }
+  return out;
+}
+
+StatusOr<LossyTensor> ParseLossyChunk(std::string_view encoded, DType* dtype) {
+  if (encoded.size() < 12 || static_cast<CodecId>(encoded[0]) != CodecId::kLossy) {
+    return Corruption("not a lossy chunk");
+  }
+  *dtype = static_cast<DType>(encoded[3]);
+  Reader r(encoded.substr(12));
+  LossyTensor t;
+  LossyParams& p = t.p;
+  uint64_t v = 0;
+  auto get = [&](int bytes) -> bool { return r.Get(&v, bytes); };
+  if (!get(1) || v != kLossyFormatVersion) return Corruption("lossy chunk format version is not supported");
+  if (!get(4)) return Corruption("lossy chunk is truncated");
+  p.rows = static_cast<uint32_t>(v);
+  if (!get(4)) return Corruption("lossy chunk is truncated");
+  p.cols = static_cast<uint32_t>(v);
+  if (!r.GetF32(&p.lambda) || !r.GetF32(&p.mu) || !get(1)) return Corruption("lossy chunk is truncated");
+  if (v > 3) return Corruption("unknown lossy mask kind");
+  p.mask = static_cast<MaskKind>(v);
+  if (!get(8)) return Corruption("lossy chunk is truncated");
+  p.seed = v;
+  if (!get(4)) return Corruption("lossy chunk is truncated");
+  p.stream = static_cast<uint32_t>(v);
+  if (!get(2)) return Corruption("lossy chunk is truncated");
+  p.group = static_cast<uint16_t>(v);
+  if (!get(2)) return Corruption("lossy chunk is truncated");
+  p.keep = static_cast<uint16_t>(v);
+  if (!r.GetF32(&p.keep_prob) || !get(1)) return Corruption("lossy chunk is truncated");
+  if (v > 2) return Corruption("unknown lossy value kind");
+  p.values = static_cast<ValueKind>(v);
+  if (!get(1)) return Corruption("lossy chunk is truncated");
+  p.bits = static_cast<uint8_t>(v);
+  if (!get(1)) return Corruption("lossy chunk is truncated");
+  p.planes = static_cast<uint8_t>(v);
+  if (!r.GetF32(&p.sign_scale)) return Corruption("lossy chunk is truncated");
+
+  const uint64_t numel = static_cast<uint64_t>(p.rows) * p.cols;
+  if (numel * DTypeSize(*dtype) != [&] {
+        uint64_t raw = 0;
+        for (int i = 7; i >= 0; --i) raw = (raw << 8) | static_cast<uint8_t>(encoded[4 + i]);
+        return raw;
+      }()) {
+    return Corruption("lossy chunk shape does not match its size");
+  }
+  if (p.mask == MaskKind::kGroupK && (p.group == 0 || p.keep == 0 || p.keep > p.group)) {
+    return Corruption("lossy chunk has a bad group size");
+  }
+  if (p.mask == MaskKind::kBernoulli && !(p.keep_prob > 0.0f && p.keep_prob <= 1.0f)) {
+    return Corruption("lossy chunk has a bad keep probability");
+  }
+  if (p.values == ValueKind::kQuant && (p.bits < 1 || p.bits > 8 || p.planes < 1 || p.planes > p.bits)) {
+    return Corruption("lossy chunk has bad quantization parameters");
+  }
+  if (!std::isfinite(p.lambda) || !std::isfinite(p.mu)) return Corruption("lossy chunk has non-finite scalars");
+
+  std::string buf;
+  if (p.mask == MaskKind::kPositions) {
+    uint64_t count = 0;
+    if (!r.Get(&count, 8) || count > numel) return Corruption("lossy chunk has a bad position count");
+    DS_RETURN_IF_ERROR(ReadSection(&r, count * 5, &buf));
+    size_t i = 0;
+    uint64_t prev = 0;
+    for (uint64_t n = 0; n < count; ++n) {
+      uint64_t gap = 0;
+      int shift = 0;
+      while (true) {
+        if (i >= buf.size() || shift > 28) return Corruption("lossy positions are malformed");
+        uint8_t b = static_cast<uint8_t>(buf[i++]);
+        gap |= static_cast<uint64_t>(b & 0x7f) << shift;
+        shift += 7;
+        if (!(b & 0x80)) break;
+      }
+      uint64_t pos = (n == 0 ? 0 : prev + 1) + gap;
+      if (pos >= numel) return Corruption("lossy position outside the tensor");
+      t.positions.push_back(static_cast<uint32_t>(pos));
+      prev = pos;
+    }
+  }
+  if (p.values == ValueKind::kQuant) {
+    DS_RETURN_IF_ERROR(ReadSection(&r, static_cast<uint64_t>(p.rows) * 4, &buf));
+    if (buf.size() != static_cast<size_t>(p.rows) * 4) return Corruption("lossy scales have a wrong size");
+    t.row_scale.resize(p.rows);
+    t.row_zero.resize(p.rows);
+    for (uint32_t i = 0; i < p.rows; ++i) {
+      uint16_t s, z;
+      std::memcpy(&s, buf.data() + 4 * i, 2);
+      std::memcpy(&z, buf.data() + 4 * i + 2, 2);
+      t.row_scale[i] = HalfToFloat(s);
+      t.row_zero[i] = HalfToFloat(z);
+    }
+  }
+  uint64_t kept = CountKept(p, t.positions);
+  t.codes.assign(kept, 0);
+  int bits = p.values == ValueKind::kQuant ? p.bits : p.values == ValueKind::kF16 ? 16 : 1;
+  int planes = p.values == ValueKind::kQuant ? p.planes : p.values == ValueKind::kF16 ? 2 : 1;
+  int shift = bits;
+  for (int w : PlaneWidths(bits, planes)) {
+    shift -= w;
+    DS_RETURN_IF_ERROR(ReadSection(&r, (kept * w + 7) / 8, &buf));
+    if (buf.size() != (kept * w + 7) / 8) return Corruption("lossy plane has a wrong size");
+    UnpackBits(buf, shift, w, &t.codes);
+  }
+  if (!r.empty()) return Corruption("lossy chunk has trailing bytes");
+  return t;
+}
+
+Status DecodeLossyChunk(std::string_view encoded, std::string_view base, std::string* out) {
+  DType dtype;
+  DS_ASSIGN_OR_RETURN(LossyTensor t, ParseLossyChunk(encoded, &dtype));
+  const uint64_t numel = static_cast<uint64_t>(t.p.rows) * t.p.cols;
+  if (base.size() != numel * DTypeSize(dtype)) return InvalidArgument("lossy chunk needs base bytes of its size");
+  std::vector<float> w(numel), c(numel, 0.0f);
+  if (!ToFloat32(dtype, base.data(), numel, w.data())) return Corruption("lossy chunk on a non-float dtype");
+  size_t i = 0;
+  ForEachKept(t.p, t.positions, [&](uint32_t row, uint32_t col) {
+    c[static_cast<uint64_t>(row) * t.p.cols + col] = DequantizeCode(t, row, t.codes[i++]);
+  });
+  const float shift = 1.0f + t.p.lambda, mu = t.p.mu;
+  for (uint64_t j = 0; j < numel; ++j) {
+    volatile float a = shift * w[j];  // volatile: no fused multiply-add, same bits on every build
+    volatile float b = mu * c[j];
+    w[j] = a + b;
+  }
+  out->resize(numel * DTypeSize(dtype));
+  FromFloat32(dtype, w.data(), numel, out->data());
+  return OkStatus();
+}
+
+}  // namespace deltastore

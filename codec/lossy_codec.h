@@ -1,0 +1,82 @@
+// Lossy delta tensors: the stored form and its exact reconstruction (docs/lossy_format.md).
+//
+// A lossy tensor reconstructs as  W = (1 + lambda) * W_base + mu * C,  where C is a sparse, quantized
+// estimate of the residual delta described by a mask (which elements are kept) and values (what they
+// hold). Every method, ours and the baselines, is a combination of one mask kind and one value kind:
+//   DeltaDQ-style: group k-of-g mask (seeded) + b-bit per-row quantization split into planes
+//   DARE: Bernoulli mask (seeded) + fp16 values;  random-4bit: Bernoulli + 4-bit quantization
+//   BitDelta: dense mask + sign bits with one scale;  top-k: stored positions + 8-bit quantization
+//   plain low-bit: dense mask + b-bit quantization
+// Reconstruction is plain C++ with no contraction of multiply-adds, so every build and device that
+// downloads a version gets the same bytes.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "codec/dtype.h"
+#include "common/status.h"
+
+namespace deltastore {
+
+inline constexpr uint8_t kLossyFormatVersion = 1;
+
+enum class MaskKind : uint8_t { kDense = 0, kGroupK = 1, kBernoulli = 2, kPositions = 3 };
+enum class ValueKind : uint8_t { kQuant = 0, kF16 = 1, kSign = 2 };
+
+struct LossyParams {
+  uint32_t rows = 0, cols = 0;
+  float lambda = 0.0f;  // DBMS base shift: W_base + lambda * W_base
+  float mu = 1.0f;      // DBMS scale of the compressed residual
+  MaskKind mask = MaskKind::kDense;
+  uint64_t seed = 0;
+  uint32_t stream = 0;   // distinguishes tensors under one seed
+  uint16_t group = 0;    // kGroupK: group size g along a row
+  uint16_t keep = 0;     // kGroupK: kept per full group k
+  float keep_prob = 1;   // kBernoulli
+  ValueKind values = ValueKind::kQuant;
+  uint8_t bits = 4;      // kQuant: code width (1..8)
+  uint8_t planes = 1;    // kQuant: the codes are stored as this many bit planes, high bits first
+  float sign_scale = 0;  // kSign
+};
+
+struct LossyTensor {
+  LossyParams p;
+  std::vector<uint32_t> positions;  // kPositions: kept flat indices, ascending
+  std::vector<float> row_scale;     // kQuant: per row (stored as fp16)
+  std::vector<float> row_zero;      // kQuant: per row (stored as fp16)
+  std::vector<uint16_t> codes;      // per kept element in mask order: quant code, fp16 bits, or sign bit
+};
+
+// Calls fn(row, col) for every kept element, in mask order (rows ascending, columns ascending).
+// For kPositions the positions come from `positions`.
+void ForEachKept(const LossyParams& p, const std::vector<uint32_t>& positions,
+                 const std::function<void(uint32_t row, uint32_t col)>& fn);
+// The kept columns of one row (for kGroupK / kBernoulli / kDense), ascending.
+void KeptColumns(const LossyParams& p, uint32_t row, std::vector<uint32_t>* cols);
+// Number of kept elements in one full group and in the row's last, partial group.
+uint32_t GroupKeep(const LossyParams& p, uint32_t group_len);
+
+// The value C holds at a kept element (before mu).
+float DequantizeCode(const LossyTensor& t, uint32_t row, uint16_t code);
+
+// Chunk encoding (codec id kLossy): the 12-byte chunk header, then the lossy header and sections.
+std::string EncodeLossyChunk(DType dtype, const LossyTensor& tensor);
+// Parses a lossy chunk without reconstructing (container inspection, tests).
+StatusOr<LossyTensor> ParseLossyChunk(std::string_view encoded, DType* dtype);
+// Reconstructs W into `out` (rows * cols elements of `dtype`) from the base tensor's bytes.
+Status DecodeLossyChunk(std::string_view encoded, std::string_view base, std::string* out);
+
+// Element conversions used by the lossy path (round to nearest even).
+float HalfToFloat(uint16_t h);
+uint16_t FloatToHalf(float f);
+float Bf16ToFloat(uint16_t h);
+uint16_t FloatToBf16(float f);
+// Reads n elements of a float dtype (F32/F16/BF16) as float32; false for other dtypes.
+bool ToFloat32(DType dtype, const char* data, size_t n, float* out);
+bool FromFloat32(DType dtype, const float* in, size_t n, char* out);
+
+}  // namespace deltastore

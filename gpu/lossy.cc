@@ -1,0 +1,473 @@
+#include "gpu/lossy.h"
+
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <numeric>
+
+#include "codec/lossy_codec.h"
+
+namespace deltastore {
+namespace {
+
+torch::Device ComputeDevice() {
+  static const torch::Device device = torch::cuda::is_available() ? torch::Device(torch::kCUDA) : torch::Device(torch::kCPU);
+  return device;
+}
+
+torch::Tensor Load(DType dtype, const char* data, uint32_t rows, uint32_t cols) {
+  auto t = torch::empty({rows, cols}, torch::kFloat32);
+  ToFloat32(dtype, data, static_cast<size_t>(rows) * cols, t.data_ptr<float>());
+  return t.to(ComputeDevice());
+}
+
+std::vector<int64_t> ToVector(const torch::Tensor& t) {
+  auto c = t.to(torch::kCPU).to(torch::kInt64).contiguous();
+  return std::vector<int64_t>(c.data_ptr<int64_t>(), c.data_ptr<int64_t>() + c.numel());
+}
+
+// The kept elements of a mask as flat indices plus the unbiasing scale of each (g/k or 1/p).
+struct Selection {
+  torch::Tensor index;  // int64 flat indices, mask order
+  torch::Tensor scale;  // float32 per kept element
+  torch::Tensor row;    // int64 row of each kept element
+};
+
+Selection SelectMask(const LossyParams& p) {
+  std::vector<int64_t> idx;
+  std::vector<float> scale;
+  std::vector<int64_t> row;
+  std::vector<uint32_t> cols;
+  for (uint32_t r = 0; r < p.rows; ++r) {
+    KeptColumns(p, r, &cols);
+    for (uint32_t c : cols) {
+      idx.push_back(static_cast<int64_t>(r) * p.cols + c);
+      row.push_back(r);
+      float s = 1.0f;
+      if (p.mask == MaskKind::kGroupK) {
+        uint32_t start = c / p.group * p.group, len = std::min<uint32_t>(p.group, p.cols - start);
+        s = static_cast<float>(len) / static_cast<float>(GroupKeep(p, len));
+      } else if (p.mask == MaskKind::kBernoulli) {
+        s = 1.0f / p.keep_prob;
+      }
+      scale.push_back(s);
+    }
+  }
+  auto dev = ComputeDevice();
+  Selection s;
+  s.index = torch::tensor(idx, torch::kInt64).to(dev);
+  s.scale = torch::tensor(scale, torch::kFloat32).to(dev);
+  s.row = torch::tensor(row, torch::kInt64).to(dev);
+  return s;
+}
+
+// Fills t.codes / row_scale / row_zero by uniform asymmetric per-row quantization of `values`.
+void Quantize(LossyTensor* t, const torch::Tensor& values, const torch::Tensor& rows) {
+  const int64_t levels = (1 << t->p.bits) - 1;
+  auto dev = values.device();
+  auto inf = std::numeric_limits<float>::infinity();
+  auto lo = torch::full({t->p.rows}, inf, torch::TensorOptions().device(dev)).scatter_reduce(0, rows, values, "amin");
+  auto hi = torch::full({t->p.rows}, -inf, torch::TensorOptions().device(dev)).scatter_reduce(0, rows, values, "amax");
+  lo = torch::where(torch::isfinite(lo), lo, torch::zeros_like(lo));
+  hi = torch::where(torch::isfinite(hi), hi, torch::zeros_like(hi));
+  // Scales and zeros are stored as fp16: quantize against the stored values.
+  auto zero = lo.to(torch::kHalf).to(torch::kFloat32);
+  auto scale = ((hi - zero) / static_cast<float>(levels)).clamp_min(1e-7f).to(torch::kHalf).to(torch::kFloat32);
+  scale = torch::where(scale > 0, scale, torch::full_like(scale, 6e-8f));
+  auto codes = torch::round((values - zero.index({rows})) / scale.index({rows})).clamp(0, static_cast<double>(levels));
+  auto c = codes.to(torch::kCPU).to(torch::kInt32).contiguous();
+  t->codes.assign(c.data_ptr<int32_t>(), c.data_ptr<int32_t>() + c.numel());
+  auto zc = zero.to(torch::kCPU).contiguous(), sc = scale.to(torch::kCPU).contiguous();
+  t->row_zero.assign(zc.data_ptr<float>(), zc.data_ptr<float>() + zc.numel());
+  t->row_scale.assign(sc.data_ptr<float>(), sc.data_ptr<float>() + sc.numel());
+}
+
+// The dense estimate C the codec will reconstruct from `t` (before mu).
+torch::Tensor DenseEstimate(const LossyTensor& t) {
+  std::vector<float> c(static_cast<size_t>(t.p.rows) * t.p.cols, 0.0f);
+  size_t i = 0;
+  ForEachKept(t.p, t.positions, [&](uint32_t r, uint32_t col) {
+    c[static_cast<size_t>(r) * t.p.cols + col] = DequantizeCode(t, r, t.codes[i++]);
+  });
+  return torch::from_blob(c.data(), {t.p.rows, t.p.cols}, torch::kFloat32).clone().to(ComputeDevice());
+}
+
+struct Work {
+  DType dtype;
+  uint32_t rows, cols, stream;
+  torch::Tensor B, D, R, X, DX;  // base, delta, residual (delta - lambda * base), inputs, delta @ inputs
+  float lambda = 0;
+  double budget_bytes = 0;
+  const LossyOptions* opt;
+};
+
+struct Candidate {
+  LossyTensor t;
+  std::string chunk;
+  double output_error = std::numeric_limits<double>::infinity();
+  bool fits = true;  // within the budget
+};
+
+LossyParams BaseParams(const Work& w) {
+  LossyParams p;
+  p.rows = w.rows;
+  p.cols = w.cols;
+  p.lambda = w.lambda;
+  p.seed = w.opt->seed;
+  p.stream = w.stream;
+  return p;
+}
+
+// Builds a candidate for mask/value parameters `p` from the residual.
+Candidate Build(const Work& w, LossyParams p, const std::vector<uint32_t>& positions = {}) {
+  Candidate c;
+  c.t.p = p;
+  c.t.positions = positions;
+  auto flat = w.R.flatten();
+  if (p.values == ValueKind::kSign) {
+    auto codes = (flat >= 0).to(torch::kCPU).to(torch::kInt32).contiguous();
+    c.t.codes.assign(codes.data_ptr<int32_t>(), codes.data_ptr<int32_t>() + codes.numel());
+    c.t.p.sign_scale = flat.abs().mean().item<float>();
+  } else {
+    torch::Tensor values, rows;
+    if (p.mask == MaskKind::kPositions) {
+      std::vector<int64_t> idx(positions.begin(), positions.end());
+      auto index = torch::tensor(idx, torch::kInt64).to(flat.device());
+      values = flat.index({index});
+      rows = torch::div(index, static_cast<int64_t>(p.cols), "floor");
+    } else {
+      Selection s = SelectMask(p);
+      values = flat.index({s.index}) * s.scale;
+      rows = s.row;
+    }
+    if (p.values == ValueKind::kF16) {
+      auto h = values.to(torch::kHalf).to(torch::kCPU).contiguous();
+      const uint16_t* bits = reinterpret_cast<const uint16_t*>(h.data_ptr<at::Half>());
+      c.t.codes.assign(bits, bits + h.numel());
+    } else {
+      Quantize(&c.t, values, rows);
+    }
+  }
+  c.chunk = EncodeLossyChunk(w.dtype, c.t);
+  auto C = DenseEstimate(c.t);
+  auto err = (w.R - C).matmul(w.X);
+  c.output_error = (err.norm() / w.DX.norm().clamp_min(1e-30)).item<double>();
+  return c;
+}
+
+// Largest integer parameter in [lo, hi] whose candidate fits the budget (sizes grow with it). When
+// not even `lo` fits (a tensor too small for its share of bits), the `lo` candidate, marked as over.
+std::optional<Candidate> FitBudget(const Work& w, int lo, int hi, const std::function<Candidate(int)>& make) {
+  std::optional<Candidate> best, smallest;
+  int a = lo, b = hi;
+  while (a <= b) {
+    int mid = a + (b - a) / 2;
+    Candidate c = make(mid);
+    c.fits = c.chunk.size() <= w.budget_bytes;
+    if (c.fits) {
+      best = std::move(c);
+      a = mid + 1;
+    } else {
+      if (mid == lo) smallest = std::move(c);
+      b = mid - 1;
+    }
+  }
+  if (!best && !smallest) smallest = make(lo), smallest->fits = false;
+  return best ? best : smallest;
+}
+
+// Prefers candidates within the budget, then the lower output error; over-budget ones by size.
+std::optional<Candidate> Better(std::optional<Candidate> a, std::optional<Candidate> b) {
+  if (!a) return b;
+  if (!b) return a;
+  if (a->fits != b->fits) return a->fits ? a : b;
+  if (!a->fits) return b->chunk.size() < a->chunk.size() ? b : a;
+  return b->output_error < a->output_error ? b : a;
+}
+
+// Dense entropy-coded scalar quantization: one uniform step for the whole tensor (equal distortion per
+// weight, which minimises squared error at a given entropy), codes centred on 128 in 8 bits, one plane,
+// so zstd's entropy coder sees whole symbols. The step is the smallest that fits the budget.
+std::optional<Candidate> Ecsq(const Work& w) {
+  const double sigma = w.R.std().item<double>();
+  if (!(sigma > 0)) return std::nullopt;
+  auto flat = w.R.flatten();
+  auto rows = torch::arange(static_cast<int64_t>(w.rows), torch::TensorOptions().dtype(torch::kInt64).device(flat.device()))
+                  .repeat_interleave(static_cast<int64_t>(w.cols));
+  auto make = [&](int step_index) {
+    // steps on a geometric grid: sigma * 2^(-step_index / 8) from 16 sigma down to sigma / 2^12
+    double step = sigma * std::ldexp(1.0, 4) * std::pow(2.0, -step_index / 8.0);
+    LossyParams p = BaseParams(w);
+    p.mask = MaskKind::kDense;
+    p.values = ValueKind::kQuant;
+    p.bits = 8;
+    p.planes = 1;
+    Candidate c;
+    c.t.p = p;
+    float st = HalfToFloat(FloatToHalf(static_cast<float>(step)));
+    float zero = HalfToFloat(FloatToHalf(-128.0f * st));
+    auto codes = torch::round((flat - zero) / st).clamp(0, 255).to(torch::kCPU).to(torch::kInt32).contiguous();
+    c.t.codes.assign(codes.data_ptr<int32_t>(), codes.data_ptr<int32_t>() + codes.numel());
+    c.t.row_scale.assign(w.rows, st);
+    c.t.row_zero.assign(w.rows, zero);
+    c.chunk = EncodeLossyChunk(w.dtype, c.t);
+    auto C = DenseEstimate(c.t);
+    c.output_error = ((w.R - C).matmul(w.X).norm() / w.DX.norm().clamp_min(1e-30)).item<double>();
+    return c;
+  };
+  (void)rows;
+  return FitBudget(w, 0, 16 * 8, make);
+}
+
+std::optional<Candidate> RunMethod(const Work& w) {
+  const LossyOptions& o = *w.opt;
+  const uint32_t cols = w.cols;
+  switch (o.method) {
+    case LossyMethod::kDeltaDQ: {
+      std::vector<int> bits_list = o.bits ? std::vector<int>{o.bits} : std::vector<int>{2, 4};
+      std::vector<int> groups = o.group ? std::vector<int>{o.group} : std::vector<int>{32, 64, 128};
+      std::optional<Candidate> best;
+      if (!o.bits && !o.group && !o.keep) best = Ecsq(w);
+      for (int b : bits_list) {
+        for (int g : groups) {
+          int gg = std::min<int>(g, static_cast<int>(cols));
+          if (gg != g && !o.group && g != groups.front()) continue;  // narrow tensors: one group size
+          LossyParams p = BaseParams(w);
+          p.mask = MaskKind::kGroupK;
+          p.group = static_cast<uint16_t>(gg);
+          p.values = ValueKind::kQuant;
+          p.bits = static_cast<uint8_t>(b);
+          p.planes = static_cast<uint8_t>(b >= 2 ? 2 : 1);
+          auto make = [&](int k) {
+            LossyParams q = p;
+            q.keep = static_cast<uint16_t>(k);
+            return Build(w, q);
+          };
+          std::optional<Candidate> c = o.keep ? std::optional<Candidate>(make(std::min(o.keep, gg)))
+                                              : FitBudget(w, 1, gg, make);
+          if (c && o.keep) c->fits = true;  // explicit parameters: the caller chose the size
+          best = Better(std::move(best), std::move(c));
+        }
+      }
+      return best;
+    }
+    case LossyMethod::kGroupK4: {
+      LossyParams p = BaseParams(w);
+      p.mask = MaskKind::kGroupK;
+      p.group = static_cast<uint16_t>(std::min<uint32_t>(64, cols));
+      p.values = ValueKind::kQuant;
+      p.bits = 4;
+      p.planes = 2;
+      return FitBudget(w, 1, p.group, [&](int k) {
+        LossyParams q = p;
+        q.keep = static_cast<uint16_t>(k);
+        return Build(w, q);
+      });
+    }
+    case LossyMethod::kDare:
+    case LossyMethod::kRandom4: {
+      LossyParams p = BaseParams(w);
+      p.mask = MaskKind::kBernoulli;
+      p.values = o.method == LossyMethod::kDare ? ValueKind::kF16 : ValueKind::kQuant;
+      p.bits = 4;
+      p.planes = 2;
+      // keep probability in steps of 1/1024
+      return FitBudget(w, 1, 1024, [&](int step) {
+        LossyParams q = p;
+        q.keep_prob = static_cast<float>(step) / 1024.0f;
+        return Build(w, q);
+      });
+    }
+    case LossyMethod::kBitDelta: {
+      LossyParams p = BaseParams(w);
+      p.mask = MaskKind::kDense;
+      p.values = ValueKind::kSign;
+      Candidate c = Build(w, p);
+      c.fits = c.chunk.size() <= w.budget_bytes;
+      return c;
+    }
+    case LossyMethod::kTopK8: {
+      auto order = std::get<1>(w.R.flatten().abs().sort(/*stable=*/true, /*dim=*/0, /*descending=*/true));
+      std::vector<int64_t> ranked = ToVector(order);
+      LossyParams p = BaseParams(w);
+      p.mask = MaskKind::kPositions;
+      p.values = ValueKind::kQuant;
+      p.bits = 8;
+      p.planes = 2;
+      int64_t n = static_cast<int64_t>(ranked.size());
+      // k in steps of n / 4096
+      return FitBudget(w, 1, 4096, [&](int step) {
+        int64_t k = std::max<int64_t>(1, n * step / 4096);
+        std::vector<uint32_t> pos(ranked.begin(), ranked.begin() + k);
+        std::sort(pos.begin(), pos.end());
+        return Build(w, p, pos);
+      });
+    }
+    case LossyMethod::kLowBit: {
+      LossyParams p = BaseParams(w);
+      p.mask = MaskKind::kDense;
+      p.values = ValueKind::kQuant;
+      p.planes = 1;
+      std::optional<Candidate> best;
+      for (int b = 1; b <= 8; ++b) {
+        p.bits = static_cast<uint8_t>(b);
+        Candidate c = Build(w, p);
+        c.fits = c.chunk.size() <= w.budget_bytes;
+        if (!c.fits && best) break;
+        best = std::move(c);
+        if (!best->fits) break;
+      }
+      return best;
+    }
+  }
+  return std::nullopt;
+}
+
+Status Validate(DType dtype, uint32_t rows, uint32_t cols, const LossyOptions& o) {
+  if (dtype != DType::kF32 && dtype != DType::kF16 && dtype != DType::kBF16) {
+    return InvalidArgument("lossy compression applies to F32, F16 and BF16 tensors");
+  }
+  if (rows == 0 || cols == 0) return InvalidArgument("lossy compression needs a non-empty 2-D tensor");
+  if (!(o.target_ratio >= 1.0 && o.target_ratio <= 4096.0)) {
+    return InvalidArgument("target ratio must be between 1 and 4096");
+  }
+  if (o.bits < 0 || o.bits > 8) return InvalidArgument("bits must be between 1 and 8");
+  if (o.group < 0 || o.group > 65535) return InvalidArgument("group must be between 1 and 65535");
+  if (o.keep < 0 || (o.group && o.keep > o.group)) return InvalidArgument("keep must be between 1 and group");
+  if (o.eval_samples < 1 || o.eval_samples > 4096) return InvalidArgument("eval_samples must be between 1 and 4096");
+  return OkStatus();
+}
+
+}  // namespace
+
+std::string_view LossyMethodName(LossyMethod m) {
+  switch (m) {
+    case LossyMethod::kDeltaDQ: return "deltadq";
+    case LossyMethod::kDare: return "dare";
+    case LossyMethod::kRandom4: return "random4";
+    case LossyMethod::kGroupK4: return "groupk4";
+    case LossyMethod::kBitDelta: return "bitdelta";
+    case LossyMethod::kTopK8: return "topk8";
+    case LossyMethod::kLowBit: return "lowbit";
+  }
+  return "?";
+}
+
+std::optional<LossyMethod> ParseLossyMethod(std::string_view name) {
+  for (auto m : {LossyMethod::kDeltaDQ, LossyMethod::kDare, LossyMethod::kRandom4, LossyMethod::kGroupK4,
+                 LossyMethod::kBitDelta, LossyMethod::kTopK8, LossyMethod::kLowBit}) {
+    if (LossyMethodName(m) == name) return m;
+  }
+  return std::nullopt;
+}
+
+Status AccumulateProjection(DType dtype, const char* base, const char* finetune, uint64_t n, double* dot_db,
+                            double* dot_bb) {
+  std::vector<float> b(n), f(n);
+  if (!ToFloat32(dtype, base, n, b.data()) || !ToFloat32(dtype, finetune, n, f.data())) {
+    return InvalidArgument("projection needs a float dtype");
+  }
+  for (uint64_t i = 0; i < n; ++i) {
+    double d = static_cast<double>(f[i]) - b[i];
+    *dot_db += d * b[i];
+    *dot_bb += static_cast<double>(b[i]) * b[i];
+  }
+  return OkStatus();
+}
+
+StatusOr<LossyResult> CompressLossyTensor(DType dtype, const char* base, const char* finetune, uint32_t rows,
+                                          uint32_t cols, uint32_t stream, const float* calib_diag,
+                                          const LossyOptions& options) {
+  DS_RETURN_IF_ERROR(Validate(dtype, rows, cols, options));
+  try {
+    torch::NoGradGuard no_grad;
+    Work w;
+    w.dtype = dtype;
+    w.rows = rows;
+    w.cols = cols;
+    w.stream = stream;
+    w.opt = &options;
+    w.B = Load(dtype, base, rows, cols);
+    auto F = Load(dtype, finetune, rows, cols);
+    if (!torch::isfinite(F).all().item<bool>() || !torch::isfinite(w.B).all().item<bool>()) {
+      return Status(StatusCode::kInvalidArgument, "tensor holds NaN or Inf weights; lossy mode needs finite weights",
+                    "NONFINITE_WEIGHTS");
+    }
+    w.D = F - w.B;
+    if (options.dbms) {
+      if (options.lambda_override) {
+        w.lambda = *options.lambda_override;
+      } else {
+        double bb = (w.B * w.B).sum().item<double>();
+        w.lambda = bb > 0 ? static_cast<float>((w.D * w.B).sum().item<double>() / bb) : 0.0f;
+      }
+    }
+    w.R = w.D - w.lambda * w.B;
+    // Inputs for choosing parameters and measuring output error: seeded normal, scaled per input
+    // channel by the calibration statistics when given (activation-aware).
+    auto gen = at::detail::createCPUGenerator(options.seed ^ (static_cast<uint64_t>(stream) << 20));
+    auto X = at::normal(0.0, 1.0, {static_cast<int64_t>(cols), options.eval_samples}, gen);
+    if (calib_diag) {
+      auto c = torch::from_blob(const_cast<float*>(calib_diag), {static_cast<int64_t>(cols)}, torch::kFloat32).clone();
+      X = X * c.clamp_min(0).sqrt().unsqueeze(1);
+    }
+    w.X = X.to(ComputeDevice());
+    w.DX = w.D.matmul(w.X);
+    const double dtype_bits = 8.0 * DTypeSize(dtype);
+    w.budget_bytes = static_cast<double>(rows) * cols * dtype_bits / options.target_ratio / 8.0;
+
+    std::optional<Candidate> best = RunMethod(w);
+    if (!best) {
+      return Status(StatusCode::kInvalidArgument,
+                    std::string(LossyMethodName(options.method)) + " cannot reach " +
+                        std::to_string(options.target_ratio) + "x on a " + std::to_string(rows) + "x" +
+                        std::to_string(cols) + " tensor",
+                    "RATIO_UNREACHABLE");
+    }
+    // mu: 1 (unbiased) unless calibration statistics allow an output-space fit.
+    if (calib_diag && options.fit_mu) {
+      auto C = DenseEstimate(best->t);
+      auto c = torch::from_blob(const_cast<float*>(calib_diag), {1, static_cast<int64_t>(cols)}, torch::kFloat32)
+                   .clone()
+                   .to(ComputeDevice());
+      double num = (w.R * C * c).sum().item<double>(), den = (C * C * c).sum().item<double>();
+      if (den > 0 && std::isfinite(num / den)) {
+        best->t.p.mu = static_cast<float>(num / den);
+        best->chunk = EncodeLossyChunk(dtype, best->t);
+      }
+    }
+    LossyResult result;
+    result.chunk = std::move(best->chunk);
+    std::string base_bytes(base, static_cast<size_t>(rows) * cols * DTypeSize(dtype));
+    DS_RETURN_IF_ERROR(DecodeLossyChunk(result.chunk, base_bytes, &result.reconstructed));
+    auto What = Load(dtype, result.reconstructed.data(), rows, cols);
+    auto err = F - What;
+    LossyTensorReport& r = result.report;
+    r.method = std::string(LossyMethodName(options.method));
+    r.lambda = best->t.p.lambda;
+    r.mu = best->t.p.mu;
+    r.bits = best->t.p.values == ValueKind::kQuant ? best->t.p.bits : best->t.p.values == ValueKind::kF16 ? 16 : 1;
+    r.group = best->t.p.group;
+    r.keep = best->t.p.keep;
+    r.keep_fraction = static_cast<double>(best->t.codes.size()) / (static_cast<double>(rows) * cols);
+    r.stored_bytes = result.chunk.size();
+    r.within_budget = best->fits;
+    r.delta_bytes = static_cast<uint64_t>(rows) * cols * DTypeSize(dtype);
+    double dn = w.D.norm().item<double>();
+    r.weight_error = dn > 0 ? err.norm().item<double>() / dn : 0.0;
+    double dxn = w.DX.norm().item<double>();
+    r.output_error = dxn > 0 ? err.matmul(w.X).norm().item<double>() / dxn : 0.0;
+    r.delta_norm = dn;
+    r.delta_output_norm = dxn;
+    r.estimator = best->t.p.mask == MaskKind::kDense ? "ecsq" : "dropout";
+    return result;
+  } catch (const c10::Error& e) {
+    return Internal(std::string("libtorch: ") + e.what_without_backtrace());
+  } catch (const std::exception& e) {
+    return Internal(std::string("lossy compression: ") + e.what());
+  }
+}
+
+}  // namespace deltastore

@@ -1,0 +1,71 @@
+// Lossy delta compression on libtorch (CUDA when present, else CPU; same code, a device argument).
+// Plain C++ interface: no torch types cross this header.
+//
+// Per 2-D float tensor: DBMS base shift (lambda by projection of the delta on the base tensor), then a
+// method turns the residual into a LossyTensor (codec/lossy_codec.h) that fits a bit budget; mu scales
+// the estimate (1 unless calibration statistics allow an output-space fit). See docs/lossy_format.md
+// and ../shared/ALGORITHMS.md.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "codec/dtype.h"
+#include "common/status.h"
+
+namespace deltastore {
+
+// Methods: ours ("deltadq": group k-of-g dropout + separate quantization, parameters chosen per tensor)
+// and the baselines measured beside it.
+enum class LossyMethod { kDeltaDQ, kDare, kRandom4, kGroupK4, kBitDelta, kTopK8, kLowBit };
+std::string_view LossyMethodName(LossyMethod m);
+std::optional<LossyMethod> ParseLossyMethod(std::string_view name);
+
+struct LossyOptions {
+  LossyMethod method = LossyMethod::kDeltaDQ;
+  bool dbms = true;              // base shift lambda (per tensor unless lambda_override is set)
+  std::optional<float> lambda_override;  // per-model lambda computed by the caller
+  double target_ratio = 16.0;    // dtype bits per weight / stored bits per weight, for this tensor
+  // Explicit parameters (0 = chosen by the codec): bits per code, group size, kept per group.
+  int bits = 0;
+  int group = 0;
+  int keep = 0;
+  uint64_t seed = 0x44454C5441445121ull;  // "DELTADQ!"
+  bool fit_mu = true;            // fit mu on calibration-weighted output error when calibration is given
+  int eval_samples = 64;         // random inputs for choosing parameters and measuring output error
+};
+
+struct LossyTensorReport {
+  std::string method;
+  double lambda = 0, mu = 1;
+  int bits = 0, group = 0, keep = 0;
+  double keep_fraction = 1;
+  uint64_t stored_bytes = 0;     // the encoded chunk
+  bool within_budget = true;     // false when even the smallest setting exceeds the tensor's share
+  uint64_t delta_bytes = 0;      // the delta in the tensor's dtype (rows * cols * dtype size)
+  double weight_error = 0;       // ||W_ft - W_hat|| / ||W_ft - W_base||
+  double output_error = 0;       // ||(W_ft - W_hat) X|| / ||(W_ft - W_base) X||, X random or calibrated
+  double delta_norm = 0;         // ||W_ft - W_base||, to aggregate errors over tensors
+  double delta_output_norm = 0;  // ||(W_ft - W_base) X||
+  std::string estimator;         // "ecsq" (dense, entropy-coded uniform quantizer) or "dropout" (group k-of-g)
+};
+
+struct LossyResult {
+  std::string chunk;             // the encoded lossy chunk (codec id kLossy)
+  std::string reconstructed;     // W_hat in the tensor's dtype, exactly what downloads will produce
+  LossyTensorReport report;
+};
+
+// Compresses one tensor of `rows` x `cols` elements of a float dtype. `calib_diag` (cols floats, may be
+// null) is the diagonal of X^T X of the layer's inputs. `stream` distinguishes tensors (mask streams).
+StatusOr<LossyResult> CompressLossyTensor(DType dtype, const char* base, const char* finetune, uint32_t rows,
+                                          uint32_t cols, uint32_t stream, const float* calib_diag,
+                                          const LossyOptions& options);
+
+// lambda by projection, for a per-model fit: accumulates <delta, base> and <base, base>.
+Status AccumulateProjection(DType dtype, const char* base, const char* finetune, uint64_t n, double* dot_db,
+                            double* dot_bb);
+
+}  // namespace deltastore
