@@ -105,6 +105,23 @@ class NoBody : public BodyConsumer {
   Response r_;
 };
 
+// Answers with a prepared response after reading (and dropping) a small body, so the client sees the
+// answer rather than a reset; a large body aborts and the connection closes.
+class Discard : public BodyConsumer {
+ public:
+  explicit Discard(Response r) : r_(std::move(r)) {}
+  Status Write(std::string_view piece) override {
+    seen_ += piece.size();
+    if (seen_ > (1u << 20)) return Status(StatusCode::kInvalidArgument, r_.body, "REQUEST_REFUSED");
+    return OkStatus();
+  }
+  Response Finish() override { return r_; }
+
+ private:
+  Response r_;
+  uint64_t seen_ = 0;
+};
+
 struct ByteRange {
   uint64_t begin, end;  // [begin, end)
 };
@@ -246,9 +263,17 @@ std::shared_ptr<Router> BuildRouter(Registry* reg, ApiInfo info) {
       start = a;
       len = b - a + 1;
     }
-    DS_ASSIGN_OR_RETURN(auto writer, reg->AppendUpload(req.params[0], start));
+    auto writer = reg->AppendUpload(req.params[0], start);
+    if (!writer.ok()) {
+      Response e = Response::Error(writer.status());
+      if (auto u = reg->GetUpload(req.params[0]); u.ok()) {
+        e.headers["upload-offset"] = std::to_string((*u)["offset"].get<uint64_t>());
+        e.headers["location"] = "/v1/uploads/" + req.params[0];
+      }
+      return std::unique_ptr<BodyConsumer>(new Discard(std::move(e)));
+    }
     return std::unique_ptr<BodyConsumer>(
-        new UploadBody(std::move(writer), len, [](const json& u) { return UploadReply(202, u); }));
+        new UploadBody(std::move(*writer), len, [](const json& u) { return UploadReply(202, u); }));
   });
   r->AddStreaming("PUT", "/v1/uploads/{id}", [reg](Request& req) -> StatusOr<std::unique_ptr<BodyConsumer>> {
     std::string id = req.params[0], digest = req.Query("digest");

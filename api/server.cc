@@ -43,6 +43,7 @@ struct Server::Impl {
   tcp::acceptor acceptor{ioc};
   std::vector<std::thread> threads;
   std::atomic<size_t> connections{0};
+  std::atomic<size_t> busy{0};  // sessions between reading a request header and finishing the response
   std::atomic<bool> stopping{false};
 
   asio::awaitable<void> Listen() {
@@ -129,6 +130,7 @@ struct Server::Impl {
       ~Count() { --c; }
     } count{connections};
     beast::flat_buffer buffer;
+    buffer.reserve(kPiece);  // socket reads of up to a piece, not Beast's 512-byte default
     std::vector<char> piece(kPiece);
     while (!stopping) {
       http::request_parser<http::buffer_body> parser;
@@ -137,6 +139,11 @@ struct Server::Impl {
       stream.expires_after(options.header_timeout);
       auto [ec, n] = co_await http::async_read_header(stream, buffer, parser, asio::as_tuple(asio::use_awaitable));
       if (ec) break;  // closed, timed out or malformed
+      ++busy;
+      struct Busy {
+        std::atomic<size_t>& b;
+        ~Busy() { --b; }
+      } busy_guard{busy};
 
       const auto& hdr = parser.get();
       Request req;
@@ -168,12 +175,12 @@ struct Server::Impl {
               stream.expires_after(options.body_timeout);
               auto [rec, rn] = co_await http::async_read(stream, buffer, parser, asio::as_tuple(asio::use_awaitable));
               if (rec == http::error::need_buffer) rec = {};
+              size_t got = piece.size() - parser.get().body().size;
+              if (got > 0) s = (*consumer)->Write(std::string_view(piece.data(), got));  // even from a failed read
               if (rec) {
                 s = IOError("connection lost during the body: " + rec.message());
                 break;
               }
-              size_t got = piece.size() - parser.get().body().size;
-              if (got > 0) s = (*consumer)->Write(std::string_view(piece.data(), got));
             }
             body_done = parser.is_done();
             if (!body_done) {
@@ -255,8 +262,8 @@ void Server::Stop() {
     beast::error_code ignored;
     impl_->acceptor.close(ignored);
   });
-  // Give in-flight requests a moment to complete, then stop the loop.
-  for (int i = 0; i < 50 && impl_->connections > 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  // Let requests in flight complete (idle keep-alive connections are simply closed), then stop the loop.
+  for (int i = 0; i < 100 && impl_->busy > 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
   impl_->ioc.stop();
   for (auto& t : impl_->threads) t.join();
   impl_->threads.clear();

@@ -58,6 +58,7 @@ StatusOr<TensorEncoding> ParseEncoding(const std::string& s) {
   if (s == "standalone") return TensorEncoding::kStandalone;
   if (s == "same_as_base") return TensorEncoding::kSameAsBase;
   if (s == "delta") return TensorEncoding::kDelta;
+  if (s == "lossy") return TensorEncoding::kLossy;
   return Bad("unknown tensor encoding " + s);
 }
 
@@ -96,6 +97,10 @@ StatusOr<FileEntry> ParseFile(const json& j) {
   DS_ASSIGN_OR_RETURN(std::string kind, Str(j, "kind"));
   DS_ASSIGN_OR_RETURN(f.size, U64(j, "size"));
   DS_ASSIGN_OR_RETURN(f.sha256, DigestField(j, "sha256"));
+  if (j.contains("source_sha256")) {
+    DS_ASSIGN_OR_RETURN(Digest src, DigestField(j, "source_sha256"));
+    f.source_sha256 = src;
+  }
   if (kind == "safetensors") {
     f.kind = FileKind::kSafetensors;
     auto h = j.find("header");
@@ -131,6 +136,7 @@ std::string_view TensorEncodingName(TensorEncoding e) {
     case TensorEncoding::kStandalone: return "standalone";
     case TensorEncoding::kSameAsBase: return "same_as_base";
     case TensorEncoding::kDelta: return "delta";
+    case TensorEncoding::kLossy: return "lossy";
   }
   return "?";
 }
@@ -174,6 +180,7 @@ std::string SerializeManifest(const Manifest& m) {
   json files = json::array();
   for (const auto& f : m.files) {
     json jf = {{"path", f.path}, {"size", f.size}, {"sha256", f.sha256.ToString()}};
+    if (f.source_sha256) jf["source_sha256"] = f.source_sha256->ToString();
     if (f.kind == FileKind::kSafetensors) {
       jf["kind"] = "safetensors";
       jf["header"] = ChunkToJson(*f.header);

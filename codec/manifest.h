@@ -21,7 +21,7 @@ struct ChunkRef {
   uint64_t stored_size = 0;  // encoded bytes in the chunk store
 };
 
-enum class TensorEncoding { kStandalone, kSameAsBase, kDelta };
+enum class TensorEncoding { kStandalone, kSameAsBase, kDelta, kLossy };
 std::string_view TensorEncodingName(TensorEncoding e);
 
 struct TensorEntry {
@@ -41,7 +41,8 @@ struct FileEntry {
   std::string path;
   FileKind kind = FileKind::kBlob;
   uint64_t size = 0;
-  Digest sha256;                  // of the whole file as uploaded
+  Digest sha256;                  // of the whole file as it is served (rebuilt)
+  std::optional<Digest> source_sha256;  // lossy versions: of the file as uploaded, when it differs
   std::optional<ChunkRef> header;  // safetensors: the verbatim header bytes
   std::vector<TensorEntry> tensors;  // safetensors: in data order
   std::vector<ChunkRef> chunks;      // blob: the file's bytes

@@ -117,23 +117,47 @@ StatusOr<FileEntry> IngestSafetensors(RefGuard* guard, const IngestFile& in, Ver
   if (header_chunks.size() != 1) return Internal("header larger than one chunk");
   e.header = header_chunks[0];
 
-  // Pass 2: encode each tensor, against its base tensor when the layout matches.
+  // Pass 2: encode each tensor, against its base tensor when the layout matches. The file as it will be
+  // served is hashed on the way (it differs from the upload only where tensors are stored lossily).
+  Sha256 served_hash;
+  served_hash.Update(h.header_bytes);
   std::string base_buf;
+  uint32_t stream = 0;
   for (size_t i = 0; i < h.tensors.size(); ++i) {
     const TensorInfo& t = h.tensors[i];
     TensorEntry& te = e.tensors[i];
     const TensorEntry* bt = base ? base->FindTensor(t.name) : nullptr;
     if (bt != nullptr && !SameLayout(*bt, t)) bt = nullptr;
+    std::optional<LossyOutcome> lossy;
     if (bt != nullptr && bt->sha256 == te.sha256) {
       te.encoding = TensorEncoding::kSameAsBase;
       stats->tensors_same++;
-    } else {
+    } else if (bt != nullptr && options.lossy) {
+      // Lossy candidates are handled whole (memory: a few times the largest tensor).
+      std::string ft_bytes(t.size(), '\0');
+      DS_RETURN_IF_ERROR(file->ReadTensorRange(t, 0, t.size(), ft_bytes.data()));
+      base_buf.resize(t.size());
+      DS_RETURN_IF_ERROR(base->ReadTensor(*bt, 0, t.size(), base_buf.data()));
+      auto outcome = options.lossy(t, base_buf, ft_bytes, stream++);
+      if (!outcome.ok()) return outcome.status().Annotate("tensor " + t.name);
+      lossy = std::move(*outcome);
+    }
+    if (lossy) {
+      te.encoding = TensorEncoding::kLossy;
+      te.sha256 = Sha256::Of(lossy->reconstructed);
+      served_hash.Update(lossy->reconstructed);
+      DS_ASSIGN_OR_RETURN(ChunkRef r, guard->Put(lossy->chunk, t.size(), stats));
+      te.chunks.push_back(r);
+      stats->tensors_lossy++;
+      stats->lossy_reports.push_back(std::move(lossy->report_json));
+    } else if (te.encoding != TensorEncoding::kSameAsBase) {
       te.encoding = bt ? TensorEncoding::kDelta : TensorEncoding::kStandalone;
       (bt ? stats->tensors_delta : stats->tensors_standalone)++;
       for (uint64_t off = 0; off < t.size(); off += kChunkSize) {
         uint64_t len = std::min<uint64_t>(kChunkSize, t.size() - off);
         buf.resize(len);
         DS_RETURN_IF_ERROR(file->ReadTensorRange(t, off, len, buf.data()));
+        if (options.lossy) served_hash.Update(buf);
         std::string_view base_view;
         if (bt) {
           base_buf.resize(len);
@@ -144,10 +168,24 @@ StatusOr<FileEntry> IngestSafetensors(RefGuard* guard, const IngestFile& in, Ver
         te.chunks.push_back(r);
       }
     }
+    if (options.lossy && te.encoding == TensorEncoding::kSameAsBase) {
+      for (uint64_t off = 0; off < t.size(); off += kChunkSize) {
+        buf.resize(std::min<uint64_t>(kChunkSize, t.size() - off));
+        DS_RETURN_IF_ERROR(file->ReadTensorRange(t, off, buf.size(), buf.data()));
+        served_hash.Update(buf);
+      }
+    }
     stats->tensors++;
     progress->tensors_done++;
     progress->bytes_done += t.size();
     if (report) report(*progress);
+  }
+  if (options.lossy) {
+    Digest served = served_hash.Finish();
+    if (served != e.sha256) {
+      e.source_sha256 = e.sha256;
+      e.sha256 = served;
+    }
   }
   stats->logical_bytes += e.size;
   return e;

@@ -33,6 +33,8 @@ struct IngestStats {
   uint64_t tensors_same = 0;
   uint64_t tensors_delta = 0;
   uint64_t tensors_standalone = 0;
+  uint64_t tensors_lossy = 0;
+  std::vector<std::string> lossy_reports;  // JSON, one per lossy tensor
 };
 
 // Resolves a version digest to its manifest (so readers can follow a chain of bases).
@@ -111,8 +113,20 @@ struct IngestFile {
   std::string path;         // the file's name inside the version
 };
 
+// A lossy encoding of one tensor, produced by the lossy hook.
+struct LossyOutcome {
+  std::string chunk;          // the encoded lossy chunk
+  std::string reconstructed;  // the tensor's bytes as downloads will rebuild them
+  std::string report_json;    // per-tensor quality report
+};
+// Decides and performs lossy compression of a tensor whose base tensor has the same layout; returns
+// nullopt to store the tensor losslessly. `stream` numbers the tensors of a version.
+using LossyHook = std::function<StatusOr<std::optional<LossyOutcome>>(
+    const TensorInfo& tensor, const std::string& base_bytes, const std::string& finetune_bytes, uint32_t stream)>;
+
 struct IngestOptions {
   EncodeOptions encode;
+  LossyHook lossy;  // set for lossy versions
 };
 
 // Stores the files and returns the manifest (the caller records it). `base` may be null (a base

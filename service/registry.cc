@@ -8,6 +8,8 @@
 #include <filesystem>
 #include <random>
 
+#include "service/lossy_policy.h"
+
 namespace deltastore {
 
 using json = nlohmann::json;
@@ -396,10 +398,36 @@ StatusOr<json> Registry::CreateVersion(const std::string& model, const json& req
   }
   json policy = request.value("policy", json::object());
   if (!policy.is_object()) return Invalid("policy must be an object");
+  if (policy.contains("mode") && !policy["mode"].is_string()) return Invalid("policy.mode must be a string");
   std::string mode = policy.value("mode", "lossless");
-  if (mode == "lossy") return Unimplemented("lossy compression is not available in this build yet");
-  if (mode != "lossless") return Invalid("policy.mode must be lossless or lossy");
+  if (mode != "lossless" && mode != "lossy") return Invalid("policy.mode must be lossless or lossy");
+  if (policy.contains("allow_mismatched_shapes") && !policy["allow_mismatched_shapes"].is_boolean()) {
+    return Invalid("policy.allow_mismatched_shapes must be true or false");
+  }
   bool allow_mismatch = policy.value("allow_mismatched_shapes", false);
+  json policy_record = {{"mode", mode}, {"allow_mismatched_shapes", allow_mismatch}};
+  if (mode == "lossy") {
+    if (!request.contains("base") || request["base"].is_null()) {
+      return Status(StatusCode::kInvalidArgument, "lossy mode stores a delta: give a base", "POLICY_INVALID");
+    }
+    DS_ASSIGN_OR_RETURN(LossyPolicy lp, ParseLossyPolicy(policy));
+    if (!lp.calibration_upload.empty()) {
+      DS_ASSIGN_OR_RETURN(json cu, GetUpload(lp.calibration_upload));
+      if (cu["state"] != "sealed") {
+        return Status(StatusCode::kFailedPrecondition, "calibration upload is not sealed", "UPLOAD_NOT_SEALED");
+      }
+      DS_RETURN_IF_ERROR(Calibration::Open(SpoolPath(lp.calibration_upload)).status());
+    }
+    policy_record = LossyPolicyJson(lp);
+    policy_record["allow_mismatched_shapes"] = allow_mismatch;
+  } else {
+    for (auto it = policy.begin(); it != policy.end(); ++it) {
+      if (it.key() != "mode" && it.key() != "allow_mismatched_shapes") {
+        return Status(StatusCode::kInvalidArgument, "policy field '" + it.key() + "' applies to lossy mode only",
+                      "POLICY_INVALID");
+      }
+    }
+  }
 
   json tags = request.value("tags", json::array());
   if (!tags.is_array()) return Invalid("tags must be an array of names");
@@ -459,7 +487,7 @@ StatusOr<json> Registry::CreateVersion(const std::string& model, const json& req
               {"model", model},
               {"files", files},
               {"base", base},
-              {"policy", {{"mode", mode}, {"allow_mismatched_shapes", allow_mismatch}}},
+              {"policy", policy_record},
               {"tags", tags},
               {"progress", {{"tensors_done", 0}, {"tensors_total", 0}, {"bytes_done", 0}, {"bytes_total", 0}}},
               {"created_at", now},
@@ -545,6 +573,18 @@ Status Registry::ExecuteJob(const std::string& id, json* job) {
     files.push_back({SpoolPath(upload), f["path"]});
   }
 
+  IngestOptions ingest_options;
+  std::optional<LossyPolicy> lossy;
+  if ((*job)["policy"].value("mode", "lossless") == "lossy") {
+    json p = (*job)["policy"];
+    p.erase("allow_mismatched_shapes");
+    DS_ASSIGN_OR_RETURN(lossy, ParseLossyPolicy(p));
+    std::shared_ptr<Calibration> calib;
+    if (!lossy->calibration_upload.empty()) {
+      DS_ASSIGN_OR_RETURN(calib, Calibration::Open(SpoolPath(lossy->calibration_upload)));
+    }
+    ingest_options.lossy = MakeLossyHook(*lossy, calib);
+  }
   IngestStats stats;
   auto last = std::chrono::steady_clock::now();
   ProgressFn progress = [&](const IngestProgress& p) {
@@ -558,7 +598,8 @@ Status Registry::ExecuteJob(const std::string& id, json* job) {
     (*job)["updated_at"] = NowIso();
     (void)UpdateJob(*job);
   };
-  DS_ASSIGN_OR_RETURN(Manifest m, IngestFiles(chunks(), files, base_reader.get(), {}, &stats, progress));
+  DS_ASSIGN_OR_RETURN(Manifest m, IngestFiles(chunks(), files, base_reader.get(), ingest_options, &stats, progress));
+  if (lossy) m.mode = "lossy";
   Digest digest = ManifestDigest(m);
 
   std::lock_guard<std::mutex> lock(commit_mu_);
@@ -580,7 +621,8 @@ Status Registry::ExecuteJob(const std::string& id, json* job) {
                        {"logical_bytes", stats.logical_bytes},  {"chunks", stats.chunks},
                        {"new_chunks", stats.new_chunks},        {"tensors", stats.tensors},
                        {"tensors_delta", stats.tensors_delta},  {"tensors_same", stats.tensors_same},
-                       {"tensors_standalone", stats.tensors_standalone}};
+                       {"tensors_standalone", stats.tensors_standalone},
+                       {"tensors_lossy", stats.tensors_lossy}};
     json rec = {{"model", model},
                 {"digest", digest.ToString()},
                 {"created_at", now},
@@ -588,6 +630,7 @@ Status Registry::ExecuteJob(const std::string& id, json* job) {
                 {"mode", m.mode},
                 {"stats", stats_json},
                 {"manifest", SerializeManifest(m)}};
+    if (lossy) rec["quality"] = QualityReport(*lossy, stats, m);
     if (!meta()->Get(kModels, model).ok()) batch.Put(kModels, model, json{{"name", model}, {"created_at", now}}.dump());
     batch.Put(kVersions, Key(model, digest.Hex()), rec.dump());
     batch.Put(kDigests, Key(digest.Hex(), model), "");
@@ -618,6 +661,7 @@ Status Registry::ExecuteJob(const std::string& id, json* job) {
 json Registry::Summary(const json& rec) {
   json out = {{"model", rec["model"]},   {"digest", rec["digest"]}, {"created_at", rec["created_at"]},
               {"base", rec["base"]},     {"mode", rec["mode"]},     {"stats", rec["stats"]}};
+  if (rec.contains("quality")) out["quality"] = rec["quality"];
   auto m = ParseManifest(rec["manifest"].get<std::string>());
   if (m.ok()) {
     out["logical_bytes"] = m->LogicalBytes();

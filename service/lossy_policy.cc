@@ -1,0 +1,200 @@
+#include "service/lossy_policy.h"
+
+#include <cmath>
+#include <mutex>
+
+#include "codec/lossy_codec.h"
+
+namespace deltastore {
+
+using json = nlohmann::json;
+
+namespace {
+
+Status Bad(const std::string& m) { return Status(StatusCode::kInvalidArgument, "policy: " + m, "POLICY_INVALID"); }
+
+StatusOr<int64_t> IntField(const json& p, const char* key, int64_t lo, int64_t hi, int64_t fallback) {
+  if (!p.contains(key)) return fallback;
+  const json& v = p[key];
+  if (!v.is_number_integer()) return Bad(std::string(key) + " must be an integer");
+  int64_t x = v.get<int64_t>();
+  if (x < lo || x > hi) return Bad(std::string(key) + " must be between " + std::to_string(lo) + " and " + std::to_string(hi));
+  return x;
+}
+
+}  // namespace
+
+StatusOr<LossyPolicy> ParseLossyPolicy(const json& p) {
+  static const std::set<std::string> known = {"mode", "ratio", "method", "dbms", "bits", "group", "keep", "seed",
+                                              "embeddings", "min_elements", "calibration", "fit_mu",
+                                              "allow_mismatched_shapes"};
+  for (auto it = p.begin(); it != p.end(); ++it) {
+    if (!known.count(it.key())) return Bad("unknown field '" + it.key() + "'");
+  }
+  LossyPolicy out;
+  LossyOptions& o = out.options;
+  if (p.contains("ratio")) {
+    if (!p["ratio"].is_number()) return Bad("ratio must be a number");
+    o.target_ratio = p["ratio"].get<double>();
+    if (!(o.target_ratio >= 1.0 && o.target_ratio <= 4096.0)) return Bad("ratio must be between 1 and 4096");
+  }
+  if (p.contains("method")) {
+    if (!p["method"].is_string()) return Bad("method must be a string");
+    auto m = ParseLossyMethod(p["method"].get<std::string>());
+    if (!m) return Bad("unknown method '" + p["method"].get<std::string>() +
+                       "' (deltadq, dare, random4, groupk4, bitdelta, topk8, lowbit)");
+    o.method = *m;
+  }
+  if (p.contains("dbms")) {
+    if (!p["dbms"].is_boolean()) return Bad("dbms must be true or false");
+    o.dbms = p["dbms"].get<bool>();
+  }
+  if (p.contains("fit_mu")) {
+    if (!p["fit_mu"].is_boolean()) return Bad("fit_mu must be true or false");
+    o.fit_mu = p["fit_mu"].get<bool>();
+  }
+  DS_ASSIGN_OR_RETURN(int64_t bits, IntField(p, "bits", 1, 8, 0));
+  DS_ASSIGN_OR_RETURN(int64_t group, IntField(p, "group", 1, 65535, 0));
+  DS_ASSIGN_OR_RETURN(int64_t keep, IntField(p, "keep", 1, 65535, 0));
+  if (keep && !group) return Bad("keep needs group");
+  if (keep > group) return Bad("keep must not exceed group");
+  if ((bits || group || keep) && o.method != LossyMethod::kDeltaDQ) return Bad("bits, group and keep apply to deltadq");
+  o.bits = static_cast<int>(bits);
+  o.group = static_cast<int>(group);
+  o.keep = static_cast<int>(keep);
+  if (p.contains("seed")) {
+    if (!p["seed"].is_number_unsigned()) return Bad("seed must be a non-negative integer");
+    o.seed = p["seed"].get<uint64_t>();
+  }
+  if (p.contains("embeddings")) {
+    if (!p["embeddings"].is_boolean()) return Bad("embeddings must be true or false");
+    out.embeddings = p["embeddings"].get<bool>();
+  }
+  DS_ASSIGN_OR_RETURN(int64_t min_el, IntField(p, "min_elements", 1, int64_t{1} << 40, 4096));
+  out.min_elements = static_cast<uint64_t>(min_el);
+  if (p.contains("calibration")) {
+    if (!p["calibration"].is_string()) return Bad("calibration must be an upload id");
+    out.calibration_upload = p["calibration"].get<std::string>();
+  }
+  return out;
+}
+
+json LossyPolicyJson(const LossyPolicy& pol) {
+  const LossyOptions& o = pol.options;
+  json j = {{"mode", "lossy"},          {"ratio", o.target_ratio}, {"method", LossyMethodName(o.method)},
+            {"dbms", o.dbms},           {"seed", o.seed},          {"embeddings", pol.embeddings},
+            {"min_elements", pol.min_elements}, {"fit_mu", o.fit_mu}};
+  if (o.bits) j["bits"] = o.bits;
+  if (o.group) j["group"] = o.group;
+  if (o.keep) j["keep"] = o.keep;
+  if (!pol.calibration_upload.empty()) j["calibration"] = pol.calibration_upload;
+  return j;
+}
+
+StatusOr<std::shared_ptr<Calibration>> Calibration::Open(const std::string& path) {
+  auto c = std::make_shared<Calibration>();
+  auto f = SafetensorsFile::Open(path);
+  if (!f.ok()) return Status(StatusCode::kInvalidArgument, "calibration: " + f.status().message(), "CALIBRATION_INVALID");
+  c->file_ = std::move(*f);
+  for (const auto& t : c->file_->header().tensors) {
+    if (t.dtype != DType::kF32 || t.shape.size() != 1) {
+      return Status(StatusCode::kInvalidArgument, "calibration tensor " + t.name + " must be a 1-D F32 vector",
+                    "CALIBRATION_INVALID");
+    }
+  }
+  return c;
+}
+
+const std::vector<float>* Calibration::For(const std::string& name, uint64_t cols) {
+  auto it = cache_.find(name);
+  if (it != cache_.end()) return it->second.size() == cols ? &it->second : nullptr;
+  const TensorInfo* t = file_->header().Find(name);
+  if (t == nullptr || t->numel() != cols) return nullptr;
+  std::vector<float> v(cols);
+  if (!file_->ReadTensorRange(*t, 0, t->size(), reinterpret_cast<char*>(v.data())).ok()) return nullptr;
+  for (float& x : v) {
+    if (!std::isfinite(x) || x < 0) x = 0;
+  }
+  return &(cache_[name] = std::move(v));
+}
+
+bool WantsLossy(const LossyPolicy& policy, const TensorInfo& t) {
+  if (t.dtype != DType::kF32 && t.dtype != DType::kF16 && t.dtype != DType::kBF16) return false;
+  if (t.shape.size() < 2 || t.shape[0] < 2 || t.numel() < policy.min_elements) return false;
+  if (t.numel() / t.shape[0] > 0xffffffffull || t.shape[0] > 0xffffffffull) return false;
+  if (!policy.embeddings) {
+    std::string n = t.name;
+    for (auto& ch : n) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+    if (n.find("embed") != std::string::npos || n.find("wte") != std::string::npos ||
+        n.find("lm_head") != std::string::npos) {
+      return false;
+    }
+  }
+  return true;
+}
+
+LossyHook MakeLossyHook(const LossyPolicy& policy, std::shared_ptr<Calibration> calibration) {
+  return [policy, calibration](const TensorInfo& t, const std::string& base, const std::string& ft,
+                               uint32_t stream) -> StatusOr<std::optional<LossyOutcome>> {
+    if (!WantsLossy(policy, t)) return std::optional<LossyOutcome>();
+    uint64_t rows = t.shape[0], cols = t.numel() / rows;
+    const std::vector<float>* calib = calibration ? calibration->For(t.name, cols) : nullptr;
+    DS_ASSIGN_OR_RETURN(LossyResult r, CompressLossyTensor(t.dtype, base.data(), ft.data(), static_cast<uint32_t>(rows),
+                                                           static_cast<uint32_t>(cols), stream,
+                                                           calib ? calib->data() : nullptr, policy.options));
+    const LossyTensorReport& q = r.report;
+    json rep = {{"name", t.name},
+                {"shape", t.shape},
+                {"dtype", DTypeName(t.dtype)},
+                {"method", q.method},
+                {"estimator", q.estimator},
+                {"lambda", q.lambda},
+                {"mu", q.mu},
+                {"bits", q.bits},
+                {"group", q.group},
+                {"keep", q.keep},
+                {"keep_fraction", q.keep_fraction},
+                {"stored_bytes", q.stored_bytes},
+                {"delta_bytes", q.delta_bytes},
+                {"ratio", q.stored_bytes ? double(q.delta_bytes) / double(q.stored_bytes) : 0.0},
+                {"within_budget", q.within_budget},
+                {"weight_error", q.weight_error},
+                {"output_error", q.output_error},
+                {"delta_norm", q.delta_norm},
+                {"delta_output_norm", q.delta_output_norm},
+                {"calibrated", calib != nullptr}};
+    return std::optional<LossyOutcome>(LossyOutcome{std::move(r.chunk), std::move(r.reconstructed), rep.dump()});
+  };
+}
+
+json QualityReport(const LossyPolicy& policy, const IngestStats& stats, const Manifest& m) {
+  json tensors = json::array();
+  double err2 = 0, d2 = 0, out2 = 0, dx2 = 0;
+  uint64_t lossy_stored = 0, lossy_delta = 0;
+  for (const auto& text : stats.lossy_reports) {
+    json r = json::parse(text);
+    err2 += std::pow(r["weight_error"].get<double>() * r["delta_norm"].get<double>(), 2);
+    d2 += std::pow(r["delta_norm"].get<double>(), 2);
+    out2 += std::pow(r["output_error"].get<double>() * r["delta_output_norm"].get<double>(), 2);
+    dx2 += std::pow(r["delta_output_norm"].get<double>(), 2);
+    lossy_stored += r["stored_bytes"].get<uint64_t>();
+    lossy_delta += r["delta_bytes"].get<uint64_t>();
+    tensors.push_back(std::move(r));
+  }
+  uint64_t data_bytes = 0;
+  for (const auto& f : m.files)
+    for (const auto& t : f.tensors) data_bytes += t.size;
+  uint64_t stored = m.EncodedBytes() + SerializeManifest(m).size();
+  return json{{"policy", LossyPolicyJson(policy)},
+              {"tensors_lossy", stats.tensors_lossy},
+              {"tensors_lossless", stats.tensors - stats.tensors_lossy},
+              {"lossy_ratio", lossy_stored ? double(lossy_delta) / double(lossy_stored) : 0.0},
+              {"ratio", stored ? double(data_bytes) / double(stored) : 0.0},
+              {"stored_bytes", stored},
+              {"delta_bytes", data_bytes},
+              {"weight_error", d2 > 0 ? std::sqrt(err2 / d2) : 0.0},
+              {"output_error", dx2 > 0 ? std::sqrt(out2 / dx2) : 0.0},
+              {"tensors", tensors}};
+}
+
+}  // namespace deltastore
