@@ -1,0 +1,203 @@
+#include "gpu/lossy.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <thread>
+
+#include "codec/chunk_codec.h"
+#include "codec/lossy_codec.h"
+#include "codec/philox.h"
+
+namespace deltastore {
+namespace {
+
+// A base matrix and a finetune = base * (1 - 0.01) + small noise, as float32 bytes.
+struct Pair {
+  std::string base, ft;
+  uint32_t rows, cols;
+};
+
+Pair MakePair(uint32_t rows, uint32_t cols, uint32_t seed, DType dtype = DType::kF32) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> w(0.0f, 0.05f), d(0.0f, 0.002f);
+  std::vector<float> b(rows * cols), f(rows * cols);
+  for (size_t i = 0; i < b.size(); ++i) {
+    b[i] = w(rng);
+    f[i] = b[i] * 0.99f + d(rng);
+  }
+  Pair p{std::string(b.size() * DTypeSize(dtype), '\0'), std::string(b.size() * DTypeSize(dtype), '\0'), rows, cols};
+  FromFloat32(dtype, b.data(), b.size(), p.base.data());
+  FromFloat32(dtype, f.data(), f.size(), p.ft.data());
+  return p;
+}
+
+TEST(PhiloxTest, MatchesPublishedKnownAnswers) {
+  // Random123 kat_vectors: philox4x32-10.
+  EXPECT_EQ(Philox4x32({0, 0, 0, 0}, 0), (PhiloxBlock{0x6627e8d5u, 0xe169c58du, 0xbc57ac4cu, 0x9b00dbd8u}));
+  EXPECT_EQ(Philox4x32({0xffffffffu, 0xffffffffu, 0xffffffffu, 0xffffffffu}, 0xffffffffffffffffull),
+            (PhiloxBlock{0x408f276du, 0x41c83b0eu, 0xa20bc7c6u, 0x6d5451fdu}));
+  EXPECT_EQ(Philox4x32({0x243f6a88u, 0x85a308d3u, 0x13198a2eu, 0x03707344u}, 0x299f31d0a4093822ull),
+            (PhiloxBlock{0xd16cfe09u, 0x94fdccebu, 0x5001e420u, 0x24126ea1u}));
+}
+
+TEST(LossyMaskTest, GroupMaskKeepsExactlyKPerGroupAndIsStable) {
+  LossyParams p;
+  p.rows = 5;
+  p.cols = 100;  // groups of 32: 3 full, one of 4
+  p.mask = MaskKind::kGroupK;
+  p.group = 32;
+  p.keep = 8;
+  p.seed = 42;
+  std::vector<uint32_t> cols, again;
+  for (uint32_t r = 0; r < p.rows; ++r) {
+    KeptColumns(p, r, &cols);
+    ASSERT_EQ(cols.size(), 3u * 8 + 1);  // the 4-wide tail keeps round(8 * 4 / 32) = 1
+    for (uint32_t g = 0; g < 3; ++g) {
+      EXPECT_EQ(std::count_if(cols.begin(), cols.end(), [&](uint32_t c) { return c / 32 == g; }), 8);
+    }
+    EXPECT_TRUE(std::is_sorted(cols.begin(), cols.end()));
+    KeptColumns(p, r, &again);
+    EXPECT_EQ(cols, again);
+  }
+  // A golden value pins the specification (docs/lossy_format.md): changing it breaks stored versions.
+  KeptColumns(p, 0, &cols);
+  uint64_t h = 0;
+  for (uint32_t c : cols) h = h * 131 + c;
+  EXPECT_EQ(h, 16892471214797354603ull);
+  LossyParams q = p;
+  q.seed = 43;
+  KeptColumns(q, 0, &again);
+  EXPECT_NE(cols, again);
+  std::vector<uint32_t> other;
+  q = p;
+  q.stream = 1;
+  KeptColumns(q, 0, &other);
+  EXPECT_NE(cols, other);
+}
+
+TEST(LossyMaskTest, BernoulliMaskHasTheRequestedDensity) {
+  LossyParams p;
+  p.rows = 200;
+  p.cols = 500;
+  p.mask = MaskKind::kBernoulli;
+  p.keep_prob = 0.1f;
+  uint64_t kept = 0;
+  ForEachKept(p, {}, [&](uint32_t, uint32_t) { ++kept; });
+  EXPECT_NEAR(static_cast<double>(kept) / (200.0 * 500.0), 0.1, 0.005);
+}
+
+TEST(LossyTest, EveryMethodRoundTripsThroughTheChunkCodecAndFitsItsBudget) {
+  Pair pair = MakePair(64, 256, 1);
+  for (auto m : {LossyMethod::kDeltaDQ, LossyMethod::kDare, LossyMethod::kRandom4, LossyMethod::kGroupK4,
+                 LossyMethod::kBitDelta, LossyMethod::kTopK8, LossyMethod::kLowBit}) {
+    LossyOptions o;
+    o.method = m;
+    o.target_ratio = m == LossyMethod::kBitDelta ? 16 : 8;
+    auto r = CompressLossyTensor(DType::kF32, pair.base.data(), pair.ft.data(), pair.rows, pair.cols, 0, nullptr, o);
+    ASSERT_TRUE(r.ok()) << LossyMethodName(m) << ": " << r.status().ToString();
+    EXPECT_TRUE(r->report.within_budget) << LossyMethodName(m);
+    EXPECT_LE(r->chunk.size(), pair.base.size() / o.target_ratio + 1) << LossyMethodName(m);
+    // Downloads decode through the generic chunk path: same bytes as the compressor reported.
+    auto dec = DecodeChunk(r->chunk, pair.base, pair.base.size());
+    ASSERT_TRUE(dec.ok()) << dec.status().ToString();
+    EXPECT_EQ(*dec, r->reconstructed) << LossyMethodName(m);
+    EXPECT_GT(r->report.weight_error, 0.0);
+    EXPECT_LT(r->report.weight_error, 2.0) << LossyMethodName(m);
+  }
+}
+
+TEST(LossyTest, OursBeatsBaselinesInWeightErrorAtEqualSize) {
+  Pair pair = MakePair(128, 512, 2);
+  auto err = [&](LossyMethod m, double ratio) {
+    LossyOptions o;
+    o.method = m;
+    o.target_ratio = ratio;
+    auto r = CompressLossyTensor(DType::kF32, pair.base.data(), pair.ft.data(), pair.rows, pair.cols, 0, nullptr, o);
+    EXPECT_TRUE(r.ok());
+    return r->report.weight_error;
+  };
+  double ours = err(LossyMethod::kDeltaDQ, 16);
+  EXPECT_LT(ours, err(LossyMethod::kLowBit, 16));
+  EXPECT_LT(ours, err(LossyMethod::kDare, 16));
+  EXPECT_LT(ours, err(LossyMethod::kGroupK4, 16));
+  // DBMS removes the base-proportional part of this delta (finetune = 0.99 * base + noise).
+  LossyOptions o;
+  o.target_ratio = 16;
+  auto r = CompressLossyTensor(DType::kF32, pair.base.data(), pair.ft.data(), pair.rows, pair.cols, 0, nullptr, o);
+  EXPECT_NEAR(r->report.lambda, -0.01, 0.002);
+}
+
+TEST(LossyTest, DeterministicAcrossRunsAndThreadCounts) {
+  Pair pair = MakePair(96, 320, 3, DType::kBF16);
+  LossyOptions o;
+  o.target_ratio = 32;
+  auto a = CompressLossyTensor(DType::kBF16, pair.base.data(), pair.ft.data(), pair.rows, pair.cols, 7, nullptr, o);
+  std::string chunk_other_thread;
+  std::thread t([&] {
+    auto b = CompressLossyTensor(DType::kBF16, pair.base.data(), pair.ft.data(), pair.rows, pair.cols, 7, nullptr, o);
+    chunk_other_thread = b.ok() ? b->chunk : "";
+  });
+  t.join();
+  auto c = CompressLossyTensor(DType::kBF16, pair.base.data(), pair.ft.data(), pair.rows, pair.cols, 7, nullptr, o);
+  ASSERT_TRUE(a.ok() && c.ok());
+  EXPECT_EQ(a->chunk, c->chunk);
+  EXPECT_EQ(a->chunk, chunk_other_thread);
+}
+
+TEST(LossyTest, CalibrationStatisticsFitMuAndWeightTheOutputError) {
+  Pair pair = MakePair(64, 128, 4);
+  std::vector<float> diag(128, 1.0f);
+  for (size_t i = 0; i < 16; ++i) diag[i] = 100.0f;  // a few busy input channels
+  LossyOptions o;
+  o.target_ratio = 32;
+  o.method = LossyMethod::kGroupK4;
+  auto plain = CompressLossyTensor(DType::kF32, pair.base.data(), pair.ft.data(), 64, 128, 0, nullptr, o);
+  auto calib = CompressLossyTensor(DType::kF32, pair.base.data(), pair.ft.data(), 64, 128, 0, diag.data(), o);
+  ASSERT_TRUE(plain.ok() && calib.ok());
+  EXPECT_EQ(plain->report.mu, 1.0);
+  EXPECT_NE(calib->report.mu, 1.0);
+  o.fit_mu = false;
+  auto no_fit = CompressLossyTensor(DType::kF32, pair.base.data(), pair.ft.data(), 64, 128, 0, diag.data(), o);
+  EXPECT_EQ(no_fit->report.mu, 1.0);
+}
+
+TEST(LossyTest, BadParametersAreRejectedClearly) {
+  Pair pair = MakePair(8, 16, 5);
+  auto run = [&](LossyOptions o, DType dtype = DType::kF32) {
+    return CompressLossyTensor(dtype, pair.base.data(), pair.ft.data(), 8, 16, 0, nullptr, o).status();
+  };
+  LossyOptions o;
+  o.target_ratio = 0.5;
+  EXPECT_EQ(run(o).code(), StatusCode::kInvalidArgument);
+  o = {};
+  o.bits = 9;
+  EXPECT_EQ(run(o).code(), StatusCode::kInvalidArgument);
+  o = {};
+  o.group = 8;
+  o.keep = 9;
+  EXPECT_EQ(run(o).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(run({}, DType::kI32).code(), StatusCode::kInvalidArgument);
+  std::string nan_ft = pair.ft;
+  float nan = std::nanf("");
+  std::memcpy(nan_ft.data(), &nan, 4);
+  auto s = CompressLossyTensor(DType::kF32, pair.base.data(), nan_ft.data(), 8, 16, 0, nullptr, LossyOptions{});
+  EXPECT_EQ(s.status().reason(), "NONFINITE_WEIGHTS");
+}
+
+TEST(LossyTest, CorruptLossyChunksAreRejected) {
+  Pair pair = MakePair(16, 64, 6);
+  auto r = CompressLossyTensor(DType::kF32, pair.base.data(), pair.ft.data(), 16, 64, 0, nullptr, LossyOptions{});
+  ASSERT_TRUE(r.ok());
+  for (size_t cut = 0; cut < r->chunk.size(); cut += 7) {
+    EXPECT_FALSE(DecodeChunk(r->chunk.substr(0, cut), pair.base, pair.base.size()).ok()) << cut;
+  }
+  std::string bad = r->chunk;
+  bad[12] = 99;  // lossy format version
+  EXPECT_FALSE(DecodeChunk(bad, pair.base, pair.base.size()).ok());
+}
+
+}  // namespace
+}  // namespace deltastore
