@@ -408,7 +408,9 @@ StatusOr<LossyResult> CompressLossyTensor(DType dtype, const char* base, const c
     // Inputs for choosing parameters and measuring output error: seeded normal, scaled per input
     // channel by the calibration statistics when given (activation-aware).
     auto gen = at::detail::createCPUGenerator(options.seed ^ (static_cast<uint64_t>(stream) << 20));
-    auto X = at::normal(0.0, 1.0, {static_cast<int64_t>(cols), options.eval_samples}, gen);
+    // Enough samples that a few-row tensor still has thousands of outputs to average over.
+    int64_t samples = std::clamp<int64_t>((8192 + rows - 1) / rows, options.eval_samples, 1024);
+    auto X = at::normal(0.0, 1.0, {static_cast<int64_t>(cols), samples}, gen);
     if (calib_diag) {
       auto c = torch::from_blob(const_cast<float*>(calib_diag), {static_cast<int64_t>(cols)}, torch::kFloat32).clone();
       X = X * c.clamp_min(0).sqrt().unsqueeze(1);

@@ -34,7 +34,7 @@ struct LossyOptions {
   int keep = 0;
   uint64_t seed = 0x44454C5441445121ull;  // "DELTADQ!"
   bool fit_mu = true;            // fit mu on calibration-weighted output error when calibration is given
-  int eval_samples = 64;         // random inputs for choosing parameters and measuring output error
+  int eval_samples = 64;         // random inputs (at least; more for tensors with few rows)
 };
 
 struct LossyTensorReport {
