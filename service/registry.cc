@@ -643,7 +643,11 @@ Status Registry::ExecuteJob(const std::string& id, json* job) {
   (*job)["progress"]["tensors_done"] = (*job)["progress"]["tensors_total"];
   (*job)["progress"]["bytes_done"] = (*job)["progress"]["bytes_total"];
   batch.Put(kJobs, id, job->dump());
-  for (const auto& f : (*job)["files"]) batch.Delete(kUploads, f["upload"].get<std::string>());
+  // The uploads are now stored content: consume them (and a calibration upload, used only here).
+  std::vector<std::string> consumed;
+  for (const auto& f : (*job)["files"]) consumed.push_back(f["upload"]);
+  if (lossy && !lossy->calibration_upload.empty()) consumed.push_back(lossy->calibration_upload);
+  for (const auto& u : consumed) batch.Delete(kUploads, u);
   Status s = meta()->Commit(batch);
   if (!s.ok()) {
     if (!existing.ok()) release();
@@ -651,7 +655,7 @@ Status Registry::ExecuteJob(const std::string& id, json* job) {
     return s;
   }
   std::error_code ec;
-  for (const auto& f : (*job)["files"]) fs::remove(SpoolPath(f["upload"]), ec);
+  for (const auto& u : consumed) fs::remove(SpoolPath(u), ec);
   return OkStatus();
 }
 

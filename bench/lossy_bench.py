@@ -1,0 +1,127 @@
+#!/usr/bin/env python3
+"""Lossy compression benchmark through the registry's real path (a benchmark: it prints, never asserts).
+
+For each model pair it starts deltastored, registers the base, then for every ratio x method uploads the
+finetune with that lossy policy, waits for the job, downloads the rebuilt checkpoint, and reports:
+  - gain kept: (acc(rebuilt) - acc(base)) / (acc(finetune) - acc(base)) on the pair's held-out set
+    (self-trained pairs only; bench/pairs/make_pairs.py makes them),
+  - output error and weight error from the version's quality report (2-D weights stored lossily),
+  - the achieved ratio: the lossy tensors' delta bytes in their own dtype / their stored chunk bytes,
+    and "ratio_all": the whole version's tensor bytes / (all its chunks + its manifest).
+Pairs: mlp and tfm (self-trained, bench/pairs) and the faceres f32 fixture pair (errors only).
+
+Usage: /opt/deltastore/venv/bin/python bench/lossy_bench.py [--pairs mlp,tfm,faceres]
+           [--ratios 8,16,32,64,128] [--methods deltadq,deltadq-nodbms,groupk4,random4,dare,bitdelta,topk8,lowbit]
+           [--calibrated] [--out bench/results/lossy.md]
+"""
+import argparse
+import json
+import os
+import pathlib
+import sys
+import tempfile
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests" / "e2e"))
+sys.path.insert(0, str(ROOT / "bench" / "pairs"))
+
+from conftest import Server  # noqa: E402
+from client_util import Client  # noqa: E402
+
+FIXTURES = ROOT.parent / "shared" / "fixtures"
+
+
+def pair_files(pair, pairs_dir):
+    if pair == "faceres":
+        return FIXTURES / "faceres.f32.safetensors", FIXTURES / "faceres-deep.f32.safetensors", None
+    d = pathlib.Path(pairs_dir)
+    calib = d / f"{pair}.calib.safetensors"
+    return d / f"{pair}.base.safetensors", d / f"{pair}.ft.safetensors", calib if calib.exists() else None
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--pairs", default="mlp,tfm,faceres")
+    ap.add_argument("--ratios", default="8,16,32,64,128")
+    ap.add_argument("--methods", default="deltadq,deltadq-nodbms,groupk4,random4,dare,bitdelta,topk8,lowbit")
+    ap.add_argument("--pairs-dir", default=os.environ.get("DS_PAIRS_DIR", "/tmp/deltastore-pairs"))
+    ap.add_argument("--calibrated", action="store_true", help="also run deltadq with the pair's calibration statistics")
+    ap.add_argument("--out", default=None, help="also write the tables (markdown) here")
+    args = ap.parse_args()
+    ratios = [float(r) for r in args.ratios.split(",")]
+    methods = args.methods.split(",")
+    if args.calibrated:
+        methods.append("deltadq+calib")
+
+    pairs = args.pairs.split(",")
+    if any(p != "faceres" for p in pairs):
+        import make_pairs  # noqa: F401  (bench/pairs)
+        os.system(f"{sys.executable} {ROOT / 'bench' / 'pairs' / 'make_pairs.py'} --out {args.pairs_dir}")
+        from evaluate import accuracy
+    lines = []
+
+    def emit(s=""):
+        print(s, flush=True)
+        lines.append(s)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = pathlib.Path(tmp)
+        server = Server(tmp / "data").start()
+        try:
+            c = Client(server.url)
+            for pair in pairs:
+                base, ft, calib = pair_files(pair, args.pairs_dir)
+                c.register(f"{pair}-base", base, tags=["v1"])
+                acc_base = acc_ft = None
+                if pair != "faceres":
+                    acc_base = accuracy(pair, str(base), args.pairs_dir)
+                    acc_ft = accuracy(pair, str(ft), args.pairs_dir)
+                calib_id = c.upload_single(calib)["id"] if (calib and args.calibrated) else None
+                emit(f"## {pair}" + (f" (accuracy: base {acc_base:.4f}, finetune {acc_ft:.4f})" if acc_ft else ""))
+                emit()
+                emit("| ratio | method | achieved | ratio_all | gain kept | output err | weight err | seconds |")
+                emit("|---|---|---|---|---|---|---|---|")
+                for ratio in ratios:
+                    for m in methods:
+                        policy = {"mode": "lossy", "ratio": ratio, "method": m.split("-")[0].split("+")[0],
+                                  "dbms": "-nodbms" not in m and m.startswith("deltadq")}
+                        if m == "deltadq+calib":
+                            if not calib_id:
+                                continue
+                            # the calibration upload is consumed by a version: upload it again each time
+                            policy["calibration"] = c.upload_single(calib)["id"]
+                        up = c.upload_single(ft)
+                        t0 = time.time()
+                        r = c.post(f"/v1/models/{pair}-{m}-{int(ratio)}/versions",
+                                   json={"files": [{"path": "model.safetensors", "upload": up["id"]}],
+                                         "base": {"model": f"{pair}-base", "version": "v1"}, "policy": policy})
+                        if r.status_code != 202:
+                            emit(f"| {ratio:.0f}x | {m} | error {r.status_code}: {r.json()['errors'][0]['message'][:60]} |||||")
+                            continue
+                        job, _ = c.wait_job(r.json()["job"]["id"], timeout=3600)
+                        secs = time.time() - t0
+                        if job["state"] != "succeeded":
+                            emit(f"| {ratio:.0f}x | {m} | failed: {job.get('error', {}).get('message', '')[:60]} |||||")
+                            continue
+                        v = c.version(f"{pair}-{m}-{int(ratio)}", job["version"])
+                        q = v["quality"]
+                        gain = "-"
+                        if acc_ft is not None:
+                            out = tmp / "rebuilt.safetensors"
+                            c.download(f"/v1/models/{pair}-{m}-{int(ratio)}/versions/{job['version']}/files/model.safetensors", out)
+                            acc = accuracy(pair, str(out), args.pairs_dir)
+                            gain = f"{100 * (acc - acc_base) / (acc_ft - acc_base):.1f}%"
+                        emit(f"| {ratio:.0f}x | {m} | {q['lossy_ratio']:.1f}x | {q['ratio']:.1f}x | {gain} | "
+                             f"{q['output_error']:.3f} | {q['weight_error']:.3f} | {secs:.1f} |")
+                        c.delete(f"/v1/models/{pair}-{m}-{int(ratio)}/versions/{job['version']}")
+                emit()
+        finally:
+            server.stop()
+    if args.out:
+        pathlib.Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        pathlib.Path(args.out).write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
