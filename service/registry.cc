@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <random>
 
+#include "migrations/schema.h"
 #include "service/lossy_policy.h"
 
 namespace deltastore {
@@ -103,6 +104,7 @@ StatusOr<std::unique_ptr<Registry>> Registry::Open(const RegistryOptions& option
   if (ec) return IOError("cannot create data dir " + options.data_dir + ": " + ec.message());
   DS_ASSIGN_OR_RETURN(Stores stores, OpenRocksStores({options.data_dir + "/db", options.sync_writes}));
   std::unique_ptr<Registry> r(new Registry(options, std::move(stores)));
+  DS_RETURN_IF_ERROR(CheckAndMigrate(r->meta(), r->chunks()).status());
   DS_RETURN_IF_ERROR(r->Recover());
   for (int i = 0; i < std::max(1, options.workers); ++i) r->workers_.emplace_back([p = r.get()] { p->WorkerLoop(); });
   return r;
