@@ -396,11 +396,13 @@ StatusOr<LossyTensor> ParseLossyChunk(std::string_view encoded, DType* dtype) {
   if (!r.GetF32(&p.sign_scale)) return Corruption("lossy chunk is truncated");
 
   const uint64_t numel = static_cast<uint64_t>(p.rows) * p.cols;
-  if (numel * DTypeSize(*dtype) != [&] {
-        uint64_t raw = 0;
-        for (int i = 7; i >= 0; --i) raw = (raw << 8) | static_cast<uint8_t>(encoded[4 + i]);
-        return raw;
-      }()) {
+  uint64_t raw_size = 0;
+  for (int i = 7; i >= 0; --i) raw_size = (raw_size << 8) | static_cast<uint8_t>(encoded[4 + i]);
+  // Checked without wrap-around, and never with a zero element size: the work below is bounded by
+  // the raw size the caller checked against its manifest.
+  const uint64_t element = DTypeSize(*dtype);
+  if (element == 0) return Corruption("lossy chunk has an unknown dtype");
+  if (numel > raw_size / element || numel * element != raw_size) {
     return Corruption("lossy chunk shape does not match its size");
   }
   if (p.mask == MaskKind::kGroupK && (p.group == 0 || p.keep == 0 || p.keep > p.group)) {

@@ -32,9 +32,11 @@ StatusOr<uint32_t> CheckAndMigrate(MetaStore* meta, ChunkStore* chunks) {
         return false;
       }));
     }
-    if (!empty) return FailedPrecondition("data directory has records but no schema version");
-    DS_RETURN_IF_ERROR(meta->Put(kNs, kKey, std::to_string(kSchemaVersion)));
-    return 0u;
+    // Records without a version were written by the first builds, before the key existed: their
+    // layout is version 1.
+    DS_RETURN_IF_ERROR(meta->Put(kNs, kKey, std::to_string(empty ? kSchemaVersion : 1)));
+    if (empty) return 0u;
+    version = 1;
   }
   if (version > kSchemaVersion) {
     return Status(StatusCode::kFailedPrecondition,

@@ -12,7 +12,7 @@ APT_PACKAGES=(
   libboost1.81-dev librocksdb-dev libzstd-dev libssl-dev nlohmann-json3-dev libgtest-dev libgmock-dev
   libcli11-dev libspdlog-dev
 )
-PY_PACKAGES=("torch==$TORCH_VERSION" numpy pytest requests safetensors)
+PY_PACKAGES=("torch==$TORCH_VERSION" numpy pytest requests safetensors tqdm)
 
 log() { printf '[setup] %s\n' "$*" >&2; }
 
@@ -36,10 +36,12 @@ if ! "$VENV/bin/python" -c "import torch, sys; sys.exit(torch.__version__.split(
   "$VENV/bin/pip" install -q "${PY_PACKAGES[@]}"
 fi
 # Cheap check of the remaining Python packages (adds new ones without touching torch).
-if ! "$VENV/bin/python" -c "import numpy, pytest, requests, safetensors" 2>/dev/null; then
+if ! "$VENV/bin/python" -c "import numpy, pytest, requests, safetensors, tqdm" 2>/dev/null; then
   "$VENV/bin/pip" install -q "${PY_PACKAGES[@]}"
 fi
-if [ -d "$(dirname "$0")/../clients/python" ] && ! "$VENV/bin/python" -c "import deltastore_client" 2>/dev/null; then
-  "$VENV/bin/pip" install -q -e "$(dirname "$0")/../clients/python"
+# The Python client, editable from this clone (a venv kept from another clone points elsewhere).
+CLIENT_DIR="$(cd "$(dirname "$0")/../clients/python" 2>/dev/null && pwd || true)"
+if [ -n "$CLIENT_DIR" ] && ! "$VENV/bin/python" -c "import deltastore_client, sys; sys.exit(not deltastore_client.__file__.startswith('$CLIENT_DIR/'))" 2>/dev/null; then
+  "$VENV/bin/pip" install -q -e "$CLIENT_DIR"
 fi
 log "ok: $VENV"

@@ -8,5 +8,5 @@ scripts/setup.sh
 scripts/build.sh
 ctest --test-dir build --output-on-failure -j "$(nproc)"
 if compgen -G "tests/e2e/test_*.py" >/dev/null || compgen -G "clients/python/tests/test_*.py" >/dev/null; then
-  DS_BUILD_DIR="$PWD/build" "$DS_HOME/venv/bin/python" -m pytest -q tests/e2e $( [ -d clients/python/tests ] && echo clients/python/tests )
+  DS_BUILD_DIR="$PWD/build" "$DS_HOME/venv/bin/python" -m pytest -q --rootdir "$PWD" tests/e2e $( [ -d clients/python/tests ] && echo clients/python/tests )
 fi

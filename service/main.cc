@@ -31,6 +31,7 @@ bool SplitListen(const std::string& listen, std::string* host, uint16_t* port) {
 
 int main(int argc, char** argv) {
   CLI::App app{"deltastored: a model registry that stores finetunes as compressed deltas"};
+  app.fallthrough();  // `deltastored check --data-dir D` takes the server's options too
   std::string listen = "127.0.0.1:8080";
   std::string data_dir = "data";
   int threads = 2;
@@ -41,7 +42,29 @@ int main(int argc, char** argv) {
   app.add_option("--threads", threads, "HTTP threads")->envname("DS_THREADS")->check(CLI::Range(1, 256));
   app.add_option("--workers", workers, "compression job threads")->envname("DS_WORKERS")->check(CLI::Range(1, 64));
   app.add_option("--max-open-uploads", max_uploads, "open upload sessions allowed")->envname("DS_MAX_OPEN_UPLOADS");
+  bool repair = false;
+  auto* check = app.add_subcommand("check", "verify every chunk and reference of the data dir, then exit");
+  check->add_flag("--repair", repair, "rewrite reference counts that disagree with the manifests");
   CLI11_PARSE(app, argc, argv);
+
+  if (*check) {
+    deltastore::RegistryOptions copts;
+    copts.data_dir = data_dir;
+    copts.workers = 1;
+    copts.recover = false;  // report the store as it is
+    auto reg = deltastore::Registry::Open(copts);
+    if (!reg.ok()) {
+      std::fprintf(stderr, "error: %s\n", reg.status().ToString().c_str());
+      return 1;
+    }
+    auto report = (*reg)->Check(repair);
+    if (!report.ok()) {
+      std::fprintf(stderr, "error: %s\n", report.status().ToString().c_str());
+      return 1;
+    }
+    std::printf("%s\n", report->dump(2).c_str());
+    return (*report)["ok"].get<bool>() ? 0 : 3;
+  }
 
   deltastore::api::ServerOptions opts;
   opts.threads = threads;

@@ -124,6 +124,7 @@ StatusOr<FileEntry> IngestSafetensors(RefGuard* guard, const IngestFile& in, Ver
   std::string base_buf;
   uint32_t stream = 0;
   for (size_t i = 0; i < h.tensors.size(); ++i) {
+    if (options.cancelled && options.cancelled()) return Unavailable("ingest cancelled: the server is stopping");
     const TensorInfo& t = h.tensors[i];
     TensorEntry& te = e.tensors[i];
     const TensorEntry* bt = base ? base->FindTensor(t.name) : nullptr;

@@ -127,6 +127,7 @@ using LossyHook = std::function<StatusOr<std::optional<LossyOutcome>>(
 struct IngestOptions {
   EncodeOptions encode;
   LossyHook lossy;  // set for lossy versions
+  std::function<bool()> cancelled;  // checked between tensors: true stops the ingest (kUnavailable)
 };
 
 // Stores the files and returns the manifest (the caller records it). `base` may be null (a base

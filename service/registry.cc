@@ -6,6 +6,7 @@
 #include <chrono>
 #include <ctime>
 #include <filesystem>
+#include <algorithm>
 #include <random>
 
 #include "migrations/schema.h"
@@ -25,6 +26,7 @@ constexpr char kVersions[] = "versions";
 constexpr char kDigests[] = "digests";
 constexpr char kTags[] = "tags";
 constexpr char kChildren[] = "children";
+constexpr char kReleases[] = "releases";  // versions deleted whose chunk references are being dropped
 
 std::string NowIso() {
   auto now = std::chrono::system_clock::now();
@@ -105,6 +107,7 @@ StatusOr<std::unique_ptr<Registry>> Registry::Open(const RegistryOptions& option
   DS_ASSIGN_OR_RETURN(Stores stores, OpenRocksStores({options.data_dir + "/db", options.sync_writes}));
   std::unique_ptr<Registry> r(new Registry(options, std::move(stores)));
   DS_RETURN_IF_ERROR(CheckAndMigrate(r->meta(), r->chunks()).status());
+  if (!options.recover) return r;
   DS_RETURN_IF_ERROR(r->Recover());
   for (int i = 0; i < std::max(1, options.workers); ++i) r->workers_.emplace_back([p = r.get()] { p->WorkerLoop(); });
   return r;
@@ -144,10 +147,19 @@ Status Registry::Recover() {
     }
     queue_.push_back(j["id"].get<std::string>());
   }
-  if (interrupted) {
-    // An interrupted ingest may have left chunk references behind: recount from the manifests.
+  // A deletion cut short may have dropped only some of its references.
+  std::vector<std::string> releases;
+  DS_RETURN_IF_ERROR(meta()->Scan(kReleases, "", "", [&](std::string_view key, std::string_view) {
+    releases.emplace_back(key);
+    return true;
+  }));
+  if (interrupted || !releases.empty()) {
+    // An interrupted ingest or deletion leaves reference counts off: recount from the manifests.
     DS_ASSIGN_OR_RETURN(uint64_t fixed, RecomputeRefcounts());
     (void)fixed;
+    MetaBatch done;
+    for (const auto& k : releases) done.Delete(kReleases, k);
+    if (!done.empty()) DS_RETURN_IF_ERROR(meta()->Commit(done));
   }
   // Spool files whose upload record is gone (a crash between commit and unlink) are garbage.
   std::error_code ec;
@@ -545,6 +557,13 @@ void Registry::RunJob(const std::string& id) {
   job["started_at"] = NowIso();
   if (!UpdateJob(job).ok()) return;
   Status s = ExecuteJob(id, &job);
+  if (!s.ok() && stopping_ && s.code() == StatusCode::kUnavailable) {
+    // Parked: the references it took are dropped; it runs from the start after the next start.
+    job["state"] = "queued";
+    job["updated_at"] = NowIso();
+    (void)UpdateJob(job);
+    return;
+  }
   if (!s.ok()) {
     job["state"] = "failed";
     std::string code = s.reason().empty() ? std::string(StatusCodeName(s.code())) : s.reason();
@@ -587,6 +606,7 @@ Status Registry::ExecuteJob(const std::string& id, json* job) {
     }
     ingest_options.lossy = MakeLossyHook(*lossy, calib);
   }
+  ingest_options.cancelled = [this] { return stopping_.load(); };
   IngestStats stats;
   auto last = std::chrono::steady_clock::now();
   ProgressFn progress = [&](const IngestProgress& p) {
@@ -831,18 +851,92 @@ StatusOr<json> Registry::DeleteVersion(const std::string& model, const std::stri
   size_t remaining = 0;
   DS_RETURN_IF_ERROR(meta()->Scan(kVersions, Key(model, ""), "", [&](std::string_view, std::string_view) { ++remaining; return true; }));
   if (remaining <= 1) batch.Delete(kModels, model);
+  const std::string release_key = Key(r.digest.Hex(), model);
+  batch.Put(kReleases, release_key, "");
   DS_RETURN_IF_ERROR(meta()->Commit(batch));
   {
     std::lock_guard<std::mutex> cache_lock(manifest_cache_mu_);
     manifest_cache_.erase(r.digest);
   }
   DS_RETURN_IF_ERROR(ReleaseManifest(chunks(), m));
+  DS_RETURN_IF_ERROR(meta()->Delete(kReleases, release_key));
   lock.unlock();
   DS_ASSIGN_OR_RETURN(GcStats gc, CollectGarbage());
   return json{{"deleted", r.digest.ToString()}, {"model", model}, {"freed_bytes", gc.bytes_freed}};
 }
 
 StatusOr<GcStats> Registry::CollectGarbage() { return chunks()->Gc(); }
+
+StatusOr<json> Registry::Check(bool repair) {
+  json problems = json::array();
+  std::map<Digest, int64_t> expected;
+  uint64_t versions = 0;
+  DS_RETURN_IF_ERROR(meta()->Scan(kVersions, "", "", [&](std::string_view key, std::string_view value) {
+    ++versions;
+    std::string where(key);
+    std::replace(where.begin(), where.end(), '\0', '@');
+    auto rec = ParseRecord(value, "version");
+    if (!rec.ok() || !(*rec).contains("manifest") || !(*rec)["manifest"].is_string()) {
+      problems.push_back({{"kind", "bad_version_record"}, {"version", where}});
+      return true;
+    }
+    auto m = ParseManifest((*rec)["manifest"].get<std::string>());
+    if (!m.ok()) {
+      problems.push_back({{"kind", "bad_manifest"}, {"version", where}, {"message", m.status().message()}});
+      return true;
+    }
+    if (m->base && !LoadManifest(*m->base).ok()) {
+      problems.push_back({{"kind", "missing_base"}, {"version", where}, {"base", m->base->ToString()}});
+    }
+    for (const auto& d : m->ChunkDigests()) expected[d]++;
+    return true;
+  }));
+  uint64_t nchunks = 0, bytes = 0, garbage = 0, fixed = 0;
+  std::set<Digest> present;
+  std::vector<std::pair<Digest, int64_t>> fixes;
+  DS_RETURN_IF_ERROR(chunks()->ForEach([&](const Digest& d, int64_t count, uint64_t size) {
+    ++nchunks;
+    bytes += size;
+    present.insert(d);
+    auto got = chunks()->Get(d);  // verifies the digest
+    if (!got.ok()) {
+      problems.push_back({{"kind", got.status().code() == StatusCode::kCorruption ? "corrupt_chunk" : "unreadable_chunk"},
+                          {"chunk", d.ToString()}, {"message", got.status().message()}});
+    }
+    auto it = expected.find(d);
+    int64_t want = it == expected.end() ? 0 : it->second;
+    if (want == 0 && count <= 0) ++garbage;
+    if (want != count) {
+      problems.push_back({{"kind", "refcount_mismatch"}, {"chunk", d.ToString()}, {"stored", count}, {"expected", want}});
+      fixes.emplace_back(d, want);
+    }
+    return OkStatus();
+  }));
+  for (const auto& [d, n] : expected) {
+    if (!present.count(d)) problems.push_back({{"kind", "missing_chunk"}, {"chunk", d.ToString()}, {"references", n}});
+  }
+  if (repair) {
+    for (const auto& [d, n] : fixes) {
+      DS_RETURN_IF_ERROR(chunks()->SetRefCount(d, n));
+      ++fixed;
+    }
+  }
+  uint64_t pending = 0;
+  DS_RETURN_IF_ERROR(meta()->Scan(kReleases, "", "", [&](std::string_view, std::string_view) { ++pending; return true; }));
+  DS_RETURN_IF_ERROR(meta()->Scan(kJobs, "", "", [&](std::string_view, std::string_view v) {
+    auto j = ParseRecord(v, "job");
+    if (j.ok() && (*j).value("state", "") == "running") ++pending;
+    return true;
+  }));
+  json notes = json::array();
+  if (pending > 0) {
+    notes.push_back(std::to_string(pending) + " interrupted job(s) or deletion(s): the next start runs them again and "
+                    "recounts references, which repairs refcount mismatches they caused");
+  }
+  return json{{"ok", problems.empty()},       {"versions", versions},     {"chunks", nchunks}, {"notes", notes},
+              {"stored_bytes", bytes},        {"garbage_chunks", garbage}, {"refcounts_repaired", fixed},
+              {"problems", problems}};
+}
 
 StatusOr<uint64_t> Registry::RecomputeRefcounts() {
   std::map<Digest, int64_t> expected;

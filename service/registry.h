@@ -27,6 +27,7 @@ struct RegistryOptions {
   int workers = 1;                 // compression job threads
   size_t max_open_uploads = 1000;  // open (unsealed) upload sessions
   bool sync_writes = true;
+  bool recover = true;             // requeue interrupted jobs and repair after a crash; off for `check`
 };
 
 // Appends the body of one PATCH to an upload's spool file; Commit makes the bytes durable and moves
@@ -97,6 +98,11 @@ class Registry {
   StatusOr<uint64_t> RecomputeRefcounts();
 
   StatusOr<Manifest> LoadManifest(const Digest& digest);
+
+  // Verifies every stored chunk against its digest, every manifest reference against the store and
+  // every reference count against the manifests; reports problems. Changes nothing unless `repair`,
+  // which only rewrites reference counts (unreadable or missing data cannot be repaired here).
+  StatusOr<nlohmann::json> Check(bool repair);
 
  private:
   explicit Registry(RegistryOptions options, Stores stores);

@@ -1,0 +1,50 @@
+// Inputs the fuzz targets (fuzz/) found, kept as regression tests.
+#include <gtest/gtest.h>
+
+#include "codec/chunk_codec.h"
+#include "codec/lossy_codec.h"
+
+namespace deltastore {
+namespace {
+
+// A lossy chunk that keeps nothing (positions mask, no positions) and stores F16 values: its size is
+// only its header's.
+LossyTensor EmptyPositions(uint32_t rows, uint32_t cols) {
+  LossyTensor t;
+  t.p.rows = rows;
+  t.p.cols = cols;
+  t.p.mask = MaskKind::kPositions;
+  t.p.values = ValueKind::kF16;
+  return t;
+}
+
+// lossy_chunk_fuzz: a dtype byte that names no dtype has element size 0, so rows x cols x 0 matched a
+// raw size of 0 for any shape, and parsing then walked (and allocated for) rows x cols elements.
+TEST(FuzzRegressionTest, LossyChunkWithUnknownDtypeIsRefused) {
+  std::string chunk = EncodeLossyChunk(static_cast<DType>(0), EmptyPositions(8, 40));
+  ASSERT_EQ(static_cast<uint8_t>(chunk[3]), 0);
+  DType dtype;
+  auto t = ParseLossyChunk(chunk, &dtype);
+  ASSERT_FALSE(t.ok());
+  EXPECT_EQ(t.status().code(), StatusCode::kCorruption);
+  auto out = DecodeChunk(chunk, {}, 0);
+  EXPECT_FALSE(out.ok());
+}
+
+// lossy_chunk_fuzz: rows x cols x element size wrapped around 2^64 to the raw size (2^31 x 2^30 x 8 = 0),
+// so a header-sized chunk claimed 2^61 elements.
+TEST(FuzzRegressionTest, LossyChunkWhoseShapeOverflowsIsRefused) {
+  std::string chunk = EncodeLossyChunk(DType::kF64, EmptyPositions(1u << 31, 1u << 30));
+  DType dtype;
+  auto t = ParseLossyChunk(chunk, &dtype);
+  ASSERT_FALSE(t.ok());
+  EXPECT_EQ(t.status().code(), StatusCode::kCorruption);
+  EXPECT_FALSE(DecodeChunk(chunk, {}, 0).ok());
+
+  // The same shape with a size that does not wrap still parses (the check is exact, not a limit).
+  std::string ok_chunk = EncodeLossyChunk(DType::kF32, EmptyPositions(3, 5));
+  EXPECT_TRUE(ParseLossyChunk(ok_chunk, &dtype).ok());
+}
+
+}  // namespace
+}  // namespace deltastore
