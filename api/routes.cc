@@ -2,6 +2,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "gpu/gpu_api.h"
 #include "service/registry.h"
 
 namespace deltastore::api {
@@ -237,7 +238,13 @@ std::shared_ptr<Router> BuildRouter(Registry* reg, ApiInfo info) {
   });
   r->Add("GET", "/readyz", [info, reg](Request&) {
     if (reg == nullptr) return Response::Error(503, "UNAVAILABLE", "registry is not open");
-    return Response::Json(200, json{{"status", "ready"}, {"compute_device", info.compute_device}}.dump());
+    // The compute backend is loaded by the first lossy job; report its device once it is.
+    std::string device = info.compute_device;
+    if (GpuApiLoaded()) {
+      auto d = (*LoadGpuApi())->probe();
+      device = d.ok() ? d->name : "unavailable: " + d.status().message();
+    }
+    return Response::Json(200, json{{"status", "ready"}, {"compute_device", device}}.dump());
   });
   if (reg == nullptr) return r;
 

@@ -342,27 +342,6 @@ Status Validate(DType dtype, uint32_t rows, uint32_t cols, const LossyOptions& o
 
 }  // namespace
 
-std::string_view LossyMethodName(LossyMethod m) {
-  switch (m) {
-    case LossyMethod::kDeltaDQ: return "deltadq";
-    case LossyMethod::kDare: return "dare";
-    case LossyMethod::kRandom4: return "random4";
-    case LossyMethod::kGroupK4: return "groupk4";
-    case LossyMethod::kBitDelta: return "bitdelta";
-    case LossyMethod::kTopK8: return "topk8";
-    case LossyMethod::kLowBit: return "lowbit";
-  }
-  return "?";
-}
-
-std::optional<LossyMethod> ParseLossyMethod(std::string_view name) {
-  for (auto m : {LossyMethod::kDeltaDQ, LossyMethod::kDare, LossyMethod::kRandom4, LossyMethod::kGroupK4,
-                 LossyMethod::kBitDelta, LossyMethod::kTopK8, LossyMethod::kLowBit}) {
-    if (LossyMethodName(m) == name) return m;
-  }
-  return std::nullopt;
-}
-
 Status AccumulateProjection(DType dtype, const char* base, const char* finetune, uint64_t n, double* dot_db,
                             double* dot_bb) {
   std::vector<float> b(n), f(n);

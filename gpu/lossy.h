@@ -20,8 +20,27 @@ namespace deltastore {
 // Methods: ours ("deltadq": group k-of-g dropout + separate quantization, parameters chosen per tensor)
 // and the baselines measured beside it.
 enum class LossyMethod { kDeltaDQ, kDare, kRandom4, kGroupK4, kBitDelta, kTopK8, kLowBit };
-std::string_view LossyMethodName(LossyMethod m);
-std::optional<LossyMethod> ParseLossyMethod(std::string_view name);
+
+inline std::string_view LossyMethodName(LossyMethod m) {
+  switch (m) {
+    case LossyMethod::kDeltaDQ: return "deltadq";
+    case LossyMethod::kDare: return "dare";
+    case LossyMethod::kRandom4: return "random4";
+    case LossyMethod::kGroupK4: return "groupk4";
+    case LossyMethod::kBitDelta: return "bitdelta";
+    case LossyMethod::kTopK8: return "topk8";
+    case LossyMethod::kLowBit: return "lowbit";
+  }
+  return "?";
+}
+
+inline std::optional<LossyMethod> ParseLossyMethod(std::string_view name) {
+  for (auto m : {LossyMethod::kDeltaDQ, LossyMethod::kDare, LossyMethod::kRandom4, LossyMethod::kGroupK4,
+                 LossyMethod::kBitDelta, LossyMethod::kTopK8, LossyMethod::kLowBit}) {
+    if (LossyMethodName(m) == name) return m;
+  }
+  return std::nullopt;
+}
 
 struct LossyOptions {
   LossyMethod method = LossyMethod::kDeltaDQ;

@@ -4,6 +4,7 @@
 #include <mutex>
 
 #include "codec/lossy_codec.h"
+#include "gpu/gpu_api.h"
 
 namespace deltastore {
 
@@ -139,9 +140,10 @@ LossyHook MakeLossyHook(const LossyPolicy& policy, std::shared_ptr<Calibration> 
     if (!WantsLossy(policy, t)) return std::optional<LossyOutcome>();
     uint64_t rows = t.shape[0], cols = t.numel() / rows;
     const std::vector<float>* calib = calibration ? calibration->For(t.name, cols) : nullptr;
-    DS_ASSIGN_OR_RETURN(LossyResult r, CompressLossyTensor(t.dtype, base.data(), ft.data(), static_cast<uint32_t>(rows),
-                                                           static_cast<uint32_t>(cols), stream,
-                                                           calib ? calib->data() : nullptr, policy.options));
+    DS_ASSIGN_OR_RETURN(const GpuApi* gpu, LoadGpuApi());
+    DS_ASSIGN_OR_RETURN(LossyResult r, gpu->compress(t.dtype, base.data(), ft.data(), static_cast<uint32_t>(rows),
+                                                     static_cast<uint32_t>(cols), stream,
+                                                     calib ? calib->data() : nullptr, policy.options));
     const LossyTensorReport& q = r.report;
     json rep = {{"name", t.name},
                 {"shape", t.shape},

@@ -7,7 +7,8 @@ def test_health_and_readiness(server):
     assert r.json()["status"] == "ok"
     r = requests.get(server.url + "/readyz", timeout=5)
     assert r.status_code == 200
-    assert r.json()["compute_device"] in ("cpu", "cuda:0")
+    # libtorch is loaded by the first lossy job, not at start (it costs ~370 MB resident)
+    assert r.json()["compute_device"] in ("loaded on first lossy job", "cpu", "cuda:0")
 
 
 def test_unknown_route_is_a_json_404(server):

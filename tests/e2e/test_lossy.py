@@ -19,6 +19,7 @@ def test_lossy_version_matches_its_quality_report(client, fixtures, tmp_path):
     job, version = client.register("deep32-lossy", ft_path, base={"model": "faceres32", "version": "v1"},
                                    policy=policy, tags=["latest"])
     assert version["mode"] == "lossy"
+    assert client.get("/readyz").json()["compute_device"] in ("cpu", "cuda:0")  # the backend is loaded now
     q = version["quality"]
     assert q["tensors_lossy"] > 0 and q["tensors"], q
     assert q["lossy_ratio"] >= 16 * 0.9, q  # small tensors may overshoot their share; the total holds

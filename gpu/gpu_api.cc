@@ -1,0 +1,8 @@
+// Exported by libdeltastore_gpu.so.
+#include "gpu/gpu_api.h"
+
+extern "C" const deltastore::GpuApi* deltastore_gpu_api() {
+  static const deltastore::GpuApi api{deltastore::kGpuApiVersion, &deltastore::ProbeComputeDevice,
+                                      &deltastore::CompressLossyTensor};
+  return &api;
+}

@@ -1,0 +1,29 @@
+// The compute backend as a shared library (libdeltastore_gpu.so) that the server loads on first use:
+// libtorch costs ~370 MB of resident memory just by being loaded, so a registry that only moves bytes
+// never loads it. This header is torch-free; the table below is what the library exports.
+#pragma once
+
+#include "gpu/device.h"
+#include "gpu/lossy.h"
+
+namespace deltastore {
+
+inline constexpr int kGpuApiVersion = 1;
+
+struct GpuApi {
+  int version;  // kGpuApiVersion of the library
+  StatusOr<ComputeDevice> (*probe)();
+  StatusOr<LossyResult> (*compress)(DType dtype, const char* base, const char* finetune, uint32_t rows,
+                                    uint32_t cols, uint32_t stream, const float* calib_diag,
+                                    const LossyOptions& options);
+};
+
+// Loads the library once (thread-safe): $DS_GPU_LIBRARY, else next to the executable
+// (../gpu/ in the build tree, the executable's folder, ../lib). Errors say where it looked.
+StatusOr<const GpuApi*> LoadGpuApi();
+// True once LoadGpuApi succeeded in this process.
+bool GpuApiLoaded();
+
+}  // namespace deltastore
+
+extern "C" const deltastore::GpuApi* deltastore_gpu_api();
