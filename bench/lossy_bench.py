@@ -93,7 +93,8 @@ def main():
                             policy["calibration"] = c.upload_single(calib)["id"]
                         up = c.upload_single(ft)
                         t0 = time.time()
-                        r = c.post(f"/v1/models/{pair}-{m}-{int(ratio)}/versions",
+                        model = f"{pair}-{m.replace('+', '-')}-{int(ratio)}"
+                        r = c.post(f"/v1/models/{model}/versions",
                                    json={"files": [{"path": "model.safetensors", "upload": up["id"]}],
                                          "base": {"model": f"{pair}-base", "version": "v1"}, "policy": policy})
                         if r.status_code != 202:
@@ -104,17 +105,17 @@ def main():
                         if job["state"] != "succeeded":
                             emit(f"| {ratio:.0f}x | {m} | failed: {job.get('error', {}).get('message', '')[:60]} |||||")
                             continue
-                        v = c.version(f"{pair}-{m}-{int(ratio)}", job["version"])
+                        v = c.version(model, job["version"])
                         q = v["quality"]
                         gain = "-"
                         if acc_ft is not None:
                             out = tmp / "rebuilt.safetensors"
-                            c.download(f"/v1/models/{pair}-{m}-{int(ratio)}/versions/{job['version']}/files/model.safetensors", out)
+                            c.download(f"/v1/models/{model}/versions/{job['version']}/files/model.safetensors", out)
                             acc = accuracy(pair, str(out), args.pairs_dir)
                             gain = f"{100 * (acc - acc_base) / (acc_ft - acc_base):.1f}%"
                         emit(f"| {ratio:.0f}x | {m} | {q['lossy_ratio']:.1f}x | {q['ratio']:.1f}x | {gain} | "
                              f"{q['output_error']:.3f} | {q['weight_error']:.3f} | {secs:.1f} |")
-                        c.delete(f"/v1/models/{pair}-{m}-{int(ratio)}/versions/{job['version']}")
+                        c.delete(f"/v1/models/{model}/versions/{job['version']}")
                 emit()
         finally:
             server.stop()

@@ -229,7 +229,12 @@ std::optional<Candidate> RunMethod(const Work& w) {
       std::vector<int> bits_list = o.bits ? std::vector<int>{o.bits} : std::vector<int>{2, 4};
       std::vector<int> groups = o.group ? std::vector<int>{o.group} : std::vector<int>{32, 64, 128};
       std::optional<Candidate> best;
-      if (!o.bits && !o.group && !o.keep) best = Ecsq(w);
+      // The dense entropy-coded quantizer minimises weight error, but below ~2 bits per weight it
+      // zeroes most of the delta: a biased estimate that costs task accuracy (measured on the
+      // self-trained MLP pair at 32x: 59% of the gain kept, against 98% for unbiased dropout). There
+      // the unbiased group dropout of DeltaDQ is used, its parameters chosen by output error.
+      const double bits_per_weight = 8.0 * w.budget_bytes / (static_cast<double>(w.rows) * w.cols);
+      if (!o.bits && !o.group && !o.keep && bits_per_weight >= 2.0) best = Ecsq(w);
       for (int b : bits_list) {
         for (int g : groups) {
           int gg = std::min<int>(g, static_cast<int>(cols));
