@@ -405,6 +405,8 @@ StatusOr<LossyTensor> ParseLossyChunk(std::string_view encoded, DType* dtype) {
   if (numel > raw_size / element || numel * element != raw_size) {
     return Corruption("lossy chunk shape does not match its size");
   }
+  // No lossy tensor is empty (min_elements >= 1); an empty one with 2^32 - 1 rows would walk them all.
+  if (numel == 0) return Corruption("lossy chunk has an empty shape");
   if (p.mask == MaskKind::kGroupK && (p.group == 0 || p.keep == 0 || p.keep > p.group)) {
     return Corruption("lossy chunk has a bad group size");
   }

@@ -13,7 +13,7 @@ case "$MODE" in
   address)
     BUILD_DIR="${BUILD_DIR:-build-asan}"
     OPTION=-DDELTASTORE_SANITIZE=ON
-    SUITES=(common_test codec_test storage_test service_test gpu_test api_test)
+    SUITES=(common_test codec_test storage_test service_test gpu_test api_test migrations_test)
     ;;
   thread)
     BUILD_DIR="${BUILD_DIR:-build-tsan}"

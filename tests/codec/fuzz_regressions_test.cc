@@ -1,6 +1,8 @@
 // Inputs the fuzz targets (fuzz/) found, kept as regression tests.
 #include <gtest/gtest.h>
 
+#include <utility>
+
 #include "codec/chunk_codec.h"
 #include "codec/lossy_codec.h"
 
@@ -44,6 +46,25 @@ TEST(FuzzRegressionTest, LossyChunkWhoseShapeOverflowsIsRefused) {
   // The same shape with a size that does not wrap still parses (the check is exact, not a limit).
   std::string ok_chunk = EncodeLossyChunk(DType::kF32, EmptyPositions(3, 5));
   EXPECT_TRUE(ParseLossyChunk(ok_chunk, &dtype).ok());
+}
+
+// lossy_chunk_fuzz: rows x 0 columns is 0 elements, so any row count matched a raw size of 0, and
+// parsing and reconstruction walked every row (2^32 - 1 of them took minutes; a quantized tensor also
+// sized its scales section by the rows, 16 GiB). No lossy tensor is empty: refused.
+TEST(FuzzRegressionTest, LossyChunkWithAnEmptyDimensionIsRefused) {
+  for (auto [rows, cols] : {std::pair<uint32_t, uint32_t>{1u << 20, 0}, {0, 1u << 20}, {0, 0}}) {
+    LossyTensor t;
+    t.p.rows = rows;
+    t.p.cols = cols;
+    t.p.mask = MaskKind::kDense;
+    t.p.values = ValueKind::kSign;
+    std::string chunk = EncodeLossyChunk(DType::kF32, t);
+    DType dtype;
+    auto parsed = ParseLossyChunk(chunk, &dtype);
+    ASSERT_FALSE(parsed.ok()) << rows << "x" << cols;
+    EXPECT_EQ(parsed.status().code(), StatusCode::kCorruption);
+    EXPECT_FALSE(DecodeChunk(chunk, {}, 0).ok());
+  }
 }
 
 }  // namespace
