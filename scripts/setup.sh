@@ -17,6 +17,8 @@ PY_PACKAGES=("torch==$TORCH_VERSION" numpy pytest requests safetensors tqdm)
 log() { printf '[setup] %s\n' "$*" >&2; }
 
 missing=()
+# DS_SKIP_APT=1: the system packages are provided otherwise (docker/Dockerfile on a non-Debian base).
+[ "${DS_SKIP_APT:-0}" = 1 ] && APT_PACKAGES=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
