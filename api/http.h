@@ -24,7 +24,7 @@ struct Request {
   std::string path;    // decoded path without the query
   std::map<std::string, std::string> query;
   Headers headers;
-  std::string body;  // small bodies only (JSON); streamed bodies go through a BodyConsumer
+  std::string body;                 // small bodies only (JSON); streamed bodies go through a BodyConsumer
   std::vector<std::string> params;  // path parameters captured by the route
 
   std::string Header(std::string_view name) const;

@@ -134,7 +134,8 @@ Router::Match Router::Find(Request& req) const {
 Response Router::Dispatch(Request& req) const {
   Match m = Find(req);
   if (m.error_status == 404) return Response::Error(404, "NOT_FOUND", "no route for " + req.path);
-  if (m.error_status == 405) return Response::Error(405, "METHOD_NOT_ALLOWED", req.method + " not allowed on " + req.path);
+  if (m.error_status == 405)
+    return Response::Error(405, "METHOD_NOT_ALLOWED", req.method + " not allowed on " + req.path);
   if (m.handler) return (*m.handler)(req);
   auto consumer = (*m.streaming)(req);
   if (!consumer.ok()) return Response::Error(consumer.status());

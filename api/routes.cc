@@ -11,7 +11,9 @@ using json = nlohmann::json;
 
 namespace {
 
-Response JsonOk(int status, const json& body) { return Response::Json(status, body.dump()); }
+Response JsonOk(int status, const json& body) {
+  return Response::Json(status, body.dump());
+}
 
 template <typename T>
 Response Reply(const StatusOr<T>& r, int status = 200) {
@@ -23,7 +25,8 @@ StatusOr<size_t> Limit(const Request& req) {
   std::string v = req.Query("limit", "100");
   char* end = nullptr;
   long n = std::strtol(v.c_str(), &end, 10);
-  if (v.empty() || *end != '\0' || n < 1 || n > 1000) return InvalidArgument("limit must be between 1 and 1000");
+  if (v.empty() || *end != '\0' || n < 1 || n > 1000)
+    return InvalidArgument("limit must be between 1 and 1000");
   return static_cast<size_t>(n);
 }
 
@@ -97,7 +100,8 @@ class NoBody : public BodyConsumer {
  public:
   explicit NoBody(Response r) : r_(std::move(r)) {}
   Status Write(std::string_view piece) override {
-    if (!piece.empty()) return InvalidArgument("this request takes no body (give ?digest= for a one-shot upload)");
+    if (!piece.empty())
+      return InvalidArgument("this request takes no body (give ?digest= for a one-shot upload)");
     return OkStatus();
   }
   Response Finish() override { return r_; }
@@ -164,7 +168,8 @@ bool EtagMatches(const std::string& if_none_match, const std::string& etag) {
   size_t pos = 0;
   while (pos < if_none_match.size()) {
     size_t comma = if_none_match.find(',', pos);
-    std::string item = if_none_match.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
+    std::string item =
+        if_none_match.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
     while (!item.empty() && item.front() == ' ') item.erase(0, 1);
     while (!item.empty() && item.back() == ' ') item.pop_back();
     if (item.rfind("W/", 0) == 0) item = item.substr(2);
@@ -196,8 +201,8 @@ Response DownloadFile(Registry* reg, Request& req) {
   bool unsatisfiable = false;
   auto range = ParseRange(req.Header("range"), file->size, &unsatisfiable);
   if (unsatisfiable) {
-    Response e = Response::Error(416, "RANGE_NOT_SATISFIABLE", "range outside of the file's " +
-                                                                 std::to_string(file->size) + " bytes");
+    Response e = Response::Error(416, "RANGE_NOT_SATISFIABLE",
+                                 "range outside of the file's " + std::to_string(file->size) + " bytes");
     e.headers["content-range"] = "bytes */" + std::to_string(file->size);
     return e;
   }
@@ -221,7 +226,8 @@ Response DownloadDelta(Registry* reg, Request& req) {
   auto streamer = std::make_shared<ContainerStreamer>(reg->chunks(), v->reader->manifest(), v->base_manifest);
   Response r;
   r.headers["content-type"] = "application/vnd.deltastore.container.v1";
-  r.headers["content-disposition"] = "attachment; filename=\"" + v->model + "-" + v->digest.Hex().substr(0, 12) + ".dsc\"";
+  r.headers["content-disposition"] =
+      "attachment; filename=\"" + v->model + "-" + v->digest.Hex().substr(0, 12) + ".dsc\"";
   r.headers["etag"] = "\"" + v->digest.ToString() + "\"";
   r.content_length = streamer->size();
   auto reader = v->reader;
@@ -255,36 +261,39 @@ std::shared_ptr<Router> BuildRouter(Registry* reg, ApiInfo info) {
     if (digest.empty()) return std::unique_ptr<BodyConsumer>(new NoBody(UploadReply(202, u)));
     DS_ASSIGN_OR_RETURN(auto writer, reg->AppendUpload(u["id"], 0));
     std::string id = u["id"];
-    return std::unique_ptr<BodyConsumer>(new UploadBody(std::move(writer), std::nullopt, [reg, id, digest](const json&) {
-      return UploadReply(201, reg->SealUpload(id, digest));
-    }));
+    return std::unique_ptr<BodyConsumer>(new UploadBody(
+        std::move(writer), std::nullopt,
+        [reg, id, digest](const json&) { return UploadReply(201, reg->SealUpload(id, digest)); }));
   });
-  r->AddStreaming("PATCH", "/v1/uploads/{id}", [reg](Request& req) -> StatusOr<std::unique_ptr<BodyConsumer>> {
-    std::optional<uint64_t> start, len;
-    std::string cr = req.Header("content-range");
-    if (!cr.empty()) {
-      uint64_t a = 0, b = 0;
-      if (!ParseContentRange(cr, &a, &b)) {
-        return Status(StatusCode::kInvalidArgument, "malformed Content-Range '" + cr + "'", "RANGE_INVALID");
-      }
-      start = a;
-      len = b - a + 1;
-    }
-    auto writer = reg->AppendUpload(req.params[0], start);
-    if (!writer.ok()) {
-      Response e = Response::Error(writer.status());
-      if (auto u = reg->GetUpload(req.params[0]); u.ok()) {
-        e.headers["upload-offset"] = std::to_string((*u)["offset"].get<uint64_t>());
-        e.headers["location"] = "/v1/uploads/" + req.params[0];
-      }
-      return std::unique_ptr<BodyConsumer>(new Discard(std::move(e)));
-    }
-    return std::unique_ptr<BodyConsumer>(
-        new UploadBody(std::move(*writer), len, [](const json& u) { return UploadReply(202, u); }));
-  });
+  r->AddStreaming(
+      "PATCH", "/v1/uploads/{id}", [reg](Request& req) -> StatusOr<std::unique_ptr<BodyConsumer>> {
+        std::optional<uint64_t> start, len;
+        std::string cr = req.Header("content-range");
+        if (!cr.empty()) {
+          uint64_t a = 0, b = 0;
+          if (!ParseContentRange(cr, &a, &b)) {
+            return Status(StatusCode::kInvalidArgument, "malformed Content-Range '" + cr + "'",
+                          "RANGE_INVALID");
+          }
+          start = a;
+          len = b - a + 1;
+        }
+        auto writer = reg->AppendUpload(req.params[0], start);
+        if (!writer.ok()) {
+          Response e = Response::Error(writer.status());
+          if (auto u = reg->GetUpload(req.params[0]); u.ok()) {
+            e.headers["upload-offset"] = std::to_string((*u)["offset"].get<uint64_t>());
+            e.headers["location"] = "/v1/uploads/" + req.params[0];
+          }
+          return std::unique_ptr<BodyConsumer>(new Discard(std::move(e)));
+        }
+        return std::unique_ptr<BodyConsumer>(
+            new UploadBody(std::move(*writer), len, [](const json& u) { return UploadReply(202, u); }));
+      });
   r->AddStreaming("PUT", "/v1/uploads/{id}", [reg](Request& req) -> StatusOr<std::unique_ptr<BodyConsumer>> {
     std::string id = req.params[0], digest = req.Query("digest");
-    if (digest.empty()) return Status(StatusCode::kInvalidArgument, "PUT needs ?digest=sha256:<hex>", "DIGEST_INVALID");
+    if (digest.empty())
+      return Status(StatusCode::kInvalidArgument, "PUT needs ?digest=sha256:<hex>", "DIGEST_INVALID");
     auto seal = [reg, id, digest](const json&) { return UploadReply(201, reg->SealUpload(id, digest)); };
     std::string cl = req.Header("content-length");
     if (cl.empty() || cl == "0") {
@@ -293,7 +302,8 @@ std::shared_ptr<Router> BuildRouter(Registry* reg, ApiInfo info) {
     DS_ASSIGN_OR_RETURN(auto writer, reg->AppendUpload(id, std::nullopt));
     return std::unique_ptr<BodyConsumer>(new UploadBody(std::move(writer), std::nullopt, seal));
   });
-  r->Add("GET", "/v1/uploads/{id}", [reg](Request& req) { return UploadReply(200, reg->GetUpload(req.params[0])); });
+  r->Add("GET", "/v1/uploads/{id}",
+         [reg](Request& req) { return UploadReply(200, reg->GetUpload(req.params[0])); });
   r->Add("DELETE", "/v1/uploads/{id}", [reg](Request& req) {
     Status s = reg->DeleteUpload(req.params[0]);
     if (!s.ok()) return Response::Error(s);
@@ -331,7 +341,8 @@ std::shared_ptr<Router> BuildRouter(Registry* reg, ApiInfo info) {
   });
   r->Add("GET", "/v1/models/{model}/versions/{ref}/files/{path...}",
          [reg](Request& req) { return DownloadFile(reg, req); });
-  r->Add("GET", "/v1/models/{model}/versions/{ref}/delta", [reg](Request& req) { return DownloadDelta(reg, req); });
+  r->Add("GET", "/v1/models/{model}/versions/{ref}/delta",
+         [reg](Request& req) { return DownloadDelta(reg, req); });
   r->Add("GET", "/v1/models/{model}/tags", [reg](Request& req) {
     auto m = reg->GetModel(req.params[0]);
     if (!m.ok()) return Response::Error(m.status());
@@ -342,7 +353,8 @@ std::shared_ptr<Router> BuildRouter(Registry* reg, ApiInfo info) {
   // Changing.
   r->Add("PUT", "/v1/models/{model}/tags/{tag}", [reg](Request& req) {
     json body = json::parse(req.body, nullptr, false);
-    if (body.is_discarded() || !body.is_object() || !body.contains("version") || !body["version"].is_string()) {
+    if (body.is_discarded() || !body.is_object() || !body.contains("version") ||
+        !body["version"].is_string()) {
       return Response::Error(400, "BODY_INVALID", "body must be {\"version\": \"sha256:...\"}");
     }
     Status s = reg->SetTag(req.params[0], req.params[1], body["version"]);

@@ -137,7 +137,8 @@ struct Server::Impl {
       parser.header_limit(64 * 1024);
       parser.body_limit(boost::none);  // limits are the route's business
       stream.expires_after(options.header_timeout);
-      auto [ec, n] = co_await http::async_read_header(stream, buffer, parser, asio::as_tuple(asio::use_awaitable));
+      auto [ec, n] =
+          co_await http::async_read_header(stream, buffer, parser, asio::as_tuple(asio::use_awaitable));
       if (ec) break;  // closed, timed out or malformed
       ++busy;
       struct Busy {
@@ -173,10 +174,12 @@ struct Server::Impl {
               parser.get().body().data = piece.data();
               parser.get().body().size = piece.size();
               stream.expires_after(options.body_timeout);
-              auto [rec, rn] = co_await http::async_read(stream, buffer, parser, asio::as_tuple(asio::use_awaitable));
+              auto [rec, rn] =
+                  co_await http::async_read(stream, buffer, parser, asio::as_tuple(asio::use_awaitable));
               if (rec == http::error::need_buffer) rec = {};
               size_t got = piece.size() - parser.get().body().size;
-              if (got > 0) s = (*consumer)->Write(std::string_view(piece.data(), got));  // even from a failed read
+              if (got > 0)
+                s = (*consumer)->Write(std::string_view(piece.data(), got));  // even from a failed read
               if (rec) {
                 s = IOError("connection lost during the body: " + rec.message());
                 break;
@@ -185,7 +188,8 @@ struct Server::Impl {
             body_done = parser.is_done();
             if (!body_done) {
               (*consumer)->Abort();
-              if (!s.ok() && s.code() == StatusCode::kIOError && s.message().rfind("connection lost", 0) == 0) break;
+              if (!s.ok() && s.code() == StatusCode::kIOError && s.message().rfind("connection lost", 0) == 0)
+                break;
               resp = Response::Error(s);
             } else {
               resp = (*consumer)->Finish();
@@ -197,7 +201,8 @@ struct Server::Impl {
             parser.get().body().data = piece.data();
             parser.get().body().size = piece.size();
             stream.expires_after(options.body_timeout);
-            auto [rec, rn] = co_await http::async_read(stream, buffer, parser, asio::as_tuple(asio::use_awaitable));
+            auto [rec, rn] =
+                co_await http::async_read(stream, buffer, parser, asio::as_tuple(asio::use_awaitable));
             if (rec == http::error::need_buffer) rec = {};
             if (rec) {
               s = IOError(rec.message());
@@ -205,7 +210,8 @@ struct Server::Impl {
             }
             req.body.append(piece.data(), piece.size() - parser.get().body().size);
             if (req.body.size() > options.max_small_body) {
-              s = ResourceExhausted("request body larger than " + std::to_string(options.max_small_body) + " bytes");
+              s = ResourceExhausted("request body larger than " + std::to_string(options.max_small_body) +
+                                    " bytes");
               break;
             }
           }
@@ -224,12 +230,15 @@ struct Server::Impl {
   }
 };
 
-Server::Server(std::shared_ptr<const Router> router, ServerOptions options) : impl_(std::make_unique<Impl>()) {
+Server::Server(std::shared_ptr<const Router> router, ServerOptions options)
+    : impl_(std::make_unique<Impl>()) {
   impl_->router = std::move(router);
   impl_->options = std::move(options);
 }
 
-Server::~Server() { Stop(); }
+Server::~Server() {
+  Stop();
+}
 
 Status Server::Start() {
   try {
@@ -240,8 +249,8 @@ Status Server::Start() {
     acc.bind(ep);
     acc.listen(asio::socket_base::max_listen_connections);
   } catch (const boost::system::system_error& e) {
-    return Unavailable("cannot listen on " + impl_->options.address + ":" + std::to_string(impl_->options.port) +
-                       ": " + e.what());
+    return Unavailable("cannot listen on " + impl_->options.address + ":" +
+                       std::to_string(impl_->options.port) + ": " + e.what());
   }
   asio::co_spawn(impl_->ioc, impl_->Listen(), asio::detached);
   int n = std::max(1, impl_->options.threads);

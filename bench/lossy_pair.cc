@@ -20,7 +20,8 @@ int main(int argc, char** argv) {
   CLI::App app{"lossy methods on a base/finetune pair"};
   std::string base_path, ft_path;
   std::vector<double> ratios = {8, 16, 32, 64, 128};
-  std::vector<std::string> methods = {"deltadq", "deltadq-nodbms", "groupk4", "random4", "dare", "bitdelta", "topk8", "lowbit"};
+  std::vector<std::string> methods = {"deltadq", "deltadq-nodbms", "groupk4", "random4",
+                                      "dare",    "bitdelta",       "topk8",   "lowbit"};
   app.add_option("BASE", base_path)->required();
   app.add_option("FINETUNE", ft_path)->required();
   app.add_option("--ratios", ratios)->delimiter(',');
@@ -35,7 +36,8 @@ int main(int argc, char** argv) {
   }
   auto dev = ProbeComputeDevice();
   std::printf("# %s vs %s on %s\n", ft_path.c_str(), base_path.c_str(), dev.ok() ? dev->name.c_str() : "?");
-  std::printf("%-16s %6s %9s %9s %9s %8s\n", "method", "target", "achieved", "weight_err", "output_err", "seconds");
+  std::printf("%-16s %6s %9s %9s %9s %8s\n", "method", "target", "achieved", "weight_err", "output_err",
+              "seconds");
   for (double ratio : ratios) {
     for (const auto& mname : methods) {
       bool dbms = mname.find("-nodbms") == std::string::npos;
@@ -55,7 +57,8 @@ int main(int argc, char** argv) {
       uint32_t stream = 0;
       for (const auto& t : (*ft)->header().tensors) {
         const TensorInfo* bt = (*base)->header().Find(t.name);
-        if (!bt || bt->shape != t.shape || bt->dtype != t.dtype || t.shape.size() < 2 || !IsFloat(t.dtype)) continue;
+        if (!bt || bt->shape != t.shape || bt->dtype != t.dtype || t.shape.size() < 2 || !IsFloat(t.dtype))
+          continue;
         uint64_t rows = t.shape[0], cols = t.numel() / rows;
         if (rows < 2 || cols < 2) continue;
         std::string a(t.size(), '\0'), b(t.size(), '\0');

@@ -7,21 +7,13 @@
 
 #include "codec/float_coder.h"
 #include "codec/lossy_codec.h"
+#include "common/endian.h"
 
 namespace deltastore {
 namespace {
 
 // Header: id, version, flags, dtype, u64 LE raw size.
 constexpr size_t kHeaderSize = 12;
-
-void PutLE(std::string* out, uint64_t v, int bytes) {
-  for (int i = 0; i < bytes; ++i) out->push_back(static_cast<char>((v >> (8 * i)) & 0xff));
-}
-uint64_t GetLE(const char* p, int bytes) {
-  uint64_t v = 0;
-  for (int i = bytes - 1; i >= 0; --i) v = (v << 8) | static_cast<uint8_t>(p[i]);
-  return v;
-}
 
 }  // namespace
 
@@ -120,7 +112,8 @@ std::string_view CodecName(CodecId id) {
   return "unknown";
 }
 
-std::string EncodeChunk(DType dtype, std::string_view raw, std::string_view base, const EncodeOptions& options) {
+std::string EncodeChunk(DType dtype, std::string_view raw, std::string_view base,
+                        const EncodeOptions& options) {
   const bool delta = !base.empty();
   const uint8_t flags = delta ? kChunkFlagDelta : 0;
   size_t word = DTypeSize(dtype);
@@ -132,7 +125,8 @@ std::string EncodeChunk(DType dtype, std::string_view raw, std::string_view base
   } else {
     std::string input = delta ? XorBytes(raw, base) : std::string(raw);
     if (word > 1 && raw.size() % word == 0) {
-      best = Header(CodecId::kPlanesZstd, flags, dtype, raw.size()) + EncodePlanes(input, word, options.zstd_level);
+      best = Header(CodecId::kPlanesZstd, flags, dtype, raw.size()) +
+             EncodePlanes(input, word, options.zstd_level);
     } else {
       best = Header(CodecId::kZstd, flags, dtype, raw.size());
       ZstdAppend(&best, input, options.zstd_level);
@@ -171,29 +165,26 @@ StatusOr<std::string> DecodeChunk(std::string_view encoded, std::string_view bas
   if (raw_size != expected_size) return Corruption("chunk raw size does not match the manifest");
   if (DTypeSize(dtype) == 0 || (flags & ~kChunkFlagDelta) != 0) return Corruption("chunk header is invalid");
   const bool delta = (flags & kChunkFlagDelta) != 0;
-  if (delta && base.size() != raw_size) return InvalidArgument("delta chunk needs base bytes of the same size");
+  if (delta && base.size() != raw_size)
+    return InvalidArgument("delta chunk needs base bytes of the same size");
   std::string_view payload = encoded.substr(kHeaderSize);
   std::string out(raw_size, '\0');
   switch (id) {
     case CodecId::kRaw:
       if (payload.size() != raw_size || delta) return Corruption("raw chunk has a wrong size");
       return std::string(payload);
-    case CodecId::kZstd:
-      DS_RETURN_IF_ERROR(ZstdDecode(payload, out.data(), raw_size));
-      break;
-    case CodecId::kPlanesZstd:
-      DS_RETURN_IF_ERROR(DecodePlanes(payload, out.data(), raw_size));
-      break;
+    case CodecId::kZstd: DS_RETURN_IF_ERROR(ZstdDecode(payload, out.data(), raw_size)); break;
+    case CodecId::kPlanesZstd: DS_RETURN_IF_ERROR(DecodePlanes(payload, out.data(), raw_size)); break;
     case CodecId::kFloatCtx: {
       auto kind = FloatKindOf(dtype);
       size_t word = DTypeSize(dtype);
       if (!kind || raw_size % word != 0) return Corruption("float chunk has a non-float dtype");
-      DS_RETURN_IF_ERROR(DecodeFloats(*kind, payload, delta ? reinterpret_cast<const uint8_t*>(base.data()) : nullptr,
+      DS_RETURN_IF_ERROR(DecodeFloats(*kind, payload,
+                                      delta ? reinterpret_cast<const uint8_t*>(base.data()) : nullptr,
                                       raw_size / word, reinterpret_cast<uint8_t*>(out.data())));
       return out;  // the float coder undoes the XOR itself
     }
-    default:
-      return Corruption("unknown chunk codec id " + std::to_string(static_cast<int>(id)));
+    default: return Corruption("unknown chunk codec id " + std::to_string(static_cast<int>(id)));
   }
   if (delta) {
     for (size_t i = 0; i < raw_size; ++i) out[i] ^= base[i];

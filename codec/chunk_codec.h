@@ -34,7 +34,8 @@ struct EncodeOptions {
 
 // Encodes `raw` (elements of `dtype`); when `base` is non-empty it has the same size and the chunk is
 // encoded as a delta against it. Picks the codec by dtype, falls back to kRaw when nothing helps.
-std::string EncodeChunk(DType dtype, std::string_view raw, std::string_view base, const EncodeOptions& options = {});
+std::string EncodeChunk(DType dtype, std::string_view raw, std::string_view base,
+                        const EncodeOptions& options = {});
 
 // Decodes a chunk produced by EncodeChunk. `base` must be given (same bytes as at encode time) when the
 // chunk is a delta; `expected_size` is the raw size the caller's manifest records.

@@ -8,8 +8,22 @@
 namespace deltastore {
 
 enum class DType : uint8_t {
-  kF64 = 1, kF32, kF16, kBF16, kI64, kI32, kI16, kI8, kU64, kU32, kU16, kU8, kBool,
-  kF8E4M3, kF8E5M2, kF8E8M0,
+  kF64 = 1,
+  kF32,
+  kF16,
+  kBF16,
+  kI64,
+  kI32,
+  kI16,
+  kI8,
+  kU64,
+  kU32,
+  kU16,
+  kU8,
+  kBool,
+  kF8E4M3,
+  kF8E5M2,
+  kF8E8M0,
 };
 
 std::optional<DType> ParseDType(std::string_view name);

@@ -9,13 +9,11 @@
 
 #include "codec/chunk_codec.h"
 #include "codec/philox.h"
+#include "common/endian.h"
 
 namespace deltastore {
 namespace {
 
-void PutLE(std::string* out, uint64_t v, int bytes) {
-  for (int i = 0; i < bytes; ++i) out->push_back(static_cast<char>((v >> (8 * i)) & 0xff));
-}
 void PutF32(std::string* out, float f) {
   uint32_t u;
   std::memcpy(&u, &f, 4);
@@ -79,7 +77,8 @@ void AppendSection(std::string* out, std::string_view raw) {
 Status ReadSection(Reader* r, uint64_t max_raw, std::string* out) {
   uint64_t raw = 0, z = 0;
   std::string_view frame;
-  if (!r->Get(&raw, 8) || !r->Get(&z, 8) || !r->Take(z, &frame)) return Corruption("lossy chunk is truncated");
+  if (!r->Get(&raw, 8) || !r->Get(&z, 8) || !r->Take(z, &frame))
+    return Corruption("lossy chunk is truncated");
   if (raw > max_raw) return Corruption("lossy section is larger than the tensor allows");
   return Unzstd(frame, raw, out);
 }
@@ -242,9 +241,9 @@ void KeptColumns(const LossyParams& p, uint32_t row, std::vector<uint32_t>* cols
       uint64_t first = static_cast<uint64_t>(row) * p.cols, last = first + p.cols;
       for (uint64_t i = first; i < last;) {
         uint64_t block = i / 4;
-        PhiloxBlock r = Philox4x32({static_cast<uint32_t>(block), static_cast<uint32_t>(block >> 32), p.stream,
-                                    0x42455201u},
-                                   p.seed);
+        PhiloxBlock r = Philox4x32(
+            {static_cast<uint32_t>(block), static_cast<uint32_t>(block >> 32), p.stream, 0x42455201u},
+            p.seed);
         for (uint64_t lane = i % 4; lane < 4 && i < last; ++lane, ++i) {
           if (r[lane] < threshold) cols->push_back(static_cast<uint32_t>(i - first));
         }
@@ -266,7 +265,8 @@ void KeptColumns(const LossyParams& p, uint32_t row, std::vector<uint32_t>* cols
         PhiloxBlock r{};
         for (uint32_t i = 0; i < k; ++i) {
           if (i % 4 == 0) {
-            r = Philox4x32({static_cast<uint32_t>(id), static_cast<uint32_t>(id >> 32), p.stream, i / 4}, p.seed);
+            r = Philox4x32({static_cast<uint32_t>(id), static_cast<uint32_t>(id >> 32), p.stream, i / 4},
+                           p.seed);
           }
           uint32_t pick = i + r[i % 4] % (len - i);
           std::swap(slots[i], slots[pick]);
@@ -416,7 +416,8 @@ StatusOr<LossyTensor> ParseLossyChunk(std::string_view encoded, DType* dtype) {
   if (p.values == ValueKind::kQuant && (p.bits < 1 || p.bits > 8 || p.planes < 1 || p.planes > p.bits)) {
     return Corruption("lossy chunk has bad quantization parameters");
   }
-  if (!std::isfinite(p.lambda) || !std::isfinite(p.mu)) return Corruption("lossy chunk has non-finite scalars");
+  if (!std::isfinite(p.lambda) || !std::isfinite(p.mu))
+    return Corruption("lossy chunk has non-finite scalars");
 
   std::string buf;
   if (p.mask == MaskKind::kPositions) {
@@ -473,7 +474,8 @@ Status DecodeLossyChunk(std::string_view encoded, std::string_view base, std::st
   DType dtype;
   DS_ASSIGN_OR_RETURN(LossyTensor t, ParseLossyChunk(encoded, &dtype));
   const uint64_t numel = static_cast<uint64_t>(t.p.rows) * t.p.cols;
-  if (base.size() != numel * DTypeSize(dtype)) return InvalidArgument("lossy chunk needs base bytes of its size");
+  if (base.size() != numel * DTypeSize(dtype))
+    return InvalidArgument("lossy chunk needs base bytes of its size");
   std::vector<float> w(numel), c(numel, 0.0f);
   if (!ToFloat32(dtype, base.data(), numel, w.data())) return Corruption("lossy chunk on a non-float dtype");
   size_t i = 0;

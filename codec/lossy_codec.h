@@ -33,10 +33,10 @@ struct LossyParams {
   float mu = 1.0f;      // DBMS scale of the compressed residual
   MaskKind mask = MaskKind::kDense;
   uint64_t seed = 0;
-  uint32_t stream = 0;   // distinguishes tensors under one seed
-  uint16_t group = 0;    // kGroupK: group size g along a row
-  uint16_t keep = 0;     // kGroupK: kept per full group k
-  float keep_prob = 1;   // kBernoulli
+  uint32_t stream = 0;  // distinguishes tensors under one seed
+  uint16_t group = 0;   // kGroupK: group size g along a row
+  uint16_t keep = 0;    // kGroupK: kept per full group k
+  float keep_prob = 1;  // kBernoulli
   ValueKind values = ValueKind::kQuant;
   uint8_t bits = 4;      // kQuant: code width (1..8)
   uint8_t planes = 1;    // kQuant: the codes are stored as this many bit planes, high bits first

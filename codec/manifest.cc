@@ -7,7 +7,9 @@ namespace {
 
 using json = nlohmann::json;
 
-json ChunkToJson(const ChunkRef& c) { return json::array({c.digest.ToString(), c.raw_size, c.stored_size}); }
+json ChunkToJson(const ChunkRef& c) {
+  return json::array({c.digest.ToString(), c.raw_size, c.stored_size});
+}
 
 json ChunksToJson(const std::vector<ChunkRef>& chunks) {
   json a = json::array();
@@ -16,11 +18,14 @@ json ChunksToJson(const std::vector<ChunkRef>& chunks) {
 }
 
 // Parsing helpers: every access checks the type, so a hostile manifest is an error, not an exception.
-Status Bad(const std::string& what) { return Corruption("manifest: " + what); }
+Status Bad(const std::string& what) {
+  return Corruption("manifest: " + what);
+}
 
 StatusOr<uint64_t> U64(const json& obj, const char* key) {
   auto it = obj.find(key);
-  if (it == obj.end() || !it->is_number_unsigned()) return Bad(std::string(key) + " must be an unsigned integer");
+  if (it == obj.end() || !it->is_number_unsigned())
+    return Bad(std::string(key) + " must be an unsigned integer");
   return it->get<uint64_t>();
 }
 StatusOr<std::string> Str(const json& obj, const char* key) {
@@ -186,9 +191,14 @@ std::string SerializeManifest(const Manifest& m) {
       jf["header"] = ChunkToJson(*f.header);
       json ts = json::array();
       for (const auto& t : f.tensors) {
-        ts.push_back({{"name", t.name}, {"dtype", DTypeName(t.dtype)}, {"shape", t.shape}, {"offset", t.offset},
-                      {"size", t.size}, {"sha256", t.sha256.ToString()},
-                      {"encoding", TensorEncodingName(t.encoding)}, {"chunks", ChunksToJson(t.chunks)}});
+        ts.push_back({{"name", t.name},
+                      {"dtype", DTypeName(t.dtype)},
+                      {"shape", t.shape},
+                      {"offset", t.offset},
+                      {"size", t.size},
+                      {"sha256", t.sha256.ToString()},
+                      {"encoding", TensorEncodingName(t.encoding)},
+                      {"chunks", ChunksToJson(t.chunks)}});
       }
       jf["tensors"] = std::move(ts);
     } else {
@@ -230,6 +240,8 @@ StatusOr<Manifest> ParseManifest(std::string_view text) {
   return m;
 }
 
-Digest ManifestDigest(const Manifest& m) { return Sha256::Of(SerializeManifest(m)); }
+Digest ManifestDigest(const Manifest& m) {
+  return Sha256::Of(SerializeManifest(m));
+}
 
 }  // namespace deltastore

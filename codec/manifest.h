@@ -30,7 +30,7 @@ struct TensorEntry {
   std::vector<uint64_t> shape;
   uint64_t offset = 0;  // in the file's data section
   uint64_t size = 0;
-  Digest sha256;        // of the raw tensor bytes
+  Digest sha256;  // of the raw tensor bytes
   TensorEncoding encoding = TensorEncoding::kStandalone;
   std::vector<ChunkRef> chunks;  // empty for kSameAsBase
 };
@@ -41,16 +41,16 @@ struct FileEntry {
   std::string path;
   FileKind kind = FileKind::kBlob;
   uint64_t size = 0;
-  Digest sha256;                  // of the whole file as it is served (rebuilt)
+  Digest sha256;                        // of the whole file as it is served (rebuilt)
   std::optional<Digest> source_sha256;  // lossy versions: of the file as uploaded, when it differs
-  std::optional<ChunkRef> header;  // safetensors: the verbatim header bytes
-  std::vector<TensorEntry> tensors;  // safetensors: in data order
-  std::vector<ChunkRef> chunks;      // blob: the file's bytes
+  std::optional<ChunkRef> header;       // safetensors: the verbatim header bytes
+  std::vector<TensorEntry> tensors;     // safetensors: in data order
+  std::vector<ChunkRef> chunks;         // blob: the file's bytes
 };
 
 struct Manifest {
-  std::string mode = "lossless";       // "lossless" (base or lossless delta), "lossy"
-  std::optional<Digest> base;          // base version digest, for finetunes
+  std::string mode = "lossless";  // "lossless" (base or lossless delta), "lossy"
+  std::optional<Digest> base;     // base version digest, for finetunes
   std::vector<FileEntry> files;
 
   uint64_t LogicalBytes() const;

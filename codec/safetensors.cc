@@ -12,24 +12,26 @@
 
 #include <nlohmann/json.hpp>
 
+#include "common/endian.h"
+
 namespace deltastore {
 namespace {
 
 using json = nlohmann::json;
 
 uint64_t LoadLE64(const char* p) {
-  uint64_t v = 0;
-  for (int i = 7; i >= 0; --i) v = (v << 8) | static_cast<uint8_t>(p[i]);
-  return v;
+  return GetLE(p, 8);
 }
 
 std::string StoreLE64(uint64_t v) {
-  std::string out(8, '\0');
-  for (int i = 0; i < 8; ++i) out[i] = static_cast<char>((v >> (8 * i)) & 0xff);
+  std::string out;
+  PutLE(&out, v, 8);
   return out;
 }
 
-Status Bad(const std::string& what) { return InvalidArgument("safetensors: " + what); }
+Status Bad(const std::string& what) {
+  return InvalidArgument("safetensors: " + what);
+}
 
 StatusOr<uint64_t> ParseUnsigned(const json& v, const std::string& what) {
   if (!v.is_number_unsigned()) {
@@ -61,7 +63,8 @@ StatusOr<TensorInfo> ParseTensor(const std::string& name, const json& entry, uin
     DS_ASSIGN_OR_RETURN(uint64_t dim, ParseUnsigned(d, "tensor '" + name + "' shape entry"));
     t.shape.push_back(dim);
     numel *= dim;
-    if (numel > (unsigned __int128)data_size) numel = (unsigned __int128)data_size + 1;  // clamp, reported below
+    if (numel > (unsigned __int128)data_size)
+      numel = (unsigned __int128)data_size + 1;  // clamp, reported below
   }
 
   const json& offsets = entry["data_offsets"];
@@ -193,10 +196,13 @@ StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std::stri
   return std::unique_ptr<SafetensorsFile>(new SafetensorsFile(path, fd, std::move(*parsed)));
 }
 
-SafetensorsFile::~SafetensorsFile() { ::close(fd_); }
+SafetensorsFile::~SafetensorsFile() {
+  ::close(fd_);
+}
 
 Status SafetensorsFile::ReadAt(uint64_t offset, uint64_t len, char* out) const {
-  if (offset + len > header_.file_size() || offset + len < offset) return OutOfRange("read past end of " + path_);
+  if (offset + len > header_.file_size() || offset + len < offset)
+    return OutOfRange("read past end of " + path_);
   while (len > 0) {
     ssize_t r = ::pread(fd_, out, len, static_cast<off_t>(offset));
     if (r < 0 && errno == EINTR) continue;
@@ -208,7 +214,8 @@ Status SafetensorsFile::ReadAt(uint64_t offset, uint64_t len, char* out) const {
   return OkStatus();
 }
 
-Status SafetensorsFile::ReadTensorRange(const TensorInfo& tensor, uint64_t offset, uint64_t len, char* out) const {
+Status SafetensorsFile::ReadTensorRange(const TensorInfo& tensor, uint64_t offset, uint64_t len,
+                                        char* out) const {
   if (offset + len > tensor.size()) return OutOfRange("read past end of tensor " + tensor.name);
   return ReadAt(header_.data_start() + tensor.begin + offset, len, out);
 }
@@ -224,7 +231,8 @@ StatusOr<SafetensorsHeader> BuildSafetensorsHeader(const std::vector<TensorSpec>
     uint64_t numel = 1;
     for (uint64_t d : spec.shape) numel *= d;
     uint64_t bytes = numel * DTypeSize(spec.dtype);
-    doc[spec.name] = {{"dtype", DTypeName(spec.dtype)}, {"shape", spec.shape}, {"data_offsets", {offset, offset + bytes}}};
+    doc[spec.name] = {
+        {"dtype", DTypeName(spec.dtype)}, {"shape", spec.shape}, {"data_offsets", {offset, offset + bytes}}};
     offset += bytes;
   }
   std::string text = doc.dump();

@@ -19,7 +19,9 @@ Sha256::Sha256() : ctx_(std::make_unique<Ctx>()) {
   }
 }
 
-Sha256::~Sha256() { EVP_MD_CTX_free(ctx_->md); }
+Sha256::~Sha256() {
+  EVP_MD_CTX_free(ctx_->md);
+}
 
 void Sha256::Update(const void* data, size_t size) {
   if (size > 0) EVP_DigestUpdate(ctx_->md, data, size);
@@ -51,7 +53,9 @@ std::string HexEncode(std::string_view bytes) {
   return out;
 }
 
-std::string Digest::Hex() const { return HexEncode(Raw()); }
+std::string Digest::Hex() const {
+  return HexEncode(Raw());
+}
 
 static int HexValue(char c) {
   if (c >= '0' && c <= '9') return c - '0';

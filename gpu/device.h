@@ -11,7 +11,7 @@ namespace deltastore {
 struct ComputeDevice {
   std::string name;  // "cuda:0" or "cpu"
   bool cuda = false;
-  int threads = 0;   // intra-op threads libtorch uses on the CPU
+  int threads = 0;  // intra-op threads libtorch uses on the CPU
   std::string torch_version;
 };
 

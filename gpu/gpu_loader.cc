@@ -16,7 +16,9 @@ std::atomic<const GpuApi*> g_api{nullptr};
 std::mutex g_mu;
 }  // namespace
 
-bool GpuApiLoaded() { return g_api.load() != nullptr; }
+bool GpuApiLoaded() {
+  return g_api.load() != nullptr;
+}
 
 StatusOr<const GpuApi*> LoadGpuApi() {
   if (const GpuApi* api = g_api.load()) return api;
@@ -28,7 +30,8 @@ StatusOr<const GpuApi*> LoadGpuApi() {
   auto exe = std::filesystem::read_symlink("/proc/self/exe", ec);
   if (!ec) {
     auto dir = exe.parent_path();
-    for (const char* rel : {"../gpu/libdeltastore_gpu.so", "libdeltastore_gpu.so", "../lib/libdeltastore_gpu.so"}) {
+    for (const char* rel :
+         {"../gpu/libdeltastore_gpu.so", "libdeltastore_gpu.so", "../lib/libdeltastore_gpu.so"}) {
       candidates.push_back((dir / rel).lexically_normal().string());
     }
   }
@@ -52,7 +55,8 @@ StatusOr<const GpuApi*> LoadGpuApi() {
     g_api.store(api);
     return api;
   }
-  return Unavailable("the compute backend (libdeltastore_gpu.so, libtorch) could not be loaded; tried:" + tried);
+  return Unavailable("the compute backend (libdeltastore_gpu.so, libtorch) could not be loaded; tried:" +
+                     tried);
 }
 
 }  // namespace deltastore

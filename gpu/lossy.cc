@@ -13,7 +13,8 @@ namespace deltastore {
 namespace {
 
 torch::Device ComputeDevice() {
-  static const torch::Device device = torch::cuda::is_available() ? torch::Device(torch::kCUDA) : torch::Device(torch::kCPU);
+  static const torch::Device device =
+      torch::cuda::is_available() ? torch::Device(torch::kCUDA) : torch::Device(torch::kCPU);
   return device;
 }
 
@@ -68,15 +69,19 @@ void Quantize(LossyTensor* t, const torch::Tensor& values, const torch::Tensor& 
   const int64_t levels = (1 << t->p.bits) - 1;
   auto dev = values.device();
   auto inf = std::numeric_limits<float>::infinity();
-  auto lo = torch::full({t->p.rows}, inf, torch::TensorOptions().device(dev)).scatter_reduce(0, rows, values, "amin");
-  auto hi = torch::full({t->p.rows}, -inf, torch::TensorOptions().device(dev)).scatter_reduce(0, rows, values, "amax");
+  auto lo = torch::full({t->p.rows}, inf, torch::TensorOptions().device(dev))
+                .scatter_reduce(0, rows, values, "amin");
+  auto hi = torch::full({t->p.rows}, -inf, torch::TensorOptions().device(dev))
+                .scatter_reduce(0, rows, values, "amax");
   lo = torch::where(torch::isfinite(lo), lo, torch::zeros_like(lo));
   hi = torch::where(torch::isfinite(hi), hi, torch::zeros_like(hi));
   // Scales and zeros are stored as fp16: quantize against the stored values.
   auto zero = lo.to(torch::kHalf).to(torch::kFloat32);
-  auto scale = ((hi - zero) / static_cast<float>(levels)).clamp_min(1e-7f).to(torch::kHalf).to(torch::kFloat32);
+  auto scale =
+      ((hi - zero) / static_cast<float>(levels)).clamp_min(1e-7f).to(torch::kHalf).to(torch::kFloat32);
   scale = torch::where(scale > 0, scale, torch::full_like(scale, 6e-8f));
-  auto codes = torch::round((values - zero.index({rows})) / scale.index({rows})).clamp(0, static_cast<double>(levels));
+  auto codes =
+      torch::round((values - zero.index({rows})) / scale.index({rows})).clamp(0, static_cast<double>(levels));
   auto c = codes.to(torch::kCPU).to(torch::kInt32).contiguous();
   t->codes.assign(c.data_ptr<int32_t>(), c.data_ptr<int32_t>() + c.numel());
   auto zc = zero.to(torch::kCPU).contiguous(), sc = scale.to(torch::kCPU).contiguous();
@@ -194,7 +199,8 @@ std::optional<Candidate> Ecsq(const Work& w) {
   const double sigma = w.R.std().item<double>();
   if (!(sigma > 0)) return std::nullopt;
   auto flat = w.R.flatten();
-  auto rows = torch::arange(static_cast<int64_t>(w.rows), torch::TensorOptions().dtype(torch::kInt64).device(flat.device()))
+  auto rows = torch::arange(static_cast<int64_t>(w.rows),
+                            torch::TensorOptions().dtype(torch::kInt64).device(flat.device()))
                   .repeat_interleave(static_cast<int64_t>(w.cols));
   auto make = [&](int step_index) {
     // steps on a geometric grid: sigma * 2^(-step_index / 8) from 16 sigma down to sigma / 2^12
@@ -208,7 +214,8 @@ std::optional<Candidate> Ecsq(const Work& w) {
     c.t.p = p;
     float st = HalfToFloat(FloatToHalf(static_cast<float>(step)));
     float zero = HalfToFloat(FloatToHalf(-128.0f * st));
-    auto codes = torch::round((flat - zero) / st).clamp(0, 255).to(torch::kCPU).to(torch::kInt32).contiguous();
+    auto codes =
+        torch::round((flat - zero) / st).clamp(0, 255).to(torch::kCPU).to(torch::kInt32).contiguous();
     c.t.codes.assign(codes.data_ptr<int32_t>(), codes.data_ptr<int32_t>() + codes.numel());
     c.t.row_scale.assign(w.rows, st);
     c.t.row_zero.assign(w.rows, zero);
@@ -250,8 +257,8 @@ std::optional<Candidate> RunMethod(const Work& w) {
             q.keep = static_cast<uint16_t>(k);
             return Build(w, q);
           };
-          std::optional<Candidate> c = o.keep ? std::optional<Candidate>(make(std::min(o.keep, gg)))
-                                              : FitBudget(w, 1, gg, make);
+          std::optional<Candidate> c =
+              o.keep ? std::optional<Candidate>(make(std::min(o.keep, gg))) : FitBudget(w, 1, gg, make);
           if (c && o.keep) c->fits = true;  // explicit parameters: the caller chose the size
           best = Better(std::move(best), std::move(c));
         }
@@ -341,7 +348,8 @@ Status Validate(DType dtype, uint32_t rows, uint32_t cols, const LossyOptions& o
   if (o.bits < 0 || o.bits > 8) return InvalidArgument("bits must be between 1 and 8");
   if (o.group < 0 || o.group > 65535) return InvalidArgument("group must be between 1 and 65535");
   if (o.keep < 0 || (o.group && o.keep > o.group)) return InvalidArgument("keep must be between 1 and group");
-  if (o.eval_samples < 1 || o.eval_samples > 4096) return InvalidArgument("eval_samples must be between 1 and 4096");
+  if (o.eval_samples < 1 || o.eval_samples > 4096)
+    return InvalidArgument("eval_samples must be between 1 and 4096");
   return OkStatus();
 }
 
@@ -376,8 +384,8 @@ StatusOr<LossyResult> CompressLossyTensor(DType dtype, const char* base, const c
     w.B = Load(dtype, base, rows, cols);
     auto F = Load(dtype, finetune, rows, cols);
     if (!torch::isfinite(F).all().item<bool>() || !torch::isfinite(w.B).all().item<bool>()) {
-      return Status(StatusCode::kInvalidArgument, "tensor holds NaN or Inf weights; lossy mode needs finite weights",
-                    "NONFINITE_WEIGHTS");
+      return Status(StatusCode::kInvalidArgument,
+                    "tensor holds NaN or Inf weights; lossy mode needs finite weights", "NONFINITE_WEIGHTS");
     }
     w.D = F - w.B;
     if (options.dbms) {
@@ -396,7 +404,8 @@ StatusOr<LossyResult> CompressLossyTensor(DType dtype, const char* base, const c
     int64_t samples = std::clamp<int64_t>((8192 + rows - 1) / rows, options.eval_samples, 1024);
     auto X = at::normal(0.0, 1.0, {static_cast<int64_t>(cols), samples}, gen);
     if (calib_diag) {
-      auto c = torch::from_blob(const_cast<float*>(calib_diag), {static_cast<int64_t>(cols)}, torch::kFloat32).clone();
+      auto c = torch::from_blob(const_cast<float*>(calib_diag), {static_cast<int64_t>(cols)}, torch::kFloat32)
+                   .clone();
       X = X * c.clamp_min(0).sqrt().unsqueeze(1);
     }
     w.X = X.to(ComputeDevice());
@@ -415,9 +424,10 @@ StatusOr<LossyResult> CompressLossyTensor(DType dtype, const char* base, const c
     // mu: 1 (unbiased) unless calibration statistics allow an output-space fit.
     if (calib_diag && options.fit_mu) {
       auto C = DenseEstimate(best->t);
-      auto c = torch::from_blob(const_cast<float*>(calib_diag), {1, static_cast<int64_t>(cols)}, torch::kFloat32)
-                   .clone()
-                   .to(ComputeDevice());
+      auto c =
+          torch::from_blob(const_cast<float*>(calib_diag), {1, static_cast<int64_t>(cols)}, torch::kFloat32)
+              .clone()
+              .to(ComputeDevice());
       double num = (w.R * C * c).sum().item<double>(), den = (C * C * c).sum().item<double>();
       if (den > 0 && std::isfinite(num / den)) {
         best->t.p.mu = static_cast<float>(num / den);
@@ -434,7 +444,9 @@ StatusOr<LossyResult> CompressLossyTensor(DType dtype, const char* base, const c
     r.method = std::string(LossyMethodName(options.method));
     r.lambda = best->t.p.lambda;
     r.mu = best->t.p.mu;
-    r.bits = best->t.p.values == ValueKind::kQuant ? best->t.p.bits : best->t.p.values == ValueKind::kF16 ? 16 : 1;
+    r.bits = best->t.p.values == ValueKind::kQuant ? best->t.p.bits
+             : best->t.p.values == ValueKind::kF16 ? 16
+                                                   : 1;
     r.group = best->t.p.group;
     r.keep = best->t.p.keep;
     r.keep_fraction = static_cast<double>(best->t.codes.size()) / (static_cast<double>(rows) * cols);

@@ -44,16 +44,16 @@ inline std::optional<LossyMethod> ParseLossyMethod(std::string_view name) {
 
 struct LossyOptions {
   LossyMethod method = LossyMethod::kDeltaDQ;
-  bool dbms = true;              // base shift lambda (per tensor unless lambda_override is set)
+  bool dbms = true;                      // base shift lambda (per tensor unless lambda_override is set)
   std::optional<float> lambda_override;  // per-model lambda computed by the caller
-  double target_ratio = 16.0;    // dtype bits per weight / stored bits per weight, for this tensor
+  double target_ratio = 16.0;            // dtype bits per weight / stored bits per weight, for this tensor
   // Explicit parameters (0 = chosen by the codec): bits per code, group size, kept per group.
   int bits = 0;
   int group = 0;
   int keep = 0;
   uint64_t seed = 0x44454C5441445121ull;  // "DELTADQ!"
-  bool fit_mu = true;            // fit mu on calibration-weighted output error when calibration is given
-  int eval_samples = 64;         // random inputs (at least; more for tensors with few rows)
+  bool fit_mu = true;     // fit mu on calibration-weighted output error when calibration is given
+  int eval_samples = 64;  // random inputs (at least; more for tensors with few rows)
 };
 
 struct LossyTensorReport {
@@ -68,12 +68,12 @@ struct LossyTensorReport {
   double output_error = 0;       // ||(W_ft - W_hat) X|| / ||(W_ft - W_base) X||, X random or calibrated
   double delta_norm = 0;         // ||W_ft - W_base||, to aggregate errors over tensors
   double delta_output_norm = 0;  // ||(W_ft - W_base) X||
-  std::string estimator;         // "ecsq" (dense, entropy-coded uniform quantizer) or "dropout" (group k-of-g)
+  std::string estimator;  // "ecsq" (dense, entropy-coded uniform quantizer) or "dropout" (group k-of-g)
 };
 
 struct LossyResult {
-  std::string chunk;             // the encoded lossy chunk (codec id kLossy)
-  std::string reconstructed;     // W_hat in the tensor's dtype, exactly what downloads will produce
+  std::string chunk;          // the encoded lossy chunk (codec id kLossy)
+  std::string reconstructed;  // W_hat in the tensor's dtype, exactly what downloads will produce
   LossyTensorReport report;
 };
 

@@ -8,17 +8,10 @@
 #include <cstring>
 #include <set>
 
+#include "common/endian.h"
+
 namespace deltastore {
 namespace {
-
-void PutLE(std::string* out, uint64_t v, int bytes) {
-  for (int i = 0; i < bytes; ++i) out->push_back(static_cast<char>((v >> (8 * i)) & 0xff));
-}
-uint64_t GetLE(const char* p, int bytes) {
-  uint64_t v = 0;
-  for (int i = bytes - 1; i >= 0; --i) v = (v << 8) | static_cast<uint8_t>(p[i]);
-  return v;
-}
 
 std::vector<ChunkRef> UniqueChunks(const Manifest& m) {
   std::vector<ChunkRef> out;
@@ -40,7 +33,8 @@ constexpr uint64_t kMaxManifestBytes = 1ull << 30;
 
 }  // namespace
 
-ContainerStreamer::ContainerStreamer(ChunkStore* store, const Manifest& manifest, const std::optional<Manifest>& base)
+ContainerStreamer::ContainerStreamer(ChunkStore* store, const Manifest& manifest,
+                                     const std::optional<Manifest>& base)
     : store_(store), chunks_(UniqueChunks(manifest)) {
   head_.append(kContainerMagic, 8);
   PutLE(&head_, kContainerFormatVersion, 4);
@@ -144,8 +138,10 @@ StatusOr<std::unique_ptr<ContainerFile>> ContainerFile::Open(const std::string& 
   }
   if (pos + 32 != size) return InvalidArgument("container has trailing bytes or is truncated");
   std::string trailer(32, '\0');
-  if (::pread(c->fd_, trailer.data(), 32, static_cast<off_t>(pos)) != 32) return IOError("short read in " + path);
-  if (trailer != hash.Finish().Raw()) return InvalidArgument("container digest does not match (corrupt download?)");
+  if (::pread(c->fd_, trailer.data(), 32, static_cast<off_t>(pos)) != 32)
+    return IOError("short read in " + path);
+  if (trailer != hash.Finish().Raw())
+    return InvalidArgument("container digest does not match (corrupt download?)");
   if (c->manifest_.base && (!c->base_ || ManifestDigest(*c->base_) != *c->manifest_.base)) {
     return InvalidArgument("container's base manifest does not match the version's base");
   }
@@ -158,12 +154,14 @@ StatusOr<std::string> ContainerFile::Get(const Digest& digest) {
   std::string out(it->second.second, '\0');
   uint64_t done = 0;
   while (done < out.size()) {
-    ssize_t r = ::pread(fd_, out.data() + done, out.size() - done, static_cast<off_t>(it->second.first + done));
+    ssize_t r =
+        ::pread(fd_, out.data() + done, out.size() - done, static_cast<off_t>(it->second.first + done));
     if (r < 0 && errno == EINTR) continue;
     if (r <= 0) return IOError("short read in container");
     done += r;
   }
-  if (Sha256::Of(out) != digest) return Corruption("container chunk " + digest.ToString() + " fails its digest");
+  if (Sha256::Of(out) != digest)
+    return Corruption("container chunk " + digest.ToString() + " fails its digest");
   return out;
 }
 

@@ -12,22 +12,35 @@ using json = nlohmann::json;
 
 namespace {
 
-Status Bad(const std::string& m) { return Status(StatusCode::kInvalidArgument, "policy: " + m, "POLICY_INVALID"); }
+Status Bad(const std::string& m) {
+  return Status(StatusCode::kInvalidArgument, "policy: " + m, "POLICY_INVALID");
+}
 
 StatusOr<int64_t> IntField(const json& p, const char* key, int64_t lo, int64_t hi, int64_t fallback) {
   if (!p.contains(key)) return fallback;
   const json& v = p[key];
   if (!v.is_number_integer()) return Bad(std::string(key) + " must be an integer");
   int64_t x = v.get<int64_t>();
-  if (x < lo || x > hi) return Bad(std::string(key) + " must be between " + std::to_string(lo) + " and " + std::to_string(hi));
+  if (x < lo || x > hi)
+    return Bad(std::string(key) + " must be between " + std::to_string(lo) + " and " + std::to_string(hi));
   return x;
 }
 
 }  // namespace
 
 StatusOr<LossyPolicy> ParseLossyPolicy(const json& p) {
-  static const std::set<std::string> known = {"mode", "ratio", "method", "dbms", "bits", "group", "keep", "seed",
-                                              "embeddings", "min_elements", "calibration", "fit_mu",
+  static const std::set<std::string> known = {"mode",
+                                              "ratio",
+                                              "method",
+                                              "dbms",
+                                              "bits",
+                                              "group",
+                                              "keep",
+                                              "seed",
+                                              "embeddings",
+                                              "min_elements",
+                                              "calibration",
+                                              "fit_mu",
                                               "allow_mismatched_shapes"};
   for (auto it = p.begin(); it != p.end(); ++it) {
     if (!known.count(it.key())) return Bad("unknown field '" + it.key() + "'");
@@ -42,8 +55,9 @@ StatusOr<LossyPolicy> ParseLossyPolicy(const json& p) {
   if (p.contains("method")) {
     if (!p["method"].is_string()) return Bad("method must be a string");
     auto m = ParseLossyMethod(p["method"].get<std::string>());
-    if (!m) return Bad("unknown method '" + p["method"].get<std::string>() +
-                       "' (deltadq, dare, random4, groupk4, bitdelta, topk8, lowbit)");
+    if (!m)
+      return Bad("unknown method '" + p["method"].get<std::string>() +
+                 "' (deltadq, dare, random4, groupk4, bitdelta, topk8, lowbit)");
     o.method = *m;
   }
   if (p.contains("dbms")) {
@@ -59,7 +73,8 @@ StatusOr<LossyPolicy> ParseLossyPolicy(const json& p) {
   DS_ASSIGN_OR_RETURN(int64_t keep, IntField(p, "keep", 1, 65535, 0));
   if (keep && !group) return Bad("keep needs group");
   if (keep > group) return Bad("keep must not exceed group");
-  if ((bits || group || keep) && o.method != LossyMethod::kDeltaDQ) return Bad("bits, group and keep apply to deltadq");
+  if ((bits || group || keep) && o.method != LossyMethod::kDeltaDQ)
+    return Bad("bits, group and keep apply to deltadq");
   o.bits = static_cast<int>(bits);
   o.group = static_cast<int>(group);
   o.keep = static_cast<int>(keep);
@@ -82,9 +97,14 @@ StatusOr<LossyPolicy> ParseLossyPolicy(const json& p) {
 
 json LossyPolicyJson(const LossyPolicy& pol) {
   const LossyOptions& o = pol.options;
-  json j = {{"mode", "lossy"},          {"ratio", o.target_ratio}, {"method", LossyMethodName(o.method)},
-            {"dbms", o.dbms},           {"seed", o.seed},          {"embeddings", pol.embeddings},
-            {"min_elements", pol.min_elements}, {"fit_mu", o.fit_mu}};
+  json j = {{"mode", "lossy"},
+            {"ratio", o.target_ratio},
+            {"method", LossyMethodName(o.method)},
+            {"dbms", o.dbms},
+            {"seed", o.seed},
+            {"embeddings", pol.embeddings},
+            {"min_elements", pol.min_elements},
+            {"fit_mu", o.fit_mu}};
   if (o.bits) j["bits"] = o.bits;
   if (o.group) j["group"] = o.group;
   if (o.keep) j["keep"] = o.keep;
@@ -95,12 +115,14 @@ json LossyPolicyJson(const LossyPolicy& pol) {
 StatusOr<std::shared_ptr<Calibration>> Calibration::Open(const std::string& path) {
   auto c = std::make_shared<Calibration>();
   auto f = SafetensorsFile::Open(path);
-  if (!f.ok()) return Status(StatusCode::kInvalidArgument, "calibration: " + f.status().message(), "CALIBRATION_INVALID");
+  if (!f.ok())
+    return Status(StatusCode::kInvalidArgument, "calibration: " + f.status().message(),
+                  "CALIBRATION_INVALID");
   c->file_ = std::move(*f);
   for (const auto& t : c->file_->header().tensors) {
     if (t.dtype != DType::kF32 || t.shape.size() != 1) {
-      return Status(StatusCode::kInvalidArgument, "calibration tensor " + t.name + " must be a 1-D F32 vector",
-                    "CALIBRATION_INVALID");
+      return Status(StatusCode::kInvalidArgument,
+                    "calibration tensor " + t.name + " must be a 1-D F32 vector", "CALIBRATION_INVALID");
     }
   }
   return c;
@@ -141,9 +163,10 @@ LossyHook MakeLossyHook(const LossyPolicy& policy, std::shared_ptr<Calibration> 
     uint64_t rows = t.shape[0], cols = t.numel() / rows;
     const std::vector<float>* calib = calibration ? calibration->For(t.name, cols) : nullptr;
     DS_ASSIGN_OR_RETURN(const GpuApi* gpu, LoadGpuApi());
-    DS_ASSIGN_OR_RETURN(LossyResult r, gpu->compress(t.dtype, base.data(), ft.data(), static_cast<uint32_t>(rows),
-                                                     static_cast<uint32_t>(cols), stream,
-                                                     calib ? calib->data() : nullptr, policy.options));
+    DS_ASSIGN_OR_RETURN(
+        LossyResult r,
+        gpu->compress(t.dtype, base.data(), ft.data(), static_cast<uint32_t>(rows),
+                      static_cast<uint32_t>(cols), stream, calib ? calib->data() : nullptr, policy.options));
     const LossyTensorReport& q = r.report;
     json rep = {{"name", t.name},
                 {"shape", t.shape},
@@ -165,7 +188,8 @@ LossyHook MakeLossyHook(const LossyPolicy& policy, std::shared_ptr<Calibration> 
                 {"delta_norm", q.delta_norm},
                 {"delta_output_norm", q.delta_output_norm},
                 {"calibrated", calib != nullptr}};
-    return std::optional<LossyOutcome>(LossyOutcome{std::move(r.chunk), std::move(r.reconstructed), rep.dump()});
+    return std::optional<LossyOutcome>(
+        LossyOutcome{std::move(r.chunk), std::move(r.reconstructed), rep.dump()});
   };
 }
 

@@ -17,9 +17,9 @@ namespace deltastore {
 
 struct LossyPolicy {
   LossyOptions options;
-  bool embeddings = false;        // embeddings stay lossless unless asked
-  uint64_t min_elements = 4096;   // smaller tensors stay lossless (their headers would dominate)
-  std::string calibration_upload; // optional upload id of per-layer input statistics (safetensors)
+  bool embeddings = false;         // embeddings stay lossless unless asked
+  uint64_t min_elements = 4096;    // smaller tensors stay lossless (their headers would dominate)
+  std::string calibration_upload;  // optional upload id of per-layer input statistics (safetensors)
 };
 
 // Parses {"mode":"lossy","ratio":16,"method":"deltadq","dbms":true,"bits":..,"group":..,"keep":..,

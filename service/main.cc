@@ -15,7 +15,8 @@ bool SplitListen(const std::string& listen, std::string* host, uint16_t* port) {
   if (colon == std::string::npos) return false;
   *host = listen.substr(0, colon);
   if (host->empty()) *host = "0.0.0.0";
-  if (host->size() > 2 && host->front() == '[' && host->back() == ']') *host = host->substr(1, host->size() - 2);
+  if (host->size() > 2 && host->front() == '[' && host->back() == ']')
+    *host = host->substr(1, host->size() - 2);
   try {
     int p = std::stoi(listen.substr(colon + 1));
     if (p < 0 || p > 65535) return false;
@@ -37,10 +38,14 @@ int main(int argc, char** argv) {
   int workers = 1;
   size_t max_uploads = 1000;
   app.add_option("--listen", listen, "address:port to listen on (port 0 picks one)")->envname("DS_LISTEN");
-  app.add_option("--data-dir", data_dir, "directory of the embedded RocksDB and spool files")->envname("DS_DATA_DIR");
+  app.add_option("--data-dir", data_dir, "directory of the embedded RocksDB and spool files")
+      ->envname("DS_DATA_DIR");
   app.add_option("--threads", threads, "HTTP threads")->envname("DS_THREADS")->check(CLI::Range(1, 256));
-  app.add_option("--workers", workers, "compression job threads")->envname("DS_WORKERS")->check(CLI::Range(1, 64));
-  app.add_option("--max-open-uploads", max_uploads, "open upload sessions allowed")->envname("DS_MAX_OPEN_UPLOADS");
+  app.add_option("--workers", workers, "compression job threads")
+      ->envname("DS_WORKERS")
+      ->check(CLI::Range(1, 64));
+  app.add_option("--max-open-uploads", max_uploads, "open upload sessions allowed")
+      ->envname("DS_MAX_OPEN_UPLOADS");
   bool repair = false;
   auto* check = app.add_subcommand("check", "verify every chunk and reference of the data dir, then exit");
   check->add_flag("--repair", repair, "rewrite reference counts that disagree with the manifests");

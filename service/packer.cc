@@ -42,7 +42,8 @@ StatusOr<std::vector<ChunkRef>> PutBytesAsChunks(RefGuard* guard, std::string_vi
   std::vector<ChunkRef> out;
   for (uint64_t off = 0; off < bytes.size() || (off == 0 && bytes.empty()); off += kChunkSize) {
     std::string_view piece = bytes.substr(off, kChunkSize);
-    DS_ASSIGN_OR_RETURN(ChunkRef r, guard->Put(EncodeChunk(DType::kU8, piece, {}, options.encode), piece.size(), stats));
+    DS_ASSIGN_OR_RETURN(ChunkRef r,
+                        guard->Put(EncodeChunk(DType::kU8, piece, {}, options.encode), piece.size(), stats));
     out.push_back(r);
     if (bytes.empty()) break;
   }
@@ -65,7 +66,8 @@ StatusOr<FileEntry> IngestBlob(RefGuard* guard, const IngestFile& in, IngestStat
     std::string_view piece(buf.data(), static_cast<size_t>(std::max<std::streamsize>(got, 0)));
     hash.Update(piece);
     e.size += piece.size();
-    DS_ASSIGN_OR_RETURN(ChunkRef r, guard->Put(EncodeChunk(DType::kU8, piece, {}, options.encode), piece.size(), stats));
+    DS_ASSIGN_OR_RETURN(ChunkRef r,
+                        guard->Put(EncodeChunk(DType::kU8, piece, {}, options.encode), piece.size(), stats));
     e.chunks.push_back(r);
     if (got < static_cast<std::streamsize>(buf.size())) break;
   }
@@ -80,8 +82,8 @@ bool SameLayout(const TensorEntry& base, const TensorInfo& t) {
 }
 
 StatusOr<FileEntry> IngestSafetensors(RefGuard* guard, const IngestFile& in, VersionReader* base,
-                                      IngestStats* stats, const IngestOptions& options, IngestProgress* progress,
-                                      const ProgressFn& report) {
+                                      IngestStats* stats, const IngestOptions& options,
+                                      IngestProgress* progress, const ProgressFn& report) {
   DS_ASSIGN_OR_RETURN(auto file, SafetensorsFile::Open(in.source_path));
   const SafetensorsHeader& h = file->header();
   FileEntry e;
@@ -124,7 +126,8 @@ StatusOr<FileEntry> IngestSafetensors(RefGuard* guard, const IngestFile& in, Ver
   std::string base_buf;
   uint32_t stream = 0;
   for (size_t i = 0; i < h.tensors.size(); ++i) {
-    if (options.cancelled && options.cancelled()) return Unavailable("ingest cancelled: the server is stopping");
+    if (options.cancelled && options.cancelled())
+      return Unavailable("ingest cancelled: the server is stopping");
     const TensorInfo& t = h.tensors[i];
     TensorEntry& te = e.tensors[i];
     const TensorEntry* bt = base ? base->FindTensor(t.name) : nullptr;
@@ -165,7 +168,8 @@ StatusOr<FileEntry> IngestSafetensors(RefGuard* guard, const IngestFile& in, Ver
           DS_RETURN_IF_ERROR(base->ReadTensor(*bt, off, len, base_buf.data()));
           base_view = base_buf;
         }
-        DS_ASSIGN_OR_RETURN(ChunkRef r, guard->Put(EncodeChunk(t.dtype, buf, base_view, options.encode), len, stats));
+        DS_ASSIGN_OR_RETURN(ChunkRef r,
+                            guard->Put(EncodeChunk(t.dtype, buf, base_view, options.encode), len, stats));
         te.chunks.push_back(r);
       }
     }
@@ -240,7 +244,8 @@ StatusOr<const std::string*> VersionReader::DecodedChunk(const TensorEntry& tens
 }
 
 Status VersionReader::ReadTensor(const TensorEntry& tensor, uint64_t offset, uint64_t len, char* out) {
-  if (offset + len > tensor.size || offset + len < offset) return OutOfRange("read past end of " + tensor.name);
+  if (offset + len > tensor.size || offset + len < offset)
+    return OutOfRange("read past end of " + tensor.name);
   if (tensor.encoding == TensorEncoding::kSameAsBase) {
     DS_ASSIGN_OR_RETURN(TensorSource * base, Base());
     const TensorEntry* bt = base->FindTensor(tensor.name);
@@ -264,7 +269,8 @@ Status VersionReader::ReadTensor(const TensorEntry& tensor, uint64_t offset, uin
   return len == 0 ? OkStatus() : Corruption("chunks of " + tensor.name + " are shorter than the tensor");
 }
 
-Status VersionReader::ReadChunks(const std::vector<ChunkRef>& chunks, uint64_t offset, uint64_t len, char* out) {
+Status VersionReader::ReadChunks(const std::vector<ChunkRef>& chunks, uint64_t offset, uint64_t len,
+                                 char* out) {
   uint64_t chunk_start = 0;
   for (const auto& ref : chunks) {
     uint64_t chunk_end = chunk_start + ref.raw_size;
@@ -282,28 +288,35 @@ Status VersionReader::ReadChunks(const std::vector<ChunkRef>& chunks, uint64_t o
   return len == 0 ? OkStatus() : OutOfRange("read past the end of the stored bytes");
 }
 
-FileStreamer::FileStreamer(VersionReader* reader, const FileEntry* file, uint64_t begin, uint64_t end, bool verify)
-    : reader_(reader), file_(file), pos_(begin), end_(std::min(end, file->size)),
+FileStreamer::FileStreamer(VersionReader* reader, const FileEntry* file, uint64_t begin, uint64_t end,
+                           bool verify)
+    : reader_(reader),
+      file_(file),
+      pos_(begin),
+      end_(std::min(end, file->size)),
       verify_(verify && begin == 0 && end >= file->size) {
   if (file->kind == FileKind::kBlob) {
     segments_.push_back({0, file->size, nullptr, &file->chunks});
   } else {
     header_ = {*file->header};
     segments_.push_back({0, file->header->raw_size, nullptr, &header_});
-    for (const auto& t : file->tensors) segments_.push_back({file->header->raw_size + t.offset, t.size, &t, nullptr});
+    for (const auto& t : file->tensors)
+      segments_.push_back({file->header->raw_size + t.offset, t.size, &t, nullptr});
   }
 }
 
 StatusOr<std::string> FileStreamer::Next() {
   while (pos_ < end_) {
-    if (segment_ >= segments_.size()) return Corruption("manifest of " + file_->path + " is shorter than the file");
+    if (segment_ >= segments_.size())
+      return Corruption("manifest of " + file_->path + " is shorter than the file");
     const Segment& seg = segments_[segment_];
     if (pos_ >= seg.begin + seg.size) {
       ++segment_;
       continue;
     }
     uint64_t in_seg = pos_ - seg.begin;
-    uint64_t n = std::min<uint64_t>(kChunkSize - in_seg % kChunkSize, std::min(end_, seg.begin + seg.size) - pos_);
+    uint64_t n =
+        std::min<uint64_t>(kChunkSize - in_seg % kChunkSize, std::min(end_, seg.begin + seg.size) - pos_);
     std::string piece(n, '\0');
     DS_RETURN_IF_ERROR(seg.tensor ? reader_->ReadTensor(*seg.tensor, in_seg, n, piece.data())
                                   : reader_->ReadChunks(*seg.chunks, in_seg, n, piece.data()));

@@ -64,8 +64,8 @@ class FileStreamer {
  private:
   struct Segment {
     uint64_t begin, size;
-    const TensorEntry* tensor;             // a tensor, or
-    const std::vector<ChunkRef>* chunks;   // plain chunks (header, blob)
+    const TensorEntry* tensor;            // a tensor, or
+    const std::vector<ChunkRef>* chunks;  // plain chunks (header, blob)
   };
   VersionReader* reader_;
   const FileEntry* file_;
@@ -89,7 +89,8 @@ class VersionReader : public TensorSource {
   // Reads bytes of plain (standalone, non-tensor) chunks: headers and blobs.
   Status ReadChunks(const std::vector<ChunkRef>& chunks, uint64_t offset, uint64_t len, char* out);
   // Streams bytes [begin, end) of a file through `sink` (see FileStreamer).
-  Status StreamFile(const FileEntry& file, uint64_t begin, uint64_t end, const ByteSink& sink, bool verify = true);
+  Status StreamFile(const FileEntry& file, uint64_t begin, uint64_t end, const ByteSink& sink,
+                    bool verify = true);
 
  private:
   StatusOr<TensorSource*> Base();
@@ -122,18 +123,21 @@ struct LossyOutcome {
 // Decides and performs lossy compression of a tensor whose base tensor has the same layout; returns
 // nullopt to store the tensor losslessly. `stream` numbers the tensors of a version.
 using LossyHook = std::function<StatusOr<std::optional<LossyOutcome>>(
-    const TensorInfo& tensor, const std::string& base_bytes, const std::string& finetune_bytes, uint32_t stream)>;
+    const TensorInfo& tensor, const std::string& base_bytes, const std::string& finetune_bytes,
+    uint32_t stream)>;
 
 struct IngestOptions {
   EncodeOptions encode;
-  LossyHook lossy;  // set for lossy versions
+  LossyHook lossy;                  // set for lossy versions
   std::function<bool()> cancelled;  // checked between tensors: true stops the ingest (kUnavailable)
 };
 
 // Stores the files and returns the manifest (the caller records it). `base` may be null (a base
-// version: tensors are stored standalone); `base_digest` is recorded in the manifest. On failure every chunk reference taken is dropped again.
+// version: tensors are stored standalone); `base_digest` is recorded in the manifest. On failure every chunk
+// reference taken is dropped again.
 StatusOr<Manifest> IngestFiles(ChunkStore* store, const std::vector<IngestFile>& files, VersionReader* base,
-                               const IngestOptions& options, IngestStats* stats, const ProgressFn& progress = {});
+                               const IngestOptions& options, IngestStats* stats,
+                               const ProgressFn& progress = {});
 
 // Drops the references a manifest holds (deleting a version).
 Status ReleaseManifest(ChunkStore* store, const Manifest& manifest);

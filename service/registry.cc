@@ -3,10 +3,10 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <ctime>
 #include <filesystem>
-#include <algorithm>
 #include <random>
 
 #include "migrations/schema.h"
@@ -39,8 +39,9 @@ std::string NowIso() {
 }
 
 std::string NewId() {
-  static thread_local std::mt19937_64 rng(std::random_device{}() ^
-                                          static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count()));
+  static thread_local std::mt19937_64 rng(
+      std::random_device{}() ^
+      static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count()));
   char buf[33];
   std::snprintf(buf, sizeof(buf), "%016lx%016lx", (unsigned long)rng(), (unsigned long)rng());
   return buf;
@@ -64,7 +65,9 @@ StatusOr<json> GetRecord(MetaStore* meta, std::string_view ns, std::string_view 
   return ParseRecord(text, what);
 }
 
-Status Invalid(std::string message) { return InvalidArgument(std::move(message)); }
+Status Invalid(std::string message) {
+  return InvalidArgument(std::move(message));
+}
 
 bool ValidPath(const std::string& p) {
   if (p.empty() || p.size() > 255 || p.front() == '/' || p.find('\0') != std::string::npos) return false;
@@ -87,7 +90,9 @@ bool IsSafetensors(const std::string& path) {
 
 bool ValidName(std::string_view name) {
   if (name.empty() || name.size() > 128) return false;
-  auto ok = [](char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-'; };
+  auto ok = [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-';
+  };
   if (!std::isalnum(static_cast<unsigned char>(name[0]))) return false;
   for (char c : name) {
     if (!ok(c)) return false;
@@ -98,7 +103,8 @@ bool ValidName(std::string_view name) {
 // ---------------------------------------------------------------------------------------------------
 // Opening and recovery
 
-Registry::Registry(RegistryOptions options, Stores stores) : options_(std::move(options)), stores_(std::move(stores)) {}
+Registry::Registry(RegistryOptions options, Stores stores)
+    : options_(std::move(options)), stores_(std::move(stores)) {}
 
 StatusOr<std::unique_ptr<Registry>> Registry::Open(const RegistryOptions& options) {
   std::error_code ec;
@@ -109,11 +115,14 @@ StatusOr<std::unique_ptr<Registry>> Registry::Open(const RegistryOptions& option
   DS_RETURN_IF_ERROR(CheckAndMigrate(r->meta(), r->chunks()).status());
   if (!options.recover) return r;
   DS_RETURN_IF_ERROR(r->Recover());
-  for (int i = 0; i < std::max(1, options.workers); ++i) r->workers_.emplace_back([p = r.get()] { p->WorkerLoop(); });
+  for (int i = 0; i < std::max(1, options.workers); ++i)
+    r->workers_.emplace_back([p = r.get()] { p->WorkerLoop(); });
   return r;
 }
 
-Registry::~Registry() { Shutdown(); }
+Registry::~Registry() {
+  Shutdown();
+}
 
 void Registry::Shutdown() {
   {
@@ -186,7 +195,8 @@ StatusOr<json> Registry::CreateUpload() {
   }));
   if (open >= options_.max_open_uploads) {
     return Status(StatusCode::kResourceExhausted,
-                  "too many open uploads (" + std::to_string(open) + "); seal or delete some first", "TOO_MANY_UPLOADS");
+                  "too many open uploads (" + std::to_string(open) + "); seal or delete some first",
+                  "TOO_MANY_UPLOADS");
   }
   json u = {{"id", NewId()}, {"offset", 0}, {"state", "open"}, {"created_at", NowIso()}};
   int fd = ::open(SpoolPath(u["id"]).c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
@@ -218,7 +228,8 @@ class SpoolWriter : public UploadWriter {
       ssize_t n = ::pwrite(fd_, piece.data(), piece.size(), static_cast<off_t>(offset_));
       if (n < 0 && errno == EINTR) continue;
       if (n < 0) {
-        if (errno == ENOSPC) return Status(StatusCode::kResourceExhausted, "disk full while writing the upload", "DISK_FULL");
+        if (errno == ENOSPC)
+          return Status(StatusCode::kResourceExhausted, "disk full while writing the upload", "DISK_FULL");
         return IOError(std::string("writing upload: ") + std::strerror(errno));
       }
       offset_ += n;
@@ -252,10 +263,12 @@ class SpoolWriter : public UploadWriter {
   bool committed_ = false;
 };
 
-StatusOr<std::unique_ptr<UploadWriter>> Registry::AppendUpload(const std::string& id, std::optional<uint64_t> start) {
+StatusOr<std::unique_ptr<UploadWriter>> Registry::AppendUpload(const std::string& id,
+                                                               std::optional<uint64_t> start) {
   std::lock_guard<std::mutex> lock(mu_);
   DS_ASSIGN_OR_RETURN(json u, GetUpload(id));
-  if (u["state"] != "open") return Status(StatusCode::kFailedPrecondition, "upload " + id + " is sealed", "UPLOAD_SEALED");
+  if (u["state"] != "open")
+    return Status(StatusCode::kFailedPrecondition, "upload " + id + " is sealed", "UPLOAD_SEALED");
   if (writing_.count(id)) {
     return Status(StatusCode::kFailedPrecondition, "another request is writing upload " + id, "UPLOAD_BUSY");
   }
@@ -279,10 +292,12 @@ StatusOr<std::unique_ptr<UploadWriter>> Registry::AppendUpload(const std::string
 
 StatusOr<json> Registry::SealUpload(const std::string& id, const std::string& digest_text) {
   auto expected = Digest::Parse(digest_text);
-  if (!expected.ok()) return Status(StatusCode::kInvalidArgument, "digest must be sha256:<64 hex>", "DIGEST_INVALID");
+  if (!expected.ok())
+    return Status(StatusCode::kInvalidArgument, "digest must be sha256:<64 hex>", "DIGEST_INVALID");
   std::lock_guard<std::mutex> lock(mu_);
   DS_ASSIGN_OR_RETURN(json u, GetUpload(id));
-  if (writing_.count(id)) return Status(StatusCode::kFailedPrecondition, "upload " + id + " is being written", "UPLOAD_BUSY");
+  if (writing_.count(id))
+    return Status(StatusCode::kFailedPrecondition, "upload " + id + " is being written", "UPLOAD_BUSY");
   if (u["state"] == "sealed") {
     if (u["digest"] == expected->ToString()) return u;
     return Status(StatusCode::kFailedPrecondition, "upload " + id + " is already sealed", "UPLOAD_SEALED");
@@ -306,9 +321,10 @@ StatusOr<json> Registry::SealUpload(const std::string& id, const std::string& di
   ::close(fd);
   Digest actual = hash.Finish();
   if (actual != *expected) {
-    return Status(StatusCode::kInvalidArgument,
-                  "digest mismatch: the " + std::to_string(size) + " bytes received hash to " + actual.ToString(),
-                  "DIGEST_INVALID");
+    return Status(
+        StatusCode::kInvalidArgument,
+        "digest mismatch: the " + std::to_string(size) + " bytes received hash to " + actual.ToString(),
+        "DIGEST_INVALID");
   }
   u["state"] = "sealed";
   u["digest"] = actual.ToString();
@@ -321,7 +337,8 @@ StatusOr<json> Registry::SealUpload(const std::string& id, const std::string& di
 Status Registry::DeleteUpload(const std::string& id) {
   std::lock_guard<std::mutex> lock(mu_);
   DS_ASSIGN_OR_RETURN(json u, GetUpload(id));
-  if (writing_.count(id)) return Status(StatusCode::kFailedPrecondition, "upload " + id + " is being written", "UPLOAD_BUSY");
+  if (writing_.count(id))
+    return Status(StatusCode::kFailedPrecondition, "upload " + id + " is being written", "UPLOAD_BUSY");
   DS_RETURN_IF_ERROR(meta()->Delete(kUploads, id));
   std::error_code ec;
   fs::remove(SpoolPath(id), ec);
@@ -338,10 +355,11 @@ StatusOr<Manifest> Registry::LoadManifest(const Digest& digest) {
     if (it != manifest_cache_.end()) return it->second;
   }
   std::string model;
-  DS_RETURN_IF_ERROR(meta()->Scan(kDigests, Key(digest.Hex(), ""), "", [&](std::string_view key, std::string_view) {
-    model = std::string(key.substr(65));
-    return false;
-  }));
+  DS_RETURN_IF_ERROR(
+      meta()->Scan(kDigests, Key(digest.Hex(), ""), "", [&](std::string_view key, std::string_view) {
+        model = std::string(key.substr(65));
+        return false;
+      }));
   if (model.empty()) return NotFound("version " + digest.ToString() + " not found");
   DS_ASSIGN_OR_RETURN(json rec, VersionRecord(model, digest));
   DS_ASSIGN_OR_RETURN(Manifest m, ParseManifest(rec["manifest"].get<std::string>()));
@@ -354,13 +372,15 @@ StatusOr<Manifest> Registry::LoadManifest(const Digest& digest) {
 StatusOr<json> Registry::VersionRecord(const std::string& model, const Digest& digest) {
   auto rec = GetRecord(meta(), kVersions, Key(model, digest.Hex()), "version");
   if (!rec.ok() && rec.status().code() == StatusCode::kNotFound) {
-    return Status(StatusCode::kNotFound, "model " + model + " has no version " + digest.ToString(), "VERSION_UNKNOWN");
+    return Status(StatusCode::kNotFound, "model " + model + " has no version " + digest.ToString(),
+                  "VERSION_UNKNOWN");
   }
   return rec;
 }
 
 StatusOr<VersionRef> Registry::Resolve(const std::string& model, const std::string& ref) {
-  if (!ValidName(model)) return Status(StatusCode::kInvalidArgument, "invalid model name '" + model + "'", "NAME_INVALID");
+  if (!ValidName(model))
+    return Status(StatusCode::kInvalidArgument, "invalid model name '" + model + "'", "NAME_INVALID");
   auto m = meta()->Get(kModels, model);
   if (!m.ok()) {
     if (m.status().code() == StatusCode::kNotFound) {
@@ -371,7 +391,8 @@ StatusOr<VersionRef> Registry::Resolve(const std::string& model, const std::stri
   Digest d;
   if (ref.rfind("sha256:", 0) == 0) {
     auto parsed = Digest::Parse(ref);
-    if (!parsed.ok()) return Status(StatusCode::kInvalidArgument, "malformed digest " + ref, "DIGEST_INVALID");
+    if (!parsed.ok())
+      return Status(StatusCode::kInvalidArgument, "malformed digest " + ref, "DIGEST_INVALID");
     d = *parsed;
   } else {
     auto tag = meta()->Get(kTags, Key(model, ref));
@@ -388,7 +409,8 @@ StatusOr<VersionRef> Registry::Resolve(const std::string& model, const std::stri
 }
 
 StatusOr<json> Registry::CreateVersion(const std::string& model, const json& request) {
-  if (!ValidName(model)) return Status(StatusCode::kInvalidArgument, "invalid model name '" + model + "'", "NAME_INVALID");
+  if (!ValidName(model))
+    return Status(StatusCode::kInvalidArgument, "invalid model name '" + model + "'", "NAME_INVALID");
   if (!request.is_object()) return Invalid("body must be a JSON object");
   auto files_it = request.find("files");
   if (files_it == request.end() || !files_it->is_array() || files_it->empty()) {
@@ -406,7 +428,8 @@ StatusOr<json> Registry::CreateVersion(const std::string& model, const json& req
     if (!paths.insert(path).second) return Invalid("file " + path + " appears twice");
     DS_ASSIGN_OR_RETURN(json u, GetUpload(upload));
     if (u["state"] != "sealed") {
-      return Status(StatusCode::kFailedPrecondition, "upload " + upload + " is not sealed", "UPLOAD_NOT_SEALED");
+      return Status(StatusCode::kFailedPrecondition, "upload " + upload + " is not sealed",
+                    "UPLOAD_NOT_SEALED");
     }
     files.push_back({{"path", path}, {"upload", upload}, {"size", u["size"]}, {"digest", u["digest"]}});
   }
@@ -428,7 +451,8 @@ StatusOr<json> Registry::CreateVersion(const std::string& model, const json& req
     if (!lp.calibration_upload.empty()) {
       DS_ASSIGN_OR_RETURN(json cu, GetUpload(lp.calibration_upload));
       if (cu["state"] != "sealed") {
-        return Status(StatusCode::kFailedPrecondition, "calibration upload is not sealed", "UPLOAD_NOT_SEALED");
+        return Status(StatusCode::kFailedPrecondition, "calibration upload is not sealed",
+                      "UPLOAD_NOT_SEALED");
       }
       DS_RETURN_IF_ERROR(Calibration::Open(SpoolPath(lp.calibration_upload)).status());
     }
@@ -437,8 +461,8 @@ StatusOr<json> Registry::CreateVersion(const std::string& model, const json& req
   } else {
     for (auto it = policy.begin(); it != policy.end(); ++it) {
       if (it.key() != "mode" && it.key() != "allow_mismatched_shapes") {
-        return Status(StatusCode::kInvalidArgument, "policy field '" + it.key() + "' applies to lossy mode only",
-                      "POLICY_INVALID");
+        return Status(StatusCode::kInvalidArgument,
+                      "policy field '" + it.key() + "' applies to lossy mode only", "POLICY_INVALID");
       }
     }
   }
@@ -456,7 +480,8 @@ StatusOr<json> Registry::CreateVersion(const std::string& model, const json& req
     if (!b.is_object() || !b.contains("model") || !b["model"].is_string()) {
       return Invalid("base must be {\"model\": name, \"version\": tag or digest}");
     }
-    std::string bref = b.contains("version") && b["version"].is_string() ? b["version"].get<std::string>() : "latest";
+    std::string bref =
+        b.contains("version") && b["version"].is_string() ? b["version"].get<std::string>() : "latest";
     DS_ASSIGN_OR_RETURN(VersionRef r, Resolve(b["model"], bref));
     base = {{"model", r.model}, {"digest", r.digest.ToString()}};
     DS_ASSIGN_OR_RETURN(base_manifest, LoadManifest(r.digest));
@@ -474,7 +499,8 @@ StatusOr<json> Registry::CreateVersion(const std::string& model, const json& req
     std::string path = f["path"];
     if (!IsSafetensors(path)) continue;
     auto st = SafetensorsFile::Open(SpoolPath(f["upload"]));
-    if (!st.ok()) return Status(StatusCode::kInvalidArgument, path + ": " + st.status().message(), "SAFETENSORS_INVALID");
+    if (!st.ok())
+      return Status(StatusCode::kInvalidArgument, path + ": " + st.status().message(), "SAFETENSORS_INVALID");
     for (const auto& t : (*st)->header().tensors) {
       ++total;
       auto it = base_tensors.find(t.name);
@@ -484,28 +510,30 @@ StatusOr<json> Registry::CreateVersion(const std::string& model, const json& req
     }
   }
   if (base_manifest && total > 0 && shared == 0) {
-    return Status(StatusCode::kInvalidArgument, "the checkpoint shares no tensor name with the base", "BASE_MISMATCH");
+    return Status(StatusCode::kInvalidArgument, "the checkpoint shares no tensor name with the base",
+                  "BASE_MISMATCH");
   }
   if (!mismatched.empty() && !allow_mismatch) {
     std::string names;
     for (size_t i = 0; i < mismatched.size() && i < 5; ++i) names += (i ? ", " : "") + mismatched[i];
     return Status(StatusCode::kInvalidArgument,
-                  std::to_string(mismatched.size()) + " tensors differ in dtype or shape from the base (" + names +
-                      "); set policy.allow_mismatched_shapes to store them standalone",
+                  std::to_string(mismatched.size()) + " tensors differ in dtype or shape from the base (" +
+                      names + "); set policy.allow_mismatched_shapes to store them standalone",
                   "BASE_MISMATCH");
   }
 
   std::string now = NowIso();
-  json job = {{"id", NewId()},
-              {"state", "queued"},
-              {"model", model},
-              {"files", files},
-              {"base", base},
-              {"policy", policy_record},
-              {"tags", tags},
-              {"progress", {{"tensors_done", 0}, {"tensors_total", 0}, {"bytes_done", 0}, {"bytes_total", 0}}},
-              {"created_at", now},
-              {"updated_at", now}};
+  json job = {
+      {"id", NewId()},
+      {"state", "queued"},
+      {"model", model},
+      {"files", files},
+      {"base", base},
+      {"policy", policy_record},
+      {"tags", tags},
+      {"progress", {{"tensors_done", 0}, {"tensors_total", 0}, {"bytes_done", 0}, {"bytes_total", 0}}},
+      {"created_at", now},
+      {"updated_at", now}};
   DS_RETURN_IF_ERROR(UpdateJob(job));
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -515,7 +543,9 @@ StatusOr<json> Registry::CreateVersion(const std::string& model, const json& req
   return job;
 }
 
-Status Registry::UpdateJob(const json& job) { return meta()->Put(kJobs, job["id"].get<std::string>(), job.dump()); }
+Status Registry::UpdateJob(const json& job) {
+  return meta()->Put(kJobs, job["id"].get<std::string>(), job.dump());
+}
 
 StatusOr<json> Registry::GetJob(const std::string& id) {
   auto j = GetRecord(meta(), kJobs, id, "job");
@@ -589,7 +619,8 @@ Status Registry::ExecuteJob(const std::string& id, json* job) {
     std::string upload = f["upload"];
     DS_ASSIGN_OR_RETURN(json u, GetUpload(upload));
     if (u["state"] != "sealed" || u["digest"] != f["digest"]) {
-      return Status(StatusCode::kFailedPrecondition, "upload " + upload + " changed or was deleted", "UPLOAD_NOT_SEALED");
+      return Status(StatusCode::kFailedPrecondition, "upload " + upload + " changed or was deleted",
+                    "UPLOAD_NOT_SEALED");
     }
     files.push_back({SpoolPath(upload), f["path"]});
   }
@@ -620,7 +651,8 @@ Status Registry::ExecuteJob(const std::string& id, json* job) {
     (*job)["updated_at"] = NowIso();
     (void)UpdateJob(*job);
   };
-  DS_ASSIGN_OR_RETURN(Manifest m, IngestFiles(chunks(), files, base_reader.get(), ingest_options, &stats, progress));
+  DS_ASSIGN_OR_RETURN(Manifest m,
+                      IngestFiles(chunks(), files, base_reader.get(), ingest_options, &stats, progress));
   if (lossy) m.mode = "lossy";
   Digest digest = ManifestDigest(m);
 
@@ -630,7 +662,8 @@ Status Registry::ExecuteJob(const std::string& id, json* job) {
     auto still = VersionRecord(base_ref->model, base_ref->digest);
     if (!still.ok()) {
       release();
-      return Status(StatusCode::kFailedPrecondition, "the base version was deleted while the job ran", "BASE_DELETED");
+      return Status(StatusCode::kFailedPrecondition, "the base version was deleted while the job ran",
+                    "BASE_DELETED");
     }
   }
   MetaBatch batch;
@@ -639,10 +672,14 @@ Status Registry::ExecuteJob(const std::string& id, json* job) {
   if (existing.ok()) {
     release();  // the same content is already a version of this model: keep one set of references
   } else {
-    json stats_json = {{"new_bytes", stats.new_bytes},          {"encoded_bytes", stats.encoded_bytes},
-                       {"logical_bytes", stats.logical_bytes},  {"chunks", stats.chunks},
-                       {"new_chunks", stats.new_chunks},        {"tensors", stats.tensors},
-                       {"tensors_delta", stats.tensors_delta},  {"tensors_same", stats.tensors_same},
+    json stats_json = {{"new_bytes", stats.new_bytes},
+                       {"encoded_bytes", stats.encoded_bytes},
+                       {"logical_bytes", stats.logical_bytes},
+                       {"chunks", stats.chunks},
+                       {"new_chunks", stats.new_chunks},
+                       {"tensors", stats.tensors},
+                       {"tensors_delta", stats.tensors_delta},
+                       {"tensors_same", stats.tensors_same},
                        {"tensors_standalone", stats.tensors_standalone},
                        {"tensors_lossy", stats.tensors_lossy}};
     json rec = {{"model", model},
@@ -653,7 +690,8 @@ Status Registry::ExecuteJob(const std::string& id, json* job) {
                 {"stats", stats_json},
                 {"manifest", SerializeManifest(m)}};
     if (lossy) rec["quality"] = QualityReport(*lossy, stats, m);
-    if (!meta()->Get(kModels, model).ok()) batch.Put(kModels, model, json{{"name", model}, {"created_at", now}}.dump());
+    if (!meta()->Get(kModels, model).ok())
+      batch.Put(kModels, model, json{{"name", model}, {"created_at", now}}.dump());
     batch.Put(kVersions, Key(model, digest.Hex()), rec.dump());
     batch.Put(kDigests, Key(digest.Hex(), model), "");
     if (base_ref) batch.Put(kChildren, Key(base_ref->digest.Hex(), Key(model, digest.Hex())), "");
@@ -685,8 +723,8 @@ Status Registry::ExecuteJob(const std::string& id, json* job) {
 // Reading
 
 json Registry::Summary(const json& rec) {
-  json out = {{"model", rec["model"]},   {"digest", rec["digest"]}, {"created_at", rec["created_at"]},
-              {"base", rec["base"]},     {"mode", rec["mode"]},     {"stats", rec["stats"]}};
+  json out = {{"model", rec["model"]}, {"digest", rec["digest"]}, {"created_at", rec["created_at"]},
+              {"base", rec["base"]},   {"mode", rec["mode"]},     {"stats", rec["stats"]}};
   if (rec.contains("quality")) out["quality"] = rec["quality"];
   auto m = ParseManifest(rec["manifest"].get<std::string>());
   if (m.ok()) {
@@ -722,7 +760,10 @@ StatusOr<json> Registry::ListModels(const std::string& after, size_t limit) {
     auto j = ParseRecord(value, "model");
     if (j.ok()) {
       size_t n = 0;
-      (void)meta()->Scan(kVersions, Key(key, ""), "", [&](std::string_view, std::string_view) { ++n; return true; });
+      (void)meta()->Scan(kVersions, Key(key, ""), "", [&](std::string_view, std::string_view) {
+        ++n;
+        return true;
+      });
       models.push_back({{"name", std::string(key)}, {"created_at", (*j)["created_at"]}, {"versions", n}});
     }
     return true;
@@ -731,7 +772,8 @@ StatusOr<json> Registry::ListModels(const std::string& after, size_t limit) {
 }
 
 StatusOr<json> Registry::GetModel(const std::string& model) {
-  if (!ValidName(model)) return Status(StatusCode::kInvalidArgument, "invalid model name '" + model + "'", "NAME_INVALID");
+  if (!ValidName(model))
+    return Status(StatusCode::kInvalidArgument, "invalid model name '" + model + "'", "NAME_INVALID");
   auto rec = GetRecord(meta(), kModels, model, "model");
   if (!rec.ok()) {
     if (rec.status().code() == StatusCode::kNotFound) {
@@ -740,7 +782,10 @@ StatusOr<json> Registry::GetModel(const std::string& model) {
     return rec.status();
   }
   size_t n = 0;
-  DS_RETURN_IF_ERROR(meta()->Scan(kVersions, Key(model, ""), "", [&](std::string_view, std::string_view) { ++n; return true; }));
+  DS_RETURN_IF_ERROR(meta()->Scan(kVersions, Key(model, ""), "", [&](std::string_view, std::string_view) {
+    ++n;
+    return true;
+  }));
   DS_ASSIGN_OR_RETURN(json tags, ListTags(model));
   return json{{"name", model}, {"created_at", (*rec)["created_at"]}, {"versions", n}, {"tags", tags["tags"]}};
 }
@@ -755,15 +800,16 @@ StatusOr<json> Registry::ListVersions(const std::string& model, const std::strin
   }
   json versions = json::array();
   std::string next;
-  DS_RETURN_IF_ERROR(meta()->Scan(kVersions, Key(model, ""), start, [&](std::string_view, std::string_view value) {
-    if (versions.size() == limit) {
-      next = versions.back()["digest"];
-      return false;
-    }
-    auto j = ParseRecord(value, "version");
-    if (j.ok()) versions.push_back(Summary(*j));
-    return true;
-  }));
+  DS_RETURN_IF_ERROR(
+      meta()->Scan(kVersions, Key(model, ""), start, [&](std::string_view, std::string_view value) {
+        if (versions.size() == limit) {
+          next = versions.back()["digest"];
+          return false;
+        }
+        auto j = ParseRecord(value, "version");
+        if (j.ok()) versions.push_back(Summary(*j));
+        return true;
+      }));
   return json{{"versions", versions}, {"next", next.empty() ? json(nullptr) : json(next)}};
 }
 
@@ -783,24 +829,32 @@ StatusOr<OpenVersion> Registry::OpenForRead(const std::string& model, const std:
     DS_ASSIGN_OR_RETURN(Manifest bm, LoadManifest(*m.base));
     v.base_manifest = std::move(bm);
   }
-  v.reader = std::make_shared<VersionReader>(chunks(), std::move(m), [this](const Digest& d) { return LoadManifest(d); });
+  v.reader = std::make_shared<VersionReader>(chunks(), std::move(m),
+                                             [this](const Digest& d) { return LoadManifest(d); });
   return v;
 }
 
 StatusOr<json> Registry::ListTags(const std::string& model) {
   json tags = json::object();
-  DS_RETURN_IF_ERROR(meta()->Scan(kTags, Key(model, ""), "", [&](std::string_view key, std::string_view value) {
-    tags[std::string(key.substr(model.size() + 1))] = std::string(value);
-    return true;
-  }));
+  DS_RETURN_IF_ERROR(
+      meta()->Scan(kTags, Key(model, ""), "", [&](std::string_view key, std::string_view value) {
+        tags[std::string(key.substr(model.size() + 1))] = std::string(value);
+        return true;
+      }));
   return json{{"tags", tags}};
 }
 
 StatusOr<json> Registry::Stats() {
   DS_ASSIGN_OR_RETURN(ChunkStoreStats cs, chunks()->Stats());
   size_t models = 0, versions = 0;
-  DS_RETURN_IF_ERROR(meta()->Scan(kModels, "", "", [&](std::string_view, std::string_view) { ++models; return true; }));
-  DS_RETURN_IF_ERROR(meta()->Scan(kVersions, "", "", [&](std::string_view, std::string_view) { ++versions; return true; }));
+  DS_RETURN_IF_ERROR(meta()->Scan(kModels, "", "", [&](std::string_view, std::string_view) {
+    ++models;
+    return true;
+  }));
+  DS_RETURN_IF_ERROR(meta()->Scan(kVersions, "", "", [&](std::string_view, std::string_view) {
+    ++versions;
+    return true;
+  }));
   return json{{"chunks", cs.chunks}, {"stored_bytes", cs.bytes}, {"models", models}, {"versions", versions}};
 }
 
@@ -808,7 +862,8 @@ StatusOr<json> Registry::Stats() {
 // Changing
 
 Status Registry::SetTag(const std::string& model, const std::string& tag, const std::string& version) {
-  if (!ValidName(tag)) return Status(StatusCode::kInvalidArgument, "invalid tag '" + tag + "'", "NAME_INVALID");
+  if (!ValidName(tag))
+    return Status(StatusCode::kInvalidArgument, "invalid tag '" + tag + "'", "NAME_INVALID");
   if (version.rfind("sha256:", 0) != 0) return Invalid("version must be a digest sha256:<hex>");
   std::lock_guard<std::mutex> lock(commit_mu_);
   DS_ASSIGN_OR_RETURN(VersionRef r, Resolve(model, version));
@@ -826,12 +881,13 @@ StatusOr<json> Registry::DeleteVersion(const std::string& model, const std::stri
   DS_ASSIGN_OR_RETURN(VersionRef r, Resolve(model, ref));
   DS_ASSIGN_OR_RETURN(json rec, VersionRecord(r.model, r.digest));
   std::string child;
-  DS_RETURN_IF_ERROR(meta()->Scan(kChildren, Key(r.digest.Hex(), ""), "", [&](std::string_view key, std::string_view) {
-    std::string_view rest = key.substr(65);
-    size_t z = rest.find('\0');
-    child = std::string(rest.substr(0, z)) + "@sha256:" + std::string(rest.substr(z + 1));
-    return false;
-  }));
+  DS_RETURN_IF_ERROR(
+      meta()->Scan(kChildren, Key(r.digest.Hex(), ""), "", [&](std::string_view key, std::string_view) {
+        std::string_view rest = key.substr(65);
+        size_t z = rest.find('\0');
+        child = std::string(rest.substr(0, z)) + "@sha256:" + std::string(rest.substr(z + 1));
+        return false;
+      }));
   if (!child.empty()) {
     return Status(StatusCode::kFailedPrecondition, "version is the base of " + child + "; delete that first",
                   "VERSION_IN_USE");
@@ -844,12 +900,16 @@ StatusOr<json> Registry::DeleteVersion(const std::string& model, const std::stri
     auto bd = Digest::Parse(rec["base"]["digest"].get<std::string>());
     if (bd.ok()) batch.Delete(kChildren, Key(bd->Hex(), Key(model, r.digest.Hex())));
   }
-  DS_RETURN_IF_ERROR(meta()->Scan(kTags, Key(model, ""), "", [&](std::string_view key, std::string_view value) {
-    if (value == r.digest.ToString()) batch.Delete(kTags, key);
+  DS_RETURN_IF_ERROR(
+      meta()->Scan(kTags, Key(model, ""), "", [&](std::string_view key, std::string_view value) {
+        if (value == r.digest.ToString()) batch.Delete(kTags, key);
+        return true;
+      }));
+  size_t remaining = 0;
+  DS_RETURN_IF_ERROR(meta()->Scan(kVersions, Key(model, ""), "", [&](std::string_view, std::string_view) {
+    ++remaining;
     return true;
   }));
-  size_t remaining = 0;
-  DS_RETURN_IF_ERROR(meta()->Scan(kVersions, Key(model, ""), "", [&](std::string_view, std::string_view) { ++remaining; return true; }));
   if (remaining <= 1) batch.Delete(kModels, model);
   const std::string release_key = Key(r.digest.Hex(), model);
   batch.Put(kReleases, release_key, "");
@@ -865,7 +925,9 @@ StatusOr<json> Registry::DeleteVersion(const std::string& model, const std::stri
   return json{{"deleted", r.digest.ToString()}, {"model", model}, {"freed_bytes", gc.bytes_freed}};
 }
 
-StatusOr<GcStats> Registry::CollectGarbage() { return chunks()->Gc(); }
+StatusOr<GcStats> Registry::CollectGarbage() {
+  return chunks()->Gc();
+}
 
 StatusOr<json> Registry::Check(bool repair) {
   json problems = json::array();
@@ -900,20 +962,24 @@ StatusOr<json> Registry::Check(bool repair) {
     present.insert(d);
     auto got = chunks()->Get(d);  // verifies the digest
     if (!got.ok()) {
-      problems.push_back({{"kind", got.status().code() == StatusCode::kCorruption ? "corrupt_chunk" : "unreadable_chunk"},
-                          {"chunk", d.ToString()}, {"message", got.status().message()}});
+      problems.push_back(
+          {{"kind", got.status().code() == StatusCode::kCorruption ? "corrupt_chunk" : "unreadable_chunk"},
+           {"chunk", d.ToString()},
+           {"message", got.status().message()}});
     }
     auto it = expected.find(d);
     int64_t want = it == expected.end() ? 0 : it->second;
     if (want == 0 && count <= 0) ++garbage;
     if (want != count) {
-      problems.push_back({{"kind", "refcount_mismatch"}, {"chunk", d.ToString()}, {"stored", count}, {"expected", want}});
+      problems.push_back(
+          {{"kind", "refcount_mismatch"}, {"chunk", d.ToString()}, {"stored", count}, {"expected", want}});
       fixes.emplace_back(d, want);
     }
     return OkStatus();
   }));
   for (const auto& [d, n] : expected) {
-    if (!present.count(d)) problems.push_back({{"kind", "missing_chunk"}, {"chunk", d.ToString()}, {"references", n}});
+    if (!present.count(d))
+      problems.push_back({{"kind", "missing_chunk"}, {"chunk", d.ToString()}, {"references", n}});
   }
   if (repair) {
     for (const auto& [d, n] : fixes) {
@@ -922,7 +988,10 @@ StatusOr<json> Registry::Check(bool repair) {
     }
   }
   uint64_t pending = 0;
-  DS_RETURN_IF_ERROR(meta()->Scan(kReleases, "", "", [&](std::string_view, std::string_view) { ++pending; return true; }));
+  DS_RETURN_IF_ERROR(meta()->Scan(kReleases, "", "", [&](std::string_view, std::string_view) {
+    ++pending;
+    return true;
+  }));
   DS_RETURN_IF_ERROR(meta()->Scan(kJobs, "", "", [&](std::string_view, std::string_view v) {
     auto j = ParseRecord(v, "job");
     if (j.ok() && (*j).value("state", "") == "running") ++pending;
@@ -930,12 +999,14 @@ StatusOr<json> Registry::Check(bool repair) {
   }));
   json notes = json::array();
   if (pending > 0) {
-    notes.push_back(std::to_string(pending) + " interrupted job(s) or deletion(s): the next start runs them again and "
+    notes.push_back(std::to_string(pending) +
+                    " interrupted job(s) or deletion(s): the next start runs them again and "
                     "recounts references, which repairs refcount mismatches they caused");
   }
-  return json{{"ok", problems.empty()},       {"versions", versions},     {"chunks", nchunks}, {"notes", notes},
-              {"stored_bytes", bytes},        {"garbage_chunks", garbage}, {"refcounts_repaired", fixed},
-              {"problems", problems}};
+  return json{{"ok", problems.empty()},      {"versions", versions},
+              {"chunks", nchunks},           {"notes", notes},
+              {"stored_bytes", bytes},       {"garbage_chunks", garbage},
+              {"refcounts_repaired", fixed}, {"problems", problems}};
 }
 
 StatusOr<uint64_t> Registry::RecomputeRefcounts() {

@@ -27,7 +27,7 @@ struct RegistryOptions {
   int workers = 1;                 // compression job threads
   size_t max_open_uploads = 1000;  // open (unsealed) upload sessions
   bool sync_writes = true;
-  bool recover = true;             // requeue interrupted jobs and repair after a crash; off for `check`
+  bool recover = true;  // requeue interrupted jobs and repair after a crash; off for `check`
 };
 
 // Appends the body of one PATCH to an upload's spool file; Commit makes the bytes durable and moves

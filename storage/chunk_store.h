@@ -20,7 +20,7 @@ namespace deltastore {
 
 struct PutResult {
   Digest digest;
-  bool inserted = false;   // true when the bytes were new to the store
+  bool inserted = false;      // true when the bytes were new to the store
   uint64_t stored_bytes = 0;  // bytes written by this call (0 when deduplicated)
 };
 

@@ -16,8 +16,8 @@ struct Stores {
 };
 
 struct RocksOptions {
-  std::string path;           // directory of the database; created if missing
-  bool sync_writes = true;    // fsync the WAL on each commit
+  std::string path;         // directory of the database; created if missing
+  bool sync_writes = true;  // fsync the WAL on each commit
 };
 
 StatusOr<Stores> OpenRocksStores(const RocksOptions& options);

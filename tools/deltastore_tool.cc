@@ -74,32 +74,37 @@ int Pack(const std::string& base_path, const std::string& ft_path, const std::st
   double rebuild_s = Seconds(t0);
   if (!verified.ok()) return Fail(verified);
 
-  auto ratio = [](uint64_t a, uint64_t b) { return b == 0 ? 0.0 : static_cast<double>(a) / static_cast<double>(b); };
+  auto ratio = [](uint64_t a, uint64_t b) {
+    return b == 0 ? 0.0 : static_cast<double>(a) / static_cast<double>(b);
+  };
   std::printf("%-10s %14s %14s %14s %8s %8s %10s\n", "version", "logical_B", "encoded_B", "new_stored_B",
               "ratio", "dedup_x", "MB/s");
-  std::printf("%-10s %14lu %14lu %14lu %7.3fx %7.3fx %10.1f\n", "base", (unsigned long)base_stats.logical_bytes,
-              (unsigned long)base_stats.encoded_bytes, (unsigned long)base_stats.new_bytes,
-              ratio(base_stats.logical_bytes, base_stats.encoded_bytes),
+  std::printf("%-10s %14lu %14lu %14lu %7.3fx %7.3fx %10.1f\n", "base",
+              (unsigned long)base_stats.logical_bytes, (unsigned long)base_stats.encoded_bytes,
+              (unsigned long)base_stats.new_bytes, ratio(base_stats.logical_bytes, base_stats.encoded_bytes),
               ratio(base_stats.logical_bytes, base_stats.new_bytes), base_stats.logical_bytes / 1e6 / base_s);
-  std::printf("%-10s %14lu %14lu %14lu %7.3fx %7.3fx %10.1f\n", "finetune", (unsigned long)ft_stats.logical_bytes,
-              (unsigned long)ft_stats.encoded_bytes, (unsigned long)ft_stats.new_bytes,
-              ratio(ft_stats.logical_bytes, ft_stats.encoded_bytes), ratio(ft_stats.logical_bytes, ft_stats.new_bytes),
-              ft_stats.logical_bytes / 1e6 / ft_s);
-  std::printf("finetune tensors: %lu delta, %lu same as base, %lu standalone\n", (unsigned long)ft_stats.tensors_delta,
-              (unsigned long)ft_stats.tensors_same, (unsigned long)ft_stats.tensors_standalone);
+  std::printf("%-10s %14lu %14lu %14lu %7.3fx %7.3fx %10.1f\n", "finetune",
+              (unsigned long)ft_stats.logical_bytes, (unsigned long)ft_stats.encoded_bytes,
+              (unsigned long)ft_stats.new_bytes, ratio(ft_stats.logical_bytes, ft_stats.encoded_bytes),
+              ratio(ft_stats.logical_bytes, ft_stats.new_bytes), ft_stats.logical_bytes / 1e6 / ft_s);
+  std::printf("finetune tensors: %lu delta, %lu same as base, %lu standalone\n",
+              (unsigned long)ft_stats.tensors_delta, (unsigned long)ft_stats.tensors_same,
+              (unsigned long)ft_stats.tensors_standalone);
   std::printf("rebuild verified (sha256 %s), %.1f MB/s\n", ft->files[0].sha256.Hex().c_str(),
               ft_stats.logical_bytes / 1e6 / rebuild_s);
   return 0;
 }
 
 // Rebuilds every file of a downloaded container, given the base checkpoint's files.
-int Rebuild(const std::string& container_path, const std::vector<std::string>& base_paths, const std::string& out_dir) {
+int Rebuild(const std::string& container_path, const std::vector<std::string>& base_paths,
+            const std::string& out_dir) {
   auto c = ContainerFile::Open(container_path);
   if (!c.ok()) return Fail(c.status());
   const Manifest& m = (*c)->manifest();
   std::unique_ptr<FilesTensorSource> base;
   if (m.base) {
-    if (base_paths.empty()) return Fail(InvalidArgument("this version is a delta: give its base files with --base"));
+    if (base_paths.empty())
+      return Fail(InvalidArgument("this version is a delta: give its base files with --base"));
     auto src = FilesTensorSource::Open(base_paths);
     if (!src.ok()) return Fail(src.status());
     base = std::move(*src);
@@ -108,7 +113,8 @@ int Rebuild(const std::string& container_path, const std::vector<std::string>& b
       bool known = false;
       for (const auto& f : (*c)->base_manifest()->files) known |= f.sha256 == base->file_digests()[i];
       if (!known) {
-        return Fail(InvalidArgument(base_paths[i] + " is not a file of the base version " + m.base->ToString()));
+        return Fail(
+            InvalidArgument(base_paths[i] + " is not a file of the base version " + m.base->ToString()));
       }
     }
   }
@@ -118,7 +124,8 @@ int Rebuild(const std::string& container_path, const std::vector<std::string>& b
     auto out = std::filesystem::path(out_dir) / f.path;
     std::filesystem::create_directories(out.parent_path());
     if (Status s = RebuildFile(&reader, f, out.string()); !s.ok()) return Fail(s.Annotate(f.path));
-    std::printf("%s  %s (%lu bytes, sha256 verified)\n", f.sha256.Hex().c_str(), out.c_str(), (unsigned long)f.size);
+    std::printf("%s  %s (%lu bytes, sha256 verified)\n", f.sha256.Hex().c_str(), out.c_str(),
+                (unsigned long)f.size);
   }
   return 0;
 }
@@ -127,13 +134,13 @@ int Inspect(const std::string& path) {
   auto f = SafetensorsFile::Open(path);
   if (!f.ok()) return Fail(f.status());
   const auto& h = (*f)->header();
-  std::printf("%s: %zu tensors, header %zu B, data %lu B\n", path.c_str(), h.tensors.size(), h.header_bytes.size(),
-              (unsigned long)h.data_size);
+  std::printf("%s: %zu tensors, header %zu B, data %lu B\n", path.c_str(), h.tensors.size(),
+              h.header_bytes.size(), (unsigned long)h.data_size);
   for (const auto& t : h.tensors) {
     std::string shape;
     for (auto d : t.shape) shape += (shape.empty() ? "" : "x") + std::to_string(d);
-    std::printf("  %-60s %-5s %-16s %12lu\n", t.name.c_str(), std::string(DTypeName(t.dtype)).c_str(), shape.c_str(),
-                (unsigned long)t.size());
+    std::printf("  %-60s %-5s %-16s %12lu\n", t.name.c_str(), std::string(DTypeName(t.dtype)).c_str(),
+                shape.c_str(), (unsigned long)t.size());
   }
   return 0;
 }
@@ -153,9 +160,13 @@ int main(int argc, char** argv) {
   inspect->add_option("FILE", file)->required()->check(CLI::ExistingFile);
   std::string container, out_dir;
   std::vector<std::string> base_files;
-  auto* rebuild = app.add_subcommand("rebuild", "rebuild a version from a downloaded delta container and its base files");
-  rebuild->add_option("--container", container, "the container (GET .../versions/{ref}/delta)")->required()->check(CLI::ExistingFile);
-  rebuild->add_option("--base", base_files, "a safetensors file of the base version (repeat for shards)")->check(CLI::ExistingFile);
+  auto* rebuild =
+      app.add_subcommand("rebuild", "rebuild a version from a downloaded delta container and its base files");
+  rebuild->add_option("--container", container, "the container (GET .../versions/{ref}/delta)")
+      ->required()
+      ->check(CLI::ExistingFile);
+  rebuild->add_option("--base", base_files, "a safetensors file of the base version (repeat for shards)")
+      ->check(CLI::ExistingFile);
   rebuild->add_option("--out", out_dir, "directory for the rebuilt files")->required();
   CLI11_PARSE(app, argc, argv);
   if (*pack) return deltastore::Pack(base, finetune, store);

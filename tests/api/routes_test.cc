@@ -87,7 +87,9 @@ class RoutesTest : public ::testing::Test {
   std::shared_ptr<Router> router_;
 };
 
-bool HaveFixtures() { return fs::exists(kFixtures + "/faceres.bf16.safetensors"); }
+bool HaveFixtures() {
+  return fs::exists(kFixtures + "/faceres.bf16.safetensors");
+}
 
 TEST_F(RoutesTest, ChunkedUploadWithRangesSealsWithTheRightDigest) {
   std::string data(100000, 'a');
@@ -113,7 +115,8 @@ TEST_F(RoutesTest, ChunkedUploadWithRangesSealsWithTheRightDigest) {
   ASSERT_EQ(r.status, 200);
   uint64_t offset = Body(r)["offset"];
   ASSERT_GE(offset, 40000u);
-  r = Call("PATCH", "/v1/uploads/" + id, data.substr(offset), {{"content-range", std::to_string(offset) + "-99999"}});
+  r = Call("PATCH", "/v1/uploads/" + id, data.substr(offset),
+           {{"content-range", std::to_string(offset) + "-99999"}});
   ASSERT_EQ(r.status, 202) << r.body;
 
   r = Call("PUT", "/v1/uploads/" + id + "?digest=" + Sha256::Of("wrong").ToString());
@@ -135,7 +138,8 @@ TEST_F(RoutesTest, VersionsDownloadsTagsAndDeletion) {
   std::string ft = ReadFile(kFixtures + "/faceres-deep.bf16.safetensors");
   json stats0 = Body(*std::make_unique<Response>(Call("GET", "/v1/stats")));
 
-  json job = AddVersion("faceres", {{"files", {{{"path", "model.safetensors"}, {"upload", Upload(base)}}}}, {"tags", {"v1"}}});
+  json job = AddVersion(
+      "faceres", {{"files", {{{"path", "model.safetensors"}, {"upload", Upload(base)}}}}, {"tags", {"v1"}}});
   ASSERT_EQ(job["state"], "succeeded") << job.dump();
   job = AddVersion("deep", {{"files", {{{"path", "model.safetensors"}, {"upload", Upload(ft)}}}},
                             {"base", {{"model", "faceres"}, {"version", "v1"}}},
@@ -151,13 +155,15 @@ TEST_F(RoutesTest, VersionsDownloadsTagsAndDeletion) {
   EXPECT_EQ(etag, "\"" + Sha256::Of(ft).ToString() + "\"");
   EXPECT_EQ(*r.ReadAll(), ft);
 
-  r = Call("GET", "/v1/models/deep/versions/" + digest + "/files/model.safetensors", "", {{"range", "bytes=1000-5999"}});
+  r = Call("GET", "/v1/models/deep/versions/" + digest + "/files/model.safetensors", "",
+           {{"range", "bytes=1000-5999"}});
   ASSERT_EQ(r.status, 206);
   EXPECT_EQ(r.headers["content-range"], "bytes 1000-5999/" + std::to_string(ft.size()));
   EXPECT_EQ(*r.ReadAll(), ft.substr(1000, 5000));
   r = Call("GET", "/v1/models/deep/versions/latest/files/model.safetensors", "", {{"range", "bytes=-7"}});
   EXPECT_EQ(*r.ReadAll(), ft.substr(ft.size() - 7));
-  r = Call("GET", "/v1/models/deep/versions/latest/files/model.safetensors", "", {{"range", "bytes=99999999-"}});
+  r = Call("GET", "/v1/models/deep/versions/latest/files/model.safetensors", "",
+           {{"range", "bytes=99999999-"}});
   EXPECT_EQ(r.status, 416);
   r = Call("GET", "/v1/models/deep/versions/latest/files/model.safetensors", "", {{"if-none-match", etag}});
   EXPECT_EQ(r.status, 304);
@@ -208,7 +214,9 @@ TEST_F(RoutesTest, BadVersionRequestsAreClear4xx) {
     ASSERT_TRUE(WriteSafetensorsFile(p, {{"w", DType::kF32, {4}}}, {std::string(16, '\2')}).ok());
     other = ReadFile(p);
   }
-  auto files = [&](const std::string& upload) { return json{{{"path", "model.safetensors"}, {"upload", upload}}}; };
+  auto files = [&](const std::string& upload) {
+    return json{{{"path", "model.safetensors"}, {"upload", upload}}};
+  };
   ASSERT_EQ(AddVersion("base", {{"files", files(Upload(good))}})["state"], "succeeded");
 
   auto expect = [&](const std::string& model, const json& body, int status, const std::string& code) {
@@ -216,12 +224,15 @@ TEST_F(RoutesTest, BadVersionRequestsAreClear4xx) {
     EXPECT_EQ(r.status, status) << body.dump() << " -> " << r.body;
     EXPECT_EQ(Body(r)["errors"][0]["code"], code) << r.body;
   };
-  expect("ft", {{"files", files(Upload(other))}, {"base", {{"model", "base"}, {"version", Sha256::Of("x").ToString()}}}}, 404,
-         "VERSION_UNKNOWN");
+  expect("ft",
+         {{"files", files(Upload(other))},
+          {"base", {{"model", "base"}, {"version", Sha256::Of("x").ToString()}}}},
+         404, "VERSION_UNKNOWN");
   expect("ft", {{"files", files(Upload(other))}, {"base", {{"model", "nobody"}}}}, 404, "MODEL_UNKNOWN");
-  std::string base_digest = Body(*std::make_unique<Response>(Call("GET", "/v1/models/base/versions")))["versions"][0]["digest"];
-  expect("ft", {{"files", files(Upload(other))}, {"base", {{"model", "base"}, {"version", base_digest}}}}, 400,
-         "BASE_MISMATCH");
+  std::string base_digest =
+      Body(*std::make_unique<Response>(Call("GET", "/v1/models/base/versions")))["versions"][0]["digest"];
+  expect("ft", {{"files", files(Upload(other))}, {"base", {{"model", "base"}, {"version", base_digest}}}},
+         400, "BASE_MISMATCH");
   expect("bad name!", {{"files", files(Upload(good))}}, 400, "NAME_INVALID");
   expect("ft", {{"files", json::array()}}, 400, "INVALID_ARGUMENT");
   expect("ft", {{"files", {{{"path", "../x"}, {"upload", Upload(good)}}}}}, 400, "INVALID_ARGUMENT");
@@ -245,17 +256,21 @@ TEST_F(RoutesTest, InterruptedJobRunsAgainAfterRestartAndLeakedRefsAreRecounted)
   }
   std::string upload = Upload(bytes);
   // A job the previous process was running when it died, with a reference it had taken.
-  json job = {{"id", "j1"},
-              {"state", "running"},
-              {"model", "m"},
-              {"files", {{{"path", "model.safetensors"}, {"upload", upload}, {"size", bytes.size()},
-                          {"digest", Sha256::Of(bytes).ToString()}}}},
-              {"base", nullptr},
-              {"policy", {{"mode", "lossless"}}},
-              {"tags", {"latest"}},
-              {"progress", {{"tensors_done", 0}, {"tensors_total", 1}, {"bytes_done", 0}, {"bytes_total", 256}}},
-              {"created_at", "x"},
-              {"updated_at", "x"}};
+  json job = {
+      {"id", "j1"},
+      {"state", "running"},
+      {"model", "m"},
+      {"files",
+       {{{"path", "model.safetensors"},
+         {"upload", upload},
+         {"size", bytes.size()},
+         {"digest", Sha256::Of(bytes).ToString()}}}},
+      {"base", nullptr},
+      {"policy", {{"mode", "lossless"}}},
+      {"tags", {"latest"}},
+      {"progress", {{"tensors_done", 0}, {"tensors_total", 1}, {"bytes_done", 0}, {"bytes_total", 256}}},
+      {"created_at", "x"},
+      {"updated_at", "x"}};
   ASSERT_TRUE(reg_->meta()->Put("jobs", "j1", job.dump()).ok());
   auto leaked = reg_->chunks()->Put("orphan chunk of the dead job");
   ASSERT_TRUE(leaked.ok());

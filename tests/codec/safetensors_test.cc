@@ -61,28 +61,40 @@ std::vector<BadCase> BadCases() {
   c.push_back({"not_json", t("{not json}", 0), "not valid UTF-8 JSON"});
   c.push_back({"bad_utf8", t("{\"\xff\xfe\":{}}", 0), "not valid UTF-8 JSON"});
   c.push_back({"array", t("[1,2]    ", 0), "start with '{'"});
-  c.push_back({"unknown_dtype", t(R"({"a":{"dtype":"F12","shape":[1],"data_offsets":[0,4]}})", 4), "unknown dtype"});
-  c.push_back({"shape_negative", t(R"({"a":{"dtype":"F32","shape":[-1],"data_offsets":[0,4]}})", 4), "non-negative"});
-  c.push_back({"shape_float", t(R"({"a":{"dtype":"F32","shape":[1.5],"data_offsets":[0,4]}})", 4), "non-negative"});
-  c.push_back({"size_mismatch", t(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,4]}})", 4), "different size"});
+  c.push_back(
+      {"unknown_dtype", t(R"({"a":{"dtype":"F12","shape":[1],"data_offsets":[0,4]}})", 4), "unknown dtype"});
+  c.push_back(
+      {"shape_negative", t(R"({"a":{"dtype":"F32","shape":[-1],"data_offsets":[0,4]}})", 4), "non-negative"});
+  c.push_back(
+      {"shape_float", t(R"({"a":{"dtype":"F32","shape":[1.5],"data_offsets":[0,4]}})", 4), "non-negative"});
+  c.push_back(
+      {"size_mismatch", t(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,4]}})", 4), "different size"});
   c.push_back({"shape_overflow",
                t(R"({"a":{"dtype":"F32","shape":[4294967296,4294967296,16],"data_offsets":[0,4]}})", 4),
                "different size"});
-  c.push_back({"out_of_file", t(R"({"a":{"dtype":"U8","shape":[8],"data_offsets":[0,8]}})", 4), "past the end"});
-  c.push_back({"begin_after_end", t(R"({"a":{"dtype":"U8","shape":[0],"data_offsets":[4,0]}})", 4), "begin > end"});
-  c.push_back({"overlap",
-               t(R"({"a":{"dtype":"U8","shape":[4],"data_offsets":[0,4]},"b":{"dtype":"U8","shape":[4],"data_offsets":[2,6]}})", 6),
-               "overlaps"});
+  c.push_back(
+      {"out_of_file", t(R"({"a":{"dtype":"U8","shape":[8],"data_offsets":[0,8]}})", 4), "past the end"});
+  c.push_back(
+      {"begin_after_end", t(R"({"a":{"dtype":"U8","shape":[0],"data_offsets":[4,0]}})", 4), "begin > end"});
+  c.push_back(
+      {"overlap",
+       t(R"({"a":{"dtype":"U8","shape":[4],"data_offsets":[0,4]},"b":{"dtype":"U8","shape":[4],"data_offsets":[2,6]}})",
+         6),
+       "overlaps"});
   c.push_back({"gap", t(R"({"a":{"dtype":"U8","shape":[2],"data_offsets":[2,4]}})", 4), "gap"});
   c.push_back({"trailing_data", t(R"({"a":{"dtype":"U8","shape":[2],"data_offsets":[0,2]}})", 4), "cover"});
-  c.push_back({"duplicate_key",
-               t(R"({"a":{"dtype":"U8","shape":[2],"data_offsets":[0,2]},"a":{"dtype":"U8","shape":[2],"data_offsets":[2,4]}})", 4),
-               "duplicate"});
-  c.push_back({"extra_field", t(R"({"a":{"dtype":"U8","shape":[2],"data_offsets":[0,2],"x":1}})", 2), "exactly"});
-  c.push_back({"offsets_not_pair", t(R"({"a":{"dtype":"U8","shape":[2],"data_offsets":[0]}})", 2), "[begin, end]"});
+  c.push_back(
+      {"duplicate_key",
+       t(R"({"a":{"dtype":"U8","shape":[2],"data_offsets":[0,2]},"a":{"dtype":"U8","shape":[2],"data_offsets":[2,4]}})",
+         4),
+       "duplicate"});
+  c.push_back(
+      {"extra_field", t(R"({"a":{"dtype":"U8","shape":[2],"data_offsets":[0,2],"x":1}})", 2), "exactly"});
+  c.push_back(
+      {"offsets_not_pair", t(R"({"a":{"dtype":"U8","shape":[2],"data_offsets":[0]}})", 2), "[begin, end]"});
   c.push_back({"metadata_not_strings", t(R"({"__metadata__":{"a":1}})", 0), "strings"});
   c.push_back({"tensor_not_object", t(R"({"a":3})", 0), "not an object"});
-  c.push_back({"deep_nesting", t(std::string(100000, '[') , 0), "start with"});
+  c.push_back({"deep_nesting", t(std::string(100000, '['), 0), "start with"});
   c.push_back({"deep_nesting_in_object", t("{\"a\":" + std::string(100000, '[') + "}", 0), "JSON"});
   return c;
 }

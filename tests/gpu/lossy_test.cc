@@ -28,7 +28,8 @@ Pair MakePair(uint32_t rows, uint32_t cols, uint32_t seed, DType dtype = DType::
     b[i] = w(rng);
     f[i] = b[i] * 0.99f + d(rng);
   }
-  Pair p{std::string(b.size() * DTypeSize(dtype), '\0'), std::string(b.size() * DTypeSize(dtype), '\0'), rows, cols};
+  Pair p{std::string(b.size() * DTypeSize(dtype), '\0'), std::string(b.size() * DTypeSize(dtype), '\0'), rows,
+         cols};
   FromFloat32(dtype, b.data(), b.size(), p.base.data());
   FromFloat32(dtype, f.data(), f.size(), p.ft.data());
   return p;
@@ -96,7 +97,8 @@ TEST(LossyTest, EveryMethodRoundTripsThroughTheChunkCodecAndFitsItsBudget) {
     LossyOptions o;
     o.method = m;
     o.target_ratio = m == LossyMethod::kBitDelta ? 16 : 8;
-    auto r = CompressLossyTensor(DType::kF32, pair.base.data(), pair.ft.data(), pair.rows, pair.cols, 0, nullptr, o);
+    auto r = CompressLossyTensor(DType::kF32, pair.base.data(), pair.ft.data(), pair.rows, pair.cols, 0,
+                                 nullptr, o);
     ASSERT_TRUE(r.ok()) << LossyMethodName(m) << ": " << r.status().ToString();
     EXPECT_TRUE(r->report.within_budget) << LossyMethodName(m);
     EXPECT_LE(r->chunk.size(), pair.base.size() / o.target_ratio + 1) << LossyMethodName(m);
@@ -115,7 +117,8 @@ TEST(LossyTest, OursBeatsBaselinesInWeightErrorAtEqualSize) {
     LossyOptions o;
     o.method = m;
     o.target_ratio = ratio;
-    auto r = CompressLossyTensor(DType::kF32, pair.base.data(), pair.ft.data(), pair.rows, pair.cols, 0, nullptr, o);
+    auto r = CompressLossyTensor(DType::kF32, pair.base.data(), pair.ft.data(), pair.rows, pair.cols, 0,
+                                 nullptr, o);
     EXPECT_TRUE(r.ok());
     return r->report.weight_error;
   };
@@ -126,7 +129,8 @@ TEST(LossyTest, OursBeatsBaselinesInWeightErrorAtEqualSize) {
   // DBMS removes the base-proportional part of this delta (finetune = 0.99 * base + noise).
   LossyOptions o;
   o.target_ratio = 16;
-  auto r = CompressLossyTensor(DType::kF32, pair.base.data(), pair.ft.data(), pair.rows, pair.cols, 0, nullptr, o);
+  auto r =
+      CompressLossyTensor(DType::kF32, pair.base.data(), pair.ft.data(), pair.rows, pair.cols, 0, nullptr, o);
   EXPECT_NEAR(r->report.lambda, -0.01, 0.002);
 }
 
@@ -134,14 +138,17 @@ TEST(LossyTest, DeterministicAcrossRunsAndThreadCounts) {
   Pair pair = MakePair(96, 320, 3, DType::kBF16);
   LossyOptions o;
   o.target_ratio = 32;
-  auto a = CompressLossyTensor(DType::kBF16, pair.base.data(), pair.ft.data(), pair.rows, pair.cols, 7, nullptr, o);
+  auto a = CompressLossyTensor(DType::kBF16, pair.base.data(), pair.ft.data(), pair.rows, pair.cols, 7,
+                               nullptr, o);
   std::string chunk_other_thread;
   std::thread t([&] {
-    auto b = CompressLossyTensor(DType::kBF16, pair.base.data(), pair.ft.data(), pair.rows, pair.cols, 7, nullptr, o);
+    auto b = CompressLossyTensor(DType::kBF16, pair.base.data(), pair.ft.data(), pair.rows, pair.cols, 7,
+                                 nullptr, o);
     chunk_other_thread = b.ok() ? b->chunk : "";
   });
   t.join();
-  auto c = CompressLossyTensor(DType::kBF16, pair.base.data(), pair.ft.data(), pair.rows, pair.cols, 7, nullptr, o);
+  auto c = CompressLossyTensor(DType::kBF16, pair.base.data(), pair.ft.data(), pair.rows, pair.cols, 7,
+                               nullptr, o);
   ASSERT_TRUE(a.ok() && c.ok());
   EXPECT_EQ(a->chunk, c->chunk);
   EXPECT_EQ(a->chunk, chunk_other_thread);
@@ -160,7 +167,8 @@ TEST(LossyTest, CalibrationStatisticsFitMuAndWeightTheOutputError) {
   EXPECT_EQ(plain->report.mu, 1.0);
   EXPECT_NE(calib->report.mu, 1.0);
   o.fit_mu = false;
-  auto no_fit = CompressLossyTensor(DType::kF32, pair.base.data(), pair.ft.data(), 64, 128, 0, diag.data(), o);
+  auto no_fit =
+      CompressLossyTensor(DType::kF32, pair.base.data(), pair.ft.data(), 64, 128, 0, diag.data(), o);
   EXPECT_EQ(no_fit->report.mu, 1.0);
 }
 
@@ -183,13 +191,15 @@ TEST(LossyTest, BadParametersAreRejectedClearly) {
   std::string nan_ft = pair.ft;
   float nan = std::nanf("");
   std::memcpy(nan_ft.data(), &nan, 4);
-  auto s = CompressLossyTensor(DType::kF32, pair.base.data(), nan_ft.data(), 8, 16, 0, nullptr, LossyOptions{});
+  auto s =
+      CompressLossyTensor(DType::kF32, pair.base.data(), nan_ft.data(), 8, 16, 0, nullptr, LossyOptions{});
   EXPECT_EQ(s.status().reason(), "NONFINITE_WEIGHTS");
 }
 
 TEST(LossyTest, CorruptLossyChunksAreRejected) {
   Pair pair = MakePair(16, 64, 6);
-  auto r = CompressLossyTensor(DType::kF32, pair.base.data(), pair.ft.data(), 16, 64, 0, nullptr, LossyOptions{});
+  auto r =
+      CompressLossyTensor(DType::kF32, pair.base.data(), pair.ft.data(), 16, 64, 0, nullptr, LossyOptions{});
   ASSERT_TRUE(r.ok());
   for (size_t cut = 0; cut < r->chunk.size(); cut += 7) {
     EXPECT_FALSE(DecodeChunk(r->chunk.substr(0, cut), pair.base, pair.base.size()).ok()) << cut;

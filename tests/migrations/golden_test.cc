@@ -29,7 +29,8 @@ std::string Read(const fs::path& p) {
   return std::string((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
 }
 
-StatusOr<std::string> Download(Registry* reg, const std::string& model, const std::string& ref, const std::string& path) {
+StatusOr<std::string> Download(Registry* reg, const std::string& model, const std::string& ref,
+                               const std::string& path) {
   DS_ASSIGN_OR_RETURN(OpenVersion v, reg->OpenForRead(model, ref));
   const FileEntry* f = v.reader->manifest().FindFile(path);
   if (f == nullptr) return NotFound(path);
@@ -107,12 +108,15 @@ TEST(GoldenStoreTest, DISABLED_WriteGolden) {
   auto w = floats(64 * 96, 1, nullptr), e = floats(32 * 64, 1, nullptr);
   auto w2 = floats(w.size(), 0.02f, &w), e2 = floats(e.size(), 0.02f, &e);
   std::string ids(16, '\3');
-  std::vector<TensorSpec> specs = {{"layer.weight", DType::kF32, {64, 96}}, {"emb.weight", DType::kBF16, {32, 64}},
+  std::vector<TensorSpec> specs = {{"layer.weight", DType::kF32, {64, 96}},
+                                   {"emb.weight", DType::kBF16, {32, 64}},
                                    {"shape", DType::kI32, {4}}};
   ASSERT_TRUE(WriteSafetensorsFile((work / "base.safetensors").string(), specs,
-                                   {bytes(DType::kF32, w), bytes(DType::kBF16, e), ids}, {{"format", "pt"}}).ok());
+                                   {bytes(DType::kF32, w), bytes(DType::kBF16, e), ids}, {{"format", "pt"}})
+                  .ok());
   ASSERT_TRUE(WriteSafetensorsFile((work / "ft.safetensors").string(), specs,
-                                   {bytes(DType::kF32, w2), bytes(DType::kBF16, e2), ids}, {{"format", "pt"}}).ok());
+                                   {bytes(DType::kF32, w2), bytes(DType::kBF16, e2), ids}, {{"format", "pt"}})
+                  .ok());
   { std::ofstream(work / "config.json") << R"({"hidden": 96})"; }
 
   RegistryOptions o;
@@ -135,21 +139,28 @@ TEST(GoldenStoreTest, DISABLED_WriteGolden) {
     auto done = (*reg)->WaitJob((*job)["id"], 60);
     ASSERT_EQ((*done)["state"], "succeeded") << done->dump();
   };
-  add("base", {{"files", {{{"path", "model.safetensors"}, {"upload", upload(work / "base.safetensors")}},
-                          {{"path", "config.json"}, {"upload", upload(work / "config.json")}}}},
+  add("base", {{"files",
+                {{{"path", "model.safetensors"}, {"upload", upload(work / "base.safetensors")}},
+                 {{"path", "config.json"}, {"upload", upload(work / "config.json")}}}},
                {"tags", {"v1"}}});
   json base = {{"model", "base"}, {"version", "v1"}};
   add("ft", {{"files", {{{"path", "model.safetensors"}, {"upload", upload(work / "ft.safetensors")}}}},
-             {"base", base}, {"tags", {"lossless"}}});
+             {"base", base},
+             {"tags", {"lossless"}}});
   add("ft", {{"files", {{{"path", "model.safetensors"}, {"upload", upload(work / "ft.safetensors")}}}},
-             {"base", base}, {"policy", {{"mode", "lossy"}, {"ratio", 8}, {"min_elements", 1024}}}, {"tags", {"lossy"}}});
+             {"base", base},
+             {"policy", {{"mode", "lossy"}, {"ratio", 8}, {"min_elements", 1024}}},
+             {"tags", {"lossy"}}});
   json expected = {{"files", json::array()}, {"versions", 3}};
-  for (auto [model, ref, path] : std::vector<std::tuple<std::string, std::string, std::string>>{
-           {"base", "v1", "model.safetensors"}, {"base", "v1", "config.json"},
-           {"ft", "lossless", "model.safetensors"}, {"ft", "lossy", "model.safetensors"}}) {
+  for (auto [model, ref, path] :
+       std::vector<std::tuple<std::string, std::string, std::string>>{{"base", "v1", "model.safetensors"},
+                                                                      {"base", "v1", "config.json"},
+                                                                      {"ft", "lossless", "model.safetensors"},
+                                                                      {"ft", "lossy", "model.safetensors"}}) {
     auto b = Download(reg->get(), model, ref, path);
     ASSERT_TRUE(b.ok());
-    expected["files"].push_back({{"model", model}, {"ref", ref}, {"path", path}, {"sha256", Sha256::Of(*b).ToString()}});
+    expected["files"].push_back(
+        {{"model", model}, {"ref", ref}, {"path", path}, {"sha256", Sha256::Of(*b).ToString()}});
   }
   EXPECT_EQ(expected["files"][2]["sha256"], Sha256::Of(Read(work / "ft.safetensors")).ToString());
   reg->reset();

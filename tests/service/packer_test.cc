@@ -55,7 +55,9 @@ fs::path TempDir(const std::string& name) {
   return p;
 }
 
-bool HaveFixtures() { return fs::exists(kFixtures + "/faceres.bf16.safetensors"); }
+bool HaveFixtures() {
+  return fs::exists(kFixtures + "/faceres.bf16.safetensors");
+}
 
 void RoundTripPair(const std::string& base_name, const std::string& ft_name, double min_ratio) {
   if (!HaveFixtures()) GTEST_SKIP() << "fixtures missing at " << kFixtures;
@@ -68,8 +70,8 @@ void RoundTripPair(const std::string& base_name, const std::string& ft_name, dou
   ASSERT_TRUE(ft.ok()) << ft.status().ToString();
   EXPECT_EQ(fs_.tensors_delta + fs_.tensors_same, fs_.tensors);
   double ratio = static_cast<double>(fs_.logical_bytes) / static_cast<double>(fs_.encoded_bytes);
-  std::printf("%s vs %s: lossless delta ratio %.3fx (%lu -> %lu bytes)\n", ft_name.c_str(), base_name.c_str(), ratio,
-              (unsigned long)fs_.logical_bytes, (unsigned long)fs_.encoded_bytes);
+  std::printf("%s vs %s: lossless delta ratio %.3fx (%lu -> %lu bytes)\n", ft_name.c_str(), base_name.c_str(),
+              ratio, (unsigned long)fs_.logical_bytes, (unsigned long)fs_.encoded_bytes);
   EXPECT_GE(ratio, min_ratio);
 
   auto out = TempDir("rt");
@@ -83,8 +85,12 @@ void RoundTripPair(const std::string& base_name, const std::string& ft_name, dou
   fs::remove_all(out);
 }
 
-TEST(PackerTest, Bf16PairLosslessRoundTrip) { RoundTripPair("faceres.bf16.safetensors", "faceres-deep.bf16.safetensors", 1.63); }
-TEST(PackerTest, F32PairLosslessRoundTrip) { RoundTripPair("faceres.f32.safetensors", "faceres-deep.f32.safetensors", 1.24); }
+TEST(PackerTest, Bf16PairLosslessRoundTrip) {
+  RoundTripPair("faceres.bf16.safetensors", "faceres-deep.bf16.safetensors", 1.63);
+}
+TEST(PackerTest, F32PairLosslessRoundTrip) {
+  RoundTripPair("faceres.f32.safetensors", "faceres-deep.f32.safetensors", 1.24);
+}
 
 TEST(PackerTest, IdenticalPairAddsNoChunkBytes) {
   if (!HaveFixtures()) GTEST_SKIP() << "fixtures missing at " << kFixtures;
@@ -92,7 +98,8 @@ TEST(PackerTest, IdenticalPairAddsNoChunkBytes) {
   IngestStats a, b;
   ASSERT_TRUE(reg.Add({{kFixtures + "/blazeface.f32.safetensors", "model.safetensors"}}, nullptr, &a).ok());
   auto before = reg.store()->Stats();
-  ASSERT_TRUE(reg.Add({{kFixtures + "/blazeface-back.f32.safetensors", "model.safetensors"}}, nullptr, &b).ok());
+  ASSERT_TRUE(
+      reg.Add({{kFixtures + "/blazeface-back.f32.safetensors", "model.safetensors"}}, nullptr, &b).ok());
   auto after = reg.store()->Stats();
   EXPECT_GT(a.new_bytes, 0u);
   EXPECT_EQ(b.new_bytes, 0u);
@@ -109,15 +116,17 @@ TEST(PackerTest, Bf16ShardedVersionMatchesTensorsAcrossShardsAndKeepsSideFiles) 
     return s;
   };
   std::string w1 = random_bytes(64 * 2), w2 = random_bytes(32 * 4), w3 = random_bytes(10);
-  ASSERT_TRUE(WriteSafetensorsFile((dir / "b1.safetensors").string(), {{"a", DType::kBF16, {8, 8}}}, {w1}).ok());
+  ASSERT_TRUE(
+      WriteSafetensorsFile((dir / "b1.safetensors").string(), {{"a", DType::kBF16, {8, 8}}}, {w1}).ok());
   ASSERT_TRUE(WriteSafetensorsFile((dir / "b2.safetensors").string(), {{"b", DType::kF32, {32}}}, {w2}).ok());
   // The finetune puts both tensors in one shard, changes "a" slightly, adds a new tensor.
   std::string w1b = w1;
   w1b[5] ^= 1;
-  ASSERT_TRUE(WriteSafetensorsFile((dir / "f.safetensors").string(),
-                                   {{"b", DType::kF32, {32}}, {"a", DType::kBF16, {8, 8}}, {"new", DType::kU8, {10}}},
-                                   {w2, w1b, w3})
-                  .ok());
+  ASSERT_TRUE(
+      WriteSafetensorsFile((dir / "f.safetensors").string(),
+                           {{"b", DType::kF32, {32}}, {"a", DType::kBF16, {8, 8}}, {"new", DType::kU8, {10}}},
+                           {w2, w1b, w3})
+          .ok());
   { std::ofstream((dir / "config.json").string()) << R"({"hidden": 8})"; }
 
   Registry reg(NewMemoryChunkStore());
@@ -127,7 +136,8 @@ TEST(PackerTest, Bf16ShardedVersionMatchesTensorsAcrossShardsAndKeepsSideFiles) 
                        {(dir / "config.json").string(), "config.json"}},
                       nullptr, &s1);
   ASSERT_TRUE(base.ok()) << base.status().ToString();
-  auto ft = reg.Add({{(dir / "f.safetensors").string(), "model.safetensors"}, {(dir / "config.json").string(), "config.json"}},
+  auto ft = reg.Add({{(dir / "f.safetensors").string(), "model.safetensors"},
+                     {(dir / "config.json").string(), "config.json"}},
                     &*base, &s2);
   ASSERT_TRUE(ft.ok()) << ft.status().ToString();
   EXPECT_EQ(s2.tensors_same, 1u);
@@ -148,7 +158,13 @@ TEST(PackerTest, Bf16ShardedVersionMatchesTensorsAcrossShardsAndKeepsSideFiles) 
     for (uint64_t len : {0ul, 1ul, 33ul, 500ul}) {
       uint64_t e = std::min(f.size, b + len);
       std::string got;
-      ASSERT_TRUE(reader->StreamFile(f, b, e, [&](std::string_view p) { got.append(p); return OkStatus(); }).ok());
+      ASSERT_TRUE(reader
+                      ->StreamFile(f, b, e,
+                                   [&](std::string_view p) {
+                                     got.append(p);
+                                     return OkStatus();
+                                   })
+                      .ok());
       EXPECT_EQ(got, all.substr(b, e - b)) << b << "+" << len;
     }
   }
@@ -166,7 +182,8 @@ TEST(PackerTest, ManifestSerializationRoundTrips) {
   EXPECT_EQ(SerializeManifest(*parsed), text);
   EXPECT_FALSE(ParseManifest("{}").ok());
   EXPECT_FALSE(ParseManifest(text.substr(0, text.size() / 2)).ok());
-  EXPECT_FALSE(ParseManifest(R"({"format":"deltastore.manifest","format_version":99,"mode":"x","files":[]})").ok());
+  EXPECT_FALSE(
+      ParseManifest(R"({"format":"deltastore.manifest","format_version":99,"mode":"x","files":[]})").ok());
 }
 
 TEST(PackerTest, FailedIngestDropsItsReferencesAndDeleteFreesChunks) {
@@ -176,14 +193,16 @@ TEST(PackerTest, FailedIngestDropsItsReferencesAndDeleteFreesChunks) {
   plan.fail_after_puts = 20;
   std::shared_ptr<ChunkStore> faulty = NewFaultInjectingChunkStore(inner, plan);
   IngestStats s;
-  auto m = IngestFiles(faulty.get(), {{kFixtures + "/faceres.bf16.safetensors", "model.safetensors"}}, nullptr, {}, &s);
+  auto m = IngestFiles(faulty.get(), {{kFixtures + "/faceres.bf16.safetensors", "model.safetensors"}},
+                       nullptr, {}, &s);
   ASSERT_FALSE(m.ok());
   EXPECT_EQ(m.status().code(), StatusCode::kResourceExhausted);
   auto gc = inner->Gc();
   ASSERT_TRUE(gc.ok());
   EXPECT_EQ(inner->Stats()->chunks, 0u) << "a failed ingest left referenced chunks";
 
-  auto ok = IngestFiles(inner.get(), {{kFixtures + "/faceres.bf16.safetensors", "model.safetensors"}}, nullptr, {}, &s);
+  auto ok = IngestFiles(inner.get(), {{kFixtures + "/faceres.bf16.safetensors", "model.safetensors"}},
+                        nullptr, {}, &s);
   ASSERT_TRUE(ok.ok());
   EXPECT_GT(inner->Stats()->chunks, 0u);
   ASSERT_TRUE(ReleaseManifest(inner.get(), *ok).ok());
@@ -196,8 +215,8 @@ TEST(PackerTest, FailedIngestDropsItsReferencesAndDeleteFreesChunks) {
 TEST(PackerTest, BadInputIsAClearError) {
   auto dir = TempDir("bad");
   { std::ofstream((dir / "x.safetensors").string()) << "not a safetensors file at all"; }
-  auto m = IngestFiles(NewMemoryChunkStore().get(), {{(dir / "x.safetensors").string(), "x.safetensors"}}, nullptr, {},
-                       nullptr);
+  auto m = IngestFiles(NewMemoryChunkStore().get(), {{(dir / "x.safetensors").string(), "x.safetensors"}},
+                       nullptr, {}, nullptr);
   ASSERT_FALSE(m.ok());
   EXPECT_EQ(m.status().code(), StatusCode::kInvalidArgument);
   EXPECT_NE(m.status().message().find("x.safetensors"), std::string::npos);
