@@ -55,7 +55,8 @@ int HttpStatusFor(StatusCode code) {
 
 Response Response::Error(int http_status, std::string_view code, std::string_view message) {
   nlohmann::json doc = {{"errors", {{{"code", code}, {"message", message}}}}};
-  return Json(http_status, doc.dump());
+  // Messages quote client input (paths, names), which need not be UTF-8: replace bad bytes, never throw.
+  return Json(http_status, doc.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
 }
 
 Response Response::Error(const Status& status) {

@@ -68,6 +68,40 @@ bool MatchRoute(const std::vector<std::string>& pattern, const std::vector<std::
   return pattern.size() == segs.size();
 }
 
+// Handlers report expected failures as Status; anything thrown past them (a bug, an allocation
+// failure) becomes a 500 here instead of ending the connection without an answer.
+Response InternalError(const char* what) {
+  return Response::Error(500, "INTERNAL", std::string("internal error: ") + what);
+}
+
+class GuardedConsumer : public BodyConsumer {
+ public:
+  explicit GuardedConsumer(std::unique_ptr<BodyConsumer> inner) : inner_(std::move(inner)) {}
+  Status Write(std::string_view piece) override {
+    try {
+      return inner_->Write(piece);
+    } catch (const std::exception& e) {
+      return Internal(std::string("internal error: ") + e.what());
+    }
+  }
+  Response Finish() override {
+    try {
+      return inner_->Finish();
+    } catch (const std::exception& e) {
+      return InternalError(e.what());
+    }
+  }
+  void Abort() override {
+    try {
+      inner_->Abort();
+    } catch (const std::exception&) {
+    }
+  }
+
+ private:
+  std::unique_ptr<BodyConsumer> inner_;
+};
+
 }  // namespace
 
 bool ParseTarget(std::string_view target, std::string* path, std::map<std::string, std::string>* query) {
@@ -94,11 +128,27 @@ bool ParseTarget(std::string_view target, std::string* path, std::map<std::strin
 }
 
 void Router::Add(std::string method, std::string pattern, Handler handler) {
-  routes_.push_back({std::move(method), Split(pattern), std::move(handler), nullptr});
+  Handler guarded = [h = std::move(handler)](Request& req) -> Response {
+    try {
+      return h(req);
+    } catch (const std::exception& e) {
+      return InternalError(e.what());
+    }
+  };
+  routes_.push_back({std::move(method), Split(pattern), std::move(guarded), nullptr});
 }
 
 void Router::AddStreaming(std::string method, std::string pattern, StreamingHandler handler) {
-  routes_.push_back({std::move(method), Split(pattern), nullptr, std::move(handler)});
+  StreamingHandler guarded =
+      [h = std::move(handler)](Request& req) -> StatusOr<std::unique_ptr<BodyConsumer>> {
+    try {
+      DS_ASSIGN_OR_RETURN(std::unique_ptr<BodyConsumer> c, h(req));
+      return std::unique_ptr<BodyConsumer>(new GuardedConsumer(std::move(c)));
+    } catch (const std::exception& e) {
+      return Internal(std::string("internal error: ") + e.what());
+    }
+  };
+  routes_.push_back({std::move(method), Split(pattern), nullptr, std::move(guarded)});
 }
 
 Router::Match Router::Find(Request& req) const {

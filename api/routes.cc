@@ -67,9 +67,14 @@ bool ParseContentRange(std::string v, uint64_t* start, uint64_t* end) {
 // Writes a request body into an upload, then finishes with `finish` (reply for PATCH, seal for PUT/POST).
 class UploadBody : public BodyConsumer {
  public:
+  // `discard`, when set, drops the whole upload if the body does not arrive or does not seal (one-shot
+  // uploads: the client never learnt their id, so nobody could resume or delete them).
   UploadBody(std::unique_ptr<UploadWriter> writer, std::optional<uint64_t> expected_len,
-             std::function<Response(const json&)> finish)
-      : writer_(std::move(writer)), expected_(expected_len), finish_(std::move(finish)) {}
+             std::function<Response(const json&)> finish, std::function<void()> discard = nullptr)
+      : writer_(std::move(writer)),
+        expected_(expected_len),
+        finish_(std::move(finish)),
+        discard_(std::move(discard)) {}
   Status Write(std::string_view piece) override {
     received_ += piece.size();
     if (expected_ && received_ > *expected_) {
@@ -83,15 +88,24 @@ class UploadBody : public BodyConsumer {
       return Response::Error(400, "RANGE_INVALID", "body length differs from its Content-Range");
     }
     auto u = writer_->Commit();
-    if (!u.ok()) return Response::Error(u.status());
-    return finish_(*u);
+    Response r = u.ok() ? finish_(*u) : Response::Error(u.status());
+    if (r.status >= 400 && discard_) Discard();
+    return r;
   }
-  void Abort() override { (void)writer_->Commit(); }
+  void Abort() override {
+    (void)writer_->Commit();
+    if (discard_) Discard();
+  }
 
  private:
+  void Discard() {
+    writer_.reset();
+    discard_();
+  }
   std::unique_ptr<UploadWriter> writer_;
   std::optional<uint64_t> expected_;
   std::function<Response(const json&)> finish_;
+  std::function<void()> discard_;
   uint64_t received_ = 0;
 };
 
@@ -263,7 +277,8 @@ std::shared_ptr<Router> BuildRouter(Registry* reg, ApiInfo info) {
     std::string id = u["id"];
     return std::unique_ptr<BodyConsumer>(new UploadBody(
         std::move(writer), std::nullopt,
-        [reg, id, digest](const json&) { return UploadReply(201, reg->SealUpload(id, digest)); }));
+        [reg, id, digest](const json&) { return UploadReply(201, reg->SealUpload(id, digest)); },
+        [reg, id] { (void)reg->DeleteUpload(id); }));
   });
   r->AddStreaming(
       "PATCH", "/v1/uploads/{id}", [reg](Request& req) -> StatusOr<std::unique_ptr<BodyConsumer>> {

@@ -163,6 +163,7 @@ StatusOr<std::string> DecodeChunk(std::string_view encoded, std::string_view bas
                       " is not supported by this build");
   }
   if (raw_size != expected_size) return Corruption("chunk raw size does not match the manifest");
+  if (raw_size > kChunkSize) return Corruption("chunk is larger than the format allows");
   if (DTypeSize(dtype) == 0 || (flags & ~kChunkFlagDelta) != 0) return Corruption("chunk header is invalid");
   const bool delta = (flags & kChunkFlagDelta) != 0;
   if (delta && base.size() != raw_size)

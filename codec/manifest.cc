@@ -2,6 +2,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "codec/chunk_codec.h"
+
 namespace deltastore {
 namespace {
 
@@ -87,8 +89,15 @@ StatusOr<TensorEntry> ParseTensor(const json& j) {
   DS_ASSIGN_OR_RETURN(std::string enc, Str(j, "encoding"));
   DS_ASSIGN_OR_RETURN(t.encoding, ParseEncoding(enc));
   DS_ASSIGN_OR_RETURN(t.chunks, ParseChunks(j, "chunks"));
+  // Readers allocate a chunk's raw size before decoding it: bound it by the format (a lossy tensor is
+  // one chunk, bounded by its base tensor when decoded).
   uint64_t covered = 0;
-  for (const auto& c : t.chunks) covered += c.raw_size;
+  for (const auto& c : t.chunks) {
+    if ((t.encoding != TensorEncoding::kLossy && c.raw_size > kChunkSize) || c.raw_size > t.size - covered) {
+      return Bad("chunks of tensor " + t.name + " have bad sizes");
+    }
+    covered += c.raw_size;
+  }
   if (t.encoding != TensorEncoding::kSameAsBase && covered != t.size) {
     return Bad("chunks of tensor " + t.name + " do not cover its size");
   }
@@ -111,6 +120,7 @@ StatusOr<FileEntry> ParseFile(const json& j) {
     auto h = j.find("header");
     if (h == j.end()) return Bad("safetensors file needs a header chunk");
     DS_ASSIGN_OR_RETURN(ChunkRef header, ParseChunk(*h));
+    if (header.raw_size > kChunkSize) return Bad("header chunk of " + f.path + " is too large");
     f.header = header;
     auto ts = j.find("tensors");
     if (ts == j.end() || !ts->is_array()) return Bad("tensors must be an array");
@@ -126,7 +136,11 @@ StatusOr<FileEntry> ParseFile(const json& j) {
     f.kind = FileKind::kBlob;
     DS_ASSIGN_OR_RETURN(f.chunks, ParseChunks(j, "chunks"));
     uint64_t covered = 0;
-    for (const auto& c : f.chunks) covered += c.raw_size;
+    for (const auto& c : f.chunks) {
+      if (c.raw_size > kChunkSize || c.raw_size > f.size - covered)
+        return Bad("chunks of " + f.path + " have bad sizes");
+      covered += c.raw_size;
+    }
     if (covered != f.size) return Bad("chunks of " + f.path + " do not cover its size");
   } else {
     return Bad("unknown file kind " + kind);

@@ -22,7 +22,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (!chunk.empty() && force == 1) chunk[0] = static_cast<char>(CodecId::kFloatCtx);
   if (!chunk.empty() && force == 2) chunk[0] = static_cast<char>(CodecId::kLossy);
 
-  uint64_t claimed = chunk.size() >= 12 ? fuzz::LoadLE(reinterpret_cast<const uint8_t*>(chunk.data()) + 4, 8) : 0;
+  uint64_t claimed =
+      chunk.size() >= 12 ? fuzz::LoadLE(reinterpret_cast<const uint8_t*>(chunk.data()) + 4, 8) : 0;
   uint64_t expected = claimed;
   if (mode & 2) expected = claimed ^ (1 + material.size() % 64);
   if (expected > kMaxRawSize) return 0;

@@ -18,12 +18,16 @@ using deltastore::fuzz::kMaxRawSize;
 
 namespace {
 
+// One file per process, removed at exit (never destroyed, so the exit handler can still read it).
 const std::string& TempPath() {
-  static const std::string path = [] {
+  static const std::string* path = [] {
     const char* dir = std::getenv("TMPDIR");
-    return std::string(dir && *dir ? dir : "/tmp") + "/ds_container_fuzz_" + std::to_string(::getpid()) + ".dsc";
+    auto* p = new std::string(std::string(dir && *dir ? dir : "/tmp") + "/ds_container_fuzz_" +
+                              std::to_string(::getpid()) + ".dsc");
+    std::atexit([] { std::remove(TempPath().c_str()); });
+    return p;
   }();
-  return path;
+  return *path;
 }
 
 bool Small(const std::vector<ChunkRef>& chunks) {
@@ -81,7 +85,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     ManifestLoader no_loader = [](const Digest& d) -> StatusOr<Manifest> { return NotFound(d.ToString()); };
     VersionReader reader(&file, m, no_loader);
     for (const auto& f : m.files) {
-      bool small = f.size <= kMaxRawSize && (!f.header || f.header->raw_size <= kMaxRawSize) && Small(f.chunks);
+      bool small =
+          f.size <= kMaxRawSize && (!f.header || f.header->raw_size <= kMaxRawSize) && Small(f.chunks);
       for (const auto& t : f.tensors) small = small && Small(t.chunks);
       if (!small) continue;
       uint64_t produced = 0;
@@ -89,8 +94,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         produced += piece.size();
         return OkStatus();
       });
-      if (st.ok()) DS_FUZZ_CHECK(produced == f.size, "rebuilt %llu of %llu bytes", (unsigned long long)produced,
-                                 (unsigned long long)f.size);
+      if (st.ok())
+        DS_FUZZ_CHECK(produced == f.size, "rebuilt %llu of %llu bytes", (unsigned long long)produced,
+                      (unsigned long long)f.size);
     }
   }
   return 0;

@@ -80,8 +80,10 @@ Checkpoint SmallCheckpoint(uint32_t seed, float noise) {
   std::mt19937 rng(seed);
   std::normal_distribution<float> w(0.0f, 0.05f);
   Checkpoint c;
-  c.specs = {{"embed.weight", DType::kBF16, {16, 8}}, {"layer.weight", DType::kF32, {8, 8}},
-             {"layer.bias", DType::kF16, {8}}, {"shape", DType::kI32, {2}}};
+  c.specs = {{"embed.weight", DType::kBF16, {16, 8}},
+             {"layer.weight", DType::kF32, {8, 8}},
+             {"layer.bias", DType::kF16, {8}},
+             {"shape", DType::kI32, {2}}};
   std::mt19937 base_rng(7);
   std::vector<float> vals(128);
   for (auto& v : vals) v = w(base_rng) + noise * w(rng);
@@ -100,7 +102,8 @@ fs::path WriteCheckpoint(const Checkpoint& c, const std::string& name) {
 }
 
 void SafetensorsSeeds(const fs::path& fixtures) {
-  for (const char* name : {"blazeface.f32.safetensors", "faceres.bf16.safetensors", "faceres-deep.f32.safetensors"}) {
+  for (const char* name :
+       {"blazeface.f32.safetensors", "faceres.bf16.safetensors", "faceres-deep.f32.safetensors"}) {
     std::string first8 = ReadFile(fixtures / name, 8);
     uint64_t n = 0;
     for (int i = 7; i >= 0; --i) n = (n << 8) | static_cast<uint8_t>(first8[i]);
@@ -165,7 +168,8 @@ LossyTensor MakeLossy(LossyParams p, uint32_t seed) {
   for (uint64_t i = 0; i < kept; ++i) {
     uint32_t v = static_cast<uint32_t>(rng());
     if (p.values == ValueKind::kQuant) t.codes.push_back(static_cast<uint16_t>(v & ((1u << p.bits) - 1)));
-    if (p.values == ValueKind::kF16) t.codes.push_back(FloatToHalf(0.001f * static_cast<float>(int(v % 200) - 100)));
+    if (p.values == ValueKind::kF16)
+      t.codes.push_back(FloatToHalf(0.001f * static_cast<float>(int(v % 200) - 100)));
     if (p.values == ValueKind::kSign) t.codes.push_back(static_cast<uint16_t>(v & 1));
   }
   return t;
@@ -224,7 +228,8 @@ void ManifestAndContainerSeeds() {
   fs::path blob_path = fs::temp_directory_path() / "ds_gen_seeds_config.json";
   std::ofstream(blob_path) << R"({"architectures":["Tiny"],"hidden_size":8})";
   IngestStats stats;
-  auto base = IngestFiles(store.get(), {{base_path.string(), "model.safetensors"}, {blob_path.string(), "config.json"}},
+  auto base = IngestFiles(store.get(),
+                          {{base_path.string(), "model.safetensors"}, {blob_path.string(), "config.json"}},
                           nullptr, {}, &stats);
   Check(base.status(), "ingest base");
   std::map<Digest, Manifest> manifests{{ManifestDigest(*base), *base}};
@@ -275,8 +280,10 @@ void ManifestAndContainerSeeds() {
 
 void HttpSeeds() {
   auto put = [](const std::string& name, const std::string& text) { Write("http", name, text); };
-  put("get_file_range", "GET /v1/models/tune/versions/latest/files/model.safetensors\nrange: bytes=10-99\n\n");
-  put("get_file_etag", "HEAD /v1/models/seed/versions/@V/files/config.json\nif-none-match: W/\"@V\", \"x\"\n\n");
+  put("get_file_range",
+      "GET /v1/models/tune/versions/latest/files/model.safetensors\nrange: bytes=10-99\n\n");
+  put("get_file_etag",
+      "HEAD /v1/models/seed/versions/@V/files/config.json\nif-none-match: W/\"@V\", \"x\"\n\n");
   put("get_file_suffix", "GET /v1/models/seed/versions/v1/files/model.safetensors\nrange: bytes=-64\n\n");
   put("get_delta", "GET /v1/models/tune/versions/@T/delta\n\n");
   put("get_version", "GET /v1/models/tune/versions/latest\n\n");
@@ -285,12 +292,15 @@ void HttpSeeds() {
   put("tags", "GET /v1/models/seed/tags\n\n");
   put("stats", "GET /v1/stats\n\n");
   put("job", "GET /v1/jobs/@J\n\n");
-  put("upload_oneshot", "POST /v1/uploads?digest=@B\ncontent-type: application/octet-stream\n\nhello weights");
+  put("upload_oneshot",
+      "POST /v1/uploads?digest=@B\ncontent-type: application/octet-stream\n\nhello weights");
   put("upload_create", "POST /v1/uploads\n\n");
   put("upload_patch", "PATCH /v1/uploads/@U\ncontent-range: bytes 100-104\n\n12345");
   put("upload_patch_oci", "PATCH /v1/uploads/@U\ncontent-range: 100-101/*\n\nab");
   put("upload_get", "GET /v1/uploads/@U\n\n");
-  put("upload_seal", "PUT /v1/uploads/@U?digest=sha256:0000000000000000000000000000000000000000000000000000000000000000\n\n");
+  put("upload_seal",
+      "PUT "
+      "/v1/uploads/@U?digest=sha256:0000000000000000000000000000000000000000000000000000000000000000\n\n");
   put("upload_delete", "DELETE /v1/uploads/@S\n\n");
   put("create_version",
       "POST /v1/models/fz/versions\ncontent-type: application/json\n\n"

@@ -54,7 +54,8 @@ Response Call(const std::string& method, const std::string& target, const std::s
 
 json BodyOf(Response r, int want) {
   auto b = r.ReadAll();
-  DS_FUZZ_CHECK(b.ok() && r.status == want, "set-up request failed: %d %s", r.status, b.ok() ? b->c_str() : "");
+  DS_FUZZ_CHECK(b.ok() && r.status == want, "set-up request failed: %d %s", r.status,
+                b.ok() ? b->c_str() : "");
   return json::parse(*b);
 }
 
@@ -86,9 +87,8 @@ std::string FileBytes(const std::vector<TensorSpec>& specs, const std::vector<st
 }
 
 void MakeFiles() {
-  std::vector<TensorSpec> specs = {{"layer.weight", DType::kF32, {8, 16}},
-                                   {"layer.bias", DType::kBF16, {8}},
-                                   {"shape", DType::kI32, {3}}};
+  std::vector<TensorSpec> specs = {
+      {"layer.weight", DType::kF32, {8, 16}}, {"layer.bias", DType::kBF16, {8}}, {"shape", DType::kI32, {3}}};
   std::vector<std::string> base(3), tune(3);
   base[0].resize(8 * 16 * 4);
   for (size_t i = 0; i < 128; ++i) {
@@ -117,24 +117,29 @@ void EnsureWorld() {
                       {{"content-range", "0-99"}});
     DS_FUZZ_CHECK(r.status == 202, "set-up PATCH failed: %d %s", r.status, r.body.c_str());
   }
-  if (g->sealed_upload.empty() || !UploadIs(g->sealed_upload, "sealed")) g->sealed_upload = Upload(g->tune_file);
+  if (g->sealed_upload.empty() || !UploadIs(g->sealed_upload, "sealed"))
+    g->sealed_upload = Upload(g->tune_file);
   // A tag the previous input moved or deleted goes back first; a deleted version is stored again.
-  if (!g->reg->Resolve("seed", "v1").ok() && (g->seed_digest.empty() || !g->reg->SetTag("seed", "v1", g->seed_digest).ok())) {
-    g->seed_digest = AddVersion("seed", {{"files", {{{"path", "model.safetensors"}, {"upload", Upload(g->base_file)}},
-                                                    {{"path", "config.json"}, {"upload", Upload(g->blob)}}}},
+  if (!g->reg->Resolve("seed", "v1").ok() &&
+      (g->seed_digest.empty() || !g->reg->SetTag("seed", "v1", g->seed_digest).ok())) {
+    g->seed_digest = AddVersion("seed", {{"files",
+                                          {{{"path", "model.safetensors"}, {"upload", Upload(g->base_file)}},
+                                           {{"path", "config.json"}, {"upload", Upload(g->blob)}}}},
                                          {"tags", {"v1"}}});
   }
   if (!g->reg->Resolve("tune", "latest").ok() &&
       (g->tune_digest.empty() || !g->reg->SetTag("tune", "latest", g->tune_digest).ok())) {
-    g->tune_digest = AddVersion("tune", {{"files", {{{"path", "model.safetensors"}, {"upload", Upload(g->tune_file)}}}},
-                                         {"base", {{"model", "seed"}, {"version", "v1"}}},
-                                         {"policy", {{"mode", "lossless"}}},
-                                         {"tags", {"latest"}}});
+    g->tune_digest =
+        AddVersion("tune", {{"files", {{{"path", "model.safetensors"}, {"upload", Upload(g->tune_file)}}}},
+                            {"base", {{"model", "seed"}, {"version", "v1"}}},
+                            {"policy", {{"mode", "lossless"}}},
+                            {"tags", {"latest"}}});
   }
 }
 
 void Replace(std::string* s, const std::string& from, const std::string& to) {
-  for (size_t p = 0; (p = s->find(from, p)) != std::string::npos; p += to.size()) s->replace(p, from.size(), to);
+  for (size_t p = 0; (p = s->find(from, p)) != std::string::npos; p += to.size())
+    s->replace(p, from.size(), to);
 }
 
 void Substitute(std::string* s, const std::string& body_digest) {
@@ -156,8 +161,8 @@ void Cleanup() {
 }
 
 bool ValidStatus(int s) {
-  static const std::set<int> kKnown = {200, 201, 202, 204, 206, 304, 400, 404, 405, 409,
-                                       413, 416, 429, 500, 501, 503, 507};
+  static const std::set<int> kKnown = {200, 201, 202, 204, 206, 304, 400, 404, 405,
+                                       409, 413, 416, 429, 500, 501, 503, 507};
   return kKnown.count(s) > 0;
 }
 

@@ -22,11 +22,12 @@ bool SameTensor(const LossyTensor& a, const LossyTensor& b) {
     std::memcpy(&u, &f, 4);
     return u;
   };
-  return p.rows == q.rows && p.cols == q.cols && bits(p.lambda) == bits(q.lambda) && bits(p.mu) == bits(q.mu) &&
-         p.mask == q.mask && p.seed == q.seed && p.stream == q.stream && p.group == q.group && p.keep == q.keep &&
-         bits(p.keep_prob) == bits(q.keep_prob) && p.values == q.values && p.bits == q.bits &&
-         p.planes == q.planes && bits(p.sign_scale) == bits(q.sign_scale) && a.positions == b.positions &&
-         a.codes == b.codes && a.row_scale.size() == b.row_scale.size() && a.row_zero.size() == b.row_zero.size();
+  return p.rows == q.rows && p.cols == q.cols && bits(p.lambda) == bits(q.lambda) &&
+         bits(p.mu) == bits(q.mu) && p.mask == q.mask && p.seed == q.seed && p.stream == q.stream &&
+         p.group == q.group && p.keep == q.keep && bits(p.keep_prob) == bits(q.keep_prob) &&
+         p.values == q.values && p.bits == q.bits && p.planes == q.planes &&
+         bits(p.sign_scale) == bits(q.sign_scale) && a.positions == b.positions && a.codes == b.codes &&
+         a.row_scale.size() == b.row_scale.size() && a.row_zero.size() == b.row_zero.size();
 }
 
 }  // namespace

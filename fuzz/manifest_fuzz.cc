@@ -19,7 +19,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::vector<Digest> digests = m->ChunkDigests();
   for (const auto& f : m->files) {
     DS_FUZZ_CHECK(m->FindFile(f.path) != nullptr, "FindFile(%s) fails", f.path.c_str());
-    DS_FUZZ_CHECK(f.kind != FileKind::kSafetensors || f.header.has_value(), "safetensors file without header");
+    DS_FUZZ_CHECK(f.kind != FileKind::kSafetensors || f.header.has_value(),
+                  "safetensors file without header");
     // The pieces add up to the file's size in exact arithmetic (no wrap-around).
     unsigned __int128 total = f.header ? f.header->raw_size : 0;
     for (const auto& t : f.tensors) total += t.size;

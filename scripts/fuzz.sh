@@ -32,6 +32,9 @@ JOBS=$(( $(nproc) < 2 ? $(nproc) : 2 ))
 cmake --build "$BUILD_DIR" -j "$JOBS" --target $(printf '%s_fuzz ' "${TARGETS[@]}")
 
 mkdir -p "$BUILD_DIR/artifacts"
+# The container and http targets write temp files (a registry's data dir); a crash leaves them behind.
+export TMPDIR="$PWD/$BUILD_DIR/tmp"
+rm -rf "$TMPDIR" && mkdir -p "$TMPDIR"
 failed=()
 printf '%-20s %12s %s\n' target executions result
 for t in "${TARGETS[@]}"; do

@@ -38,6 +38,7 @@ class RoutesTest : public ::testing::Test {
     RegistryOptions o;
     o.data_dir = dir_.string();
     o.sync_writes = false;
+    o.max_open_uploads = max_open_uploads_;
     auto r = Registry::Open(o);
     ASSERT_TRUE(r.ok()) << r.status().ToString();
     reg_ = std::move(*r);
@@ -82,6 +83,7 @@ class RoutesTest : public ::testing::Test {
     return *job;
   }
 
+  size_t max_open_uploads_ = 1000;
   fs::path dir_;
   std::unique_ptr<Registry> reg_;
   std::shared_ptr<Router> router_;
@@ -287,6 +289,34 @@ TEST_F(RoutesTest, HeadAndUnknownRoutes) {
   EXPECT_EQ(Call("GET", "/nope").status, 404);
   EXPECT_EQ(Call("DELETE", "/healthz").status, 405);
   EXPECT_EQ(Call("HEAD", "/healthz").status, 200);
+}
+
+// http_fuzz: error messages quote the path, which need not be UTF-8; the JSON dump threw (type_error 316)
+// and the connection ended without an answer.
+TEST_F(RoutesTest, NonUtf8InThePathGetsAJsonError) {
+  for (const char* target : {"/v1/models/%F8", "/v1/models/%C3%28/versions", "/nope/%FF%FE"}) {
+    Response r = Call("GET", target);
+    EXPECT_GE(r.status, 400) << target;
+    EXPECT_LT(r.status, 500) << target;
+    json doc = Body(r);
+    ASSERT_FALSE(doc.is_discarded()) << target << ": " << r.body;
+    EXPECT_TRUE(doc["errors"][0]["code"].is_string());
+  }
+}
+
+// http_fuzz: a one-shot upload with a wrong digest answered 400 but stayed open (its id never reached
+// the client), so max_open_uploads of them made every later upload a 429.
+TEST_F(RoutesTest, FailedOneShotUploadsDoNotPileUp) {
+  max_open_uploads_ = 2;
+  Reopen();
+  const std::string bytes = "some bytes";
+  const std::string wrong = Sha256::Of("other bytes").ToString();
+  for (int i = 0; i < 5; ++i) {
+    Response r = Call("POST", "/v1/uploads?digest=" + wrong, bytes);
+    EXPECT_EQ(r.status, 400) << r.body;
+    EXPECT_EQ(Body(r)["errors"][0]["code"], "DIGEST_INVALID");
+  }
+  Upload(bytes);  // 201, not 429
 }
 
 }  // namespace

@@ -5,6 +5,7 @@
 
 #include "codec/chunk_codec.h"
 #include "codec/lossy_codec.h"
+#include "codec/manifest.h"
 
 namespace deltastore {
 namespace {
@@ -65,6 +66,48 @@ TEST(FuzzRegressionTest, LossyChunkWithAnEmptyDimensionIsRefused) {
     EXPECT_EQ(parsed.status().code(), StatusCode::kCorruption);
     EXPECT_FALSE(DecodeChunk(chunk, {}, 0).ok());
   }
+}
+
+// container_fuzz: a manifest may claim any raw size per chunk, and readers allocate it before decoding
+// (a 2^40-byte blob chunk in a 200-byte container). Only lossy chunks may exceed kChunkSize (they hold a
+// whole tensor and are bounded by the base tensor when decoded); DecodeChunk refuses the rest too.
+TEST(FuzzRegressionTest, ChunksLargerThanTheFormatAllowsAreRefused) {
+  auto manifest_with = [](uint64_t raw, TensorEncoding enc) {
+    Manifest m;
+    FileEntry blob;
+    blob.path = "blob.bin";
+    blob.kind = FileKind::kBlob;
+    blob.size = raw;
+    blob.chunks = {ChunkRef{Sha256::Of("x"), raw, 10}};
+    FileEntry st;
+    st.path = "model.safetensors";
+    st.kind = FileKind::kSafetensors;
+    st.header = ChunkRef{Sha256::Of("h"), 8, 8};
+    TensorEntry t;
+    t.name = "w";
+    t.dtype = DType::kF32;
+    t.shape = {raw / 4};
+    t.size = raw;
+    t.encoding = enc;
+    t.chunks = {ChunkRef{Sha256::Of("t"), raw, 10}};
+    st.tensors = {t};
+    st.size = 8 + raw;
+    m.files = {blob, st};
+    return SerializeManifest(m);
+  };
+  EXPECT_TRUE(ParseManifest(manifest_with(kChunkSize, TensorEncoding::kDelta)).ok());
+  auto big = ParseManifest(manifest_with(kChunkSize + 4, TensorEncoding::kDelta));
+  ASSERT_FALSE(big.ok());
+  EXPECT_NE(big.status().message().find("bad sizes"), std::string::npos) << big.status().message();
+
+  // A chunk claiming more than kChunkSize raw bytes is refused before anything is allocated.
+  std::string chunk = EncodeChunk(DType::kU8, std::string(16, 'a'), {}, {});
+  std::string huge = chunk;
+  for (int i = 0; i < 8; ++i) huge[4 + i] = (i == 5) ? 1 : 0;  // raw size 2^40
+  auto out = DecodeChunk(huge, {}, 1ull << 40);
+  ASSERT_FALSE(out.ok());
+  EXPECT_EQ(out.status().code(), StatusCode::kCorruption);
+  EXPECT_TRUE(DecodeChunk(chunk, {}, 16).ok());
 }
 
 }  // namespace
