@@ -11,8 +11,9 @@ APT_PACKAGES=(
   build-essential cmake ninja-build ccache pkg-config git python3 python3-venv
   libboost1.81-dev librocksdb-dev libzstd-dev libssl-dev nlohmann-json3-dev libgtest-dev libgmock-dev
   libcli11-dev libspdlog-dev
+  chromium fonts-dejavu-core  # the /ui screenshot test runs a real headless browser
 )
-PY_PACKAGES=("torch==$TORCH_VERSION" numpy pytest requests safetensors tqdm)
+PY_PACKAGES=("torch==$TORCH_VERSION" numpy pytest requests safetensors tqdm schemathesis matplotlib)
 
 log() { printf '[setup] %s\n' "$*" >&2; }
 
@@ -38,7 +39,7 @@ if ! "$VENV/bin/python" -c "import torch, sys; sys.exit(torch.__version__.split(
   "$VENV/bin/pip" install -q "${PY_PACKAGES[@]}"
 fi
 # Cheap check of the remaining Python packages (adds new ones without touching torch).
-if ! "$VENV/bin/python" -c "import numpy, pytest, requests, safetensors, tqdm" 2>/dev/null; then
+if ! "$VENV/bin/python" -c "import numpy, pytest, requests, safetensors, tqdm, schemathesis, matplotlib" 2>/dev/null; then
   "$VENV/bin/pip" install -q "${PY_PACKAGES[@]}"
 fi
 # The Python client, editable from this clone (a venv kept from another clone points elsewhere).
