@@ -45,6 +45,8 @@ int HttpStatusFor(StatusCode code) {
     case StatusCode::kResourceExhausted: return 429;
     case StatusCode::kUnavailable: return 503;
     case StatusCode::kUnimplemented: return 501;
+    case StatusCode::kUnauthenticated: return 401;
+    case StatusCode::kPermissionDenied: return 403;
     case StatusCode::kCorruption:
     case StatusCode::kDataLoss:
     case StatusCode::kIOError:
@@ -61,7 +63,10 @@ Response Response::Error(int http_status, std::string_view code, std::string_vie
 
 Response Response::Error(const Status& status) {
   std::string_view code = status.reason().empty() ? StatusCodeName(status.code()) : status.reason();
-  return Error(HttpStatusFor(status.code()), code, status.message());
+  Response r = Error(HttpStatusFor(status.code()), code, status.message());
+  if (r.status == 401)
+    r.headers["www-authenticate"] = "Bearer realm=\"deltastore\", Basic realm=\"deltastore\"";
+  return r;
 }
 
 }  // namespace deltastore::api

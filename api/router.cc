@@ -127,9 +127,18 @@ bool ParseTarget(std::string_view target, std::string* path, std::map<std::strin
   return true;
 }
 
-void Router::Add(std::string method, std::string pattern, Handler handler) {
-  Handler guarded = [h = std::move(handler)](Request& req) -> Response {
+static Scope DefaultScope(const std::string& method) {
+  return method == "GET" || method == "HEAD" ? Scope::kRead : Scope::kWrite;
+}
+
+Router::Router() : authorizer_(std::make_shared<Authorizer>()) {}
+
+void Router::Add(std::string method, std::string pattern, Handler handler, std::optional<Scope> scope) {
+  Handler guarded = [h = std::move(handler), auth = authorizer_,
+                     need = scope.value_or(DefaultScope(method))](Request& req) -> Response {
     try {
+      if (*auth)
+        if (Status s = (*auth)(req, need); !s.ok()) return Response::Error(s);
       return h(req);
     } catch (const std::exception& e) {
       return InternalError(e.what());
@@ -138,10 +147,13 @@ void Router::Add(std::string method, std::string pattern, Handler handler) {
   routes_.push_back({std::move(method), Split(pattern), std::move(guarded), nullptr});
 }
 
-void Router::AddStreaming(std::string method, std::string pattern, StreamingHandler handler) {
+void Router::AddStreaming(std::string method, std::string pattern, StreamingHandler handler,
+                          std::optional<Scope> scope) {
   StreamingHandler guarded =
-      [h = std::move(handler)](Request& req) -> StatusOr<std::unique_ptr<BodyConsumer>> {
+      [h = std::move(handler), auth = authorizer_,
+       need = scope.value_or(DefaultScope(method))](Request& req) -> StatusOr<std::unique_ptr<BodyConsumer>> {
     try {
+      if (*auth) DS_RETURN_IF_ERROR((*auth)(req, need));
       DS_ASSIGN_OR_RETURN(std::unique_ptr<BodyConsumer> c, h(req));
       return std::unique_ptr<BodyConsumer>(new GuardedConsumer(std::move(c)));
     } catch (const std::exception& e) {

@@ -4,10 +4,12 @@
 
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "api/http.h"
+#include "service/tokens.h"
 
 namespace deltastore::api {
 
@@ -16,10 +18,18 @@ using Handler = std::function<Response(Request&)>;
 // body or an error response to send instead.
 using StreamingHandler = std::function<StatusOr<std::unique_ptr<BodyConsumer>>(Request&)>;
 
+// Decides whether a request may run a route that needs `scope` (kNone: open to all).
+using Authorizer = std::function<Status(const Request&, Scope)>;
+
 class Router {
  public:
-  void Add(std::string method, std::string pattern, Handler handler);
-  void AddStreaming(std::string method, std::string pattern, StreamingHandler handler);
+  Router();
+  // A route's scope defaults by method: GET and HEAD need read, the others write.
+  void Add(std::string method, std::string pattern, Handler handler, std::optional<Scope> scope = {});
+  void AddStreaming(std::string method, std::string pattern, StreamingHandler handler,
+                    std::optional<Scope> scope = {});
+  // Every route checks it before running (and before a streamed body is read). Unset: all allowed.
+  void SetAuthorizer(Authorizer authorizer) { *authorizer_ = std::move(authorizer); }
 
   struct Match {
     const Handler* handler = nullptr;
@@ -40,6 +50,7 @@ class Router {
     StreamingHandler streaming;
   };
   std::vector<Route> routes_;
+  std::shared_ptr<Authorizer> authorizer_;
 };
 
 // Splits a target into a percent-decoded path and query parameters; false on malformed escapes.

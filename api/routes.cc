@@ -251,21 +251,28 @@ Response DownloadDelta(Registry* reg, Request& req) {
 
 }  // namespace
 
-std::shared_ptr<Router> BuildRouter(Registry* reg, ApiInfo info) {
+std::shared_ptr<Router> BuildRouter(Registry* reg, ApiInfo info, AuthOptions auth) {
   auto r = std::make_shared<Router>();
-  r->Add("GET", "/healthz", [info](Request&) {
-    return Response::Json(200, json{{"status", "ok"}, {"version", info.version}}.dump());
-  });
-  r->Add("GET", "/readyz", [info, reg](Request&) {
-    if (reg == nullptr) return Response::Error(503, "UNAVAILABLE", "registry is not open");
-    // The compute backend is loaded by the first lossy job; report its device once it is.
-    std::string device = info.compute_device;
-    if (GpuApiLoaded()) {
-      auto d = (*LoadGpuApi())->probe();
-      device = d.ok() ? d->name : "unavailable: " + d.status().message();
-    }
-    return Response::Json(200, json{{"status", "ready"}, {"compute_device", device}}.dump());
-  });
+  if (reg != nullptr) r->SetAuthorizer(MakeAuthorizer(reg, auth));
+  r->Add(
+      "GET", "/healthz",
+      [info](Request&) {
+        return Response::Json(200, json{{"status", "ok"}, {"version", info.version}}.dump());
+      },
+      Scope::kNone);
+  r->Add(
+      "GET", "/readyz",
+      [info, reg](Request&) {
+        if (reg == nullptr) return Response::Error(503, "UNAVAILABLE", "registry is not open");
+        // The compute backend is loaded by the first lossy job; report its device once it is.
+        std::string device = info.compute_device;
+        if (GpuApiLoaded()) {
+          auto d = (*LoadGpuApi())->probe();
+          device = d.ok() ? d->name : "unavailable: " + d.status().message();
+        }
+        return Response::Json(200, json{{"status", "ready"}, {"compute_device", device}}.dump());
+      },
+      Scope::kNone);
   if (reg == nullptr) return r;
 
   // Uploads.
@@ -385,11 +392,42 @@ std::shared_ptr<Router> BuildRouter(Registry* reg, ApiInfo info) {
   });
   r->Add("DELETE", "/v1/models/{model}/versions/{ref}",
          [reg](Request& req) { return Reply(reg->DeleteVersion(req.params[0], req.params[1])); });
-  r->Add("POST", "/v1/gc", [reg](Request&) {
-    auto gc = reg->CollectGarbage();
-    if (!gc.ok()) return Response::Error(gc.status());
-    return JsonOk(200, json{{"chunks_deleted", gc->chunks_deleted}, {"bytes_freed", gc->bytes_freed}});
-  });
+  r->Add(
+      "POST", "/v1/gc",
+      [reg](Request&) {
+        auto gc = reg->CollectGarbage();
+        if (!gc.ok()) return Response::Error(gc.status());
+        return JsonOk(200, json{{"chunks_deleted", gc->chunks_deleted}, {"bytes_freed", gc->bytes_freed}});
+      },
+      Scope::kAdmin);
+
+  // Tokens (admin).
+  r->Add(
+      "POST", "/v1/tokens",
+      [reg](Request& req) {
+        json body = json::parse(req.body, nullptr, false);
+        if (body.is_discarded() || !body.is_object() || !body["scope"].is_string() ||
+            (body.contains("name") && !body["name"].is_string())) {
+          return Response::Error(400, "BAD_REQUEST",
+                                 "body must be {\"name\": \"...\", \"scope\": \"read|write|admin\"}");
+        }
+        auto scope = ParseScope(body["scope"].get<std::string>());
+        if (!scope) return Response::Error(400, "BAD_REQUEST", "scope must be read, write or admin");
+        return Reply(reg->tokens().Create(body.value("name", ""), *scope), 201);
+      },
+      Scope::kAdmin);
+  r->Add(
+      "GET", "/v1/tokens", [reg](Request&) { return Reply(reg->tokens().List()); }, Scope::kAdmin);
+  r->Add(
+      "DELETE", "/v1/tokens/{id}",
+      [reg](Request& req) {
+        Status s = reg->tokens().Revoke(req.params[0]);
+        if (!s.ok()) return Response::Error(s);
+        Response resp;
+        resp.status = 204;
+        return resp;
+      },
+      Scope::kAdmin);
   return r;
 }
 

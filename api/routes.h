@@ -4,6 +4,7 @@
 #include <memory>
 #include <string>
 
+#include "api/auth.h"
 #include "api/router.h"
 
 namespace deltastore {
@@ -17,6 +18,6 @@ struct ApiInfo {
   std::string compute_device;  // "cpu" or "cuda:0"
 };
 
-std::shared_ptr<Router> BuildRouter(Registry* registry, ApiInfo info);
+std::shared_ptr<Router> BuildRouter(Registry* registry, ApiInfo info, AuthOptions auth = {});
 
 }  // namespace deltastore::api

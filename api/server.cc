@@ -5,10 +5,13 @@
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
+#include <boost/asio/ssl.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
 #include <cctype>
+#include <optional>
 #include <thread>
 #include <vector>
 
@@ -36,9 +39,12 @@ void CopyHeaders(const Response& from, http::response<Body>* to) {
 
 }  // namespace
 
+using TlsStream = beast::ssl_stream<beast::tcp_stream>;
+
 struct Server::Impl {
   std::shared_ptr<const Router> router;
   ServerOptions options;
+  std::optional<asio::ssl::context> tls;  // set when a certificate is configured
   asio::io_context ioc;
   tcp::acceptor acceptor{ioc};
   std::vector<std::thread> threads;
@@ -64,12 +70,37 @@ struct Server::Impl {
         socket.close(ignored);
         continue;
       }
-      asio::co_spawn(asio::make_strand(ioc), Session(beast::tcp_stream(std::move(socket))), asio::detached);
+      if (tls) {
+        asio::co_spawn(asio::make_strand(ioc), TlsSession(beast::tcp_stream(std::move(socket))),
+                       asio::detached);
+      } else {
+        asio::co_spawn(asio::make_strand(ioc), PlainSession(beast::tcp_stream(std::move(socket))),
+                       asio::detached);
+      }
     }
   }
 
+  asio::awaitable<void> PlainSession(beast::tcp_stream stream) {
+    co_await Session(stream);
+    beast::error_code ignored;
+    stream.socket().shutdown(tcp::socket::shutdown_both, ignored);
+  }
+
+  asio::awaitable<void> TlsSession(beast::tcp_stream tcp) {
+    TlsStream stream(std::move(tcp), *tls);
+    beast::get_lowest_layer(stream).expires_after(options.header_timeout);
+    auto [ec] =
+        co_await stream.async_handshake(asio::ssl::stream_base::server, asio::as_tuple(asio::use_awaitable));
+    if (ec) co_return;  // not TLS, bad certificate on the client's side, or too slow
+    co_await Session(stream);
+    beast::get_lowest_layer(stream).expires_after(std::chrono::seconds(5));
+    auto [sec] = co_await stream.async_shutdown(asio::as_tuple(asio::use_awaitable));
+    (void)sec;
+  }
+
   // Returns false when the connection must close.
-  asio::awaitable<bool> WriteResponse(beast::tcp_stream& stream, Response& resp, bool head, bool keep_alive) {
+  template <class Stream>
+  asio::awaitable<bool> WriteResponse(Stream& stream, Response& resp, bool head, bool keep_alive) {
     if (!resp.stream || head) {
       http::response<http::string_body> res{static_cast<http::status>(resp.status), 11};
       CopyHeaders(resp, &res);
@@ -111,7 +142,7 @@ struct Server::Impl {
       res.body().data = piece->data();
       res.body().size = piece->size();
       res.body().more = true;
-      stream.expires_after(options.body_timeout);
+      beast::get_lowest_layer(stream).expires_after(options.body_timeout);
       auto [ec, n] = co_await http::async_write(stream, sr, asio::as_tuple(asio::use_awaitable));
       if (ec && ec != http::error::need_buffer) co_return false;
     }
@@ -123,7 +154,9 @@ struct Server::Impl {
     co_return !ec;
   }
 
-  asio::awaitable<void> Session(beast::tcp_stream stream) {
+  // The request loop of one connection, plain or TLS; the caller closes the connection.
+  template <class Stream>
+  asio::awaitable<void> Session(Stream& stream) {
     ++connections;
     struct Count {
       std::atomic<size_t>& c;
@@ -136,7 +169,7 @@ struct Server::Impl {
       http::request_parser<http::buffer_body> parser;
       parser.header_limit(64 * 1024);
       parser.body_limit(boost::none);  // limits are the route's business
-      stream.expires_after(options.header_timeout);
+      beast::get_lowest_layer(stream).expires_after(options.header_timeout);
       auto [ec, n] =
           co_await http::async_read_header(stream, buffer, parser, asio::as_tuple(asio::use_awaitable));
       if (ec) break;  // closed, timed out or malformed
@@ -173,7 +206,7 @@ struct Server::Impl {
             while (!parser.is_done() && s.ok()) {
               parser.get().body().data = piece.data();
               parser.get().body().size = piece.size();
-              stream.expires_after(options.body_timeout);
+              beast::get_lowest_layer(stream).expires_after(options.body_timeout);
               auto [rec, rn] =
                   co_await http::async_read(stream, buffer, parser, asio::as_tuple(asio::use_awaitable));
               if (rec == http::error::need_buffer) rec = {};
@@ -200,7 +233,7 @@ struct Server::Impl {
           while (!parser.is_done()) {
             parser.get().body().data = piece.data();
             parser.get().body().size = piece.size();
-            stream.expires_after(options.body_timeout);
+            beast::get_lowest_layer(stream).expires_after(options.body_timeout);
             auto [rec, rn] =
                 co_await http::async_read(stream, buffer, parser, asio::as_tuple(asio::use_awaitable));
             if (rec == http::error::need_buffer) rec = {};
@@ -225,8 +258,6 @@ struct Server::Impl {
       bool ok = co_await WriteResponse(stream, resp, head, keep_alive);
       if (!ok || !keep_alive) break;
     }
-    beast::error_code ignored;
-    stream.socket().shutdown(tcp::socket::shutdown_both, ignored);
   }
 };
 
@@ -241,6 +272,20 @@ Server::~Server() {
 }
 
 Status Server::Start() {
+  if (!impl_->options.tls_cert_file.empty()) {
+    try {
+      asio::ssl::context ctx(asio::ssl::context::tls_server);
+      ctx.set_options(asio::ssl::context::default_workarounds | asio::ssl::context::no_sslv2 |
+                      asio::ssl::context::no_sslv3 | asio::ssl::context::no_tlsv1 |
+                      asio::ssl::context::no_tlsv1_1 | asio::ssl::context::single_dh_use);
+      ctx.use_certificate_chain_file(impl_->options.tls_cert_file);
+      ctx.use_private_key_file(impl_->options.tls_key_file, asio::ssl::context::pem);
+      impl_->tls.emplace(std::move(ctx));
+    } catch (const boost::system::system_error& e) {
+      return InvalidArgument("cannot load TLS certificate " + impl_->options.tls_cert_file + " / key " +
+                             impl_->options.tls_key_file + ": " + e.what());
+    }
+  }
   try {
     auto& acc = impl_->acceptor;
     tcp::endpoint ep(asio::ip::make_address(impl_->options.address), impl_->options.port);

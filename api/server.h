@@ -21,6 +21,8 @@ struct ServerOptions {
   std::chrono::seconds header_timeout{30};
   std::chrono::seconds body_timeout{120};  // between body pieces (slowloris guard)
   size_t max_connections = 256;
+  std::string tls_cert_file;  // PEM chain; with tls_key_file, every connection is TLS (1.2 or later)
+  std::string tls_key_file;
 };
 
 class Server {

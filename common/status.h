@@ -25,6 +25,8 @@ enum class StatusCode {
   kUnavailable,         // shutting down, try later (503)
   kUnimplemented,       // (501)
   kInternal,            // a bug (500)
+  kUnauthenticated,     // no or unknown credentials (401)
+  kPermissionDenied,    // credentials lack the scope (403)
 };
 
 std::string_view StatusCodeName(StatusCode code);
@@ -93,6 +95,12 @@ inline Status Unimplemented(std::string m) {
 }
 inline Status Internal(std::string m) {
   return {StatusCode::kInternal, std::move(m)};
+}
+inline Status Unauthenticated(std::string m) {
+  return {StatusCode::kUnauthenticated, std::move(m), "UNAUTHORIZED"};
+}
+inline Status PermissionDenied(std::string m) {
+  return {StatusCode::kPermissionDenied, std::move(m), "DENIED"};
 }
 
 template <typename T>

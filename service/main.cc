@@ -46,10 +46,69 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1, 64));
   app.add_option("--max-open-uploads", max_uploads, "open upload sessions allowed")
       ->envname("DS_MAX_OPEN_UPLOADS");
+  deltastore::api::AuthOptions auth;
+  app.add_flag("--auth,!--no-auth", auth.enabled,
+               "require bearer tokens (create one with `deltastored token create`)")
+      ->envname("DS_AUTH");
+  app.add_flag("--anonymous-read", auth.anonymous_read, "with --auth: read routes need no token")
+      ->envname("DS_ANONYMOUS_READ");
+  std::string tls_cert, tls_key;
+  app.add_option("--tls-cert", tls_cert, "PEM certificate chain: serve HTTPS (with --tls-key)")
+      ->envname("DS_TLS_CERT");
+  app.add_option("--tls-key", tls_key, "PEM private key of --tls-cert")->envname("DS_TLS_KEY");
   bool repair = false;
   auto* check = app.add_subcommand("check", "verify every chunk and reference of the data dir, then exit");
   check->add_flag("--repair", repair, "rewrite reference counts that disagree with the manifests");
+  auto* token =
+      app.add_subcommand("token", "manage bearer tokens offline (server stopped; online: /v1/tokens)");
+  token->require_subcommand(1);
+  std::string token_name, token_scope = "read", token_id;
+  auto* token_create = token->add_subcommand("create", "create a token and print it (shown only once)");
+  token_create->add_option("--name", token_name, "what the token is for");
+  token_create->add_option("--scope", token_scope, "read, write or admin (each includes the ones before)")
+      ->check(CLI::IsMember({"read", "write", "admin"}));
+  auto* token_list = token->add_subcommand("list", "list tokens (never their secrets)");
+  auto* token_revoke = token->add_subcommand("revoke", "revoke a token by id");
+  token_revoke->add_option("id", token_id, "token id (the 16 hex after dst_)")->required();
   CLI11_PARSE(app, argc, argv);
+
+  if (*token) {
+    deltastore::RegistryOptions topts;
+    topts.data_dir = data_dir;
+    topts.recover = false;
+    auto reg = deltastore::Registry::Open(topts);
+    if (!reg.ok()) {
+      std::fprintf(stderr,
+                   "error: %s (a running server holds the data dir: use POST/GET/DELETE /v1/tokens)\n",
+                   reg.status().ToString().c_str());
+      return 1;
+    }
+    auto tokens = (*reg)->tokens();
+    if (*token_create) {
+      auto t = tokens.Create(token_name, *deltastore::ParseScope(token_scope));
+      if (!t.ok()) {
+        std::fprintf(stderr, "error: %s\n", t.status().ToString().c_str());
+        return 1;
+      }
+      std::printf("%s\n", (*t)["token"].get<std::string>().c_str());
+      std::fprintf(stderr, "token %s (%s scope) created; it is not shown again\n",
+                   (*t)["id"].get<std::string>().c_str(), token_scope.c_str());
+    } else if (*token_list) {
+      auto l = tokens.List();
+      if (!l.ok()) {
+        std::fprintf(stderr, "error: %s\n", l.status().ToString().c_str());
+        return 1;
+      }
+      std::printf("%s\n", l->dump(2).c_str());
+    } else if (*token_revoke) {
+      if (auto st = tokens.Revoke(token_id); !st.ok()) {
+        std::fprintf(stderr, "error: %s\n", st.ToString().c_str());
+        return 1;
+      }
+      std::fprintf(stderr, "token %s revoked\n", token_id.c_str());
+    }
+    return 0;
+  }
 
   if (*check) {
     deltastore::RegistryOptions copts;
@@ -70,8 +129,14 @@ int main(int argc, char** argv) {
     return (*report)["ok"].get<bool>() ? 0 : 3;
   }
 
+  if (tls_cert.empty() != tls_key.empty()) {
+    std::fprintf(stderr, "error: --tls-cert and --tls-key go together\n");
+    return 2;
+  }
   deltastore::api::ServerOptions opts;
   opts.threads = threads;
+  opts.tls_cert_file = tls_cert;
+  opts.tls_key_file = tls_key;
   if (!SplitListen(listen, &opts.address, &opts.port)) {
     std::fprintf(stderr, "error: --listen must be host:port, got '%s'\n", listen.c_str());
     return 2;
@@ -87,13 +152,22 @@ int main(int argc, char** argv) {
   }
   deltastore::api::ApiInfo info{"0.1.0", "loaded on first lossy job"};
 
-  deltastore::api::Server server(deltastore::api::BuildRouter(registry->get(), info), opts);
+  deltastore::api::Server server(deltastore::api::BuildRouter(registry->get(), info, auth), opts);
   if (auto s = server.Start(); !s.ok()) {
     std::fprintf(stderr, "error: %s\n", s.ToString().c_str());
     return 1;
   }
-  std::printf("deltastored listening on %s:%u (data %s, compute %s)\n", opts.address.c_str(), server.port(),
-              data_dir.c_str(), info.compute_device.c_str());
+  std::printf("deltastored listening on %s:%u (%s, data %s, compute %s, auth %s)\n", opts.address.c_str(),
+              server.port(), tls_cert.empty() ? "http" : "https", data_dir.c_str(),
+              info.compute_device.c_str(),
+              !auth.enabled         ? "off"
+              : auth.anonymous_read ? "on, anonymous read"
+                                    : "on");
+  if (!auth.enabled)
+    std::fprintf(stderr,
+                 "warning: auth is off: anyone who can reach %s can read, write and delete models "
+                 "(start with --auth)\n",
+                 listen.c_str());
   std::fflush(stdout);
   server.RunUntilSignal();
   (*registry)->Shutdown();  // running jobs finish; queued ones stay queued for the next start

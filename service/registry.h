@@ -18,6 +18,7 @@
 
 #include "service/container.h"
 #include "service/packer.h"
+#include "service/tokens.h"
 #include "storage/stores.h"
 
 namespace deltastore {
@@ -62,6 +63,7 @@ class Registry {
 
   ChunkStore* chunks() { return stores_.chunks.get(); }
   MetaStore* meta() { return stores_.meta.get(); }
+  TokenStore tokens() { return TokenStore(meta()); }
 
   // Uploads.
   StatusOr<nlohmann::json> CreateUpload();

@@ -21,15 +21,17 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 class Server:
     """A deltastored process on a free loopback port, restartable on the same data dir."""
 
-    def __init__(self, data_dir, extra_args=()):
+    def __init__(self, data_dir, extra_args=(), verify=True):
         self.data_dir = pathlib.Path(data_dir)
         self.extra_args = list(extra_args)
+        self.verify = verify  # for https: the CA bundle (the test's self-signed certificate)
         self.proc = None
         self.port = None
+        self.scheme = "http"
 
     @property
     def url(self):
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
     def start(self):
         self.log = open(self.data_dir.parent / f"{self.data_dir.name}.log", "ab")
@@ -43,10 +45,11 @@ class Server:
             self.proc.kill()
             raise RuntimeError(f"deltastored did not start: {line!r}")
         self.port = int(m.group(1))
+        self.scheme = "https" if "(https" in line else "http"
         deadline = time.time() + 10
         while time.time() < deadline:
             try:
-                if requests.get(self.url + "/healthz", timeout=1).ok:
+                if requests.get(self.url + "/healthz", timeout=1, verify=self.verify).ok:
                     return self
             except requests.ConnectionError:
                 time.sleep(0.05)

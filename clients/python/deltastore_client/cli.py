@@ -155,6 +155,27 @@ def cmd_job(c, a):
     return 0
 
 
+def cmd_token(c, a):
+    if a.token_cmd == "create":
+        out = c.create_token(a.scope, name=a.name or "")
+        if a.json:
+            _print_json(out)
+        else:
+            print(out["token"])
+            print(f"token {out['id']} ({out['scope']} scope) created; it is not shown again", file=sys.stderr)
+    elif a.token_cmd == "ls":
+        out = c.tokens()
+        if a.json:
+            _print_json(out)
+        else:
+            for t in out:
+                print(f"{t['id']}  {t['scope']:<5}  {t.get('created_at', '')}  {t.get('name', '')}")
+    else:
+        c.revoke_token(a.id)
+        print(f"token {a.id} revoked", file=sys.stderr)
+    return 0
+
+
 def cmd_gc(c, a):
     out = c.gc()
     if a.json:
@@ -184,6 +205,8 @@ def build_parser():
                    help="registry URL (default: $DELTASTORE_URL or %(default)s)")
     p.add_argument("--token", default=os.environ.get("DELTASTORE_TOKEN"),
                    help="bearer token (default: $DELTASTORE_TOKEN)")
+    p.add_argument("--ca-cert", default=os.environ.get("DELTASTORE_CA_BUNDLE"),
+                   help="PEM CA bundle to trust for an https URL (default: $DELTASTORE_CA_BUNDLE, else the system's)")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds per network operation")
     p.add_argument("--retries", type=int, default=5,
                    help="retries of a request on connection errors and 5xx answers (with backoff)")
@@ -246,6 +269,18 @@ def build_parser():
     j.add_argument("--wait", action="store_true", help="follow it until it ends")
     j.set_defaults(func=cmd_job)
 
+    tk = sub.add_parser("token", help="create, list and revoke bearer tokens (needs an admin token)")
+    tks = tk.add_subparsers(dest="token_cmd", metavar="ACTION")
+    tks.required = True
+    tc = tks.add_parser("create", help="create a token and print it (shown only once)")
+    tc.add_argument("--scope", choices=["read", "write", "admin"], default="read",
+                    help="read, write or admin; each includes the ones before (default: read)")
+    tc.add_argument("--name", help="what the token is for")
+    tks.add_parser("ls", help="list tokens (never their secrets)")
+    tr = tks.add_parser("revoke", help="revoke a token")
+    tr.add_argument("id", help="the token's id (the 16 hex after dst_)")
+    tk.set_defaults(func=cmd_token)
+
     g = sub.add_parser("gc", help="delete chunks no version references")
     g.set_defaults(func=cmd_gc)
 
@@ -257,7 +292,8 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    client = Client(args.url, token=args.token, timeout=args.timeout, retries=args.retries)
+    client = Client(args.url, token=args.token, timeout=args.timeout, retries=args.retries,
+                    verify=args.ca_cert or None)
     try:
         return args.func(client, args)
     except ConnectionFailed as e:

@@ -125,13 +125,16 @@ class Client:
     operation. retries/backoff: how often and how patiently a request is retried on connection
     errors and 5xx answers (exponential backoff with jitter, capped at max_backoff seconds).
     state_file: where upload ids are remembered for resuming after a crash of the client
-    (default ~/.cache/deltastore/uploads.json; False disables it).
+    (default ~/.cache/deltastore/uploads.json; False disables it). verify: for https URLs, a CA
+    bundle (PEM path) to trust, True for the system's, False to skip the check (default:
+    $DELTASTORE_CA_BUNDLE, else True).
     """
 
     def __init__(self, url=None, token=None, timeout=120.0, retries=5, backoff=0.25, max_backoff=8.0,
-                 state_file=None, user_agent=None):
+                 state_file=None, user_agent=None, verify=None):
         self.url = (url or os.environ.get("DELTASTORE_URL") or DEFAULT_URL).rstrip("/")
         self.token = token if token is not None else (os.environ.get("DELTASTORE_TOKEN") or None)
+        self.verify = verify if verify is not None else (os.environ.get("DELTASTORE_CA_BUNDLE") or True)
         self.timeout = timeout
         self.retries = retries
         self.backoff = backoff
@@ -152,6 +155,19 @@ class Client:
         s.headers["User-Agent"] = self.user_agent
         if self.token:
             s.headers["Authorization"] = f"Bearer {self.token}"
+        s.verify = self.verify
+        if self.verify is not True:
+            # requests lets $REQUESTS_CA_BUNDLE override a session's verify (it merges the environment
+            # first): an
+            # explicit CA bundle (or False) given to this client wins.
+            merge = s.merge_environment_settings
+
+            def merge_keeping_verify(url, proxies, stream, verify, cert):
+                out = merge(url, proxies, stream, verify, cert)
+                if verify is None:
+                    out["verify"] = self.verify
+                return out
+            s.merge_environment_settings = merge_keeping_verify
         return s
 
     @property
@@ -296,6 +312,18 @@ class Client:
 
     def gc(self):
         return self._json("POST", "/v1/gc")
+
+    # --- tokens (admin scope) ----------------------------------------------------------------------
+    def create_token(self, scope, name=""):
+        """A new bearer token: {"id","name","scope","created_at","token"}; the token is shown only here."""
+        return self._json("POST", "/v1/tokens", json={"name": name, "scope": scope}, ok=(201,))
+
+    def tokens(self):
+        """Token records (never their secrets)."""
+        return self._json("GET", "/v1/tokens")
+
+    def revoke_token(self, token_id):
+        self.request("DELETE", f"/v1/tokens/{_q(token_id)}", ok=(204,))
 
     # --- uploads -----------------------------------------------------------------------------------
     def upload_status(self, upload_id):
