@@ -90,3 +90,22 @@ def client(server):
     """A client_util.Client on the `server` fixture (rebuild one after server.stop()/start())."""
     from client_util import Client
     return Client(server.url)
+
+
+@pytest.fixture
+def make_server(tmp_path):
+    """Starts servers with extra arguments (make_server(args, data_dir=..., verify=...)); stops them after."""
+    started = []
+
+    def make(extra_args=(), data_dir=None, verify=True):
+        s = Server(data_dir or tmp_path / "data", extra_args, verify).start()
+        started.append(s)
+        return s
+    yield make
+    for s in started:
+        s.stop()
+
+
+@pytest.fixture
+def deltastored_bin():
+    return BUILD / "service" / "deltastored"

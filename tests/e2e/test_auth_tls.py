@@ -9,12 +9,13 @@ import sys
 import pytest
 import requests
 
-from conftest import BUILD, Server
 
 
-def deltastored(*args):
-    return subprocess.run([str(BUILD / "service" / "deltastored"), *args], capture_output=True, text=True,
-                          timeout=60)
+@pytest.fixture
+def deltastored(deltastored_bin):
+    def run(*args):
+        return subprocess.run([str(deltastored_bin), *args], capture_output=True, text=True, timeout=60)
+    return run
 
 
 def cli(server, token, *args, verify=None):
@@ -27,7 +28,7 @@ def cli(server, token, *args, verify=None):
 
 
 @pytest.fixture
-def admin_token(tmp_path):
+def admin_token(tmp_path, deltastored):
     """An admin token made offline in a fresh data dir, before the server starts."""
     r = deltastored("--data-dir", str(tmp_path / "data"), "token", "create", "--scope", "admin", "--name", "ops")
     assert r.returncode == 0, r.stderr
@@ -38,10 +39,8 @@ def admin_token(tmp_path):
 
 
 @pytest.fixture
-def auth_server(tmp_path, admin_token):
-    s = Server(tmp_path / "data", ["--auth"]).start()
-    yield s
-    s.stop()
+def auth_server(make_server, admin_token):
+    return make_server(["--auth"])
 
 
 def error_code(r):
@@ -83,21 +82,19 @@ def test_denials_over_the_socket(auth_server, admin_token):
     assert requests.get(url + "/v1/models", headers=h).status_code == 401
 
 
-def test_anonymous_read_and_offline_token_commands(tmp_path, admin_token):
+def test_anonymous_read_and_offline_token_commands(tmp_path, admin_token, deltastored, make_server):
     data = str(tmp_path / "data")
     listed = deltastored("--data-dir", data, "token", "list")
     assert listed.returncode == 0 and "secret" not in listed.stdout
     tid = json.loads(listed.stdout)[0]["id"]
-    s = Server(tmp_path / "data", ["--auth", "--anonymous-read"]).start()
-    try:
-        assert requests.get(s.url + "/v1/models").status_code == 200
-        r = requests.post(s.url + "/v1/uploads")
-        assert r.status_code == 401
-        # The data dir is locked while the server runs: the offline command says what to do instead.
-        busy = deltastored("--data-dir", data, "token", "list")
-        assert busy.returncode == 1 and "/v1/tokens" in busy.stderr
-    finally:
-        s.stop()
+    s = make_server(["--auth", "--anonymous-read"])
+    assert requests.get(s.url + "/v1/models").status_code == 200
+    r = requests.post(s.url + "/v1/uploads")
+    assert r.status_code == 401
+    # The data dir is locked while the server runs: the offline command says what to do instead.
+    busy = deltastored("--data-dir", data, "token", "list")
+    assert busy.returncode == 1 and "/v1/tokens" in busy.stderr
+    s.stop()
     assert deltastored("--data-dir", data, "token", "revoke", tid).returncode == 0
     assert deltastored("--data-dir", data, "token", "revoke", tid).returncode == 1
 
@@ -113,35 +110,32 @@ def certificate(tmp_path):
     return cert, key
 
 
-def test_tls_round_trip_and_plain_http_is_refused(tmp_path, certificate, fixtures):
+def test_tls_round_trip_and_plain_http_is_refused(tmp_path, certificate, fixtures, make_server):
     cert, key = certificate
-    s = Server(tmp_path / "data", ["--tls-cert", str(cert), "--tls-key", str(key)], verify=str(cert)).start()
-    try:
-        assert s.url.startswith("https://")
-        # Upload and download a real checkpoint over TLS with the client, verified end to end.
-        src = fixtures / "blazeface.f32.safetensors"
-        up = cli(s, None, "upload", str(src), "--model", "tls", verify=cert)
-        assert up.returncode == 0, up.stderr
-        out = tmp_path / "out"
-        down = cli(s, None, "download", "tls", str(out), verify=cert)
-        assert down.returncode == 0, down.stderr
-        assert (out / src.name).read_bytes() == src.read_bytes()
-        # Certificate checks are on: an untrusted client fails, and plain HTTP gets no answer.
-        with pytest.raises(requests.exceptions.SSLError):
-            requests.get(s.url + "/healthz", verify=True)
-        with pytest.raises(requests.exceptions.ConnectionError):
-            requests.get(f"http://127.0.0.1:{s.port}/healthz", timeout=5)
-        # The server speaks TLS 1.2 or later.
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        ctx.load_verify_locations(str(cert))
-        with socket.create_connection(("127.0.0.1", s.port), timeout=5) as raw:
-            with ctx.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
-                assert tls.version() in ("TLSv1.2", "TLSv1.3")
-    finally:
-        s.stop()
+    s = make_server(["--tls-cert", str(cert), "--tls-key", str(key)], verify=str(cert))
+    assert s.url.startswith("https://")
+    # Upload and download a real checkpoint over TLS with the client, verified end to end.
+    src = fixtures / "blazeface.f32.safetensors"
+    up = cli(s, None, "upload", str(src), "--model", "tls", verify=cert)
+    assert up.returncode == 0, up.stderr
+    out = tmp_path / "out"
+    down = cli(s, None, "download", "tls", str(out), verify=cert)
+    assert down.returncode == 0, down.stderr
+    assert (out / src.name).read_bytes() == src.read_bytes()
+    # Certificate checks are on: an untrusted client fails, and plain HTTP gets no answer.
+    with pytest.raises(requests.exceptions.SSLError):
+        requests.get(s.url + "/healthz", verify=True)
+    with pytest.raises(requests.exceptions.ConnectionError):
+        requests.get(f"http://127.0.0.1:{s.port}/healthz", timeout=5)
+    # The server speaks TLS 1.2 or later.
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.load_verify_locations(str(cert))
+    with socket.create_connection(("127.0.0.1", s.port), timeout=5) as raw:
+        with ctx.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+            assert tls.version() in ("TLSv1.2", "TLSv1.3")
 
 
-def test_bad_tls_configuration_fails_at_start(tmp_path, certificate):
+def test_bad_tls_configuration_fails_at_start(tmp_path, certificate, deltastored):
     cert, _ = certificate
     r = deltastored("--data-dir", str(tmp_path / "d"), "--listen", "127.0.0.1:0", "--tls-cert", str(cert),
                     "--tls-key", str(tmp_path / "missing.pem"))
