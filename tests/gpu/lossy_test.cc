@@ -161,6 +161,7 @@ TEST(LossyTest, CalibrationStatisticsFitMuAndWeightTheOutputError) {
   LossyOptions o;
   o.target_ratio = 32;
   o.method = LossyMethod::kGroupK4;
+  o.fit_mu = true;  // opt-in (off by default)
   auto plain = CompressLossyTensor(DType::kF32, pair.base.data(), pair.ft.data(), 64, 128, 0, nullptr, o);
   auto calib = CompressLossyTensor(DType::kF32, pair.base.data(), pair.ft.data(), 64, 128, 0, diag.data(), o);
   ASSERT_TRUE(plain.ok() && calib.ok());
