@@ -135,7 +135,9 @@ void Router::Add(std::string method, std::string pattern, Handler handler) {
       return InternalError(e.what());
     }
   };
-  routes_.push_back({std::move(method), Split(pattern), std::move(guarded), nullptr});
+  auto segments = Split(pattern);
+  routes_.push_back(
+      {std::move(method), std::move(pattern), std::move(segments), std::move(guarded), nullptr});
 }
 
 void Router::AddStreaming(std::string method, std::string pattern, StreamingHandler handler) {
@@ -148,7 +150,9 @@ void Router::AddStreaming(std::string method, std::string pattern, StreamingHand
       return Internal(std::string("internal error: ") + e.what());
     }
   };
-  routes_.push_back({std::move(method), Split(pattern), nullptr, std::move(guarded)});
+  auto segments = Split(pattern);
+  routes_.push_back(
+      {std::move(method), std::move(pattern), std::move(segments), nullptr, std::move(guarded)});
 }
 
 Router::Match Router::Find(Request& req) const {
@@ -165,8 +169,10 @@ Router::Match Router::Find(Request& req) const {
       m.handler = r.handler ? &r.handler : nullptr;
       m.streaming = r.streaming ? &r.streaming : nullptr;
       m.error_status = 0;
+      m.pattern = &r.pattern;
       return m;
     }
+    if (m.pattern == nullptr) m.pattern = &r.pattern;  // a 405 is labelled with the path's route
     if (req.method == "HEAD" && r.method == "GET" && get_fallback == nullptr) {
       get_fallback = &r;
       get_params = params;
@@ -177,6 +183,7 @@ Router::Match Router::Find(Request& req) const {
     req.params = get_params;
     m.handler = &get_fallback->handler;
     m.error_status = 0;
+    m.pattern = &get_fallback->pattern;
   }
   return m;
 }

@@ -24,7 +24,8 @@ class Router {
   struct Match {
     const Handler* handler = nullptr;
     const StreamingHandler* streaming = nullptr;
-    int error_status = 0;  // 404 (no such path) or 405 (path known, method not)
+    int error_status = 0;                  // 404 (no such path) or 405 (path known, method not)
+    const std::string* pattern = nullptr;  // the matched route's pattern (metrics label)
   };
   // Fills req.params from the pattern; HEAD falls back to GET handlers.
   Match Find(Request& req) const;
@@ -35,6 +36,7 @@ class Router {
  private:
   struct Route {
     std::string method;
+    std::string pattern;
     std::vector<std::string> segments;
     Handler handler;
     StreamingHandler streaming;

@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -12,6 +13,16 @@
 #include "common/status.h"
 
 namespace deltastore::api {
+
+// What one answered request did (for metrics): see ServerOptions::on_request.
+struct RequestRecord {
+  std::string method;
+  std::string route;  // the matched route's pattern; "unmatched" when no route matched
+  int status = 0;
+  uint64_t bytes_in = 0;   // request body bytes read
+  uint64_t bytes_out = 0;  // response body bytes (its Content-Length; 0 for HEAD)
+  double seconds = 0;      // from the request's header read to its response written
+};
 
 struct ServerOptions {
   std::string address = "127.0.0.1";
@@ -21,6 +32,8 @@ struct ServerOptions {
   std::chrono::seconds header_timeout{30};
   std::chrono::seconds body_timeout{120};  // between body pieces (slowloris guard)
   size_t max_connections = 256;
+  // Called after each response is written (on a server thread; must be thread-safe and quick).
+  std::function<void(const RequestRecord&)> on_request;
 };
 
 class Server {
