@@ -13,7 +13,8 @@ import zlib
 
 import pytest
 
-from client_util import assert_error
+from client_util import Client, assert_error
+from conftest import FIXTURES, Server
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else None)
@@ -50,8 +51,58 @@ def _upload_fixtures(client, fixtures, lossy=True):
     return out
 
 
-def test_audit_figures_add_up_and_match_the_store(client, fixtures):
-    v = _upload_fixtures(client, fixtures)
+@pytest.fixture(scope="module")
+def loaded(tmp_path_factory):
+    """One server with the fixtures uploaded (the lossy job is the slow part: done once per module)."""
+    if not (FIXTURES / "faceres.bf16.safetensors").exists():
+        pytest.skip(f"fixtures missing at {FIXTURES}")
+    server = Server(tmp_path_factory.mktemp("audit") / "data").start()
+    client = Client(server.url)
+    versions = _upload_fixtures(client, FIXTURES)
+    yield client, versions
+    server.stop()
+
+
+def test_ui_page_screenshot(loaded, tmp_path):
+    client, _ = loaded
+    r = client.get("/ui")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    html = r.text
+    for needle in ("Savings per model", "faceres-deep-lossy", "Quality of lossy versions", "<svg", "saved by dedup"):
+        assert needle in html, needle
+    assert "<script" not in html and "http://" not in html.replace("http://www.w3.org", "")  # no external assets
+    if CHROMIUM is None:
+        pytest.skip("chromium is not installed (apt-get install chromium): the screenshot check needs it")
+    png = tmp_path / "ui.png"
+    proc = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                           f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={png}",
+                           "--window-size=1280,1600", f"{client.base}/ui"],
+                          capture_output=True, timeout=120)
+    assert png.exists(), proc.stderr.decode(errors="replace")[-2000:]
+    width, height, rows = read_png(png, max_rows=700)
+    assert (width, height) == (1280, 1600)
+    # The savings chart sits under the title and cards: its bars are the four legend colours.
+    colours = {"stored": (0x3b, 0x42, 0x52), "dedup": (0x1f, 0x77, 0xb4), "lossless": (0x2c, 0xa0, 0x2c),
+               "lossy": (0xff, 0x7f, 0x0e)}
+    counts = dict.fromkeys(colours, 0)
+    non_white = 0
+    for row in rows:
+        for px in row:
+            if px != (255, 255, 255):
+                non_white += 1
+            for name, c in colours.items():
+                if all(abs(p - q) <= 8 for p, q in zip(px, c)):
+                    counts[name] += 1
+    assert non_white > 0.02 * 1280 * 700, non_white
+    for name, n in counts.items():
+        assert n > 200, (name, counts)  # every kind of saving is drawn
+    if os.environ.get("DS_SAVE_UI_SCREENSHOT"):
+        shutil.copy(png, os.environ["DS_SAVE_UI_SCREENSHOT"])
+
+
+def test_audit_figures_add_up_and_match_the_store(loaded):
+    client, v = loaded
+    fixtures = FIXTURES
     a = client.get("/v1/audit").json()
     totals, store = a["totals"], a["store"]
     _sums_hold(totals)
@@ -220,8 +271,9 @@ def test_metrics_are_prometheus_text_and_counters_move(client, fixtures):
     assert _get(after, "deltastore_audit_up") == 1
 
 
-def read_png(path):
-    """Decodes an 8-bit RGB/RGBA, non-interlaced PNG with the standard library: (width, height, rows)."""
+def read_png(path, max_rows=None):
+    """Decodes an 8-bit RGB/RGBA, non-interlaced PNG with the standard library: (width, height, rows),
+    rows as lists of RGB tuples (the first `max_rows` only, when given)."""
     data = pathlib.Path(path).read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     pos, idat, ihdr = 8, b"", None
@@ -237,7 +289,7 @@ def read_png(path):
     assert depth == 8 and color in (2, 6) and interlace == 0, ihdr
     bpp = 3 if color == 2 else 4
     raw, stride, rows, prev = zlib.decompress(idat), width * bpp, [], bytearray(width * bpp)
-    for y in range(height):
+    for y in range(min(height, max_rows or height)):
         f, line = raw[y * (stride + 1)], bytearray(raw[y * (stride + 1) + 1:(y + 1) * (stride + 1)])
         for i in range(stride):
             a = line[i - bpp] if i >= bpp else 0
@@ -255,40 +307,3 @@ def read_png(path):
         rows.append([tuple(line[x * bpp:x * bpp + 3]) for x in range(width)])
         prev = line
     return width, height, rows
-
-
-def test_ui_page_screenshot(client, fixtures, tmp_path):
-    _upload_fixtures(client, fixtures)
-    r = client.get("/ui")
-    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
-    html = r.text
-    for needle in ("Savings per model", "faceres-deep-lossy", "Quality of lossy versions", "<svg", "saved by dedup"):
-        assert needle in html, needle
-    assert "<script" not in html and "http://" not in html.replace("http://www.w3.org", "")  # no external assets
-    if CHROMIUM is None:
-        pytest.skip("chromium is not installed (apt-get install chromium): the screenshot check needs it")
-    png = tmp_path / "ui.png"
-    proc = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-                           f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={png}",
-                           "--window-size=1280,1600", f"{client.base}/ui"],
-                          capture_output=True, timeout=120)
-    assert png.exists(), proc.stderr.decode(errors="replace")[-2000:]
-    width, height, rows = read_png(png)
-    assert (width, height) == (1280, 1600)
-    # The savings chart sits under the title and cards: its bars are the four legend colours.
-    colours = {"stored": (0x3b, 0x42, 0x52), "dedup": (0x1f, 0x77, 0xb4), "lossless": (0x2c, 0xa0, 0x2c),
-               "lossy": (0xff, 0x7f, 0x0e)}
-    counts = dict.fromkeys(colours, 0)
-    non_white = 0
-    for row in rows[:700]:
-        for px in row:
-            if px != (255, 255, 255):
-                non_white += 1
-            for name, c in colours.items():
-                if all(abs(p - q) <= 8 for p, q in zip(px, c)):
-                    counts[name] += 1
-    assert non_white > 0.02 * 1280 * 700, non_white
-    for name, n in counts.items():
-        assert n > 200, (name, counts)  # every kind of saving is drawn
-    if os.environ.get("DS_SAVE_UI_SCREENSHOT"):
-        shutil.copy(png, os.environ["DS_SAVE_UI_SCREENSHOT"])
