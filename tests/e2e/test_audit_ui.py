@@ -14,7 +14,23 @@ import zlib
 import pytest
 
 from client_util import Client, assert_error
-from conftest import FIXTURES, Server
+
+
+def _e2e_conftest():
+    """This folder's conftest as a module (`import conftest` may find another folder's when pytest
+    runs several test folders at once)."""
+    import importlib.util
+    import sys
+    name = "deltastore_e2e_conftest"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, pathlib.Path(__file__).with_name("conftest.py"))
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+FIXTURES, Server = _e2e_conftest().FIXTURES, _e2e_conftest().Server
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else None)
