@@ -144,7 +144,9 @@ void Router::Add(std::string method, std::string pattern, Handler handler, std::
       return InternalError(e.what());
     }
   };
-  routes_.push_back({std::move(method), Split(pattern), std::move(guarded), nullptr});
+  auto segments = Split(pattern);
+  routes_.push_back(
+      {std::move(method), std::move(pattern), std::move(segments), std::move(guarded), nullptr});
 }
 
 void Router::AddStreaming(std::string method, std::string pattern, StreamingHandler handler,
@@ -160,7 +162,9 @@ void Router::AddStreaming(std::string method, std::string pattern, StreamingHand
       return Internal(std::string("internal error: ") + e.what());
     }
   };
-  routes_.push_back({std::move(method), Split(pattern), nullptr, std::move(guarded)});
+  auto segments = Split(pattern);
+  routes_.push_back(
+      {std::move(method), std::move(pattern), std::move(segments), nullptr, std::move(guarded)});
 }
 
 Router::Match Router::Find(Request& req) const {
@@ -177,8 +181,12 @@ Router::Match Router::Find(Request& req) const {
       m.handler = r.handler ? &r.handler : nullptr;
       m.streaming = r.streaming ? &r.streaming : nullptr;
       m.error_status = 0;
+      m.pattern = &r.pattern;
       return m;
     }
+    if (m.pattern == nullptr) m.pattern = &r.pattern;  // a 405 is labelled with the path's route
+    if (m.allow.find(r.method) == std::string::npos) m.allow += (m.allow.empty() ? "" : ", ") + r.method;
+    if (r.method == "GET" && m.allow.find("HEAD") == std::string::npos) m.allow += ", HEAD";
     if (req.method == "HEAD" && r.method == "GET" && get_fallback == nullptr) {
       get_fallback = &r;
       get_params = params;
@@ -189,15 +197,21 @@ Router::Match Router::Find(Request& req) const {
     req.params = get_params;
     m.handler = &get_fallback->handler;
     m.error_status = 0;
+    m.pattern = &get_fallback->pattern;
   }
   return m;
 }
 
+Response Router::NoMatch(const Match& m, const Request& req) {
+  if (m.error_status != 405) return Response::Error(404, "NOT_FOUND", "no route for " + req.path);
+  Response r = Response::Error(405, "METHOD_NOT_ALLOWED", req.method + " not allowed on " + req.path);
+  r.headers["allow"] = m.allow;
+  return r;
+}
+
 Response Router::Dispatch(Request& req) const {
   Match m = Find(req);
-  if (m.error_status == 404) return Response::Error(404, "NOT_FOUND", "no route for " + req.path);
-  if (m.error_status == 405)
-    return Response::Error(405, "METHOD_NOT_ALLOWED", req.method + " not allowed on " + req.path);
+  if (m.error_status != 0) return NoMatch(m, req);
   if (m.handler) return (*m.handler)(req);
   auto consumer = (*m.streaming)(req);
   if (!consumer.ok()) return Response::Error(consumer.status());

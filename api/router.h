@@ -34,10 +34,14 @@ class Router {
   struct Match {
     const Handler* handler = nullptr;
     const StreamingHandler* streaming = nullptr;
-    int error_status = 0;  // 404 (no such path) or 405 (path known, method not)
+    int error_status = 0;                  // 404 (no such path) or 405 (path known, method not)
+    const std::string* pattern = nullptr;  // the matched route's pattern (metrics label)
+    std::string allow;                     // 405: the methods the path serves ("GET, HEAD, PUT")
   };
   // Fills req.params from the pattern; HEAD falls back to GET handlers.
   Match Find(Request& req) const;
+  // The answer to a request Find did not match: 404, or 405 with an Allow header.
+  static Response NoMatch(const Match& m, const Request& req);
 
   // Socket-free dispatch for tests and for non-streamed routes.
   Response Dispatch(Request& req) const;
@@ -45,6 +49,7 @@ class Router {
  private:
   struct Route {
     std::string method;
+    std::string pattern;
     std::vector<std::string> segments;
     Handler handler;
     StreamingHandler streaming;

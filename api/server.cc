@@ -174,6 +174,9 @@ struct Server::Impl {
           co_await http::async_read_header(stream, buffer, parser, asio::as_tuple(asio::use_awaitable));
       if (ec) break;  // closed, timed out or malformed
       ++busy;
+      const auto started = std::chrono::steady_clock::now();  // metrics (on_request)
+      RequestRecord record;
+      record.route = "unmatched";
       struct Busy {
         std::atomic<size_t>& b;
         ~Busy() { --b; }
@@ -193,10 +196,9 @@ struct Server::Impl {
         resp = Response::Error(400, "BAD_REQUEST", "malformed request target");
       } else {
         Router::Match match = router->Find(req);
+        if (match.pattern) record.route = *match.pattern;
         if (match.error_status != 0) {
-          resp = match.error_status == 404
-                     ? Response::Error(404, "NOT_FOUND", "no route for " + req.path)
-                     : Response::Error(405, "METHOD_NOT_ALLOWED", req.method + " not allowed on " + req.path);
+          resp = Router::NoMatch(match, req);
         } else if (match.streaming) {
           auto consumer = (*match.streaming)(req);
           if (!consumer.ok()) {
@@ -211,6 +213,7 @@ struct Server::Impl {
                   co_await http::async_read(stream, buffer, parser, asio::as_tuple(asio::use_awaitable));
               if (rec == http::error::need_buffer) rec = {};
               size_t got = piece.size() - parser.get().body().size;
+              record.bytes_in += got;
               if (got > 0)
                 s = (*consumer)->Write(std::string_view(piece.data(), got));  // even from a failed read
               if (rec) {
@@ -248,6 +251,7 @@ struct Server::Impl {
               break;
             }
           }
+          record.bytes_in = req.body.size();
           if (s.code() == StatusCode::kIOError) break;
           body_done = parser.is_done();
           resp = s.ok() ? (*match.handler)(req) : Response::Error(413, "PAYLOAD_TOO_LARGE", s.message());
@@ -255,7 +259,14 @@ struct Server::Impl {
       }
       if (!body_done) keep_alive = false;  // unread body bytes would be taken for the next request
       resp.headers.emplace("server", "deltastored");
+      record.method = req.method;
+      record.status = resp.status;
+      record.bytes_out = head ? 0 : (resp.stream ? resp.content_length : resp.body.size());
       bool ok = co_await WriteResponse(stream, resp, head, keep_alive);
+      if (options.on_request) {
+        record.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+        options.on_request(record);
+      }
       if (!ok || !keep_alive) break;
     }
   }

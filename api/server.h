@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -12,6 +13,16 @@
 #include "common/status.h"
 
 namespace deltastore::api {
+
+// What one answered request did (for metrics): see ServerOptions::on_request.
+struct RequestRecord {
+  std::string method;
+  std::string route;  // the matched route's pattern; "unmatched" when no route matched
+  int status = 0;
+  uint64_t bytes_in = 0;   // request body bytes read
+  uint64_t bytes_out = 0;  // response body bytes (its Content-Length; 0 for HEAD)
+  double seconds = 0;      // from the request's header read to its response written
+};
 
 struct ServerOptions {
   std::string address = "127.0.0.1";
@@ -23,6 +34,8 @@ struct ServerOptions {
   size_t max_connections = 256;
   std::string tls_cert_file;  // PEM chain; with tls_key_file, every connection is TLS (1.2 or later)
   std::string tls_key_file;
+  // Called after each response is written (on a server thread; must be thread-safe and quick).
+  std::function<void(const RequestRecord&)> on_request;
 };
 
 class Server {

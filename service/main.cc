@@ -3,6 +3,7 @@
 #include <cstdio>
 #include <cstdlib>
 
+#include "api/metrics.h"
 #include "api/routes.h"
 #include "api/server.h"
 #include "service/registry.h"
@@ -150,9 +151,11 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "error: %s\n", registry.status().ToString().c_str());
     return 1;
   }
+  auto metrics = std::make_shared<deltastore::api::Metrics>();
+  opts.on_request = [metrics](const deltastore::api::RequestRecord& r) { metrics->Observe(r); };
   deltastore::api::ApiInfo info{"0.1.0", "loaded on first lossy job"};
 
-  deltastore::api::Server server(deltastore::api::BuildRouter(registry->get(), info, auth), opts);
+  deltastore::api::Server server(deltastore::api::BuildRouter(registry->get(), info, auth, metrics), opts);
   if (auto s = server.Start(); !s.ok()) {
     std::fprintf(stderr, "error: %s\n", s.ToString().c_str());
     return 1;

@@ -8,6 +8,7 @@
 #include <ctime>
 #include <filesystem>
 #include <random>
+#include <tuple>
 
 #include "migrations/schema.h"
 #include "service/lossy_policy.h"
@@ -27,6 +28,7 @@ constexpr char kDigests[] = "digests";
 constexpr char kTags[] = "tags";
 constexpr char kChildren[] = "children";
 constexpr char kReleases[] = "releases";  // versions deleted whose chunk references are being dropped
+constexpr char kAuditHistory[] = "audit_history";  // audit snapshots (docs/audit.md)
 
 std::string NowIso() {
   auto now = std::chrono::system_clock::now();
@@ -36,6 +38,12 @@ std::string NowIso() {
   char buf[32];
   std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", &tm);
   return buf;
+}
+
+uint64_t NowNs() {
+  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                   std::chrono::system_clock::now().time_since_epoch())
+                                   .count());
 }
 
 std::string NewId() {
@@ -586,7 +594,13 @@ void Registry::RunJob(const std::string& id) {
   job["state"] = "running";
   job["started_at"] = NowIso();
   if (!UpdateJob(job).ok()) return;
+  ++running_jobs_;
   Status s = ExecuteJob(id, &job);
+  --running_jobs_;
+  if (s.ok()) {
+    ++generation_;
+    RecordAuditSnapshot({{"event", "ingest"}, {"model", job["model"]}, {"version", job["version"]}});
+  }
   if (!s.ok() && stopping_ && s.code() == StatusCode::kUnavailable) {
     // Parked: the references it took are dropped; it runs from the start after the next start.
     job["state"] = "queued";
@@ -685,6 +699,7 @@ Status Registry::ExecuteJob(const std::string& id, json* job) {
     json rec = {{"model", model},
                 {"digest", digest.ToString()},
                 {"created_at", now},
+                {"committed_ns", NowNs()},  // orders versions committed within one second (audit)
                 {"base", (*job)["base"]},
                 {"mode", m.mode},
                 {"stats", stats_json},
@@ -859,6 +874,175 @@ StatusOr<json> Registry::Stats() {
 }
 
 // ---------------------------------------------------------------------------------------------------
+// Audit
+
+StatusOr<std::shared_ptr<const AuditReport>> Registry::Audit() {
+  std::lock_guard<std::mutex> lock(audit_mu_);
+  const uint64_t generation = generation_.load();
+  if (audit_cache_ && audit_generation_ == generation) return audit_cache_;
+  // Pass 1: the commit order of every version (records hold their manifests, so keep only the keys).
+  struct Entry {
+    std::string created_at;
+    uint64_t committed_ns;
+    std::string key;
+  };
+  std::vector<Entry> order;
+  Status bad;
+  DS_RETURN_IF_ERROR(meta()->Scan(kVersions, "", "", [&](std::string_view key, std::string_view value) {
+    auto rec = ParseRecord(value, "version");
+    if (!rec.ok()) {
+      bad = rec.status();
+      return false;
+    }
+    const json& c = (*rec)["committed_ns"];
+    order.push_back(
+        {(*rec).value("created_at", ""), c.is_number_unsigned() ? c.get<uint64_t>() : 0, std::string(key)});
+    return true;
+  }));
+  DS_RETURN_IF_ERROR(bad);
+  std::sort(order.begin(), order.end(), [](const Entry& a, const Entry& b) {
+    return std::tie(a.created_at, a.committed_ns, a.key) < std::tie(b.created_at, b.committed_ns, b.key);
+  });
+  std::map<std::string, std::vector<std::string>> tags;  // model '\0' digest hex -> tags
+  DS_RETURN_IF_ERROR(meta()->Scan(kTags, "", "", [&](std::string_view key, std::string_view value) {
+    size_t z = key.find('\0');
+    auto d = Digest::Parse(value);
+    if (z != std::string_view::npos && d.ok())
+      tags[Key(key.substr(0, z), d->Hex())].emplace_back(key.substr(z + 1));
+    return true;
+  }));
+  // Pass 2: each manifest in that order.
+  AuditBuilder builder;
+  for (const auto& e : order) {
+    auto text = meta()->Get(kVersions, e.key);
+    if (!text.ok() && text.status().code() == StatusCode::kNotFound) continue;  // deleted meanwhile
+    DS_RETURN_IF_ERROR(text.status());
+    DS_ASSIGN_OR_RETURN(json rec, ParseRecord(*text, "version"));
+    if (!rec["manifest"].is_string() || !rec["digest"].is_string() || !rec["model"].is_string())
+      return Corruption("version record without manifest, digest or model");
+    DS_ASSIGN_OR_RETURN(Manifest m, ParseManifest(rec["manifest"].get<std::string>()));
+    DS_ASSIGN_OR_RETURN(Digest digest, Digest::Parse(rec["digest"].get<std::string>()));
+    AuditVersionInfo info;
+    info.model = rec["model"];
+    info.digest = digest;
+    info.created_at = rec.value("created_at", "");
+    info.mode = m.mode;
+    if (auto it = tags.find(e.key); it != tags.end()) info.tags = it->second;
+    info.quality = rec.contains("quality") ? rec["quality"] : json(nullptr);
+    builder.Add(info, m);
+  }
+  DS_ASSIGN_OR_RETURN(ChunkStoreStats cs, chunks()->Stats());
+  audit_cache_ = std::make_shared<const AuditReport>(builder.Finish(NowIso(), cs.bytes, cs.chunks));
+  audit_generation_ = generation;
+  return audit_cache_;
+}
+
+StatusOr<json> Registry::AuditModel(const std::string& model, const std::string& after, size_t limit) {
+  DS_RETURN_IF_ERROR(GetModel(model).status());
+  if (!after.empty() && !Digest::Parse(after).ok()) return Invalid("after must be a version digest");
+  DS_ASSIGN_OR_RETURN(auto report, Audit());
+  json versions = json::array();
+  std::string next;
+  bool started = after.empty();
+  for (const auto& v : report->versions) {
+    if (v.info.model != model) continue;
+    if (!started) {
+      started = v.info.digest.ToString() == after;
+      continue;
+    }
+    if (versions.size() == limit) {
+      next = versions.back()["digest"];
+      break;
+    }
+    versions.push_back(report->VersionJson(v));
+  }
+  auto it = report->models.find(model);
+  AuditFigures figures = it == report->models.end() ? AuditFigures{} : it->second;
+  return json{{"model", model},
+              {"generated_at", report->generated_at},
+              {"figures", figures.ToJson()},
+              {"versions", versions},
+              {"next", next.empty() ? json(nullptr) : json(next)}};
+}
+
+StatusOr<json> Registry::AuditVersion(const std::string& model, const std::string& ref) {
+  DS_ASSIGN_OR_RETURN(VersionRef r, Resolve(model, ref));
+  DS_ASSIGN_OR_RETURN(auto report, Audit());
+  for (const auto& v : report->versions) {
+    if (v.info.model == r.model && v.info.digest == r.digest) {
+      json out = report->VersionJson(v);
+      out["generated_at"] = report->generated_at;
+      return out;
+    }
+  }
+  return Status(StatusCode::kNotFound, "model " + model + " has no version " + r.digest.ToString(),
+                "VERSION_UNKNOWN");
+}
+
+StatusOr<json> Registry::AuditHistory(const std::string& after, size_t limit) {
+  json snapshots = json::array();
+  std::string next;
+  DS_RETURN_IF_ERROR(
+      meta()->Scan(kAuditHistory, "", after, [&](std::string_view key, std::string_view value) {
+        if (snapshots.size() == limit) {
+          next = snapshots.back()["id"];
+          return false;
+        }
+        auto j = ParseRecord(value, "audit snapshot");
+        if (j.ok()) {
+          (*j)["id"] = std::string(key);
+          snapshots.push_back(std::move(*j));
+        }
+        return true;
+      }));
+  return json{{"snapshots", snapshots}, {"next", next.empty() ? json(nullptr) : json(next)}};
+}
+
+StatusOr<std::vector<json>> Registry::RecentAuditHistory(size_t n) {
+  std::deque<std::string> keys;
+  DS_RETURN_IF_ERROR(meta()->Scan(kAuditHistory, "", "", [&](std::string_view key, std::string_view) {
+    keys.emplace_back(key);
+    if (keys.size() > n) keys.pop_front();
+    return true;
+  }));
+  std::vector<json> out;
+  for (const auto& k : keys) {
+    auto j = GetRecord(meta(), kAuditHistory, k, "audit snapshot");
+    if (!j.ok()) continue;
+    (*j)["id"] = k;
+    out.push_back(std::move(*j));
+  }
+  return out;
+}
+
+void Registry::RecordAuditSnapshot(json event) {
+  auto report = Audit();
+  if (!report.ok()) return;
+  json snap = (*report)->TotalsJson();
+  snap["at"] = NowIso();
+  snap["event"] = std::move(event);
+  uint64_t ns;
+  {
+    std::lock_guard<std::mutex> lock(history_mu_);
+    ns = std::max(NowNs(), last_history_ns_ + 1);
+    last_history_ns_ = ns;
+  }
+  char key[24];
+  std::snprintf(key, sizeof(key), "%020llu", static_cast<unsigned long long>(ns));
+  (void)meta()->Put(kAuditHistory, key, snap.dump());
+}
+
+Registry::JobCounts Registry::Jobs() {
+  JobCounts c;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    c.queued = queue_.size();
+  }
+  c.running = running_jobs_.load();
+  return c;
+}
+
+// ---------------------------------------------------------------------------------------------------
 // Changing
 
 Status Registry::SetTag(const std::string& model, const std::string& tag, const std::string& version) {
@@ -921,12 +1105,23 @@ StatusOr<json> Registry::DeleteVersion(const std::string& model, const std::stri
   DS_RETURN_IF_ERROR(ReleaseManifest(chunks(), m));
   DS_RETURN_IF_ERROR(meta()->Delete(kReleases, release_key));
   lock.unlock();
-  DS_ASSIGN_OR_RETURN(GcStats gc, CollectGarbage());
+  ++generation_;
+  DS_ASSIGN_OR_RETURN(
+      GcStats gc, CollectGarbage({{"event", "delete"}, {"model", model}, {"version", r.digest.ToString()}}));
   return json{{"deleted", r.digest.ToString()}, {"model", model}, {"freed_bytes", gc.bytes_freed}};
 }
 
 StatusOr<GcStats> Registry::CollectGarbage() {
-  return chunks()->Gc();
+  return CollectGarbage({{"event", "gc"}});
+}
+
+StatusOr<GcStats> Registry::CollectGarbage(json event) {
+  DS_ASSIGN_OR_RETURN(GcStats gc, chunks()->Gc());
+  ++generation_;
+  event["chunks_deleted"] = gc.chunks_deleted;
+  event["bytes_freed"] = gc.bytes_freed;
+  RecordAuditSnapshot(std::move(event));
+  return gc;
 }
 
 StatusOr<json> Registry::Check(bool repair) {

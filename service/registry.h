@@ -16,6 +16,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "service/audit.h"
 #include "service/container.h"
 #include "service/packer.h"
 #include "service/tokens.h"
@@ -89,6 +90,23 @@ class Registry {
   StatusOr<nlohmann::json> ListTags(const std::string& model);
   StatusOr<nlohmann::json> Stats();
 
+  // The storage-savings audit (docs/audit.md). The report is computed from every manifest once after
+  // each change of the store (ingest, deletion, GC) and shared until the next one.
+  StatusOr<std::shared_ptr<const AuditReport>> Audit();
+  // One model's figures and its versions' (in commit order), paginated by version digest.
+  StatusOr<nlohmann::json> AuditModel(const std::string& model, const std::string& after, size_t limit);
+  StatusOr<nlohmann::json> AuditVersion(const std::string& model, const std::string& ref);
+  // Snapshots of the totals recorded at each ingest and GC, oldest first; `after` is a snapshot id.
+  StatusOr<nlohmann::json> AuditHistory(const std::string& after, size_t limit);
+  // The newest `n` snapshots, oldest first (memory bounded by n; time by the history's length).
+  StatusOr<std::vector<nlohmann::json>> RecentAuditHistory(size_t n);
+
+  struct JobCounts {
+    uint64_t queued = 0;
+    uint64_t running = 0;
+  };
+  JobCounts Jobs();
+
   // Changing.
   Status SetTag(const std::string& model, const std::string& tag, const std::string& version);
   Status DeleteTag(const std::string& model, const std::string& tag);
@@ -116,6 +134,10 @@ class Registry {
   std::string SpoolPath(const std::string& upload_id) const;
   StatusOr<nlohmann::json> VersionRecord(const std::string& model, const Digest& digest);
   nlohmann::json Summary(const nlohmann::json& record);
+  StatusOr<GcStats> CollectGarbage(nlohmann::json event);
+  // Records the audit totals after a change (`event`: what happened). Failures are not the change's:
+  // the change is committed, so they are dropped.
+  void RecordAuditSnapshot(nlohmann::json event);
 
   RegistryOptions options_;
   Stores stores_;
@@ -128,6 +150,13 @@ class Registry {
   std::mutex commit_mu_;  // version commits and deletes (read-check-write on metadata)
   std::mutex manifest_cache_mu_;
   std::map<Digest, Manifest> manifest_cache_;
+  std::atomic<uint64_t> running_jobs_{0};
+  std::atomic<uint64_t> generation_{1};  // bumped by every change the audit sees
+  std::mutex audit_mu_;                  // one audit computation at a time
+  std::shared_ptr<const AuditReport> audit_cache_;
+  uint64_t audit_generation_ = 0;
+  std::mutex history_mu_;
+  uint64_t last_history_ns_ = 0;
 
   friend class SpoolWriter;
 };

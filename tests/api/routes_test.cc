@@ -287,7 +287,10 @@ TEST_F(RoutesTest, InterruptedJobRunsAgainAfterRestartAndLeakedRefsAreRecounted)
 
 TEST_F(RoutesTest, HeadAndUnknownRoutes) {
   EXPECT_EQ(Call("GET", "/nope").status, 404);
-  EXPECT_EQ(Call("DELETE", "/healthz").status, 405);
+  Response r = Call("DELETE", "/healthz");
+  EXPECT_EQ(r.status, 405);
+  EXPECT_EQ(r.headers["allow"], "GET, HEAD");
+  EXPECT_EQ(Call("POST", "/v1/models/m/tags/t").headers["allow"], "PUT, DELETE");
   EXPECT_EQ(Call("HEAD", "/healthz").status, 200);
 }
 
@@ -317,6 +320,44 @@ TEST_F(RoutesTest, FailedOneShotUploadsDoNotPileUp) {
     EXPECT_EQ(Body(r)["errors"][0]["code"], "DIGEST_INVALID");
   }
   Upload(bytes);  // 201, not 429
+}
+
+TEST_F(RoutesTest, AuditMetricsAndUiAfterUploadsAndARestart) {
+  if (!HaveFixtures()) GTEST_SKIP() << "fixtures missing";
+  std::string base = ReadFile(kFixtures + "/faceres.bf16.safetensors");
+  std::string ft = ReadFile(kFixtures + "/faceres-deep.bf16.safetensors");
+  json job = AddVersion(
+      "faceres", {{"files", {{{"path", "model.safetensors"}, {"upload", Upload(base)}}}}, {"tags", {"v1"}}});
+  ASSERT_EQ(job["state"], "succeeded") << job.dump();
+  job = AddVersion("faceres-deep", {{"files", {{{"path", "model.safetensors"}, {"upload", Upload(ft)}}}},
+                                    {"base", {{"model", "faceres"}, {"version", "v1"}}}});
+  ASSERT_EQ(job["state"], "succeeded") << job.dump();
+  Reopen();  // the history is stored; the report is recomputed from the manifests
+  Response r = Call("GET", "/v1/audit");
+  ASSERT_EQ(r.status, 200) << r.body;
+  json a = Body(r);
+  Response st = Call("GET", "/v1/stats");
+  EXPECT_EQ(a["totals"]["stored_bytes"], Body(st)["stored_bytes"]);
+  EXPECT_EQ(a["totals"]["logical_bytes"], base.size() + ft.size());
+  EXPECT_EQ(a["bases"].size(), 1u);
+  EXPECT_GT(a["totals"]["same_as_base_bytes"].get<uint64_t>(), 0u);
+  r = Call("GET", "/v1/audit/history");
+  json h = Body(r);
+  ASSERT_EQ(h["snapshots"].size(), 2u);
+  EXPECT_EQ(h["snapshots"][1]["totals"], a["totals"]);
+  r = Call("GET", "/v1/audit/models/faceres/versions/v1");
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(Body(r)["figures"]["logical_bytes"], base.size());
+  r = Call("GET", "/metrics");
+  ASSERT_EQ(r.status, 200);
+  EXPECT_EQ(r.headers["content-type"], "text/plain; version=0.0.4; charset=utf-8");
+  EXPECT_NE(r.body.find("deltastore_stored_bytes " + a["totals"]["stored_bytes"].dump() + "\n"),
+            std::string::npos);
+  r = Call("GET", "/ui");
+  ASSERT_EQ(r.status, 200);
+  EXPECT_NE(r.body.find("faceres-deep"), std::string::npos);
+  EXPECT_EQ(Call("GET", "/v1/audit/models/none").status, 404);
+  EXPECT_EQ(Call("GET", "/v1/audit/history?limit=5000").status, 400);
 }
 
 }  // namespace

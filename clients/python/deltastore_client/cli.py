@@ -185,17 +185,66 @@ def cmd_gc(c, a):
     return 0
 
 
+def _signed(n):
+    return ("-" + _human(-n)) if (n or 0) < 0 else _human(n)
+
+
+def _figure_cells(f):
+    logical, stored = f.get("logical_bytes") or 0, f.get("stored_bytes") or 0
+    ratio = f"{logical / stored:.2f}x" if stored else ("-" if not logical else "inf")
+    return [_human(logical), _human(stored), _human(f.get("saved_dedup_bytes")),
+            _signed(f.get("saved_lossless_bytes")), _signed(f.get("saved_lossy_bytes")), ratio]
+
+
+FIGURE_HEADS = ["LOGICAL", "STORED", "DEDUP", "LOSSLESS", "LOSSY", "REDUCTION"]
+
+
+def _quality(q):
+    if not q:
+        return "-"
+    return (f"ratio {q.get('ratio', 0):.2f}x (lossy tensors {q.get('lossy_ratio', 0):.1f}x), "
+            f"weight err {q.get('weight_error', 0):.4f}, output err {q.get('output_error', 0):.4f}")
+
+
 def cmd_audit(c, a):
-    params = {"limit": a.limit} if a.limit else {}
     try:
-        out = c.audit(**params)
+        if a.history:
+            out = c.audit_history()
+        else:
+            out = c.audit(model=a.model)
     except DeltastoreError as e:
-        if e.status == 404:
-            print(f"deltastore: the registry at {c.url} has no audit log (GET /v1/audit answered "
+        if e.status == 404 and e.code == "NOT_FOUND":
+            print(f"deltastore: the registry at {c.url} has no audit (GET /v1/audit answered "
                   f"404 {e.code}); it needs a server version with auditing", file=sys.stderr)
             return 1
         raise
-    _print_json(out)
+    if a.json:
+        _print_json(out)
+        return 0
+    if a.history:
+        rows = [[s.get("at", ""), (s.get("event") or {}).get("event", ""),
+                 (s.get("event") or {}).get("model", "-")] + _figure_cells(s.get("totals") or {})
+                for s in out]
+        _print_table(rows, ["AT", "EVENT", "MODEL"] + FIGURE_HEADS)
+        return 0
+    if a.model:
+        print(f"{out['model']}: " + "  ".join(f"{h.lower()} {v}" for h, v in
+                                               zip(FIGURE_HEADS, _figure_cells(out["figures"]))))
+        rows = [[v["digest"][:19], ",".join(v.get("tags") or []) or "-", v.get("mode", "-")]
+                + _figure_cells(v["figures"]) + [_quality(v.get("quality"))] for v in out["versions"]]
+        _print_table(rows, ["VERSION", "TAGS", "MODE"] + FIGURE_HEADS + ["QUALITY"])
+        return 0
+    t, store = out["totals"], out.get("store") or {}
+    print(f"total: {t['versions']} version(s) in {len(out['models'])} model(s); "
+          + "  ".join(f"{h.lower()} {v}" for h, v in zip(FIGURE_HEADS, _figure_cells(t))))
+    print(f"chunk store: {_human(store.get('chunk_bytes'))} in {store.get('chunks', 0)} chunk(s)")
+    print()
+    rows = [[m["model"], m["figures"]["versions"]] + _figure_cells(m["figures"]) for m in out["models"]]
+    _print_table(rows, ["MODEL", "VERSIONS"] + FIGURE_HEADS)
+    print()
+    rows = [[f"{b['base']['model']}@{b['base']['digest'][:19]}", ",".join(b["models"]),
+             b["figures"]["versions"]] + _figure_cells(b["figures"]) for b in out["bases"]]
+    _print_table(rows, ["BASE", "MODELS", "VERSIONS"] + FIGURE_HEADS)
     return 0
 
 
@@ -284,8 +333,10 @@ def build_parser():
     g = sub.add_parser("gc", help="delete chunks no version references")
     g.set_defaults(func=cmd_gc)
 
-    au = sub.add_parser("audit", help="the registry's audit log (servers that keep one)")
-    au.add_argument("--limit", type=int)
+    au = sub.add_parser("audit", help="storage savings: logical vs stored bytes, dedup, lossless and lossy "
+                                      "savings, per model and base (or per version with --model)")
+    au.add_argument("--model", "-m", help="one model's figures and its versions', with lossy quality")
+    au.add_argument("--history", action="store_true", help="the totals recorded at each ingest, deletion and GC")
     au.set_defaults(func=cmd_audit)
     return p
 

@@ -277,9 +277,24 @@ class Client:
     def job(self, job_id):
         return self._json("GET", f"/v1/jobs/{_q(job_id)}")
 
-    def audit(self, **params):
-        """GET /v1/audit (servers without an audit log answer 404, raised as DeltastoreError)."""
-        return self._json("GET", "/v1/audit", params=params or None)
+    def audit(self, model=None):
+        """The storage-savings audit (docs/audit.md): GET /v1/audit (totals, per model, per base), or
+        with `model` that model's figures and every one of its versions' (all pages)."""
+        if model is None:
+            return self._json("GET", "/v1/audit")
+        path = f"/v1/audit/models/{_q(model)}"
+        first = self._json("GET", path, params={"limit": 1000})
+        versions, after = list(first.get("versions") or []), first.get("next")
+        while after:
+            page = self._json("GET", path, params={"limit": 1000, "after": after})
+            versions += page.get("versions") or []
+            after = page.get("next")
+        first["versions"], first["next"] = versions, None
+        return first
+
+    def audit_history(self):
+        """Every audit snapshot (recorded at each ingest, deletion and GC), oldest first."""
+        return list(self._paginate("/v1/audit/history", "snapshots", limit=1000))
 
     # --- changing ----------------------------------------------------------------------------------
     def resolve(self, model, ref):

@@ -72,8 +72,23 @@ def test_cli_upload_ls_download(cli, fixtures, tmp_path):
     assert "VERSION_IN_USE" in p.stderr and "409" in p.stderr
     p = cli("download", "nosuch@v1", "x", rc=1)
     assert "MODEL_UNKNOWN" in p.stderr
-    p = cli("audit", rc=1)
-    assert "no audit log" in p.stderr and "404" in p.stderr and "Traceback" not in p.stderr
+    p = cli("audit")
+    lines = p.stdout.splitlines()
+    assert lines[0].startswith("total: 2 version(s) in 2 model(s);"), p.stdout
+    assert any(l.split()[:2] == ["faceres-deep", "1"] for l in lines), p.stdout
+    assert any(l.startswith("MODEL") and "DEDUP" in l and "LOSSY" in l for l in lines), p.stdout
+    assert any(l.startswith("faceres@sha256:") and "faceres,faceres-deep" in l for l in lines), p.stdout
+    p = cli("audit", "--model", "faceres-deep")
+    assert p.stdout.startswith("faceres-deep: logical ") and ft_digest[:19] in p.stdout and "v1" in p.stdout
+    audit = json.loads(cli("--json", "audit").stdout)
+    t = audit["totals"]
+    assert t["logical_bytes"] == (t["stored_bytes"] + t["saved_dedup_bytes"] + t["saved_lossless_bytes"]
+                                  + t["saved_lossy_bytes"])
+    assert t["stored_bytes"] == st["stored_bytes"]
+    hist = json.loads(cli("--json", "audit", "--history").stdout)
+    assert [h["event"]["event"] for h in hist] == ["ingest", "ingest"]
+    p = cli("audit", "--model", "nosuch", rc=1)
+    assert "MODEL_UNKNOWN" in p.stderr and "Traceback" not in p.stderr
     p = cli("rm", "faceres-deep@prod")
     assert f"deleted faceres-deep@{ft_digest}" in p.stdout
     p = cli("--json", "stats")

@@ -94,9 +94,12 @@ def test_errors_carry_code_and_status(ds, fixtures, tmp_path):
     ds.upload(fixtures / BASE, "faceres", tags=["v1"], progress=False)
     ds.upload(fixtures / FT, "ft", base="faceres@v1", progress=False)
     assert ds.last_upload[0]["reused"] and ds.last_upload[0]["upload"] == up["upload"]
-    with pytest.raises(DeltastoreError) as ei:
-        ds.audit()
-    assert ei.value.status == 404
+    audit = ds.audit()
+    assert {m["model"] for m in audit["models"]} == {"faceres", "ft"}
+    assert audit["totals"]["stored_bytes"] == audit["store"]["chunk_bytes"]
+    ft_audit = ds.audit(model="ft")
+    assert len(ft_audit["versions"]) == 1 and ft_audit["figures"]["same_as_base_bytes"] > 0
+    assert [h["event"]["event"] for h in ds.audit_history()] == ["ingest", "ingest"]
     with pytest.raises(DeltastoreError) as ei:
         ds.upload(fixtures / FT, "bad name!", progress=False)
     assert ei.value.status == 400 and ei.value.code == "NAME_INVALID"
