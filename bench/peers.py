@@ -52,6 +52,10 @@ def log(*a):
     print(*a, flush=True)
 
 
+def reps_for(args, label):
+    return args.gen_reps if label.startswith("generated") else args.reps
+
+
 def best_of(reps, fn):
     best, out = None, None
     for _ in range(reps):
@@ -105,7 +109,7 @@ def run_lossless(args, ins, rows):
         return
     for label, b, f in ins:
         jpath = pathlib.Path(tempfile.mktemp(suffix=".jsonl"))
-        cmd = [str(exe), str(b), str(f), "--label", label, "--reps", str(args.reps), "--json", str(jpath)]
+        cmd = [str(exe), str(b), str(f), "--label", label, "--reps", str(reps_for(args, label)), "--json", str(jpath)]
         log("$ " + " ".join(cmd))
         subprocess.run(cmd, check=False)
         if jpath.exists():
@@ -146,7 +150,7 @@ def run_zipnn(args, ins, rows):
                 # ZipNN 0.5.4 reorders the bits of its input buffer in place (even of a `bytes` object),
                 # so every timed call gets its own copy, made outside the timer.
                 te = td = None
-                for _ in range(args.reps):
+                for _ in range(reps_for(args, label)):
                     src = bytearray(data)
                     t0 = time.perf_counter()
                     enc = bytes(z.compress(src, delta_second_data=bdata) if bdata else z.compress(src))
@@ -173,6 +177,7 @@ def run_zipnn(args, ins, rows):
 # --- streaming -----------------------------------------------------------------------------------------
 
 NGINX_CONF = """daemon off;
+{user}
 worker_processes 1;
 pid {d}/nginx.pid;
 error_log {d}/error.log;
@@ -239,8 +244,10 @@ def run_streaming(args, ins, rows):
         log("streaming: needs the generated pair (--size-gb > 0)")
         return
     label, bpath, fpath = gen[-1]
+    reps = args.gen_reps
     size = bpath.stat().st_size
     work = pathlib.Path(tempfile.mkdtemp(prefix="ds-peers-", dir=args.work_dir))
+    work.chmod(0o755)  # nginx's workers read the files through it
     nginx_bin = shutil.which("nginx") or "/usr/sbin/nginx"
     procs = []
 
@@ -252,7 +259,7 @@ def run_streaming(args, ins, rows):
 
     try:
         for name, p in (("base", bpath), ("finetune", fpath)):
-            _, t = best_of(args.reps, lambda: subprocess.run(f"cat '{p}' > /dev/null", shell=True, check=True))
+            _, t = best_of(max(reps, 2), lambda: subprocess.run(f"cat '{p}' > /dev/null", shell=True, check=True))
             add(f"cat {name} > /dev/null", t, size)
         # nginx: static GET and WebDAV PUT on loopback.
         if os.path.exists(nginx_bin):
@@ -261,7 +268,7 @@ def run_streaming(args, ins, rows):
             os.symlink(bpath, nd / "www" / "base.safetensors")
             os.symlink(fpath, nd / "www" / "finetune.safetensors")
             port = free_port()
-            (nd / "nginx.conf").write_text(NGINX_CONF.format(d=nd, port=port))
+            (nd / "nginx.conf").write_text(NGINX_CONF.format(d=nd, port=port, user="user root;" if os.geteuid() == 0 else ""))
             ng = subprocess.Popen([nginx_bin, "-c", str(nd / "nginx.conf"), "-e", str(nd / "error.log")],
                                   stderr=subprocess.DEVNULL)
             procs.append(ng)
@@ -272,10 +279,10 @@ def run_streaming(args, ins, rows):
                 except requests.ConnectionError:
                     time.sleep(0.05)
             nver = subprocess.run([nginx_bin, "-v"], capture_output=True, text=True).stderr.strip()
-            best = min(curl(f"http://127.0.0.1:{port}/finetune.safetensors")[0] for _ in range(args.reps))
+            best = min(curl(f"http://127.0.0.1:{port}/finetune.safetensors")[0] for _ in range(max(reps, 2)))
             add("nginx GET raw finetune (curl > /dev/null)", best, size, nver)
             best = min(curl("-T", str(fpath), f"http://127.0.0.1:{port}/up/ft.safetensors")[0]
-                       for _ in range(args.reps))
+                       for _ in range(max(reps, 2)))
             add("nginx PUT raw finetune (WebDAV, curl -T)", best, size, nver)
             (nd / "www" / "up" / "ft.safetensors").unlink(missing_ok=True)
         else:
@@ -297,7 +304,7 @@ def run_streaming(args, ins, rows):
                                f"@{p}", f"{url}/v1/uploads?digest=sha256:{sha}")
             add(f"upload {name} (curl, one request, sha256 checked)", t, size)
             t0 = time.perf_counter()
-            v, info = create_version(s, url, "bench", doc["id"], versions.get(base), 3600)
+            v, info = create_version(s, url, "bench", doc["id"], {"model": "bench", "version": versions[base]} if base else None, 3600)
             add(f"create {name} version ({'delta' if base else 'standalone'} job)", time.perf_counter() - t0, size,
                 f"stored {info.get('stored_bytes', '?')} B")
             versions[name] = v
@@ -308,7 +315,7 @@ def run_streaming(args, ins, rows):
         for name in ("base", "finetune"):
             u = f"{url}/v1/models/bench/versions/{versions[name]}/files/model.safetensors"
             ts = []
-            for _ in range(args.reps):
+            for _ in range(reps):
                 t, n, _, code = curl(u)
                 if n != size:
                     raise RuntimeError(f"download of {name}: {n} bytes, expected {size}")
@@ -386,22 +393,34 @@ def run_deltatensors(args, rows):
             acc = (accuracy(pair, base, args.pairs_dir), accuracy(pair, ft, args.pairs_dir))
         for mode, kw in modes:
             out = pathlib.Path(tempfile.mktemp(suffix=".wdelta"))
+            note = ""
+            fsd, bsd = ft, base
+            try:
+                with contextlib.redirect_stdout(io.StringIO()):
+                    dt.save_delta(out, fsd, bsd, strategy=mode, use_gpu=False, **kw)
+            except ValueError as e:
+                # deltatensors 0.2.0 int4: "zero-size array to reduction operation minimum" on one-value
+                # tensors (its single outlier leaves nothing to quantize). Those tensors are left out.
+                fsd = {k: v for k, v in ft.items() if v.size >= 2}
+                bsd = {k: base[k] for k in fsd}
+                note = f"{len(ft) - len(fsd)} one-value tensors left out ({type(e).__name__}: {e})"
             with contextlib.redirect_stdout(io.StringIO()):
-                _, te = best_of(args.reps, lambda: dt.save_delta(out, ft, base, strategy=mode, use_gpu=False, **kw))
-                rec, td = best_of(args.reps, lambda: dt.load_delta(out, base))
+                _, te = best_of(args.reps, lambda: dt.save_delta(out, fsd, bsd, strategy=mode, use_gpu=False, **kw))
+                rec, td = best_of(args.reps, lambda: dt.load_delta(out, bsd))
+            rec = {**{k: ft[k] for k in ft if k not in rec}, **rec}
             stored = out.stat().st_size
             out.unlink()
             we, oe = quality(base, ft, rec, np.random.default_rng(rng_seed))
             r = dict(section="deltatensors", input=label, method=f"deltatensors {mode}",
                      params=kw, ft_bytes=fp.stat().st_size, stored=stored, enc_s=te, dec_s=td,
-                     weight_err=we, output_err=oe)
+                     weight_err=we, output_err=oe, note=note)
             if acc:
                 a = accuracy(pair, rec, args.pairs_dir)
                 r.update(acc_base=acc[0], acc_ft=acc[1], acc=a, gain_kept=(a - acc[0]) / (acc[1] - acc[0]))
             rows.append(r)
             log(f"{label:12s} {mode:9s} stored {stored:11d} B ({r['ft_bytes'] / stored:6.2f}x of the finetune file) "
                 f"enc {te:6.2f} s dec {td:6.2f} s  weight err {we:.3f} output err {oe:.3f}"
-                + (f"  gain kept {100 * r['gain_kept']:.1f}%" if acc else ""))
+                + (f"  gain kept {100 * r['gain_kept']:.1f}%" if acc else "") + (f"  [{note}]" if note else ""))
 
 
 # --- tables and plots ----------------------------------------------------------------------------------
@@ -426,7 +445,7 @@ def tables(rows, args):
                           f"{r['raw'] / r['stored']:.3f}x | {r['raw'] / r['enc_s'] / MB:.1f} | {r['raw'] / r['dec_s'] / MB:.1f} |")
     st = [r for r in rows if r["section"] == "streaming"]
     if st:
-        md.append(f"\n**Streaming over loopback, {st[0]['input']}** (best of {args.reps})\n")
+        md.append(f"\n**Streaming over loopback, {st[0]['input']}** (best of {args.gen_reps})\n")
         md.append("| step | MB/s | seconds | note |")
         md.append("|---|---|---|---|")
         for r in st:
@@ -438,17 +457,17 @@ def tables(rows, args):
     dtr = [r for r in rows if r["section"] == "deltatensors"]
     if dtr:
         md.append("\n**deltatensors** (ratio = finetune file bytes / .wdelta bytes)\n")
-        md.append("| pair | mode | stored B | ratio | save s | load s | weight err | output err | gain kept |")
-        md.append("|---|---|---|---|---|---|---|---|---|")
+        md.append("| pair | mode | stored B | ratio | save s | load s | weight err | output err | gain kept | note |")
+        md.append("|---|---|---|---|---|---|---|---|---|---|")
         for r in dtr:
             g = f"{100 * r['gain_kept']:.1f}%" if "gain_kept" in r else ""
             md.append(f"| {r['input']} | {r['method']} | {r['stored']:,} | {r['ft_bytes'] / r['stored']:.2f}x | "
-                      f"{r['enc_s']:.2f} | {r['dec_s']:.2f} | {r['weight_err']:.3f} | {r['output_err']:.3f} | {g} |")
+                      f"{r['enc_s']:.2f} | {r['dec_s']:.2f} | {r['weight_err']:.3f} | {r['output_err']:.3f} | {g} | {r.get('note', '')} |")
     return "\n".join(md) + "\n"
 
 
 def parse_lossy_md(path):
-    """{method: [(ratio, gain kept %)]} from a lossy_bench.py markdown table."""
+    """{method: [(ratio over the whole file, gain kept %)]} from a bench/lossy_bench.py markdown table."""
     out = {}
     if not path.exists():
         return out
@@ -457,21 +476,12 @@ def parse_lossy_md(path):
         return out
     head = [c.strip() for c in lines[0].strip("|").split("|")]
     for l in lines[2:]:
-        cells = [c.strip() for c in l.strip("|").split("|")]
+        cells = dict(zip(head, (c.strip().replace("*", "") for c in l.strip("|").split("|"))))
         try:
-            target = float(cells[0].rstrip("x"))
-        except ValueError:
-            continue
-        for h, c in zip(head[1:], cells[1:]):
-            c = c.replace("*", "")
-            ratio = target
-            if c.startswith("("):
-                ratio = float(c[1:c.index("x")])
-                c = c[c.index(")") + 1:]
-            try:
-                out.setdefault(h, []).append((ratio, float(c.strip().rstrip("%"))))
-            except ValueError:
-                pass
+            out.setdefault(cells["method"], []).append(
+                (float(cells["ratio_all"].rstrip("x")), float(cells["gain kept"].rstrip("%"))))
+        except (KeyError, ValueError):
+            pass
     return out
 
 
@@ -508,20 +518,23 @@ def plots(rows):
         p = RESULTS / "lossless_ratio_vs_speed.png"
         fig.savefig(p, dpi=110)
         made.append(p)
-    lossy = parse_lossy_md(RESULTS / "lossy_mlp_before_rule.md")
+    lossy = {}
+    for k, v in parse_lossy_md(RESULTS / "lossy_mlp_before_rule.md").items():
+        lossy[f"{k}, first version (before the 2-bit rule)" if k.startswith("deltadq") else k] = v
     for k, v in parse_lossy_md(RESULTS / "lossy_mlp_ours.md").items():
-        lossy[f"{k} (after 2-bit rule)"] = v
+        lossy[f"ours: {k}"] = v
     dtr = [r for r in rows if r["section"] == "deltatensors" and "gain_kept" in r and r["input"] == "mlp"]
     if lossy or dtr:
         fig, ax = plt.subplots(figsize=(7, 4.5))
         for k, pts in lossy.items():
             pts = sorted(pts)
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", ms=3, lw=1,
-                    label=k, **({"lw": 2.2} if "ours" in k or "deltadq" in k else {}))
+            ours, old = k.startswith("ours"), k.startswith("deltadq")
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", ms=3, lw=2.2 if ours else 1,
+                    ls="-" if ours else ":" if old else "--", label=k)
         for r in dtr:
             ax.scatter([r["ft_bytes"] / r["stored"]], [100 * r["gain_kept"]], marker="s", s=40, label=r["method"])
         ax.set_xscale("log", base=2)
-        ax.set_xlabel("ratio")
+        ax.set_xlabel("ratio over the whole finetune file")
         ax.set_ylabel("gain kept, % (mlp pair)")
         ax.legend(fontsize=6, ncol=2)
         ax.grid(alpha=0.3)
@@ -538,7 +551,8 @@ def main():
     ap.add_argument("--largest-mib", type=int, default=256)
     ap.add_argument("--gen-dir", default=os.path.join(tempfile.gettempdir(), "deltastore-genpair"))
     ap.add_argument("--pairs-dir", default="/tmp/deltastore-pairs")
-    ap.add_argument("--reps", type=int, default=2)
+    ap.add_argument("--reps", type=int, default=2, help="timed runs of each step, best kept")
+    ap.add_argument("--gen-reps", type=int, default=1, help="--reps for the generated pair (large, slow)")
     ap.add_argument("--build-dir", default=os.environ.get("DS_BUILD_DIR", str(ROOT / "build")))
     ap.add_argument("--work-dir", default=None)
     ap.add_argument("--server-arg", action="append", default=[])
