@@ -235,9 +235,53 @@ def reset_peak(pid):
         f.write("5")
 
 
-def run_streaming(args, ins, rows):
+def server_steps(args, tag, binary, data_dir, label, bpath, fpath, size, reps, shas, add, rows, procs):
+    """Upload, version creation and downloads through one deltastored binary (a fresh data dir)."""
     import requests
     from http_throughput import Server, create_version
+
+    srv = Server(binary, data_dir, data_dir.parent / "server.log", args.server_arg)
+    srv.start()
+    procs.append(srv)
+    url = srv.url
+    pid = srv.proc.pid
+    s = requests.Session()
+    versions = {}
+    reset_peak(pid)
+    for name, p, base in (("base", bpath, None), ("finetune", fpath, "base")):
+        sha = shas.setdefault(name, sha256_file(p))
+        doc, t = curl_json("-X", "POST", "-H", "Content-Type: application/octet-stream", "-T", str(p),
+                           f"{url}/v1/uploads?digest=sha256:{sha}")
+        add(f"{tag}upload {name} (curl, one request, sha256 checked)", t, size)
+        t0 = time.perf_counter()
+        v, info = create_version(s, url, "bench", doc["id"], {"model": "bench", "version": versions[base]} if base else None, 3600)
+        add(f"{tag}create {name} version ({'delta' if base else 'standalone'} job)", time.perf_counter() - t0, size,
+            f"stored {info.get('stored_bytes', '?')} B")
+        versions[name] = v
+    rss_ingest = srv.peak_rss()
+    rows.append(dict(section="streaming", input=label, step=f"{tag}peak RSS upload + ingest", bytes=rss_ingest))
+    log(f"{tag}peak RSS during upload + ingest: {rss_ingest / MiB:.1f} MiB")
+    reset_peak(pid)
+    for name in ("base", "finetune"):
+        u = f"{url}/v1/models/bench/versions/{versions[name]}/files/model.safetensors"
+        ts = []
+        for _ in range(reps):
+            t, n, _, code = curl(u)
+            if n != size:
+                raise RuntimeError(f"download of {name}: {n} bytes, expected {size}")
+            ts.append(t)
+        add(f"{tag}download {name} version (curl > /dev/null)", min(ts), size,
+            "server checks the rebuilt file's sha256 on the way")
+    rss_dl = srv.peak_rss()
+    rows.append(dict(section="streaming", input=label, step=f"{tag}peak RSS download", bytes=rss_dl))
+    log(f"{tag}peak RSS during downloads: {rss_dl / MiB:.1f} MiB")
+    srv.stop()
+    procs.remove(srv)
+    shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def run_streaming(args, ins, rows):
+    import requests
 
     gen = [i for i in ins if i[0].startswith("generated")]
     if not gen:
@@ -288,43 +332,13 @@ def run_streaming(args, ins, rows):
         else:
             log(f"streaming: {nginx_bin} missing (apt-get install nginx-light); nginx rows skipped")
 
-        srv = Server(pathlib.Path(args.build_dir) / "service" / "deltastored", work / "data", work / "server.log",
-                     args.server_arg)
-        srv.start()
-        procs.append(srv)
-        url = srv.url
-        pid = srv.proc.pid
-        s = requests.Session()
+        servers = [("", pathlib.Path(args.build_dir) / "service" / "deltastored")]
+        if args.baseline_server:
+            servers.append((f"[{args.baseline_label}] ", pathlib.Path(args.baseline_server)))
         shas = {}
-        versions = {}
-        reset_peak(pid)
-        for name, p, base in (("base", bpath, None), ("finetune", fpath, "base")):
-            sha = shas.setdefault(name, sha256_file(p))
-            doc, t = curl_json("-X", "POST", "-H", "Content-Type: application/octet-stream", "--data-binary",
-                               f"@{p}", f"{url}/v1/uploads?digest=sha256:{sha}")
-            add(f"upload {name} (curl, one request, sha256 checked)", t, size)
-            t0 = time.perf_counter()
-            v, info = create_version(s, url, "bench", doc["id"], {"model": "bench", "version": versions[base]} if base else None, 3600)
-            add(f"create {name} version ({'delta' if base else 'standalone'} job)", time.perf_counter() - t0, size,
-                f"stored {info.get('stored_bytes', '?')} B")
-            versions[name] = v
-        rss_ingest = srv.peak_rss()
-        rows.append(dict(section="streaming", input=label, step="peak RSS ingest", bytes=rss_ingest))
-        log(f"peak RSS during upload + ingest: {rss_ingest / MiB:.1f} MiB")
-        reset_peak(pid)
-        for name in ("base", "finetune"):
-            u = f"{url}/v1/models/bench/versions/{versions[name]}/files/model.safetensors"
-            ts = []
-            for _ in range(reps):
-                t, n, _, code = curl(u)
-                if n != size:
-                    raise RuntimeError(f"download of {name}: {n} bytes, expected {size}")
-                ts.append(t)
-            add(f"download {name} version (curl > /dev/null)", min(ts), size,
-                "server checks the rebuilt file's sha256 on the way")
-        rss_dl = srv.peak_rss()
-        rows.append(dict(section="streaming", input=label, step="peak RSS download", bytes=rss_dl))
-        log(f"peak RSS during downloads: {rss_dl / MiB:.1f} MiB")
+        for tag, binary in servers:
+            server_steps(args, tag, binary, work / f"data{len(tag)}", label, bpath, fpath, size, reps, shas, add,
+                         rows, procs)
     finally:
         for p in procs:
             if isinstance(p, subprocess.Popen):
@@ -556,6 +570,8 @@ def main():
     ap.add_argument("--build-dir", default=os.environ.get("DS_BUILD_DIR", str(ROOT / "build")))
     ap.add_argument("--work-dir", default=None)
     ap.add_argument("--server-arg", action="append", default=[])
+    ap.add_argument("--baseline-server", help="a second deltastored binary measured in the same run (streaming)")
+    ap.add_argument("--baseline-label", default="baseline")
     ap.add_argument("--skip", default="", help="comma-separated sections to skip")
     ap.add_argument("--only", default="", help="comma-separated sections to run (default all)")
     ap.add_argument("--out", default=str(RESULTS / "peers.md"))
@@ -573,15 +589,19 @@ def main():
                 and not (r["section"] == "lossless" and "lossless" in sections and not r["method"].startswith("zipnn"))]
     log(f"# bench/peers.py on {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}; sections {sections}")
     ins = inputs(args) if any(s in sections for s in ("lossless", "zipnn", "streaming")) else []
-    if "lossless" in sections:
-        run_lossless(args, ins, rows)
-    if "zipnn" in sections:
-        run_zipnn(args, ins, rows)
-    if "streaming" in sections:
-        run_streaming(args, ins, rows)
-    if "deltatensors" in sections:
-        run_deltatensors(args, rows)
-    jpath.write_text(json.dumps(rows, indent=1))
+    for name, fn in (("lossless", lambda: run_lossless(args, ins, rows)), ("zipnn", lambda: run_zipnn(args, ins, rows)),
+                     ("streaming", lambda: run_streaming(args, ins, rows)),
+                     ("deltatensors", lambda: run_deltatensors(args, rows))):
+        if name not in sections:
+            continue
+        try:
+            fn()
+        except Exception as e:  # one broken section must not lose the others' figures
+            import traceback
+
+            traceback.print_exc()
+            log(f"{name}: FAILED ({type(e).__name__}: {e})")
+        jpath.write_text(json.dumps(rows, indent=1))
     md = tables(rows, args)
     pathlib.Path(args.out).write_text(md)
     print(md)
