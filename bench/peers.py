@@ -504,6 +504,7 @@ def plots(rows):
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     loss = [r for r in rows if r["section"] == "lossless" and r["method"] != "order0-entropy"]
     made = []
@@ -525,6 +526,7 @@ def plots(rows):
                 if case == "base" and ent:
                     ax.axhline(ent[0]["raw"] / ent[0]["stored"], ls="--", lw=0.8, color="gray")
                 ax.set_xscale("log")
+                ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
                 ax.set_title(f"{label} {case}", fontsize=9)
                 ax.set_xlabel("compress MB/s, one thread (x: decompress)", fontsize=8)
                 ax.set_ylabel("ratio", fontsize=8)
