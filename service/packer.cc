@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <fstream>
+#include <thread>
 
 namespace deltastore {
 namespace {
@@ -288,13 +289,29 @@ Status VersionReader::ReadChunks(const std::vector<ChunkRef>& chunks, uint64_t o
   return len == 0 ? OkStatus() : OutOfRange("read past the end of the stored bytes");
 }
 
+StatusOr<std::unique_ptr<VersionReader>> VersionReader::Clone() {
+  auto c = std::make_unique<VersionReader>(store_, manifest_, loader_);
+  if (owned_base_ == nullptr && base_ != nullptr) {
+    c->base_ = base_;  // given by the caller: shared
+  } else if (manifest_.base) {
+    DS_ASSIGN_OR_RETURN(TensorSource * b, Base());  // loads the base manifest here, not in a worker
+    (void)b;
+    DS_ASSIGN_OR_RETURN(c->owned_base_, owned_base_->Clone());
+    c->base_ = c->owned_base_.get();
+  }
+  return c;
+}
+
 FileStreamer::FileStreamer(VersionReader* reader, const FileEntry* file, uint64_t begin, uint64_t end,
-                           bool verify)
+                           bool verify, size_t workers)
     : reader_(reader),
       file_(file),
       pos_(begin),
       end_(std::min(end, file->size)),
-      verify_(verify && begin == 0 && end >= file->size) {
+      delivered_(begin),
+      verify_(verify && begin == 0 && end >= file->size),
+      workers_(workers != 0 ? workers
+                            : std::clamp<size_t>(std::thread::hardware_concurrency(), 1, kMaxStreamWorkers)) {
   if (file->kind == FileKind::kBlob) {
     segments_.push_back({0, file->size, nullptr, &file->chunks});
   } else {
@@ -305,7 +322,7 @@ FileStreamer::FileStreamer(VersionReader* reader, const FileEntry* file, uint64_
   }
 }
 
-StatusOr<std::string> FileStreamer::Next() {
+StatusOr<std::optional<FileStreamer::Piece>> FileStreamer::Plan() {
   while (pos_ < end_) {
     if (segment_ >= segments_.size())
       return Corruption("manifest of " + file_->path + " is shorter than the file");
@@ -317,19 +334,63 @@ StatusOr<std::string> FileStreamer::Next() {
     uint64_t in_seg = pos_ - seg.begin;
     uint64_t n =
         std::min<uint64_t>(kChunkSize - in_seg % kChunkSize, std::min(end_, seg.begin + seg.size) - pos_);
-    std::string piece(n, '\0');
-    DS_RETURN_IF_ERROR(seg.tensor ? reader_->ReadTensor(*seg.tensor, in_seg, n, piece.data())
-                                  : reader_->ReadChunks(*seg.chunks, in_seg, n, piece.data()));
     pos_ += n;
-    if (verify_) {
-      hash_.Update(piece);
-      if (pos_ == end_ && hash_.Finish() != file_->sha256) {
-        return Corruption("rebuilt " + file_->path + " does not match its sha256");
-      }
-    }
-    return piece;
+    return std::optional<Piece>(Piece{&seg, in_seg, n});
   }
-  return std::string();
+  return std::optional<Piece>();
+}
+
+Status FileStreamer::Read(VersionReader* reader, const Piece& p, std::string* out) {
+  out->assign(p.size, '\0');
+  return p.segment->tensor ? reader->ReadTensor(*p.segment->tensor, p.in_segment, p.size, out->data())
+                           : reader->ReadChunks(*p.segment->chunks, p.in_segment, p.size, out->data());
+}
+
+Status FileStreamer::Fill() {
+  std::vector<Piece> batch;
+  while (batch.size() < workers_) {
+    DS_ASSIGN_OR_RETURN(std::optional<Piece> p, Plan());
+    if (!p) break;
+    batch.push_back(*p);
+  }
+  if (batch.empty()) return OkStatus();
+  std::vector<std::string> out(batch.size());
+  std::vector<Status> status(batch.size());
+  if (batch.size() == 1) {
+    status[0] = Read(reader_, batch[0], &out[0]);
+  } else {
+    while (clones_.size() + 1 < batch.size()) {
+      DS_ASSIGN_OR_RETURN(auto c, reader_->Clone());
+      clones_.push_back(std::move(c));
+    }
+    std::vector<std::thread> threads;
+    threads.reserve(batch.size() - 1);
+    for (size_t i = 1; i < batch.size(); ++i) {
+      threads.emplace_back([&, i] { status[i] = Read(clones_[i - 1].get(), batch[i], &out[i]); });
+    }
+    status[0] = Read(reader_, batch[0], &out[0]);
+    for (auto& t : threads) t.join();
+  }
+  for (size_t i = 0; i < batch.size(); ++i) {
+    DS_RETURN_IF_ERROR(status[i]);
+    ready_.push_back(std::move(out[i]));
+  }
+  return OkStatus();
+}
+
+StatusOr<std::string> FileStreamer::Next() {
+  if (ready_.empty()) DS_RETURN_IF_ERROR(Fill());
+  if (ready_.empty()) return std::string();
+  std::string piece = std::move(ready_.front());
+  ready_.pop_front();
+  delivered_ += piece.size();
+  if (verify_) {
+    hash_.Update(piece);
+    if (delivered_ == end_ && hash_.Finish() != file_->sha256) {
+      return Corruption("rebuilt " + file_->path + " does not match its sha256");
+    }
+  }
+  return piece;
 }
 
 Status VersionReader::StreamFile(const FileEntry& file, uint64_t begin, uint64_t end, const ByteSink& sink,

@@ -2,9 +2,11 @@
 // Memory stays bounded by a few chunks: files are read and written piece by piece.
 #pragma once
 
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -52,12 +54,18 @@ class TensorSource {
 
 class VersionReader;
 
-// Produces the bytes [begin, end) of a file of a version piece by piece (at most kChunkSize each).
-// With `verify` and a whole-file range, the sha256 of what was produced is checked against the manifest
-// before the last piece is handed out, so a wrong rebuild never completes.
+// Produces the bytes [begin, end) of a file of a version piece by piece (at most kChunkSize each, one
+// stored chunk per piece). With `verify` and a whole-file range, the sha256 of what was produced is checked
+// against the manifest before the last piece is handed out, so a wrong rebuild never completes.
+// Pieces are decoded `workers` at a time (0: as many as the machine has cores, at most
+// kMaxStreamWorkers), each worker with its own copy of the reader; the pieces come out in order and
+// identical to a one-worker run. No decoding runs between calls of Next(), so memory stays at `workers`
+// pieces and nothing outlives a call.
+inline constexpr size_t kMaxStreamWorkers = 4;
 class FileStreamer {
  public:
-  FileStreamer(VersionReader* reader, const FileEntry* file, uint64_t begin, uint64_t end, bool verify);
+  FileStreamer(VersionReader* reader, const FileEntry* file, uint64_t begin, uint64_t end, bool verify,
+               size_t workers = 0);
   // The next piece; empty at the end.
   StatusOr<std::string> Next();
 
@@ -67,14 +75,28 @@ class FileStreamer {
     const TensorEntry* tensor;            // a tensor, or
     const std::vector<ChunkRef>* chunks;  // plain chunks (header, blob)
   };
+  struct Piece {
+    const Segment* segment;
+    uint64_t in_segment, size;
+  };
+  // The next piece to decode (advancing pos_), or nullopt at the end.
+  StatusOr<std::optional<Piece>> Plan();
+  Status Read(VersionReader* reader, const Piece& piece, std::string* out);
+  // Decodes the next batch of pieces into ready_.
+  Status Fill();
+
   VersionReader* reader_;
   const FileEntry* file_;
   std::vector<Segment> segments_;
   size_t segment_ = 0;
   uint64_t pos_, end_;
+  uint64_t delivered_;  // file offset after the last piece handed out
   bool verify_;
+  size_t workers_;
   Sha256 hash_;
   std::vector<ChunkRef> header_;
+  std::vector<std::unique_ptr<VersionReader>> clones_;  // readers for workers 1..workers_-1
+  std::deque<std::string> ready_;
 };
 
 // Reads the contents of a stored version. Delta chunks are decoded against the base, which is the
@@ -88,6 +110,9 @@ class VersionReader : public TensorSource {
   Status ReadTensor(const TensorEntry& tensor, uint64_t offset, uint64_t len, char* out) override;
   // Reads bytes of plain (standalone, non-tensor) chunks: headers and blobs.
   Status ReadChunks(const std::vector<ChunkRef>& chunks, uint64_t offset, uint64_t len, char* out);
+  // A reader of the same version that shares nothing mutable with this one (its own chunk cache and its
+  // own base reader; a base source given at construction is shared, and must allow concurrent reads).
+  StatusOr<std::unique_ptr<VersionReader>> Clone();
   // Streams bytes [begin, end) of a file through `sink` (see FileStreamer).
   Status StreamFile(const FileEntry& file, uint64_t begin, uint64_t end, const ByteSink& sink,
                     bool verify = true);

@@ -171,6 +171,59 @@ TEST(PackerTest, Bf16ShardedVersionMatchesTensorsAcrossShardsAndKeepsSideFiles) 
   fs::remove_all(dir);
 }
 
+std::string StreamAll(FileStreamer* s) {
+  std::string all;
+  while (true) {
+    auto piece = s->Next();
+    EXPECT_TRUE(piece.ok()) << piece.status().ToString();
+    if (!piece.ok() || piece->empty()) return all;
+    EXPECT_LE(piece->size(), kChunkSize);
+    all += *piece;
+  }
+}
+
+// Several workers decode pieces at once, each with its own clone of the reader (and of the base reader):
+// the bytes must be those of one worker, for whole files (sha256 checked) and for ranges.
+TEST(PackerTest, ParallelStreamingGivesTheSameBytesAsOneWorker) {
+  if (!HaveFixtures()) GTEST_SKIP() << "fixtures missing at " << kFixtures;
+  Registry reg(NewMemoryChunkStore());
+  std::string base_path = kFixtures + "/faceres.bf16.safetensors";
+  std::string ft_path = kFixtures + "/faceres-deep.bf16.safetensors";
+  auto base = reg.Add({{base_path, "model.safetensors"}}, nullptr, nullptr);
+  ASSERT_TRUE(base.ok());
+  auto ft = reg.Add({{ft_path, "model.safetensors"}}, &*base, nullptr);
+  ASSERT_TRUE(ft.ok());
+  std::ifstream f(ft_path, std::ios::binary);
+  std::string want((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  const FileEntry& file = ft->files[0];
+  ASSERT_EQ(file.size, want.size());
+  const std::vector<std::pair<uint64_t, uint64_t>> ranges = {
+      {0, file.size}, {1, file.size - 1}, {file.size / 3, file.size / 3 + 5 * kChunkSize / 4}, {17, 18}};
+  for (size_t workers : {1, 2, 3, 7}) {
+    for (auto [begin, end] : ranges) {
+      auto reader = reg.Reader(*ft);  // a fresh reader: its base is opened through the loader
+      FileStreamer s(reader.get(), &file, begin, end, /*verify=*/true, workers);
+      EXPECT_EQ(StreamAll(&s), want.substr(begin, end - begin))
+          << workers << " workers, " << begin << "-" << end;
+    }
+  }
+  // A corrupt manifest digest is caught at the end whatever the number of workers.
+  FileEntry bad = file;
+  bad.sha256 = Sha256::Of("something else");
+  auto reader = reg.Reader(*ft);
+  FileStreamer s(reader.get(), &bad, 0, bad.size, /*verify=*/true, 3);
+  Status last = OkStatus();
+  while (true) {
+    auto piece = s.Next();
+    if (!piece.ok()) {
+      last = piece.status();
+      break;
+    }
+    if (piece->empty()) break;
+  }
+  EXPECT_FALSE(last.ok());
+}
+
 TEST(PackerTest, ManifestSerializationRoundTrips) {
   if (!HaveFixtures()) GTEST_SKIP() << "fixtures missing at " << kFixtures;
   Registry reg(NewMemoryChunkStore());
