@@ -458,7 +458,9 @@ StatusOr<LossyResult> CompressLossyTensor(DType dtype, const char* base, const c
     double dxn = w.DX.norm().item<double>();
     r.output_error = dxn > 0 ? err.matmul(w.X).norm().item<double>() / dxn : 0.0;
     r.delta_norm = dn;
-    r.delta_output_norm = dxn;
+    // Per input vector (RMS over the samples), so that tensors evaluated on different sample counts
+    // weigh by their outputs' size, not by how many samples they got, when a report aggregates them.
+    r.delta_output_norm = dxn / std::sqrt(static_cast<double>(w.X.size(1)));
     r.estimator = best->t.p.mask == MaskKind::kDense ? "ecsq" : "dropout";
     return result;
   } catch (const c10::Error& e) {
