@@ -496,6 +496,50 @@ TEST_F(RoutesTest, TornVersionCommitAtEveryCutIsFoundByCheckAndRepairedByTheReru
   }
 }
 
+// Disk full (simulated: the chunk store refuses writes after a number of them) while a job stores chunks.
+TEST_F(RoutesTest, DiskFullDuringAJobFailsItWithAClearErrorAndChangesNothingStored) {
+  const std::string kept = Checkpoint(8), ft = Checkpoint(9);
+  json kj = AddVersion("kept", {{"files", OneFile(Upload(kept))}, {"tags", {"v1"}}});
+  ASSERT_EQ(kj["state"], "succeeded");
+  const std::string kept_manifest =
+      Body(*std::make_unique<Response>(Call("GET", "/v1/models/kept/versions/v1"))).dump();
+  json stats0 = Body(*std::make_unique<Response>(Call("GET", "/v1/stats")));
+  FaultPlan plan;
+  plan.fail_after_puts = 2;
+  wrap_ = Faults(plan);
+  Reopen();
+  Response r = Call("POST", "/v1/models/ft/versions", json{{"files", OneFile(Upload(ft))}}.dump());
+  ASSERT_EQ(r.status, 202) << r.body;
+  const std::string job_id = Body(r)["job"]["id"];
+  auto job = reg_->WaitJob(job_id, 60);
+  ASSERT_TRUE(job.ok()) << job.status().ToString();
+  EXPECT_EQ((*job)["state"], "failed");
+  r = Call("GET", "/v1/jobs/" + job_id);
+  ASSERT_EQ(r.status, 200);
+  json doc = Body(r);
+  EXPECT_EQ(doc["error"]["code"], "DISK_FULL") << doc.dump();
+  EXPECT_EQ(doc["error"]["message"], "model.safetensors: disk full (injected)") << doc.dump();
+  // The failed job dropped the references it took: nothing stored changed, check is clean.
+  EXPECT_EQ(Call("GET", "/v1/models/ft").status, 404);
+  EXPECT_EQ(Body(*std::make_unique<Response>(Call("GET", "/v1/models/kept/versions/v1"))).dump(),
+            kept_manifest);
+  EXPECT_EQ(*Download("kept", "v1"), kept);
+  ASSERT_TRUE(reg_->CollectGarbage().ok());
+  json stats = Body(*std::make_unique<Response>(Call("GET", "/v1/stats")));
+  EXPECT_EQ(stats["stored_bytes"], stats0["stored_bytes"]);
+  EXPECT_EQ(stats["versions"], 1);
+  auto report = reg_->Check(false);
+  ASSERT_TRUE(report.ok());
+  EXPECT_TRUE((*report)["ok"]) << report->dump();
+  // Space again: the same upload is stored (the failed job did not consume it).
+  wrap_ = nullptr;
+  Reopen();
+  json retry = AddVersion("ft", {{"files", OneFile(Body(*std::make_unique<Response>(
+                                               Call("GET", "/v1/jobs/" + job_id)))["files"][0]["upload"])}});
+  EXPECT_EQ(retry["state"], "succeeded") << retry.dump();
+  EXPECT_EQ(*Download("ft", retry["version"]), ft);
+}
+
 TEST_F(RoutesTest, TornDeletionIsFoundAndRepairedByCheck) {
   const std::string kept = Checkpoint(6), gone = Checkpoint(7);
   ASSERT_EQ(AddVersion("kept", {{"files", OneFile(Upload(kept))}, {"tags", {"v1"}}})["state"], "succeeded");
