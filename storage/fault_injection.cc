@@ -66,7 +66,7 @@ class FaultInjectingChunkStore final : public ChunkStore {
       if (st_->Roll(st_->plan.write_error_rate)) return IOError("write error (injected)");
       tear = st_->puts_started++ == st_->plan.torn_put_at;
       if (tear) st_->crashed = true;  // from here on, nothing else reaches the inner store
-      ++st_->pending_puts;
+      if (!tear) ++st_->pending_puts;
     }
     if (tear) return TornPut(bytes);
     auto result = inner_->Put(bytes);
