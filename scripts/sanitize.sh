@@ -7,7 +7,9 @@
 # TSan runs the suites with concurrency of our own (RocksDB stores, registry workers, HTTP handlers);
 # RocksDB is not TSan-built, scripts/tsan.supp drops its internal false positives.
 # On the 2-core machine, from scratch: ASan ~18 min cold ccache (1m15 warm), of which the tests ~1 min;
-# TSan ~6 min, of which the tests ~3.5 min (RoutesTest.VersionsDownloadsTagsAndDeletion).
+# TSan ~6 min, of which the tests ~3.5 min (RoutesTest.VersionsDownloadsTagsAndDeletion). Measured again
+# while other builds shared the machine (load 6-9): ASan 44.5 min cold, 3 min warm (docs/hardening.md).
+# scripts/test.sh (CI) runs the ASan suites.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MODE="${1:-address}"

@@ -11,6 +11,7 @@ APT_PACKAGES=(
   build-essential cmake ninja-build ccache pkg-config git python3 python3-venv
   libboost1.81-dev librocksdb-dev libzstd-dev libssl-dev nlohmann-json3-dev libgtest-dev libgmock-dev
   libcli11-dev libspdlog-dev
+  clang-14 libclang-rt-14-dev  # scripts/fuzz.sh: libFuzzer
   chromium fonts-dejavu-core  # the /ui screenshot test runs a real headless browser
 )
 PY_PACKAGES=("torch==$TORCH_VERSION" numpy pytest requests safetensors tqdm schemathesis matplotlib)

@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
 # Installs what is missing, builds, and runs every test: GoogleTest through CTest, then pytest
-# (end-to-end tests start the real server on 127.0.0.1 themselves).
+# (end-to-end tests start the real server on 127.0.0.1 themselves), then the GoogleTest suites again
+# under ASan + UBSan (scripts/sanitize.sh, in build-asan/) and a short run of every libFuzzer target
+# (scripts/fuzz.sh, in build-fuzz/). Any failure fails the script.
+#   DS_TEST_SANITIZE=0           skip the ASan + UBSan suites
+#   DS_TEST_FUZZ_SECONDS=N       seconds per fuzz target (default 5; 0 skips fuzzing)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DS_HOME="${DS_HOME:-/opt/deltastore}"
@@ -9,4 +13,10 @@ scripts/build.sh
 ctest --test-dir build --output-on-failure -j "$(nproc)"
 if compgen -G "tests/e2e/test_*.py" >/dev/null || compgen -G "clients/python/tests/test_*.py" >/dev/null; then
   DS_BUILD_DIR="$PWD/build" "$DS_HOME/venv/bin/python" -m pytest -q --rootdir "$PWD" tests/e2e $( [ -d clients/python/tests ] && echo clients/python/tests )
+fi
+if [ "${DS_TEST_SANITIZE:-1}" != 0 ]; then
+  scripts/sanitize.sh address
+fi
+if [ "${DS_TEST_FUZZ_SECONDS:-5}" != 0 ]; then
+  scripts/fuzz.sh "${DS_TEST_FUZZ_SECONDS:-5}"
 fi

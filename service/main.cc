@@ -1,5 +1,6 @@
 // deltastored: the registry server.
 #include <CLI/CLI.hpp>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 
@@ -57,6 +58,15 @@ int main(int argc, char** argv) {
   app.add_option("--tls-cert", tls_cert, "PEM certificate chain: serve HTTPS (with --tls-key)")
       ->envname("DS_TLS_CERT");
   app.add_option("--tls-key", tls_key, "PEM private key of --tls-cert")->envname("DS_TLS_KEY");
+  int header_timeout_s = 30, body_timeout_s = 120;
+  app.add_option("--header-timeout", header_timeout_s,
+                 "seconds a client has to send a request's headers (slow clients are cut off)")
+      ->envname("DS_HEADER_TIMEOUT")
+      ->check(CLI::Range(1, 3600));
+  app.add_option("--body-timeout", body_timeout_s,
+                 "seconds a request or response body may stall before the connection is cut")
+      ->envname("DS_BODY_TIMEOUT")
+      ->check(CLI::Range(1, 3600));
   bool repair = false;
   auto* check = app.add_subcommand("check", "verify every chunk and reference of the data dir, then exit");
   check->add_flag("--repair", repair, "rewrite reference counts that disagree with the manifests");
@@ -138,6 +148,8 @@ int main(int argc, char** argv) {
   opts.threads = threads;
   opts.tls_cert_file = tls_cert;
   opts.tls_key_file = tls_key;
+  opts.header_timeout = std::chrono::seconds(header_timeout_s);
+  opts.body_timeout = std::chrono::seconds(body_timeout_s);
   if (!SplitListen(listen, &opts.address, &opts.port)) {
     std::fprintf(stderr, "error: --listen must be host:port, got '%s'\n", listen.c_str());
     return 2;

@@ -119,6 +119,7 @@ StatusOr<std::unique_ptr<Registry>> Registry::Open(const RegistryOptions& option
   fs::create_directories(fs::path(options.data_dir) / "uploads", ec);
   if (ec) return IOError("cannot create data dir " + options.data_dir + ": " + ec.message());
   DS_ASSIGN_OR_RETURN(Stores stores, OpenRocksStores({options.data_dir + "/db", options.sync_writes}));
+  if (options.wrap_stores) stores = options.wrap_stores(std::move(stores));
   std::unique_ptr<Registry> r(new Registry(options, std::move(stores)));
   DS_RETURN_IF_ERROR(CheckAndMigrate(r->meta(), r->chunks()).status());
   if (!options.recover) return r;
@@ -705,12 +706,14 @@ Status Registry::ExecuteJob(const std::string& id, json* job) {
                 {"stats", stats_json},
                 {"manifest", SerializeManifest(m)}};
     if (lossy) rec["quality"] = QualityReport(*lossy, stats, m);
-    if (!meta()->Get(kModels, model).ok())
-      batch.Put(kModels, model, json{{"name", model}, {"created_at", now}}.dump());
     batch.Put(kVersions, Key(model, digest.Hex()), rec.dump());
-    batch.Put(kDigests, Key(digest.Hex(), model), "");
-    if (base_ref) batch.Put(kChildren, Key(base_ref->digest.Hex(), Key(model, digest.Hex())), "");
   }
+  // The index entries go in every time: a re-run after a crash that half-applied this batch puts back
+  // what is missing (the version record may have made it without them).
+  if (!meta()->Get(kModels, model).ok())
+    batch.Put(kModels, model, json{{"name", model}, {"created_at", now}}.dump());
+  batch.Put(kDigests, Key(digest.Hex(), model), "");
+  if (base_ref) batch.Put(kChildren, Key(base_ref->digest.Hex(), Key(model, digest.Hex())), "");
   for (const auto& t : (*job)["tags"]) batch.Put(kTags, Key(model, t.get<std::string>()), digest.ToString());
   (*job)["state"] = "succeeded";
   (*job)["version"] = digest.ToString();
@@ -1182,6 +1185,7 @@ StatusOr<json> Registry::Check(bool repair) {
       ++fixed;
     }
   }
+  DS_ASSIGN_OR_RETURN(uint64_t index_fixed, CheckIndexes(repair, &problems));
   uint64_t pending = 0;
   DS_RETURN_IF_ERROR(meta()->Scan(kReleases, "", "", [&](std::string_view, std::string_view) {
     ++pending;
@@ -1201,7 +1205,74 @@ StatusOr<json> Registry::Check(bool repair) {
   return json{{"ok", problems.empty()},      {"versions", versions},
               {"chunks", nchunks},           {"notes", notes},
               {"stored_bytes", bytes},       {"garbage_chunks", garbage},
-              {"refcounts_repaired", fixed}, {"problems", problems}};
+              {"refcounts_repaired", fixed}, {"index_entries_repaired", index_fixed},
+              {"problems", problems}};
+}
+
+StatusOr<uint64_t> Registry::CheckIndexes(bool repair, json* problems) {
+  // What the version records say the indexes must hold...
+  struct Want {
+    std::set<std::string> models, digests, children, versions;  // keys as stored
+  } want;
+  DS_RETURN_IF_ERROR(meta()->Scan(kVersions, "", "", [&](std::string_view key, std::string_view value) {
+    size_t z = key.find('\0');
+    if (z == std::string_view::npos) return true;
+    const std::string model(key.substr(0, z)), hex(key.substr(z + 1));
+    want.versions.insert(std::string(key));
+    want.models.insert(model);
+    want.digests.insert(Key(hex, model));
+    auto rec = ParseRecord(value, "version");
+    if (rec.ok() && (*rec)["base"].is_object() && (*rec)["base"]["digest"].is_string()) {
+      auto bd = Digest::Parse((*rec)["base"]["digest"].get<std::string>());
+      if (bd.ok()) want.children.insert(Key(bd->Hex(), Key(model, hex)));
+    }
+    return true;
+  }));
+  // ...against what they hold. Entries without a version go (a deletion cut short); missing ones come
+  // back (a version commit cut short).
+  MetaBatch fix;
+  auto report = [&](const char* kind, const std::string& ns, std::string_view key) {
+    std::string where(key);
+    std::replace(where.begin(), where.end(), '\0', '@');
+    problems->push_back({{"kind", kind}, {"namespace", ns}, {"key", where}});
+  };
+  auto compare = [&](const char* ns, const std::set<std::string>& expected, bool extra_is_problem) -> Status {
+    std::set<std::string> seen;
+    DS_RETURN_IF_ERROR(meta()->Scan(ns, "", "", [&](std::string_view key, std::string_view) {
+      seen.emplace(key);
+      if (extra_is_problem && !expected.count(std::string(key))) {
+        report("dangling_index_entry", ns, key);
+        fix.Delete(ns, key);
+      }
+      return true;
+    }));
+    for (const auto& k : expected) {
+      if (seen.count(k)) continue;
+      report("missing_index_entry", ns, k);
+      if (std::string_view(ns) == kModels) {
+        fix.Put(ns, k, json{{"name", k}, {"created_at", NowIso()}}.dump());
+      } else {
+        fix.Put(ns, k, "");
+      }
+    }
+    return OkStatus();
+  };
+  DS_RETURN_IF_ERROR(compare(kModels, want.models, true));
+  DS_RETURN_IF_ERROR(compare(kDigests, want.digests, true));
+  DS_RETURN_IF_ERROR(compare(kChildren, want.children, true));
+  // Tags must name a version of their model.
+  DS_RETURN_IF_ERROR(meta()->Scan(kTags, "", "", [&](std::string_view key, std::string_view value) {
+    size_t z = key.find('\0');
+    auto d = Digest::Parse(value);
+    if (z == std::string_view::npos || !d.ok() || !want.versions.count(Key(key.substr(0, z), d->Hex()))) {
+      report("dangling_tag", kTags, key);
+      fix.Delete(kTags, key);
+    }
+    return true;
+  }));
+  if (!repair || fix.empty()) return 0;
+  DS_RETURN_IF_ERROR(meta()->Commit(fix));
+  return fix.ops.size();
 }
 
 StatusOr<uint64_t> Registry::RecomputeRefcounts() {

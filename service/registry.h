@@ -5,6 +5,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -30,6 +31,8 @@ struct RegistryOptions {
   size_t max_open_uploads = 1000;  // open (unsealed) upload sessions
   bool sync_writes = true;
   bool recover = true;  // requeue interrupted jobs and repair after a crash; off for `check`
+  // Decorates the stores once opened (tests: fault injection, see storage/stores.h).
+  std::function<Stores(Stores)> wrap_stores;
 };
 
 // Appends the body of one PATCH to an upload's spool file; Commit makes the bytes durable and moves
@@ -119,14 +122,18 @@ class Registry {
 
   StatusOr<Manifest> LoadManifest(const Digest& digest);
 
-  // Verifies every stored chunk against its digest, every manifest reference against the store and
-  // every reference count against the manifests; reports problems. Changes nothing unless `repair`,
-  // which only rewrites reference counts (unreadable or missing data cannot be repaired here).
+  // Verifies every stored chunk against its digest, every manifest reference against the store, every
+  // reference count against the manifests, and the metadata indexes (digest and child entries, model
+  // records, tags) against the version records; reports problems. Changes nothing unless `repair`,
+  // which rewrites reference counts and the indexes from the version records (what a half-applied
+  // metadata batch leaves); unreadable or missing data cannot be repaired here.
   StatusOr<nlohmann::json> Check(bool repair);
 
  private:
   explicit Registry(RegistryOptions options, Stores stores);
   Status Recover();
+  // The metadata part of Check: appends problems, repairs them when asked; returns the entries fixed.
+  StatusOr<uint64_t> CheckIndexes(bool repair, nlohmann::json* problems);
   void WorkerLoop();
   void RunJob(const std::string& id);
   Status ExecuteJob(const std::string& id, nlohmann::json* job);

@@ -2,7 +2,9 @@
 //
 // Contract:
 //  - Put(bytes) stores the bytes under Sha256(bytes) if absent and adds one reference, atomically.
-//    It reports whether new bytes were written (dedup is visible to callers for accounting).
+//    It reports whether new bytes were written (dedup is visible to callers for accounting). When the
+//    chunk is present but its stored bytes differ from `bytes` (a torn write or a flipped bit on disk),
+//    Put rewrites them: storing good bytes again heals a damaged chunk.
 //  - Get verifies the digest of what it read; a mismatch is kCorruption and the bytes are never returned.
 //  - Unref drops one reference; Gc deletes chunks whose count is <= 0 and reports what it freed.
 #pragma once
@@ -51,6 +53,11 @@ class ChunkStore {
   virtual Status ForEach(const std::function<Status(const Digest&, int64_t refcount, uint64_t size)>& fn) = 0;
   // Overwrites a chunk's reference count (used by `check --repair` after recomputing from manifests).
   virtual Status SetRefCount(const Digest& digest, int64_t count) = 0;
+  // Stores `bytes` under `digest` without checking that one is the hash of the other, as a new chunk
+  // with one reference (or replacing the bytes of a present one, its count unchanged). The seam through
+  // which the fault-injecting wrapper leaves on "disk" what a torn write would; the registry never
+  // calls it, and Get still refuses such bytes.
+  virtual Status PutUnverified(const Digest& digest, std::string_view bytes) = 0;
 };
 
 }  // namespace deltastore

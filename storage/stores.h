@@ -1,6 +1,7 @@
 // Factories for the store implementations.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -26,15 +27,28 @@ StatusOr<Stores> OpenRocksStores(const RocksOptions& options);
 std::unique_ptr<ChunkStore> NewMemoryChunkStore();
 std::unique_ptr<MetaStore> NewMemoryMetaStore();
 
-// Fault injection (decorator over any ChunkStore), for tests.
+// Fault injection (decorators over any ChunkStore / MetaStore), for tests. Deterministic from `seed`.
 struct FaultPlan {
   double write_error_rate = 0;  // Put fails with kIOError
   double read_error_rate = 0;   // Get fails with kIOError
   double bitflip_rate = 0;      // Get returns data with one flipped bit from the inner store (must be caught)
   uint64_t seed = 1;
   int64_t fail_after_puts = -1;  // when >= 0: every Put after this many succeeded fails ("disk full")
+
+  // Torn writes, each followed by a crash: the write persists only a part of itself, then every later
+  // call through the wrappers sharing this plan's state fails with kIOError ("the process is dead"),
+  // so nothing after the tear reaches the inner stores. Reopen the inner stores to see what survived.
+  int64_t torn_put_at = -1;  // when >= 0: Put number `torn_put_at` (0-based) keeps only a prefix of its
+                             // bytes (torn_keep of them, rounded down) under the full digest
+  // MetaStore::Commit: the first batch this returns true for applies only its first ops (torn_keep of
+  // them, rounded down) as one commit.
+  std::function<bool(const MetaBatch&)> tear_commit_if;
+  double torn_keep = 0.5;
 };
 class FaultInjectingChunkStore;
 std::unique_ptr<ChunkStore> NewFaultInjectingChunkStore(std::shared_ptr<ChunkStore> inner, FaultPlan plan);
+std::unique_ptr<MetaStore> NewFaultInjectingMetaStore(std::shared_ptr<MetaStore> inner, FaultPlan plan);
+// Both stores of one "process": a torn write in either crashes both.
+Stores NewFaultInjectingStores(Stores inner, FaultPlan plan);
 
 }  // namespace deltastore

@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <random>
 
 #include "service/registry.h"
 
@@ -39,6 +40,8 @@ class RoutesTest : public ::testing::Test {
     o.data_dir = dir_.string();
     o.sync_writes = false;
     o.max_open_uploads = max_open_uploads_;
+    o.recover = recover_;
+    o.wrap_stores = wrap_;
     auto r = Registry::Open(o);
     ASSERT_TRUE(r.ok()) << r.status().ToString();
     reg_ = std::move(*r);
@@ -83,7 +86,42 @@ class RoutesTest : public ::testing::Test {
     return *job;
   }
 
+  // A small checkpoint of `tensors` tensors of 16 KiB pseudo-random bytes each.
+  std::string Checkpoint(uint64_t seed, int tensors = 4) {
+    std::mt19937_64 rng(seed);
+    std::vector<TensorSpec> specs;
+    std::vector<std::string> data;
+    for (int i = 0; i < tensors; ++i) {
+      specs.push_back({"layer" + std::to_string(i) + ".weight", DType::kF32, {64, 64}});
+      std::string d(64 * 64 * 4, '\0');
+      for (auto& c : d) c = static_cast<char>(rng());
+      data.push_back(std::move(d));
+    }
+    auto p = (dir_.parent_path() / (dir_.filename().string() + "_ckpt.safetensors")).string();
+    EXPECT_TRUE(WriteSafetensorsFile(p, specs, data).ok());
+    std::string bytes = ReadFile(p);
+    fs::remove(p);
+    return bytes;
+  }
+  static json OneFile(const std::string& upload) {
+    return json{{{"path", "model.safetensors"}, {"upload", upload}}};
+  }
+  // The stored file of model@ref, or the status its download failed with.
+  StatusOr<std::string> Download(const std::string& model, const std::string& ref) {
+    Response r = Call("GET", "/v1/models/" + model + "/versions/" + ref + "/files/model.safetensors");
+    if (r.status != 200) return Internal("download answered " + std::to_string(r.status) + ": " + r.body);
+    return r.ReadAll();
+  }
+  // Problems of a kind in a Check report.
+  static size_t Problems(const json& report, const std::string& kind) {
+    size_t n = 0;
+    for (const auto& p : report["problems"]) n += p["kind"] == kind;
+    return n;
+  }
+
   size_t max_open_uploads_ = 1000;
+  bool recover_ = true;
+  std::function<Stores(Stores)> wrap_;
   fs::path dir_;
   std::unique_ptr<Registry> reg_;
   std::shared_ptr<Router> router_;
@@ -358,6 +396,240 @@ TEST_F(RoutesTest, AuditMetricsAndUiAfterUploadsAndARestart) {
   EXPECT_NE(r.body.find("faceres-deep"), std::string::npos);
   EXPECT_EQ(Call("GET", "/v1/audit/models/none").status, 404);
   EXPECT_EQ(Call("GET", "/v1/audit/history?limit=5000").status, 400);
+}
+
+// ---- torn writes (storage/fault_injection.cc): a write persists only in part, then the process dies
+
+std::function<Stores(Stores)> Faults(FaultPlan plan) {
+  return [plan](Stores s) { return NewFaultInjectingStores(std::move(s), plan); };
+}
+
+TEST_F(RoutesTest, TornChunkWriteDuringAJobIsReportedNeverServedAndHealedByTheRerun) {
+  const std::string kept = Checkpoint(1), ft = Checkpoint(2);
+  ASSERT_EQ(AddVersion("kept", {{"files", OneFile(Upload(kept))}})["state"], "succeeded");
+  const std::string up = Upload(ft);
+
+  FaultPlan plan;
+  plan.torn_put_at = 1;  // the job's second chunk
+  wrap_ = Faults(plan);
+  Reopen();
+  Response r = Call("POST", "/v1/models/ft/versions", json{{"files", OneFile(up)}, {"tags", {"v1"}}}.dump());
+  ASSERT_EQ(r.status, 202) << r.body;
+  const std::string job_id = Body(r)["job"]["id"];
+  // The job dies on the torn write; from then on every call fails with a clear status, also over HTTP.
+  auto waited = reg_->WaitJob(job_id, 60);
+  ASSERT_FALSE(waited.ok());
+  EXPECT_EQ(waited.status().code(), StatusCode::kIOError);
+  r = Call("GET", "/v1/jobs/" + job_id);
+  EXPECT_EQ(r.status, 500);
+  EXPECT_EQ(Body(r)["errors"][0]["code"], "IO_ERROR") << r.body;
+
+  // Restart without recovery: `deltastored check` sees the torn chunk and its stray reference.
+  wrap_ = nullptr;
+  recover_ = false;
+  Reopen();
+  auto report = reg_->Check(false);
+  ASSERT_TRUE(report.ok()) << report.status().ToString();
+  EXPECT_FALSE((*report)["ok"]) << report->dump();
+  EXPECT_EQ(Problems(*report, "corrupt_chunk"), 1u) << report->dump();
+  EXPECT_GE(Problems(*report, "refcount_mismatch"), 1u) << report->dump();
+  EXPECT_EQ((*report)["notes"].size(), 1u) << report->dump();  // the interrupted job
+  json versions = Body(*std::make_unique<Response>(Call("GET", "/v1/models/kept/versions")));
+  const std::string kept_digest = versions["versions"][0]["digest"];
+  EXPECT_EQ(*Download("kept", kept_digest), kept);  // nothing else damaged
+  EXPECT_EQ(Call("GET", "/v1/models/ft/versions/v1").status, 404);
+
+  // Normal restart: the job runs again, its Put of the same bytes rewrites the torn chunk.
+  recover_ = true;
+  Reopen();
+  auto done = reg_->WaitJob(job_id, 60);
+  ASSERT_TRUE(done.ok()) << done.status().ToString();
+  EXPECT_EQ((*done)["state"], "succeeded") << done->dump();
+  EXPECT_EQ((*done)["restarts"], 1);
+  EXPECT_EQ(*Download("ft", "v1"), ft);
+  EXPECT_EQ(*Download("kept", kept_digest), kept);
+  report = reg_->Check(false);
+  ASSERT_TRUE(report.ok());
+  EXPECT_TRUE((*report)["ok"]) << report->dump();
+}
+
+TEST_F(RoutesTest, ChunkDamagedUnderACommittedVersionIsNeverServed) {
+  const std::string bytes = Checkpoint(3);
+  json job = AddVersion("m", {{"files", OneFile(Upload(bytes))}, {"tags", {"v1"}}});
+  ASSERT_EQ(job["state"], "succeeded");
+  auto m = reg_->LoadManifest(*Digest::Parse(job["version"].get<std::string>()));
+  ASSERT_TRUE(m.ok());
+  const Digest victim = m->ChunkDigests().at(1);
+  auto good = reg_->chunks()->Get(victim);
+  ASSERT_TRUE(good.ok());
+  // What a torn rewrite leaves on disk: a prefix under the full digest.
+  ASSERT_TRUE(reg_->chunks()->PutUnverified(victim, good->substr(0, good->size() / 3)).ok());
+  auto served = Download("m", "v1");
+  ASSERT_FALSE(served.ok());
+  EXPECT_EQ(served.status().code(), StatusCode::kCorruption) << served.status().ToString();
+  auto report = reg_->Check(false);
+  ASSERT_TRUE(report.ok());
+  EXPECT_EQ(Problems(*report, "corrupt_chunk"), 1u) << report->dump();
+  EXPECT_EQ(Problems(*report, "refcount_mismatch"), 0u) << report->dump();
+  // Storing the same bytes again (any model) heals it.
+  ASSERT_EQ(AddVersion("again", {{"files", OneFile(Upload(bytes))}})["state"], "succeeded");
+  EXPECT_EQ(*Download("m", "v1"), bytes);
+  EXPECT_TRUE((*reg_->Check(false))["ok"]);
+}
+
+// The version commit (record, model, digest index, tag, job, upload) cut after each of its operations.
+TEST_F(RoutesTest, TornVersionCommitAtEveryCutIsFoundByCheckAndRepairedByTheRerun) {
+  const std::string kept = Checkpoint(4), ft = Checkpoint(5);
+  constexpr int kOps = 6;
+  for (int cut = 1; cut < kOps; ++cut) {
+    SCOPED_TRACE("operations applied: " + std::to_string(cut));
+    router_.reset();
+    reg_.reset();
+    fs::remove_all(dir_);
+    wrap_ = nullptr;
+    Open();
+    json kj = AddVersion("kept", {{"files", OneFile(Upload(kept))}, {"tags", {"v1"}}});
+    ASSERT_EQ(kj["state"], "succeeded");
+    const std::string up = Upload(ft);
+    FaultPlan plan;
+    size_t seen_ops = 0;
+    plan.tear_commit_if = [&seen_ops](const MetaBatch& b) {
+      for (const auto& op : b.ops) {
+        if (op.put && op.ns == "versions") {
+          seen_ops = b.ops.size();
+          return true;
+        }
+      }
+      return false;
+    };
+    plan.torn_keep = (cut + 0.5) / kOps;
+    wrap_ = Faults(plan);
+    Reopen();
+    Response r =
+        Call("POST", "/v1/models/ft/versions", json{{"files", OneFile(up)}, {"tags", {"v1"}}}.dump());
+    ASSERT_EQ(r.status, 202) << r.body;
+    const std::string job_id = Body(r)["job"]["id"];
+    EXPECT_FALSE(reg_->WaitJob(job_id, 60).ok());
+    ASSERT_EQ(seen_ops, static_cast<size_t>(kOps));
+
+    wrap_ = nullptr;
+    recover_ = false;
+    Reopen();
+    auto report = reg_->Check(false);
+    ASSERT_TRUE(report.ok()) << report.status().ToString();
+    // Cuts inside the record + model + digest index leave the indexes short: check says which.
+    const size_t missing = Problems(*report, "missing_index_entry");
+    EXPECT_EQ(missing, cut < 3 ? static_cast<size_t>(3 - cut) : 0u) << report->dump();
+    EXPECT_EQ(Problems(*report, "corrupt_chunk"), 0u) << report->dump();
+    EXPECT_EQ(*Download("kept", "v1"), kept);
+
+    recover_ = true;
+    Reopen();
+    auto done = reg_->WaitJob(job_id, 60);
+    ASSERT_TRUE(done.ok()) << done.status().ToString();
+    EXPECT_EQ((*done)["state"], "succeeded") << done->dump();
+    EXPECT_EQ(*Download("ft", "v1"), ft);
+    EXPECT_EQ(*Download("kept", "v1"), kept);
+    report = reg_->Check(false);
+    ASSERT_TRUE(report.ok());
+    EXPECT_TRUE((*report)["ok"]) << report->dump();
+    EXPECT_EQ(Body(*std::make_unique<Response>(Call("GET", "/v1/stats")))["versions"], 2);
+  }
+}
+
+// Disk full (simulated: the chunk store refuses writes after a number of them) while a job stores chunks.
+TEST_F(RoutesTest, DiskFullDuringAJobFailsItWithAClearErrorAndChangesNothingStored) {
+  const std::string kept = Checkpoint(8), ft = Checkpoint(9);
+  json kj = AddVersion("kept", {{"files", OneFile(Upload(kept))}, {"tags", {"v1"}}});
+  ASSERT_EQ(kj["state"], "succeeded");
+  const std::string kept_manifest =
+      Body(*std::make_unique<Response>(Call("GET", "/v1/models/kept/versions/v1"))).dump();
+  json stats0 = Body(*std::make_unique<Response>(Call("GET", "/v1/stats")));
+  FaultPlan plan;
+  plan.fail_after_puts = 2;
+  wrap_ = Faults(plan);
+  Reopen();
+  Response r = Call("POST", "/v1/models/ft/versions", json{{"files", OneFile(Upload(ft))}}.dump());
+  ASSERT_EQ(r.status, 202) << r.body;
+  const std::string job_id = Body(r)["job"]["id"];
+  auto job = reg_->WaitJob(job_id, 60);
+  ASSERT_TRUE(job.ok()) << job.status().ToString();
+  EXPECT_EQ((*job)["state"], "failed");
+  r = Call("GET", "/v1/jobs/" + job_id);
+  ASSERT_EQ(r.status, 200);
+  json doc = Body(r);
+  EXPECT_EQ(doc["error"]["code"], "DISK_FULL") << doc.dump();
+  EXPECT_EQ(doc["error"]["message"], "model.safetensors: disk full (injected)") << doc.dump();
+  // The failed job dropped the references it took: nothing stored changed, check is clean.
+  EXPECT_EQ(Call("GET", "/v1/models/ft").status, 404);
+  EXPECT_EQ(Body(*std::make_unique<Response>(Call("GET", "/v1/models/kept/versions/v1"))).dump(),
+            kept_manifest);
+  EXPECT_EQ(*Download("kept", "v1"), kept);
+  ASSERT_TRUE(reg_->CollectGarbage().ok());
+  json stats = Body(*std::make_unique<Response>(Call("GET", "/v1/stats")));
+  EXPECT_EQ(stats["stored_bytes"], stats0["stored_bytes"]);
+  EXPECT_EQ(stats["versions"], 1);
+  auto report = reg_->Check(false);
+  ASSERT_TRUE(report.ok());
+  EXPECT_TRUE((*report)["ok"]) << report->dump();
+  // Space again: the same upload is stored (the failed job did not consume it).
+  wrap_ = nullptr;
+  Reopen();
+  json retry = AddVersion("ft", {{"files", OneFile(Body(*std::make_unique<Response>(
+                                               Call("GET", "/v1/jobs/" + job_id)))["files"][0]["upload"])}});
+  EXPECT_EQ(retry["state"], "succeeded") << retry.dump();
+  EXPECT_EQ(*Download("ft", retry["version"]), ft);
+}
+
+TEST_F(RoutesTest, TornDeletionIsFoundAndRepairedByCheck) {
+  const std::string kept = Checkpoint(6), gone = Checkpoint(7);
+  ASSERT_EQ(AddVersion("kept", {{"files", OneFile(Upload(kept))}, {"tags", {"v1"}}})["state"], "succeeded");
+  ASSERT_EQ(AddVersion("gone", {{"files", OneFile(Upload(gone))}, {"tags", {"v1"}}})["state"], "succeeded");
+  json stats0 = Body(*std::make_unique<Response>(Call("GET", "/v1/stats")));
+
+  FaultPlan plan;
+  plan.tear_commit_if = [](const MetaBatch& b) {
+    for (const auto& op : b.ops)
+      if (op.put && op.ns == "releases") return true;
+    return false;
+  };
+  wrap_ = Faults(plan);
+  Reopen();
+  Response r = Call("DELETE", "/v1/models/gone/versions/v1");
+  EXPECT_EQ(r.status, 500);
+  EXPECT_EQ(Body(r)["errors"][0]["code"], "IO_ERROR") << r.body;
+
+  // The record went, its tag, model record and references stayed (no release was recorded).
+  wrap_ = nullptr;
+  Reopen();
+  EXPECT_EQ(Call("GET", "/v1/models/gone/versions/v1").status, 404);
+  auto report = reg_->Check(false);
+  ASSERT_TRUE(report.ok());
+  EXPECT_FALSE((*report)["ok"]);
+  EXPECT_EQ(Problems(*report, "dangling_tag"), 1u) << report->dump();
+  EXPECT_EQ(Problems(*report, "dangling_index_entry"), 1u) << report->dump();  // the model record
+  // Every chunk of the deleted version kept its reference: its four tensors' (expected 0) and the one
+  // it shares with "kept" (the identical safetensors header: expected 1, stored 2).
+  size_t unshared = 0, shared = 0;
+  for (const auto& p : (*report)["problems"]) {
+    if (p["kind"] != "refcount_mismatch") continue;
+    EXPECT_EQ(p["stored"].get<int64_t>(), p["expected"].get<int64_t>() + 1) << p.dump();
+    ++(p["expected"] == 0 ? unshared : shared);
+  }
+  EXPECT_EQ(unshared, 4u) << report->dump();
+  EXPECT_EQ(shared, 1u) << report->dump();
+  report = reg_->Check(true);
+  ASSERT_TRUE(report.ok());
+  EXPECT_EQ((*report)["refcounts_repaired"], 5);
+  EXPECT_EQ((*report)["index_entries_repaired"], 2);
+  report = reg_->Check(false);
+  EXPECT_TRUE((*report)["ok"]) << report->dump();
+  ASSERT_TRUE(reg_->CollectGarbage().ok());
+  json stats = Body(*std::make_unique<Response>(Call("GET", "/v1/stats")));
+  EXPECT_EQ(stats["versions"], 1);
+  EXPECT_LT(stats["stored_bytes"].get<uint64_t>(), stats0["stored_bytes"].get<uint64_t>());
+  EXPECT_EQ(*Download("kept", "v1"), kept);
+  EXPECT_EQ(Call("GET", "/v1/models/gone").status, 404);
 }
 
 }  // namespace

@@ -104,6 +104,13 @@ def test_base_with_other_shapes_is_400(client, tmp_path):
     assert job["state"] == "succeeded", job
 
 
+def _with_header(header):
+    """A safetensors file: `header` (a dict) and as many zero bytes as its largest end offset."""
+    text = json.dumps(header).encode()
+    end = max((t["data_offsets"][1] for t in header.values() if isinstance(t, dict)), default=0)
+    return struct.pack("<Q", len(text)) + text + b"\x00" * end
+
+
 def hostile_files():
     huge_header = struct.pack("<Q", 2 ** 40) + b"\x7b\x22junk" * 64
     past_eof = json.dumps({"t": {"dtype": "F32", "shape": [1000, 1000], "data_offsets": [0, 4_000_000]}}).encode()
@@ -111,13 +118,34 @@ def hostile_files():
     not_json = struct.pack("<Q", 10) + b"not json!!" + b"\x00" * 8
     bad_dtype = json.dumps({"t": {"dtype": "Q99", "shape": [2], "data_offsets": [0, 8]}}).encode()
     bad_dtype = struct.pack("<Q", len(bad_dtype)) + bad_dtype + b"\x00" * 8
-    return {"huge_header_length": huge_header, "offsets_past_eof": past_eof, "header_not_json": not_json,
+    negative_header = struct.pack("<q", -16) + b"{}" + b"\x00" * 14  # as int64: -16
+    header_past_eof = struct.pack("<Q", 4096) + b'{"t": 1}'
+    overlapping = _with_header({"a": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]},
+                                "b": {"dtype": "F32", "shape": [4], "data_offsets": [8, 24]}})
+    reversed_offsets = _with_header({"a": {"dtype": "F32", "shape": [2], "data_offsets": [8, 0]}})
+    shape_mismatch = _with_header({"a": {"dtype": "F32", "shape": [3, 3], "data_offsets": [0, 16]}})
+    dtype_mismatch = _with_header({"a": {"dtype": "F64", "shape": [4], "data_offsets": [0, 16]}})
+    shape_overflow = _with_header({"a": {"dtype": "F32", "shape": [2 ** 62, 8], "data_offsets": [0, 16]}})
+    return {"huge_header_length": huge_header, "negative_header_length": negative_header,
+            "header_length_past_eof": header_past_eof, "offsets_past_eof": past_eof,
+            "offsets_overlapping": overlapping, "offsets_reversed": reversed_offsets,
+            "shape_vs_bytes": shape_mismatch, "dtype_vs_bytes": dtype_mismatch,
+            "shape_product_overflow": shape_overflow, "header_not_json": not_json,
             "unknown_dtype": bad_dtype, "truncated": b"\x01\x02\x03"}
 
 
+def stored_state(c, model, ref, tmp_path):
+    """What must not change: a stored version's manifest and the sha256 of its downloaded file."""
+    v = c.version(model, ref)
+    _, sha = c.download(f"/v1/models/{model}/versions/{ref}/files/{FILE}", tmp_path / "stored.out")
+    return v["digest"], json.dumps(v.get("files"), sort_keys=True), sha
+
+
 @pytest.mark.parametrize("kind", list(hostile_files()))
-def test_hostile_safetensors_is_rejected_cleanly(client, kind):
+def test_hostile_safetensors_is_rejected_cleanly(client, kind, tmp_path):
     c = client
+    c.register("keep", small_checkpoint(tmp_path / "keep.safetensors", {"w": rand((8, 8), 42)}), tags=["v1"])
+    kept = stored_state(c, "keep", "v1", tmp_path)
     up = c.upload_single(hostile_files()[kind])
     before = c.stats()
     r = c.create_version_raw("hostile", [(FILE, up["id"])])
@@ -138,6 +166,7 @@ def test_hostile_safetensors_is_rejected_cleanly(client, kind):
     assert after["stored_bytes"] == before["stored_bytes"]
     r = c.get("/v1/models/hostile/versions")
     assert r.status_code == 404 or r.json()["versions"] == []
+    assert stored_state(c, "keep", "v1", tmp_path) == kept
 
 
 def test_unknown_job_is_404(client):

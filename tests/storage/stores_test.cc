@@ -83,6 +83,17 @@ class StoresTest : public ::testing::TestWithParam<std::string> {
     meta_.reset();
     dir_.reset();
   }
+  // "Restart": a RocksDB store is closed and opened again from its directory (every other holder of
+  // it must be gone); the memory store lives on, as a file system would.
+  void Reopen() {
+    if (GetParam() == "memory") return;
+    chunks_.reset();
+    meta_.reset();
+    auto stores = OpenAt(dir_->db());
+    ASSERT_TRUE(stores.ok()) << stores.status().ToString();
+    chunks_ = stores->chunks;
+    meta_ = stores->meta;
+  }
 
   std::unique_ptr<TempDir> dir_;
   std::shared_ptr<ChunkStore> chunks_;
@@ -473,6 +484,7 @@ TEST_P(StoresTest, FaultDiskFullAfterPuts) {
     auto third = faulty->Put("three");
     EXPECT_EQ(third.status().code(), StatusCode::kResourceExhausted);
     EXPECT_EQ(third.status().message(), "disk full (injected)");
+    EXPECT_EQ(third.status().reason(), "DISK_FULL");
   }
   EXPECT_FALSE(*chunks_->Has(Sha256::Of("three")));
   auto stats = InnerStats(*chunks_);
@@ -515,6 +527,110 @@ TEST_P(StoresTest, FaultInjectionIsDeterministic) {
                 std::count(a.begin(), a.end(), StatusCode::kIOError) +
                 std::count(a.begin(), a.end(), StatusCode::kCorruption),
             static_cast<long>(a.size()));
+}
+
+TEST_P(StoresTest, DamagedChunkIsRewrittenByTheNextPutOfItsBytes) {
+  const std::string data = Bytes(5000, 77);
+  const Digest d = Sha256::Of(data);
+  ASSERT_TRUE(chunks_->PutUnverified(d, data.substr(0, 1234)).ok());
+  EXPECT_EQ(chunks_->Get(d).status().code(), StatusCode::kCorruption);
+  EXPECT_EQ(*chunks_->RefCount(d), 1);
+  EXPECT_EQ(chunks_->Stats()->bytes, 1234u);
+  auto put = chunks_->Put(data);
+  ASSERT_TRUE(put.ok()) << put.status().ToString();
+  EXPECT_FALSE(put->inserted);  // it was there, damaged: healed in place, one more reference
+  EXPECT_EQ(*chunks_->Get(d), data);
+  EXPECT_EQ(*chunks_->RefCount(d), 2);
+  auto stats = chunks_->Stats();
+  EXPECT_EQ(stats->chunks, 1u);
+  EXPECT_EQ(stats->bytes, data.size());
+}
+
+// A torn Put: a prefix of the bytes under the full digest, then the "process" is dead.
+TEST_P(StoresTest, TornPutIsNeverServedLeavesTheRestAloneAndHeals) {
+  const std::string a = Bytes(3000, 1), b = Bytes(4000, 2), c = Bytes(10, 3);
+  const Digest da = Sha256::Of(a), db = Sha256::Of(b);
+  {
+    FaultPlan plan;
+    plan.torn_put_at = 1;
+    plan.torn_keep = 0.25;
+    auto faulty = NewFaultInjectingChunkStore(chunks_, plan);
+    ASSERT_TRUE(faulty->Put(a).ok());
+    auto torn = faulty->Put(b);
+    EXPECT_EQ(torn.status().code(), StatusCode::kIOError);
+    EXPECT_NE(torn.status().message().find("torn write of chunk " + db.ToString() + ": 1000 of 4000 bytes"),
+              std::string::npos)
+        << torn.status().ToString();
+    // Dead: nothing more reaches the store, every call says so.
+    EXPECT_EQ(faulty->Put(c).status().code(), StatusCode::kIOError);
+    EXPECT_EQ(faulty->Get(da).status().code(), StatusCode::kIOError);
+    EXPECT_EQ(faulty->Unref(da, 1).code(), StatusCode::kIOError);
+    EXPECT_EQ(faulty->Gc().status().code(), StatusCode::kIOError);
+  }
+  Reopen();
+  EXPECT_FALSE(*chunks_->Has(Sha256::Of(c)));
+  EXPECT_EQ(*chunks_->Get(da), a);  // nothing else damaged
+  EXPECT_EQ(*chunks_->RefCount(da), 1);
+  auto got = chunks_->Get(db);
+  EXPECT_EQ(got.status().code(), StatusCode::kCorruption) << got.status().ToString();
+  std::map<Digest, uint64_t> sizes;
+  ASSERT_TRUE(chunks_
+                  ->ForEach([&](const Digest& d, int64_t, uint64_t size) {
+                    sizes[d] = size;
+                    return OkStatus();
+                  })
+                  .ok());
+  EXPECT_EQ(sizes[db], 1000u);
+  // The client retries after the restart: the good bytes replace the torn ones.
+  ASSERT_TRUE(chunks_->Put(b).ok());
+  EXPECT_EQ(*chunks_->Get(db), b);
+  EXPECT_EQ(chunks_->Stats()->bytes, a.size() + b.size());
+}
+
+// A torn Put of a chunk already present loses only the reference it was adding.
+TEST_P(StoresTest, TornPutOfAPresentChunkLosesOnlyItsReference) {
+  const std::string a = Bytes(3000, 5);
+  ASSERT_TRUE(chunks_->Put(a).ok());
+  {
+    FaultPlan plan;
+    plan.torn_put_at = 0;
+    auto faulty = NewFaultInjectingChunkStore(chunks_, plan);
+    EXPECT_EQ(faulty->Put(a).status().code(), StatusCode::kIOError);
+  }
+  Reopen();
+  EXPECT_EQ(*chunks_->Get(Sha256::Of(a)), a);
+  EXPECT_EQ(*chunks_->RefCount(Sha256::Of(a)), 1);
+}
+
+// A torn metadata batch: its first operations land, the rest do not, and the process is dead.
+TEST_P(StoresTest, TornCommitAppliesOnlyThePrefixOfTheBatch) {
+  ASSERT_TRUE(meta_->Put("models", "old", "kept").ok());
+  {
+    FaultPlan plan;
+    plan.tear_commit_if = [](const MetaBatch& b) { return b.ops.size() == 4; };
+    Stores faulty = NewFaultInjectingStores({chunks_, meta_}, plan);
+    ASSERT_TRUE(faulty.meta->Put("models", "before", "1").ok());  // one op: not torn
+    MetaBatch batch;
+    batch.Put("versions", "m/1", "record");
+    batch.Put("digests", "d/m", "");
+    batch.Put("tags", "m/latest", "d");
+    batch.Delete("models", "old");
+    Status s = faulty.meta->Commit(batch);
+    EXPECT_EQ(s.code(), StatusCode::kIOError);
+    EXPECT_NE(s.message().find("2 of 4 operations applied"), std::string::npos) << s.ToString();
+    // One process: the chunk store died with it.
+    EXPECT_EQ(faulty.chunks->Put("x").status().code(), StatusCode::kIOError);
+    EXPECT_EQ(faulty.meta->Get("models", "old").status().code(), StatusCode::kIOError);
+    EXPECT_EQ(faulty.meta->Put("models", "after", "1").code(), StatusCode::kIOError);
+  }
+  Reopen();
+  EXPECT_EQ(*meta_->Get("models", "before"), "1");
+  EXPECT_EQ(*meta_->Get("versions", "m/1"), "record");
+  EXPECT_EQ(*meta_->Get("digests", "d/m"), "");
+  EXPECT_EQ(meta_->Get("tags", "m/latest").status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(*meta_->Get("models", "old"), "kept");
+  EXPECT_EQ(meta_->Get("models", "after").status().code(), StatusCode::kNotFound);
+  EXPECT_FALSE(*chunks_->Has(Sha256::Of("x")));
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, StoresTest, ::testing::Values("memory", "rocksdb"),
