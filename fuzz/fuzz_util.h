@@ -10,14 +10,14 @@
 #include "common/status.h"
 
 // A broken invariant: print where and why, then abort so libFuzzer records the input as a crash.
-#define DS_FUZZ_CHECK(cond, ...)                                                     \
-  do {                                                                               \
-    if (!(cond)) {                                                                   \
+#define DS_FUZZ_CHECK(cond, ...)                                                            \
+  do {                                                                                      \
+    if (!(cond)) {                                                                          \
       std::fprintf(stderr, "FUZZ INVARIANT FAILED %s:%d: %s\n", __FILE__, __LINE__, #cond); \
-      std::fprintf(stderr, "  " __VA_ARGS__);                                        \
-      std::fprintf(stderr, "\n");                                                    \
-      std::abort();                                                                  \
-    }                                                                                \
+      std::fprintf(stderr, "  " __VA_ARGS__);                                               \
+      std::fprintf(stderr, "\n");                                                           \
+      std::abort();                                                                         \
+    }                                                                                       \
   } while (0)
 
 namespace deltastore::fuzz {

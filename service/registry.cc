@@ -10,6 +10,7 @@
 #include <random>
 #include <tuple>
 
+#include "common/clock.h"
 #include "migrations/schema.h"
 #include "service/lossy_policy.h"
 
@@ -29,16 +30,6 @@ constexpr char kTags[] = "tags";
 constexpr char kChildren[] = "children";
 constexpr char kReleases[] = "releases";  // versions deleted whose chunk references are being dropped
 constexpr char kAuditHistory[] = "audit_history";  // audit snapshots (docs/audit.md)
-
-std::string NowIso() {
-  auto now = std::chrono::system_clock::now();
-  std::time_t t = std::chrono::system_clock::to_time_t(now);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
-}
 
 uint64_t NowNs() {
   return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <ctime>
 
+#include "common/clock.h"
 #include "common/sha256.h"
 
 namespace deltastore {
@@ -22,15 +23,6 @@ StatusOr<std::string> RandomHex(size_t bytes) {
   if (RAND_bytes(reinterpret_cast<unsigned char*>(raw.data()), static_cast<int>(bytes)) != 1)
     return Internal("the system random generator failed");
   return HexEncode(raw);
-}
-
-std::string NowIso() {
-  std::time_t t = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
 }
 
 bool IsHex(std::string_view s) {
