@@ -2,11 +2,8 @@
 # Configures and builds into ./build (Ninja, ccache under $DS_HOME so clean clones rebuild fast).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-DS_HOME="${DS_HOME:-/opt/deltastore}"
 BUILD_DIR="${BUILD_DIR:-build}"
-export CCACHE_DIR="${CCACHE_DIR:-$DS_HOME/ccache}"
-# Paths under the clone hash relative, so a fresh clone elsewhere (CI) reuses the cache.
-export CCACHE_BASEDIR="$PWD" CCACHE_NOHASHDIR=true
+source scripts/ccache_env.sh
 TORCH_PREFIX="$("$DS_HOME/venv/bin/python" -c 'import torch; print(torch.utils.cmake_prefix_path)')"
 if [ ! -f "$BUILD_DIR/build.ninja" ]; then
   cmake -S . -B "$BUILD_DIR" -G Ninja \

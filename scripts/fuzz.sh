@@ -8,11 +8,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_PER_TARGET="${1:-10}"
-DS_HOME="${DS_HOME:-/opt/deltastore}"
 BUILD_DIR="${BUILD_DIR:-build-fuzz}"
 TARGETS=(${FUZZ_TARGETS:-safetensors_header manifest chunk_decode lossy_chunk container http})
-export CCACHE_DIR="${CCACHE_DIR:-$DS_HOME/ccache}"
-export CCACHE_BASEDIR="$PWD" CCACHE_NOHASHDIR=true
+source scripts/ccache_env.sh
 
 if ! echo 'extern "C" int LLVMFuzzerTestOneInput(const char*, unsigned long) { return 0; }' |
     clang++-14 -x c++ -fsanitize=fuzzer,address,undefined - -o /dev/null 2>/dev/null; then

@@ -13,9 +13,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MODE="${1:-address}"
-DS_HOME="${DS_HOME:-/opt/deltastore}"
-export CCACHE_DIR="${CCACHE_DIR:-$DS_HOME/ccache}"
-export CCACHE_BASEDIR="$PWD" CCACHE_NOHASHDIR=true
+source scripts/ccache_env.sh
 case "$MODE" in
   address)
     BUILD_DIR="${BUILD_DIR:-build-asan}"

@@ -3,6 +3,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <memory>
 
 #include "api/metrics.h"
 #include "api/routes.h"
@@ -27,6 +28,22 @@ bool SplitListen(const std::string& listen, std::string* host, uint16_t* port) {
     return false;
   }
   return true;
+}
+
+// The data dir opened by an offline command (check, token): no recovery, so the store is seen as it is.
+// A running server holds RocksDB's lock; `online` says what to use instead then.
+std::unique_ptr<deltastore::Registry> OpenOffline(const std::string& data_dir, const char* online) {
+  deltastore::RegistryOptions o;
+  o.data_dir = data_dir;
+  o.workers = 1;
+  o.recover = false;
+  auto reg = deltastore::Registry::Open(o);
+  if (!reg.ok()) {
+    std::fprintf(stderr, "error: %s (a running server holds the data dir: %s)\n",
+                 reg.status().ToString().c_str(), online);
+    return nullptr;
+  }
+  return std::move(*reg);
 }
 
 }  // namespace
@@ -84,17 +101,9 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
 
   if (*token) {
-    deltastore::RegistryOptions topts;
-    topts.data_dir = data_dir;
-    topts.recover = false;
-    auto reg = deltastore::Registry::Open(topts);
-    if (!reg.ok()) {
-      std::fprintf(stderr,
-                   "error: %s (a running server holds the data dir: use POST/GET/DELETE /v1/tokens)\n",
-                   reg.status().ToString().c_str());
-      return 1;
-    }
-    auto tokens = (*reg)->tokens();
+    auto reg = OpenOffline(data_dir, "use POST/GET/DELETE /v1/tokens");
+    if (!reg) return 1;
+    auto tokens = reg->tokens();
     if (*token_create) {
       auto t = tokens.Create(token_name, *deltastore::ParseScope(token_scope));
       if (!t.ok()) {
@@ -122,16 +131,9 @@ int main(int argc, char** argv) {
   }
 
   if (*check) {
-    deltastore::RegistryOptions copts;
-    copts.data_dir = data_dir;
-    copts.workers = 1;
-    copts.recover = false;  // report the store as it is
-    auto reg = deltastore::Registry::Open(copts);
-    if (!reg.ok()) {
-      std::fprintf(stderr, "error: %s\n", reg.status().ToString().c_str());
-      return 1;
-    }
-    auto report = (*reg)->Check(repair);
+    auto reg = OpenOffline(data_dir, "stop it first");
+    if (!reg) return 1;
+    auto report = reg->Check(repair);
     if (!report.ok()) {
       std::fprintf(stderr, "error: %s\n", report.status().ToString().c_str());
       return 1;
