@@ -26,6 +26,8 @@ int main(int argc, char** argv) {
   app.add_option("FINETUNE", ft_path)->required();
   app.add_option("--ratios", ratios)->delimiter(',');
   app.add_option("--methods", methods)->delimiter(',');
+  bool per_tensor = false;
+  app.add_flag("--per-tensor", per_tensor, "also print each tensor's choice and errors");
   CLI11_PARSE(app, argc, argv);
 
   auto base = SafetensorsFile::Open(base_path);
@@ -68,6 +70,12 @@ int main(int argc, char** argv) {
         if (!r.ok()) {
           ok = false;
           break;
+        }
+        if (per_tensor) {
+          const auto& q = r->report;
+          std::printf("  %-28s %s rank %d bits %d g %d k %d %s %6.1fx w_err %.3f out_err %.3f\n", t.name.c_str(),
+                      q.estimator.c_str(), q.rank, q.bits, q.group, q.keep, q.shared_scale ? "shared" : "rows",
+                      double(q.delta_bytes) / q.stored_bytes, q.weight_error, q.output_error);
         }
         // Weight the per-tensor relative errors back into absolute squared errors.
         double dn2 = 0;

@@ -305,6 +305,33 @@ float DequantizeCode(const LossyTensor& t, uint32_t row, uint16_t code) {
   return 0.0f;
 }
 
+void LowRankFactors(const LossyTensor& t, std::vector<float>* a, std::vector<float>* b) {
+  const LossyParams& p = t.p;
+  a->resize(static_cast<size_t>(p.rows) * p.rank);
+  b->resize(static_cast<size_t>(p.rank) * p.cols);
+  for (size_t i = 0; i < a->size(); ++i) (*a)[i] = t.factor_scale_a[i % p.rank] * t.a_codes[i];
+  for (size_t i = 0; i < b->size(); ++i) (*b)[i] = t.factor_scale_b[i / p.cols] * t.b_codes[i];
+}
+
+// Built with -ffp-contract=off (codec/CMakeLists.txt): `sum += x * y` is a rounded product, then a
+// rounded sum, in this order for k = 0..rank-1, whatever the compiler vectorises across columns.
+void AddLowRank(const LossyTensor& t, float* c) {
+  const LossyParams& p = t.p;
+  if (p.rank == 0) return;
+  std::vector<float> a, b, sum(p.cols);
+  LowRankFactors(t, &a, &b);
+  for (uint32_t i = 0; i < p.rows; ++i) {
+    std::fill(sum.begin(), sum.end(), 0.0f);
+    for (uint32_t k = 0; k < p.rank; ++k) {
+      const float x = a[static_cast<size_t>(i) * p.rank + k];
+      const float* y = b.data() + static_cast<size_t>(k) * p.cols;
+      for (uint32_t j = 0; j < p.cols; ++j) sum[j] += x * y[j];
+    }
+    float* row = c + static_cast<size_t>(i) * p.cols;
+    for (uint32_t j = 0; j < p.cols; ++j) row[j] += sum[j];
+  }
+}
+
 // ---------------------------------------------------------------------------------------------------
 // Encoding
 
@@ -312,7 +339,8 @@ std::string EncodeLossyChunk(DType dtype, const LossyTensor& t) {
   const LossyParams& p = t.p;
   std::string out = ChunkHeader(CodecId::kLossy, kChunkFlagDelta, dtype,
                                 static_cast<uint64_t>(p.rows) * p.cols * DTypeSize(dtype));
-  out.push_back(static_cast<char>(kLossyFormatVersion));
+  const bool v2 = p.shared_scale || p.rank > 0;
+  out.push_back(static_cast<char>(v2 ? 2 : 1));
   PutLE(&out, p.rows, 4);
   PutLE(&out, p.cols, 4);
   PutF32(&out, p.lambda);
@@ -327,6 +355,11 @@ std::string EncodeLossyChunk(DType dtype, const LossyTensor& t) {
   out.push_back(static_cast<char>(p.bits));
   out.push_back(static_cast<char>(p.planes));
   PutF32(&out, p.sign_scale);
+  if (v2) {
+    out.push_back(static_cast<char>(p.shared_scale ? 1 : 0));
+    PutLE(&out, p.rank, 2);
+    out.push_back(static_cast<char>(p.factor_bits));
+  }
   if (p.mask == MaskKind::kPositions) {
     std::string gaps;
     uint32_t prev = 0;
@@ -342,20 +375,40 @@ std::string EncodeLossyChunk(DType dtype, const LossyTensor& t) {
     PutLE(&out, t.positions.size(), 8);
     AppendSection(&out, gaps);
   }
+  // Version 1 zstd-codes each piece as a section of its own; version 2 concatenates them into one
+  // section (their sizes follow from the header), which saves ~25 bytes a piece on small tensors.
+  std::vector<std::string> pieces;
   if (p.values == ValueKind::kQuant) {
     std::string scales;
-    for (uint32_t r = 0; r < p.rows; ++r) {
+    for (uint32_t r = 0; r < (p.shared_scale ? 1 : p.rows); ++r) {
       PutLE(&scales, FloatToHalf(t.row_scale[r]), 2);
       PutLE(&scales, FloatToHalf(t.row_zero[r]), 2);
     }
-    AppendSection(&out, scales);
+    pieces.push_back(std::move(scales));
   }
   int bits = p.values == ValueKind::kQuant ? p.bits : p.values == ValueKind::kF16 ? 16 : 1;
   int planes = p.values == ValueKind::kQuant ? p.planes : p.values == ValueKind::kF16 ? 2 : 1;
   int shift = bits;
   for (int w : PlaneWidths(bits, planes)) {
     shift -= w;
-    AppendSection(&out, PackBits(t.codes, shift, w));
+    pieces.push_back(PackBits(t.codes, shift, w));
+  }
+  if (p.rank > 0) {
+    std::string scales;
+    for (uint32_t k = 0; k < p.rank; ++k) {
+      PutLE(&scales, FloatToHalf(t.factor_scale_a[k]), 2);
+      PutLE(&scales, FloatToHalf(t.factor_scale_b[k]), 2);
+    }
+    pieces.push_back(std::move(scales));
+    pieces.emplace_back(reinterpret_cast<const char*>(t.a_codes.data()), t.a_codes.size());
+    pieces.emplace_back(reinterpret_cast<const char*>(t.b_codes.data()), t.b_codes.size());
+  }
+  if (v2) {
+    std::string body;
+    for (const auto& piece : pieces) body += piece;
+    AppendSection(&out, body);
+  } else {
+    for (const auto& piece : pieces) AppendSection(&out, piece);
   }
   return out;
 }
@@ -370,7 +423,9 @@ StatusOr<LossyTensor> ParseLossyChunk(std::string_view encoded, DType* dtype) {
   LossyParams& p = t.p;
   uint64_t v = 0;
   auto get = [&](int bytes) -> bool { return r.Get(&v, bytes); };
-  if (!get(1) || v != kLossyFormatVersion) return Corruption("lossy chunk format version is not supported");
+  if (!get(1) || v < 1 || v > kLossyFormatVersion)
+    return Corruption("lossy chunk format version is not supported");
+  const uint64_t version = v;
   if (!get(4)) return Corruption("lossy chunk is truncated");
   p.rows = static_cast<uint32_t>(v);
   if (!get(4)) return Corruption("lossy chunk is truncated");
@@ -394,6 +449,14 @@ StatusOr<LossyTensor> ParseLossyChunk(std::string_view encoded, DType* dtype) {
   if (!get(1)) return Corruption("lossy chunk is truncated");
   p.planes = static_cast<uint8_t>(v);
   if (!r.GetF32(&p.sign_scale)) return Corruption("lossy chunk is truncated");
+  if (version >= 2) {
+    if (!get(1) || v > 1) return Corruption("lossy chunk has a bad scale mode");
+    p.shared_scale = v == 1;
+    if (!get(2)) return Corruption("lossy chunk is truncated");
+    p.rank = static_cast<uint16_t>(v);
+    if (!get(1)) return Corruption("lossy chunk is truncated");
+    p.factor_bits = static_cast<uint8_t>(v);
+  }
 
   const uint64_t numel = static_cast<uint64_t>(p.rows) * p.cols;
   uint64_t raw_size = 0;
@@ -418,6 +481,10 @@ StatusOr<LossyTensor> ParseLossyChunk(std::string_view encoded, DType* dtype) {
   }
   if (!std::isfinite(p.lambda) || !std::isfinite(p.mu))
     return Corruption("lossy chunk has non-finite scalars");
+  if (p.rank > 0 && (p.rank > kMaxLossyRank || p.rank > std::min(p.rows, p.cols) || p.factor_bits < 2 ||
+                     p.factor_bits > 8)) {
+    return Corruption("lossy chunk has a bad low-rank term");
+  }
 
   std::string buf;
   if (p.mask == MaskKind::kPositions) {
@@ -442,29 +509,79 @@ StatusOr<LossyTensor> ParseLossyChunk(std::string_view encoded, DType* dtype) {
       prev = pos;
     }
   }
+  // The pieces after the positions: sizes from the header (one section each in version 1, one section
+  // for all in version 2).
+  const uint64_t kept = CountKept(p, t.positions);
+  const int bits = p.values == ValueKind::kQuant ? p.bits : p.values == ValueKind::kF16 ? 16 : 1;
+  const int planes = p.values == ValueKind::kQuant ? p.planes : p.values == ValueKind::kF16 ? 2 : 1;
+  const uint32_t pairs = p.shared_scale ? 1 : p.rows;
+  std::vector<uint64_t> sizes;
+  if (p.values == ValueKind::kQuant) sizes.push_back(static_cast<uint64_t>(pairs) * 4);
+  for (int w : PlaneWidths(bits, planes)) sizes.push_back((kept * w + 7) / 8);
+  if (p.rank > 0) {
+    sizes.push_back(static_cast<uint64_t>(p.rank) * 4);
+    sizes.push_back(static_cast<uint64_t>(p.rows) * p.rank);
+    sizes.push_back(static_cast<uint64_t>(p.rank) * p.cols);
+  }
+  std::string body;
+  size_t body_at = 0;
+  if (version >= 2) {
+    const uint64_t total = std::accumulate(sizes.begin(), sizes.end(), uint64_t{0});
+    DS_RETURN_IF_ERROR(ReadSection(&r, total, &body));
+    if (body.size() != total) return Corruption("lossy body has a wrong size");
+  }
+  size_t next = 0;
+  auto piece = [&](std::string* out) -> Status {
+    const uint64_t size = sizes[next++];
+    if (version >= 2) {
+      out->assign(body, body_at, size);
+      body_at += size;
+      return OkStatus();
+    }
+    DS_RETURN_IF_ERROR(ReadSection(&r, size, out));
+    if (out->size() != size) return Corruption("lossy section has a wrong size");
+    return OkStatus();
+  };
   if (p.values == ValueKind::kQuant) {
-    DS_RETURN_IF_ERROR(ReadSection(&r, static_cast<uint64_t>(p.rows) * 4, &buf));
-    if (buf.size() != static_cast<size_t>(p.rows) * 4) return Corruption("lossy scales have a wrong size");
+    DS_RETURN_IF_ERROR(piece(&buf));
     t.row_scale.resize(p.rows);
     t.row_zero.resize(p.rows);
     for (uint32_t i = 0; i < p.rows; ++i) {
+      const size_t at = p.shared_scale ? 0 : 4 * static_cast<size_t>(i);
       uint16_t s, z;
-      std::memcpy(&s, buf.data() + 4 * i, 2);
-      std::memcpy(&z, buf.data() + 4 * i + 2, 2);
+      std::memcpy(&s, buf.data() + at, 2);
+      std::memcpy(&z, buf.data() + at + 2, 2);
       t.row_scale[i] = HalfToFloat(s);
       t.row_zero[i] = HalfToFloat(z);
     }
   }
-  uint64_t kept = CountKept(p, t.positions);
   t.codes.assign(kept, 0);
-  int bits = p.values == ValueKind::kQuant ? p.bits : p.values == ValueKind::kF16 ? 16 : 1;
-  int planes = p.values == ValueKind::kQuant ? p.planes : p.values == ValueKind::kF16 ? 2 : 1;
   int shift = bits;
   for (int w : PlaneWidths(bits, planes)) {
     shift -= w;
-    DS_RETURN_IF_ERROR(ReadSection(&r, (kept * w + 7) / 8, &buf));
-    if (buf.size() != (kept * w + 7) / 8) return Corruption("lossy plane has a wrong size");
+    DS_RETURN_IF_ERROR(piece(&buf));
     UnpackBits(buf, shift, w, &t.codes);
+  }
+  if (p.rank > 0) {
+    DS_RETURN_IF_ERROR(piece(&buf));
+    for (uint32_t k = 0; k < p.rank; ++k) {
+      uint16_t a, b;
+      std::memcpy(&a, buf.data() + 4 * k, 2);
+      std::memcpy(&b, buf.data() + 4 * k + 2, 2);
+      t.factor_scale_a.push_back(HalfToFloat(a));
+      t.factor_scale_b.push_back(HalfToFloat(b));
+      if (!std::isfinite(t.factor_scale_a.back()) || !std::isfinite(t.factor_scale_b.back()))
+        return Corruption("lossy factor scales are not finite");
+    }
+    const int limit = (1 << (p.factor_bits - 1)) - 1;
+    for (auto* codes : {&t.a_codes, &t.b_codes}) {
+      DS_RETURN_IF_ERROR(piece(&buf));
+      codes->resize(buf.size());
+      std::memcpy(codes->data(), buf.data(), buf.size());
+      for (int8_t c : *codes) {
+        if (c < -limit || c > limit) return Corruption("lossy factor code out of range");
+      }
+    }
   }
   if (!r.empty()) return Corruption("lossy chunk has trailing bytes");
   return t;
@@ -482,6 +599,7 @@ Status DecodeLossyChunk(std::string_view encoded, std::string_view base, std::st
   ForEachKept(t.p, t.positions, [&](uint32_t row, uint32_t col) {
     c[static_cast<uint64_t>(row) * t.p.cols + col] = DequantizeCode(t, row, t.codes[i++]);
   });
+  AddLowRank(t, c.data());
   const float shift = 1.0f + t.p.lambda, mu = t.p.mu;
   for (uint64_t j = 0; j < numel; ++j) {
     volatile float a = shift * w[j];  // volatile: no fused multiply-add, same bits on every build

@@ -1,8 +1,8 @@
 // Lossy delta tensors: the stored form and its exact reconstruction (docs/lossy_format.md).
 //
-// A lossy tensor reconstructs as  W = (1 + lambda) * W_base + mu * C,  where C is a sparse, quantized
-// estimate of the residual delta described by a mask (which elements are kept) and values (what they
-// hold). Every method, ours and the baselines, is a combination of one mask kind and one value kind:
+// A lossy tensor reconstructs as  W = (1 + lambda) * W_base + mu * (S + L),  where S is a sparse,
+// quantized estimate of the residual delta described by a mask (which elements are kept) and values (what
+// they hold), and L = A * B an optional low-rank term with quantized factors (format version 2). Every method, ours and the baselines, is a combination of one mask kind and one value kind:
 //   DeltaDQ-style: group k-of-g mask (seeded) + b-bit per-row quantization split into planes
 //   DARE: Bernoulli mask (seeded) + fp16 values;  random-4bit: Bernoulli + 4-bit quantization
 //   BitDelta: dense mask + sign bits with one scale;  top-k: stored positions + 8-bit quantization
@@ -22,7 +22,11 @@
 
 namespace deltastore {
 
-inline constexpr uint8_t kLossyFormatVersion = 1;
+// Version 2 adds a tensor-wide quantization scale and the low-rank term; a chunk that uses neither is
+// written as version 1, and both versions are read.
+inline constexpr uint8_t kLossyFormatVersion = 2;
+// The largest rank of the low-rank term (bounds the reconstruction's work at rows * cols * rank).
+inline constexpr uint16_t kMaxLossyRank = 256;
 
 enum class MaskKind : uint8_t { kDense = 0, kGroupK = 1, kBernoulli = 2, kPositions = 3 };
 enum class ValueKind : uint8_t { kQuant = 0, kF16 = 1, kSign = 2 };
@@ -41,6 +45,9 @@ struct LossyParams {
   uint8_t bits = 4;      // kQuant: code width (1..8)
   uint8_t planes = 1;    // kQuant: the codes are stored as this many bit planes, high bits first
   float sign_scale = 0;  // kSign
+  bool shared_scale = false;  // kQuant: one scale and zero for the whole tensor instead of one per row
+  uint16_t rank = 0;          // rank of the low-rank term L (0: none)
+  uint8_t factor_bits = 0;    // L's factors: signed codes in [-(2^(bits-1) - 1), 2^(bits-1) - 1]
 };
 
 struct LossyTensor {
@@ -49,7 +56,17 @@ struct LossyTensor {
   std::vector<float> row_scale;     // kQuant: per row (stored as fp16)
   std::vector<float> row_zero;      // kQuant: per row (stored as fp16)
   std::vector<uint16_t> codes;      // per kept element in mask order: quant code, fp16 bits, or sign bit
+  // Low-rank term L = A * B: A is rows x rank, B is rank x cols, both row-major signed codes; column k of
+  // A is scaled by factor_scale_a[k], row k of B by factor_scale_b[k] (stored as fp16).
+  std::vector<float> factor_scale_a, factor_scale_b;
+  std::vector<int8_t> a_codes, b_codes;
 };
+
+// The dequantized factors of the low-rank term: A (rows x rank) and B (rank x cols), row-major.
+void LowRankFactors(const LossyTensor& t, std::vector<float>* a, std::vector<float>* b);
+// Adds L = A * B to `c` (rows x cols, row-major), each element summed over k = 0..rank-1 in order with
+// every product rounded on its own, so that every build gives the same bits.
+void AddLowRank(const LossyTensor& t, float* c);
 
 // Calls fn(row, col) for every kept element, in mask order (rows ascending, columns ascending).
 // For kPositions the positions come from `positions`.

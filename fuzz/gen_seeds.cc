@@ -172,6 +172,16 @@ LossyTensor MakeLossy(LossyParams p, uint32_t seed) {
       t.codes.push_back(FloatToHalf(0.001f * static_cast<float>(int(v % 200) - 100)));
     if (p.values == ValueKind::kSign) t.codes.push_back(static_cast<uint16_t>(v & 1));
   }
+  if (p.shared_scale) t.row_scale.assign(p.rows, 0.002f), t.row_zero.assign(p.rows, -0.003f);
+  const int limit = (1 << (p.factor_bits - 1)) - 1;
+  for (uint32_t k = 0; k < p.rank; ++k) {
+    t.factor_scale_a.push_back(0.01f * (1 + k));
+    t.factor_scale_b.push_back(0.02f);
+  }
+  for (uint32_t i = 0; i < p.rank * (p.rows + p.cols); ++i) {
+    int8_t c = static_cast<int8_t>(static_cast<int>(rng() % (2 * limit + 1)) - limit);
+    (i < p.rank * p.rows ? t.a_codes : t.b_codes).push_back(c);
+  }
   return t;
 }
 
@@ -206,7 +216,11 @@ void LossySeeds() {
       {"dense_sign_bf16", DType::kBF16, params(MaskKind::kDense, ValueKind::kSign, 1, 1)},
       {"positions_quant8_f32", DType::kF32, params(MaskKind::kPositions, ValueKind::kQuant, 8, 1)},
       {"dense_quant3_bf16", DType::kBF16, params(MaskKind::kDense, ValueKind::kQuant, 3, 3)},
+      {"v2_groupk_shared_lowrank_f32", DType::kF32, params(MaskKind::kGroupK, ValueKind::kQuant, 2, 1)},
   };
+  cases.back().p.shared_scale = true;
+  cases.back().p.rank = 3;
+  cases.back().p.factor_bits = 4;
   uint32_t seed = 1;
   for (const auto& c : cases) {
     std::string chunk = EncodeLossyChunk(c.dtype, MakeLossy(c.p, seed++));

@@ -51,6 +51,9 @@ struct LossyOptions {
   int bits = 0;
   int group = 0;
   int keep = 0;
+  // Rank of the low-rank term (format version 2): -1 chosen by the codec, 0 none. Chosen only when the
+  // dropout parameters are (explicit bits, group or keep mean rank 0 unless given).
+  int rank = -1;
   uint64_t seed = 0x44454C5441445121ull;  // "DELTADQ!"
   // Fit mu on calibration-weighted output error when calibration is given (policy "fit_mu": true). Off by
   // default: measured on the MLP pair it kept 93% of the gain at 16x but 8% at 128x (it shrinks the
@@ -63,6 +66,8 @@ struct LossyTensorReport {
   std::string method;
   double lambda = 0, mu = 1;
   int bits = 0, group = 0, keep = 0;
+  int rank = 0;               // of the low-rank term (0: none)
+  bool shared_scale = false;  // one quantization scale for the tensor instead of one per row
   double keep_fraction = 1;
   uint64_t stored_bytes = 0;     // the encoded chunk
   bool within_budget = true;     // false when even the smallest setting exceeds the tensor's share

@@ -1,6 +1,8 @@
 #include "service/lossy_policy.h"
 
 #include <cmath>
+#include <limits>
+#include <map>
 #include <mutex>
 
 #include "codec/lossy_codec.h"
@@ -36,11 +38,13 @@ StatusOr<LossyPolicy> ParseLossyPolicy(const json& p) {
                                               "bits",
                                               "group",
                                               "keep",
+                                              "rank",
                                               "seed",
                                               "embeddings",
                                               "min_elements",
                                               "calibration",
                                               "fit_mu",
+                                              "allocate",
                                               "allow_mismatched_shapes"};
   for (auto it = p.begin(); it != p.end(); ++it) {
     if (!known.count(it.key())) return Bad("unknown field '" + it.key() + "'");
@@ -71,6 +75,7 @@ StatusOr<LossyPolicy> ParseLossyPolicy(const json& p) {
   DS_ASSIGN_OR_RETURN(int64_t bits, IntField(p, "bits", 1, 8, 0));
   DS_ASSIGN_OR_RETURN(int64_t group, IntField(p, "group", 1, 65535, 0));
   DS_ASSIGN_OR_RETURN(int64_t keep, IntField(p, "keep", 1, 65535, 0));
+  DS_ASSIGN_OR_RETURN(int64_t rank, IntField(p, "rank", 0, kMaxLossyRank, -1));
   if (keep && !group) return Bad("keep needs group");
   if (keep > group) return Bad("keep must not exceed group");
   if ((bits || group || keep) && o.method != LossyMethod::kDeltaDQ)
@@ -78,6 +83,8 @@ StatusOr<LossyPolicy> ParseLossyPolicy(const json& p) {
   o.bits = static_cast<int>(bits);
   o.group = static_cast<int>(group);
   o.keep = static_cast<int>(keep);
+  if (rank > 0 && o.method != LossyMethod::kDeltaDQ) return Bad("rank applies to deltadq");
+  o.rank = static_cast<int>(rank);
   if (p.contains("seed")) {
     if (!p["seed"].is_number_unsigned()) return Bad("seed must be a non-negative integer");
     o.seed = p["seed"].get<uint64_t>();
@@ -88,6 +95,13 @@ StatusOr<LossyPolicy> ParseLossyPolicy(const json& p) {
   }
   DS_ASSIGN_OR_RETURN(int64_t min_el, IntField(p, "min_elements", 1, int64_t{1} << 40, 4096));
   out.min_elements = static_cast<uint64_t>(min_el);
+  out.allocate = o.method == LossyMethod::kDeltaDQ && !o.bits && !o.group && !o.keep && o.rank < 0;
+  if (p.contains("allocate")) {
+    if (!p["allocate"].is_boolean()) return Bad("allocate must be true or false");
+    if (p["allocate"].get<bool>() && (o.bits || o.group || o.keep || o.rank >= 0))
+      return Bad("allocate needs codec-chosen parameters (no bits, group, keep or rank)");
+    out.allocate = p["allocate"].get<bool>();
+  }
   if (p.contains("calibration")) {
     if (!p["calibration"].is_string()) return Bad("calibration must be an upload id");
     out.calibration_upload = p["calibration"].get<std::string>();
@@ -104,10 +118,12 @@ json LossyPolicyJson(const LossyPolicy& pol) {
             {"seed", o.seed},
             {"embeddings", pol.embeddings},
             {"min_elements", pol.min_elements},
-            {"fit_mu", o.fit_mu}};
+            {"fit_mu", o.fit_mu},
+            {"allocate", pol.allocate}};
   if (o.bits) j["bits"] = o.bits;
   if (o.group) j["group"] = o.group;
   if (o.keep) j["keep"] = o.keep;
+  if (o.rank >= 0) j["rank"] = o.rank;
   if (!pol.calibration_upload.empty()) j["calibration"] = pol.calibration_upload;
   return j;
 }
@@ -156,17 +172,83 @@ bool WantsLossy(const LossyPolicy& policy, const TensorInfo& t) {
   return true;
 }
 
-LossyHook MakeLossyHook(const LossyPolicy& policy, std::shared_ptr<Calibration> calibration) {
-  return [policy, calibration](const TensorInfo& t, const std::string& base, const std::string& ft,
-                               uint32_t stream) -> StatusOr<std::optional<LossyOutcome>> {
+namespace {
+
+// Multipliers of a tensor's even share of the budget at which the planner probes it.
+constexpr double kProbeMultipliers[] = {0.25, 0.5, 0.71, 1.0, 1.41, 2.0, 4.0};
+
+struct Planned {
+  std::map<std::string, double> ratio;  // per tensor name, after Plan()
+  std::vector<std::string> names;
+  std::vector<std::vector<RatePoint>> curves;
+  double budget = 0;  // sum of the probed tensors' delta bytes / the policy's ratio
+};
+
+StatusOr<LossyResult> Compress(const LossyPolicy& policy, Calibration* calibration, const TensorInfo& t,
+                               const std::string& base, const std::string& ft, uint32_t stream,
+                               double ratio, bool* calibrated) {
+  uint64_t rows = t.shape[0], cols = t.numel() / rows;
+  const std::vector<float>* calib = calibration ? calibration->For(t.name, cols) : nullptr;
+  if (calibrated) *calibrated = calib != nullptr;
+  DS_ASSIGN_OR_RETURN(const GpuApi* gpu, LoadGpuApi());
+  LossyOptions o = policy.options;
+  o.target_ratio = ratio;
+  return gpu->compress(t.dtype, base.data(), ft.data(), static_cast<uint32_t>(rows), static_cast<uint32_t>(cols),
+                       stream, calib ? calib->data() : nullptr, o);
+}
+
+}  // namespace
+
+std::vector<size_t> AllocateRates(const std::vector<std::vector<RatePoint>>& curves, double budget) {
+  auto choose = [&](double lambda, std::vector<size_t>* pick) {
+    double bytes = 0;
+    pick->assign(curves.size(), 0);
+    for (size_t i = 0; i < curves.size(); ++i) {
+      double best = std::numeric_limits<double>::infinity();
+      for (size_t j = 0; j < curves[i].size(); ++j) {
+        const RatePoint& q = curves[i][j];
+        const RatePoint& b = curves[i][(*pick)[i]];
+        double cost = q.err2 + lambda * static_cast<double>(q.bytes);
+        if (cost < best || (cost == best && q.bytes < b.bytes)) best = cost, (*pick)[i] = j;
+      }
+      if (!curves[i].empty()) bytes += static_cast<double>(curves[i][(*pick)[i]].bytes);
+    }
+    return bytes;
+  };
+  std::vector<size_t> pick, smallest(curves.size(), 0);
+  for (size_t i = 0; i < curves.size(); ++i) {
+    for (size_t j = 0; j < curves[i].size(); ++j) {
+      if (curves[i][j].bytes < curves[i][smallest[i]].bytes) smallest[i] = j;
+    }
+  }
+  if (choose(0, &pick) <= budget) return pick;
+  // Bisection on log(lambda) between a lambda that overshoots and one that fits.
+  double lo = 1e-300, hi = 1.0;
+  while (choose(hi, &pick) > budget) {
+    hi *= 1e6;
+    if (hi > 1e300) return smallest;
+  }
+  for (int i = 0; i < 200; ++i) {
+    double mid = std::sqrt(lo * hi);
+    if (choose(mid, &pick) > budget) lo = mid;
+    else hi = mid;
+  }
+  choose(hi, &pick);
+  return pick;
+}
+
+LossyHooks MakeLossyHooks(const LossyPolicy& policy, std::shared_ptr<Calibration> calibration) {
+  auto planned = std::make_shared<Planned>();
+  LossyHooks hooks;
+  const double target = policy.options.target_ratio;
+  hooks.encode = [policy, calibration, planned, target](
+                     const TensorInfo& t, const std::string& base, const std::string& ft,
+                     uint32_t stream) -> StatusOr<std::optional<LossyOutcome>> {
     if (!WantsLossy(policy, t)) return std::optional<LossyOutcome>();
-    uint64_t rows = t.shape[0], cols = t.numel() / rows;
-    const std::vector<float>* calib = calibration ? calibration->For(t.name, cols) : nullptr;
-    DS_ASSIGN_OR_RETURN(const GpuApi* gpu, LoadGpuApi());
-    DS_ASSIGN_OR_RETURN(
-        LossyResult r,
-        gpu->compress(t.dtype, base.data(), ft.data(), static_cast<uint32_t>(rows),
-                      static_cast<uint32_t>(cols), stream, calib ? calib->data() : nullptr, policy.options));
+    auto it = planned->ratio.find(t.name);
+    const double ratio = it != planned->ratio.end() ? it->second : target;
+    bool calibrated = false;
+    DS_ASSIGN_OR_RETURN(LossyResult r, Compress(policy, calibration.get(), t, base, ft, stream, ratio, &calibrated));
     const LossyTensorReport& q = r.report;
     json rep = {{"name", t.name},
                 {"shape", t.shape},
@@ -178,19 +260,51 @@ LossyHook MakeLossyHook(const LossyPolicy& policy, std::shared_ptr<Calibration> 
                 {"bits", q.bits},
                 {"group", q.group},
                 {"keep", q.keep},
+                {"rank", q.rank},
+                {"scale", q.shared_scale ? "tensor" : "row"},
                 {"keep_fraction", q.keep_fraction},
                 {"stored_bytes", q.stored_bytes},
                 {"delta_bytes", q.delta_bytes},
+                {"target_ratio", ratio},
                 {"ratio", q.stored_bytes ? double(q.delta_bytes) / double(q.stored_bytes) : 0.0},
                 {"within_budget", q.within_budget},
                 {"weight_error", q.weight_error},
                 {"output_error", q.output_error},
                 {"delta_norm", q.delta_norm},
                 {"delta_output_norm", q.delta_output_norm},
-                {"calibrated", calib != nullptr}};
+                {"calibrated", calibrated}};
     return std::optional<LossyOutcome>(
         LossyOutcome{std::move(r.chunk), std::move(r.reconstructed), rep.dump()});
   };
+  if (!policy.allocate) return hooks;
+  hooks.planner.probe = [policy, calibration, planned, target](const TensorInfo& t, const std::string& base,
+                                                              const std::string& ft, uint32_t stream) -> Status {
+    if (!WantsLossy(policy, t)) return OkStatus();
+    std::vector<RatePoint> curve;
+    for (double m : kProbeMultipliers) {
+      if (target / m < 1.0) continue;
+      auto r = Compress(policy, calibration.get(), t, base, ft, stream, target / m, nullptr);
+      if (!r.ok()) {
+        if (r.status().reason() == "RATIO_UNREACHABLE") continue;
+        return r.status();
+      }
+      const LossyTensorReport& q = r->report;
+      curve.push_back({m, q.stored_bytes, std::pow(q.output_error * q.delta_output_norm, 2)});
+    }
+    if (curve.empty()) return OkStatus();
+    planned->budget += static_cast<double>(t.size()) / target;
+    planned->names.push_back(t.name);
+    planned->curves.push_back(std::move(curve));
+    return OkStatus();
+  };
+  hooks.planner.plan = [planned, target]() -> Status {
+    std::vector<size_t> pick = AllocateRates(planned->curves, planned->budget);
+    for (size_t i = 0; i < pick.size(); ++i) {
+      planned->ratio[planned->names[i]] = target / planned->curves[i][pick[i]].multiplier;
+    }
+    return OkStatus();
+  };
+  return hooks;
 }
 
 json QualityReport(const LossyPolicy& policy, const IngestStats& stats, const Manifest& m) {

@@ -6,6 +6,7 @@
 #include <memory>
 #include <set>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -20,6 +21,9 @@ struct LossyPolicy {
   bool embeddings = false;         // embeddings stay lossless unless asked
   uint64_t min_elements = 4096;    // smaller tensors stay lossless (their headers would dominate)
   std::string calibration_upload;  // optional upload id of per-layer input statistics (safetensors)
+  // Model-level rate allocation: each tensor's share of the version's budget is chosen from probes at
+  // several ratios (on by default for deltadq with codec-chosen parameters; "allocate": false turns it off).
+  bool allocate = true;
 };
 
 // Parses {"mode":"lossy","ratio":16,"method":"deltadq","dbms":true,"bits":..,"group":..,"keep":..,
@@ -42,7 +46,23 @@ class Calibration {
 // Whether the policy stores this tensor lossily (given a base tensor of the same layout).
 bool WantsLossy(const LossyPolicy& policy, const TensorInfo& tensor);
 
-LossyHook MakeLossyHook(const LossyPolicy& policy, std::shared_ptr<Calibration> calibration);
+// One point of a tensor's rate-distortion curve: stored bytes and squared output error at a budget.
+struct RatePoint {
+  double multiplier = 1;  // of the tensor's even share of the budget
+  uint64_t bytes = 0;
+  double err2 = 0;
+};
+
+// Chooses one point per curve so that the sum of err2 is least with the sum of bytes within `budget`
+// (Lagrangian: the smallest multiplier of bytes, found by bisection, whose choices fit); the smallest
+// point of each curve when nothing fits. Returns the chosen index per curve.
+std::vector<size_t> AllocateRates(const std::vector<std::vector<RatePoint>>& curves, double budget);
+
+struct LossyHooks {
+  LossyHook encode;
+  LossyPlanner planner;  // set when the policy allocates rates
+};
+LossyHooks MakeLossyHooks(const LossyPolicy& policy, std::shared_ptr<Calibration> calibration);
 
 // The version's quality report from the per-tensor reports and the manifest.
 nlohmann::json QualityReport(const LossyPolicy& policy, const IngestStats& stats, const Manifest& manifest);

@@ -449,6 +449,41 @@ Status FilesTensorSource::ReadTensor(const TensorEntry& tensor, uint64_t offset,
   return f->ReadTensorRange(*info, offset, len, out);
 }
 
+namespace {
+
+// The planning pass: offers the planner the tensors pass 2 of IngestSafetensors will offer the lossy hook,
+// with the same stream numbers.
+Status ProbeLossy(const std::vector<IngestFile>& files, VersionReader* base, const IngestOptions& options,
+                  IngestProgress p, const ProgressFn& report) {
+  p.phase = "planning";
+  std::string ft_bytes, base_bytes;
+  for (const auto& f : files) {
+    if (!IsSafetensorsPath(f.path)) continue;
+    DS_ASSIGN_OR_RETURN(auto file, SafetensorsFile::Open(f.source_path));
+    uint32_t stream = 0;
+    for (const TensorInfo& t : file->header().tensors) {
+      if (options.cancelled && options.cancelled())
+        return Unavailable("ingest cancelled: the server is stopping");
+      const TensorEntry* bt = base ? base->FindTensor(t.name) : nullptr;
+      if (bt != nullptr && SameLayout(*bt, t)) {
+        ft_bytes.resize(t.size());
+        DS_RETURN_IF_ERROR(file->ReadTensorRange(t, 0, t.size(), ft_bytes.data()));
+        base_bytes.resize(t.size());
+        DS_RETURN_IF_ERROR(base->ReadTensor(*bt, 0, t.size(), base_bytes.data()));
+        if (ft_bytes != base_bytes) {
+          DS_RETURN_IF_ERROR(options.lossy_planner.probe(t, base_bytes, ft_bytes, stream++).Annotate(f.path + ": tensor " + t.name));
+        }
+      }
+      p.tensors_done++;
+      p.bytes_done += t.size();
+      if (report) report(p);
+    }
+  }
+  return OkStatus();
+}
+
+}  // namespace
+
 StatusOr<Manifest> IngestFiles(ChunkStore* store, const std::vector<IngestFile>& files, VersionReader* base,
                                const IngestOptions& options, IngestStats* stats, const ProgressFn& progress) {
   IngestStats local;
@@ -464,6 +499,10 @@ StatusOr<Manifest> IngestFiles(ChunkStore* store, const std::vector<IngestFile>&
       p.tensors_total += (*file)->header().tensors.size();
       p.bytes_total += (*file)->header().data_size;
     }
+  }
+  if (options.lossy && options.lossy_planner.probe) {
+    DS_RETURN_IF_ERROR(ProbeLossy(files, base, options, p, progress));
+    DS_RETURN_IF_ERROR(options.lossy_planner.plan());
   }
   for (const auto& f : files) {
     if (m.FindFile(f.path) != nullptr) return InvalidArgument("file " + f.path + " appears twice");

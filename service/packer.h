@@ -18,6 +18,9 @@
 namespace deltastore {
 
 struct IngestProgress {
+  // "planning" while the lossy rate allocation probes the tensors (tensors_done counts them), then
+  // "encoding".
+  std::string phase = "encoding";
   uint64_t tensors_done = 0;
   uint64_t tensors_total = 0;
   uint64_t bytes_done = 0;
@@ -151,9 +154,20 @@ using LossyHook = std::function<StatusOr<std::optional<LossyOutcome>>(
     const TensorInfo& tensor, const std::string& base_bytes, const std::string& finetune_bytes,
     uint32_t stream)>;
 
+// Optional first pass of a lossy version (model-level rate allocation): `probe` sees every tensor the
+// hook will be offered (a base tensor of the same layout, other bytes), with the same arguments, before
+// any is encoded; then `plan` runs once.
+struct LossyPlanner {
+  std::function<Status(const TensorInfo& tensor, const std::string& base_bytes, const std::string& finetune_bytes,
+                       uint32_t stream)>
+      probe;
+  std::function<Status()> plan;
+};
+
 struct IngestOptions {
   EncodeOptions encode;
   LossyHook lossy;                  // set for lossy versions
+  LossyPlanner lossy_planner;       // optional, with `lossy`
   std::function<bool()> cancelled;  // checked between tensors: true stops the ingest (kUnavailable)
 };
 

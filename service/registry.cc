@@ -641,7 +641,9 @@ Status Registry::ExecuteJob(const std::string& id, json* job) {
     if (!lossy->calibration_upload.empty()) {
       DS_ASSIGN_OR_RETURN(calib, Calibration::Open(SpoolPath(lossy->calibration_upload)));
     }
-    ingest_options.lossy = MakeLossyHook(*lossy, calib);
+    LossyHooks hooks = MakeLossyHooks(*lossy, calib);
+    ingest_options.lossy = std::move(hooks.encode);
+    ingest_options.lossy_planner = std::move(hooks.planner);
   }
   ingest_options.cancelled = [this] { return stopping_.load(); };
   IngestStats stats;
@@ -650,7 +652,8 @@ Status Registry::ExecuteJob(const std::string& id, json* job) {
     auto now = std::chrono::steady_clock::now();
     if (p.tensors_done != p.tensors_total && now - last < std::chrono::milliseconds(250)) return;
     last = now;
-    (*job)["progress"] = {{"tensors_done", p.tensors_done},
+    (*job)["progress"] = {{"phase", p.phase},
+                          {"tensors_done", p.tensors_done},
                           {"tensors_total", p.tensors_total},
                           {"bytes_done", p.bytes_done},
                           {"bytes_total", p.bytes_total}};
