@@ -68,6 +68,7 @@ int main(int argc, char** argv) {
         (void)(*ft)->ReadTensorRange(t, 0, t.size(), b.data());
         auto r = CompressLossyTensor(t.dtype, a.data(), b.data(), rows, cols, stream++, nullptr, o);
         if (!r.ok()) {
+          std::fprintf(stderr, "%s: %s\n", t.name.c_str(), r.status().ToString().c_str());
           ok = false;
           break;
         }
