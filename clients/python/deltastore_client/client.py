@@ -615,10 +615,13 @@ class Client:
     # --- jobs --------------------------------------------------------------------------------------
     def wait_job(self, job_id, progress=True, timeout=None, poll=0.05, max_poll=1.0):
         """Polls GET /v1/jobs/{id} until it ends, with a tqdm bar of tensors (bytes as postfix);
-        returns the succeeded job, raises JobFailed on a failed one."""
+        returns the succeeded job, raises JobFailed on a failed one. The bar is labelled "plan" while
+        a lossy job's rate allocation probes the tensors (progress phase "planning"), then "encode";
+        the server counts the tensors again from 0 for the second phase, and so does the bar."""
         deadline = None if timeout is None else time.monotonic() + timeout
         bar = tqdm(total=None, unit="tensor", desc="encode", disable=not progress, file=sys.stderr,
                    dynamic_ncols=True)
+        phase = None
         unreachable = 0
         try:
             while True:
@@ -632,6 +635,11 @@ class Client:
                     continue
                 p = job.get("progress") or {}
                 total = p.get("tensors_total") or None
+                if p.get("phase") and p["phase"] != phase:
+                    if phase is not None:
+                        bar.reset(total=total)
+                    phase = p["phase"]
+                    bar.set_description_str("plan" if phase == "planning" else "encode", refresh=False)
                 if total and bar.total != total:
                     bar.total = total
                     bar.refresh()

@@ -127,6 +127,35 @@ def test_progress_bars_on_stderr(ds, fixtures, tmp_path, capsys):
     assert re.search(r"download faceres: +100%\|", err), err[-2000:]
 
 
+def test_job_bar_follows_the_planning_phase(capsys):
+    """A lossy job with rate allocation counts its tensors twice: "plan" (phase planning) then
+    "encode", which starts again from 0. Fed job documents as the server writes them; no server."""
+    jobs = iter([
+        {"state": "queued", "progress": {"tensors_done": 0, "tensors_total": 0, "bytes_done": 0,
+                                         "bytes_total": 0}},
+        {"state": "running", "progress": {"phase": "planning", "tensors_done": 64, "tensors_total": 128,
+                                          "bytes_done": 1 << 20, "bytes_total": 2 << 20}},
+        {"state": "running", "progress": {"phase": "planning", "tensors_done": 128, "tensors_total": 128,
+                                          "bytes_done": 2 << 20, "bytes_total": 2 << 20}},
+        {"state": "running", "progress": {"phase": "encoding", "tensors_done": 32, "tensors_total": 128,
+                                          "bytes_done": 1 << 19, "bytes_total": 2 << 20}},
+        {"state": "succeeded", "version": "sha256:" + "0" * 64,
+         "progress": {"phase": "encoding", "tensors_done": 128, "tensors_total": 128,
+                      "bytes_done": 2 << 20, "bytes_total": 2 << 20}},
+    ])
+    c = Client("http://127.0.0.1:9", state_file=False)
+    try:
+        c.job = lambda job_id: next(jobs)
+        job = c.wait_job("j1", poll=0, max_poll=0)
+    finally:
+        c.close()
+    assert job["state"] == "succeeded"
+    err = capsys.readouterr().err
+    assert re.search(r"plan: +100%\|[^|]+\| 128/128", err), err
+    assert re.search(r"encode: +100%\|[^|]+\| 128/128", err), err
+    assert err.index("plan:") < err.rindex("encode:")
+
+
 def test_upload_resumes_after_the_server_is_killed(ds, server, fixtures, tmp_path):
     path = fixtures / FT
     size = path.stat().st_size
