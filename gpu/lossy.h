@@ -76,7 +76,8 @@ struct LossyTensorReport {
   double output_error = 0;       // ||(W_ft - W_hat) X|| / ||(W_ft - W_base) X||, X random or calibrated
   double delta_norm = 0;         // ||W_ft - W_base||, to aggregate errors over tensors
   double delta_output_norm = 0;  // ||(W_ft - W_base) X|| / sqrt(samples): RMS over the evaluation inputs
-  std::string estimator;  // "ecsq" (dense, entropy-coded uniform quantizer) or "dropout" (group k-of-g)
+  // "ecsq" (dense, entropy-coded uniform quantizer), "dropout" (group k-of-g) or "lowrank+dropout"
+  std::string estimator;
 };
 
 struct LossyResult {
