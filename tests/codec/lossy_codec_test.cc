@@ -15,7 +15,9 @@ namespace deltastore {
 namespace {
 
 // The value fp16 storage keeps of x.
-float Half(float x) { return HalfToFloat(FloatToHalf(x)); }
+float Half(float x) {
+  return HalfToFloat(FloatToHalf(x));
+}
 
 // A small group k-of-g tensor with 2-bit codes; `shared` one scale for the tensor, `rank` factors of
 // `factor_bits`-bit codes (valid codes unless the caller changes them).

@@ -82,12 +82,11 @@ TEST(LossyPolicyTest, AllocateDefaultsOnOnlyForCodecChosenDeltaDQ) {
 }
 
 TEST(LossyPolicyTest, PolicyJsonParsesBackToTheSamePolicy) {
-  for (const json& policy : {json{{"mode", "lossy"}},
-                             json{{"mode", "lossy"}, {"allocate", false}},
-                             json{{"mode", "lossy"}, {"rank", 0}},
-                             json{{"mode", "lossy"}, {"rank", 12}, {"ratio", 32}},
-                             json{{"mode", "lossy"}, {"bits", 2}, {"group", 64}, {"keep", 4}, {"rank", 3}},
-                             json{{"mode", "lossy"}, {"method", "dare"}}}) {
+  for (const json& policy :
+       {json{{"mode", "lossy"}}, json{{"mode", "lossy"}, {"allocate", false}},
+        json{{"mode", "lossy"}, {"rank", 0}}, json{{"mode", "lossy"}, {"rank", 12}, {"ratio", 32}},
+        json{{"mode", "lossy"}, {"bits", 2}, {"group", 64}, {"keep", 4}, {"rank", 3}},
+        json{{"mode", "lossy"}, {"method", "dare"}}}) {
     auto p = ParseLossyPolicy(policy);
     ASSERT_TRUE(p.ok()) << policy.dump();
     json j = LossyPolicyJson(*p);
@@ -215,18 +214,19 @@ Checkpoints MakeCheckpoints(const std::string& name) {
     for (float& x : v) x = scale * n(rng);
     return v;
   };
-  std::vector<TensorSpec> specs = {{"layers.0.attn.weight", DType::kF32, {48, 96}},
-                                   {"layers.0.mlp.weight", DType::kF32, {64, 96}},
-                                   {"layers.1.mlp.weight", DType::kF32, {48, 96}},
-                                   {"layers.1.bias", DType::kF32, {96}},
-                                   {"layers.1.norm.weight", DType::kF32, {48, 96}}};
+  std::vector<TensorSpec> specs = {{"layers.0.attn.weight", DType::kF32, {32, 64}},
+                                   {"layers.0.mlp.weight", DType::kF32, {32, 96}},
+                                   {"layers.1.mlp.weight", DType::kF32, {32, 64}},
+                                   {"layers.1.bias", DType::kF32, {64}},
+                                   {"layers.1.norm.weight", DType::kF32, {32, 64}}};
   std::vector<std::string> base, ft;
   for (size_t i = 0; i < specs.size(); ++i) {
-    const size_t count = specs[i].shape.size() == 2 ? specs[i].shape[0] * specs[i].shape[1] : specs[i].shape[0];
+    const size_t count =
+        specs[i].shape.size() == 2 ? specs[i].shape[0] * specs[i].shape[1] : specs[i].shape[0];
     std::vector<float> b = random(count, 0.05f), f = b;
     if (i == 0) {  // rank 2 plus a little noise
       const size_t cols = specs[i].shape[1];
-      std::vector<float> u = random(48 * 2, 1.0f), v = random(2 * cols, 1.0f), e = random(count, 0.0005f);
+      std::vector<float> u = random(32 * 2, 1.0f), v = random(2 * cols, 1.0f), e = random(count, 0.0005f);
       for (size_t j = 0; j < count; ++j)
         f[j] += 0.003f * (u[j / cols * 2] * v[j % cols] + u[j / cols * 2 + 1] * v[cols + j % cols]) + e[j];
     } else if (i == 1) {  // dense noise, larger
@@ -268,7 +268,8 @@ LossyIngest IngestLossy(const Checkpoints& c, const json& policy_json) {
   IngestOptions options;
   options.lossy = hooks.encode;
   options.lossy_planner = hooks.planner;
-  VersionReader reader(store.get(), *base, [](const Digest&) -> StatusOr<Manifest> { return NotFound("none"); });
+  VersionReader reader(store.get(), *base,
+                       [](const Digest&) -> StatusOr<Manifest> { return NotFound("none"); });
   auto m = IngestFiles(store.get(), {{c.ft.string(), "model.safetensors"}}, &reader, options, &out.stats,
                        [&](const IngestProgress& p) { out.progress.push_back(p); });
   EXPECT_TRUE(m.ok()) << m.status().ToString();
