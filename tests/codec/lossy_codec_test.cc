@@ -224,6 +224,31 @@ TEST(LossyCodecV2Test, WriterUsesVersion1UnlessAVersion2FeatureIsUsed) {
   EXPECT_EQ(version(f16), 1);
 }
 
+// Version 2 with neither feature (no writer makes it, readers accept it): a one-row tensor's scale pair
+// is the same 4 bytes with a per-row or a tensor-wide scale, so the scale mode byte can be cleared.
+TEST(LossyCodecV2Test, Version2WithNeitherFeatureParsesAndReencodesAsVersion1) {
+  std::string c = EncodeLossyChunk(DType::kF32, MakeTensor(1, 12, true, 0));
+  ASSERT_EQ(static_cast<uint8_t>(c[kVersionAt]), 2);
+  c[kScaleModeAt] = 0;
+  DType dtype;
+  auto t = ParseLossyChunk(c, &dtype);
+  ASSERT_TRUE(t.ok()) << t.status().ToString();
+  EXPECT_FALSE(t->p.shared_scale);
+  EXPECT_EQ(t->p.rank, 0);
+  std::string again = EncodeLossyChunk(dtype, *t);
+  EXPECT_EQ(static_cast<uint8_t>(again[kVersionAt]), 1);
+  auto t2 = ParseLossyChunk(again, &dtype);
+  ASSERT_TRUE(t2.ok()) << t2.status().ToString();
+  EXPECT_EQ(t2->codes, t->codes);
+  EXPECT_EQ(t2->row_scale, t->row_scale);
+  EXPECT_EQ(t2->row_zero, t->row_zero);
+  EXPECT_EQ(t2->p.factor_bits, t->p.factor_bits);
+  // With a factor width but no rank it would not re-encode to the same fields (lossy_chunk_fuzz's
+  // round-trip invariant): refused.
+  c[kFactorBitsAt] = 3;
+  EXPECT_EQ(ParseStatus(c).code(), StatusCode::kCorruption);
+}
+
 TEST(LossyCodecV2Test, CorruptVersion2ChunksAreRejected) {
   auto expect_corrupt = [](const std::string& chunk, const std::string& what) {
     Status s = ParseStatus(chunk);
@@ -318,6 +343,15 @@ TEST(LossyCodecV2Test, CorruptVersion2ChunksAreRejected) {
     expect_corrupt(c, "rank 3 over a rank-2 body");
     c[kRankAt] = 1;
     expect_corrupt(c, "rank 1 over a rank-2 body");
+  }
+  // A factor width without a low-rank term: version 2 written with a tensor-wide scale and rank 0, its
+  // factor bits byte set. Writers put 0 there; anything else would not survive a re-encode.
+  {
+    std::string c = EncodeLossyChunk(DType::kF32, MakeTensor(6, 10, true, 0));
+    ASSERT_EQ(static_cast<uint8_t>(c[kVersionAt]), 2);
+    ASSERT_TRUE(ParseStatus(c).ok());
+    c[kFactorBitsAt] = 4;
+    expect_corrupt(c, "factor bits 4 at rank 0");
   }
   // Truncated anywhere, and trailing bytes.
   for (size_t cut = 0; cut < chunk.size(); ++cut) {
