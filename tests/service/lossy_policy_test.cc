@@ -336,6 +336,20 @@ TEST(LossyIngestTest, AllocationPlansFirstAndKeepsTheVersionWithinItsRatio) {
   fs::remove_all(c.dir);
 }
 
+// Ratios up to 4096 are valid policies; the planner's probes above the target's multiple must stay within
+// the compressor's range (1..4096) instead of failing the ingest.
+TEST(LossyIngestTest, AllocationNearTheLargestRatioStaysInRange) {
+  Checkpoints c = MakeCheckpoints("maxratio");
+  LossyIngest r = IngestLossy(c, {{"mode", "lossy"}, {"ratio", 2048}});
+  ASSERT_TRUE(r.quality.is_object());
+  ASSERT_EQ(r.quality["tensors"].size(), 3u);
+  for (const json& t : r.quality["tensors"]) {
+    EXPECT_LE(t["target_ratio"].get<double>(), 4096.0) << t.dump();
+    EXPECT_GE(t["target_ratio"].get<double>(), 512.0) << t.dump();
+  }
+  fs::remove_all(c.dir);
+}
+
 TEST(LossyIngestTest, WithoutAllocationEveryTensorGetsTheTargetAndNoPlanning) {
   Checkpoints c = MakeCheckpoints("noalloc");
   LossyIngest r = IngestLossy(c, {{"mode", "lossy"}, {"ratio", 16}, {"allocate", false}});
