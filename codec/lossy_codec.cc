@@ -485,6 +485,9 @@ StatusOr<LossyTensor> ParseLossyChunk(std::string_view encoded, DType* dtype) {
                      p.factor_bits > 8)) {
     return Corruption("lossy chunk has a bad low-rank term");
   }
+  // Writers put 0 there without a term; anything else would not survive a re-encode (as version 1).
+  if (p.rank == 0 && p.factor_bits != 0)
+    return Corruption("lossy chunk has factor bits without a low-rank term");
 
   std::string buf;
   if (p.mask == MaskKind::kPositions) {

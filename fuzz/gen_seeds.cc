@@ -173,7 +173,7 @@ LossyTensor MakeLossy(LossyParams p, uint32_t seed) {
     if (p.values == ValueKind::kSign) t.codes.push_back(static_cast<uint16_t>(v & 1));
   }
   if (p.shared_scale) t.row_scale.assign(p.rows, 0.002f), t.row_zero.assign(p.rows, -0.003f);
-  const int limit = (1 << (p.factor_bits - 1)) - 1;
+  const int limit = p.rank > 0 ? (1 << (p.factor_bits - 1)) - 1 : 0;  // factor_bits is 0 without a rank
   for (uint32_t k = 0; k < p.rank; ++k) {
     t.factor_scale_a.push_back(0.01f * (1 + k));
     t.factor_scale_b.push_back(0.02f);

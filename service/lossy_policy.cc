@@ -282,7 +282,7 @@ LossyHooks MakeLossyHooks(const LossyPolicy& policy, std::shared_ptr<Calibration
     if (!WantsLossy(policy, t)) return OkStatus();
     std::vector<RatePoint> curve;
     for (double m : kProbeMultipliers) {
-      if (target / m < 1.0) continue;
+      if (target / m < 1.0 || target / m > 4096.0) continue;  // the compressor's range of ratios
       auto r = Compress(policy, calibration.get(), t, base, ft, stream, target / m, nullptr);
       if (!r.ok()) {
         if (r.status().reason() == "RATIO_UNREACHABLE") continue;

@@ -23,6 +23,16 @@ def test_lossy_version_matches_its_quality_report(client, fixtures, tmp_path):
     q = version["quality"]
     assert q["tensors_lossy"] > 0 and q["tensors"], q
     assert q["lossy_ratio"] >= 16 * 0.9, q  # small tensors may overshoot their share; the total holds
+    # Codec-chosen deltadq parameters: the shares come from model-level rate allocation, planned before
+    # the tensors were encoded (the finished job's last progress report is the encoding phase's).
+    assert q["policy"]["allocate"] is True, q["policy"]
+    assert job["progress"]["phase"] == "encoding", job
+    multipliers = (0.25, 0.5, 0.71, 1.0, 1.41, 2.0, 4.0)
+    for t in q["tensors"]:
+        assert any(abs(t["target_ratio"] - 16 / m) < 1e-9 for m in multipliers), t
+        assert t["scale"] in ("tensor", "row"), t
+        assert 0 <= t["rank"] <= 256, t
+        assert (t["rank"] > 0) == (t["estimator"] == "lowrank+dropout"), t
     # The download is a valid safetensors file with the same names, dtypes and shapes.
     out = tmp_path / "rebuilt.safetensors"
     client.download("/v1/models/deep32-lossy/versions/latest/files/model.safetensors", out)
@@ -64,6 +74,12 @@ def test_lossy_policy_errors_are_clear(client, fixtures):
         ({"mode": "lossy", "group": 64, "keep": 65}, "POLICY_INVALID"),
         ({"mode": "lossy", "wat": 1}, "POLICY_INVALID"),
         ({"mode": "lossless", "ratio": 16}, "POLICY_INVALID"),
+        ({"mode": "lossy", "rank": 257}, "POLICY_INVALID"),
+        ({"mode": "lossy", "rank": "4"}, "POLICY_INVALID"),
+        ({"mode": "lossy", "method": "dare", "rank": 2}, "POLICY_INVALID"),
+        ({"mode": "lossy", "allocate": "yes"}, "POLICY_INVALID"),
+        ({"mode": "lossy", "allocate": True, "bits": 2}, "POLICY_INVALID"),
+        ({"mode": "lossy", "allocate": True, "rank": 4}, "POLICY_INVALID"),
     ]:
         r = client.post("/v1/models/blz2/versions", json={"files": files, "base": base, "policy": policy})
         assert_error(r, 400, code)

@@ -7,6 +7,8 @@
 #include <random>
 #include <thread>
 
+#include <ATen/Parallel.h>
+
 #include "codec/chunk_codec.h"
 #include "codec/lossy_codec.h"
 #include "codec/philox.h"
@@ -32,6 +34,27 @@ Pair MakePair(uint32_t rows, uint32_t cols, uint32_t seed, DType dtype = DType::
          cols};
   FromFloat32(dtype, b.data(), b.size(), p.base.data());
   FromFloat32(dtype, f.data(), f.size(), p.ft.data());
+  return p;
+}
+
+// A base matrix and a finetune whose delta is rank `rank` plus noise of relative size `noise`, as float32
+// bytes: the case the low-rank term is for.
+Pair MakeLowRankPair(uint32_t rows, uint32_t cols, uint32_t rank, float noise, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> n(0.0f, 1.0f);
+  std::vector<float> u(rows * rank), v(rank * cols), b(rows * cols), f(rows * cols);
+  for (float& x : u) x = n(rng);
+  for (float& x : v) x = n(rng);
+  for (size_t i = 0; i < b.size(); ++i) {
+    const size_t r = i / cols, c = i % cols;
+    float d = 0.0f;
+    for (uint32_t k = 0; k < rank; ++k) d += u[r * rank + k] * v[k * cols + c];
+    b[i] = 0.05f * n(rng);
+    f[i] = b[i] + 0.002f * d + 0.002f * noise * n(rng);
+  }
+  Pair p{std::string(b.size() * 4, '\0'), std::string(b.size() * 4, '\0'), rows, cols};
+  FromFloat32(DType::kF32, b.data(), b.size(), p.base.data());
+  FromFloat32(DType::kF32, f.data(), f.size(), p.ft.data());
   return p;
 }
 
@@ -208,6 +231,129 @@ TEST(LossyTest, CorruptLossyChunksAreRejected) {
   std::string bad = r->chunk;
   bad[12] = 99;  // lossy format version
   EXPECT_FALSE(DecodeChunk(bad, pair.base, pair.base.size()).ok());
+}
+
+TEST(LossyLowRankTest, LowRankDeltaGetsARankThatFitsAndBeatsDropoutAlone) {
+  Pair pair = MakeLowRankPair(64, 160, 2, 0.2f, 11);
+  auto run = [&](int rank) {
+    LossyOptions o;
+    o.target_ratio = 64;
+    o.rank = rank;
+    return CompressLossyTensor(DType::kF32, pair.base.data(), pair.ft.data(), pair.rows, pair.cols, 0,
+                               nullptr, o);
+  };
+  auto automatic = run(-1), none = run(0);
+  ASSERT_TRUE(automatic.ok()) << automatic.status().ToString();
+  ASSERT_TRUE(none.ok()) << none.status().ToString();
+  const double budget = pair.base.size() / 64.0;
+  EXPECT_GT(automatic->report.rank, 0);
+  EXPECT_EQ(automatic->report.estimator, "lowrank+dropout");
+  EXPECT_TRUE(automatic->report.within_budget);
+  EXPECT_LE(static_cast<double>(automatic->chunk.size()), budget);
+  EXPECT_EQ(automatic->report.stored_bytes, automatic->chunk.size());
+  EXPECT_EQ(none->report.rank, 0);
+  EXPECT_TRUE(none->report.within_budget);
+  EXPECT_LE(static_cast<double>(none->chunk.size()), budget);
+  EXPECT_LT(automatic->report.weight_error, none->report.weight_error);
+  EXPECT_LT(automatic->report.output_error, none->report.output_error);
+  // The chunk carries the term (format version 2) and decodes to what the compressor reported.
+  EXPECT_EQ(static_cast<uint8_t>(automatic->chunk[12]), 2);
+  DType dtype;
+  auto parsed = ParseLossyChunk(automatic->chunk, &dtype);
+  ASSERT_TRUE(parsed.ok()) << parsed.status().ToString();
+  EXPECT_EQ(parsed->p.rank, automatic->report.rank);
+  EXPECT_EQ(parsed->p.shared_scale, automatic->report.shared_scale);
+  auto dec = DecodeChunk(automatic->chunk, pair.base, pair.base.size());
+  ASSERT_TRUE(dec.ok()) << dec.status().ToString();
+  EXPECT_EQ(*dec, automatic->reconstructed);
+}
+
+TEST(LossyLowRankTest, ExplicitRankIsHonoured) {
+  Pair pair = MakeLowRankPair(48, 96, 4, 0.2f, 12);
+  auto run = [&](LossyOptions o) {
+    return CompressLossyTensor(DType::kF32, pair.base.data(), pair.ft.data(), pair.rows, pair.cols, 0,
+                               nullptr, o);
+  };
+  LossyOptions o;
+  o.target_ratio = 32;
+  o.rank = 3;
+  auto r = run(o);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->report.rank, 3);
+  DType dtype;
+  auto parsed = ParseLossyChunk(r->chunk, &dtype);
+  ASSERT_TRUE(parsed.ok());
+  EXPECT_EQ(parsed->p.rank, 3);
+  EXPECT_EQ(parsed->a_codes.size(), 48u * 3);
+  EXPECT_EQ(parsed->b_codes.size(), 3u * 96);
+  // With explicit dropout parameters too.
+  o.bits = 2;
+  o.group = 32;
+  o.keep = 4;
+  o.rank = 2;
+  r = run(o);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->report.rank, 2);
+  EXPECT_EQ(r->report.bits, 2);
+  EXPECT_EQ(r->report.group, 32);
+  EXPECT_EQ(r->report.keep, 4);
+  // Explicit dropout parameters without a rank mean no low-rank term.
+  o.rank = -1;
+  r = run(o);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->report.rank, 0);
+  EXPECT_EQ(r->report.estimator, "dropout");
+}
+
+TEST(LossyLowRankTest, RankOutOfRangeOrForOtherMethodsIsRejected) {
+  Pair pair = MakePair(8, 16, 13);
+  auto run = [&](LossyOptions o) {
+    return CompressLossyTensor(DType::kF32, pair.base.data(), pair.ft.data(), 8, 16, 0, nullptr, o).status();
+  };
+  LossyOptions o;
+  for (int rank : {-2, 257, 100000}) {
+    o.rank = rank;
+    EXPECT_EQ(run(o).code(), StatusCode::kInvalidArgument) << rank;
+  }
+  for (auto m : {LossyMethod::kDare, LossyMethod::kRandom4, LossyMethod::kGroupK4, LossyMethod::kBitDelta,
+                 LossyMethod::kTopK8, LossyMethod::kLowBit}) {
+    o = {};
+    o.method = m;
+    o.rank = 2;
+    EXPECT_EQ(run(o).code(), StatusCode::kInvalidArgument) << LossyMethodName(m);
+  }
+  o = {};
+  o.target_ratio = 4;
+  o.rank = 256;  // in range; more than this 8 x 16 tensor holds, so no term
+  auto r = CompressLossyTensor(DType::kF32, pair.base.data(), pair.ft.data(), 8, 16, 0, nullptr, o);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_LE(r->report.rank, 8);
+}
+
+TEST(LossyLowRankTest, LowRankChunksAreIdenticalAcrossRunsAndThreadCounts) {
+  Pair pair = MakeLowRankPair(32, 64, 2, 0.2f, 14);
+  LossyOptions o;
+  o.target_ratio = 32;
+  auto compress = [&] {
+    auto r = CompressLossyTensor(DType::kF32, pair.base.data(), pair.ft.data(), pair.rows, pair.cols, 9,
+                                 nullptr, o);
+    return r.ok() ? r->chunk : "error: " + r.status().ToString();
+  };
+  const int threads = at::get_num_threads();
+  at::set_num_threads(1);
+  const std::string one = compress();
+  at::set_num_threads(2);
+  const std::string two = compress();
+  std::string other_thread;
+  std::thread t([&] { other_thread = compress(); });
+  t.join();
+  at::set_num_threads(threads);
+  DType dtype;
+  auto parsed = ParseLossyChunk(one, &dtype);
+  ASSERT_TRUE(parsed.ok()) << one.substr(0, 200);
+  EXPECT_GT(parsed->p.rank, 0);  // the case exercises the low-rank term
+  EXPECT_EQ(one, two);
+  EXPECT_EQ(one, other_thread);
 }
 
 }  // namespace

@@ -1,0 +1,367 @@
+// Lossy policy: parsing the rank and allocate fields, model-level rate allocation (AllocateRates), and
+// a lossy ingest that plans its tensors' shares before encoding them.
+#include "service/lossy_policy.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <filesystem>
+#include <random>
+#include <set>
+
+#include "codec/safetensors.h"
+#include "storage/stores.h"
+
+namespace deltastore {
+namespace {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+// ---------------------------------------------------------------------------------------------------
+// Policy parsing
+
+void ExpectPolicyError(const json& policy) {
+  auto p = ParseLossyPolicy(policy);
+  ASSERT_FALSE(p.ok()) << policy.dump();
+  EXPECT_EQ(p.status().code(), StatusCode::kInvalidArgument) << policy.dump();
+  EXPECT_EQ(p.status().reason(), "POLICY_INVALID") << policy.dump();
+}
+
+TEST(LossyPolicyTest, RankIsParsedAndChecked) {
+  auto p = ParseLossyPolicy({{"mode", "lossy"}});
+  ASSERT_TRUE(p.ok());
+  EXPECT_EQ(p->options.rank, -1);  // chosen by the codec
+  for (int rank : {0, 1, 17, 256}) {
+    auto q = ParseLossyPolicy({{"mode", "lossy"}, {"rank", rank}});
+    ASSERT_TRUE(q.ok()) << rank << ": " << q.status().ToString();
+    EXPECT_EQ(q->options.rank, rank);
+  }
+  ExpectPolicyError({{"mode", "lossy"}, {"rank", 257}});
+  ExpectPolicyError({{"mode", "lossy"}, {"rank", -1}});
+  ExpectPolicyError({{"mode", "lossy"}, {"rank", 2.5}});
+  ExpectPolicyError({{"mode", "lossy"}, {"rank", "4"}});
+  ExpectPolicyError({{"mode", "lossy"}, {"rank", true}});
+  for (const char* method : {"dare", "random4", "groupk4", "bitdelta", "topk8", "lowbit"}) {
+    ExpectPolicyError({{"mode", "lossy"}, {"method", method}, {"rank", 4}});
+  }
+  // With explicit dropout parameters.
+  auto q = ParseLossyPolicy({{"mode", "lossy"}, {"bits", 2}, {"group", 64}, {"keep", 4}, {"rank", 8}});
+  ASSERT_TRUE(q.ok()) << q.status().ToString();
+  EXPECT_EQ(q->options.rank, 8);
+  EXPECT_EQ(q->options.bits, 2);
+}
+
+TEST(LossyPolicyTest, AllocateDefaultsOnOnlyForCodecChosenDeltaDQ) {
+  auto allocate = [](const json& policy) {
+    auto p = ParseLossyPolicy(policy);
+    EXPECT_TRUE(p.ok()) << policy.dump() << ": " << p.status().ToString();
+    return p.ok() && p->allocate;
+  };
+  EXPECT_TRUE(allocate({{"mode", "lossy"}}));
+  EXPECT_TRUE(allocate({{"mode", "lossy"}, {"method", "deltadq"}, {"ratio", 64}}));
+  EXPECT_FALSE(allocate({{"mode", "lossy"}, {"bits", 2}}));
+  EXPECT_FALSE(allocate({{"mode", "lossy"}, {"group", 64}}));
+  EXPECT_FALSE(allocate({{"mode", "lossy"}, {"group", 64}, {"keep", 8}}));
+  EXPECT_FALSE(allocate({{"mode", "lossy"}, {"rank", 4}}));
+  EXPECT_FALSE(allocate({{"mode", "lossy"}, {"rank", 0}}));
+  EXPECT_FALSE(allocate({{"mode", "lossy"}, {"method", "dare"}}));
+  EXPECT_FALSE(allocate({{"mode", "lossy"}, {"method", "topk8"}}));
+  // Explicit values.
+  EXPECT_FALSE(allocate({{"mode", "lossy"}, {"allocate", false}}));
+  EXPECT_TRUE(allocate({{"mode", "lossy"}, {"allocate", true}}));
+  EXPECT_FALSE(allocate({{"mode", "lossy"}, {"bits", 2}, {"allocate", false}}));
+  EXPECT_FALSE(allocate({{"mode", "lossy"}, {"rank", 2}, {"allocate", false}}));
+  ExpectPolicyError({{"mode", "lossy"}, {"allocate", "yes"}});
+  ExpectPolicyError({{"mode", "lossy"}, {"allocate", 1}});
+  ExpectPolicyError({{"mode", "lossy"}, {"allocate", true}, {"bits", 2}});
+  ExpectPolicyError({{"mode", "lossy"}, {"allocate", true}, {"group", 32}});
+  ExpectPolicyError({{"mode", "lossy"}, {"allocate", true}, {"group", 32}, {"keep", 2}});
+  ExpectPolicyError({{"mode", "lossy"}, {"allocate", true}, {"rank", 4}});
+  ExpectPolicyError({{"mode", "lossy"}, {"allocate", true}, {"rank", 0}});
+}
+
+TEST(LossyPolicyTest, PolicyJsonParsesBackToTheSamePolicy) {
+  for (const json& policy :
+       {json{{"mode", "lossy"}}, json{{"mode", "lossy"}, {"allocate", false}},
+        json{{"mode", "lossy"}, {"rank", 0}}, json{{"mode", "lossy"}, {"rank", 12}, {"ratio", 32}},
+        json{{"mode", "lossy"}, {"bits", 2}, {"group", 64}, {"keep", 4}, {"rank", 3}},
+        json{{"mode", "lossy"}, {"method", "dare"}}}) {
+    auto p = ParseLossyPolicy(policy);
+    ASSERT_TRUE(p.ok()) << policy.dump();
+    json j = LossyPolicyJson(*p);
+    EXPECT_EQ(j["allocate"], p->allocate) << j.dump();
+    if (p->options.rank >= 0) {
+      EXPECT_EQ(j["rank"], p->options.rank) << j.dump();
+    } else {
+      EXPECT_FALSE(j.contains("rank")) << j.dump();
+    }
+    auto again = ParseLossyPolicy(j);
+    ASSERT_TRUE(again.ok()) << j.dump() << ": " << again.status().ToString();
+    EXPECT_EQ(LossyPolicyJson(*again), j);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// AllocateRates
+
+double Bytes(const std::vector<std::vector<RatePoint>>& curves, const std::vector<size_t>& pick) {
+  double b = 0;
+  for (size_t i = 0; i < curves.size(); ++i) b += static_cast<double>(curves[i][pick[i]].bytes);
+  return b;
+}
+double Err(const std::vector<std::vector<RatePoint>>& curves, const std::vector<size_t>& pick) {
+  double e = 0;
+  for (size_t i = 0; i < curves.size(); ++i) e += curves[i][pick[i]].err2;
+  return e;
+}
+
+// Two convex curves (error falls less per byte as bytes grow) and a dominated point on the second.
+const std::vector<std::vector<RatePoint>> kCurves = {
+    {{0.5, 100, 10.0}, {1.0, 200, 4.0}, {2.0, 400, 1.0}},
+    {{0.5, 100, 50.0}, {1.0, 200, 20.0}, {1.41, 300, 25.0}, {2.0, 400, 18.0}},
+};
+
+TEST(AllocateRatesTest, ChoosesTheLeastErrorWithinTheBudget) {
+  // Budget 400: shares of 200 each (error 24) beat 100 + 300 or any other pair that fits.
+  std::vector<size_t> pick = AllocateRates(kCurves, 400);
+  EXPECT_EQ(pick, (std::vector<size_t>{1, 1}));
+  // Budget 600: the first tensor gains more from its last 200 bytes (3) than the second (2).
+  pick = AllocateRates(kCurves, 600);
+  EXPECT_EQ(pick, (std::vector<size_t>{2, 1}));
+  EXPECT_DOUBLE_EQ(Err(kCurves, pick), 21.0);
+  // Budget 300: the second tensor's first 100 extra bytes save 30, the first's 6.
+  pick = AllocateRates(kCurves, 300);
+  EXPECT_EQ(pick, (std::vector<size_t>{0, 1}));
+  // Enough for everything: each curve's least error.
+  pick = AllocateRates(kCurves, 800);
+  EXPECT_EQ(pick, (std::vector<size_t>{2, 3}));
+  EXPECT_EQ(AllocateRates(kCurves, 1e12), pick);
+
+  // Over a sweep of budgets: always within, never the dominated point, error never rising with the
+  // budget, and never worse than the best single multiplier shared by both tensors.
+  double last_err = std::numeric_limits<double>::infinity();
+  for (double budget = 200; budget <= 900; budget += 25) {
+    pick = AllocateRates(kCurves, budget);
+    ASSERT_EQ(pick.size(), 2u);
+    EXPECT_LE(Bytes(kCurves, pick), budget) << budget;
+    EXPECT_NE(pick[1], 2u) << budget;
+    EXPECT_LE(Err(kCurves, pick), last_err) << budget;
+    last_err = Err(kCurves, pick);
+    for (size_t even : {0, 1, 3}) {
+      const std::vector<size_t> same = {even == 3 ? size_t{2} : even, even};
+      if (Bytes(kCurves, same) <= budget) {
+        EXPECT_LE(Err(kCurves, pick), Err(kCurves, same)) << budget;
+      }
+    }
+  }
+}
+
+TEST(AllocateRatesTest, EqualErrorsPreferFewerBytes) {
+  const std::vector<std::vector<RatePoint>> curves = {{{2.0, 500, 2.0}, {1.0, 300, 2.0}, {0.5, 100, 9.0}}};
+  EXPECT_EQ(AllocateRates(curves, 1000), (std::vector<size_t>{1}));
+}
+
+TEST(AllocateRatesTest, NothingFitsGivesTheSmallestPointOfEachCurve) {
+  // The smallest points are not first in their curves.
+  const std::vector<std::vector<RatePoint>> curves = {
+      {{1.0, 200, 4.0}, {0.25, 60, 30.0}, {0.5, 100, 10.0}},
+      {{1.0, 200, 20.0}, {2.0, 400, 18.0}, {0.25, 70, 90.0}},
+  };
+  EXPECT_EQ(AllocateRates(curves, 100), (std::vector<size_t>{1, 2}));
+  EXPECT_EQ(AllocateRates(curves, 0), (std::vector<size_t>{1, 2}));
+  // Exactly the smallest points' bytes fits.
+  EXPECT_EQ(AllocateRates(curves, 130), (std::vector<size_t>{1, 2}));
+}
+
+TEST(AllocateRatesTest, EmptyInputGivesAnEmptyChoice) {
+  EXPECT_TRUE(AllocateRates({}, 1000).empty());
+  EXPECT_TRUE(AllocateRates({}, 0).empty());
+}
+
+// ---------------------------------------------------------------------------------------------------
+// A lossy ingest with rate allocation
+
+fs::path TempDir(const std::string& name) {
+  fs::path p = fs::temp_directory_path() / ("ds_lossy_policy_" + name + "_" + std::to_string(::getpid()));
+  fs::remove_all(p);
+  fs::create_directories(p);
+  return p;
+}
+
+std::string F32Bytes(const std::vector<float>& v) {
+  std::string s(v.size() * 4, '\0');
+  std::memcpy(s.data(), v.data(), s.size());
+  return s;
+}
+
+struct Checkpoints {
+  fs::path dir, base, ft;
+  std::set<std::string> lossy_names;
+};
+
+// A base checkpoint and a finetune with two lossy candidates whose deltas differ (low rank, dense noise),
+// a 2-D tensor below min_elements and a 1-D bias (both stay lossless) and an unchanged tensor.
+Checkpoints MakeCheckpoints(const std::string& name) {
+  Checkpoints c;
+  c.dir = TempDir(name);
+  c.base = c.dir / "base.safetensors";
+  c.ft = c.dir / "ft.safetensors";
+  std::mt19937 rng(21);
+  std::normal_distribution<float> n(0.0f, 1.0f);
+  auto random = [&](size_t count, float scale) {
+    std::vector<float> v(count);
+    for (float& x : v) x = scale * n(rng);
+    return v;
+  };
+  std::vector<TensorSpec> specs = {{"layers.0.attn.weight", DType::kF32, {64, 32}},
+                                   {"layers.0.mlp.weight", DType::kF32, {64, 32}},
+                                   {"layers.1.mlp.weight", DType::kF32, {16, 32}},
+                                   {"layers.1.bias", DType::kF32, {64}},
+                                   {"layers.1.norm.weight", DType::kF32, {32, 64}}};
+  std::vector<std::string> base, ft;
+  for (size_t i = 0; i < specs.size(); ++i) {
+    const size_t count =
+        specs[i].shape.size() == 2 ? specs[i].shape[0] * specs[i].shape[1] : specs[i].shape[0];
+    std::vector<float> b = random(count, 0.05f), f = b;
+    if (i == 0) {  // rank 2 plus a little noise
+      const size_t cols = specs[i].shape[1];
+      std::vector<float> u = random(specs[i].shape[0] * 2, 1.0f), v = random(2 * cols, 1.0f),
+                         e = random(count, 0.0005f);
+      for (size_t j = 0; j < count; ++j)
+        f[j] += 0.003f * (u[j / cols * 2] * v[j % cols] + u[j / cols * 2 + 1] * v[cols + j % cols]) + e[j];
+    } else if (i == 1) {  // dense noise, larger
+      std::vector<float> d = random(count, 0.004f);
+      for (size_t j = 0; j < count; ++j) f[j] += d[j];
+    } else if (i == 2) {  // small
+      std::vector<float> d = random(count, 0.0005f);
+      for (size_t j = 0; j < count; ++j) f[j] += d[j];
+    } else if (i == 3) {
+      for (float& x : f) x += 0.01f;
+    }
+    base.push_back(F32Bytes(b));
+    ft.push_back(F32Bytes(f));
+  }
+  EXPECT_TRUE(WriteSafetensorsFile(c.base.string(), specs, base).ok());
+  EXPECT_TRUE(WriteSafetensorsFile(c.ft.string(), specs, ft).ok());
+  c.lossy_names = {"layers.0.attn.weight", "layers.0.mlp.weight"};
+  return c;
+}
+
+struct LossyIngest {
+  json quality;
+  IngestStats stats;
+  std::vector<IngestProgress> progress;
+};
+
+LossyIngest IngestLossy(const Checkpoints& c, const json& policy_json) {
+  LossyIngest out;
+  std::shared_ptr<ChunkStore> store = NewMemoryChunkStore();
+  IngestStats base_stats;
+  auto base = IngestFiles(store.get(), {{c.base.string(), "model.safetensors"}}, nullptr, {}, &base_stats);
+  EXPECT_TRUE(base.ok()) << base.status().ToString();
+  if (!base.ok()) return out;
+  auto policy = ParseLossyPolicy(policy_json);
+  EXPECT_TRUE(policy.ok()) << policy.status().ToString();
+  if (!policy.ok()) return out;
+  policy->min_elements = 1024;
+  LossyHooks hooks = MakeLossyHooks(*policy, nullptr);
+  IngestOptions options;
+  options.lossy = hooks.encode;
+  options.lossy_planner = hooks.planner;
+  VersionReader reader(store.get(), *base,
+                       [](const Digest&) -> StatusOr<Manifest> { return NotFound("none"); });
+  auto m = IngestFiles(store.get(), {{c.ft.string(), "model.safetensors"}}, &reader, options, &out.stats,
+                       [&](const IngestProgress& p) { out.progress.push_back(p); });
+  EXPECT_TRUE(m.ok()) << m.status().ToString();
+  if (!m.ok()) return out;
+  out.quality = QualityReport(*policy, out.stats, *m);
+  return out;
+}
+
+TEST(LossyIngestTest, AllocationPlansFirstAndKeepsTheVersionWithinItsRatio) {
+  Checkpoints c = MakeCheckpoints("alloc");
+  const double target = 32;
+  LossyIngest r = IngestLossy(c, {{"mode", "lossy"}, {"ratio", target}});
+  ASSERT_TRUE(r.quality.is_object());
+  EXPECT_TRUE(r.quality["policy"]["allocate"].get<bool>());
+  ASSERT_EQ(r.quality["tensors"].size(), c.lossy_names.size()) << r.quality.dump(1);
+
+  // Planning is reported first, for every tensor of the file, then encoding.
+  ASSERT_FALSE(r.progress.empty());
+  EXPECT_EQ(r.progress.front().phase, "planning");
+  EXPECT_EQ(r.progress.back().phase, "encoding");
+  size_t planning = 0;
+  bool encoding_seen = false;
+  for (const IngestProgress& p : r.progress) {
+    if (p.phase == "planning") {
+      EXPECT_FALSE(encoding_seen) << "planning reported after encoding began";
+      ++planning;
+    } else {
+      EXPECT_EQ(p.phase, "encoding");
+      encoding_seen = true;
+    }
+    EXPECT_EQ(p.tensors_total, 5u);
+  }
+  EXPECT_EQ(planning, 5u);
+  EXPECT_EQ(r.progress.back().tensors_done, 5u);
+
+  // Each tensor's share is one of the probed multipliers of the even share; the version's lossy bytes
+  // stay within the target (allowing the tensors that could not reach their share).
+  const std::set<double> multipliers = {0.25, 0.5, 0.71, 1.0, 1.41, 2.0, 4.0};
+  double stored = 0, delta = 0, over = 0;
+  std::set<std::string> names;
+  for (const json& t : r.quality["tensors"]) {
+    names.insert(t["name"].get<std::string>());
+    ASSERT_TRUE(t.contains("target_ratio")) << t.dump();
+    const double ratio = t["target_ratio"].get<double>();
+    bool probed = false;
+    for (double m : multipliers) probed |= std::abs(ratio - target / m) < 1e-9;
+    EXPECT_TRUE(probed) << t.dump();
+    EXPECT_GE(t["rank"].get<int>(), 0) << t.dump();
+    EXPECT_TRUE(t["scale"] == "tensor" || t["scale"] == "row") << t.dump();
+    const double bytes = t["stored_bytes"].get<double>(), d = t["delta_bytes"].get<double>();
+    stored += bytes;
+    delta += d;
+    if (!t["within_budget"].get<bool>()) over += std::max(0.0, bytes - d / ratio);
+  }
+  EXPECT_EQ(names, c.lossy_names);
+  EXPECT_LE(stored, delta / target + over) << r.quality.dump(1);
+  EXPECT_NEAR(r.quality["lossy_ratio"].get<double>(), delta / stored, 1e-9);
+  // The low-rank tensor gets a low-rank term at its share.
+  for (const json& t : r.quality["tensors"]) {
+    if (t["name"] == "layers.0.attn.weight") {
+      EXPECT_GT(t["rank"].get<int>(), 0) << t.dump();
+    }
+  }
+  fs::remove_all(c.dir);
+}
+
+// Ratios up to 4096 are valid policies; the planner's probes above the target's multiple must stay within
+// the compressor's range (1..4096) instead of failing the ingest.
+TEST(LossyIngestTest, AllocationNearTheLargestRatioStaysInRange) {
+  Checkpoints c = MakeCheckpoints("maxratio");
+  LossyIngest r = IngestLossy(c, {{"mode", "lossy"}, {"ratio", 2048}});
+  ASSERT_TRUE(r.quality.is_object());
+  ASSERT_EQ(r.quality["tensors"].size(), c.lossy_names.size());
+  for (const json& t : r.quality["tensors"]) {
+    EXPECT_LE(t["target_ratio"].get<double>(), 4096.0) << t.dump();
+    EXPECT_GE(t["target_ratio"].get<double>(), 512.0) << t.dump();
+  }
+  fs::remove_all(c.dir);
+}
+
+TEST(LossyIngestTest, WithoutAllocationEveryTensorGetsTheTargetAndNoPlanning) {
+  Checkpoints c = MakeCheckpoints("noalloc");
+  LossyIngest r = IngestLossy(c, {{"mode", "lossy"}, {"ratio", 16}, {"allocate", false}});
+  ASSERT_TRUE(r.quality.is_object());
+  EXPECT_FALSE(r.quality["policy"]["allocate"].get<bool>());
+  ASSERT_EQ(r.quality["tensors"].size(), c.lossy_names.size());
+  for (const json& t : r.quality["tensors"]) EXPECT_EQ(t["target_ratio"].get<double>(), 16.0) << t.dump();
+  for (const IngestProgress& p : r.progress) EXPECT_EQ(p.phase, "encoding");
+  EXPECT_EQ(r.progress.size(), 5u);
+  fs::remove_all(c.dir);
+}
+
+}  // namespace
+}  // namespace deltastore
