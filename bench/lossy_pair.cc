@@ -74,9 +74,10 @@ int main(int argc, char** argv) {
         }
         if (per_tensor) {
           const auto& q = r->report;
-          std::printf("  %-28s %s rank %d bits %d g %d k %d %s %6.1fx w_err %.3f out_err %.3f\n", t.name.c_str(),
-                      q.estimator.c_str(), q.rank, q.bits, q.group, q.keep, q.shared_scale ? "shared" : "rows",
-                      double(q.delta_bytes) / q.stored_bytes, q.weight_error, q.output_error);
+          std::printf("  %-28s %s rank %d bits %d g %d k %d %s %6.1fx w_err %.3f out_err %.3f\n",
+                      t.name.c_str(), q.estimator.c_str(), q.rank, q.bits, q.group, q.keep,
+                      q.shared_scale ? "shared" : "rows", double(q.delta_bytes) / q.stored_bytes,
+                      q.weight_error, q.output_error);
         }
         // Weight the per-tensor relative errors back into absolute squared errors.
         double dn2 = 0;

@@ -2,7 +2,8 @@
 //
 // A lossy tensor reconstructs as  W = (1 + lambda) * W_base + mu * (S + L),  where S is a sparse,
 // quantized estimate of the residual delta described by a mask (which elements are kept) and values (what
-// they hold), and L = A * B an optional low-rank term with quantized factors (format version 2). Every method, ours and the baselines, is a combination of one mask kind and one value kind:
+// they hold), and L = A * B an optional low-rank term with quantized factors (format version 2). Every
+// method, ours and the baselines, is a combination of one mask kind and one value kind:
 //   DeltaDQ-style: group k-of-g mask (seeded) + b-bit per-row quantization split into planes
 //   DARE: Bernoulli mask (seeded) + fp16 values;  random-4bit: Bernoulli + 4-bit quantization
 //   BitDelta: dense mask + sign bits with one scale;  top-k: stored positions + 8-bit quantization
@@ -42,9 +43,9 @@ struct LossyParams {
   uint16_t keep = 0;    // kGroupK: kept per full group k
   float keep_prob = 1;  // kBernoulli
   ValueKind values = ValueKind::kQuant;
-  uint8_t bits = 4;      // kQuant: code width (1..8)
-  uint8_t planes = 1;    // kQuant: the codes are stored as this many bit planes, high bits first
-  float sign_scale = 0;  // kSign
+  uint8_t bits = 4;           // kQuant: code width (1..8)
+  uint8_t planes = 1;         // kQuant: the codes are stored as this many bit planes, high bits first
+  float sign_scale = 0;       // kSign
   bool shared_scale = false;  // kQuant: one scale and zero for the whole tensor instead of one per row
   uint16_t rank = 0;          // rank of the low-rank term L (0: none)
   uint8_t factor_bits = 0;    // L's factors: signed codes in [-(2^(bits-1) - 1), 2^(bits-1) - 1]

@@ -29,7 +29,8 @@ bool SameTensor(const LossyTensor& a, const LossyTensor& b) {
          bits(p.sign_scale) == bits(q.sign_scale) && a.positions == b.positions && a.codes == b.codes &&
          a.row_scale.size() == b.row_scale.size() && a.row_zero.size() == b.row_zero.size() &&
          p.shared_scale == q.shared_scale && p.rank == q.rank && p.factor_bits == q.factor_bits &&
-         a.a_codes == b.a_codes && a.b_codes == b.b_codes && a.factor_scale_a.size() == b.factor_scale_a.size();
+         a.a_codes == b.a_codes && a.b_codes == b.b_codes &&
+         a.factor_scale_a.size() == b.factor_scale_a.size();
 }
 
 }  // namespace

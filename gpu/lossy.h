@@ -60,6 +60,9 @@ struct LossyOptions {
   // unbiased dropout noise along with the signal), against 100.7% / 85.8% with mu = 1.
   bool fit_mu = false;
   int eval_samples = 64;  // random inputs (at least; more for tensors with few rows)
+  // A cheaper search for the rate allocation's probes: deltadq stops after the scale mode and rank,
+  // chosen on its reference setting (2 bits, groups of 64), without the bits x group grid.
+  bool quick = false;
 };
 
 struct LossyTensorReport {

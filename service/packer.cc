@@ -471,7 +471,8 @@ Status ProbeLossy(const std::vector<IngestFile>& files, VersionReader* base, con
         base_bytes.resize(t.size());
         DS_RETURN_IF_ERROR(base->ReadTensor(*bt, 0, t.size(), base_bytes.data()));
         if (ft_bytes != base_bytes) {
-          DS_RETURN_IF_ERROR(options.lossy_planner.probe(t, base_bytes, ft_bytes, stream++).Annotate(f.path + ": tensor " + t.name));
+          DS_RETURN_IF_ERROR(options.lossy_planner.probe(t, base_bytes, ft_bytes, stream++)
+                                 .Annotate(f.path + ": tensor " + t.name));
         }
       }
       p.tensors_done++;

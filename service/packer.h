@@ -158,8 +158,8 @@ using LossyHook = std::function<StatusOr<std::optional<LossyOutcome>>(
 // hook will be offered (a base tensor of the same layout, other bytes), with the same arguments, before
 // any is encoded; then `plan` runs once.
 struct LossyPlanner {
-  std::function<Status(const TensorInfo& tensor, const std::string& base_bytes, const std::string& finetune_bytes,
-                       uint32_t stream)>
+  std::function<Status(const TensorInfo& tensor, const std::string& base_bytes,
+                       const std::string& finetune_bytes, uint32_t stream)>
       probe;
   std::function<Status()> plan;
 };
