@@ -288,7 +288,8 @@ LossyHooks MakeLossyHooks(const LossyPolicy& policy, std::shared_ptr<Calibration
       // The final search fills the tensor's share (it may choose other bits and groups than the quick
       // probe), so a point costs its share, or the probe's bytes where even they exceed it.
       const auto share = static_cast<uint64_t>(std::ceil(static_cast<double>(t.size()) * m / target));
-      curve.push_back({m, std::max(share, q.stored_bytes), std::pow(q.output_error * q.delta_output_norm, 2)});
+      curve.push_back(
+          {m, std::max(share, q.stored_bytes), std::pow(q.output_error * q.delta_output_norm, 2)});
     }
     if (curve.empty()) return OkStatus();
     planned->budget += static_cast<double>(t.size()) / target;
