@@ -157,6 +157,7 @@ struct Work {
   mutable MaskCache masks;
   float lambda = 0;
   double budget_bytes = 0;
+  double bits_per_weight = 0;  // of the budget
   const LossyOptions* opt;
 };
 
@@ -201,20 +202,23 @@ LossyParams BaseParams(const Work& w) {
   return p;
 }
 
+// Puts the low-rank term `lr` into `t`.
+void SetLowRank(LossyTensor* t, const LowRank& lr) {
+  t->p.rank = static_cast<uint16_t>(lr.rank);
+  t->p.factor_bits = static_cast<uint8_t>(lr.bits);
+  t->factor_scale_a = lr.scale_a;
+  t->factor_scale_b = lr.scale_b;
+  t->a_codes = lr.a;
+  t->b_codes = lr.b;
+}
+
 // Builds a candidate for mask/value parameters `p` from the residual, less the low-rank term if any.
 Candidate Build(const Work& w, LossyParams p, const std::vector<uint32_t>& positions = {},
                 const LowRank* lr = nullptr) {
   Candidate c;
   c.t.p = p;
   c.t.positions = positions;
-  if (lr && lr->rank > 0) {
-    c.t.p.rank = static_cast<uint16_t>(lr->rank);
-    c.t.p.factor_bits = static_cast<uint8_t>(lr->bits);
-    c.t.factor_scale_a = lr->scale_a;
-    c.t.factor_scale_b = lr->scale_b;
-    c.t.a_codes = lr->a;
-    c.t.b_codes = lr->b;
-  }
+  if (lr && lr->rank > 0) SetLowRank(&c.t, *lr);
   const bool low_rank = c.t.p.rank > 0;
   auto flat = (low_rank ? lr->Res : w.R).flatten();
   torch::Tensor SX;  // the sparse part S @ inputs
@@ -245,8 +249,7 @@ Candidate Build(const Work& w, LossyParams p, const std::vector<uint32_t>& posit
       const uint16_t* bits = reinterpret_cast<const uint16_t*>(hc.data_ptr<at::Half>());
       c.t.codes.assign(bits, bits + hc.numel());
     } else {
-      const double bits_per_weight = 8.0 * w.budget_bytes / (static_cast<double>(w.rows) * w.cols);
-      deq = Quantize(&c.t, values, rows, bits_per_weight < 0.5);
+      deq = Quantize(&c.t, values, rows, w.bits_per_weight < 0.5);
     }
     // Kept elements come in row-major order, so they form a CSR matrix as they are.
     auto opts = torch::TensorOptions().dtype(torch::kInt64).device(flat.device());
@@ -365,11 +368,7 @@ LowRank MakeLowRank(const Work& w, int rank, int bits) {
   LossyTensor t;
   t.p.rows = w.rows;
   t.p.cols = w.cols;
-  t.p.rank = static_cast<uint16_t>(rank);
-  t.factor_scale_a = lr.scale_a;
-  t.factor_scale_b = lr.scale_b;
-  t.a_codes = lr.a;
-  t.b_codes = lr.b;
+  SetLowRank(&t, lr);
   lr.L = LowRankEstimate(t);
   lr.Res = w.R - lr.L;
   lr.LX = lr.L.matmul(w.X);
@@ -433,11 +432,10 @@ std::optional<Candidate> RunMethod(const Work& w) {
       // zeroes most of the delta: a biased estimate that costs task accuracy (measured on the
       // self-trained MLP pair at 32x: 59% of the gain kept, against 98% for unbiased dropout). There
       // the unbiased group dropout of DeltaDQ is used, its parameters chosen by output error.
-      const double bits_per_weight = 8.0 * w.budget_bytes / (static_cast<double>(w.rows) * w.cols);
-      if (automatic && bits_per_weight >= 2.0) best = Ecsq(w);
+      if (automatic && w.bits_per_weight >= 2.0) best = Ecsq(w);
       // From 3 bits per weight the dense quantizer is far ahead (faceres f32 at 8x: weight error 0.061
       // against 0.4 for the best dropout), so the dropout search is skipped there.
-      if (automatic && bits_per_weight >= 3.0 && best) return best;
+      if (automatic && w.bits_per_weight >= 3.0 && best) return best;
       // Group k-of-g dropout with b-bit values, k the largest that fits (or the caller's), of R - L.
       auto dropout = [&](int b, int g, bool shared, const LowRank* lr) -> std::optional<Candidate> {
         int gg = std::min<int>(g, static_cast<int>(cols));
@@ -578,7 +576,7 @@ Status Validate(DType dtype, uint32_t rows, uint32_t cols, const LossyOptions& o
     return InvalidArgument("lossy compression applies to F32, F16 and BF16 tensors");
   }
   if (rows == 0 || cols == 0) return InvalidArgument("lossy compression needs a non-empty 2-D tensor");
-  if (!(o.target_ratio >= 1.0 && o.target_ratio <= 4096.0)) {
+  if (!(o.target_ratio >= kMinLossyRatio && o.target_ratio <= kMaxLossyRatio)) {
     return InvalidArgument("target ratio must be between 1 and 4096");
   }
   if (o.bits < 0 || o.bits > 8) return InvalidArgument("bits must be between 1 and 8");
@@ -651,6 +649,7 @@ StatusOr<LossyResult> CompressLossyTensor(DType dtype, const char* base, const c
     w.RX = w.R.matmul(w.X);
     const double dtype_bits = 8.0 * DTypeSize(dtype);
     w.budget_bytes = static_cast<double>(rows) * cols * dtype_bits / options.target_ratio / 8.0;
+    w.bits_per_weight = dtype_bits / options.target_ratio;
 
     std::optional<Candidate> best = RunMethod(w);
     if (!best) {

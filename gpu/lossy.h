@@ -42,6 +42,9 @@ inline std::optional<LossyMethod> ParseLossyMethod(std::string_view name) {
   return std::nullopt;
 }
 
+// The range of target ratios the compressor accepts.
+inline constexpr double kMinLossyRatio = 1.0, kMaxLossyRatio = 4096.0;
+
 struct LossyOptions {
   LossyMethod method = LossyMethod::kDeltaDQ;
   bool dbms = true;                      // base shift lambda (per tensor unless lambda_override is set)

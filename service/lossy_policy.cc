@@ -43,7 +43,8 @@ StatusOr<LossyPolicy> ParseLossyPolicy(const json& p) {
   if (p.contains("ratio")) {
     if (!p["ratio"].is_number()) return Bad("ratio must be a number");
     o.target_ratio = p["ratio"].get<double>();
-    if (!(o.target_ratio >= 1.0 && o.target_ratio <= 4096.0)) return Bad("ratio must be between 1 and 4096");
+    if (!(o.target_ratio >= kMinLossyRatio && o.target_ratio <= kMaxLossyRatio))
+      return Bad("ratio must be between 1 and 4096");
   }
   if (p.contains("method")) {
     if (!p["method"].is_string()) return Bad("method must be a string");
@@ -278,7 +279,7 @@ LossyHooks MakeLossyHooks(const LossyPolicy& policy, std::shared_ptr<Calibration
     if (!WantsLossy(policy, t)) return OkStatus();
     std::vector<RatePoint> curve;
     for (double m : kProbeMultipliers) {
-      if (target / m < 1.0 || target / m > 4096.0) continue;  // the compressor's range of ratios
+      if (target / m < kMinLossyRatio || target / m > kMaxLossyRatio) continue;
       auto r = Compress(policy, calibration.get(), t, base, ft, stream, target / m, nullptr, /*quick=*/true);
       if (!r.ok()) {
         if (r.status().reason() == "RATIO_UNREACHABLE") continue;
