@@ -34,36 +34,10 @@ StatusOr<std::string> Response::ReadAll() {
   return out;
 }
 
-int HttpStatusFor(StatusCode code) {
-  switch (code) {
-    case StatusCode::kOk: return 200;
-    case StatusCode::kInvalidArgument: return 400;
-    case StatusCode::kNotFound: return 404;
-    case StatusCode::kAlreadyExists: return 409;
-    case StatusCode::kFailedPrecondition: return 409;
-    case StatusCode::kOutOfRange: return 416;
-    case StatusCode::kResourceExhausted: return 429;
-    case StatusCode::kUnavailable: return 503;
-    case StatusCode::kUnimplemented: return 501;
-    case StatusCode::kUnauthenticated: return 401;
-    case StatusCode::kPermissionDenied: return 403;
-    case StatusCode::kCorruption:
-    case StatusCode::kDataLoss:
-    case StatusCode::kIOError:
-    case StatusCode::kInternal: return 500;
-  }
-  return 500;
-}
-
-Response Response::Error(int http_status, std::string_view code, std::string_view message) {
-  nlohmann::json doc = {{"errors", {{{"code", code}, {"message", message}}}}};
-  // Messages quote client input (paths, names), which need not be UTF-8: replace bad bytes, never throw.
-  return Json(http_status, doc.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
-}
-
 Response Response::Error(const Status& status) {
-  std::string_view code = status.reason().empty() ? StatusCodeName(status.code()) : status.reason();
-  Response r = Error(HttpStatusFor(status.code()), code, status.message());
+  nlohmann::json doc = {{"errors", {{{"code", status.wire_code()}, {"message", status.message()}}}}};
+  // Messages quote client input (paths, names), which need not be UTF-8: replace bad bytes, never throw.
+  Response r = Json(status.http_status(), doc.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
   if (r.status == 401)
     r.headers["www-authenticate"] = "Bearer realm=\"deltastore\", Basic realm=\"deltastore\"";
   return r;

@@ -47,12 +47,10 @@ struct Response {
   StatusOr<std::string> ReadAll();
 
   static Response Json(int status, const std::string& json_text);
-  // The error envelope {"errors":[{"code","message"}]}; the status follows from the Status code.
+  // The error envelope {"errors":[{"code","message"}]}; code and HTTP status are the reason's row of
+  // common/errors.h.
   static Response Error(const Status& status);
-  static Response Error(int http_status, std::string_view code, std::string_view message);
 };
-
-int HttpStatusFor(StatusCode code);
 
 // A streamed request body (uploads): pieces arrive in order, then Finish makes the response.
 class BodyConsumer {

@@ -71,7 +71,7 @@ bool MatchRoute(const std::vector<std::string>& pattern, const std::vector<std::
 // Handlers report expected failures as Status; anything thrown past them (a bug, an allocation
 // failure) becomes a 500 here instead of ending the connection without an answer.
 Response InternalError(const char* what) {
-  return Response::Error(500, "INTERNAL", std::string("internal error: ") + what);
+  return Response::Error(Internal(std::string("internal error: ") + what));
 }
 
 class GuardedConsumer : public BodyConsumer {
@@ -203,8 +203,8 @@ Router::Match Router::Find(Request& req) const {
 }
 
 Response Router::NoMatch(const Match& m, const Request& req) {
-  if (m.error_status != 405) return Response::Error(404, "NOT_FOUND", "no route for " + req.path);
-  Response r = Response::Error(405, "METHOD_NOT_ALLOWED", req.method + " not allowed on " + req.path);
+  if (m.error_status != 405) return Response::Error(NotFound("no route for " + req.path));
+  Response r = Response::Error(MethodNotAllowed(req.method + " not allowed on " + req.path));
   r.headers["allow"] = m.allow;
   return r;
 }

@@ -80,14 +80,14 @@ class UploadBody : public BodyConsumer {
   Status Write(std::string_view piece) override {
     received_ += piece.size();
     if (expected_ && received_ > *expected_) {
-      return Status(StatusCode::kInvalidArgument, "body is longer than its Content-Range", "RANGE_INVALID");
+      return ContentRangeMismatch("body is longer than its Content-Range");
     }
     return writer_->Write(piece);
   }
   Response Finish() override {
     if (expected_ && received_ != *expected_) {
       (void)writer_->Commit();
-      return Response::Error(400, "RANGE_INVALID", "body length differs from its Content-Range");
+      return Response::Error(ContentRangeMismatch("body length differs from its Content-Range"));
     }
     auto u = writer_->Commit();
     Response r = u.ok() ? finish_(*u) : Response::Error(u.status());
@@ -126,20 +126,25 @@ class NoBody : public BodyConsumer {
   Response r_;
 };
 
-// Answers with a prepared response after reading (and dropping) a small body, so the client sees the
-// answer rather than a reset; a large body aborts and the connection closes.
+// Answers with a refusal after reading (and dropping) a small body, so the client sees the answer
+// rather than a reset; a larger body aborts with the same refusal and the connection closes.
 class Discard : public BodyConsumer {
  public:
-  explicit Discard(Response r) : r_(std::move(r)) {}
+  Discard(Status refusal, Headers headers) : refusal_(std::move(refusal)), headers_(std::move(headers)) {}
   Status Write(std::string_view piece) override {
     seen_ += piece.size();
-    if (seen_ > (1u << 20)) return Status(StatusCode::kInvalidArgument, r_.body, "REQUEST_REFUSED");
+    if (seen_ > (1u << 20)) return refusal_;
     return OkStatus();
   }
-  Response Finish() override { return r_; }
+  Response Finish() override {
+    Response r = Response::Error(refusal_);
+    for (auto& [k, v] : headers_) r.headers[k] = v;
+    return r;
+  }
 
  private:
-  Response r_;
+  Status refusal_;
+  Headers headers_;
   uint64_t seen_ = 0;
 };
 
@@ -201,7 +206,7 @@ Response DownloadFile(Registry* reg, Request& req) {
   if (!v.ok()) return Response::Error(v.status());
   const FileEntry* file = v->reader->manifest().FindFile(req.params[2]);
   if (file == nullptr) {
-    return Response::Error(404, "FILE_UNKNOWN", "version has no file " + req.params[2]);
+    return Response::Error(FileUnknown("version has no file " + req.params[2]));
   }
   std::string etag = "\"" + file->sha256.ToString() + "\"";
   Response r;
@@ -217,8 +222,8 @@ Response DownloadFile(Registry* reg, Request& req) {
   bool unsatisfiable = false;
   auto range = ParseRange(req.Header("range"), file->size, &unsatisfiable);
   if (unsatisfiable) {
-    Response e = Response::Error(416, "RANGE_NOT_SATISFIABLE",
-                                 "range outside of the file's " + std::to_string(file->size) + " bytes");
+    Response e = Response::Error(
+        RangeNotSatisfiable("range outside of the file's " + std::to_string(file->size) + " bytes"));
     e.headers["content-range"] = "bytes */" + std::to_string(file->size);
     return e;
   }
@@ -322,7 +327,7 @@ std::shared_ptr<Router> BuildRouter(Registry* reg, ApiInfo info, AuthOptions aut
   r->Add(
       "GET", "/readyz",
       [info, reg](Request&) {
-        if (reg == nullptr) return Response::Error(503, "UNAVAILABLE", "registry is not open");
+        if (reg == nullptr) return Response::Error(Unavailable("registry is not open"));
         // The compute backend is loaded by the first lossy job; report its device once it is.
         std::string device = info.compute_device;
         if (GpuApiLoaded()) {
@@ -353,28 +358,26 @@ std::shared_ptr<Router> BuildRouter(Registry* reg, ApiInfo info, AuthOptions aut
         if (!cr.empty()) {
           uint64_t a = 0, b = 0;
           if (!ParseContentRange(cr, &a, &b)) {
-            return Status(StatusCode::kInvalidArgument, "malformed Content-Range '" + cr + "'",
-                          "RANGE_INVALID");
+            return BadRequest("malformed Content-Range '" + cr + "'");
           }
           start = a;
           len = b - a + 1;
         }
         auto writer = reg->AppendUpload(req.params[0], start);
         if (!writer.ok()) {
-          Response e = Response::Error(writer.status());
+          Headers headers;
           if (auto u = reg->GetUpload(req.params[0]); u.ok()) {
-            e.headers["upload-offset"] = std::to_string((*u)["offset"].get<uint64_t>());
-            e.headers["location"] = "/v1/uploads/" + req.params[0];
+            headers["upload-offset"] = std::to_string((*u)["offset"].get<uint64_t>());
+            headers["location"] = "/v1/uploads/" + req.params[0];
           }
-          return std::unique_ptr<BodyConsumer>(new Discard(std::move(e)));
+          return std::unique_ptr<BodyConsumer>(new Discard(writer.status(), std::move(headers)));
         }
         return std::unique_ptr<BodyConsumer>(
             new UploadBody(std::move(*writer), len, [](const json& u) { return UploadReply(202, u); }));
       });
   r->AddStreaming("PUT", "/v1/uploads/{id}", [reg](Request& req) -> StatusOr<std::unique_ptr<BodyConsumer>> {
     std::string id = req.params[0], digest = req.Query("digest");
-    if (digest.empty())
-      return Status(StatusCode::kInvalidArgument, "PUT needs ?digest=sha256:<hex>", "DIGEST_INVALID");
+    if (digest.empty()) return DigestInvalid("PUT needs ?digest=sha256:<hex>");
     auto seal = [reg, id, digest](const json&) { return UploadReply(201, reg->SealUpload(id, digest)); };
     std::string cl = req.Header("content-length");
     if (cl.empty() || cl == "0") {
@@ -396,7 +399,7 @@ std::shared_ptr<Router> BuildRouter(Registry* reg, ApiInfo info, AuthOptions aut
   // Versions and jobs.
   r->Add("POST", "/v1/models/{model}/versions", [reg](Request& req) {
     json body = json::parse(req.body, nullptr, false);
-    if (body.is_discarded()) return Response::Error(400, "BODY_INVALID", "body is not valid JSON");
+    if (body.is_discarded()) return Response::Error(BodyInvalid("body is not valid JSON"));
     auto job = reg->CreateVersion(req.params[0], body);
     if (!job.ok()) return Response::Error(job.status());
     Response resp = JsonOk(202, json{{"job", *job}});
@@ -468,7 +471,7 @@ std::shared_ptr<Router> BuildRouter(Registry* reg, ApiInfo info, AuthOptions aut
     json body = json::parse(req.body, nullptr, false);
     if (body.is_discarded() || !body.is_object() || !body.contains("version") ||
         !body["version"].is_string()) {
-      return Response::Error(400, "BODY_INVALID", "body must be {\"version\": \"sha256:...\"}");
+      return Response::Error(BodyInvalid("body must be {\"version\": \"sha256:...\"}"));
     }
     Status s = reg->SetTag(req.params[0], req.params[1], body["version"]);
     if (!s.ok()) return Response::Error(s);
@@ -499,11 +502,11 @@ std::shared_ptr<Router> BuildRouter(Registry* reg, ApiInfo info, AuthOptions aut
         json body = json::parse(req.body, nullptr, false);
         if (body.is_discarded() || !body.is_object() || !body["scope"].is_string() ||
             (body.contains("name") && !body["name"].is_string())) {
-          return Response::Error(400, "BAD_REQUEST",
-                                 "body must be {\"name\": \"...\", \"scope\": \"read|write|admin\"}");
+          return Response::Error(
+              BodyInvalid("body must be {\"name\": \"...\", \"scope\": \"read|write|admin\"}"));
         }
         auto scope = ParseScope(body["scope"].get<std::string>());
-        if (!scope) return Response::Error(400, "BAD_REQUEST", "scope must be read, write or admin");
+        if (!scope) return Response::Error(BodyInvalid("scope must be read, write or admin"));
         return Reply(reg->tokens().Create(body.value("name", ""), *scope), 201);
       },
       Scope::kAdmin);

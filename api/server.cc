@@ -193,7 +193,7 @@ struct Server::Impl {
       Response resp;
       bool body_done = parser.is_done();
       if (!ParseTarget(req.target, &req.path, &req.query)) {
-        resp = Response::Error(400, "BAD_REQUEST", "malformed request target");
+        resp = Response::Error(BadRequest("malformed request target"));
       } else {
         Router::Match match = router->Find(req);
         if (match.pattern) record.route = *match.pattern;
@@ -217,15 +217,14 @@ struct Server::Impl {
               if (got > 0)
                 s = (*consumer)->Write(std::string_view(piece.data(), got));  // even from a failed read
               if (rec) {
-                s = IOError("connection lost during the body: " + rec.message());
+                s = ConnectionLost("connection lost during the body: " + rec.message());
                 break;
               }
             }
             body_done = parser.is_done();
             if (!body_done) {
               (*consumer)->Abort();
-              if (!s.ok() && s.code() == StatusCode::kIOError && s.message().rfind("connection lost", 0) == 0)
-                break;
+              if (s.reason() == Reason::kConnectionLost) break;
               resp = Response::Error(s);
             } else {
               resp = (*consumer)->Finish();
@@ -241,20 +240,20 @@ struct Server::Impl {
                 co_await http::async_read(stream, buffer, parser, asio::as_tuple(asio::use_awaitable));
             if (rec == http::error::need_buffer) rec = {};
             if (rec) {
-              s = IOError(rec.message());
+              s = ConnectionLost(rec.message());
               break;
             }
             req.body.append(piece.data(), piece.size() - parser.get().body().size);
             if (req.body.size() > options.max_small_body) {
-              s = ResourceExhausted("request body larger than " + std::to_string(options.max_small_body) +
-                                    " bytes");
+              s = PayloadTooLarge("request body larger than " + std::to_string(options.max_small_body) +
+                                  " bytes");
               break;
             }
           }
           record.bytes_in = req.body.size();
-          if (s.code() == StatusCode::kIOError) break;
+          if (s.reason() == Reason::kConnectionLost) break;
           body_done = parser.is_done();
-          resp = s.ok() ? (*match.handler)(req) : Response::Error(413, "PAYLOAD_TOO_LARGE", s.message());
+          resp = s.ok() ? (*match.handler)(req) : Response::Error(s);
         }
       }
       if (!body_done) keep_alive = false;  // unread body bytes would be taken for the next request

@@ -9,6 +9,7 @@
 #include <cstring>
 #include <fstream>
 #include <set>
+#include <unordered_set>
 
 #include <nlohmann/json.hpp>
 
@@ -30,7 +31,7 @@ std::string StoreLE64(uint64_t v) {
 }
 
 Status Bad(const std::string& what) {
-  return InvalidArgument("safetensors: " + what);
+  return SafetensorsInvalid("safetensors: " + what);
 }
 
 StatusOr<uint64_t> ParseUnsigned(const json& v, const std::string& what) {
@@ -83,13 +84,73 @@ StatusOr<TensorInfo> ParseTensor(const std::string& name, const json& entry, uin
   return t;
 }
 
+// Counts and de-duplicates the keys of the top-level object without building it.
+class TopLevelKeys : public nlohmann::json_sax<json> {
+ public:
+  bool null() override { return true; }
+  bool boolean(bool) override { return true; }
+  bool number_integer(number_integer_t) override { return true; }
+  bool number_unsigned(number_unsigned_t) override { return true; }
+  bool number_float(number_float_t, const string_t&) override { return true; }
+  bool string(string_t&) override { return true; }
+  bool binary(binary_t&) override { return true; }
+  bool start_object(std::size_t) override {
+    ++depth_;
+    return true;
+  }
+  bool end_object() override {
+    --depth_;
+    return true;
+  }
+  bool start_array(std::size_t) override {
+    ++depth_;
+    return true;
+  }
+  bool end_array() override {
+    --depth_;
+    return true;
+  }
+  bool key(string_t& k) override {
+    if (depth_ != 1) return true;
+    if (!keys_.insert(k).second) {
+      error_ = Bad("header has a duplicate key");
+      return false;
+    }
+    if (keys_.size() > kMaxSafetensorsTensors + 1) {  // + 1: __metadata__
+      error_ = TooManyTensors("safetensors: header has more than " + std::to_string(kMaxSafetensorsTensors) +
+                              " tensors (the limit of one file; split the checkpoint into shards)");
+      return false;
+    }
+    return true;
+  }
+  bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception&) override {
+    error_ = Bad("header is not valid UTF-8 JSON");
+    return false;
+  }
+  const Status& error() const { return error_; }
+
+ private:
+  int depth_ = 0;
+  std::unordered_set<std::string> keys_;
+  Status error_;
+};
+
+Status ScanTopLevelKeys(std::string_view text) {
+  TopLevelKeys sax;
+  bool ok = json::sax_parse(text.begin(), text.end(), &sax, nlohmann::detail::input_format_t::json,
+                            /*strict=*/true);
+  if (!sax.error().ok()) return sax.error();
+  if (!ok) return Bad("header is not valid UTF-8 JSON");
+  return OkStatus();
+}
+
 }  // namespace
 
 const TensorInfo* SafetensorsHeader::Find(std::string_view name) const {
-  for (const auto& t : tensors) {
-    if (t.name == name) return &t;
-  }
-  return nullptr;
+  auto it = std::lower_bound(by_name.begin(), by_name.end(), name,
+                             [&](uint32_t i, std::string_view n) { return tensors[i].name < n; });
+  if (it == by_name.end() || tensors[*it].name != name) return nullptr;
+  return &tensors[*it];
 }
 
 StatusOr<uint64_t> ParseSafetensorsHeaderLength(std::string_view first8, uint64_t file_size) {
@@ -110,18 +171,12 @@ StatusOr<SafetensorsHeader> ParseSafetensorsHeader(std::string header_bytes, uin
   std::string_view text(header_bytes.data() + 8, n);
   if (text.front() != '{') return Bad("header must start with '{'");
 
-  // Reject duplicate top-level keys (nlohmann would silently keep the last one).
-  std::set<std::string> keys;
-  bool duplicate = false;
-  auto cb = [&](int depth, json::parse_event_t event, json& parsed) {
-    if (depth == 1 && event == json::parse_event_t::key) {
-      if (!keys.insert(parsed.get<std::string>()).second) duplicate = true;
-    }
-    return true;
-  };
-  json doc = json::parse(text.begin(), text.end(), cb, /*allow_exceptions=*/false);
+  // One linear SAX pass first: counts the tensors (bounded before any DOM is built) and rejects
+  // duplicate top-level keys, which the DOM parser would silently merge. (nlohmann's callback parser,
+  // used here before, scans the parent object at the end of every child: quadratic in the tensors.)
+  DS_RETURN_IF_ERROR(ScanTopLevelKeys(text));
+  json doc = json::parse(text.begin(), text.end(), nullptr, /*allow_exceptions=*/false);
   if (doc.is_discarded()) return Bad("header is not valid UTF-8 JSON");
-  if (duplicate) return Bad("header has a duplicate key");
   if (!doc.is_object()) return Bad("header is not a JSON object");
 
   SafetensorsHeader h;
@@ -151,24 +206,28 @@ StatusOr<SafetensorsHeader> ParseSafetensorsHeader(std::string header_bytes, uin
     return Bad("tensors cover " + std::to_string(cursor) + " bytes but the data section has " +
                std::to_string(h.data_size));
   }
+  h.by_name.resize(h.tensors.size());
+  for (uint32_t i = 0; i < h.by_name.size(); ++i) h.by_name[i] = i;
+  std::sort(h.by_name.begin(), h.by_name.end(),
+            [&](uint32_t a, uint32_t b) { return h.tensors[a].name < h.tensors[b].name; });
   h.header_bytes = std::move(header_bytes);
   return h;
 }
 
 StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std::string& path) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return NotFound("cannot open " + path + ": " + std::strerror(errno));
+  if (fd < 0) return NotFound(std::string("cannot open the file: ") + std::strerror(errno));
   struct stat st {};
   if (::fstat(fd, &st) != 0) {
     ::close(fd);
-    return IOError("cannot stat " + path);
+    return IOError("cannot stat the file");
   }
   auto file_size = static_cast<uint64_t>(st.st_size);
   auto read_exact = [&](uint64_t off, uint64_t len, char* out) -> Status {
     while (len > 0) {
       ssize_t r = ::pread(fd, out, len, static_cast<off_t>(off));
       if (r < 0 && errno == EINTR) continue;
-      if (r <= 0) return IOError("short read in " + path);
+      if (r <= 0) return IOError("short read");
       out += r;
       off += r;
       len -= r;
@@ -180,7 +239,7 @@ StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std::stri
   StatusOr<uint64_t> n = s.ok() ? ParseSafetensorsHeaderLength(header, file_size) : StatusOr<uint64_t>(s);
   if (!n.ok()) {
     ::close(fd);
-    return n.status().Annotate(path);
+    return n.status();
   }
   header.resize(8 + *n);
   s = read_exact(8, *n, header.data() + 8);
@@ -191,7 +250,7 @@ StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std::stri
   auto parsed = ParseSafetensorsHeader(std::move(header), file_size);
   if (!parsed.ok()) {
     ::close(fd);
-    return parsed.status().Annotate(path);
+    return parsed.status();
   }
   return std::unique_ptr<SafetensorsFile>(new SafetensorsFile(path, fd, std::move(*parsed)));
 }
@@ -202,11 +261,11 @@ SafetensorsFile::~SafetensorsFile() {
 
 Status SafetensorsFile::ReadAt(uint64_t offset, uint64_t len, char* out) const {
   if (offset + len > header_.file_size() || offset + len < offset)
-    return OutOfRange("read past end of " + path_);
+    return OutOfRange("read past the end of the file");
   while (len > 0) {
     ssize_t r = ::pread(fd_, out, len, static_cast<off_t>(offset));
     if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) return IOError("short read in " + path_);
+    if (r <= 0) return IOError("short read");
     out += r;
     offset += r;
     len -= r;

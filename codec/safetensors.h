@@ -21,6 +21,9 @@ namespace deltastore {
 
 inline constexpr uint64_t kMaxSafetensorsHeaderSize = 100ull << 20;  // 100 MiB
 inline constexpr uint64_t kMaxTensorDims = 64;
+// Tensors in one file (docs/hardening.md): real shards hold up to tens of thousands; more is refused
+// (400 TOO_MANY_TENSORS) before the header is turned into objects.
+inline constexpr uint64_t kMaxSafetensorsTensors = 100000;
 
 struct TensorInfo {
   std::string name;
@@ -42,10 +45,11 @@ struct SafetensorsHeader {
   uint64_t data_size = 0;
   std::vector<TensorInfo> tensors;  // in data order (ascending offsets), which covers the data section
   std::map<std::string, std::string> metadata;
+  std::vector<uint32_t> by_name;  // indexes of `tensors` sorted by name (Find)
 
   uint64_t data_start() const { return header_bytes.size(); }
   uint64_t file_size() const { return data_start() + data_size; }
-  const TensorInfo* Find(std::string_view name) const;
+  const TensorInfo* Find(std::string_view name) const;  // O(log n)
 };
 
 // Reads the JSON length from the first 8 bytes and checks it against the limit and the file size.
@@ -55,7 +59,9 @@ StatusOr<uint64_t> ParseSafetensorsHeaderLength(std::string_view first8, uint64_
 // shapes, offsets inside the data section, contiguous, non-overlapping, sizes equal to numel * element size.
 StatusOr<SafetensorsHeader> ParseSafetensorsHeader(std::string header_bytes, uint64_t file_size);
 
-// A safetensors file on disk: header parsed at open, tensor bytes read on demand with pread.
+// A safetensors file on disk: header parsed at open, tensor bytes read on demand with pread. Error
+// messages never name the path (a server's spool path is not the client's business): callers annotate
+// them with the name their user knows.
 class SafetensorsFile {
  public:
   static StatusOr<std::unique_ptr<SafetensorsFile>> Open(const std::string& path);

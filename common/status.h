@@ -3,11 +3,14 @@
 #pragma once
 
 #include <cassert>
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
 #include <variant>
+
+#include "common/errors.h"
 
 namespace deltastore {
 
@@ -31,77 +34,63 @@ enum class StatusCode {
 
 std::string_view StatusCodeName(StatusCode code);
 
+// Every reason of common/errors.h, as an enum (kNone for ok).
+enum class Reason : uint8_t {
+  kNone = 0,
+#define DS_REASON_ENUM(factory, wire, code, http) k##factory,
+  DS_ERROR_REASONS(DS_REASON_ENUM)
+#undef DS_REASON_ENUM
+};
+
+// A reason's row of the table: its wire code, StatusCode and HTTP status.
+struct ReasonInfo {
+  std::string_view wire;
+  StatusCode code;
+  int http;
+};
+const ReasonInfo& Describe(Reason reason);
+// The generic reason of a StatusCode (the first rows of the table).
+Reason GenericReason(StatusCode code);
+
 class [[nodiscard]] Status {
  public:
   Status() = default;
-  Status(StatusCode code, std::string message) : code_(code), message_(std::move(message)) {}
-  Status(StatusCode code, std::string message, std::string reason)
-      : code_(code), message_(std::move(message)), reason_(std::move(reason)) {}
+  Status(Reason reason, std::string message) : reason_(reason), message_(std::move(message)) {}
+  // The generic reason of `code`.
+  Status(StatusCode code, std::string message) : Status(GenericReason(code), std::move(message)) {}
 
   static Status Ok() { return Status(); }
-  bool ok() const { return code_ == StatusCode::kOk; }
-  StatusCode code() const { return code_; }
+  bool ok() const { return reason_ == Reason::kNone; }
+  StatusCode code() const { return ok() ? StatusCode::kOk : Describe(reason_).code; }
+  Reason reason() const { return reason_; }
+  // The wire code clients see ("DIGEST_INVALID"); empty when ok.
+  std::string_view wire_code() const { return ok() ? std::string_view() : Describe(reason_).wire; }
+  // The HTTP status the reason answers with (200 when ok).
+  int http_status() const { return ok() ? 200 : Describe(reason_).http; }
   const std::string& message() const { return message_; }
-  // A machine-readable reason more specific than the code ("DIGEST_INVALID"); empty when none.
-  const std::string& reason() const { return reason_; }
   std::string ToString() const;
 
-  // Prefixes the message with context, keeping the code ("reading x: <message>").
+  // Prefixes the message with context, keeping the reason ("reading x: <message>").
   Status Annotate(std::string_view context) const;
 
   bool operator==(const Status& other) const = default;
 
  private:
-  StatusCode code_ = StatusCode::kOk;
+  Reason reason_ = Reason::kNone;
   std::string message_;
-  std::string reason_;
 };
 
 inline Status OkStatus() {
   return Status();
 }
-inline Status InvalidArgument(std::string m) {
-  return {StatusCode::kInvalidArgument, std::move(m)};
-}
-inline Status NotFound(std::string m) {
-  return {StatusCode::kNotFound, std::move(m)};
-}
-inline Status AlreadyExists(std::string m) {
-  return {StatusCode::kAlreadyExists, std::move(m)};
-}
-inline Status FailedPrecondition(std::string m) {
-  return {StatusCode::kFailedPrecondition, std::move(m)};
-}
-inline Status OutOfRange(std::string m) {
-  return {StatusCode::kOutOfRange, std::move(m)};
-}
-inline Status Corruption(std::string m) {
-  return {StatusCode::kCorruption, std::move(m)};
-}
-inline Status DataLoss(std::string m) {
-  return {StatusCode::kDataLoss, std::move(m)};
-}
-inline Status IOError(std::string m) {
-  return {StatusCode::kIOError, std::move(m)};
-}
-inline Status ResourceExhausted(std::string m) {
-  return {StatusCode::kResourceExhausted, std::move(m)};
-}
-inline Status Unavailable(std::string m) {
-  return {StatusCode::kUnavailable, std::move(m)};
-}
-inline Status Unimplemented(std::string m) {
-  return {StatusCode::kUnimplemented, std::move(m)};
-}
-inline Status Internal(std::string m) {
-  return {StatusCode::kInternal, std::move(m)};
-}
-inline Status Unauthenticated(std::string m) {
-  return {StatusCode::kUnauthenticated, std::move(m), "UNAUTHORIZED"};
-}
-inline Status PermissionDenied(std::string m) {
-  return {StatusCode::kPermissionDenied, std::move(m), "DENIED"};
-}
+
+// One named factory per reason: `NameInvalid("invalid model name 'x'")`.
+#define DS_REASON_FACTORY(factory, wire, code, http)       \
+  inline Status factory(std::string message) {             \
+    return Status(Reason::k##factory, std::move(message)); \
+  }
+DS_ERROR_REASONS(DS_REASON_FACTORY)
+#undef DS_REASON_FACTORY
 
 template <typename T>
 class [[nodiscard]] StatusOr {

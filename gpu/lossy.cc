@@ -620,8 +620,7 @@ StatusOr<LossyResult> CompressLossyTensor(DType dtype, const char* base, const c
     w.B = Load(dtype, base, rows, cols);
     auto F = Load(dtype, finetune, rows, cols);
     if (!torch::isfinite(F).all().item<bool>() || !torch::isfinite(w.B).all().item<bool>()) {
-      return Status(StatusCode::kInvalidArgument,
-                    "tensor holds NaN or Inf weights; lossy mode needs finite weights", "NONFINITE_WEIGHTS");
+      return NonfiniteWeights("tensor holds NaN or Inf weights; lossy mode needs finite weights");
     }
     w.D = F - w.B;
     if (options.dbms) {
@@ -653,11 +652,9 @@ StatusOr<LossyResult> CompressLossyTensor(DType dtype, const char* base, const c
 
     std::optional<Candidate> best = RunMethod(w);
     if (!best) {
-      return Status(StatusCode::kInvalidArgument,
-                    std::string(LossyMethodName(options.method)) + " cannot reach " +
-                        std::to_string(options.target_ratio) + "x on a " + std::to_string(rows) + "x" +
-                        std::to_string(cols) + " tensor",
-                    "RATIO_UNREACHABLE");
+      return RatioUnreachable(std::string(LossyMethodName(options.method)) + " cannot reach " +
+                              std::to_string(options.target_ratio) + "x on a " + std::to_string(rows) + "x" +
+                              std::to_string(cols) + " tensor");
     }
     // mu: 1 (unbiased) unless calibration statistics allow an output-space fit.
     if (calib_diag && options.fit_mu) {

@@ -39,11 +39,9 @@ StatusOr<uint32_t> CheckAndMigrate(MetaStore* meta, ChunkStore* chunks) {
     version = 1;
   }
   if (version > kSchemaVersion) {
-    return Status(StatusCode::kFailedPrecondition,
-                  "the data directory has schema version " + std::to_string(version) +
-                      ", written by a newer deltastored; this build knows versions up to " +
-                      std::to_string(kSchemaVersion) + ". Run the newer build, or restore a backup.",
-                  "SCHEMA_TOO_NEW");
+    return SchemaTooNew("the data directory has schema version " + std::to_string(version) +
+                        ", written by a newer deltastored; this build knows versions up to " +
+                        std::to_string(kSchemaVersion) + ". Run the newer build, or restore a backup.");
   }
   const uint32_t found = version;
   for (const auto& step : MigrationSteps()) {

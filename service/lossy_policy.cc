@@ -15,7 +15,7 @@ using json = nlohmann::json;
 namespace {
 
 Status Bad(const std::string& m) {
-  return Status(StatusCode::kInvalidArgument, "policy: " + m, "POLICY_INVALID");
+  return PolicyInvalid("policy: " + m);
 }
 
 StatusOr<int64_t> IntField(const json& p, const char* key, int64_t lo, int64_t hi, int64_t fallback) {
@@ -121,14 +121,11 @@ json LossyPolicyJson(const LossyPolicy& pol) {
 StatusOr<std::shared_ptr<Calibration>> Calibration::Open(const std::string& path) {
   auto c = std::make_shared<Calibration>();
   auto f = SafetensorsFile::Open(path);
-  if (!f.ok())
-    return Status(StatusCode::kInvalidArgument, "calibration: " + f.status().message(),
-                  "CALIBRATION_INVALID");
+  if (!f.ok()) return CalibrationInvalid("calibration: " + f.status().message());
   c->file_ = std::move(*f);
   for (const auto& t : c->file_->header().tensors) {
     if (t.dtype != DType::kF32 || t.shape.size() != 1) {
-      return Status(StatusCode::kInvalidArgument,
-                    "calibration tensor " + t.name + " must be a 1-D F32 vector", "CALIBRATION_INVALID");
+      return CalibrationInvalid("calibration tensor " + t.name + " must be a 1-D F32 vector");
     }
   }
   return c;
@@ -282,7 +279,7 @@ LossyHooks MakeLossyHooks(const LossyPolicy& policy, std::shared_ptr<Calibration
       if (target / m < kMinLossyRatio || target / m > kMaxLossyRatio) continue;
       auto r = Compress(policy, calibration.get(), t, base, ft, stream, target / m, nullptr, /*quick=*/true);
       if (!r.ok()) {
-        if (r.status().reason() == "RATIO_UNREACHABLE") continue;
+        if (r.status().reason() == Reason::kRatioUnreachable) continue;
         return r.status();
       }
       const LossyTensorReport& q = r->report;

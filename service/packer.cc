@@ -410,7 +410,9 @@ Status VersionReader::StreamFile(const FileEntry& file, uint64_t begin, uint64_t
 StatusOr<std::unique_ptr<FilesTensorSource>> FilesTensorSource::Open(const std::vector<std::string>& paths) {
   auto src = std::make_unique<FilesTensorSource>();
   for (const auto& path : paths) {
-    DS_ASSIGN_OR_RETURN(auto file, SafetensorsFile::Open(path));
+    auto opened = SafetensorsFile::Open(path);
+    if (!opened.ok()) return opened.status().Annotate(path);
+    auto file = std::move(*opened);
     Sha256 hash;
     std::string buf;
     const auto& h = file->header();

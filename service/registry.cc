@@ -194,9 +194,7 @@ StatusOr<json> Registry::CreateUpload() {
     return true;
   }));
   if (open >= options_.max_open_uploads) {
-    return Status(StatusCode::kResourceExhausted,
-                  "too many open uploads (" + std::to_string(open) + "); seal or delete some first",
-                  "TOO_MANY_UPLOADS");
+    return TooManyUploads("too many open uploads (" + std::to_string(open) + "); seal or delete some first");
   }
   json u = {{"id", NewId()}, {"offset", 0}, {"state", "open"}, {"created_at", NowIso()}};
   int fd = ::open(SpoolPath(u["id"]).c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
@@ -209,7 +207,7 @@ StatusOr<json> Registry::CreateUpload() {
 StatusOr<json> Registry::GetUpload(const std::string& id) {
   auto u = GetRecord(meta(), kUploads, id, "upload");
   if (!u.ok() && u.status().code() == StatusCode::kNotFound) {
-    return Status(StatusCode::kNotFound, "upload " + id + " not found", "BLOB_UPLOAD_UNKNOWN");
+    return UploadUnknown("upload " + id + " not found");
   }
   return u;
 }
@@ -228,8 +226,7 @@ class SpoolWriter : public UploadWriter {
       ssize_t n = ::pwrite(fd_, piece.data(), piece.size(), static_cast<off_t>(offset_));
       if (n < 0 && errno == EINTR) continue;
       if (n < 0) {
-        if (errno == ENOSPC)
-          return Status(StatusCode::kResourceExhausted, "disk full while writing the upload", "DISK_FULL");
+        if (errno == ENOSPC) return DiskFull("disk full while writing the upload");
         return IOError(std::string("writing upload: ") + std::strerror(errno));
       }
       offset_ += n;
@@ -267,17 +264,14 @@ StatusOr<std::unique_ptr<UploadWriter>> Registry::AppendUpload(const std::string
                                                                std::optional<uint64_t> start) {
   std::lock_guard<std::mutex> lock(mu_);
   DS_ASSIGN_OR_RETURN(json u, GetUpload(id));
-  if (u["state"] != "open")
-    return Status(StatusCode::kFailedPrecondition, "upload " + id + " is sealed", "UPLOAD_SEALED");
+  if (u["state"] != "open") return UploadSealed("upload " + id + " is sealed");
   if (writing_.count(id)) {
-    return Status(StatusCode::kFailedPrecondition, "another request is writing upload " + id, "UPLOAD_BUSY");
+    return UploadBusy("another request is writing upload " + id);
   }
   uint64_t offset = u["offset"].get<uint64_t>();
   if (start && *start != offset) {
-    return Status(StatusCode::kOutOfRange,
-                  "range starts at " + std::to_string(*start) + " but the upload's committed offset is " +
-                      std::to_string(offset),
-                  "RANGE_INVALID");
+    return RangeInvalid("range starts at " + std::to_string(*start) +
+                        " but the upload's committed offset is " + std::to_string(offset));
   }
   int fd = ::open(SpoolPath(id).c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
   if (fd < 0) return IOError("cannot open spool file of upload " + id);
@@ -292,15 +286,13 @@ StatusOr<std::unique_ptr<UploadWriter>> Registry::AppendUpload(const std::string
 
 StatusOr<json> Registry::SealUpload(const std::string& id, const std::string& digest_text) {
   auto expected = Digest::Parse(digest_text);
-  if (!expected.ok())
-    return Status(StatusCode::kInvalidArgument, "digest must be sha256:<64 hex>", "DIGEST_INVALID");
+  if (!expected.ok()) return DigestInvalid("digest must be sha256:<64 hex>");
   std::lock_guard<std::mutex> lock(mu_);
   DS_ASSIGN_OR_RETURN(json u, GetUpload(id));
-  if (writing_.count(id))
-    return Status(StatusCode::kFailedPrecondition, "upload " + id + " is being written", "UPLOAD_BUSY");
+  if (writing_.count(id)) return UploadBusy("upload " + id + " is being written");
   if (u["state"] == "sealed") {
     if (u["digest"] == expected->ToString()) return u;
-    return Status(StatusCode::kFailedPrecondition, "upload " + id + " is already sealed", "UPLOAD_SEALED");
+    return UploadSealed("upload " + id + " is already sealed");
   }
   uint64_t size = u["offset"].get<uint64_t>();
   int fd = ::open(SpoolPath(id).c_str(), O_RDONLY | O_CLOEXEC);
@@ -321,10 +313,8 @@ StatusOr<json> Registry::SealUpload(const std::string& id, const std::string& di
   ::close(fd);
   Digest actual = hash.Finish();
   if (actual != *expected) {
-    return Status(
-        StatusCode::kInvalidArgument,
-        "digest mismatch: the " + std::to_string(size) + " bytes received hash to " + actual.ToString(),
-        "DIGEST_INVALID");
+    return DigestInvalid("digest mismatch: the " + std::to_string(size) + " bytes received hash to " +
+                         actual.ToString());
   }
   u["state"] = "sealed";
   u["digest"] = actual.ToString();
@@ -337,8 +327,7 @@ StatusOr<json> Registry::SealUpload(const std::string& id, const std::string& di
 Status Registry::DeleteUpload(const std::string& id) {
   std::lock_guard<std::mutex> lock(mu_);
   DS_ASSIGN_OR_RETURN(json u, GetUpload(id));
-  if (writing_.count(id))
-    return Status(StatusCode::kFailedPrecondition, "upload " + id + " is being written", "UPLOAD_BUSY");
+  if (writing_.count(id)) return UploadBusy("upload " + id + " is being written");
   DS_RETURN_IF_ERROR(meta()->Delete(kUploads, id));
   std::error_code ec;
   fs::remove(SpoolPath(id), ec);
@@ -372,33 +361,30 @@ StatusOr<Manifest> Registry::LoadManifest(const Digest& digest) {
 StatusOr<json> Registry::VersionRecord(const std::string& model, const Digest& digest) {
   auto rec = GetRecord(meta(), kVersions, Key(model, digest.Hex()), "version");
   if (!rec.ok() && rec.status().code() == StatusCode::kNotFound) {
-    return Status(StatusCode::kNotFound, "model " + model + " has no version " + digest.ToString(),
-                  "VERSION_UNKNOWN");
+    return VersionUnknown("model " + model + " has no version " + digest.ToString());
   }
   return rec;
 }
 
 StatusOr<VersionRef> Registry::Resolve(const std::string& model, const std::string& ref) {
-  if (!ValidName(model))
-    return Status(StatusCode::kInvalidArgument, "invalid model name '" + model + "'", "NAME_INVALID");
+  if (!ValidName(model)) return NameInvalid("invalid model name '" + model + "'");
   auto m = meta()->Get(kModels, model);
   if (!m.ok()) {
     if (m.status().code() == StatusCode::kNotFound) {
-      return Status(StatusCode::kNotFound, "model " + model + " not found", "MODEL_UNKNOWN");
+      return ModelUnknown("model " + model + " not found");
     }
     return m.status();
   }
   Digest d;
   if (ref.rfind("sha256:", 0) == 0) {
     auto parsed = Digest::Parse(ref);
-    if (!parsed.ok())
-      return Status(StatusCode::kInvalidArgument, "malformed digest " + ref, "DIGEST_INVALID");
+    if (!parsed.ok()) return DigestInvalid("malformed digest " + ref);
     d = *parsed;
   } else {
     auto tag = meta()->Get(kTags, Key(model, ref));
     if (!tag.ok()) {
       if (tag.status().code() == StatusCode::kNotFound) {
-        return Status(StatusCode::kNotFound, "model " + model + " has no tag " + ref, "TAG_UNKNOWN");
+        return TagUnknown("model " + model + " has no tag " + ref);
       }
       return tag.status();
     }
@@ -409,8 +395,7 @@ StatusOr<VersionRef> Registry::Resolve(const std::string& model, const std::stri
 }
 
 StatusOr<json> Registry::CreateVersion(const std::string& model, const json& request) {
-  if (!ValidName(model))
-    return Status(StatusCode::kInvalidArgument, "invalid model name '" + model + "'", "NAME_INVALID");
+  if (!ValidName(model)) return NameInvalid("invalid model name '" + model + "'");
   if (!request.is_object()) return Invalid("body must be a JSON object");
   auto files_it = request.find("files");
   if (files_it == request.end() || !files_it->is_array() || files_it->empty()) {
@@ -428,8 +413,7 @@ StatusOr<json> Registry::CreateVersion(const std::string& model, const json& req
     if (!paths.insert(path).second) return Invalid("file " + path + " appears twice");
     DS_ASSIGN_OR_RETURN(json u, GetUpload(upload));
     if (u["state"] != "sealed") {
-      return Status(StatusCode::kFailedPrecondition, "upload " + upload + " is not sealed",
-                    "UPLOAD_NOT_SEALED");
+      return UploadNotSealed("upload " + upload + " is not sealed");
     }
     files.push_back({{"path", path}, {"upload", upload}, {"size", u["size"]}, {"digest", u["digest"]}});
   }
@@ -445,14 +429,13 @@ StatusOr<json> Registry::CreateVersion(const std::string& model, const json& req
   json policy_record = {{"mode", mode}, {"allow_mismatched_shapes", allow_mismatch}};
   if (mode == "lossy") {
     if (!request.contains("base") || request["base"].is_null()) {
-      return Status(StatusCode::kInvalidArgument, "lossy mode stores a delta: give a base", "POLICY_INVALID");
+      return PolicyInvalid("lossy mode stores a delta: give a base");
     }
     DS_ASSIGN_OR_RETURN(LossyPolicy lp, ParseLossyPolicy(policy));
     if (!lp.calibration_upload.empty()) {
       DS_ASSIGN_OR_RETURN(json cu, GetUpload(lp.calibration_upload));
       if (cu["state"] != "sealed") {
-        return Status(StatusCode::kFailedPrecondition, "calibration upload is not sealed",
-                      "UPLOAD_NOT_SEALED");
+        return UploadNotSealed("calibration upload is not sealed");
       }
       DS_RETURN_IF_ERROR(Calibration::Open(SpoolPath(lp.calibration_upload)).status());
     }
@@ -461,8 +444,7 @@ StatusOr<json> Registry::CreateVersion(const std::string& model, const json& req
   } else {
     for (auto it = policy.begin(); it != policy.end(); ++it) {
       if (it.key() != "mode" && it.key() != "allow_mismatched_shapes") {
-        return Status(StatusCode::kInvalidArgument,
-                      "policy field '" + it.key() + "' applies to lossy mode only", "POLICY_INVALID");
+        return PolicyInvalid("policy field '" + it.key() + "' applies to lossy mode only");
       }
     }
   }
@@ -499,8 +481,7 @@ StatusOr<json> Registry::CreateVersion(const std::string& model, const json& req
     std::string path = f["path"];
     if (!IsSafetensors(path)) continue;
     auto st = SafetensorsFile::Open(SpoolPath(f["upload"]));
-    if (!st.ok())
-      return Status(StatusCode::kInvalidArgument, path + ": " + st.status().message(), "SAFETENSORS_INVALID");
+    if (!st.ok()) return st.status().Annotate(path);
     for (const auto& t : (*st)->header().tensors) {
       ++total;
       auto it = base_tensors.find(t.name);
@@ -510,16 +491,14 @@ StatusOr<json> Registry::CreateVersion(const std::string& model, const json& req
     }
   }
   if (base_manifest && total > 0 && shared == 0) {
-    return Status(StatusCode::kInvalidArgument, "the checkpoint shares no tensor name with the base",
-                  "BASE_MISMATCH");
+    return BaseMismatch("the checkpoint shares no tensor name with the base");
   }
   if (!mismatched.empty() && !allow_mismatch) {
     std::string names;
     for (size_t i = 0; i < mismatched.size() && i < 5; ++i) names += (i ? ", " : "") + mismatched[i];
-    return Status(StatusCode::kInvalidArgument,
-                  std::to_string(mismatched.size()) + " tensors differ in dtype or shape from the base (" +
-                      names + "); set policy.allow_mismatched_shapes to store them standalone",
-                  "BASE_MISMATCH");
+    return BaseMismatch(std::to_string(mismatched.size()) +
+                        " tensors differ in dtype or shape from the base (" + names +
+                        "); set policy.allow_mismatched_shapes to store them standalone");
   }
 
   std::string now = NowIso();
@@ -550,7 +529,7 @@ Status Registry::UpdateJob(const json& job) {
 StatusOr<json> Registry::GetJob(const std::string& id) {
   auto j = GetRecord(meta(), kJobs, id, "job");
   if (!j.ok() && j.status().code() == StatusCode::kNotFound) {
-    return Status(StatusCode::kNotFound, "job " + id + " not found", "JOB_UNKNOWN");
+    return JobUnknown("job " + id + " not found");
   }
   return j;
 }
@@ -602,8 +581,7 @@ void Registry::RunJob(const std::string& id) {
   }
   if (!s.ok()) {
     job["state"] = "failed";
-    std::string code = s.reason().empty() ? std::string(StatusCodeName(s.code())) : s.reason();
-    job["error"] = {{"code", code}, {"message", s.message()}};
+    job["error"] = {{"code", s.wire_code()}, {"message", s.message()}};
     job["updated_at"] = NowIso();
     (void)UpdateJob(job);
   }
@@ -625,8 +603,7 @@ Status Registry::ExecuteJob(const std::string& id, json* job) {
     std::string upload = f["upload"];
     DS_ASSIGN_OR_RETURN(json u, GetUpload(upload));
     if (u["state"] != "sealed" || u["digest"] != f["digest"]) {
-      return Status(StatusCode::kFailedPrecondition, "upload " + upload + " changed or was deleted",
-                    "UPLOAD_NOT_SEALED");
+      return UploadNotSealed("upload " + upload + " changed or was deleted");
     }
     files.push_back({SpoolPath(upload), f["path"]});
   }
@@ -671,8 +648,7 @@ Status Registry::ExecuteJob(const std::string& id, json* job) {
     auto still = VersionRecord(base_ref->model, base_ref->digest);
     if (!still.ok()) {
       release();
-      return Status(StatusCode::kFailedPrecondition, "the base version was deleted while the job ran",
-                    "BASE_DELETED");
+      return BaseDeleted("the base version was deleted while the job ran");
     }
   }
   MetaBatch batch;
@@ -784,12 +760,11 @@ StatusOr<json> Registry::ListModels(const std::string& after, size_t limit) {
 }
 
 StatusOr<json> Registry::GetModel(const std::string& model) {
-  if (!ValidName(model))
-    return Status(StatusCode::kInvalidArgument, "invalid model name '" + model + "'", "NAME_INVALID");
+  if (!ValidName(model)) return NameInvalid("invalid model name '" + model + "'");
   auto rec = GetRecord(meta(), kModels, model, "model");
   if (!rec.ok()) {
     if (rec.status().code() == StatusCode::kNotFound) {
-      return Status(StatusCode::kNotFound, "model " + model + " not found", "MODEL_UNKNOWN");
+      return ModelUnknown("model " + model + " not found");
     }
     return rec.status();
   }
@@ -972,8 +947,7 @@ StatusOr<json> Registry::AuditVersion(const std::string& model, const std::strin
       return out;
     }
   }
-  return Status(StatusCode::kNotFound, "model " + model + " has no version " + r.digest.ToString(),
-                "VERSION_UNKNOWN");
+  return VersionUnknown("model " + model + " has no version " + r.digest.ToString());
 }
 
 StatusOr<json> Registry::AuditHistory(const std::string& after, size_t limit) {
@@ -1043,8 +1017,7 @@ Registry::JobCounts Registry::Jobs() {
 // Changing
 
 Status Registry::SetTag(const std::string& model, const std::string& tag, const std::string& version) {
-  if (!ValidName(tag))
-    return Status(StatusCode::kInvalidArgument, "invalid tag '" + tag + "'", "NAME_INVALID");
+  if (!ValidName(tag)) return NameInvalid("invalid tag '" + tag + "'");
   if (version.rfind("sha256:", 0) != 0) return Invalid("version must be a digest sha256:<hex>");
   std::lock_guard<std::mutex> lock(commit_mu_);
   DS_ASSIGN_OR_RETURN(VersionRef r, Resolve(model, version));
@@ -1070,8 +1043,7 @@ StatusOr<json> Registry::DeleteVersion(const std::string& model, const std::stri
         return false;
       }));
   if (!child.empty()) {
-    return Status(StatusCode::kFailedPrecondition, "version is the base of " + child + "; delete that first",
-                  "VERSION_IN_USE");
+    return VersionInUse("version is the base of " + child + "; delete that first");
   }
   DS_ASSIGN_OR_RETURN(Manifest m, ParseManifest(rec["manifest"].get<std::string>()));
   MetaBatch batch;

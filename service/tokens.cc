@@ -93,8 +93,7 @@ StatusOr<json> TokenStore::List() {
 Status TokenStore::Revoke(const std::string& id) {
   auto rec = meta_->Get(kTokens, id);
   if (!rec.ok()) {
-    if (rec.status().code() == StatusCode::kNotFound)
-      return Status(StatusCode::kNotFound, "no token " + id, "TOKEN_UNKNOWN");
+    if (rec.status().code() == StatusCode::kNotFound) return TokenUnknown("no token " + id);
     return rec.status();
   }
   return meta_->Delete(kTokens, id);

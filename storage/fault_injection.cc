@@ -61,7 +61,7 @@ class FaultInjectingChunkStore final : public ChunkStore {
       // Puts in flight count against the limit, so concurrent callers never exceed it.
       if (st_->plan.fail_after_puts >= 0 &&
           st_->successful_puts + st_->pending_puts >= st_->plan.fail_after_puts) {
-        return Status(StatusCode::kResourceExhausted, "disk full (injected)", "DISK_FULL");
+        return DiskFull("disk full (injected)");
       }
       if (st_->Roll(st_->plan.write_error_rate)) return IOError("write error (injected)");
       tear = st_->puts_started++ == st_->plan.torn_put_at;

@@ -74,7 +74,7 @@ Status FromRocks(const rocksdb::Status& s, std::string_view context) {
   std::string msg = std::string(context) + ": " + s.ToString();
   if (s.IsCorruption()) return Corruption(std::move(msg));
   if (s.IsNotFound()) return NotFound(std::move(msg));
-  if (s.IsNoSpace()) return Status(StatusCode::kResourceExhausted, std::move(msg), "DISK_FULL");
+  if (s.IsNoSpace()) return DiskFull(std::move(msg));
   return IOError(std::move(msg));
 }
 

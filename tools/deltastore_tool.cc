@@ -132,7 +132,7 @@ int Rebuild(const std::string& container_path, const std::vector<std::string>& b
 
 int Inspect(const std::string& path) {
   auto f = SafetensorsFile::Open(path);
-  if (!f.ok()) return Fail(f.status());
+  if (!f.ok()) return Fail(f.status().Annotate(path));
   const auto& h = (*f)->header();
   std::printf("%s: %zu tensors, header %zu B, data %lu B\n", path.c_str(), h.tensors.size(),
               h.header_bytes.size(), (unsigned long)h.data_size);

@@ -149,6 +149,7 @@ TEST_F(RoutesTest, ChunkedUploadWithRangesSealsWithTheRightDigest) {
   // Content-Range that disagrees with the body length.
   r = Call("PATCH", "/v1/uploads/" + id, data.substr(40000, 10), {{"content-range", "40000-40019"}});
   EXPECT_EQ(r.status, 400);
+  EXPECT_EQ(Body(r)["errors"][0]["code"], "CONTENT_RANGE_MISMATCH");
 
   Reopen();  // the committed offset survives a restart
   r = Call("GET", "/v1/uploads/" + id);

@@ -217,7 +217,7 @@ TEST(LossyTest, BadParametersAreRejectedClearly) {
   std::memcpy(nan_ft.data(), &nan, 4);
   auto s =
       CompressLossyTensor(DType::kF32, pair.base.data(), nan_ft.data(), 8, 16, 0, nullptr, LossyOptions{});
-  EXPECT_EQ(s.status().reason(), "NONFINITE_WEIGHTS");
+  EXPECT_EQ(s.status().reason(), Reason::kNonfiniteWeights);
 }
 
 TEST(LossyTest, CorruptLossyChunksAreRejected) {

@@ -82,7 +82,7 @@ TEST(SchemaTest, NewStoresGetTheCurrentVersionAndNewerOnesAreRefused) {
   }
   auto reg = Registry::Open(o);
   ASSERT_FALSE(reg.ok());
-  EXPECT_EQ(reg.status().reason(), "SCHEMA_TOO_NEW");
+  EXPECT_EQ(reg.status().reason(), Reason::kSchemaTooNew);
   EXPECT_NE(reg.status().message().find("newer"), std::string::npos);
   fs::remove_all(dir);
 }

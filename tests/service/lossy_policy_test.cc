@@ -25,7 +25,7 @@ void ExpectPolicyError(const json& policy) {
   auto p = ParseLossyPolicy(policy);
   ASSERT_FALSE(p.ok()) << policy.dump();
   EXPECT_EQ(p.status().code(), StatusCode::kInvalidArgument) << policy.dump();
-  EXPECT_EQ(p.status().reason(), "POLICY_INVALID") << policy.dump();
+  EXPECT_EQ(p.status().reason(), Reason::kPolicyInvalid) << policy.dump();
 }
 
 TEST(LossyPolicyTest, RankIsParsedAndChecked) {

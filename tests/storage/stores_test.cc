@@ -484,7 +484,7 @@ TEST_P(StoresTest, FaultDiskFullAfterPuts) {
     auto third = faulty->Put("three");
     EXPECT_EQ(third.status().code(), StatusCode::kResourceExhausted);
     EXPECT_EQ(third.status().message(), "disk full (injected)");
-    EXPECT_EQ(third.status().reason(), "DISK_FULL");
+    EXPECT_EQ(third.status().reason(), Reason::kDiskFull);
   }
   EXPECT_FALSE(*chunks_->Has(Sha256::Of("three")));
   auto stats = InnerStats(*chunks_);
