@@ -5,6 +5,7 @@
 #include "api/metrics.h"
 #include "api/ui.h"
 #include "gpu/gpu_api.h"
+#include "service/container.h"
 #include "service/registry.h"
 
 namespace deltastore::api {

@@ -1,62 +1,29 @@
 // The registry: models, versions, tags, resumable uploads and the compression job queue, over the
 // chunk and metadata stores. Handlers in api/ call one function here per request.
+//
+// This is a thin front over the rooms that do the work, each in its own file: records (the metadata
+// format), uploads, job_queue, version_request + version_create, catalog (refs and reads), deletion
+// (deletes, GC, reference counts), check, and registry_audit.
 #pragma once
 
-#include <atomic>
-#include <condition_variable>
-#include <deque>
-#include <functional>
-#include <map>
 #include <memory>
-#include <mutex>
 #include <optional>
-#include <set>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
 #include "service/audit.h"
-#include "service/container.h"
-#include "service/packer.h"
+#include "service/catalog.h"
+#include "service/deletion.h"
+#include "service/job_queue.h"
+#include "service/registry_audit.h"
+#include "service/registry_state.h"
 #include "service/tokens.h"
-#include "storage/stores.h"
+#include "service/uploads.h"
+#include "service/version_create.h"
 
 namespace deltastore {
-
-struct RegistryOptions {
-  std::string data_dir;
-  int workers = 1;                 // compression job threads
-  size_t max_open_uploads = 1000;  // open (unsealed) upload sessions
-  bool sync_writes = true;
-  bool recover = true;  // requeue interrupted jobs and repair after a crash; off for `check`
-  // Decorates the stores once opened (tests: fault injection, see storage/stores.h).
-  std::function<Stores(Stores)> wrap_stores;
-};
-
-// Appends the body of one PATCH to an upload's spool file; Commit makes the bytes durable and moves
-// the committed offset. Destroying an uncommitted writer commits what arrived (a dropped connection
-// keeps its bytes, so the client can resume from the offset).
-class UploadWriter {
- public:
-  virtual ~UploadWriter() = default;
-  virtual Status Write(std::string_view piece) = 0;
-  virtual StatusOr<nlohmann::json> Commit() = 0;
-};
-
-struct VersionRef {
-  std::string model;
-  Digest digest;
-};
-
-// A version opened for reading (downloads).
-struct OpenVersion {
-  std::string model;
-  Digest digest;
-  std::shared_ptr<VersionReader> reader;
-  std::optional<Manifest> base_manifest;
-};
 
 class Registry {
  public:
@@ -65,8 +32,8 @@ class Registry {
   // Stops taking jobs, lets running jobs finish (or parks them as queued for the next start).
   void Shutdown();
 
-  ChunkStore* chunks() { return stores_.chunks.get(); }
-  MetaStore* meta() { return stores_.meta.get(); }
+  ChunkStore* chunks() { return state_.chunks(); }
+  MetaStore* meta() { return state_.meta(); }
   TokenStore tokens() { return TokenStore(meta()); }
 
   // Uploads.
@@ -92,16 +59,14 @@ class Registry {
   StatusOr<OpenVersion> OpenForRead(const std::string& model, const std::string& ref);
   StatusOr<nlohmann::json> ListTags(const std::string& model);
   StatusOr<nlohmann::json> Stats();
+  StatusOr<Manifest> LoadManifest(const Digest& digest);
 
-  // The storage-savings audit (docs/audit.md). The report is computed from every manifest once after
-  // each change of the store (ingest, deletion, GC) and shared until the next one.
+  // The storage-savings audit (docs/audit.md), computed from every manifest once after each change of
+  // the store and shared until the next one; read-your-writes (registry_audit.h).
   StatusOr<std::shared_ptr<const AuditReport>> Audit();
-  // One model's figures and its versions' (in commit order), paginated by version digest.
   StatusOr<nlohmann::json> AuditModel(const std::string& model, const std::string& after, size_t limit);
   StatusOr<nlohmann::json> AuditVersion(const std::string& model, const std::string& ref);
-  // Snapshots of the totals recorded at each ingest and GC, oldest first; `after` is a snapshot id.
   StatusOr<nlohmann::json> AuditHistory(const std::string& after, size_t limit);
-  // The newest `n` snapshots, oldest first (memory bounded by n; time by the history's length).
   StatusOr<std::vector<nlohmann::json>> RecentAuditHistory(size_t n);
 
   struct JobCounts {
@@ -115,59 +80,24 @@ class Registry {
   Status DeleteTag(const std::string& model, const std::string& tag);
   StatusOr<nlohmann::json> DeleteVersion(const std::string& model, const std::string& ref);
   StatusOr<GcStats> CollectGarbage();
-
-  // Recomputes every chunk's reference count from the stored manifests (after a crash left a job's
-  // references behind); returns how many counts changed.
+  // Recomputes every chunk's reference count from the stored manifests; returns how many changed.
   StatusOr<uint64_t> RecomputeRefcounts();
 
-  StatusOr<Manifest> LoadManifest(const Digest& digest);
-
-  // Verifies every stored chunk against its digest, every manifest reference against the store, every
-  // reference count against the manifests, and the metadata indexes (digest and child entries, model
-  // records, tags) against the version records; reports problems. Changes nothing unless `repair`,
-  // which rewrites reference counts and the indexes from the version records (what a half-applied
-  // metadata batch leaves); unreadable or missing data cannot be repaired here.
+  // `deltastored check` (service/check.h).
   StatusOr<nlohmann::json> Check(bool repair);
 
  private:
-  explicit Registry(RegistryOptions options, Stores stores);
+  Registry(RegistryOptions options, Stores stores);
+  // Requeues interrupted jobs, completes cut-short deletions, removes orphan spool files.
   Status Recover();
-  // The metadata part of Check: appends problems, repairs them when asked; returns the entries fixed.
-  StatusOr<uint64_t> CheckIndexes(bool repair, nlohmann::json* problems);
-  void WorkerLoop();
-  void RunJob(const std::string& id);
-  Status ExecuteJob(const std::string& id, nlohmann::json* job);
-  Status UpdateJob(const nlohmann::json& job);
-  std::string SpoolPath(const std::string& upload_id) const;
-  StatusOr<nlohmann::json> VersionRecord(const std::string& model, const Digest& digest);
-  nlohmann::json Summary(const nlohmann::json& record);
-  StatusOr<GcStats> CollectGarbage(nlohmann::json event);
-  // Records the audit totals after a change (`event`: what happened). Failures are not the change's:
-  // the change is committed, so they are dropped.
-  void RecordAuditSnapshot(nlohmann::json event);
 
-  RegistryOptions options_;
-  Stores stores_;
-  std::mutex mu_;  // uploads being written, job queue
-  std::condition_variable cv_;
-  std::deque<std::string> queue_;
-  std::set<std::string> writing_;  // uploads with an active writer
-  std::vector<std::thread> workers_;
-  std::atomic<bool> stopping_{false};
-  std::mutex commit_mu_;  // version commits and deletes (read-check-write on metadata)
-  std::mutex manifest_cache_mu_;
-  std::map<Digest, Manifest> manifest_cache_;
-  std::atomic<uint64_t> running_jobs_{0};
-  std::atomic<uint64_t> generation_{1};  // bumped by every change the audit sees
-  std::mutex audit_mu_;                  // one audit computation at a time
-  std::shared_ptr<const AuditReport> audit_cache_;
-  uint64_t audit_generation_ = 0;
-  std::mutex history_mu_;
-  uint64_t last_history_ns_ = 0;
-
-  friend class SpoolWriter;
+  RegistryState state_;
+  Catalog catalog_;
+  Uploads uploads_;
+  JobQueue queue_;
+  RegistryAudit audit_;
+  Deletion deletion_;
+  VersionCreator creator_;
 };
-
-bool ValidName(std::string_view name);
 
 }  // namespace deltastore

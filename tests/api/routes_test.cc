@@ -275,14 +275,16 @@ TEST_F(RoutesTest, BadVersionRequestsAreClear4xx) {
   expect("ft", {{"files", files(Upload(other))}, {"base", {{"model", "base"}, {"version", base_digest}}}},
          400, "BASE_MISMATCH");
   expect("bad name!", {{"files", files(Upload(good))}}, 400, "NAME_INVALID");
-  expect("ft", {{"files", json::array()}}, 400, "INVALID_ARGUMENT");
-  expect("ft", {{"files", {{{"path", "../x"}, {"upload", Upload(good)}}}}}, 400, "INVALID_ARGUMENT");
+  expect("ft", {{"files", json::array()}}, 400, "BODY_INVALID");
+  expect("ft", {{"files", {{{"path", "../x"}, {"upload", Upload(good)}}}}}, 400, "NAME_INVALID");
   std::string open_upload = Body(*std::make_unique<Response>(Call("POST", "/v1/uploads")))["id"];
   expect("ft", {{"files", files(open_upload)}}, 409, "UPLOAD_NOT_SEALED");
   std::string hostile = std::string("\xff\xff\xff\xff\xff\x00\x00\x00", 8) + "{}";
   expect("ft", {{"files", files(Upload(hostile))}}, 400, "SAFETENSORS_INVALID");
   Response r = Call("POST", "/v1/models/ft/versions", "{not json");
   EXPECT_EQ(r.status, 400);
+  EXPECT_EQ(Body(r)["errors"][0]["code"], "BODY_INVALID");
+  expect("ft", json::array(), 400, "BODY_INVALID");  // one code for every malformed body
   // Nothing above changed what is stored.
   json v = Body(*std::make_unique<Response>(Call("GET", "/v1/stats")));
   EXPECT_EQ(v["versions"], 1);

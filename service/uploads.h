@@ -1,0 +1,57 @@
+// Resumable uploads: a spool file per upload under <data dir>/uploads and its record (offset, state).
+// Writers append to the spool and commit the offset; sealing hashes the spool outside every lock and
+// checks the digest the client gave. One upload has at most one writer or sealer at a time.
+#pragma once
+
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "service/records.h"
+#include "service/registry_state.h"
+
+namespace deltastore {
+
+// Appends the body of one PATCH to an upload's spool file; Commit makes the bytes durable and moves
+// the committed offset. Destroying an uncommitted writer commits what arrived (a dropped connection
+// keeps its bytes, so the client can resume from the offset).
+class UploadWriter {
+ public:
+  virtual ~UploadWriter() = default;
+  virtual Status Write(std::string_view piece) = 0;
+  virtual StatusOr<nlohmann::json> Commit() = 0;
+};
+
+class Uploads {
+ public:
+  explicit Uploads(RegistryState* state) : s_(state) {}
+
+  StatusOr<UploadRecord> Create();
+  // BLOB_UPLOAD_UNKNOWN when absent.
+  StatusOr<UploadRecord> Get(const std::string& id);
+  // The upload, which must be sealed (UPLOAD_NOT_SEALED); `what` names it in the message.
+  StatusOr<UploadRecord> GetSealed(const std::string& id, std::string_view what);
+  // `start`: the Content-Range start the client claims (must equal the committed offset).
+  StatusOr<std::unique_ptr<UploadWriter>> Append(const std::string& id, std::optional<uint64_t> start);
+  StatusOr<UploadRecord> Seal(const std::string& id, const std::string& digest);
+  Status Delete(const std::string& id);
+  // Removes spool files whose record is gone (a crash between a commit and the unlink).
+  void RemoveOrphanSpools();
+
+ private:
+  friend class SpoolWriter;
+  // Claims the upload for one writer or sealer (UPLOAD_BUSY when taken); Release gives it back.
+  Status Claim(const std::string& id, std::string_view what);
+  void Release(const std::string& id);
+  StatusOr<Digest> HashSpool(const UploadRecord& u);
+
+  RegistryState* s_;
+  std::mutex mu_;               // busy_ only
+  std::set<std::string> busy_;  // uploads with an active writer or sealer
+};
+
+}  // namespace deltastore

@@ -1,0 +1,192 @@
+#include "service/version_create.h"
+
+#include <chrono>
+#include <filesystem>
+
+#include "common/clock.h"
+#include "service/lossy_policy.h"
+#include "service/version_request.h"
+
+namespace deltastore {
+
+using json = nlohmann::json;
+
+namespace {
+
+json StatsJson(const IngestStats& stats) {
+  return {{"new_bytes", stats.new_bytes},
+          {"encoded_bytes", stats.encoded_bytes},
+          {"logical_bytes", stats.logical_bytes},
+          {"chunks", stats.chunks},
+          {"new_chunks", stats.new_chunks},
+          {"tensors", stats.tensors},
+          {"tensors_delta", stats.tensors_delta},
+          {"tensors_same", stats.tensors_same},
+          {"tensors_standalone", stats.tensors_standalone},
+          {"tensors_lossy", stats.tensors_lossy}};
+}
+
+}  // namespace
+
+Status VersionCreator::UpdateJob(const JobRecord& job) {
+  return s_->meta()->Put(ns::kJobs, job.id, job.ToJson().dump());
+}
+
+StatusOr<JobRecord> VersionCreator::GetJob(const std::string& id) {
+  auto j = LoadRecord<JobRecord>(s_->meta(), ns::kJobs, id);
+  if (!j.ok() && j.status().code() == StatusCode::kNotFound) return JobUnknown("job " + id + " not found");
+  return j;
+}
+
+StatusOr<JobRecord> VersionCreator::Create(const std::string& model, const json& request) {
+  DS_ASSIGN_OR_RETURN(JobRecord job, PlanVersion(model, request, s_, uploads_, catalog_));
+  DS_RETURN_IF_ERROR(UpdateJob(job));
+  queue_->Push(job.id);
+  return job;
+}
+
+void VersionCreator::Done(bool* counted) {
+  if (*counted) --running_;
+  *counted = false;
+}
+
+void VersionCreator::RunJob(const std::string& id) {
+  auto j = GetJob(id);
+  if (!j.ok() || j->state != "queued") return;
+  JobRecord job = std::move(*j);
+  job.state = "running";
+  job.started_at = NowIso();
+  if (!UpdateJob(job).ok()) return;
+  ++running_;
+  bool counted = true;
+  auto outcome = Ingest(&job);
+  Status s = outcome.ok() ? CommitVersion(&job, *outcome) : outcome.status();
+  if (s.ok()) {
+    audit_->RecordSnapshot({{"event", "ingest"}, {"model", job.model}, {"version", job.version}});
+    Done(&counted);
+    s = FinishJob(&job);
+    if (s.ok()) return;
+  }
+  Done(&counted);
+  job.updated_at = NowIso();
+  if (s_->stopping && s.code() == StatusCode::kUnavailable) {
+    job.state = "queued";  // parked
+  } else {
+    job.state = "failed";
+    job.error_code = std::string(s.wire_code());
+    job.error_message = s.message();
+  }
+  (void)UpdateJob(job);
+}
+
+StatusOr<VersionCreator::Outcome> VersionCreator::Ingest(JobRecord* job) {
+  std::unique_ptr<VersionReader> base_reader;
+  if (job->base) {
+    DS_ASSIGN_OR_RETURN(Digest bd, Digest::Parse(job->base->digest));
+    DS_ASSIGN_OR_RETURN(Manifest bm, catalog_->LoadManifest(bd));
+    base_reader = std::make_unique<VersionReader>(
+        s_->chunks(), std::move(bm), [this](const Digest& d) { return catalog_->LoadManifest(d); });
+  }
+  std::vector<IngestFile> files;
+  for (const auto& f : job->files) {
+    auto u = uploads_->Get(f.upload);
+    if (!u.ok() || !u->sealed || u->digest != f.digest)
+      return UploadNotSealed("upload " + f.upload + " changed or was deleted");
+    files.push_back({s_->SpoolPath(f.upload), f.path});
+  }
+  IngestOptions options;
+  std::optional<LossyPolicy> lossy;
+  if (job->policy.is_object() && job->policy.value("mode", "") == "lossy") {
+    json p = job->policy;
+    p.erase("allow_mismatched_shapes");
+    DS_ASSIGN_OR_RETURN(lossy, ParseLossyPolicy(p));
+    std::shared_ptr<Calibration> calib;
+    if (!lossy->calibration_upload.empty()) {
+      DS_ASSIGN_OR_RETURN(calib, Calibration::Open(s_->SpoolPath(lossy->calibration_upload)));
+    }
+    LossyHooks hooks = MakeLossyHooks(*lossy, calib);
+    options.lossy = std::move(hooks.encode);
+    options.lossy_planner = std::move(hooks.planner);
+  }
+  options.cancelled = [this] { return s_->stopping.load(); };
+  auto last = std::chrono::steady_clock::now();
+  ProgressFn progress = [&](const IngestProgress& p) {
+    auto now = std::chrono::steady_clock::now();
+    if (p.tensors_done != p.tensors_total && now - last < std::chrono::milliseconds(250)) return;
+    last = now;
+    job->progress = {p.phase, p.tensors_done, p.tensors_total, p.bytes_done, p.bytes_total};
+    job->updated_at = NowIso();
+    (void)UpdateJob(*job);
+  };
+  Outcome out;
+  DS_ASSIGN_OR_RETURN(out.manifest,
+                      IngestFiles(s_->chunks(), files, base_reader.get(), options, &out.stats, progress));
+  if (lossy) {
+    out.manifest.mode = "lossy";
+    out.quality = QualityReport(*lossy, out.stats, out.manifest);
+  }
+  return out;
+}
+
+Status VersionCreator::CommitVersion(JobRecord* job, const Outcome& outcome) {
+  const Manifest& m = outcome.manifest;
+  const Digest digest = ManifestDigest(m);
+  std::lock_guard<std::mutex> lock(s_->commit_mu);
+  auto release = [&](Status s) {
+    (void)ReleaseManifest(s_->chunks(), m);
+    return s;
+  };
+  if (job->base) {
+    auto bd = Digest::Parse(job->base->digest);
+    if (!bd.ok() || !catalog_->LoadVersion(job->base->model, *bd).ok())
+      return release(BaseDeleted("the base version was deleted while the job ran"));
+  }
+  MetaBatch batch;
+  auto existing = catalog_->LoadVersion(job->model, digest);
+  const std::string now = NowIso();
+  if (!existing.ok()) {
+    VersionRecord rec{
+        job->model,           digest,         now, NowNs(), job->base, m.mode, StatsJson(outcome.stats),
+        SerializeManifest(m), outcome.quality};
+    batch.Put(ns::kVersions, Key(job->model, digest.Hex()), rec.ToJson().dump());
+  }
+  // The index entries go in every time: a re-run after a crash that half-applied this batch puts back
+  // what is missing (the version record may have made it without them).
+  if (!s_->meta()->Get(ns::kModels, job->model).ok())
+    batch.Put(ns::kModels, job->model, ModelRecord{job->model, now}.ToJson().dump());
+  batch.Put(ns::kDigests, Key(digest.Hex(), job->model), "");
+  if (job->base) {
+    DS_ASSIGN_OR_RETURN(Digest bd, Digest::Parse(job->base->digest));
+    batch.Put(ns::kChildren, Key(bd.Hex(), Key(job->model, digest.Hex())), "");
+  }
+  for (const auto& t : job->tags) batch.Put(ns::kTags, Key(job->model, t), digest.ToString());
+  job->version = digest.ToString();
+  job->updated_at = now;
+  batch.Put(ns::kJobs, job->id, job->ToJson().dump());
+  DS_RETURN_IF_ERROR(RegistryAudit::BumpGeneration(s_->meta(), &batch));
+  Status s = s_->meta()->Commit(batch);
+  // The same content already a version of this model keeps one set of references.
+  if (existing.ok() || !s.ok()) (void)ReleaseManifest(s_->chunks(), m);
+  return s;
+}
+
+Status VersionCreator::FinishJob(JobRecord* job) {
+  std::vector<std::string> consumed;
+  for (const auto& f : job->files) consumed.push_back(f.upload);
+  const json& calibration =
+      job->policy.is_object() ? job->policy.value("calibration", json(nullptr)) : json();
+  if (calibration.is_string()) consumed.push_back(calibration.get<std::string>());
+  job->state = "succeeded";
+  job->updated_at = NowIso();
+  job->progress.tensors_done = job->progress.tensors_total;
+  job->progress.bytes_done = job->progress.bytes_total;
+  MetaBatch batch;
+  batch.Put(ns::kJobs, job->id, job->ToJson().dump());
+  for (const auto& u : consumed) batch.Delete(ns::kUploads, u);
+  DS_RETURN_IF_ERROR(s_->meta()->Commit(batch));
+  std::error_code ec;
+  for (const auto& u : consumed) std::filesystem::remove(s_->SpoolPath(u), ec);
+  return OkStatus();
+}
+
+}  // namespace deltastore

@@ -1,0 +1,184 @@
+// The registry's rooms through its front: read-your-writes of the audit, typed records that refuse
+// malformed input instead of throwing, and uploads claimed by one writer or sealer at a time.
+#include "service/registry.h"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "codec/safetensors.h"
+
+namespace deltastore {
+namespace {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+// Forwards to the inner store and calls `after` with every batch it committed.
+class ObservingMetaStore : public MetaStore {
+ public:
+  ObservingMetaStore(std::shared_ptr<MetaStore> inner, std::function<void(const MetaBatch&)> after)
+      : inner_(std::move(inner)), after_(std::move(after)) {}
+  StatusOr<std::string> Get(std::string_view ns, std::string_view key) override {
+    return inner_->Get(ns, key);
+  }
+  Status Commit(const MetaBatch& batch) override {
+    Status s = inner_->Commit(batch);
+    if (s.ok()) after_(batch);
+    return s;
+  }
+  Status Scan(std::string_view ns, std::string_view prefix, std::string_view start_after,
+              const std::function<bool(std::string_view, std::string_view)>& fn) override {
+    return inner_->Scan(ns, prefix, start_after, fn);
+  }
+
+ private:
+  std::shared_ptr<MetaStore> inner_;
+  std::function<void(const MetaBatch&)> after_;
+};
+
+// True when the batch makes a job visible as succeeded.
+bool SucceedsAJob(const MetaBatch& batch) {
+  for (const auto& op : batch.ops) {
+    if (op.put && op.ns == ns::kJobs && json::parse(op.value)["state"] == "succeeded") return true;
+  }
+  return false;
+}
+
+class RegistryTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() / ("ds_registry_test_" + std::to_string(::getpid()));
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+  }
+  void TearDown() override {
+    reg_.reset();
+    fs::remove_all(dir_);
+  }
+  void Open(std::function<void(const MetaBatch&)> after = {}) {
+    RegistryOptions o;
+    o.data_dir = (dir_ / "data").string();
+    o.sync_writes = false;
+    if (after) {
+      o.wrap_stores = [after](Stores s) {
+        s.meta = std::make_shared<ObservingMetaStore>(s.meta, after);
+        return s;
+      };
+    }
+    auto r = Registry::Open(o);
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    reg_ = std::move(*r);
+  }
+  // A sealed upload of a one-tensor checkpoint whose bytes are `fill`.
+  std::string Upload(char fill) {
+    auto path = (dir_ / "in.safetensors").string();
+    EXPECT_TRUE(WriteSafetensorsFile(path, {{"w", DType::kF32, {64}}}, {std::string(256, fill)}).ok());
+    std::ifstream f(path, std::ios::binary);
+    std::string bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+    auto u = reg_->CreateUpload();
+    EXPECT_TRUE(u.ok());
+    std::string id = (*u)["id"];
+    auto w = reg_->AppendUpload(id, std::nullopt);
+    EXPECT_TRUE(w.ok());
+    EXPECT_TRUE((*w)->Write(bytes).ok());
+    EXPECT_TRUE((*w)->Commit().ok());
+    w->reset();
+    EXPECT_TRUE(reg_->SealUpload(id, Sha256::Of(bytes).ToString()).ok());
+    return id;
+  }
+  json AddVersion(const std::string& model, char fill) {
+    json req = {{"files", {{{"path", "model.safetensors"}, {"upload", Upload(fill)}}}}};
+    auto job = reg_->CreateVersion(model, req);
+    EXPECT_TRUE(job.ok()) << job.status().ToString();
+    auto done = reg_->WaitJob((*job)["id"], 60);
+    EXPECT_TRUE(done.ok());
+    return *done;
+  }
+
+  fs::path dir_;
+  std::unique_ptr<Registry> reg_;
+};
+
+TEST_F(RegistryTest, AuditIsReadYourWritesAtTheMomentAJobSucceeds) {
+  // What a client sees right when the job's `succeeded` becomes visible, before anything else runs.
+  size_t versions_seen = 0, history_seen = 0, observed = 0;
+  Open([&](const MetaBatch& batch) {
+    if (!SucceedsAJob(batch)) return;
+    ++observed;
+    auto model = reg_->AuditModel("m", "", 100);
+    ASSERT_TRUE(model.ok()) << model.status().ToString();
+    versions_seen = (*model)["versions"].size();
+    auto history = reg_->AuditHistory("", 100);
+    ASSERT_TRUE(history.ok());
+    history_seen = (*history)["snapshots"].size();
+  });
+  ASSERT_EQ(AddVersion("m", '\1')["state"], "succeeded");
+  EXPECT_EQ(versions_seen, 1u);
+  EXPECT_EQ(history_seen, 1u);
+  ASSERT_TRUE(reg_->Audit().ok());  // a cached report from before the second version
+  ASSERT_EQ(AddVersion("m", '\2')["state"], "succeeded");
+  EXPECT_EQ(observed, 2u);
+  EXPECT_EQ(versions_seen, 2u);
+  EXPECT_EQ(history_seen, 2u);
+}
+
+TEST_F(RegistryTest, AuditSeesADeletionOnceItIsAnswered) {
+  Open();
+  ASSERT_EQ(AddVersion("m", '\1')["state"], "succeeded");
+  json second = AddVersion("m", '\2');
+  ASSERT_EQ(second["state"], "succeeded");
+  ASSERT_EQ((*reg_->AuditModel("m", "", 100))["versions"].size(), 2u);
+  ASSERT_TRUE(reg_->DeleteVersion("m", second["version"]).ok());
+  EXPECT_EQ((*reg_->AuditModel("m", "", 100))["versions"].size(), 1u);
+}
+
+TEST_F(RegistryTest, MalformedRecordsAreCorruptionNotExceptions) {
+  EXPECT_EQ(JobRecord::Parse("[]").status().code(), StatusCode::kCorruption);
+  EXPECT_EQ(JobRecord::Parse(R"({"id":"x","state":"queued","model":"m","files":"no"})").status().code(),
+            StatusCode::kCorruption);
+  EXPECT_EQ(UploadRecord::Parse(R"({"id":"x","offset":-1,"state":"open","created_at":""})").status().code(),
+            StatusCode::kCorruption);
+  EXPECT_EQ(VersionRecord::Parse(R"({"model":"m","digest":"sha256:zz","created_at":"","mode":"lossless",
+                                     "stats":{},"manifest":"{}","base":null})")
+                .status()
+                .code(),
+            StatusCode::kCorruption);
+  EXPECT_EQ(ModelRecord::Parse("not json").status().code(), StatusCode::kCorruption);
+  UploadRecord u{"abc", 10, true, Sha256::Of("x").ToString(), 10, "t0", "t1"};
+  auto back = UploadRecord::Parse(u.ToJson().dump());
+  ASSERT_TRUE(back.ok());
+  EXPECT_EQ(back->ToJson(), u.ToJson());
+}
+
+TEST_F(RegistryTest, ACorruptJobRecordFailsItsReadsWithoutTakingTheServerDown) {
+  Open();
+  ASSERT_TRUE(reg_->meta()->Put(ns::kJobs, "j1", R"({"id":"j1","state":"queued"})").ok());
+  auto j = reg_->GetJob("j1");
+  EXPECT_EQ(j.status().code(), StatusCode::kCorruption);
+  EXPECT_EQ(reg_->GetJob("j2").status().reason(), Reason::kJobUnknown);
+}
+
+TEST_F(RegistryTest, AnUploadHasOneWriterOrSealerAtATime) {
+  Open();
+  auto u = reg_->CreateUpload();
+  ASSERT_TRUE(u.ok());
+  std::string id = (*u)["id"];
+  auto w = reg_->AppendUpload(id, std::nullopt);
+  ASSERT_TRUE(w.ok());
+  EXPECT_EQ(reg_->AppendUpload(id, std::nullopt).status().reason(), Reason::kUploadBusy);
+  EXPECT_EQ(reg_->SealUpload(id, Sha256::Of("").ToString()).status().reason(), Reason::kUploadBusy);
+  EXPECT_EQ(reg_->DeleteUpload(id).reason(), Reason::kUploadBusy);
+  ASSERT_TRUE((*w)->Write("abc").ok());
+  ASSERT_TRUE((*w)->Commit().ok());
+  EXPECT_EQ(reg_->SealUpload(id, Sha256::Of("abd").ToString()).status().reason(), Reason::kDigestInvalid);
+  auto sealed = reg_->SealUpload(id, Sha256::Of("abc").ToString());
+  ASSERT_TRUE(sealed.ok());
+  EXPECT_EQ((*sealed)["size"], 3);
+  EXPECT_EQ(reg_->AppendUpload(id, std::nullopt).status().reason(), Reason::kUploadSealed);
+}
+
+}  // namespace
+}  // namespace deltastore
