@@ -5,7 +5,15 @@
 
 namespace deltastore::rans {
 
-uint8_t FreqToCode(uint32_t freq) {
+uint8_t FreqToCode(uint32_t freq, CodeWidth width) {
+  if (width == CodeWidth::kNibble) {
+    // The nearest weight on a log scale: above the geometric mean of two neighbours, the upper one.
+    uint8_t code = 1;
+    while (code < 15 && static_cast<uint64_t>(freq) * freq >
+                            static_cast<uint64_t>(kNibbleWeights[code]) * kNibbleWeights[code + 1])
+      ++code;
+    return code;
+  }
   if (freq < 128) return static_cast<uint8_t>(freq);
   int e = std::bit_width(freq) - 8;  // freq in [16 << (e + 3), 32 << (e + 3))
   uint32_t m = (freq + (1u << (e + 2))) >> (e + 3);
@@ -16,7 +24,8 @@ uint8_t FreqToCode(uint32_t freq) {
   return static_cast<uint8_t>(128 + 16 * e + (m - 16));
 }
 
-uint32_t CodeToWeight(uint8_t code) {
+uint32_t CodeToWeight(uint8_t code, CodeWidth width) {
+  if (width == CodeWidth::kNibble) return kNibbleWeights[code & 15];
   if (code < 128) return code;
   const uint32_t e = (code - 128u) >> 4;
   return (16 + (code & 15u)) << (e + 3);
@@ -55,14 +64,22 @@ bool NormalizeWeights(const uint32_t* weights, int alphabet, uint32_t* freqs) {
   return true;
 }
 
-bool QuantizedFreqs(const uint32_t* counts, int alphabet, uint32_t* freqs, uint8_t* codes) {
+bool QuantizedFreqs(const uint32_t* counts, int alphabet, CodeWidth width, uint32_t* freqs, uint8_t* codes) {
   if (!NormalizeWeights(counts, alphabet, freqs)) return false;
   uint32_t weights[kMaxAlphabet];
   for (int s = 0; s < alphabet; ++s) {
-    codes[s] = FreqToCode(freqs[s]);
-    weights[s] = CodeToWeight(codes[s]);
+    codes[s] = freqs[s] == 0 ? 0 : FreqToCode(freqs[s], width);
+    weights[s] = CodeToWeight(codes[s], width);
   }
   return NormalizeWeights(weights, alphabet, freqs);
+}
+
+uint64_t CrossEntropyQ16(const uint32_t* counts, const uint32_t* freqs, int alphabet) {
+  uint64_t bits = 0;
+  for (int s = 0; s < alphabet; ++s) {
+    if (counts[s] != 0) bits += static_cast<uint64_t>(counts[s]) * ((kProbBits << 16) - Log2Q16(freqs[s]));
+  }
+  return bits;
 }
 
 namespace {

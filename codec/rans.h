@@ -2,9 +2,9 @@
 // share one word stream (the float coder's fast variant, codec/float_rans.h, uses it).
 //
 // A table gives every symbol of an alphabet (at most 256 symbols) a frequency out of kProbScale. Tables
-// travel in the encoding as one byte per symbol (FreqToCode: exact below 128, 4 significant bits above);
-// encoder and decoder rebuild the same frequencies from those bytes with NormalizeWeights, which is
-// integer arithmetic only.
+// travel in the encoding as one code per symbol, a byte (exact below 128, 4 significant bits above) or,
+// for small tables, a nibble (15 steps of about 1.8x); encoder and decoder rebuild the same frequencies
+// from the codes with NormalizeWeights, which is integer arithmetic only.
 //
 // Encoding runs backwards over the symbols (rANS is last in, first out): each state pushes 16-bit words
 // below a write pointer; at the end the states are stored in front of the words. Decoding reads the
@@ -25,9 +25,13 @@ inline constexpr uint32_t kProbMask = kProbScale - 1;
 inline constexpr uint32_t kStateLow = 1u << 16;  // a normalised state is in [kStateLow, 2^32)
 inline constexpr int kMaxAlphabet = 256;
 
-// One byte per symbol: 0 = absent; 1..127 = that frequency; 128 + 16 e + m = (16 + m) << (e + 3).
-uint8_t FreqToCode(uint32_t freq);
-uint32_t CodeToWeight(uint8_t code);
+// Byte codes: 0 = absent; 1..127 = that frequency; 128 + 16 e + m = (16 + m) << (e + 3).
+// Nibble codes: 0 = absent; 1..15 = kNibbleWeights[code].
+enum class CodeWidth : uint8_t { kByte = 0, kNibble = 1 };
+inline constexpr uint32_t kNibbleWeights[16] = {0,  1,   2,   3,   6,   11,   19,   35,
+                                                64, 116, 210, 380, 690, 1250, 2260, 4096};
+uint8_t FreqToCode(uint32_t freq, CodeWidth width);
+uint32_t CodeToWeight(uint8_t code, CodeWidth width);
 
 // Frequencies summing to kProbScale, every present symbol (weight > 0) at least 1, absent ones 0, in
 // proportion to the weights. Returns false when no weight is positive.
@@ -35,7 +39,10 @@ bool NormalizeWeights(const uint32_t* weights, int alphabet, uint32_t* freqs);
 
 // Frequencies as above from symbol counts, already rounded through FreqToCode/CodeToWeight, so the
 // decoder rebuilds exactly these from the codes. `codes` gets one byte per symbol.
-bool QuantizedFreqs(const uint32_t* counts, int alphabet, uint32_t* freqs, uint8_t* codes);
+bool QuantizedFreqs(const uint32_t* counts, int alphabet, CodeWidth width, uint32_t* freqs, uint8_t* codes);
+
+// Bits (16.16) to code the counted symbols with these frequencies.
+uint64_t CrossEntropyQ16(const uint32_t* counts, const uint32_t* freqs, int alphabet);
 
 // log2(x) in 16.16 fixed point (integer arithmetic; log2(0) is taken as 0).
 uint32_t Log2Q16(uint64_t x);
