@@ -114,36 +114,50 @@ template <typename F>
   UpdateAverage(avg16, a);
 }
 
-// Second pass, backwards: the rANS stream.
-template <typename F>
-std::string CodeSymbols(const DeltaPass<F>& pass, const EncTables& grid, const rans::EncSymbol* esc, size_t n,
-                        int lanes) {
-  const size_t cap = 4 * n + 8 * static_cast<size_t>(lanes) + 16;
+// Second pass, backwards: the rANS stream. (Lane arrays are only indexed by constants, so that they
+// live in registers.)
+template <typename F, int kLanes>
+std::string CodeSymbols(const DeltaPass<F>& pass, const EncTables& grid, const rans::EncSymbol* esc,
+                        size_t n) {
+  const size_t cap = 4 * n + 8 * kLanes + 16;
   std::string buf(cap, '\0');
   uint8_t* const end = reinterpret_cast<uint8_t*>(buf.data()) + cap;
   uint8_t* ptr = end;
-  uint32_t x[8];
-  for (int k = 0; k < lanes; ++k) x[k] = rans::kStateLow;
+  uint32_t x[kLanes];
+  for (int k = 0; k < kLanes; ++k) x[k] = rans::kStateLow;
   size_t e = pass.escapes.size();
   const auto put = [&](uint32_t& state, size_t t) {
     const uint32_t s = pass.syms[t];
     if (s == kDeltaEscape) state = rans::EncPut(state, esc[pass.escapes[--e]], &ptr);
     state = rans::EncPut(state, grid.cell[pass.cells[t]][s], &ptr);
   };
-  const size_t full = n / static_cast<size_t>(lanes) * static_cast<size_t>(lanes);
-  for (size_t t = n; t-- > full;) put(x[t - full], t);
-  if (lanes == 8) {
-    for (size_t t = full; t > 0;) {
-      t -= 8;
+  const size_t full = n / kLanes * kLanes;
 #pragma GCC unroll 8
-      for (int k = 7; k >= 0; --k) put(x[k], t + static_cast<size_t>(k));
-    }
-  } else {
-    for (size_t t = full; t-- > 0;) put(x[t % static_cast<size_t>(lanes)], t);
+  for (int k = kLanes - 1; k >= 0; --k) {
+    if (full + k < n) put(x[k], full + k);
   }
-  ptr -= 4 * lanes;
-  for (int k = 0; k < lanes; ++k) std::memcpy(ptr + 4 * k, &x[k], 4);
+  for (size_t t = full; t > 0;) {
+    t -= kLanes;
+#pragma GCC unroll 8
+    for (int k = kLanes - 1; k >= 0; --k) put(x[k], t + static_cast<size_t>(k));
+  }
+  ptr -= 4 * kLanes;
+  for (int k = 0; k < kLanes; ++k) std::memcpy(ptr + 4 * k, &x[k], 4);
   return std::string(reinterpret_cast<const char*>(ptr), static_cast<size_t>(end - ptr));
+}
+
+// First pass over the values in coding order.
+template <typename F, int kLanes>
+void Analyse(const DeltaParams<F>& p, const uint8_t* data, const uint8_t* base, size_t n, DeltaPass<F>* pass,
+             BulkBitWriter* bits) {
+  int avg16[kLanes] = {};
+  for (size_t i = 0; i < n; i += kLanes) {
+#pragma GCC unroll 8
+    for (int k = 0; k < kLanes; ++k) {
+      if (kLanes == 1 || i + k < n)
+        AnalyseValue<F>(p, Load<F>(base, i + k), Load<F>(data, i + k), &avg16[k], i + k, pass, bits);
+    }
+  }
 }
 
 template <typename F>
@@ -152,18 +166,10 @@ void EncodeDeltaImpl(const uint8_t* data, const uint8_t* base, size_t n, const L
   const int lanes = layout.lanes();
   DeltaPass<F> pass(n, DeltaParams<F>::kAlphabet);
   BulkBitWriter bits(n * sizeof(typename F::Word));
-  int avg16[8] = {};
-  size_t i = 0;
   if (lanes == 8) {
-    for (; i + 8 <= n; i += 8) {
-#pragma GCC unroll 8
-      for (int k = 0; k < 8; ++k)
-        AnalyseValue<F>(p, Load<F>(base, i + k), Load<F>(data, i + k), &avg16[k], i + k, &pass, &bits);
-    }
-  }
-  for (; i < n; ++i) {
-    const int k = static_cast<int>(i & static_cast<size_t>(lanes - 1));
-    AnalyseValue<F>(p, Load<F>(base, i), Load<F>(data, i), &avg16[k], i, &pass, &bits);
+    Analyse<F, 8>(p, data, base, n, &pass, &bits);
+  } else {
+    Analyse<F, 1>(p, data, base, n, &pass, &bits);
   }
   const ContextMap map = ChooseContextMap(pass.counts, 3, nullptr);
   EncTables grid;
@@ -174,7 +180,8 @@ void EncodeDeltaImpl(const uint8_t* data, const uint8_t* base, size_t n, const L
   out->tables.push_back(pass.escapes.empty() ? 0 : 1);
   if (!pass.escapes.empty())
     WriteTable(esc_counts.data(), DeltaParams<F>::kEscAlphabet, &out->tables, esc.data());
-  out->words = CodeSymbols<F>(pass, grid, esc.data(), n, lanes);
+  out->words = lanes == 8 ? CodeSymbols<F, 8>(pass, grid, esc.data(), n)
+                          : CodeSymbols<F, 1>(pass, grid, esc.data(), n);
   out->raw = bits.Finish();
 }
 
@@ -283,10 +290,13 @@ bool DecodeDeltaLanes(const Layout& layout, const DeltaTables& tables, std::stri
       d.template Value<false>(&x[k], &avg16[k], i + k);
     }
   }
-  for (; i < n; ++i) {
-    const int k = static_cast<int>(i % kLanes);
-    d.bits.RefillChecked();
-    d.template Value<true>(&x[k], &avg16[k], i);
+  for (; i < n; i += kLanes) {
+#pragma GCC unroll 8
+    for (int k = 0; k < kLanes; ++k) {
+      if (i + k >= n) break;
+      d.bits.RefillChecked();
+      d.template Value<true>(&x[k], &avg16[k], i + k);
+    }
     if (d.overrun) return false;
   }
   for (int k = 0; k < kLanes; ++k) {

@@ -48,33 +48,31 @@ template <typename F>
   return (tok << 3) | (sign << 2) | top;
 }
 
-template <typename F>
-std::string CodeSymbols(const std::vector<uint8_t>& syms, const EncTables& grid, size_t n, int lanes) {
-  const size_t cap = 2 * n + 8 * static_cast<size_t>(lanes) + 16;
+template <int kLanes>
+std::string CodeSymbols(const std::vector<uint8_t>& syms, const EncTables& grid, size_t n) {
+  const size_t cap = 2 * n + 8 * kLanes + 16;
   std::string buf(cap, '\0');
   uint8_t* const end = reinterpret_cast<uint8_t*>(buf.data()) + cap;
   uint8_t* ptr = end;
-  uint32_t x[8];
-  for (int k = 0; k < lanes; ++k) x[k] = rans::kStateLow;
-  // The context of symbol t is the previous symbol of its lane (t - lanes), or token 0 at a lane's start.
-  const size_t L = static_cast<size_t>(lanes);
+  uint32_t x[kLanes];
+  for (int k = 0; k < kLanes; ++k) x[k] = rans::kStateLow;
+  // The context of symbol t is the previous symbol of its lane (t - kLanes), or token 0 at a lane's start.
   const auto put = [&](uint32_t& state, size_t t) {
-    const int cell = t >= L ? syms[t - L] >> 3 : 0;
+    const int cell = t >= kLanes ? syms[t - kLanes] >> 3 : 0;
     state = rans::EncPut(state, grid.cell[cell][syms[t]], &ptr);
   };
-  const size_t full = n / L * L;
-  for (size_t t = n; t-- > full;) put(x[t - full], t);
-  if (lanes == 8) {
-    for (size_t t = full; t > 0;) {
-      t -= 8;
+  const size_t full = n / kLanes * kLanes;
 #pragma GCC unroll 8
-      for (int k = 7; k >= 0; --k) put(x[k], t + static_cast<size_t>(k));
-    }
-  } else {
-    for (size_t t = full; t-- > 0;) put(x[t % L], t);
+  for (int k = kLanes - 1; k >= 0; --k) {
+    if (full + k < n) put(x[k], full + k);
   }
-  ptr -= 4 * lanes;
-  for (int k = 0; k < lanes; ++k) std::memcpy(ptr + 4 * k, &x[k], 4);
+  for (size_t t = full; t > 0;) {
+    t -= kLanes;
+#pragma GCC unroll 8
+    for (int k = kLanes - 1; k >= 0; --k) put(x[k], t + static_cast<size_t>(k));
+  }
+  ptr -= 4 * kLanes;
+  for (int k = 0; k < kLanes; ++k) std::memcpy(ptr + 4 * k, &x[k], 4);
   return std::string(reinterpret_cast<const char*>(ptr), static_cast<size_t>(end - ptr));
 }
 
@@ -97,7 +95,7 @@ void EncodeStandaloneImpl(const uint8_t* data, size_t n, const Layout& layout, C
   const ContextMap map = ChooseContextMap(counts, 0, nullptr);
   EncTables grid;
   WriteTables(counts, map, &out->tables, &grid);
-  out->words = CodeSymbols<F>(syms, grid, n, lanes);
+  out->words = lanes == 8 ? CodeSymbols<8>(syms, grid, n) : CodeSymbols<1>(syms, grid, n);
   out->raw = bits.Finish();
 }
 
@@ -164,9 +162,12 @@ bool DecodeLanes(const Layout& layout, const DecTables& tables, std::string_view
 #pragma GCC unroll 8
     for (int k = 0; k < kLanes; ++k) d.template Value<false>(&x[k], &prev[k], i + k);
   }
-  for (; i < n; ++i) {
-    const int k = static_cast<int>(i % kLanes);
-    d.template Value<true>(&x[k], &prev[k], i);
+  for (; i < n; i += kLanes) {
+#pragma GCC unroll 8
+    for (int k = 0; k < kLanes; ++k) {
+      if (i + k >= n) break;
+      d.template Value<true>(&x[k], &prev[k], i + k);
+    }
     if (d.overrun) return false;
   }
   for (int k = 0; k < kLanes; ++k) {
