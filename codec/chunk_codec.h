@@ -29,9 +29,9 @@ inline constexpr uint8_t kCodecVersion = 1;
 // Flags byte after id and version.
 inline constexpr uint8_t kChunkFlagDelta = 0x01;  // XOR'd with the base bytes at the same offsets
 
-// How hard EncodeChunk works on BF16/F16/F32 chunks: kFast = the table-driven float coder (kFloatRans,
-// several hundred MB/s a core), kMax = the adaptive float coder (kFloatCtx: a few percent smaller on
-// most inputs, about ten times slower).
+// Which float coder EncodeChunk uses for BF16/F16/F32 chunks: kFast = the table-driven one (kFloatRans),
+// kMax = the adaptive one (kFloatCtx: several times slower; on the inputs of bench/README.md it is not
+// smaller, it stays selectable for inputs where adapting within a chunk pays).
 enum class EncodeLevel : uint8_t { kFast = 0, kMax = 1 };
 
 struct EncodeOptions {
