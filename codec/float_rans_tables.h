@@ -64,8 +64,8 @@ void WriteTables(const GridCounts& counts, const ContextMap& map, std::string* o
 Status ReadTables(std::string_view* in, int grid_rows, int grid_cols, int alphabet, const bool* valid,
                   DecTables* out);
 
-// One table on its own (no map): code width, lo, hi, codes. WriteTable returns false (writing nothing) when no
-// symbol was counted.
+// One table on its own (no map): code width, lo, hi, codes. WriteTable returns false (writing nothing) when
+// no symbol was counted.
 bool WriteTable(const uint32_t* counts, int alphabet, std::string* out, rans::EncSymbol* enc);
 Status ReadTable(std::string_view* in, int alphabet, const bool* valid, rans::DecEntry* table);
 
