@@ -158,9 +158,12 @@ class PlanesMethod : public Method {
 
 class OursMethod : public Method {
  public:
-  std::string name() const override { return "ours"; }
+  explicit OursMethod(EncodeLevel level) : level_(level) {}
+  std::string name() const override { return level_ == EncodeLevel::kFast ? "ours-fast" : "ours-max"; }
   std::string Encode(DType dtype, std::string_view raw, std::string_view base) override {
-    return EncodeChunk(dtype, raw, base);
+    EncodeOptions options;
+    options.level = level_;
+    return EncodeChunk(dtype, raw, base, options);
   }
   bool Decode(DType, std::string_view enc, std::string_view base, std::string* out, size_t raw) override {
     auto r = DecodeChunk(enc, base, raw);
@@ -168,6 +171,9 @@ class OursMethod : public Method {
     *out = std::move(*r);
     return true;
   }
+
+ private:
+  EncodeLevel level_;
 };
 
 double Seconds(Clock::time_point a, Clock::time_point b) {
@@ -244,7 +250,8 @@ int main(int argc, char** argv) {
   std::vector<std::unique_ptr<Method>> methods;
   for (int l : levels) methods.push_back(std::make_unique<ZstdMethod>(l));
   methods.push_back(std::make_unique<PlanesMethod>());
-  methods.push_back(std::make_unique<OursMethod>());
+  methods.push_back(std::make_unique<OursMethod>(EncodeLevel::kMax));
+  methods.push_back(std::make_unique<OursMethod>(EncodeLevel::kFast));
 
   std::FILE* json = json_path.empty() ? nullptr : std::fopen(json_path.c_str(), "a");
   bool any_failed = false;

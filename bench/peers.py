@@ -5,7 +5,8 @@
 
 Sections (each can be skipped with --skip NAME):
   lossless      build/bench/codec_peers on the fixture pairs (bf16, f32) and on a generated bf16 pair
-                (bench/gen_pair.py, --size-gb): zstd -1/-3/-9, byte planes + zstd-3, ours; base alone and
+                (bench/gen_pair.py, --size-gb) and the small-delta pair (bench/gen_small_delta.py): zstd -1/-3/-9,
+                byte planes + zstd-3, ours-max (adaptive float coder) and ours-fast (rANS, the default); base alone and
                 finetune as a delta; one thread; per-tensor order-0 entropy of the base.
   zipnn         ZipNN (PyPI zipnn, threads=1) on the same inputs: each tensor's bytes with its dtype,
                 base alone and the finetune in ZipNN's delta mode (delta_compressed_type="byte": XOR
@@ -83,6 +84,13 @@ def inputs(args):
         log(f"generating {args.size_gb} GiB bf16 pair in {gdir} (bench/gen_pair.py) ...")
         b, f, _ = gen_pair.generate(gdir, args.size_gb, args.largest_mib, 1)
         out.append((f"generated-{args.size_gb:g}GiB.bf16", b, f))
+    # The "small-delta" pair (issue 13): the faceres base with 1% noise per tensor, every weight touched.
+    sdir = pathlib.Path(args.gen_dir) / "small-delta"
+    if not (sdir / "finetune.bf16.safetensors").exists():
+        log(f"generating the small-delta pair in {sdir} (bench/gen_small_delta.py) ...")
+        subprocess.run([sys.executable, str(HERE / "gen_small_delta.py"), str(sdir)], check=True)
+    for dt in ("bf16", "f32"):
+        out.append((f"small-delta.{dt}", sdir / f"base.{dt}.safetensors", sdir / f"finetune.{dt}.safetensors"))
     return out
 
 
@@ -518,8 +526,8 @@ def plots(rows):
                     if r["input"] != label or r["case"] != case:
                         continue
                     x, y = r["raw"] / r["enc_s"] / MB, r["raw"] / r["stored"]
-                    ax.scatter([x], [y], s=60 if r["method"] == "ours" else 30,
-                               marker="*" if r["method"] == "ours" else "o")
+                    ours = r["method"].startswith("ours")
+                    ax.scatter([x], [y], s=60 if ours else 30, marker="*" if ours else "o")
                     ax.annotate(r["method"], (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
                     ax.scatter([r["raw"] / r["dec_s"] / MB], [y], s=12, marker="x", color="gray")
                 ent = [r for r in rows if r.get("method") == "order0-entropy" and r["input"] == label]

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "codec/float_coder.h"
+#include "codec/float_rans.h"
 #include "codec/lossy_codec.h"
 #include "common/endian.h"
 
@@ -107,6 +108,7 @@ std::string_view CodecName(CodecId id) {
     case CodecId::kZstd: return "zstd";
     case CodecId::kPlanesZstd: return "planes-zstd";
     case CodecId::kFloatCtx: return "float-ctx";
+    case CodecId::kFloatRans: return "float-rans";
     case CodecId::kLossy: return "lossy";
   }
   return "unknown";
@@ -119,9 +121,15 @@ std::string EncodeChunk(DType dtype, std::string_view raw, std::string_view base
   size_t word = DTypeSize(dtype);
   std::string best;
   if (auto kind = FloatKindOf(dtype); kind && raw.size() % word == 0) {
-    best = Header(CodecId::kFloatCtx, flags, dtype, raw.size()) +
-           EncodeFloats(*kind, reinterpret_cast<const uint8_t*>(raw.data()),
-                        delta ? reinterpret_cast<const uint8_t*>(base.data()) : nullptr, raw.size() / word);
+    const auto* data = reinterpret_cast<const uint8_t*>(raw.data());
+    const auto* base_data = delta ? reinterpret_cast<const uint8_t*>(base.data()) : nullptr;
+    if (options.level == EncodeLevel::kMax) {
+      best = Header(CodecId::kFloatCtx, flags, dtype, raw.size()) +
+             EncodeFloats(*kind, data, base_data, raw.size() / word);
+    } else {
+      best = Header(CodecId::kFloatRans, flags, dtype, raw.size()) +
+             EncodeFloatsRans(*kind, data, base_data, raw.size() / word);
+    }
   } else {
     std::string input = delta ? XorBytes(raw, base) : std::string(raw);
     if (word > 1 && raw.size() % word == 0) {
@@ -176,14 +184,17 @@ StatusOr<std::string> DecodeChunk(std::string_view encoded, std::string_view bas
       return std::string(payload);
     case CodecId::kZstd: DS_RETURN_IF_ERROR(ZstdDecode(payload, out.data(), raw_size)); break;
     case CodecId::kPlanesZstd: DS_RETURN_IF_ERROR(DecodePlanes(payload, out.data(), raw_size)); break;
-    case CodecId::kFloatCtx: {
+    case CodecId::kFloatCtx:
+    case CodecId::kFloatRans: {
       auto kind = FloatKindOf(dtype);
       size_t word = DTypeSize(dtype);
       if (!kind || raw_size % word != 0) return Corruption("float chunk has a non-float dtype");
-      DS_RETURN_IF_ERROR(DecodeFloats(*kind, payload,
-                                      delta ? reinterpret_cast<const uint8_t*>(base.data()) : nullptr,
-                                      raw_size / word, reinterpret_cast<uint8_t*>(out.data())));
-      return out;  // the float coder undoes the XOR itself
+      const auto* base_data = delta ? reinterpret_cast<const uint8_t*>(base.data()) : nullptr;
+      auto* dst = reinterpret_cast<uint8_t*>(out.data());
+      DS_RETURN_IF_ERROR(id == CodecId::kFloatCtx
+                             ? DecodeFloats(*kind, payload, base_data, raw_size / word, dst)
+                             : DecodeFloatsRans(*kind, payload, base_data, raw_size / word, dst));
+      return out;  // the float coders undo the delta themselves
     }
     default: return Corruption("unknown chunk codec id " + std::to_string(static_cast<int>(id)));
   }

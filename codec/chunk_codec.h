@@ -20,7 +20,8 @@ enum class CodecId : uint8_t {
   kRaw = 0x00,         // stored as is
   kZstd = 0x01,        // one zstd frame of the raw bytes
   kPlanesZstd = 0x02,  // words split into byte planes, one zstd frame per plane
-  kFloatCtx = 0x03,    // context-modelled range coder for BF16/F16/F32 (codec/float_coder.h)
+  kFloatCtx = 0x03,    // context-modelled adaptive range coder for BF16/F16/F32 (codec/float_coder.h)
+  kFloatRans = 0x04,   // static-table interleaved rANS for BF16/F16/F32 (codec/float_rans.h)
   kLossy = 0x10,       // lossy delta tensor chunk (reserved for the lossy codec)
 };
 inline constexpr uint8_t kCodecVersion = 1;
@@ -28,8 +29,14 @@ inline constexpr uint8_t kCodecVersion = 1;
 // Flags byte after id and version.
 inline constexpr uint8_t kChunkFlagDelta = 0x01;  // XOR'd with the base bytes at the same offsets
 
+// Which float coder EncodeChunk uses for BF16/F16/F32 chunks: kFast = the table-driven one (kFloatRans),
+// kMax = the adaptive one (kFloatCtx: several times slower; on the inputs of bench/README.md it is not
+// smaller, it stays selectable for inputs where adapting within a chunk pays).
+enum class EncodeLevel : uint8_t { kFast = 0, kMax = 1 };
+
 struct EncodeOptions {
   int zstd_level = 3;
+  EncodeLevel level = EncodeLevel::kFast;
 };
 
 // Encodes `raw` (elements of `dtype`); when `base` is non-empty it has the same size and the chunk is

@@ -22,8 +22,10 @@
 // arithmetic: the output is identical on every build and platform.
 //
 // Measured on the faceres fixture pair (3.49M values; one core): BF16 delta 2.06x, F32 delta 1.34x
-// (byte planes + zstd: 1.63x and 1.24x); BF16 standalone 1.46-1.54x. About 65 MB/s each way for BF16
-// delta on a shared 2-core VM.
+// (byte planes + zstd: 1.63x and 1.24x); BF16 standalone 1.46-1.54x. 50-90 MB/s each way for BF16
+// delta on the shared 2-core VM (bench/README.md). The chunk codec's default is now the table-driven
+// coder with the same modelling (codec/float_rans.h: same or better ratios there, several times
+// faster); this one is CodecId::kFloatCtx, EncodeLevel::kMax, and decodes every chunk written with it.
 #pragma once
 
 #include <cstddef>

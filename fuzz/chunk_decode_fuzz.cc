@@ -1,10 +1,11 @@
-// Fuzzes DecodeChunk (every codec: raw, zstd, byte planes, the float coder 0x03, lossy 0x10), with and
-// without base bytes of the size the chunk claims.
+// Fuzzes DecodeChunk (every codec: raw, zstd, byte planes, the float coders 0x03 and 0x04, lossy 0x10), with
+// and without base bytes of the size the chunk claims.
 //
 // Input: byte 0 = mode, bytes 1..4 = chunk length L (LE, clamped), then L chunk bytes, then material
 // for the base (repeated to the needed size; zeros when empty).
 //   mode bit 0: give a base;  bit 1: pass an expected size that differs from the chunk's;
-//   bits 2-3:   1 = force codec id 0x03 (float coder), 2 = force 0x10 (lossy), else the chunk's own id.
+//   bits 2-3:   1 = force codec id 0x03 (adaptive float coder), 2 = force 0x10 (lossy), 3 = force 0x04
+//               (fast float coder), 0 = the chunk's own id.
 // Expected sizes are bounded (kMaxRawSize) as the manifest bounds them for real callers.
 #include "codec/chunk_codec.h"
 #include "fuzz/fuzz_util.h"
@@ -21,6 +22,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const int force = (mode >> 2) & 3;
   if (!chunk.empty() && force == 1) chunk[0] = static_cast<char>(CodecId::kFloatCtx);
   if (!chunk.empty() && force == 2) chunk[0] = static_cast<char>(CodecId::kLossy);
+  if (!chunk.empty() && force == 3) chunk[0] = static_cast<char>(CodecId::kFloatRans);
 
   uint64_t claimed =
       chunk.size() >= 12 ? fuzz::LoadLE(reinterpret_cast<const uint8_t*>(chunk.data()) + 4, 8) : 0;

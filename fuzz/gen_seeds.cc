@@ -10,6 +10,7 @@
 #include <random>
 
 #include "codec/chunk_codec.h"
+#include "codec/float_rans.h"
 #include "codec/lossy_codec.h"
 #include "codec/manifest.h"
 #include "codec/safetensors.h"
@@ -143,11 +144,39 @@ void ChunkSeeds(const fs::path& fixtures) {
   put("float_f32_delta", 1, EncodeChunk(DType::kF32, f32_ft, f32_base), f32_base);
   put("float_f16_standalone", 0, EncodeChunk(DType::kF16, f16, {}), "");
   put("float_bf16_same", 1, EncodeChunk(DType::kBF16, bf_base, bf_base), bf_base);
+  EncodeOptions max;
+  max.level = EncodeLevel::kMax;
+  put("float_ctx_bf16_standalone", 0, EncodeChunk(DType::kBF16, bf_ft, {}, max), "");
+  put("float_ctx_bf16_delta", 1, EncodeChunk(DType::kBF16, bf_ft, bf_base, max), bf_base);
+  put("float_ctx_f32_delta", 1, EncodeChunk(DType::kF32, f32_ft, f32_base, max), f32_base);
   put("planes_i32", 0, EncodeChunk(DType::kI32, ints, {}), "");
   put("planes_i32_delta", 1, EncodeChunk(DType::kI32, ints, std::string(ints.size(), '\x01')),
       std::string(ints.size(), '\x01'));
   put("zstd_u8", 0, EncodeChunk(DType::kU8, text, {}), "");
   put("raw_u8", 0, EncodeChunk(DType::kU8, noise, {}), "");
+}
+
+// float_rans input: mode, u16 n, u16 length, encoding (or values), base material (see the target).
+void FloatRansSeeds(const fs::path& fixtures) {
+  const std::string bf_base = TensorSlice(fixtures / "faceres.bf16.safetensors", DType::kBF16, 1024, 4096);
+  const std::string bf_ft = TensorSlice(fixtures / "faceres-deep.bf16.safetensors", DType::kBF16, 1024, 4096);
+  const std::string f32_base = TensorSlice(fixtures / "faceres.f32.safetensors", DType::kF32, 2048, 4096);
+  const std::string f32_ft = TensorSlice(fixtures / "faceres-deep.f32.safetensors", DType::kF32, 2048, 4096);
+  auto put = [](const std::string& name, uint8_t mode, size_t n, const std::string& part,
+                const std::string& base) {
+    std::string in(1, static_cast<char>(mode));
+    in += LE32(static_cast<uint32_t>(n)).substr(0, 2) + LE32(static_cast<uint32_t>(part.size())).substr(0, 2);
+    Write("float_rans", name, in + part + base);
+  };
+  auto u8 = [](const std::string& s) { return reinterpret_cast<const uint8_t*>(s.data()); };
+  put("bf16_delta", 1 | 4, 512, EncodeFloatsRans(FloatKind::kBF16, u8(bf_ft), u8(bf_base), 512), bf_base);
+  put("bf16_standalone", 1, 512, EncodeFloatsRans(FloatKind::kBF16, u8(bf_ft), nullptr, 512), "");
+  put("bf16_small_delta", 1 | 4, 100, EncodeFloatsRans(FloatKind::kBF16, u8(bf_ft), u8(bf_base), 100),
+      bf_base);
+  put("f32_delta", 3 | 4, 512, EncodeFloatsRans(FloatKind::kF32, u8(f32_ft), u8(f32_base), 512), f32_base);
+  put("f32_standalone", 3, 512, EncodeFloatsRans(FloatKind::kF32, u8(f32_base), nullptr, 512), "");
+  put("bf16_encode_delta", 1 | 4 | 8, 512, bf_ft, bf_base);
+  put("f32_encode", 3 | 8, 512, f32_ft, "");
 }
 
 LossyTensor MakeLossy(LossyParams p, uint32_t seed) {
@@ -338,6 +367,7 @@ int main(int argc, char** argv) {
   g_out = argv[2];
   SafetensorsSeeds(fixtures);
   ChunkSeeds(fixtures);
+  FloatRansSeeds(fixtures);
   LossySeeds();
   ManifestAndContainerSeeds();
   HttpSeeds();

@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_PER_TARGET="${1:-10}"
 BUILD_DIR="${BUILD_DIR:-build-fuzz}"
-TARGETS=(${FUZZ_TARGETS:-safetensors_header manifest chunk_decode lossy_chunk container http})
+TARGETS=(${FUZZ_TARGETS:-safetensors_header manifest chunk_decode float_rans lossy_chunk container http})
 source scripts/ccache_env.sh
 
 if ! echo 'extern "C" int LLVMFuzzerTestOneInput(const char*, unsigned long) { return 0; }' |

@@ -1,0 +1,115 @@
+// Raw bit fields, least significant bit first, packed little-endian: the bulk stream of near-uniform
+// low bits beside an entropy coder's stream. Writer and reader move 8 bytes at a time without a branch
+// per field (fields are at most 32 bits).
+#pragma once
+
+#include <algorithm>
+#include <bit>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <string>
+
+namespace deltastore {
+
+static_assert(std::endian::native == std::endian::little, "bit_stream assumes a little-endian host");
+
+class BulkBitWriter {
+ public:
+  // `max_bytes`: an upper bound of the bytes the fields will take.
+  explicit BulkBitWriter(size_t max_bytes) : out_(max_bytes + 16, '\0') {}
+
+  // `v` < 2^nbits, nbits <= 32.
+  [[gnu::always_inline]] void Put(uint32_t v, int nbits) {
+    acc_ |= static_cast<uint64_t>(v) << fill_;
+    fill_ += nbits;
+    std::memcpy(out_.data() + pos_, &acc_, 8);
+    const int whole = fill_ & ~7;  // <= 32
+    pos_ += static_cast<size_t>(whole >> 3);
+    acc_ >>= whole;
+    fill_ &= 7;
+  }
+
+  // Bits written so far.
+  uint64_t bits() const { return pos_ * uint64_t{8} + static_cast<uint64_t>(fill_); }
+
+  // The bytes written, the last one padded with zero bits.
+  std::string Finish() {
+    std::memcpy(out_.data() + pos_, &acc_, 8);
+    out_.resize(pos_ + (fill_ > 0 ? 1 : 0));
+    return std::move(out_);
+  }
+
+ private:
+  std::string out_;
+  size_t pos_ = 0;
+  uint64_t acc_ = 0;
+  int fill_ = 0;  // pending bits in acc_, < 8 between calls
+};
+
+class BulkBitReader {
+ public:
+  BulkBitReader(const uint8_t* p, size_t size) : begin_(p), p_(p), end_(p + size) {}
+
+  // Fast path: needs 8 readable bytes at the read position (see FastBytesLeft).
+  [[gnu::always_inline]] void Refill() {
+    uint64_t w;
+    std::memcpy(&w, p_, 8);
+    buf_ |= w << count_;
+    p_ += (63 - count_) >> 3;
+    count_ |= 56;
+  }
+
+  // Reads nothing past the end; missing bytes read as zeros (Exhausted() then tells).
+  void RefillChecked() {
+    if (end_ - p_ >= 8) {
+      Refill();
+      return;
+    }
+    while (count_ <= 56) {
+      uint64_t b = 0;
+      if (p_ != end_) {
+        b = *p_++;
+      } else {
+        ++past_end_;
+      }
+      buf_ |= b << count_;
+      count_ += 8;
+    }
+  }
+
+  // `nbits` <= 32, after a refill.
+  [[gnu::always_inline]] uint32_t Get(int nbits) {
+    const uint32_t v = static_cast<uint32_t>(buf_ & ((uint64_t{1} << nbits) - 1));
+    buf_ >>= nbits;
+    count_ -= nbits;
+    return v;
+  }
+
+  // Bytes readable at the read position (the fast path needs 8 at each refill).
+  size_t BytesLeft() const { return static_cast<size_t>(end_ - p_); }
+
+  // Bits consumed by Get.
+  uint64_t Consumed() const {
+    return (static_cast<uint64_t>(p_ - begin_) + past_end_) * 8 - static_cast<uint64_t>(count_);
+  }
+
+  // The stream was read to its last byte and no further, and its padding bits are zero.
+  bool FinishedExactly() {
+    const uint64_t size_bits = static_cast<uint64_t>(end_ - begin_) * 8;
+    const uint64_t used = Consumed();
+    if (used > size_bits || size_bits - used >= 8) return false;
+    RefillChecked();
+    return Get(static_cast<int>(size_bits - used)) == 0;
+  }
+
+ private:
+  const uint8_t* begin_;
+  const uint8_t* p_;
+  const uint8_t* end_;
+  uint64_t buf_ = 0;
+  int count_ = 0;
+  uint64_t past_end_ = 0;  // zero bytes supplied beyond the end
+};
+
+}  // namespace deltastore
