@@ -153,6 +153,11 @@ const TensorInfo* SafetensorsHeader::Find(std::string_view name) const {
   return &tensors[*it];
 }
 
+bool IsSafetensorsPath(std::string_view path) {
+  constexpr std::string_view kExt = ".safetensors";
+  return path.size() >= kExt.size() && path.substr(path.size() - kExt.size()) == kExt;
+}
+
 StatusOr<uint64_t> ParseSafetensorsHeaderLength(std::string_view first8, uint64_t file_size) {
   if (first8.size() < 8 || file_size < 8) return Bad("file is shorter than the 8-byte header length");
   uint64_t n = LoadLE64(first8.data());

@@ -52,6 +52,9 @@ struct SafetensorsHeader {
   const TensorInfo* Find(std::string_view name) const;  // O(log n)
 };
 
+// True for a file name ending in ".safetensors" (the files a version stores tensor by tensor).
+bool IsSafetensorsPath(std::string_view path);
+
 // Reads the JSON length from the first 8 bytes and checks it against the limit and the file size.
 StatusOr<uint64_t> ParseSafetensorsHeaderLength(std::string_view first8, uint64_t file_size);
 

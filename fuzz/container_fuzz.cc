@@ -11,7 +11,7 @@
 #include "common/sha256.h"
 #include "fuzz/fuzz_util.h"
 #include "service/container.h"
-#include "service/packer.h"
+#include "service/ingest.h"
 
 using namespace deltastore;
 using deltastore::fuzz::kMaxRawSize;

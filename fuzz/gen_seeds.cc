@@ -15,7 +15,7 @@
 #include "codec/manifest.h"
 #include "codec/safetensors.h"
 #include "service/container.h"
-#include "service/packer.h"
+#include "service/ingest.h"
 #include "storage/stores.h"
 
 using namespace deltastore;

@@ -11,7 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "codec/manifest.h"
-#include "service/packer.h"
+#include "service/reader.h"
 #include "service/records.h"
 #include "service/registry_state.h"
 

@@ -2,6 +2,8 @@
 
 #include <vector>
 
+#include "service/ingest.h"
+
 namespace deltastore {
 
 using json = nlohmann::json;

@@ -12,7 +12,7 @@
 
 #include "codec/safetensors.h"
 #include "gpu/lossy.h"
-#include "service/packer.h"
+#include "service/ingest.h"
 
 namespace deltastore {
 

@@ -122,11 +122,6 @@ bool ValidPath(std::string_view p) {
   return true;
 }
 
-bool IsSafetensors(std::string_view path) {
-  constexpr std::string_view kExt = ".safetensors";
-  return path.size() >= kExt.size() && path.substr(path.size() - kExt.size()) == kExt;
-}
-
 StatusOr<json> ParseRecordJson(std::string_view text, std::string_view what) {
   json j = json::parse(text.begin(), text.end(), nullptr, false);
   if (j.is_discarded() || !j.is_object())

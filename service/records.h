@@ -44,7 +44,6 @@ uint64_t NowNs();
 bool ValidName(std::string_view name);
 // A file path inside a version: relative, '/'-separated, no empty, "." or ".." segment, ≤ 255 bytes.
 bool ValidPath(std::string_view path);
-bool IsSafetensors(std::string_view path);
 
 // Parses a stored JSON object; kCorruption (naming `what`) when it is not one.
 StatusOr<nlohmann::json> ParseRecordJson(std::string_view text, std::string_view what);

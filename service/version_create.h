@@ -1,5 +1,5 @@
 // Version creation: a checked request becomes a queued job (version_request.h); a worker runs it
-// (ingest through service/packer.h), then commits the version, its indexes and tags in one batch.
+// (ingest through service/ingest.h), then commits the version, its indexes and tags in one batch.
 //
 // A job is marked `succeeded` only after its commit and the audit snapshot that follows it, so a
 // client that sees `succeeded` sees the version everywhere (catalog, audit, history).
@@ -11,8 +11,8 @@
 #include <nlohmann/json.hpp>
 
 #include "service/catalog.h"
+#include "service/ingest.h"
 #include "service/job_queue.h"
-#include "service/packer.h"
 #include "service/registry_audit.h"
 #include "service/uploads.h"
 

@@ -100,7 +100,7 @@ Status CheckCheckpoints(const std::vector<JobFile>& files, const Manifest* base,
   size_t shared = 0, total = 0;
   std::vector<std::string> mismatched;
   for (const auto& f : files) {
-    if (!IsSafetensors(f.path)) continue;
+    if (!IsSafetensorsPath(f.path)) continue;
     auto st = SafetensorsFile::Open(state->SpoolPath(f.upload));
     if (!st.ok()) return st.status().Annotate(f.path);  // the client's name, never the spool path
     for (const auto& t : (*st)->header().tensors) {

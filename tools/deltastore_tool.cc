@@ -12,7 +12,7 @@
 
 #include "codec/safetensors.h"
 #include "service/container.h"
-#include "service/packer.h"
+#include "service/ingest.h"
 #include "storage/stores.h"
 
 namespace deltastore {

@@ -1,4 +1,4 @@
-#include "service/packer.h"
+#include "service/ingest.h"
 
 #include <gtest/gtest.h>
 

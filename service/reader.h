@@ -1,5 +1,6 @@
-// Ingest (files -> chunks + manifest) and reconstruction (manifest + chunks -> file bytes).
-// Memory stays bounded by a few chunks: files are read and written piece by piece.
+// Reconstruction (manifest + chunks -> file bytes): reading a stored version's tensors and files, and
+// base tensors from safetensors files on disk. Memory stays bounded by a few chunks: files are produced
+// piece by piece.
 #pragma once
 
 #include <deque>
@@ -16,31 +17,6 @@
 #include "storage/chunk_store.h"
 
 namespace deltastore {
-
-struct IngestProgress {
-  // "planning" while the lossy rate allocation probes the tensors (tensors_done counts them), then
-  // "encoding".
-  std::string phase = "encoding";
-  uint64_t tensors_done = 0;
-  uint64_t tensors_total = 0;
-  uint64_t bytes_done = 0;
-  uint64_t bytes_total = 0;
-};
-using ProgressFn = std::function<void(const IngestProgress&)>;
-
-struct IngestStats {
-  uint64_t logical_bytes = 0;  // bytes of the input files
-  uint64_t encoded_bytes = 0;  // encoded bytes the version references (before dedup)
-  uint64_t new_bytes = 0;      // bytes newly written to the chunk store (after dedup)
-  uint64_t chunks = 0;
-  uint64_t new_chunks = 0;
-  uint64_t tensors = 0;
-  uint64_t tensors_same = 0;
-  uint64_t tensors_delta = 0;
-  uint64_t tensors_standalone = 0;
-  uint64_t tensors_lossy = 0;
-  std::vector<std::string> lossy_reports;  // JSON, one per lossy tensor
-};
 
 // Resolves a version digest to its manifest (so readers can follow a chain of bases).
 using ManifestLoader = std::function<StatusOr<Manifest>(const Digest&)>;
@@ -136,50 +112,6 @@ class VersionReader : public TensorSource {
   std::string cache_bytes_;
   bool cache_valid_ = false;
 };
-
-struct IngestFile {
-  std::string source_path;  // where the bytes are (a sealed upload, or a local file)
-  std::string path;         // the file's name inside the version
-};
-
-// A lossy encoding of one tensor, produced by the lossy hook.
-struct LossyOutcome {
-  std::string chunk;          // the encoded lossy chunk
-  std::string reconstructed;  // the tensor's bytes as downloads will rebuild them
-  std::string report_json;    // per-tensor quality report
-};
-// Decides and performs lossy compression of a tensor whose base tensor has the same layout; returns
-// nullopt to store the tensor losslessly. `stream` numbers the tensors of a version.
-using LossyHook = std::function<StatusOr<std::optional<LossyOutcome>>(
-    const TensorInfo& tensor, const std::string& base_bytes, const std::string& finetune_bytes,
-    uint32_t stream)>;
-
-// Optional first pass of a lossy version (model-level rate allocation): `probe` sees every tensor the
-// hook will be offered (a base tensor of the same layout, other bytes), with the same arguments, before
-// any is encoded; then `plan` runs once.
-struct LossyPlanner {
-  std::function<Status(const TensorInfo& tensor, const std::string& base_bytes,
-                       const std::string& finetune_bytes, uint32_t stream)>
-      probe;
-  std::function<Status()> plan;
-};
-
-struct IngestOptions {
-  EncodeOptions encode;
-  LossyHook lossy;                  // set for lossy versions
-  LossyPlanner lossy_planner;       // optional, with `lossy`
-  std::function<bool()> cancelled;  // checked between tensors: true stops the ingest (kUnavailable)
-};
-
-// Stores the files and returns the manifest (the caller records it). `base` may be null (a base
-// version: tensors are stored standalone); `base_digest` is recorded in the manifest. On failure every chunk
-// reference taken is dropped again.
-StatusOr<Manifest> IngestFiles(ChunkStore* store, const std::vector<IngestFile>& files, VersionReader* base,
-                               const IngestOptions& options, IngestStats* stats,
-                               const ProgressFn& progress = {});
-
-// Drops the references a manifest holds (deleting a version).
-Status ReleaseManifest(ChunkStore* store, const Manifest& manifest);
 
 // Base tensors from safetensors files on disk (the original base checkpoint, for offline rebuilds).
 class FilesTensorSource : public TensorSource {

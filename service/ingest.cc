@@ -1,0 +1,270 @@
+#include "service/ingest.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <fstream>
+#include <thread>
+
+namespace deltastore {
+namespace {
+
+// Takes references as chunks are put, and drops them all again unless committed.
+class RefGuard {
+ public:
+  explicit RefGuard(ChunkStore* store) : store_(store) {}
+  ~RefGuard() {
+    if (committed_) return;
+    for (const auto& d : taken_) (void)store_->Unref(d);
+  }
+  StatusOr<ChunkRef> Put(std::string_view encoded, uint64_t raw_size, IngestStats* stats) {
+    DS_ASSIGN_OR_RETURN(PutResult r, store_->Put(encoded));
+    taken_.push_back(r.digest);
+    stats->encoded_bytes += encoded.size();
+    stats->new_bytes += r.stored_bytes;
+    stats->chunks += 1;
+    stats->new_chunks += r.inserted ? 1 : 0;
+    return ChunkRef{r.digest, raw_size, encoded.size()};
+  }
+  void Commit() { committed_ = true; }
+
+ private:
+  ChunkStore* store_;
+  std::vector<Digest> taken_;
+  bool committed_ = false;
+};
+
+StatusOr<std::vector<ChunkRef>> PutBytesAsChunks(RefGuard* guard, std::string_view bytes, IngestStats* stats,
+                                                 const IngestOptions& options) {
+  std::vector<ChunkRef> out;
+  for (uint64_t off = 0; off < bytes.size() || (off == 0 && bytes.empty()); off += kChunkSize) {
+    std::string_view piece = bytes.substr(off, kChunkSize);
+    DS_ASSIGN_OR_RETURN(ChunkRef r,
+                        guard->Put(EncodeChunk(DType::kU8, piece, {}, options.encode), piece.size(), stats));
+    out.push_back(r);
+    if (bytes.empty()) break;
+  }
+  return out;
+}
+
+StatusOr<FileEntry> IngestBlob(RefGuard* guard, const IngestFile& in, IngestStats* stats,
+                               const IngestOptions& options) {
+  std::ifstream f(in.source_path, std::ios::binary);
+  if (!f) return NotFound("cannot open " + in.source_path);
+  FileEntry e;
+  e.path = in.path;
+  e.kind = FileKind::kBlob;
+  Sha256 hash;
+  std::string buf(kChunkSize, '\0');
+  while (true) {
+    f.read(buf.data(), static_cast<std::streamsize>(buf.size()));
+    std::streamsize got = f.gcount();
+    if (got <= 0 && !e.chunks.empty()) break;
+    std::string_view piece(buf.data(), static_cast<size_t>(std::max<std::streamsize>(got, 0)));
+    hash.Update(piece);
+    e.size += piece.size();
+    DS_ASSIGN_OR_RETURN(ChunkRef r,
+                        guard->Put(EncodeChunk(DType::kU8, piece, {}, options.encode), piece.size(), stats));
+    e.chunks.push_back(r);
+    if (got < static_cast<std::streamsize>(buf.size())) break;
+  }
+  if (f.bad()) return IOError("read failed: " + in.source_path);
+  e.sha256 = hash.Finish();
+  stats->logical_bytes += e.size;
+  return e;
+}
+
+bool SameLayout(const TensorEntry& base, const TensorInfo& t) {
+  return base.dtype == t.dtype && base.shape == t.shape && base.size == t.size();
+}
+
+StatusOr<FileEntry> IngestSafetensors(RefGuard* guard, const IngestFile& in, VersionReader* base,
+                                      IngestStats* stats, const IngestOptions& options,
+                                      IngestProgress* progress, const ProgressFn& report) {
+  DS_ASSIGN_OR_RETURN(auto file, SafetensorsFile::Open(in.source_path));
+  const SafetensorsHeader& h = file->header();
+  FileEntry e;
+  e.path = in.path;
+  e.kind = FileKind::kSafetensors;
+  e.size = h.file_size();
+
+  // Pass 1: the whole file's sha256 and each tensor's, in one sequential read.
+  Sha256 file_hash;
+  file_hash.Update(h.header_bytes);
+  std::string buf;
+  for (const auto& t : h.tensors) {
+    Sha256 th;
+    for (uint64_t off = 0; off < t.size(); off += kChunkSize) {
+      uint64_t len = std::min<uint64_t>(kChunkSize, t.size() - off);
+      buf.resize(len);
+      DS_RETURN_IF_ERROR(file->ReadTensorRange(t, off, len, buf.data()));
+      th.Update(buf);
+      file_hash.Update(buf);
+    }
+    TensorEntry te;
+    te.name = t.name;
+    te.dtype = t.dtype;
+    te.shape = t.shape;
+    te.offset = t.begin;
+    te.size = t.size();
+    te.sha256 = th.Finish();
+    e.tensors.push_back(std::move(te));
+  }
+  e.sha256 = file_hash.Finish();
+
+  DS_ASSIGN_OR_RETURN(auto header_chunks, PutBytesAsChunks(guard, h.header_bytes, stats, options));
+  if (header_chunks.size() != 1) return Internal("header larger than one chunk");
+  e.header = header_chunks[0];
+
+  // Pass 2: encode each tensor, against its base tensor when the layout matches. The file as it will be
+  // served is hashed on the way (it differs from the upload only where tensors are stored lossily).
+  Sha256 served_hash;
+  served_hash.Update(h.header_bytes);
+  std::string base_buf;
+  uint32_t stream = 0;
+  for (size_t i = 0; i < h.tensors.size(); ++i) {
+    if (options.cancelled && options.cancelled())
+      return Unavailable("ingest cancelled: the server is stopping");
+    const TensorInfo& t = h.tensors[i];
+    TensorEntry& te = e.tensors[i];
+    const TensorEntry* bt = base ? base->FindTensor(t.name) : nullptr;
+    if (bt != nullptr && !SameLayout(*bt, t)) bt = nullptr;
+    std::optional<LossyOutcome> lossy;
+    if (bt != nullptr && bt->sha256 == te.sha256) {
+      te.encoding = TensorEncoding::kSameAsBase;
+      stats->tensors_same++;
+    } else if (bt != nullptr && options.lossy) {
+      // Lossy candidates are handled whole (memory: a few times the largest tensor).
+      std::string ft_bytes(t.size(), '\0');
+      DS_RETURN_IF_ERROR(file->ReadTensorRange(t, 0, t.size(), ft_bytes.data()));
+      base_buf.resize(t.size());
+      DS_RETURN_IF_ERROR(base->ReadTensor(*bt, 0, t.size(), base_buf.data()));
+      auto outcome = options.lossy(t, base_buf, ft_bytes, stream++);
+      if (!outcome.ok()) return outcome.status().Annotate("tensor " + t.name);
+      lossy = std::move(*outcome);
+    }
+    if (lossy) {
+      te.encoding = TensorEncoding::kLossy;
+      te.sha256 = Sha256::Of(lossy->reconstructed);
+      served_hash.Update(lossy->reconstructed);
+      DS_ASSIGN_OR_RETURN(ChunkRef r, guard->Put(lossy->chunk, t.size(), stats));
+      te.chunks.push_back(r);
+      stats->tensors_lossy++;
+      stats->lossy_reports.push_back(std::move(lossy->report_json));
+    } else if (te.encoding != TensorEncoding::kSameAsBase) {
+      te.encoding = bt ? TensorEncoding::kDelta : TensorEncoding::kStandalone;
+      (bt ? stats->tensors_delta : stats->tensors_standalone)++;
+      for (uint64_t off = 0; off < t.size(); off += kChunkSize) {
+        uint64_t len = std::min<uint64_t>(kChunkSize, t.size() - off);
+        buf.resize(len);
+        DS_RETURN_IF_ERROR(file->ReadTensorRange(t, off, len, buf.data()));
+        if (options.lossy) served_hash.Update(buf);
+        std::string_view base_view;
+        if (bt) {
+          base_buf.resize(len);
+          DS_RETURN_IF_ERROR(base->ReadTensor(*bt, off, len, base_buf.data()));
+          base_view = base_buf;
+        }
+        DS_ASSIGN_OR_RETURN(ChunkRef r,
+                            guard->Put(EncodeChunk(t.dtype, buf, base_view, options.encode), len, stats));
+        te.chunks.push_back(r);
+      }
+    }
+    if (options.lossy && te.encoding == TensorEncoding::kSameAsBase) {
+      for (uint64_t off = 0; off < t.size(); off += kChunkSize) {
+        buf.resize(std::min<uint64_t>(kChunkSize, t.size() - off));
+        DS_RETURN_IF_ERROR(file->ReadTensorRange(t, off, buf.size(), buf.data()));
+        served_hash.Update(buf);
+      }
+    }
+    stats->tensors++;
+    progress->tensors_done++;
+    progress->bytes_done += t.size();
+    if (report) report(*progress);
+  }
+  if (options.lossy) {
+    Digest served = served_hash.Finish();
+    if (served != e.sha256) {
+      e.source_sha256 = e.sha256;
+      e.sha256 = served;
+    }
+  }
+  stats->logical_bytes += e.size;
+  return e;
+}
+
+}  // namespace
+
+namespace {
+
+// The planning pass: offers the planner the tensors pass 2 of IngestSafetensors will offer the lossy hook,
+// with the same stream numbers.
+Status ProbeLossy(const std::vector<IngestFile>& files, VersionReader* base, const IngestOptions& options,
+                  IngestProgress p, const ProgressFn& report) {
+  p.phase = "planning";
+  std::string ft_bytes, base_bytes;
+  for (const auto& f : files) {
+    if (!IsSafetensorsPath(f.path)) continue;
+    DS_ASSIGN_OR_RETURN(auto file, SafetensorsFile::Open(f.source_path));
+    uint32_t stream = 0;
+    for (const TensorInfo& t : file->header().tensors) {
+      if (options.cancelled && options.cancelled())
+        return Unavailable("ingest cancelled: the server is stopping");
+      const TensorEntry* bt = base ? base->FindTensor(t.name) : nullptr;
+      if (bt != nullptr && SameLayout(*bt, t)) {
+        ft_bytes.resize(t.size());
+        DS_RETURN_IF_ERROR(file->ReadTensorRange(t, 0, t.size(), ft_bytes.data()));
+        base_bytes.resize(t.size());
+        DS_RETURN_IF_ERROR(base->ReadTensor(*bt, 0, t.size(), base_bytes.data()));
+        if (ft_bytes != base_bytes) {
+          DS_RETURN_IF_ERROR(options.lossy_planner.probe(t, base_bytes, ft_bytes, stream++)
+                                 .Annotate(f.path + ": tensor " + t.name));
+        }
+      }
+      p.tensors_done++;
+      p.bytes_done += t.size();
+      if (report) report(p);
+    }
+  }
+  return OkStatus();
+}
+
+}  // namespace
+
+StatusOr<Manifest> IngestFiles(ChunkStore* store, const std::vector<IngestFile>& files, VersionReader* base,
+                               const IngestOptions& options, IngestStats* stats, const ProgressFn& progress) {
+  IngestStats local;
+  if (stats == nullptr) stats = &local;
+  RefGuard guard(store);
+  Manifest m;
+  if (base != nullptr) m.base = ManifestDigest(base->manifest());
+  IngestProgress p;
+  for (const auto& f : files) {
+    if (IsSafetensorsPath(f.path)) {
+      auto file = SafetensorsFile::Open(f.source_path);
+      if (!file.ok()) return file.status().Annotate(f.path);
+      p.tensors_total += (*file)->header().tensors.size();
+      p.bytes_total += (*file)->header().data_size;
+    }
+  }
+  if (options.lossy && options.lossy_planner.probe) {
+    DS_RETURN_IF_ERROR(ProbeLossy(files, base, options, p, progress));
+    DS_RETURN_IF_ERROR(options.lossy_planner.plan());
+  }
+  for (const auto& f : files) {
+    if (m.FindFile(f.path) != nullptr) return InvalidArgument("file " + f.path + " appears twice");
+    StatusOr<FileEntry> e = IsSafetensorsPath(f.path)
+                                ? IngestSafetensors(&guard, f, base, stats, options, &p, progress)
+                                : IngestBlob(&guard, f, stats, options);
+    if (!e.ok()) return e.status().Annotate(f.path);
+    m.files.push_back(std::move(*e));
+  }
+  guard.Commit();
+  return m;
+}
+
+Status ReleaseManifest(ChunkStore* store, const Manifest& manifest) {
+  for (const auto& d : manifest.ChunkDigests()) DS_RETURN_IF_ERROR(store->Unref(d));
+  return OkStatus();
+}
+
+}  // namespace deltastore
