@@ -48,11 +48,49 @@ StatusOr<HfRevision> Existing(Registry* reg, const std::string& model, const std
   return HfRevision{model, r->digest, CommitId(r->digest)};
 }
 
-// The model's version committed last (the audit lists versions in commit order).
+// Every version of the model with its created_at (a full listing: parses each manifest).
+StatusOr<std::map<std::string, std::string>> AllVersions(Registry* reg, const std::string& model) {
+  std::map<std::string, std::string> out;  // digest -> created_at
+  std::string after;
+  do {
+    DS_ASSIGN_OR_RETURN(json page, reg->ListVersions(model, after, 1000));
+    const json& versions = page["versions"];
+    if (versions.is_array())
+      for (const auto& v : versions) out[Str(v, "digest")] = Str(v, "created_at");
+    after = Str(page, "next");
+  } while (!after.empty());
+  return out;
+}
+
+// The model's version committed last. The audit report lists versions in commit order; it is
+// recomputed after each change, but a job's version becomes visible a moment before the registry marks
+// the report stale, so when the report does not hold as many versions of the model as the store, the
+// versions it lacks (committed after it was computed) are the newest: the latest created of them wins.
 StatusOr<HfRevision> Newest(Registry* reg, const std::string& model, const Status& unknown) {
   DS_ASSIGN_OR_RETURN(auto report, reg->Audit());
-  for (auto it = report->versions.rbegin(); it != report->versions.rend(); ++it) {
-    if (it->info.model == model) return HfRevision{model, it->info.digest, CommitId(it->info.digest)};
+  DS_ASSIGN_OR_RETURN(json m, reg->GetModel(model));
+  uint64_t stored =
+      m.contains("versions") && m["versions"].is_number_unsigned() ? m["versions"].get<uint64_t>() : 0;
+  std::vector<const AuditVersion*> listed;
+  for (const auto& v : report->versions)
+    if (v.info.model == model) listed.push_back(&v);
+  if (listed.size() == stored) {
+    for (auto it = listed.rbegin(); it != listed.rend(); ++it) {
+      auto r = Existing(reg, model, (*it)->info.digest.ToString(), unknown);
+      if (r.ok() || r.status().code() != StatusCode::kNotFound) return r;
+    }
+    return unknown;
+  }
+  DS_ASSIGN_OR_RETURN(auto current, AllVersions(reg, model));
+  std::set<std::string> in_report;
+  for (const AuditVersion* v : listed) in_report.insert(v->info.digest.ToString());
+  std::pair<std::string, std::string> best;  // (created_at, digest) of the newest one the report lacks
+  for (const auto& [digest, created] : current)
+    if (!in_report.count(digest)) best = std::max(best, std::make_pair(created, digest));
+  if (!best.second.empty()) return Existing(reg, model, best.second, unknown);
+  for (auto it = listed.rbegin(); it != listed.rend(); ++it) {
+    if (current.count((*it)->info.digest.ToString()))
+      return Existing(reg, model, (*it)->info.digest.ToString(), unknown);
   }
   return unknown;
 }

@@ -154,6 +154,25 @@ def test_model_info_tree_and_lineage(hub):
     assert base.tags == ["deltastore", "deltastore:lossless"]
 
 
+def test_lossy_lineage_in_the_repo_info(hub):
+    """A lossy version says so to the client: tags with the asked ratio, the quality summary in cardData."""
+    files, _ = repo_files(5, tensors(1))
+    d = add_version(hub["client"], "tiny-lossy", files, base={"model": "tiny-base", "version": "v1"},
+                    policy={"mode": "lossy", "ratio": 16}, tags=["v1"])
+    summary = hub["client"].version("tiny-lossy", d)
+    info = HfApi(endpoint=hub["url"]).model_info(f"{NS}/tiny-lossy")
+    assert info.sha == commit(d)
+    assert info.tags == ["deltastore", "deltastore:lossy", f"base_model:{NS}/tiny-base",
+                         f"base_model:finetune:{NS}/tiny-base", "deltastore:lossy-ratio:16",
+                         "deltastore:lossy-method:" + summary["quality"]["policy"]["method"]]
+    ds = info.card_data.to_dict()["deltastore"]
+    assert ds["mode"] == "lossy" and ds["policy"]["ratio"] == 16
+    q = summary["quality"]
+    assert ds["quality"] == {k: q[k] for k in ("policy", "ratio", "lossy_ratio", "weight_error", "output_error",
+                                               "tensors_lossy", "tensors_lossless", "stored_bytes", "delta_bytes")}
+    assert {s.rfilename: s.lfs.sha256 for s in info.siblings} == {f["path"]: f["sha256"][7:] for f in summary["files"]}
+
+
 def test_main_is_the_tag_main_when_there_is_one(hub):
     c, d = hub["client"], hub["digests"]
     api = HfApi(endpoint=hub["url"])
