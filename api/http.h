@@ -26,6 +26,7 @@ struct Request {
   Headers headers;
   std::string body;                 // small bodies only (JSON); streamed bodies go through a BodyConsumer
   std::vector<std::string> params;  // path parameters captured by the route
+  bool secure = false;              // arrived over TLS (for absolute URLs the answer names)
 
   std::string Header(std::string_view name) const;
   std::string Query(std::string_view name, std::string fallback = "") const;

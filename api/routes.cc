@@ -2,7 +2,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include "api/hf_routes.h"
 #include "api/metrics.h"
+#include "api/tensor_routes.h"
 #include "api/ui.h"
 #include "gpu/gpu_api.h"
 #include "service/container.h"
@@ -203,6 +205,7 @@ bool EtagMatches(const std::string& if_none_match, const std::string& etag) {
 }
 
 Response DownloadFile(Registry* reg, Request& req) {
+  if (req.query.count("tensors")) return DownloadTensors(reg, req);
   auto v = reg->OpenForRead(req.params[0], req.params[1]);
   if (!v.ok()) return Response::Error(v.status());
   const FileEntry* file = v->reader->manifest().FindFile(req.params[2]);
@@ -523,6 +526,8 @@ std::shared_ptr<Router> BuildRouter(Registry* reg, ApiInfo info, AuthOptions aut
         return resp;
       },
       Scope::kAdmin);
+
+  RegisterHfRoutes(r.get(), reg);  // after /v1, whose routes take precedence
   return r;
 }
 

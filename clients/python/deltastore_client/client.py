@@ -883,6 +883,82 @@ class Client:
             os.close(fd)
         return fetched[0]
 
+    def download_tensors(self, model, ref, tensors, dest, file=None, progress=False):
+        """Downloads only some tensors: for each safetensors file holding some of `tensors`, a valid
+        safetensors file with just those (GET .../files/{path}?tensors=a,b), rebuilt by the registry
+        from their chunks alone, checked against its ETag (the sha256 of what was sent).
+
+        ref: a tag or digest (None: the tag `latest`, else the newest version). file: the file to
+        take them from (default: found in the version's manifest, across shards). dest: a file path
+        when one file results, else a directory (each result under the file's own path). Unknown
+        names raise DeltastoreError TENSOR_UNKNOWN listing them. Returns {"model","version",
+        "files":[{"file","path","tensors","size","sha256","chunks_read","stored_bytes_read"}]}.
+        """
+        names = [tensors] if isinstance(tensors, str) else list(dict.fromkeys(tensors))
+        if not names or any(not n or "," in n for n in names):
+            raise ValueError("tensors must be non-empty names without commas")
+        if ref is None:
+            ref = self.default_ref(model)
+        summary = self._json("GET", f"/v1/models/{_q(model)}/versions/{_q(ref)}")
+        digest = summary["digest"]
+        groups = {}
+        if file is not None:
+            groups[file] = names
+        else:
+            owner = {}
+            for f in (summary.get("manifest") or {}).get("files") or []:
+                for t in f.get("tensors") or []:
+                    owner.setdefault(t["name"], f["path"])
+            unknown = [n for n in names if n not in owner]
+            if unknown:
+                raise DeltastoreError(f"{model}@{ref} has no tensor{'s' if len(unknown) > 1 else ''} "
+                                      + ", ".join(unknown), code="TENSOR_UNKNOWN")
+            for n in names:
+                groups.setdefault(owner[n], []).append(n)
+        dest = pathlib.Path(dest)
+        results = []
+        for vpath, group in groups.items():
+            rel = pathlib.PurePosixPath(vpath)
+            if rel.is_absolute() or ".." in rel.parts:
+                raise DeltastoreError(f"refusing the file path {vpath!r}", code="PATH_INVALID")
+            target = dest.joinpath(*rel.parts) if (len(groups) > 1 or dest.is_dir()) else dest
+            results.append(self._download_subset(model, digest, vpath, group, target, progress))
+        return {"model": model, "version": digest, "files": results}
+
+    def _download_subset(self, model, version, vpath, names, target, progress):
+        url = f"/v1/models/{_q(model)}/versions/{_q(version)}/files/{quote(vpath, safe='/')}"
+        r = self.request("GET", url, params={"tensors": ",".join(names)}, stream=True,
+                         context=f"downloading tensors of {model}@{version[:19]} {vpath}")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(target.name + ".partial")
+        h = hashlib.sha256()
+        n = 0
+        with r:
+            etag = r.headers.get("ETag", "").strip()
+            etag = (etag[2:] if etag.startswith("W/") else etag).strip('"')
+            total = int(r.headers["Content-Length"]) if "Content-Length" in r.headers else None
+            with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=f"tensors {vpath}",
+                      disable=not progress, file=sys.stderr, dynamic_ncols=True) as bar, \
+                    open(partial, "wb") as f:
+                try:
+                    for chunk in r.iter_content(1 * MiB):
+                        f.write(chunk)
+                        h.update(chunk)
+                        n += len(chunk)
+                        bar.update(len(chunk))
+                except NETWORK_ERRORS as e:
+                    raise ConnectionFailed(f"the tensor download of {vpath} broke off at byte {n}: {e}",
+                                           code="UNREACHABLE") from e
+        got = "sha256:" + h.hexdigest()
+        if (total is not None and n != total) or (etag and got != etag):
+            partial.unlink(missing_ok=True)
+            raise DigestMismatch(f"tensors of {vpath}: got {n} bytes with {got}, expected "
+                                 f"{total} bytes with {etag}", code="DIGEST_MISMATCH")
+        os.replace(partial, target)
+        return {"file": vpath, "path": str(target), "tensors": names, "size": n, "sha256": got,
+                "chunks_read": int(r.headers.get("X-Deltastore-Chunks-Read", -1)),
+                "stored_bytes_read": int(r.headers.get("X-Deltastore-Stored-Bytes-Read", -1))}
+
     def _download_delta(self, model, ref, dest, progress):
         as_dir = str(dest).endswith(("/", os.sep))
         dest = pathlib.Path(dest)
