@@ -82,8 +82,8 @@ Response ServeBytes(const Request& req, Headers headers, uint64_t size, const st
   bool unsatisfiable = false;
   auto range = ParseByteRange(req.Header("range"), size, &unsatisfiable);
   if (unsatisfiable) {
-    Response e = Response::Error(416, "RANGE_NOT_SATISFIABLE",
-                                 "range outside of the " + std::to_string(size) + " bytes");
+    Response e =
+        Response::Error(RangeNotSatisfiable("range outside of the " + std::to_string(size) + " bytes"));
     e.headers["content-range"] = "bytes */" + std::to_string(size);
     return e;
   }

@@ -19,9 +19,9 @@ constexpr size_t kTreePageSize = 1000;
 Response HfError(const Status& s, const std::string& commit = "") {
   Response r = Response::Error(s);
   std::string code;
-  if (s.reason() == hf::kRepoUnknown) code = "RepoNotFound";
-  if (s.reason() == hf::kRevisionUnknown) code = "RevisionNotFound";
-  if (s.reason() == hf::kEntryUnknown) code = "EntryNotFound";
+  if (s.reason() == Reason::kRepoUnknown) code = "RepoNotFound";
+  if (s.reason() == Reason::kRevisionUnknown) code = "RevisionNotFound";
+  if (s.reason() == Reason::kEntryUnknown) code = "EntryNotFound";
   if (!code.empty()) r.headers["x-error-code"] = code;
   if (!commit.empty()) r.headers["x-repo-commit"] = commit;
   json body = json::parse(r.body, nullptr, false);
@@ -140,10 +140,8 @@ Response Resolve(Registry* reg, const Request& req) {
   std::shared_ptr<VersionReader> reader = v->reader;
   const FileEntry* file = reader->manifest().FindFile(path);
   if (file == nullptr) {
-    return HfError(
-        Status(StatusCode::kNotFound, "revision " + rev->commit + " has no file " + path.substr(0, 300),
-               hf::kEntryUnknown),
-        rev->commit);
+    return HfError(EntryUnknown("revision " + rev->commit + " has no file " + path.substr(0, 300)),
+                   rev->commit);
   }
   std::string etag = "\"" + file->sha256.Hex() + "\"";
   Headers h = {{"content-type", "application/octet-stream"},

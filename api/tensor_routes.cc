@@ -18,7 +18,7 @@ Response DownloadTensors(Registry* reg, const Request& req) {
   auto v = reg->OpenForRead(req.params[0], req.params[1]);
   if (!v.ok()) return Response::Error(v.status());
   const FileEntry* file = v->reader->manifest().FindFile(req.params[2]);
-  if (file == nullptr) return Response::Error(404, "FILE_UNKNOWN", "version has no file " + req.params[2]);
+  if (file == nullptr) return Response::Error(FileUnknown("version has no file " + req.params[2]));
   auto built = TensorSubset::Build(
       reg->chunks(), v->reader->manifest(), [reg](const Digest& d) { return reg->LoadManifest(d); }, *file,
       *names);

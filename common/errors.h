@@ -60,5 +60,13 @@
   X(TokenUnknown, "TOKEN_UNKNOWN", kNotFound, 404)                                                           \
   X(VersionInUse, "VERSION_IN_USE", kFailedPrecondition, 409)                                                \
   X(BaseDeleted, "BASE_DELETED", kFailedPrecondition, 409)                                                   \
+  /* the Hugging Face routes (api/hf_routes.h; the X-Error-Code header tells huggingface_hub) */             \
+  X(RepoUnknown, "REPO_UNKNOWN", kNotFound, 404)                                                             \
+  X(RevisionUnknown, "REVISION_UNKNOWN", kNotFound, 404)                                                     \
+  X(EntryUnknown, "ENTRY_UNKNOWN", kNotFound, 404)                                                           \
+  X(PathInvalid, "PATH_INVALID", kInvalidArgument, 400)                                                      \
+  /* per-tensor downloads */                                                                                 \
+  X(TensorUnknown, "TENSOR_UNKNOWN", kInvalidArgument, 400)                                                  \
+  X(TensorsInvalid, "TENSORS_INVALID", kInvalidArgument, 400)                                                \
   /* the store */                                                                                            \
   X(SchemaTooNew, "SCHEMA_TOO_NEW", kFailedPrecondition, 500)

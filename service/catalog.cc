@@ -1,5 +1,7 @@
 #include "service/catalog.h"
 
+#include <tuple>
+
 namespace deltastore {
 
 using json = nlohmann::json;
@@ -189,6 +191,26 @@ StatusOr<json> Catalog::GetVersion(const std::string& model, const std::string& 
     out["manifest"] = std::move(m);
   }
   return out;
+}
+
+StatusOr<VersionRef> Catalog::Newest(const std::string& model) {
+  DS_RETURN_IF_ERROR(GetModel(model).status());
+  std::optional<std::tuple<std::string, uint64_t, Digest>> best;  // commit order, as the audit's
+  Status bad;
+  DS_RETURN_IF_ERROR(
+      s_->meta()->Scan(ns::kVersions, Key(model, ""), "", [&](std::string_view, std::string_view value) {
+        auto rec = VersionRecord::Parse(value);
+        if (!rec.ok()) {
+          bad = rec.status();
+          return false;
+        }
+        auto key = std::make_tuple(rec->created_at, rec->committed_ns, rec->digest);
+        if (!best || *best < key) best = key;
+        return true;
+      }));
+  DS_RETURN_IF_ERROR(bad);
+  if (!best) return VersionUnknown("model " + model + " has no version");
+  return VersionRef{model, std::get<2>(*best)};
 }
 
 StatusOr<OpenVersion> Catalog::OpenForRead(const std::string& model, const std::string& ref) {

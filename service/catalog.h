@@ -45,6 +45,8 @@ class Catalog {
   StatusOr<nlohmann::json> GetModel(const std::string& model);
   StatusOr<nlohmann::json> ListVersions(const std::string& model, const std::string& after, size_t limit);
   StatusOr<nlohmann::json> GetVersion(const std::string& model, const std::string& ref, bool with_manifest);
+  // The model's version committed last (MODEL_UNKNOWN, or VERSION_UNKNOWN when it has none).
+  StatusOr<VersionRef> Newest(const std::string& model);
   StatusOr<OpenVersion> OpenForRead(const std::string& model, const std::string& ref);
   StatusOr<nlohmann::json> ListTags(const std::string& model);
   StatusOr<nlohmann::json> Stats();

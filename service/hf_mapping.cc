@@ -48,51 +48,11 @@ StatusOr<HfRevision> Existing(Registry* reg, const std::string& model, const std
   return HfRevision{model, r->digest, CommitId(r->digest)};
 }
 
-// Every version of the model with its created_at (a full listing: parses each manifest).
-StatusOr<std::map<std::string, std::string>> AllVersions(Registry* reg, const std::string& model) {
-  std::map<std::string, std::string> out;  // digest -> created_at
-  std::string after;
-  do {
-    DS_ASSIGN_OR_RETURN(json page, reg->ListVersions(model, after, 1000));
-    const json& versions = page["versions"];
-    if (versions.is_array())
-      for (const auto& v : versions) out[Str(v, "digest")] = Str(v, "created_at");
-    after = Str(page, "next");
-  } while (!after.empty());
-  return out;
-}
-
-// The model's version committed last. The audit report lists versions in commit order; it is
-// recomputed after each change, but a job's version becomes visible a moment before the registry marks
-// the report stale, so when the report does not hold as many versions of the model as the store, the
-// versions it lacks (committed after it was computed) are the newest: the latest created of them wins.
+// The model's version committed last.
 StatusOr<HfRevision> Newest(Registry* reg, const std::string& model, const Status& unknown) {
-  DS_ASSIGN_OR_RETURN(auto report, reg->Audit());
-  DS_ASSIGN_OR_RETURN(json m, reg->GetModel(model));
-  uint64_t stored =
-      m.contains("versions") && m["versions"].is_number_unsigned() ? m["versions"].get<uint64_t>() : 0;
-  std::vector<const AuditVersion*> listed;
-  for (const auto& v : report->versions)
-    if (v.info.model == model) listed.push_back(&v);
-  if (listed.size() == stored) {
-    for (auto it = listed.rbegin(); it != listed.rend(); ++it) {
-      auto r = Existing(reg, model, (*it)->info.digest.ToString(), unknown);
-      if (r.ok() || r.status().code() != StatusCode::kNotFound) return r;
-    }
-    return unknown;
-  }
-  DS_ASSIGN_OR_RETURN(auto current, AllVersions(reg, model));
-  std::set<std::string> in_report;
-  for (const AuditVersion* v : listed) in_report.insert(v->info.digest.ToString());
-  std::pair<std::string, std::string> best;  // (created_at, digest) of the newest one the report lacks
-  for (const auto& [digest, created] : current)
-    if (!in_report.count(digest)) best = std::max(best, std::make_pair(created, digest));
-  if (!best.second.empty()) return Existing(reg, model, best.second, unknown);
-  for (auto it = listed.rbegin(); it != listed.rend(); ++it) {
-    if (current.count((*it)->info.digest.ToString()))
-      return Existing(reg, model, (*it)->info.digest.ToString(), unknown);
-  }
-  return unknown;
+  auto r = reg->NewestVersion(model);
+  if (!r.ok()) return r.status().code() == StatusCode::kNotFound ? unknown : r.status();
+  return HfRevision{model, r->digest, CommitId(r->digest)};
 }
 
 // The version whose digest starts with the 40-hex commit id.
@@ -176,7 +136,7 @@ std::string CommitId(const Digest& version) {
 
 StatusOr<std::string> ModelForRepo(Registry* reg, std::string_view ns, std::string_view name) {
   std::string repo = std::string(ns.substr(0, 300)) + "/" + std::string(name.substr(0, 300));
-  Status unknown(StatusCode::kNotFound, "repository " + repo + " not found", kRepoUnknown);
+  Status unknown = RepoUnknown("repository " + repo + " not found");
   if (ns != kHfNamespace || !ValidName(name)) return unknown;
   std::string model(name);
   auto m = reg->GetModel(model);
@@ -185,9 +145,8 @@ StatusOr<std::string> ModelForRepo(Registry* reg, std::string_view ns, std::stri
 }
 
 StatusOr<HfRevision> ResolveRevision(Registry* reg, const std::string& model, const std::string& revision) {
-  Status unknown(StatusCode::kNotFound,
-                 "repository " + RepoId(model) + " has no revision '" + revision.substr(0, 300) + "'",
-                 kRevisionUnknown);
+  Status unknown =
+      RevisionUnknown("repository " + RepoId(model) + " has no revision '" + revision.substr(0, 300) + "'");
   if (revision.empty() || revision.size() > kMaxRevisionLength) return unknown;
   if (ValidName(revision)) {
     DS_ASSIGN_OR_RETURN(json tags, reg->ListTags(model));
@@ -207,8 +166,7 @@ StatusOr<HfRevision> ResolveRevision(Registry* reg, const std::string& model, co
 
 Status CheckRepoPath(std::string_view path) {
   auto bad = [&](const std::string& why) {
-    return Status(StatusCode::kInvalidArgument,
-                  "invalid path '" + std::string(path.substr(0, 300)) + "': " + why, kPathInvalid);
+    return PathInvalid("invalid path '" + std::string(path.substr(0, 300)) + "': " + why);
   };
   if (path.empty()) return bad("empty");
   if (path.size() > kMaxRepoPathLength)
@@ -309,9 +267,8 @@ StatusOr<json> TreeEntries(const Manifest& manifest, const HfRevision& rev, std:
     if (recursive || rel.find('/') == std::string::npos) entries.emplace(f.path, FileEntryJson(f));
   }
   if (!found) {
-    return Status(StatusCode::kNotFound,
-                  "revision " + rev.commit + " has no folder '" + std::string(dir.substr(0, 300)) + "'",
-                  kEntryUnknown);
+    return EntryUnknown("revision " + rev.commit + " has no folder '" + std::string(dir.substr(0, 300)) +
+                        "'");
   }
   json out = json::array();
   for (auto& [path, e] : entries) out.push_back(std::move(e));

@@ -36,12 +36,8 @@ inline constexpr size_t kMaxRepoPathLength = 1024;
 inline constexpr size_t kMaxRevisionLength = 256;
 
 // Reasons (Status::reason) the HF routes turn into huggingface_hub's X-Error-Code values.
-inline constexpr char kRepoUnknown[] = "REPO_UNKNOWN";          // RepoNotFound
-inline constexpr char kRevisionUnknown[] = "REVISION_UNKNOWN";  // RevisionNotFound
-inline constexpr char kEntryUnknown[] = "ENTRY_UNKNOWN";        // EntryNotFound
-inline constexpr char kPathInvalid[] = "PATH_INVALID";          // 400
 
-// The model of repo "<ns>/<name>"; kNotFound (kRepoUnknown) for another namespace, an invalid name or a
+// The model of repo "<ns>/<name>"; kNotFound (RepoUnknown) for another namespace, an invalid name or a
 // model that does not exist.
 StatusOr<std::string> ModelForRepo(Registry* registry, std::string_view ns, std::string_view name);
 
@@ -53,12 +49,12 @@ struct HfRevision {
 
 std::string CommitId(const Digest& version);
 
-// The version `revision` names (see the mapping above); kNotFound (kRevisionUnknown) when none.
+// The version `revision` names (see the mapping above); kNotFound (RevisionUnknown) when none.
 StatusOr<HfRevision> ResolveRevision(Registry* registry, const std::string& model,
                                      const std::string& revision);
 
 // A path inside a repository: non-empty '/'-separated segments, none "." or "..", no control bytes or
-// backslashes, at most kMaxRepoPathLength bytes; kInvalidArgument (kPathInvalid) otherwise.
+// backslashes, at most kMaxRepoPathLength bytes; kInvalidArgument (PathInvalid) otherwise.
 Status CheckRepoPath(std::string_view path);
 
 // The git blob id (sha1 of "blob <n>\0" + content) of the LFS pointer of a file, and that pointer.
@@ -70,7 +66,7 @@ std::string GitBlobId(std::string_view content);
 StatusOr<nlohmann::json> RepoInfo(Registry* registry, const HfRevision& rev);
 
 // GET /api/models/{repo_id}/tree/{rev}[/{dir}]: the files and folders under `dir` ("" for the root),
-// all of them below it when `recursive`, in path order; kNotFound (kEntryUnknown) when `dir` is neither
+// all of them below it when `recursive`, in path order; kNotFound (EntryUnknown) when `dir` is neither
 // a folder nor a file of the version.
 StatusOr<nlohmann::json> TreeEntries(const Manifest& manifest, const HfRevision& rev, std::string_view dir,
                                      bool recursive);

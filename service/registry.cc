@@ -129,6 +129,9 @@ StatusOr<json> Registry::GetVersion(const std::string& model, const std::string&
 StatusOr<OpenVersion> Registry::OpenForRead(const std::string& model, const std::string& ref) {
   return catalog_.OpenForRead(model, ref);
 }
+StatusOr<VersionRef> Registry::NewestVersion(const std::string& model) {
+  return catalog_.Newest(model);
+}
 StatusOr<json> Registry::ListTags(const std::string& model) {
   return catalog_.ListTags(model);
 }

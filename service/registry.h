@@ -57,6 +57,7 @@ class Registry {
   StatusOr<VersionRef> Resolve(const std::string& model, const std::string& ref);
   StatusOr<nlohmann::json> GetVersion(const std::string& model, const std::string& ref, bool with_manifest);
   StatusOr<OpenVersion> OpenForRead(const std::string& model, const std::string& ref);
+  StatusOr<VersionRef> NewestVersion(const std::string& model);
   StatusOr<nlohmann::json> ListTags(const std::string& model);
   StatusOr<nlohmann::json> Stats();
   StatusOr<Manifest> LoadManifest(const Digest& digest);

@@ -75,9 +75,7 @@ StatusOr<std::vector<const TensorEntry*>> Select(const FileEntry& file,
   }
   if (n_unknown > 0) {
     std::string more = n_unknown > 20 ? " and " + std::to_string(n_unknown - 20) + " more" : "";
-    return Status(StatusCode::kInvalidArgument,
-                  file.path + " has no tensor" + (n_unknown > 1 ? "s " : " ") + unknown + more,
-                  kTensorUnknown);
+    return TensorUnknown(file.path + " has no tensor" + (n_unknown > 1 ? "s " : " ") + unknown + more);
   }
   std::vector<const TensorEntry*> out;
   for (const auto& t : file.tensors)
@@ -97,15 +95,12 @@ StatusOr<std::vector<std::string>> ParseTensorList(std::string_view list) {
     std::string_view item = list.substr(start, comma - start);
     if (!item.empty() && seen.insert(std::string(item)).second) {
       if (names.size() == kMaxSubsetTensors)
-        return Status(StatusCode::kInvalidArgument,
-                      "at most " + std::to_string(kMaxSubsetTensors) + " tensors per request",
-                      kTensorsInvalid);
+        return TensorsInvalid("at most " + std::to_string(kMaxSubsetTensors) + " tensors per request");
       names.emplace_back(item);
     }
     start = comma + 1;
   }
-  if (names.empty())
-    return Status(StatusCode::kInvalidArgument, "tensors must name at least one tensor", kTensorsInvalid);
+  if (names.empty()) return TensorsInvalid("tensors must name at least one tensor");
   return names;
 }
 
@@ -117,7 +112,7 @@ StatusOr<std::unique_ptr<TensorSubset>> TensorSubset::Build(ChunkStore* store, c
                                                             ManifestLoader loader, const FileEntry& file,
                                                             const std::vector<std::string>& names) {
   if (file.kind != FileKind::kSafetensors || !file.header) {
-    return Status(StatusCode::kInvalidArgument, file.path + " is not a safetensors file", kTensorsInvalid);
+    return TensorsInvalid(file.path + " is not a safetensors file");
   }
   DS_ASSIGN_OR_RETURN(std::vector<const TensorEntry*> tensors, Select(file, names));
   std::unique_ptr<TensorSubset> out(new TensorSubset());

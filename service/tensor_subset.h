@@ -15,13 +15,11 @@
 #include "codec/manifest.h"
 #include "common/sha256.h"
 #include "common/status.h"
-#include "service/packer.h"
+#include "service/reader.h"
 #include "storage/chunk_store.h"
 
 namespace deltastore {
 
-inline constexpr char kTensorUnknown[] = "TENSOR_UNKNOWN";
-inline constexpr char kTensorsInvalid[] = "TENSORS_INVALID";
 inline constexpr size_t kMaxSubsetTensors = 100000;
 
 // What building a subset read from the chunk store.
@@ -31,13 +29,13 @@ struct ChunkReadStats {
 };
 
 // Splits "a,b,c" into names (empty items dropped, duplicates kept once, order kept); kInvalidArgument
-// (kTensorsInvalid) when nothing is left or there are more than kMaxSubsetTensors.
+// (TensorsInvalid) when nothing is left or there are more than kMaxSubsetTensors.
 StatusOr<std::vector<std::string>> ParseTensorList(std::string_view list);
 
 class TensorSubset {
  public:
   // `names` must all be tensors of `file` (a safetensors file of `manifest`), else kInvalidArgument
-  // (kTensorUnknown) whose message lists the unknown names. The tensors keep the file's data order and
+  // (TensorUnknown) whose message lists the unknown names. The tensors keep the file's data order and
   // its "__metadata__"; `loader` opens base versions for delta tensors.
   static StatusOr<std::unique_ptr<TensorSubset>> Build(ChunkStore* store, const Manifest& manifest,
                                                        ManifestLoader loader, const FileEntry& file,

@@ -131,7 +131,7 @@ TEST(HfMapping, ChecksPaths) {
   for (const std::string& bad : std::vector<std::string>{"", "../x", "a/../b", "a//b", "/a", "a/", "./a",
                                                          "a\\b", "a\nb", std::string(2000, 'a')}) {
     Status s = hf::CheckRepoPath(bad);
-    EXPECT_EQ(s.reason(), hf::kPathInvalid) << bad;
+    EXPECT_EQ(s.reason(), Reason::kPathInvalid) << bad;
   }
   std::string pointer = hf::LfsPointer(Sha256::Of("x"), 1);
   EXPECT_EQ(pointer,
@@ -300,7 +300,7 @@ TEST_F(HfRoutesTest, PerTensorDownloadReadsOnlyTheirChunks) {
   r = Call("GET", "/v1/models/big/versions/" + d + "/files/model.safetensors?tensors=t0,nope,zz");
   EXPECT_EQ(r.status, 400);
   json e = Body(r);
-  EXPECT_EQ(e["errors"][0]["code"], kTensorUnknown);
+  EXPECT_EQ(e["errors"][0]["code"], "TENSOR_UNKNOWN");
   EXPECT_EQ(e["errors"][0]["message"], "model.safetensors has no tensors nope, zz");
   r = Call("GET", "/v1/models/big/versions/" + d + "/files/model.safetensors?tensors=,");
   EXPECT_EQ(r.status, 400);
