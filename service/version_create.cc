@@ -96,7 +96,8 @@ StatusOr<VersionCreator::Outcome> VersionCreator::Ingest(JobRecord* job) {
   }
   IngestOptions options;
   std::optional<LossyPolicy> lossy;
-  if (job->policy.is_object() && job->policy.value("mode", "") == "lossy") {
+  const auto mode = job->policy.is_object() ? job->policy.find("mode") : job->policy.end();
+  if (mode != job->policy.end() && mode->is_string() && mode->get<std::string>() == "lossy") {
     json p = job->policy;
     p.erase("allow_mismatched_shapes");
     DS_ASSIGN_OR_RETURN(lossy, ParseLossyPolicy(p));
@@ -173,9 +174,9 @@ Status VersionCreator::CommitVersion(JobRecord* job, const Outcome& outcome) {
 Status VersionCreator::FinishJob(JobRecord* job) {
   std::vector<std::string> consumed;
   for (const auto& f : job->files) consumed.push_back(f.upload);
-  const json& calibration =
-      job->policy.is_object() ? job->policy.value("calibration", json(nullptr)) : json();
-  if (calibration.is_string()) consumed.push_back(calibration.get<std::string>());
+  const auto calibration = job->policy.is_object() ? job->policy.find("calibration") : job->policy.end();
+  if (calibration != job->policy.end() && calibration->is_string())
+    consumed.push_back(calibration->get<std::string>());
   job->state = "succeeded";
   job->updated_at = NowIso();
   job->progress.tensors_done = job->progress.tensors_total;
