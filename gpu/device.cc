@@ -3,12 +3,24 @@
 #include <torch/torch.h>
 #include <torch/version.h>
 
+#include <cstdlib>
+#include <string_view>
+
 namespace deltastore {
+
+bool UseCuda() {
+  static const bool cuda = [] {
+    const char* env = std::getenv("DS_COMPUTE_DEVICE");
+    if (env != nullptr && std::string_view(env) == "cpu") return false;
+    return torch::cuda::is_available();
+  }();
+  return cuda;
+}
 
 StatusOr<ComputeDevice> ProbeComputeDevice() {
   try {
     ComputeDevice d;
-    d.cuda = torch::cuda::is_available();
+    d.cuda = UseCuda();
     d.name = d.cuda ? "cuda:0" : "cpu";
     d.threads = torch::get_num_threads();
     d.torch_version = TORCH_VERSION;

@@ -9,20 +9,20 @@
 #include <tuple>
 
 #include "codec/lossy_codec.h"
+#include "gpu/device.h"
 
 namespace deltastore {
 namespace {
 
-torch::Device ComputeDevice() {
-  static const torch::Device device =
-      torch::cuda::is_available() ? torch::Device(torch::kCUDA) : torch::Device(torch::kCPU);
+torch::Device TorchDevice() {
+  static const torch::Device device = UseCuda() ? torch::Device(torch::kCUDA) : torch::Device(torch::kCPU);
   return device;
 }
 
 torch::Tensor Load(DType dtype, const char* data, uint32_t rows, uint32_t cols) {
   auto t = torch::empty({rows, cols}, torch::kFloat32);
   ToFloat32(dtype, data, static_cast<size_t>(rows) * cols, t.data_ptr<float>());
-  return t.to(ComputeDevice());
+  return t.to(TorchDevice());
 }
 
 std::vector<int64_t> ToVector(const torch::Tensor& t) {
@@ -57,7 +57,7 @@ Selection SelectMask(const LossyParams& p) {
       scale.push_back(s);
     }
   }
-  auto dev = ComputeDevice();
+  auto dev = TorchDevice();
   Selection s;
   s.index = torch::tensor(idx, torch::kInt64).to(dev);
   s.scale = torch::tensor(scale, torch::kFloat32).to(dev);
@@ -124,8 +124,8 @@ torch::Tensor Quantize(LossyTensor* t, const torch::Tensor& values, const torch:
 torch::Tensor LowRankEstimate(const LossyTensor& t) {
   std::vector<float> a, b;
   LowRankFactors(t, &a, &b);
-  auto A = torch::from_blob(a.data(), {t.p.rows, t.p.rank}, torch::kFloat32).to(ComputeDevice());
-  auto B = torch::from_blob(b.data(), {t.p.rank, t.p.cols}, torch::kFloat32).to(ComputeDevice());
+  auto A = torch::from_blob(a.data(), {t.p.rows, t.p.rank}, torch::kFloat32).to(TorchDevice());
+  auto B = torch::from_blob(b.data(), {t.p.rank, t.p.cols}, torch::kFloat32).to(TorchDevice());
   return A.matmul(B);
 }
 
@@ -136,7 +136,7 @@ torch::Tensor DenseEstimate(const LossyTensor& t) {
   ForEachKept(t.p, t.positions, [&](uint32_t r, uint32_t col) {
     c[static_cast<size_t>(r) * t.p.cols + col] = DequantizeCode(t, r, t.codes[i++]);
   });
-  auto C = torch::from_blob(c.data(), {t.p.rows, t.p.cols}, torch::kFloat32).clone().to(ComputeDevice());
+  auto C = torch::from_blob(c.data(), {t.p.rows, t.p.cols}, torch::kFloat32).clone().to(TorchDevice());
   if (t.p.rank > 0) C += LowRankEstimate(t);
   return C;
 }
@@ -643,7 +643,7 @@ StatusOr<LossyResult> CompressLossyTensor(DType dtype, const char* base, const c
                    .clone();
       X = X * c.clamp_min(0).sqrt().unsqueeze(1);
     }
-    w.X = X.to(ComputeDevice());
+    w.X = X.to(TorchDevice());
     w.DX = w.D.matmul(w.X);
     w.RX = w.R.matmul(w.X);
     const double dtype_bits = 8.0 * DTypeSize(dtype);
@@ -662,7 +662,7 @@ StatusOr<LossyResult> CompressLossyTensor(DType dtype, const char* base, const c
       auto c =
           torch::from_blob(const_cast<float*>(calib_diag), {1, static_cast<int64_t>(cols)}, torch::kFloat32)
               .clone()
-              .to(ComputeDevice());
+              .to(TorchDevice());
       double num = (w.R * C * c).sum().item<double>(), den = (C * C * c).sum().item<double>();
       if (den > 0 && std::isfinite(num / den)) {
         best->t.p.mu = static_cast<float>(num / den);

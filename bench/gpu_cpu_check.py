@@ -1,0 +1,91 @@
+#!/usr/bin/env python3
+"""The lossy job on the CPU and on cuda:0 through the real server (scripts/gpu_check.sh runs it).
+
+For each device (cpu always, cuda when libtorch sees one; DS_COMPUTE_DEVICE=cpu forces the CPU) it starts
+deltastored, registers the faceres f32 base, stores the finetune as a lossy version (deltadq, fixed seed)
+at each ratio, and prints the job time and weights per second. Then it checks, and exits 1 when a check
+fails:
+  - the file the server serves equals the offline CPU rebuild of the version's container
+    (deltastore-tool rebuild), byte for byte, on every device;
+  - the GPU version's digest equals the CPU version's: the same masks (Philox) and the same codes.
+
+Usage: /opt/deltastore/venv/bin/python bench/gpu_cpu_check.py [--ratios 16,128]
+"""
+import argparse
+import os
+import pathlib
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests" / "e2e"))
+from conftest import BUILD, Server  # noqa: E402
+from client_util import Client, sha256_file  # noqa: E402
+
+FIXTURES = ROOT.parent / "shared" / "fixtures"
+BASE = FIXTURES / "faceres.f32.safetensors"
+FT = FIXTURES / "faceres-deep.f32.safetensors"
+
+
+def run_device(device, ratios, work):
+    os.environ["DS_COMPUTE_DEVICE"] = device
+    server = Server(work / f"data-{device}").start()
+    try:
+        c = Client(server.url)
+        c.register("base", BASE, tags=["v1"])
+        rows = []
+        for ratio in ratios:
+            policy = {"mode": "lossy", "ratio": ratio, "method": "deltadq", "seed": 7}
+            t0 = time.monotonic()
+            job, version = c.register(f"ft{int(ratio)}", FT, base={"model": "base", "version": "v1"},
+                                      policy=policy)
+            secs = time.monotonic() - t0
+            weights = version["stats"]["logical_bytes"] // 4
+            served = work / f"{device}-{ratio}.safetensors"
+            c.download(f"/v1/models/ft{int(ratio)}/versions/{job['version']}/files/model.safetensors", served)
+            container = work / f"{device}-{ratio}.dsc"
+            c.download(f"/v1/models/ft{int(ratio)}/versions/{job['version']}/delta", container)
+            out = work / f"rebuilt-{device}-{ratio}"
+            subprocess.run([str(BUILD / "tools" / "deltastore-tool"), "rebuild", "--container", str(container),
+                            "--base", str(BASE), "--out", str(out)], check=True, stdout=subprocess.DEVNULL,
+                           env={**os.environ, "DS_COMPUTE_DEVICE": "cpu"})
+            same = sha256_file(out / "model.safetensors") == sha256_file(served)
+            rows.append({"ratio": ratio, "version": job["version"], "secs": secs, "weights": weights,
+                         "rebuild_equal": same})
+        return rows
+    finally:
+        server.stop()
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--ratios", default="16,128")
+    args = ap.parse_args()
+    ratios = [float(r) for r in args.ratios.split(",")]
+    import torch
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    ok = True
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for device in devices:
+            results[device] = run_device(device, ratios, pathlib.Path(tmp))
+    print(f"{'device':6} {'ratio':>6} {'job s':>7} {'weights/s':>12} {'rebuild':>8}  version")
+    for device, rows in results.items():
+        for r in rows:
+            print(f"{device:6} {r['ratio']:6.0f} {r['secs']:7.2f} {r['weights'] / r['secs']:12.3e} "
+                  f"{'same' if r['rebuild_equal'] else 'DIFFERS':>8}  {r['version']}")
+            ok &= r["rebuild_equal"]
+    if "cuda" in results:
+        for cpu, gpu in zip(results["cpu"], results["cuda"]):
+            same = cpu["version"] == gpu["version"]
+            print(f"ratio {cpu['ratio']:.0f}: GPU and CPU versions {'identical' if same else 'DIFFER'}")
+            ok &= same
+    else:
+        print("no CUDA device: the CPU part ran; the GPU comparison needs one")
+    sys.exit(0 if ok else 1)
+
+
+if __name__ == "__main__":
+    main()
