@@ -48,7 +48,7 @@ Response Call(const std::string& method, const std::string& target, const std::s
   req.body = body;
   req.headers = std::move(headers);
   if (!body.empty()) req.headers["content-length"] = std::to_string(body.size());
-  if (!ParseTarget(target, &req.path, &req.query)) return Response::Error(400, "BAD_REQUEST", "target");
+  if (!ParseTarget(target, &req.path, &req.query)) return Response::Error(BadRequest("target"));
   return g->router->Dispatch(req);
 }
 
