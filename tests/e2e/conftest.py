@@ -36,7 +36,7 @@ class Server:
     def start(self):
         self.log = open(self.data_dir.parent / f"{self.data_dir.name}.log", "ab")
         self.proc = subprocess.Popen(
-            [str(BUILD / "service" / "deltastored"), "--data-dir", str(self.data_dir),
+            [str(BUILD / "server" / "deltastored"), "--data-dir", str(self.data_dir),
              "--listen", f"127.0.0.1:{self.port or 0}", *self.extra_args],
             stdout=subprocess.PIPE, stderr=self.log)
         line = self.proc.stdout.readline().decode()
@@ -108,4 +108,4 @@ def make_server(tmp_path):
 
 @pytest.fixture
 def deltastored_bin():
-    return BUILD / "service" / "deltastored"
+    return BUILD / "server" / "deltastored"

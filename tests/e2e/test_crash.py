@@ -13,7 +13,7 @@ from client_util import BUILD, digest_of, sha256_file
 
 def check(server):
     """Runs `deltastored check` on the (stopped) server's data dir; returns its report."""
-    out = subprocess.run([str(BUILD / "service" / "deltastored"), "check", "--data-dir", str(server.data_dir)],
+    out = subprocess.run([str(BUILD / "server" / "deltastored"), "check", "--data-dir", str(server.data_dir)],
                          capture_output=True, text=True, timeout=120)
     report = json.loads(out.stdout)
     assert out.returncode == 0 and report["ok"], out.stdout + out.stderr
