@@ -16,8 +16,7 @@ namespace deltastore::api {
 class Metrics;
 
 struct ApiInfo {
-  std::string version;         // deltastored's version
-  std::string compute_device;  // "cpu" or "cuda:0"
+  std::string version;  // deltastored's version (GET /healthz)
 };
 
 // `auth`: who may call which route (off by default). `metrics`: the request metrics GET /metrics shows,

@@ -48,7 +48,7 @@ Response Call(const std::string& method, const std::string& target, const std::s
   req.body = body;
   req.headers = std::move(headers);
   if (!body.empty()) req.headers["content-length"] = std::to_string(body.size());
-  if (!ParseTarget(target, &req.path, &req.query)) return Response::Error(400, "BAD_REQUEST", "target");
+  if (!ParseTarget(target, &req.path, &req.query)) return Response::Error(BadRequest("target"));
   return g->router->Dispatch(req);
 }
 
@@ -180,7 +180,7 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
   auto r = Registry::Open(o);
   DS_FUZZ_CHECK(r.ok(), "Registry::Open: %s", r.status().ToString().c_str());
   g->reg = std::move(*r);
-  g->router = BuildRouter(g->reg.get(), {"fuzz", "cpu"});
+  g->router = BuildRouter(g->reg.get(), {"fuzz"});
   std::atexit(Cleanup);
   MakeFiles();
   EnsureWorld();
