@@ -345,9 +345,9 @@ Server::StopResult Server::Stop(std::chrono::steady_clock::time_point deadline,
     });
   }
   // Requests in flight finish until the deadline (idle keep-alive connections are simply closed).
-  while (m.busy > 0 && std::chrono::steady_clock::now() < deadline)
+  while (m.busy > 0 && !m.ioc.stopped() && std::chrono::steady_clock::now() < deadline)
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  result.requests_cut = m.busy;
+  if (!m.ioc.stopped()) result.requests_cut = m.busy;
   // Stopping the loop abandons every session at its next suspension point; their sockets close when
   // the io_context goes. A handler in a synchronous computation keeps its thread until it returns.
   m.ioc.stop();
