@@ -6,7 +6,7 @@ import socket
 import subprocess
 import time
 
-from client_util import BUILD, Client, assert_error
+from client_util import BUILD, Client, wait_until_upload_busy
 
 SHUTDOWN_TIMEOUT = 2  # seconds
 MARGIN = 2.5
@@ -24,28 +24,13 @@ def hold_upload_body_open(server, uid):
     return sock
 
 
-def wait_until_writing(client, uid, timeout=10):
-    """Polls until the server is inside the held PATCH: sealing the upload is refused as busy. The
-    probe writes nothing (a writer of its own could make the held PATCH the refused one); while the
-    upload is free it is refused for its digest and stays open."""
-    wrong = "sha256:" + "0" * 64
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        r = client.put(f"/v1/uploads/{uid}", params={"digest": wrong}, data=b"")
-        if r.status_code == 409:
-            assert_error(r, 409, "UPLOAD_BUSY")
-            return
-        assert_error(r, 400, "DIGEST_INVALID")
-    raise AssertionError("the held PATCH never reached the server")
-
-
 def test_sigterm_cuts_a_request_in_flight_at_the_deadline_and_exits(make_server):
     server = make_server(["--shutdown-timeout", str(SHUTDOWN_TIMEOUT)])
     client = Client(server.url)
     uid = client.start_upload()
     sock = hold_upload_body_open(server, uid)
     try:
-        wait_until_writing(client, uid)
+        wait_until_upload_busy(client, uid)  # the server is inside the held PATCH
         client.s.close()  # no idle keep-alive connection of ours stays open
         start = time.monotonic()
         server.proc.send_signal(signal.SIGTERM)
