@@ -8,6 +8,7 @@
 
 #include "service/registry.h"
 #include "tests/api/router_test_util.h"
+#include "tests/fixtures.h"
 
 namespace deltastore::api {
 namespace {
@@ -80,10 +81,6 @@ class RoutesTest : public RouterTest {
   }
 };
 
-bool HaveFixtures() {
-  return fs::exists(kFixtures + "/faceres.bf16.safetensors");
-}
-
 TEST_F(RoutesTest, ChunkedUploadWithRangesSealsWithTheRightDigest) {
   std::string data(100000, 'a');
   for (size_t i = 0; i < data.size(); ++i) data[i] = static_cast<char>(i * 7);
@@ -127,7 +124,7 @@ TEST_F(RoutesTest, ChunkedUploadWithRangesSealsWithTheRightDigest) {
 }
 
 TEST_F(RoutesTest, VersionsDownloadsTagsAndDeletion) {
-  if (!HaveFixtures()) GTEST_SKIP() << "fixtures missing at " << kFixtures;
+  DS_REQUIRE_FIXTURE(kFixtures + "/faceres-deep.bf16.safetensors");
   std::string base = ReadFile(kFixtures + "/faceres.bf16.safetensors");
   std::string ft = ReadFile(kFixtures + "/faceres-deep.bf16.safetensors");
   json stats0 = Body(*std::make_unique<Response>(Call("GET", "/v1/stats")));
@@ -315,7 +312,7 @@ TEST_F(RoutesTest, FailedOneShotUploadsDoNotPileUp) {
 }
 
 TEST_F(RoutesTest, AuditMetricsAndUiAfterUploadsAndARestart) {
-  if (!HaveFixtures()) GTEST_SKIP() << "fixtures missing";
+  DS_REQUIRE_FIXTURE(kFixtures + "/faceres-deep.bf16.safetensors");
   std::string base = ReadFile(kFixtures + "/faceres.bf16.safetensors");
   std::string ft = ReadFile(kFixtures + "/faceres-deep.bf16.safetensors");
   json job = AddVersion(
