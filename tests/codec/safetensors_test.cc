@@ -52,6 +52,7 @@ struct BadCase {
   const char* expect;  // substring of the error
 };
 
+// Over 100 lines on purpose: a table of hostile headers, one entry each.
 std::vector<BadCase> BadCases() {
   auto t = [](const std::string& body, uint64_t data) { return Image(body, data); };
   std::vector<BadCase> c;
