@@ -28,7 +28,7 @@ struct Request {
   std::vector<std::string> params;  // path parameters captured by the route
 
   std::string Header(std::string_view name) const;
-  std::string Query(std::string_view name, std::string fallback = "") const;
+  std::string Query(std::string_view name, const std::string& fallback = "") const;
 };
 
 // Produces the next piece of a streamed response body; an empty piece means the end. An error after

@@ -21,7 +21,7 @@ void AddUploadRoutes(Router* r, Registry* reg);
 // Versions, jobs, reads, downloads, tags and deletion (routes_versions.cc).
 void AddVersionRoutes(Router* r, Registry* reg);
 // The storage audit, /metrics and the /ui page (routes_audit.cc).
-void AddAuditRoutes(Router* r, Registry* reg, std::shared_ptr<Metrics> metrics);
+void AddAuditRoutes(Router* r, Registry* reg, const std::shared_ptr<Metrics>& metrics);
 // Admin: garbage collection and tokens (routes_admin.cc).
 void AddAdminRoutes(Router* r, Registry* reg);
 

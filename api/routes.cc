@@ -47,7 +47,7 @@ void AddHealthRoutes(Router* r, Registry* reg, const ApiInfo& info) {
 
 }  // namespace
 
-std::shared_ptr<Router> BuildRouter(Registry* reg, ApiInfo info, AuthOptions auth,
+std::shared_ptr<Router> BuildRouter(Registry* reg, const ApiInfo& info, AuthOptions auth,
                                     std::shared_ptr<Metrics> metrics) {
   auto r = std::make_shared<Router>();
   if (!metrics) metrics = std::make_shared<Metrics>();
@@ -56,7 +56,7 @@ std::shared_ptr<Router> BuildRouter(Registry* reg, ApiInfo info, AuthOptions aut
   if (reg == nullptr) return r;
   AddUploadRoutes(r.get(), reg);
   AddVersionRoutes(r.get(), reg);
-  AddAuditRoutes(r.get(), reg, std::move(metrics));
+  AddAuditRoutes(r.get(), reg, metrics);
   AddAdminRoutes(r.get(), reg);
   return r;
 }

@@ -67,7 +67,7 @@ Response MetricsPage(Registry* reg, const Metrics& metrics) {
 
 }  // namespace
 
-void AddAuditRoutes(Router* r, Registry* reg, std::shared_ptr<Metrics> metrics) {
+void AddAuditRoutes(Router* r, Registry* reg, const std::shared_ptr<Metrics>& metrics) {
   // Audit, metrics and the page.
   r->Add("GET", "/v1/audit", [reg](Request&) {
     auto a = reg->Audit();

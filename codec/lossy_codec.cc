@@ -108,6 +108,7 @@ std::string PackBits(const std::vector<uint16_t>& codes, int shift, int width) {
 }
 
 void UnpackBits(std::string_view packed, int shift, int width, std::vector<uint16_t>* codes) {
+  if (shift < 0) return;  // never: the plane widths add up to the code's bits (PlaneWidths)
   uint64_t bit = 0;
   for (auto& c : *codes) {
     uint32_t v = 0;
@@ -600,8 +601,8 @@ Status ParseLossyFactors(LossyBody* body, LossyTensor* t) {
   DS_RETURN_IF_ERROR(body->Next(&buf));
   for (uint32_t k = 0; k < p.rank; ++k) {
     uint16_t a, b;
-    std::memcpy(&a, buf.data() + 4 * k, 2);
-    std::memcpy(&b, buf.data() + 4 * k + 2, 2);
+    std::memcpy(&a, buf.data() + size_t{4} * k, 2);
+    std::memcpy(&b, buf.data() + size_t{4} * k + 2, 2);
     t->factor_scale_a.push_back(HalfToFloat(a));
     t->factor_scale_b.push_back(HalfToFloat(b));
     if (!std::isfinite(t->factor_scale_a.back()) || !std::isfinite(t->factor_scale_b.back()))

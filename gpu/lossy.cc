@@ -219,7 +219,7 @@ Candidate Build(const Work& w, LossyParams p, const std::vector<uint32_t>& posit
   c.t.p = p;
   c.t.positions = positions;
   if (lr && lr->rank > 0) SetLowRank(&c.t, *lr);
-  const bool low_rank = c.t.p.rank > 0;
+  const bool low_rank = lr != nullptr && c.t.p.rank > 0;  // SetLowRank above is what sets the rank
   auto flat = (low_rank ? lr->Res : w.R).flatten();
   torch::Tensor SX;  // the sparse part S @ inputs
   if (p.values == ValueKind::kSign) {
