@@ -9,7 +9,7 @@ std::string Request::Header(std::string_view name) const {
   return it == headers.end() ? std::string() : it->second;
 }
 
-std::string Request::Query(std::string_view name, std::string fallback) const {
+std::string Request::Query(std::string_view name, const std::string& fallback) const {
   auto it = query.find(std::string(name));
   return it == query.end() ? fallback : it->second;
 }

@@ -29,7 +29,7 @@ struct Request {
   bool secure = false;              // arrived over TLS (for absolute URLs the answer names)
 
   std::string Header(std::string_view name) const;
-  std::string Query(std::string_view name, std::string fallback = "") const;
+  std::string Query(std::string_view name, const std::string& fallback = "") const;
 };
 
 // Produces the next piece of a streamed response body; an empty piece means the end. An error after

@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "api/http.h"
-#include "service/tokens.h"
+#include "common/scope.h"
 
 namespace deltastore::api {
 

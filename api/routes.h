@@ -16,13 +16,12 @@ namespace deltastore::api {
 class Metrics;
 
 struct ApiInfo {
-  std::string version;         // deltastored's version
-  std::string compute_device;  // "cpu" or "cuda:0"
+  std::string version;  // deltastored's version (GET /healthz)
 };
 
 // `auth`: who may call which route (off by default). `metrics`: the request metrics GET /metrics shows,
 // fed by the server's on_request hook (an empty set when null).
-std::shared_ptr<Router> BuildRouter(Registry* registry, ApiInfo info, AuthOptions auth = {},
+std::shared_ptr<Router> BuildRouter(Registry* registry, const ApiInfo& info, AuthOptions auth = {},
                                     std::shared_ptr<Metrics> metrics = nullptr);
 
 }  // namespace deltastore::api

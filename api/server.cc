@@ -11,6 +11,9 @@
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl.hpp>
 #include <cctype>
+#include <condition_variable>
+#include <csignal>
+#include <mutex>
 #include <optional>
 #include <thread>
 #include <type_traits>
@@ -52,6 +55,16 @@ struct Server::Impl {
   std::atomic<size_t> connections{0};
   std::atomic<size_t> busy{0};  // sessions between reading a request header and finishing the response
   std::atomic<bool> stopping{false};
+  std::mutex threads_mu;  // guards running_threads
+  std::condition_variable threads_cv;
+  size_t running_threads = 0;  // threads not yet returned from ioc.run()
+
+  void RunThread() {
+    ioc.run();
+    std::lock_guard<std::mutex> lock(threads_mu);
+    --running_threads;
+    threads_cv.notify_all();
+  }
 
   asio::awaitable<void> Listen() {
     while (!stopping) {
@@ -156,6 +169,8 @@ struct Server::Impl {
   }
 
   // The request loop of one connection, plain or TLS; the caller closes the connection.
+  // Over 100 lines on purpose: one coroutine whose locals (parser, buffers, record) live across its
+  // co_awaits; split, they would move into a state object that reads no better.
   template <class Stream>
   asio::awaitable<void> Session(Stream& stream) {
     ++connections;
@@ -311,7 +326,8 @@ Status Server::Start() {
   }
   asio::co_spawn(impl_->ioc, impl_->Listen(), asio::detached);
   int n = std::max(1, impl_->options.threads);
-  for (int i = 0; i < n; ++i) impl_->threads.emplace_back([this] { impl_->ioc.run(); });
+  impl_->running_threads = static_cast<size_t>(n);
+  for (int i = 0; i < n; ++i) impl_->threads.emplace_back([impl = impl_.get()] { impl->RunThread(); });
   return OkStatus();
 }
 
@@ -321,26 +337,51 @@ uint16_t Server::port() const {
   return ec ? 0 : ep.port();
 }
 
-void Server::Stop() {
-  if (impl_->threads.empty()) return;
-  impl_->stopping = true;
-  asio::post(impl_->ioc, [this] {
-    beast::error_code ignored;
-    impl_->acceptor.close(ignored);
-  });
-  // Let requests in flight complete (idle keep-alive connections are simply closed), then stop the loop.
-  for (int i = 0; i < 100 && impl_->busy > 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  impl_->ioc.stop();
-  for (auto& t : impl_->threads) t.join();
-  impl_->threads.clear();
+Server::StopResult Server::Stop(std::chrono::steady_clock::time_point deadline,
+                                std::chrono::milliseconds grace) {
+  StopResult result;
+  Impl& m = *impl_;
+  if (m.threads.empty()) return result;
+  if (!m.stopping.exchange(true)) {
+    asio::post(m.ioc, [&m] {
+      beast::error_code ignored;
+      m.acceptor.close(ignored);
+    });
+  }
+  // Requests in flight finish until the deadline (idle keep-alive connections are simply closed).
+  while (m.busy > 0 && !m.ioc.stopped() && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  if (!m.ioc.stopped()) result.requests_cut = m.busy;
+  // Stopping the loop abandons every session at its next suspension point; their sockets close when
+  // the io_context goes. A handler in a synchronous computation keeps its thread until it returns.
+  m.ioc.stop();
+  {
+    std::unique_lock<std::mutex> lock(m.threads_mu);
+    if (!m.threads_cv.wait_until(lock, deadline + grace, [&m] { return m.running_threads == 0; })) {
+      result.threads_returned = false;
+      return result;
+    }
+  }
+  for (auto& t : m.threads) t.join();
+  m.threads.clear();
+  return result;
 }
 
-void Server::RunUntilSignal() {
+void Server::Stop() {
+  if (impl_->threads.empty()) return;
+  if (!Stop(std::chrono::steady_clock::now() + std::chrono::seconds(5)).threads_returned) {
+    for (auto& t : impl_->threads) t.join();
+    impl_->threads.clear();
+  }
+}
+
+int Server::WaitForSignal() {
   asio::io_context sig_ioc;
   asio::signal_set signals(sig_ioc, SIGINT, SIGTERM);
-  signals.async_wait([](const beast::error_code&, int) {});
+  int got = 0;
+  signals.async_wait([&got](const beast::error_code&, int sig) { got = sig; });
   sig_ioc.run();
-  Stop();
+  return got;
 }
 
 }  // namespace deltastore::api

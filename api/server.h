@@ -46,10 +46,20 @@ class Server {
   // Binds and starts the threads; returns once listening.
   Status Start();
   uint16_t port() const;
-  // Stops accepting, lets sessions finish their current request, and joins the threads.
+  struct StopResult {
+    size_t requests_cut = 0;       // requests still in flight at the deadline (their connections closed)
+    bool threads_returned = true;  // false: a handler was still running at deadline + grace
+  };
+  // Stops accepting and lets requests in flight finish until `deadline`; then closes the connections
+  // still open and waits for the threads until `deadline` + `grace`. When a thread has not returned
+  // by then (a handler stuck in a synchronous computation), the server keeps it: a later Stop waits
+  // again, and a process that must end now calls std::_Exit (docs/hardening.md, shutdown).
+  StopResult Stop(std::chrono::steady_clock::time_point deadline,
+                  std::chrono::milliseconds grace = std::chrono::seconds(1));
+  // Stop with a 5 s deadline, then waits for the threads however long they take.
   void Stop();
-  // Blocks until SIGINT/SIGTERM, then stops.
-  void RunUntilSignal();
+  // Blocks until SIGINT or SIGTERM arrives; returns the signal.
+  static int WaitForSignal();
 
  private:
   struct Impl;

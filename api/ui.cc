@@ -215,6 +215,7 @@ std::string HumanBytes(double n) {
   return u == 0 ? Fmt("%.0f B", n) : Fmt("%.1f ", n) + units[u];
 }
 
+// Over 100 lines on purpose: the page's HTML in reading order, one section after the other.
 std::string RenderUiPage(const AuditReport& report, const std::vector<json>& history) {
   const AuditFigures& t = report.total;
   std::string s =

@@ -218,6 +218,7 @@ double Order0Bytes(DType dtype, std::string_view bytes) {
 
 }  // namespace
 
+// Over 100 lines on purpose: a benchmark script, one measured step after the other.
 int main(int argc, char** argv) {
   CLI::App app{"lossless codecs side by side on the same bytes, one thread"};
   std::string base_path, ft_path, label, json_path;

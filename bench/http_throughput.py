@@ -9,7 +9,7 @@ What it does
      base + normal(0, --noise-std) rounded to bf16, the biases are unchanged (same_as_base).
      Both files are written piece by piece (header first, then each tensor), so this script stays
      in bounded memory (a few hundred MB) whatever the size.
-  2. Starts <build-dir>/service/deltastored on 127.0.0.1 (a free port) with its data dir in the
+  2. Starts <build-dir>/server/deltastored on 127.0.0.1 (a free port) with its data dir in the
      work dir.
   3. Measures, for the base and then the finetune:
        - `cat file > /dev/null` (the local read rate, a ceiling for the upload; the file was just
@@ -283,7 +283,7 @@ def main():
 
     work = pathlib.Path(tempfile.mkdtemp(prefix="ds-bench-", dir=a.work_dir))
     idle_rss = None
-    server = Server(pathlib.Path(a.build_dir) / "service" / "deltastored", work / "data", work / "deltastored.log",
+    server = Server(pathlib.Path(a.build_dir) / "server" / "deltastored", work / "data", work / "deltastored.log",
                     a.server_arg)
     rows = []
     ok = True

@@ -3,7 +3,7 @@
 request worked, which tests/e2e/test_load.py checks on a tiny configuration).
 
 What it does
-  1. Starts <build-dir>/service/deltastored on 127.0.0.1 (a free port, a fresh data dir), unless
+  1. Starts <build-dir>/server/deltastored on 127.0.0.1 (a free port, a fresh data dir), unless
      --url is given, and registers the base `faceres.bf16` as model "base"@v1.
   2. Runs --clients threads in parallel, each for --rounds rounds (or until --time-limit seconds have
      passed since the start; a round is never cut short). One round of client i:
@@ -215,7 +215,7 @@ def run(url, pid, fixtures, clients=8, rounds=4, downloads_per_round=2, time_lim
 
 def start_server(build_dir, data_dir, extra_args):
     log = open(pathlib.Path(data_dir).parent / "server.log", "ab")
-    proc = subprocess.Popen([str(pathlib.Path(build_dir) / "service" / "deltastored"), "--data-dir", str(data_dir),
+    proc = subprocess.Popen([str(pathlib.Path(build_dir) / "server" / "deltastored"), "--data-dir", str(data_dir),
                              "--listen", "127.0.0.1:0", *extra_args], stdout=subprocess.PIPE, stderr=log)
     line = proc.stdout.readline().decode()
     m = re.search(r"listening on 127\.0\.0\.1:(\d+)", line)

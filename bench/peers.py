@@ -340,7 +340,7 @@ def run_streaming(args, ins, rows):
         else:
             log(f"streaming: {nginx_bin} missing (apt-get install nginx-light); nginx rows skipped")
 
-        servers = [("", pathlib.Path(args.build_dir) / "service" / "deltastored")]
+        servers = [("", pathlib.Path(args.build_dir) / "server" / "deltastored")]
         if args.baseline_server:
             servers.append((f"[{args.baseline_label}] ", pathlib.Path(args.baseline_server)))
         shas = {}

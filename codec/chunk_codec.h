@@ -22,7 +22,7 @@ enum class CodecId : uint8_t {
   kPlanesZstd = 0x02,  // words split into byte planes, one zstd frame per plane
   kFloatCtx = 0x03,    // context-modelled adaptive range coder for BF16/F16/F32 (codec/float_coder.h)
   kFloatRans = 0x04,   // static-table interleaved rANS for BF16/F16/F32 (codec/float_rans.h)
-  kLossy = 0x10,       // lossy delta tensor chunk (reserved for the lossy codec)
+  kLossy = 0x10,       // lossy delta tensor chunk (codec/lossy_codec.h, docs/lossy_format.md)
 };
 inline constexpr uint8_t kCodecVersion = 1;
 

@@ -108,6 +108,7 @@ std::string PackBits(const std::vector<uint16_t>& codes, int shift, int width) {
 }
 
 void UnpackBits(std::string_view packed, int shift, int width, std::vector<uint16_t>* codes) {
+  if (shift < 0) return;  // never: the plane widths add up to the code's bits (PlaneWidths)
   uint64_t bit = 0;
   for (auto& c : *codes) {
     uint32_t v = 0;
@@ -413,57 +414,56 @@ std::string EncodeLossyChunk(DType dtype, const LossyTensor& t) {
   return out;
 }
 
-StatusOr<LossyTensor> ParseLossyChunk(std::string_view encoded, DType* dtype) {
-  if (encoded.size() < 12 || static_cast<CodecId>(encoded[0]) != CodecId::kLossy) {
-    return Corruption("not a lossy chunk");
-  }
-  *dtype = static_cast<DType>(encoded[3]);
-  Reader r(encoded.substr(12));
-  LossyTensor t;
-  LossyParams& p = t.p;
+namespace {
+
+// Stage 1 of ParseLossyChunk: the fixed header after the chunk prefix; returns the format version.
+StatusOr<uint64_t> ParseLossyHeader(Reader* r, LossyParams* p) {
   uint64_t v = 0;
-  auto get = [&](int bytes) -> bool { return r.Get(&v, bytes); };
+  auto get = [&](int bytes) -> bool { return r->Get(&v, bytes); };
   if (!get(1) || v < 1 || v > kLossyFormatVersion)
     return Corruption("lossy chunk format version is not supported");
   const uint64_t version = v;
   if (!get(4)) return Corruption("lossy chunk is truncated");
-  p.rows = static_cast<uint32_t>(v);
+  p->rows = static_cast<uint32_t>(v);
   if (!get(4)) return Corruption("lossy chunk is truncated");
-  p.cols = static_cast<uint32_t>(v);
-  if (!r.GetF32(&p.lambda) || !r.GetF32(&p.mu) || !get(1)) return Corruption("lossy chunk is truncated");
+  p->cols = static_cast<uint32_t>(v);
+  if (!r->GetF32(&p->lambda) || !r->GetF32(&p->mu) || !get(1)) return Corruption("lossy chunk is truncated");
   if (v > 3) return Corruption("unknown lossy mask kind");
-  p.mask = static_cast<MaskKind>(v);
+  p->mask = static_cast<MaskKind>(v);
   if (!get(8)) return Corruption("lossy chunk is truncated");
-  p.seed = v;
+  p->seed = v;
   if (!get(4)) return Corruption("lossy chunk is truncated");
-  p.stream = static_cast<uint32_t>(v);
+  p->stream = static_cast<uint32_t>(v);
   if (!get(2)) return Corruption("lossy chunk is truncated");
-  p.group = static_cast<uint16_t>(v);
+  p->group = static_cast<uint16_t>(v);
   if (!get(2)) return Corruption("lossy chunk is truncated");
-  p.keep = static_cast<uint16_t>(v);
-  if (!r.GetF32(&p.keep_prob) || !get(1)) return Corruption("lossy chunk is truncated");
+  p->keep = static_cast<uint16_t>(v);
+  if (!r->GetF32(&p->keep_prob) || !get(1)) return Corruption("lossy chunk is truncated");
   if (v > 2) return Corruption("unknown lossy value kind");
-  p.values = static_cast<ValueKind>(v);
+  p->values = static_cast<ValueKind>(v);
   if (!get(1)) return Corruption("lossy chunk is truncated");
-  p.bits = static_cast<uint8_t>(v);
+  p->bits = static_cast<uint8_t>(v);
   if (!get(1)) return Corruption("lossy chunk is truncated");
-  p.planes = static_cast<uint8_t>(v);
-  if (!r.GetF32(&p.sign_scale)) return Corruption("lossy chunk is truncated");
+  p->planes = static_cast<uint8_t>(v);
+  if (!r->GetF32(&p->sign_scale)) return Corruption("lossy chunk is truncated");
   if (version >= 2) {
     if (!get(1) || v > 1) return Corruption("lossy chunk has a bad scale mode");
-    p.shared_scale = v == 1;
+    p->shared_scale = v == 1;
     if (!get(2)) return Corruption("lossy chunk is truncated");
-    p.rank = static_cast<uint16_t>(v);
+    p->rank = static_cast<uint16_t>(v);
     if (!get(1)) return Corruption("lossy chunk is truncated");
-    p.factor_bits = static_cast<uint8_t>(v);
+    p->factor_bits = static_cast<uint8_t>(v);
   }
+  return version;
+}
 
+// Stage 2: the header's parameters against each other and against the chunk's raw size (from the
+// prefix), so that the work of the stages after it is bounded by that size.
+Status CheckLossyParams(const LossyParams& p, uint64_t raw_size, DType dtype) {
   const uint64_t numel = static_cast<uint64_t>(p.rows) * p.cols;
-  uint64_t raw_size = 0;
-  for (int i = 7; i >= 0; --i) raw_size = (raw_size << 8) | static_cast<uint8_t>(encoded[4 + i]);
   // Checked without wrap-around, and never with a zero element size: the work below is bounded by
   // the raw size the caller checked against its manifest.
-  const uint64_t element = DTypeSize(*dtype);
+  const uint64_t element = DTypeSize(dtype);
   if (element == 0) return Corruption("lossy chunk has an unknown dtype");
   if (numel > raw_size / element || numel * element != raw_size) {
     return Corruption("lossy chunk shape does not match its size");
@@ -488,104 +488,158 @@ StatusOr<LossyTensor> ParseLossyChunk(std::string_view encoded, DType* dtype) {
   // Writers put 0 there without a term; anything else would not survive a re-encode (as version 1).
   if (p.rank == 0 && p.factor_bits != 0)
     return Corruption("lossy chunk has factor bits without a low-rank term");
+  return OkStatus();
+}
 
+// Stage 3 (kPositions masks): the kept positions, LEB128 gaps in one section.
+Status ParseLossyPositions(Reader* r, uint64_t numel, std::vector<uint32_t>* positions) {
   std::string buf;
-  if (p.mask == MaskKind::kPositions) {
-    uint64_t count = 0;
-    if (!r.Get(&count, 8) || count > numel) return Corruption("lossy chunk has a bad position count");
-    DS_RETURN_IF_ERROR(ReadSection(&r, count * 5, &buf));
-    size_t i = 0;
-    uint64_t prev = 0;
-    for (uint64_t n = 0; n < count; ++n) {
-      uint64_t gap = 0;
-      int shift = 0;
-      while (true) {
-        if (i >= buf.size() || shift > 28) return Corruption("lossy positions are malformed");
-        uint8_t b = static_cast<uint8_t>(buf[i++]);
-        gap |= static_cast<uint64_t>(b & 0x7f) << shift;
-        shift += 7;
-        if (!(b & 0x80)) break;
-      }
-      uint64_t pos = (n == 0 ? 0 : prev + 1) + gap;
-      if (pos >= numel) return Corruption("lossy position outside the tensor");
-      t.positions.push_back(static_cast<uint32_t>(pos));
-      prev = pos;
+  uint64_t count = 0;
+  if (!r->Get(&count, 8) || count > numel) return Corruption("lossy chunk has a bad position count");
+  DS_RETURN_IF_ERROR(ReadSection(r, count * 5, &buf));
+  size_t i = 0;
+  uint64_t prev = 0;
+  for (uint64_t n = 0; n < count; ++n) {
+    uint64_t gap = 0;
+    int shift = 0;
+    while (true) {
+      if (i >= buf.size() || shift > 28) return Corruption("lossy positions are malformed");
+      uint8_t b = static_cast<uint8_t>(buf[i++]);
+      gap |= static_cast<uint64_t>(b & 0x7f) << shift;
+      shift += 7;
+      if (!(b & 0x80)) break;
+    }
+    uint64_t pos = (n == 0 ? 0 : prev + 1) + gap;
+    if (pos >= numel) return Corruption("lossy position outside the tensor");
+    positions->push_back(static_cast<uint32_t>(pos));
+    prev = pos;
+  }
+  return OkStatus();
+}
+
+int ValueBits(const LossyParams& p) {
+  return p.values == ValueKind::kQuant ? p.bits : p.values == ValueKind::kF16 ? 16 : 1;
+}
+int ValuePlanes(const LossyParams& p) {
+  return p.values == ValueKind::kQuant ? p.planes : p.values == ValueKind::kF16 ? 2 : 1;
+}
+
+// The pieces after the positions, in order: sizes from the header (one section each in version 1,
+// one section for all in version 2).
+class LossyBody {
+ public:
+  LossyBody(Reader* r, uint64_t version, const LossyParams& p, uint64_t kept) : r_(r), version_(version) {
+    const uint32_t pairs = p.shared_scale ? 1 : p.rows;
+    if (p.values == ValueKind::kQuant) sizes_.push_back(static_cast<uint64_t>(pairs) * 4);
+    for (int w : PlaneWidths(ValueBits(p), ValuePlanes(p))) sizes_.push_back((kept * w + 7) / 8);
+    if (p.rank > 0) {
+      sizes_.push_back(static_cast<uint64_t>(p.rank) * 4);
+      sizes_.push_back(static_cast<uint64_t>(p.rows) * p.rank);
+      sizes_.push_back(static_cast<uint64_t>(p.rank) * p.cols);
     }
   }
-  // The pieces after the positions: sizes from the header (one section each in version 1, one section
-  // for all in version 2).
-  const uint64_t kept = CountKept(p, t.positions);
-  const int bits = p.values == ValueKind::kQuant ? p.bits : p.values == ValueKind::kF16 ? 16 : 1;
-  const int planes = p.values == ValueKind::kQuant ? p.planes : p.values == ValueKind::kF16 ? 2 : 1;
-  const uint32_t pairs = p.shared_scale ? 1 : p.rows;
-  std::vector<uint64_t> sizes;
-  if (p.values == ValueKind::kQuant) sizes.push_back(static_cast<uint64_t>(pairs) * 4);
-  for (int w : PlaneWidths(bits, planes)) sizes.push_back((kept * w + 7) / 8);
-  if (p.rank > 0) {
-    sizes.push_back(static_cast<uint64_t>(p.rank) * 4);
-    sizes.push_back(static_cast<uint64_t>(p.rows) * p.rank);
-    sizes.push_back(static_cast<uint64_t>(p.rank) * p.cols);
+  // Version 2: reads the one section of the whole body.
+  Status Start() {
+    if (version_ < 2) return OkStatus();
+    const uint64_t total = std::accumulate(sizes_.begin(), sizes_.end(), uint64_t{0});
+    DS_RETURN_IF_ERROR(ReadSection(r_, total, &body_));
+    if (body_.size() != total) return Corruption("lossy body has a wrong size");
+    return OkStatus();
   }
-  std::string body;
-  size_t body_at = 0;
-  if (version >= 2) {
-    const uint64_t total = std::accumulate(sizes.begin(), sizes.end(), uint64_t{0});
-    DS_RETURN_IF_ERROR(ReadSection(&r, total, &body));
-    if (body.size() != total) return Corruption("lossy body has a wrong size");
-  }
-  size_t next = 0;
-  auto piece = [&](std::string* out) -> Status {
-    const uint64_t size = sizes[next++];
-    if (version >= 2) {
-      out->assign(body, body_at, size);
-      body_at += size;
+  Status Next(std::string* out) {
+    const uint64_t size = sizes_[next_++];
+    if (version_ >= 2) {
+      out->assign(body_, body_at_, size);
+      body_at_ += size;
       return OkStatus();
     }
-    DS_RETURN_IF_ERROR(ReadSection(&r, size, out));
+    DS_RETURN_IF_ERROR(ReadSection(r_, size, out));
     if (out->size() != size) return Corruption("lossy section has a wrong size");
     return OkStatus();
-  };
+  }
+
+ private:
+  Reader* r_;
+  uint64_t version_;
+  std::vector<uint64_t> sizes_;
+  std::string body_;
+  size_t body_at_ = 0;
+  size_t next_ = 0;
+};
+
+// Stage 4: per-row (or shared) scales and zero points, then the value codes plane by plane.
+Status ParseLossyValues(LossyBody* body, uint64_t kept, LossyTensor* t) {
+  const LossyParams& p = t->p;
+  std::string buf;
   if (p.values == ValueKind::kQuant) {
-    DS_RETURN_IF_ERROR(piece(&buf));
-    t.row_scale.resize(p.rows);
-    t.row_zero.resize(p.rows);
+    DS_RETURN_IF_ERROR(body->Next(&buf));
+    t->row_scale.resize(p.rows);
+    t->row_zero.resize(p.rows);
     for (uint32_t i = 0; i < p.rows; ++i) {
       const size_t at = p.shared_scale ? 0 : 4 * static_cast<size_t>(i);
       uint16_t s, z;
       std::memcpy(&s, buf.data() + at, 2);
       std::memcpy(&z, buf.data() + at + 2, 2);
-      t.row_scale[i] = HalfToFloat(s);
-      t.row_zero[i] = HalfToFloat(z);
+      t->row_scale[i] = HalfToFloat(s);
+      t->row_zero[i] = HalfToFloat(z);
     }
   }
-  t.codes.assign(kept, 0);
-  int shift = bits;
-  for (int w : PlaneWidths(bits, planes)) {
+  t->codes.assign(kept, 0);
+  int shift = ValueBits(p);
+  for (int w : PlaneWidths(ValueBits(p), ValuePlanes(p))) {
     shift -= w;
-    DS_RETURN_IF_ERROR(piece(&buf));
-    UnpackBits(buf, shift, w, &t.codes);
+    DS_RETURN_IF_ERROR(body->Next(&buf));
+    UnpackBits(buf, shift, w, &t->codes);
   }
-  if (p.rank > 0) {
-    DS_RETURN_IF_ERROR(piece(&buf));
-    for (uint32_t k = 0; k < p.rank; ++k) {
-      uint16_t a, b;
-      std::memcpy(&a, buf.data() + 4 * k, 2);
-      std::memcpy(&b, buf.data() + 4 * k + 2, 2);
-      t.factor_scale_a.push_back(HalfToFloat(a));
-      t.factor_scale_b.push_back(HalfToFloat(b));
-      if (!std::isfinite(t.factor_scale_a.back()) || !std::isfinite(t.factor_scale_b.back()))
-        return Corruption("lossy factor scales are not finite");
-    }
-    const int limit = (1 << (p.factor_bits - 1)) - 1;
-    for (auto* codes : {&t.a_codes, &t.b_codes}) {
-      DS_RETURN_IF_ERROR(piece(&buf));
-      codes->resize(buf.size());
-      std::memcpy(codes->data(), buf.data(), buf.size());
-      for (int8_t c : *codes) {
-        if (c < -limit || c > limit) return Corruption("lossy factor code out of range");
-      }
+  return OkStatus();
+}
+
+// Stage 5 (rank > 0): the low-rank term's factor scales and int8 codes.
+Status ParseLossyFactors(LossyBody* body, LossyTensor* t) {
+  const LossyParams& p = t->p;
+  std::string buf;
+  DS_RETURN_IF_ERROR(body->Next(&buf));
+  for (uint32_t k = 0; k < p.rank; ++k) {
+    uint16_t a, b;
+    std::memcpy(&a, buf.data() + size_t{4} * k, 2);
+    std::memcpy(&b, buf.data() + size_t{4} * k + 2, 2);
+    t->factor_scale_a.push_back(HalfToFloat(a));
+    t->factor_scale_b.push_back(HalfToFloat(b));
+    if (!std::isfinite(t->factor_scale_a.back()) || !std::isfinite(t->factor_scale_b.back()))
+      return Corruption("lossy factor scales are not finite");
+  }
+  const int limit = (1 << (p.factor_bits - 1)) - 1;
+  for (auto* codes : {&t->a_codes, &t->b_codes}) {
+    DS_RETURN_IF_ERROR(body->Next(&buf));
+    codes->resize(buf.size());
+    std::memcpy(codes->data(), buf.data(), buf.size());
+    for (int8_t c : *codes) {
+      if (c < -limit || c > limit) return Corruption("lossy factor code out of range");
     }
   }
+  return OkStatus();
+}
+
+}  // namespace
+
+StatusOr<LossyTensor> ParseLossyChunk(std::string_view encoded, DType* dtype) {
+  if (encoded.size() < 12 || static_cast<CodecId>(encoded[0]) != CodecId::kLossy) {
+    return Corruption("not a lossy chunk");
+  }
+  *dtype = static_cast<DType>(encoded[3]);
+  Reader r(encoded.substr(12));
+  LossyTensor t;
+  DS_ASSIGN_OR_RETURN(const uint64_t version, ParseLossyHeader(&r, &t.p));
+  uint64_t raw_size = 0;
+  for (int i = 7; i >= 0; --i) raw_size = (raw_size << 8) | static_cast<uint8_t>(encoded[4 + i]);
+  DS_RETURN_IF_ERROR(CheckLossyParams(t.p, raw_size, *dtype));
+  const uint64_t numel = static_cast<uint64_t>(t.p.rows) * t.p.cols;
+  if (t.p.mask == MaskKind::kPositions) DS_RETURN_IF_ERROR(ParseLossyPositions(&r, numel, &t.positions));
+  const uint64_t kept = CountKept(t.p, t.positions);
+  LossyBody body(&r, version, t.p, kept);
+  DS_RETURN_IF_ERROR(body.Start());
+  DS_RETURN_IF_ERROR(ParseLossyValues(&body, kept, &t));
+  if (t.p.rank > 0) DS_RETURN_IF_ERROR(ParseLossyFactors(&body, &t));
   if (!r.empty()) return Corruption("lossy chunk has trailing bytes");
   return t;
 }

@@ -180,7 +180,7 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
   auto r = Registry::Open(o);
   DS_FUZZ_CHECK(r.ok(), "Registry::Open: %s", r.status().ToString().c_str());
   g->reg = std::move(*r);
-  g->router = BuildRouter(g->reg.get(), {"fuzz", "cpu"});
+  g->router = BuildRouter(g->reg.get(), {"fuzz"});
   std::atexit(Cleanup);
   MakeFiles();
   EnsureWorld();

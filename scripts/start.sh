@@ -5,4 +5,4 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 scripts/build.sh
 mkdir -p "${DS_DATA_DIR:-data}"
-exec build/service/deltastored --data-dir "${DS_DATA_DIR:-data}" --listen "${DS_LISTEN:-127.0.0.1:8080}" "$@"
+exec build/server/deltastored --data-dir "${DS_DATA_DIR:-data}" --listen "${DS_LISTEN:-127.0.0.1:8080}" "$@"

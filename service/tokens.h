@@ -11,12 +11,12 @@
 
 #include <nlohmann/json.hpp>
 
+#include "common/scope.h"
 #include "common/status.h"
 #include "storage/meta_store.h"
 
 namespace deltastore {
 
-enum class Scope { kNone = 0, kRead = 1, kWrite = 2, kAdmin = 3 };
 std::string_view ScopeName(Scope s);
 std::optional<Scope> ParseScope(std::string_view name);
 

@@ -9,6 +9,7 @@
 #include "api/routes.h"
 #include "common/sha256.h"
 #include "service/registry.h"
+#include "tests/api/router_test_util.h"
 
 namespace deltastore::api {
 namespace {
@@ -16,26 +17,19 @@ namespace {
 namespace fs = std::filesystem;
 using json = nlohmann::json;
 
-class AuthTest : public ::testing::Test {
+class AuthTest : public RouterTest {
  protected:
+  AuthTest() : RouterTest("ds_auth_") {}
   void SetUp() override {
-    dir_ = fs::temp_directory_path() / ("ds_auth_" + std::to_string(::getpid()) + "_" +
-                                        ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(dir_);
-    RegistryOptions o;
-    o.data_dir = dir_.string();
-    o.sync_writes = false;
-    auto r = Registry::Open(o);
-    ASSERT_TRUE(r.ok()) << r.status().ToString();
-    reg_ = std::move(*r);
+    RouterTest::SetUp();
     Build({true, false});
   }
-  void TearDown() override {
-    router_.reset();
-    reg_.reset();
-    fs::remove_all(dir_);
+  void Build(AuthOptions auth) {
+    if (reg_)
+      router_ = BuildRouter(reg_.get(), {"test"}, auth);
+    else
+      Open(auth);
   }
-  void Build(AuthOptions auth) { router_ = BuildRouter(reg_.get(), {"test", "cpu"}, auth); }
 
   std::string NewToken(Scope scope) {
     auto t = reg_->tokens().Create("test", scope);
@@ -44,20 +38,11 @@ class AuthTest : public ::testing::Test {
   }
   Response Call(const std::string& method, const std::string& target, const std::string& auth,
                 const std::string& body = "") {
-    Request req;
-    req.method = method;
-    req.target = target;
-    req.body = body;
-    if (!auth.empty()) req.headers["authorization"] = auth;
-    if (!body.empty()) req.headers["content-length"] = std::to_string(body.size());
-    EXPECT_TRUE(ParseTarget(target, &req.path, &req.query));
-    return router_->Dispatch(req);
+    Headers headers;
+    if (!auth.empty()) headers["authorization"] = auth;
+    return RouterTest::Call(method, target, body, std::move(headers));
   }
-  static std::string Code(Response& r) {
-    auto b = r.ReadAll();
-    json j = json::parse(b.ok() ? *b : "", nullptr, false);
-    return j.is_discarded() ? "" : j["errors"][0]["code"].get<std::string>();
-  }
+  static std::string Code(Response& r) { return ErrorCode(r); }
   static std::string Basic(const std::string& user_pass) {
     std::string out(4 * ((user_pass.size() + 2) / 3), '\0');
     EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
@@ -65,10 +50,6 @@ class AuthTest : public ::testing::Test {
                     static_cast<int>(user_pass.size()));
     return "Basic " + out;
   }
-
-  fs::path dir_;
-  std::unique_ptr<Registry> reg_;
-  std::shared_ptr<Router> router_;
 };
 
 TEST_F(AuthTest, MissingMalformedUnknownAndRevokedTokensAre401) {

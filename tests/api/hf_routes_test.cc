@@ -37,7 +37,7 @@ class HfRoutesTest : public ::testing::Test {
     auto r = Registry::Open(o);
     ASSERT_TRUE(r.ok()) << r.status().ToString();
     reg_ = std::move(*r);
-    router_ = BuildRouter(reg_.get(), {"test", "cpu"});
+    router_ = BuildRouter(reg_.get(), {"test"});
   }
   void TearDown() override {
     router_.reset();

@@ -1,6 +1,4 @@
 // The HTTP API driven through the router, without sockets: request in, response out.
-#include "api/routes.h"
-
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -9,6 +7,8 @@
 #include <random>
 
 #include "service/registry.h"
+#include "tests/api/router_test_util.h"
+#include "tests/fixtures.h"
 
 namespace deltastore::api {
 namespace {
@@ -22,53 +22,14 @@ std::string ReadFile(const std::string& path) {
   return std::string((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
 }
 
-class RoutesTest : public ::testing::Test {
+class RoutesTest : public RouterTest {
  protected:
+  RoutesTest() : RouterTest("ds_routes_") {}
   void SetUp() override {
-    dir_ = fs::temp_directory_path() / ("ds_routes_" + std::to_string(::getpid()) + "_" +
-                                        ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(dir_);
+    RouterTest::SetUp();
     Open();
   }
-  void TearDown() override {
-    router_.reset();
-    reg_.reset();
-    fs::remove_all(dir_);
-  }
-  void Open() {
-    RegistryOptions o;
-    o.data_dir = dir_.string();
-    o.sync_writes = false;
-    o.max_open_uploads = max_open_uploads_;
-    o.recover = recover_;
-    o.wrap_stores = wrap_;
-    auto r = Registry::Open(o);
-    ASSERT_TRUE(r.ok()) << r.status().ToString();
-    reg_ = std::move(*r);
-    router_ = BuildRouter(reg_.get(), {"test", "cpu"});
-  }
-  void Reopen() {
-    router_.reset();
-    reg_.reset();
-    Open();
-  }
-
-  Response Call(const std::string& method, const std::string& target, const std::string& body = "",
-                Headers headers = {}) {
-    Request req;
-    req.method = method;
-    req.target = target;
-    req.body = body;
-    req.headers = std::move(headers);
-    if (!req.body.empty()) req.headers.emplace("content-length", std::to_string(req.body.size()));
-    EXPECT_TRUE(ParseTarget(target, &req.path, &req.query));
-    return router_->Dispatch(req);
-  }
-  static json Body(Response& r) {
-    auto b = r.ReadAll();
-    EXPECT_TRUE(b.ok());
-    return json::parse(*b, nullptr, false);
-  }
+  static json Body(Response& r) { return BodyJson(r); }
 
   // Single-request upload of bytes; returns the upload id.
   std::string Upload(const std::string& bytes) {
@@ -118,18 +79,7 @@ class RoutesTest : public ::testing::Test {
     for (const auto& p : report["problems"]) n += p["kind"] == kind;
     return n;
   }
-
-  size_t max_open_uploads_ = 1000;
-  bool recover_ = true;
-  std::function<Stores(Stores)> wrap_;
-  fs::path dir_;
-  std::unique_ptr<Registry> reg_;
-  std::shared_ptr<Router> router_;
 };
-
-bool HaveFixtures() {
-  return fs::exists(kFixtures + "/faceres.bf16.safetensors");
-}
 
 TEST_F(RoutesTest, ChunkedUploadWithRangesSealsWithTheRightDigest) {
   std::string data(100000, 'a');
@@ -174,7 +124,7 @@ TEST_F(RoutesTest, ChunkedUploadWithRangesSealsWithTheRightDigest) {
 }
 
 TEST_F(RoutesTest, VersionsDownloadsTagsAndDeletion) {
-  if (!HaveFixtures()) GTEST_SKIP() << "fixtures missing at " << kFixtures;
+  DS_REQUIRE_FIXTURE(kFixtures + "/faceres-deep.bf16.safetensors");
   std::string base = ReadFile(kFixtures + "/faceres.bf16.safetensors");
   std::string ft = ReadFile(kFixtures + "/faceres-deep.bf16.safetensors");
   json stats0 = Body(*std::make_unique<Response>(Call("GET", "/v1/stats")));
@@ -351,7 +301,7 @@ TEST_F(RoutesTest, NonUtf8InThePathGetsAJsonError) {
 // http_fuzz: a one-shot upload with a wrong digest answered 400 but stayed open (its id never reached
 // the client), so max_open_uploads of them made every later upload a 429.
 TEST_F(RoutesTest, FailedOneShotUploadsDoNotPileUp) {
-  max_open_uploads_ = 2;
+  options_.max_open_uploads = 2;
   Reopen();
   const std::string bytes = "some bytes";
   const std::string wrong = Sha256::Of("other bytes").ToString();
@@ -364,7 +314,7 @@ TEST_F(RoutesTest, FailedOneShotUploadsDoNotPileUp) {
 }
 
 TEST_F(RoutesTest, AuditMetricsAndUiAfterUploadsAndARestart) {
-  if (!HaveFixtures()) GTEST_SKIP() << "fixtures missing";
+  DS_REQUIRE_FIXTURE(kFixtures + "/faceres-deep.bf16.safetensors");
   std::string base = ReadFile(kFixtures + "/faceres.bf16.safetensors");
   std::string ft = ReadFile(kFixtures + "/faceres-deep.bf16.safetensors");
   json job = AddVersion(
@@ -414,7 +364,7 @@ TEST_F(RoutesTest, TornChunkWriteDuringAJobIsReportedNeverServedAndHealedByTheRe
 
   FaultPlan plan;
   plan.torn_put_at = 1;  // the job's second chunk
-  wrap_ = Faults(plan);
+  options_.wrap_stores = Faults(plan);
   Reopen();
   Response r = Call("POST", "/v1/models/ft/versions", json{{"files", OneFile(up)}, {"tags", {"v1"}}}.dump());
   ASSERT_EQ(r.status, 202) << r.body;
@@ -428,8 +378,8 @@ TEST_F(RoutesTest, TornChunkWriteDuringAJobIsReportedNeverServedAndHealedByTheRe
   EXPECT_EQ(Body(r)["errors"][0]["code"], "IO_ERROR") << r.body;
 
   // Restart without recovery: `deltastored check` sees the torn chunk and its stray reference.
-  wrap_ = nullptr;
-  recover_ = false;
+  options_.wrap_stores = nullptr;
+  options_.recover = false;
   Reopen();
   auto report = reg_->Check(false);
   ASSERT_TRUE(report.ok()) << report.status().ToString();
@@ -443,7 +393,7 @@ TEST_F(RoutesTest, TornChunkWriteDuringAJobIsReportedNeverServedAndHealedByTheRe
   EXPECT_EQ(Call("GET", "/v1/models/ft/versions/v1").status, 404);
 
   // Normal restart: the job runs again, its Put of the same bytes rewrites the torn chunk.
-  recover_ = true;
+  options_.recover = true;
   Reopen();
   auto done = reg_->WaitJob(job_id, 60);
   ASSERT_TRUE(done.ok()) << done.status().ToString();
@@ -489,7 +439,7 @@ TEST_F(RoutesTest, TornVersionCommitAtEveryCutIsFoundByCheckAndRepairedByTheReru
     router_.reset();
     reg_.reset();
     fs::remove_all(dir_);
-    wrap_ = nullptr;
+    options_.wrap_stores = nullptr;
     Open();
     json kj = AddVersion("kept", {{"files", OneFile(Upload(kept))}, {"tags", {"v1"}}});
     ASSERT_EQ(kj["state"], "succeeded");
@@ -506,7 +456,7 @@ TEST_F(RoutesTest, TornVersionCommitAtEveryCutIsFoundByCheckAndRepairedByTheReru
       return false;
     };
     plan.torn_keep = (cut + 0.5) / kOps;
-    wrap_ = Faults(plan);
+    options_.wrap_stores = Faults(plan);
     Reopen();
     Response r =
         Call("POST", "/v1/models/ft/versions", json{{"files", OneFile(up)}, {"tags", {"v1"}}}.dump());
@@ -515,8 +465,8 @@ TEST_F(RoutesTest, TornVersionCommitAtEveryCutIsFoundByCheckAndRepairedByTheReru
     EXPECT_FALSE(reg_->WaitJob(job_id, 60).ok());
     ASSERT_EQ(seen_ops, static_cast<size_t>(kOps));
 
-    wrap_ = nullptr;
-    recover_ = false;
+    options_.wrap_stores = nullptr;
+    options_.recover = false;
     Reopen();
     auto report = reg_->Check(false);
     ASSERT_TRUE(report.ok()) << report.status().ToString();
@@ -526,7 +476,7 @@ TEST_F(RoutesTest, TornVersionCommitAtEveryCutIsFoundByCheckAndRepairedByTheReru
     EXPECT_EQ(Problems(*report, "corrupt_chunk"), 0u) << report->dump();
     EXPECT_EQ(*Download("kept", "v1"), kept);
 
-    recover_ = true;
+    options_.recover = true;
     Reopen();
     auto done = reg_->WaitJob(job_id, 60);
     ASSERT_TRUE(done.ok()) << done.status().ToString();
@@ -550,7 +500,7 @@ TEST_F(RoutesTest, DiskFullDuringAJobFailsItWithAClearErrorAndChangesNothingStor
   json stats0 = Body(*std::make_unique<Response>(Call("GET", "/v1/stats")));
   FaultPlan plan;
   plan.fail_after_puts = 2;
-  wrap_ = Faults(plan);
+  options_.wrap_stores = Faults(plan);
   Reopen();
   Response r = Call("POST", "/v1/models/ft/versions", json{{"files", OneFile(Upload(ft))}}.dump());
   ASSERT_EQ(r.status, 202) << r.body;
@@ -576,7 +526,7 @@ TEST_F(RoutesTest, DiskFullDuringAJobFailsItWithAClearErrorAndChangesNothingStor
   ASSERT_TRUE(report.ok());
   EXPECT_TRUE((*report)["ok"]) << report->dump();
   // Space again: the same upload is stored (the failed job did not consume it).
-  wrap_ = nullptr;
+  options_.wrap_stores = nullptr;
   Reopen();
   json retry = AddVersion("ft", {{"files", OneFile(Body(*std::make_unique<Response>(
                                                Call("GET", "/v1/jobs/" + job_id)))["files"][0]["upload"])}});
@@ -596,14 +546,14 @@ TEST_F(RoutesTest, TornDeletionIsFoundAndRepairedByCheck) {
       if (op.put && op.ns == "releases") return true;
     return false;
   };
-  wrap_ = Faults(plan);
+  options_.wrap_stores = Faults(plan);
   Reopen();
   Response r = Call("DELETE", "/v1/models/gone/versions/v1");
   EXPECT_EQ(r.status, 500);
   EXPECT_EQ(Body(r)["errors"][0]["code"], "IO_ERROR") << r.body;
 
   // The record went, its tag, model record and references stayed (no release was recorded).
-  wrap_ = nullptr;
+  options_.wrap_stores = nullptr;
   Reopen();
   EXPECT_EQ(Call("GET", "/v1/models/gone/versions/v1").status, 404);
   auto report = reg_->Check(false);

@@ -1,4 +1,5 @@
 #include "codec/float_coder.h"
+#include "tests/fixtures.h"
 
 #include <gtest/gtest.h>
 
@@ -372,17 +373,9 @@ FixtureResult RunFixture(const std::string& data_file, const std::string& base_f
   return r;
 }
 
-bool HaveFixtures(std::initializer_list<const char*> files) {
-  for (const char* f : files) {
-    if (!std::filesystem::exists(std::string(DS_FIXTURES_DIR) + "/" + f)) return false;
-  }
-  return true;
-}
-
-#define SKIP_WITHOUT_FIXTURES(...)                                                                      \
-  if (!HaveFixtures({__VA_ARGS__})) {                                                                   \
-    GTEST_SKIP() << "fixtures not found in " << DS_FIXTURES_DIR << " (the shared fixtures folder next " \
-                 << "to the repository)";                                                               \
+#define SKIP_WITHOUT_FIXTURES(...)                                    \
+  for (const char* fixture : {__VA_ARGS__}) {                         \
+    DS_REQUIRE_FIXTURE(std::string(DS_FIXTURES_DIR) + "/" + fixture); \
   }
 
 TEST(FloatCoderFixtureTest, Bf16Delta) {

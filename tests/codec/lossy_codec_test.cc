@@ -249,6 +249,7 @@ TEST(LossyCodecV2Test, Version2WithNeitherFeatureParsesAndReencodesAsVersion1) {
   EXPECT_EQ(ParseStatus(c).code(), StatusCode::kCorruption);
 }
 
+// Over 100 lines on purpose: one corruption per block, each against the same encoded chunk.
 TEST(LossyCodecV2Test, CorruptVersion2ChunksAreRejected) {
   auto expect_corrupt = [](const std::string& chunk, const std::string& what) {
     Status s = ParseStatus(chunk);

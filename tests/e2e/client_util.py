@@ -73,6 +73,21 @@ def close_all():
         c.s.close()
 
 
+def wait_until_upload_busy(client, uid, timeout=60):
+    """Polls until a request is inside a PATCH of upload `uid`: sealing it is refused as busy. The
+    probe writes nothing (a writer of its own could make that PATCH the refused one); while the
+    upload is free the probe is refused for its digest and the upload stays open."""
+    wrong = "sha256:" + "0" * 64
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        r = client.put(f"/v1/uploads/{uid}", params={"digest": wrong}, data=b"")
+        if r.status_code == 409:
+            assert_error(r, 409, "UPLOAD_BUSY")
+            return
+        assert_error(r, 400, "DIGEST_INVALID")
+    raise AssertionError(f"no request is writing upload {uid}")
+
+
 class Client:
     def __init__(self, base_url):
         self.base = base_url.rstrip("/")
@@ -227,8 +242,7 @@ class Client:
             if not seen or seen[-1] != job["state"]:
                 seen.append(job["state"])
             p = job["progress"]
-            assert 0 <= p["tensors_done"] <= max(p["tensors_total"], p["tensors_done"]), job
-            assert 0 <= p["bytes_done"], job
+            assert p["tensors_done"] <= p["tensors_total"], job
             if job["state"] in ("succeeded", "failed"):
                 return job, seen
             if time.monotonic() > deadline:

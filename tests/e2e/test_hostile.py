@@ -213,3 +213,40 @@ def test_slowloris_is_cut_off_and_others_are_served(tmp_path):
         assert stored_state(c, "keep", "v1", tmp_path) == before
     finally:
         server.stop()
+
+
+def many_tensor_safetensors(n):
+    """A valid safetensors file of n one-byte tensors (U8, shape [1])."""
+    entries = ",".join(f'"t{i}":{{"dtype":"U8","shape":[1],"data_offsets":[{i},{i + 1}]}}' for i in range(n))
+    header = ("{" + entries + "}").encode()
+    header += b" " * (-len(header) % 8)
+    return len(header).to_bytes(8, "little") + header + bytes(n)
+
+
+def test_a_header_of_200000_tensors_is_refused_within_a_second(client):
+    """The issue's hostile header: 200,000 one-byte tensors (a 15 MB file). The limit is 100,000
+    tensors per file (codec/safetensors.h, kMaxSafetensorsTensors): 400 TOO_MANY_TENSORS, fast."""
+    before = client.stats()
+    up = client.upload_single(many_tensor_safetensors(200_000))
+    start = time.monotonic()
+    r = client.create_version_raw("many", [(FILE, up["id"])])
+    elapsed = time.monotonic() - start
+    err = assert_error(r, 400, "TOO_MANY_TENSORS")
+    assert err["message"].startswith(f"{FILE}: "), err
+    assert elapsed < 1.0, elapsed
+    assert_error(client.get("/v1/models/many"), 404, "MODEL_UNKNOWN")
+    after = client.stats()
+    assert (after["models"], after["versions"], after["chunks"], after["stored_bytes"]) == \
+        (before["models"], before["versions"], before["chunks"], before["stored_bytes"]), (before, after)
+
+
+def test_a_malformed_file_is_named_as_the_client_named_it_never_by_a_server_path(client, server):
+    data = (16).to_bytes(8, "little") + b'{"a":1}'  # header length past the end of the file
+    up = client.upload_single(data)
+    r = client.create_version_raw("bad", [(FILE, up["id"])])
+    err = assert_error(r, 400, "SAFETENSORS_INVALID")
+    assert err["message"].startswith(f"{FILE}: "), err
+    assert str(server.data_dir) not in err["message"], err
+    assert "/uploads/" not in err["message"], err
+    assert up["id"] not in err["message"], err
+    assert_error(client.get("/v1/models/bad"), 404, "MODEL_UNKNOWN")

@@ -32,6 +32,7 @@ def check_file_entry(v, path, size, hexdigest):
 
 
 @pytest.mark.parametrize("dtype", ["bf16", "f32"])
+# Over 100 lines on purpose: one scenario (upload, create, download, ranges), step by step.
 def test_finetune_roundtrip(server, fixtures, tmp_path, dtype):
     c = Client(server.url)
     base_file, ft_file, base_v, ft_v, job = register_pair(c, fixtures, dtype)

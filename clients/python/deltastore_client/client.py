@@ -444,173 +444,7 @@ class Client:
         return self.version(model, job["version"])
 
     def _upload_file(self, lpath, piece_size, bar, callback, resume, max_attempts):
-        lpath = pathlib.Path(lpath)
-        st = lpath.stat()
-        size = st.st_size
-        key = UploadState.key(self.url, lpath, st) if (resume and self.state is not None) else None
-        info = {"local": str(lpath), "size": size, "resumed": [], "reused": False, "state_key": key}
-        cb = callback or (lambda *a: None)
-        shown = [0]
-
-        def show(n):  # this file's share of the bar is n bytes
-            if n != shown[0]:
-                bar.update(n - shown[0])
-                shown[0] = n
-
-        uid, offset = None, 0
-        if key:
-            saved = self.state.get(key)
-            if saved:
-                try:
-                    up = self.upload_status(saved)
-                except DeltastoreError as e:
-                    if e.status != 404:
-                        raise
-                    up = None
-                if up and up.get("state") == "sealed" and up.get("size") == size \
-                        and up.get("digest") == sha256_file(lpath):
-                    show(size)
-                    cb("sealed", str(lpath), size)
-                    info.update(upload=saved, digest=up["digest"], reused=True)
-                    return info
-                if up and up.get("state") == "open" and 0 <= int(up.get("offset", 0)) <= size:
-                    uid, offset = saved, int(up["offset"])
-                    info["resumed"].append(offset)
-                    cb("resumed", str(lpath), offset)
-        if uid is None:
-            uid = self._open_upload()
-            if key:
-                self.state.put(key, uid)
-        info["upload"] = uid
-        url = f"{self.url}/v1/uploads/{_q(uid)}"
-        restarts = 0
-        failures = 0
-        best = offset
-
-        with open(lpath, "rb") as f:
-            hasher = _PrefixHasher(f)
-            show(offset)
-
-            def recover(exc_or_resp):
-                """After a failed request: count it, wait, and ask the committed offset."""
-                nonlocal failures
-                failures += 1
-                if failures > max_attempts:
-                    what = exc_or_resp if isinstance(exc_or_resp, Exception) else \
-                        DeltastoreError.from_response(exc_or_resp)
-                    raise DeltastoreError(
-                        f"upload of {lpath} failed {failures} times in a row at byte {offset}: {what}",
-                        code="UPLOAD_FAILED") from (exc_or_resp if isinstance(exc_or_resp, Exception) else None)
-                self._sleep_backoff(min(failures - 1, 5))
-                try:
-                    return self.upload_status(uid)
-                except ConnectionFailed:
-                    return None  # still unreachable: the next round tries again (bounded above)
-
-            while True:
-                if offset < size:
-                    n = min(piece_size, size - offset)
-                    f.seek(offset)
-                    buf = f.read(n)
-                    if len(buf) != n:
-                        raise DeltastoreError(f"{lpath}: file shrank while uploading", code="FILE_CHANGED")
-                    start = offset
-
-                    def on_read(k, start=start):
-                        show(start + k)
-                        cb("sent", str(lpath), start + k)
-
-                    try:
-                        r = self.session.patch(
-                            url, data=_PieceBody(buf, on_read), timeout=self.timeout,
-                            headers={"Content-Range": f"bytes {start}-{start + n - 1}",
-                                     "Content-Type": "application/octet-stream"})
-                    except NETWORK_ERRORS as e:
-                        r, err = None, e
-                    if r is not None and r.status_code == 202:
-                        new = int(r.headers.get("Upload-Offset", start + n))
-                        hasher.advance(new, buf, start)
-                        offset = new
-                        show(offset)
-                        if offset > best:
-                            best, failures = offset, 0
-                        cb("committed", str(lpath), offset)
-                        continue
-                    if r is not None and r.status_code == 416 and "Upload-Offset" in r.headers:
-                        offset = int(r.headers["Upload-Offset"])  # the server's offset is the truth
-                        failures += 1
-                        if failures > max_attempts:
-                            raise DeltastoreError.from_response(r, f"upload of {lpath}")
-                        hasher.advance(offset, buf, start)
-                        show(offset)
-                        continue
-                    if r is not None and r.status_code == 404 and restarts == 0:
-                        # The upload is gone (expired or the store was replaced): start over once.
-                        restarts += 1
-                        uid = self._open_upload()
-                        url = f"{self.url}/v1/uploads/{_q(uid)}"
-                        info["upload"] = uid
-                        if key:
-                            self.state.put(key, uid)
-                        offset = best = 0
-                        show(0)
-                        continue
-                    if r is not None and not (r.status_code in RETRY_STATUSES or r.status_code == 429
-                                              or (r.status_code == 409 and _code(r) == "UPLOAD_BUSY")):
-                        raise DeltastoreError.from_response(r, f"upload of {lpath}")
-                    up = recover(err if r is None else r)
-                    if up is not None:
-                        if up.get("state") != "open":
-                            raise DeltastoreError(f"upload {uid} of {lpath} was sealed before all its "
-                                                  "bytes were sent", code="UPLOAD_SEALED")
-                        offset = int(up["offset"])
-                        hasher.advance(offset, buf, start)
-                        info["resumed"].append(offset)
-                        cb("resumed", str(lpath), offset)
-                    else:
-                        offset = start  # unknown yet: the next PATCH's 416 or 202 tells
-                    show(offset)
-                    continue
-
-                # All bytes are there: seal with the digest of what was sent.
-                hasher.advance(size)
-                digest = hasher.digest()
-                try:
-                    r = self.session.put(url, params={"digest": digest}, timeout=self.timeout,
-                                         headers={"Content-Type": "application/octet-stream"})
-                except NETWORK_ERRORS as e:
-                    r, err = None, e
-                if r is not None and r.status_code == 201:
-                    break
-                if r is not None and r.status_code == 409 and _code(r) == "UPLOAD_SEALED":
-                    up = self.upload_status(uid)
-                    if up.get("digest") == digest:
-                        break
-                    raise DeltastoreError.from_response(r, f"upload of {lpath}")
-                if r is not None and r.status_code == 400 and _code(r) == "DIGEST_INVALID":
-                    raise DeltastoreError(
-                        f"the registry holds other bytes for {lpath} than were read from it (was the "
-                        f"file changed during the upload?): {DeltastoreError.from_response(r).message}",
-                        code="DIGEST_INVALID", status=400, response=r)
-                if r is not None and not (r.status_code in RETRY_STATUSES or r.status_code == 429
-                                          or (r.status_code == 409 and _code(r) == "UPLOAD_BUSY")):
-                    raise DeltastoreError.from_response(r, f"sealing the upload of {lpath}")
-                up = recover(err if r is None else r)
-                if up is not None:
-                    if up.get("state") == "sealed" and up.get("digest") == digest:
-                        break
-                    if up.get("state") == "open":
-                        offset = int(up["offset"])
-                        if offset < size:
-                            info["resumed"].append(offset)
-                            cb("resumed", str(lpath), offset)
-                            hasher.advance(offset)
-                            show(offset)
-
-        show(size)
-        cb("sealed", str(lpath), size)
-        info["digest"] = digest
-        return info
+        return _FileUpload(self, lpath, bar, callback, resume, max_attempts).run(piece_size)
 
     # --- jobs --------------------------------------------------------------------------------------
     def wait_job(self, job_id, progress=True, timeout=None, poll=0.05, max_poll=1.0):
@@ -805,31 +639,15 @@ class Client:
                             r = session.get(url, headers={"Range": f"bytes={pos}-{end - 1}"},
                                             stream=True, timeout=self.timeout)
                             with r:
-                                if r.status_code in RETRY_STATUSES:
-                                    raise requests.ConnectionError(f"HTTP {r.status_code}")
-                                if r.status_code == 206:
-                                    m = re.match(r"bytes (\d+)-(\d+)/(\d+)", r.headers.get("Content-Range", ""))
-                                    if not m or int(m.group(1)) != pos or int(m.group(3)) != size:
-                                        raise DeltastoreError(
-                                            f"{vpath}: asked bytes {pos}-{end - 1}, got "
-                                            f"{r.headers.get('Content-Range')!r}", code="RANGE_MISMATCH")
-                                elif r.status_code == 200:
-                                    if pos != 0:  # the server ignored the Range: take it from 0
-                                        with lock:
-                                            bar.update(-part[2])
-                                            part[2] = 0
-                                        pos = part[0]
-                                        if pos != 0:
-                                            raise DeltastoreError(f"{vpath}: the server does not "
-                                                                  "answer byte ranges", code="RANGE_UNSUPPORTED")
-                                else:
-                                    raise DeltastoreError.from_response(r, f"downloading {vpath}")
-                                etag = r.headers.get("ETag", "").strip()
-                                if etag.startswith("W/"):
-                                    etag = etag[2:]
-                                if etag and etag.strip('"') != expected:
-                                    raise DigestMismatch(f"{vpath}: the server sends ETag {etag}, the "
-                                                         f"version records {expected}", code="ETAG_MISMATCH")
+                                if _range_ignored(r, vpath, pos, end, size):  # take it from 0
+                                    with lock:
+                                        bar.update(-part[2])
+                                        part[2] = 0
+                                    pos = part[0]
+                                    if pos != 0:
+                                        raise DeltastoreError(f"{vpath}: the server does not "
+                                                              "answer byte ranges", code="RANGE_UNSUPPORTED")
+                                _check_etag(r, vpath, expected)
                                 for chunk in r.iter_content(1 * MiB):
                                     if stop.is_set():
                                         return
@@ -991,6 +809,234 @@ class Client:
                 raise DeltastoreError(f"delta of {model}@{ref}: got {n} of {total} bytes", code="SHORT_READ")
             os.replace(partial, dest)
         return {"model": model, "version": version, "path": str(dest), "size": n}
+
+
+def _range_ignored(r, vpath, pos, end, size):
+    """Checks the answer to a GET of bytes pos..end-1 (raises on errors); True when the server
+    answered the whole file (200) to a request from a later position."""
+    if r.status_code in RETRY_STATUSES:
+        raise requests.ConnectionError(f"HTTP {r.status_code}")
+    if r.status_code == 206:
+        m = re.match(r"bytes (\d+)-(\d+)/(\d+)", r.headers.get("Content-Range", ""))
+        if not m or int(m.group(1)) != pos or int(m.group(3)) != size:
+            raise DeltastoreError(f"{vpath}: asked bytes {pos}-{end - 1}, got "
+                                  f"{r.headers.get('Content-Range')!r}", code="RANGE_MISMATCH")
+        return False
+    if r.status_code == 200:
+        return pos != 0
+    raise DeltastoreError.from_response(r, f"downloading {vpath}")
+
+
+def _check_etag(r, vpath, expected):
+    etag = r.headers.get("ETag", "").strip()
+    if etag.startswith("W/"):
+        etag = etag[2:]
+    if etag and etag.strip('"') != expected:
+        raise DigestMismatch(f"{vpath}: the server sends ETag {etag}, the "
+                             f"version records {expected}", code="ETAG_MISMATCH")
+
+
+def _retryable(r):
+    """A failed upload request worth retrying after asking the committed offset."""
+    return (r.status_code in RETRY_STATUSES or r.status_code == 429
+            or (r.status_code == 409 and _code(r) == "UPLOAD_BUSY"))
+
+
+class _FileUpload:
+    """One file's upload (Client._upload_file): resumes a remembered upload or opens one, PATCHes
+    pieces from the committed offset, asks the offset again after failures, and seals with the
+    digest of the bytes sent."""
+
+    def __init__(self, client, lpath, bar, callback, resume, max_attempts):
+        self.client = client
+        self.lpath = pathlib.Path(lpath)
+        self.st = self.lpath.stat()
+        self.size = self.st.st_size
+        self.key = UploadState.key(client.url, self.lpath, self.st) \
+            if (resume and client.state is not None) else None
+        self.info = {"local": str(self.lpath), "size": self.size, "resumed": [], "reused": False,
+                     "state_key": self.key}
+        self.cb = callback or (lambda *a: None)
+        self.bar = bar
+        self.shown = 0
+        self.max_attempts = max_attempts
+        self.uid, self.url = None, None
+        self.offset = self.best = 0
+        self.failures = self.restarts = 0
+        self.hasher = None
+
+    def show(self, n):  # this file's share of the bar is n bytes
+        if n != self.shown:
+            self.bar.update(n - self.shown)
+            self.shown = n
+
+    def run(self, piece_size):
+        if self._reuse_saved():
+            return self.info
+        if self.uid is None:
+            self._use(self.client._open_upload())
+        else:
+            self._use(self.uid, remember=False)
+        with open(self.lpath, "rb") as f:
+            self.hasher = _PrefixHasher(f)
+            self.show(self.offset)
+            while True:
+                if self.offset < self.size:
+                    self._send_piece(f, piece_size)
+                    continue
+                digest = self._seal()
+                if digest is not None:
+                    break
+        self.show(self.size)
+        self.cb("sealed", str(self.lpath), self.size)
+        self.info["digest"] = digest
+        return self.info
+
+    def _use(self, uid, remember=True):
+        self.uid = uid
+        self.url = f"{self.client.url}/v1/uploads/{_q(uid)}"
+        self.info["upload"] = uid
+        if remember and self.key:
+            self.client.state.put(self.key, uid)
+
+    def _reuse_saved(self):
+        """With a remembered upload: True when it is sealed with this file's bytes; else resumes it
+        (sets uid and offset) when it is still open."""
+        saved = self.client.state.get(self.key) if self.key else None
+        if not saved:
+            return False
+        try:
+            up = self.client.upload_status(saved)
+        except DeltastoreError as e:
+            if e.status != 404:
+                raise
+            up = None
+        if up and up.get("state") == "sealed" and up.get("size") == self.size \
+                and up.get("digest") == sha256_file(self.lpath):
+            self.show(self.size)
+            self.cb("sealed", str(self.lpath), self.size)
+            self.info.update(upload=saved, digest=up["digest"], reused=True)
+            return True
+        if up and up.get("state") == "open" and 0 <= int(up.get("offset", 0)) <= self.size:
+            self.uid, self.offset = saved, int(up["offset"])
+            self.best = self.offset
+            self.info["resumed"].append(self.offset)
+            self.cb("resumed", str(self.lpath), self.offset)
+        return False
+
+    def _recover(self, exc_or_resp):
+        """After a failed request: count it, wait, and ask the committed offset."""
+        self.failures += 1
+        if self.failures > self.max_attempts:
+            what = exc_or_resp if isinstance(exc_or_resp, Exception) else \
+                DeltastoreError.from_response(exc_or_resp)
+            raise DeltastoreError(
+                f"upload of {self.lpath} failed {self.failures} times in a row at byte {self.offset}: {what}",
+                code="UPLOAD_FAILED") from (exc_or_resp if isinstance(exc_or_resp, Exception) else None)
+        self.client._sleep_backoff(min(self.failures - 1, 5))
+        try:
+            return self.client.upload_status(self.uid)
+        except ConnectionFailed:
+            return None  # still unreachable: the next round tries again (bounded above)
+
+    def _patch(self, buf, start):
+        def on_read(k):
+            self.show(start + k)
+            self.cb("sent", str(self.lpath), start + k)
+
+        try:
+            return self.client.session.patch(
+                self.url, data=_PieceBody(buf, on_read), timeout=self.client.timeout,
+                headers={"Content-Range": f"bytes {start}-{start + len(buf) - 1}",
+                         "Content-Type": "application/octet-stream"}), None
+        except NETWORK_ERRORS as e:
+            return None, e
+
+    def _send_piece(self, f, piece_size):
+        """PATCHes the piece at the offset; afterwards the offset is the server's (or the piece's
+        start again when the server could not be asked)."""
+        n = min(piece_size, self.size - self.offset)
+        f.seek(self.offset)
+        buf = f.read(n)
+        if len(buf) != n:
+            raise DeltastoreError(f"{self.lpath}: file shrank while uploading", code="FILE_CHANGED")
+        start = self.offset
+        r, err = self._patch(buf, start)
+        if r is not None and r.status_code == 202:
+            new = int(r.headers.get("Upload-Offset", start + n))
+            self.hasher.advance(new, buf, start)
+            self.offset = new
+            self.show(self.offset)
+            if self.offset > self.best:
+                self.best, self.failures = self.offset, 0
+            self.cb("committed", str(self.lpath), self.offset)
+            return
+        if r is not None and r.status_code == 416 and "Upload-Offset" in r.headers:
+            self.offset = int(r.headers["Upload-Offset"])  # the server's offset is the truth
+            self.failures += 1
+            if self.failures > self.max_attempts:
+                raise DeltastoreError.from_response(r, f"upload of {self.lpath}")
+            self.hasher.advance(self.offset, buf, start)
+            self.show(self.offset)
+            return
+        if r is not None and r.status_code == 404 and self.restarts == 0:
+            # The upload is gone (expired or the store was replaced): start over once.
+            self.restarts += 1
+            self._use(self.client._open_upload())
+            self.offset = self.best = 0
+            self.show(0)
+            return
+        if r is not None and not _retryable(r):
+            raise DeltastoreError.from_response(r, f"upload of {self.lpath}")
+        up = self._recover(err if r is None else r)
+        if up is not None:
+            if up.get("state") != "open":
+                raise DeltastoreError(f"upload {self.uid} of {self.lpath} was sealed before all its "
+                                      "bytes were sent", code="UPLOAD_SEALED")
+            self.offset = int(up["offset"])
+            self.hasher.advance(self.offset, buf, start)
+            self.info["resumed"].append(self.offset)
+            self.cb("resumed", str(self.lpath), self.offset)
+        else:
+            self.offset = start  # unknown yet: the next PATCH's 416 or 202 tells
+        self.show(self.offset)
+
+    def _seal(self):
+        """All bytes are there: seals with the digest of what was sent. Returns the digest once
+        sealed, None to go on (the offset may have moved back)."""
+        self.hasher.advance(self.size)
+        digest = self.hasher.digest()
+        try:
+            r, err = self.client.session.put(self.url, params={"digest": digest}, timeout=self.client.timeout,
+                                             headers={"Content-Type": "application/octet-stream"}), None
+        except NETWORK_ERRORS as e:
+            r, err = None, e
+        if r is not None and r.status_code == 201:
+            return digest
+        if r is not None and r.status_code == 409 and _code(r) == "UPLOAD_SEALED":
+            up = self.client.upload_status(self.uid)
+            if up.get("digest") == digest:
+                return digest
+            raise DeltastoreError.from_response(r, f"upload of {self.lpath}")
+        if r is not None and r.status_code == 400 and _code(r) == "DIGEST_INVALID":
+            raise DeltastoreError(
+                f"the registry holds other bytes for {self.lpath} than were read from it (was the "
+                f"file changed during the upload?): {DeltastoreError.from_response(r).message}",
+                code="DIGEST_INVALID", status=400, response=r)
+        if r is not None and not _retryable(r):
+            raise DeltastoreError.from_response(r, f"sealing the upload of {self.lpath}")
+        up = self._recover(err if r is None else r)
+        if up is not None:
+            if up.get("state") == "sealed" and up.get("digest") == digest:
+                return digest
+            if up.get("state") == "open":
+                self.offset = int(up["offset"])
+                if self.offset < self.size:
+                    self.info["resumed"].append(self.offset)
+                    self.cb("resumed", str(self.lpath), self.offset)
+                    self.hasher.advance(self.offset)
+                    self.show(self.offset)
+        return None
 
 
 def _code(r):

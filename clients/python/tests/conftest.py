@@ -21,6 +21,8 @@ e2e = importlib.util.module_from_spec(_spec)
 sys.modules[_spec.name] = e2e
 _spec.loader.exec_module(e2e)
 
+pytest_runtest_makereport = e2e.pytest_runtest_makereport  # in CI a skip is a failure
+pytest_collectreport = e2e.pytest_collectreport
 Server = e2e.Server
 server = e2e.server        # fixture: a started Server on a fresh data dir
 fixtures = e2e.fixtures    # fixture: ../shared/fixtures (skips when missing)

@@ -1,0 +1,291 @@
+// deltastored: the registry server. It wires the HTTP layer (api/) to the registry (service/) and
+// owns the process: options, the offline commands (check, token), signals and the shutdown deadline.
+#include <CLI/CLI.hpp>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <cstdlib>
+#include <memory>
+#include <mutex>
+#include <thread>
+
+#include "api/metrics.h"
+#include "api/routes.h"
+#include "api/server.h"
+#include "service/compute_device.h"
+#include "service/registry.h"
+
+namespace {
+
+// host:port, [v6]:port or :port
+bool SplitListen(const std::string& listen, std::string* host, uint16_t* port) {
+  size_t colon = listen.rfind(':');
+  if (colon == std::string::npos) return false;
+  *host = listen.substr(0, colon);
+  if (host->empty()) *host = "0.0.0.0";
+  if (host->size() > 2 && host->front() == '[' && host->back() == ']')
+    *host = host->substr(1, host->size() - 2);
+  try {
+    int p = std::stoi(listen.substr(colon + 1));
+    if (p < 0 || p > 65535) return false;
+    *port = static_cast<uint16_t>(p);
+  } catch (...) {
+    return false;
+  }
+  return true;
+}
+
+// The data dir opened by an offline command (check, token): no recovery, so the store is seen as it is.
+// A running server holds RocksDB's lock; `online` says what to use instead then.
+std::unique_ptr<deltastore::Registry> OpenOffline(const std::string& data_dir, const char* online) {
+  deltastore::RegistryOptions o;
+  o.data_dir = data_dir;
+  o.workers = 1;
+  o.recover = false;
+  auto reg = deltastore::Registry::Open(o);
+  if (!reg.ok()) {
+    std::fprintf(stderr, "error: %s (a running server holds the data dir: %s)\n",
+                 reg.status().ToString().c_str(), online);
+    return nullptr;
+  }
+  return std::move(*reg);
+}
+
+struct Options {
+  std::string listen = "127.0.0.1:8080";
+  std::string data_dir = "data";
+  int threads = 2;
+  int workers = 1;
+  size_t max_uploads = 1000;
+  deltastore::api::AuthOptions auth;
+  std::string tls_cert, tls_key;
+  int header_timeout_s = 30, body_timeout_s = 120;
+  int shutdown_timeout_s = 10;
+  bool repair = false;
+  std::string token_name, token_scope = "read", token_id;
+};
+
+// The subcommands CLI11 parsed (null when absent).
+struct Commands {
+  CLI::App* check = nullptr;
+  CLI::App* token = nullptr;
+  CLI::App* token_create = nullptr;
+  CLI::App* token_list = nullptr;
+  CLI::App* token_revoke = nullptr;
+};
+
+void AddServerOptions(CLI::App& app, Options& o) {
+  app.add_option("--listen", o.listen, "address:port to listen on (port 0 picks one)")->envname("DS_LISTEN");
+  app.add_option("--data-dir", o.data_dir, "directory of the embedded RocksDB and spool files")
+      ->envname("DS_DATA_DIR");
+  app.add_option("--threads", o.threads, "HTTP threads")->envname("DS_THREADS")->check(CLI::Range(1, 256));
+  app.add_option("--workers", o.workers, "compression job threads")
+      ->envname("DS_WORKERS")
+      ->check(CLI::Range(1, 64));
+  app.add_option("--max-open-uploads", o.max_uploads, "open upload sessions allowed")
+      ->envname("DS_MAX_OPEN_UPLOADS");
+  app.add_flag("--auth,!--no-auth", o.auth.enabled,
+               "require bearer tokens (create one with `deltastored token create`)")
+      ->envname("DS_AUTH");
+  app.add_flag("--anonymous-read", o.auth.anonymous_read, "with --auth: read routes need no token")
+      ->envname("DS_ANONYMOUS_READ");
+  app.add_option("--tls-cert", o.tls_cert, "PEM certificate chain: serve HTTPS (with --tls-key)")
+      ->envname("DS_TLS_CERT");
+  app.add_option("--tls-key", o.tls_key, "PEM private key of --tls-cert")->envname("DS_TLS_KEY");
+  app.add_option("--header-timeout", o.header_timeout_s,
+                 "seconds a client has to send a request's headers (slow clients are cut off)")
+      ->envname("DS_HEADER_TIMEOUT")
+      ->check(CLI::Range(1, 3600));
+  app.add_option("--body-timeout", o.body_timeout_s,
+                 "seconds a request or response body may stall before the connection is cut")
+      ->envname("DS_BODY_TIMEOUT")
+      ->check(CLI::Range(1, 3600));
+  app.add_option("--shutdown-timeout", o.shutdown_timeout_s,
+                 "seconds requests in flight get after SIGTERM/SIGINT; then they are cut and the "
+                 "process exits within about 2 more seconds")
+      ->envname("DS_SHUTDOWN_TIMEOUT")
+      ->check(CLI::Range(0, 3600));
+}
+
+Commands AddCommands(CLI::App& app, Options& o) {
+  Commands c;
+  c.check = app.add_subcommand("check", "verify every chunk and reference of the data dir, then exit");
+  c.check->add_flag("--repair", o.repair, "rewrite reference counts that disagree with the manifests");
+  c.token = app.add_subcommand("token", "manage bearer tokens offline (server stopped; online: /v1/tokens)");
+  c.token->require_subcommand(1);
+  c.token_create = c.token->add_subcommand("create", "create a token and print it (shown only once)");
+  c.token_create->add_option("--name", o.token_name, "what the token is for");
+  c.token_create->add_option("--scope", o.token_scope, "read, write or admin (each includes the ones before)")
+      ->check(CLI::IsMember({"read", "write", "admin"}));
+  c.token_list = c.token->add_subcommand("list", "list tokens (never their secrets)");
+  c.token_revoke = c.token->add_subcommand("revoke", "revoke a token by id");
+  c.token_revoke->add_option("id", o.token_id, "token id (the 16 hex after dst_)")->required();
+  return c;
+}
+
+int RunTokenCommand(const Options& o, const Commands& c) {
+  auto reg = OpenOffline(o.data_dir, "use POST/GET/DELETE /v1/tokens");
+  if (!reg) return 1;
+  auto tokens = reg->tokens();
+  if (*c.token_create) {
+    auto t = tokens.Create(o.token_name, *deltastore::ParseScope(o.token_scope));
+    if (!t.ok()) {
+      std::fprintf(stderr, "error: %s\n", t.status().ToString().c_str());
+      return 1;
+    }
+    std::printf("%s\n", (*t)["token"].get<std::string>().c_str());
+    std::fprintf(stderr, "token %s (%s scope) created; it is not shown again\n",
+                 (*t)["id"].get<std::string>().c_str(), o.token_scope.c_str());
+  } else if (*c.token_list) {
+    auto l = tokens.List();
+    if (!l.ok()) {
+      std::fprintf(stderr, "error: %s\n", l.status().ToString().c_str());
+      return 1;
+    }
+    std::printf("%s\n", l->dump(2).c_str());
+  } else if (*c.token_revoke) {
+    if (auto st = tokens.Revoke(o.token_id); !st.ok()) {
+      std::fprintf(stderr, "error: %s\n", st.ToString().c_str());
+      return 1;
+    }
+    std::fprintf(stderr, "token %s revoked\n", o.token_id.c_str());
+  }
+  return 0;
+}
+
+int RunCheck(const Options& o) {
+  auto reg = OpenOffline(o.data_dir, "stop it first");
+  if (!reg) return 1;
+  auto report = reg->Check(o.repair);
+  if (!report.ok()) {
+    std::fprintf(stderr, "error: %s\n", report.status().ToString().c_str());
+    return 1;
+  }
+  std::printf("%s\n", report->dump(2).c_str());
+  return (*report)["ok"].get<bool>() ? 0 : 3;
+}
+
+// Ends the process if the shutdown has not finished by `hard_deadline`: a handler stuck in a
+// synchronous computation or a job between two cancellation points must not keep a SIGTERM'd server
+// alive. Nothing is lost: RocksDB's WAL makes the cut crash-safe, and interrupted jobs are queued
+// again at the next start (Registry::Recover).
+class ShutdownWatchdog {
+ public:
+  ShutdownWatchdog(std::chrono::steady_clock::time_point hard_deadline, int timeout_s)
+      : thread_([this, hard_deadline, timeout_s] {
+          std::unique_lock<std::mutex> lock(mu_);
+          if (cv_.wait_until(lock, hard_deadline, [this] { return done_; })) return;
+          std::fprintf(stderr,
+                       "deltastored: shutdown deadline (%d s) passed while %s; exiting now (jobs cut "
+                       "short run again at the next start)\n",
+                       timeout_s, phase_.load());
+          std::fflush(stderr);
+          std::fflush(stdout);
+          std::_Exit(kExitShutdownDeadline);
+        }) {}
+  ~ShutdownWatchdog() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      done_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+  void Phase(const char* what) { phase_ = what; }
+
+  static constexpr int kExitShutdownDeadline = 1;
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool done_ = false;
+  std::atomic<const char*> phase_{"requests were still running"};
+  std::thread thread_;
+};
+
+// Serves until SIGTERM/SIGINT, then stops within the shutdown deadline (README, docs/hardening.md).
+int Serve(const Options& o, deltastore::Registry* registry, deltastore::api::Server* server) {
+  using Clock = std::chrono::steady_clock;
+  int sig = deltastore::api::Server::WaitForSignal();
+  const auto deadline = Clock::now() + std::chrono::seconds(o.shutdown_timeout_s);
+  constexpr auto kGrace = std::chrono::seconds(1);  // for cut sessions to unwind, then again for jobs
+  std::printf("deltastored: signal %d, stopping (requests in flight have %d s)\n", sig, o.shutdown_timeout_s);
+  std::fflush(stdout);
+  ShutdownWatchdog watchdog(deadline + 2 * kGrace, o.shutdown_timeout_s);
+  auto stopped = server->Stop(deadline, kGrace);
+  if (stopped.requests_cut > 0)
+    std::fprintf(stderr, "deltastored: cut %zu request(s) still in flight at the shutdown deadline\n",
+                 stopped.requests_cut);
+  if (!stopped.threads_returned) {
+    std::fprintf(stderr,
+                 "deltastored: a request handler is still running after the shutdown deadline; "
+                 "parking jobs, then exiting without waiting for it\n");
+  }
+  watchdog.Phase(stopped.threads_returned ? "parking running jobs" : "parking jobs (a handler is stuck)");
+  registry->Shutdown();  // running jobs park as queued; queued ones stay queued for the next start
+  std::printf("deltastored stopped\n");
+  std::fflush(stdout);
+  std::fflush(stderr);
+  // A stuck handler still uses the registry and the server: end without destroying them.
+  if (!stopped.threads_returned) std::_Exit(ShutdownWatchdog::kExitShutdownDeadline);
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"deltastored: a model registry that stores finetunes as compressed deltas"};
+  app.fallthrough();  // `deltastored check --data-dir D` takes the server's options too
+  Options o;
+  AddServerOptions(app, o);
+  Commands commands = AddCommands(app, o);
+  CLI11_PARSE(app, argc, argv);
+  if (*commands.token) return RunTokenCommand(o, commands);
+  if (*commands.check) return RunCheck(o);
+
+  if (o.tls_cert.empty() != o.tls_key.empty()) {
+    std::fprintf(stderr, "error: --tls-cert and --tls-key go together\n");
+    return 2;
+  }
+  deltastore::api::ServerOptions opts;
+  opts.threads = o.threads;
+  opts.tls_cert_file = o.tls_cert;
+  opts.tls_key_file = o.tls_key;
+  opts.header_timeout = std::chrono::seconds(o.header_timeout_s);
+  opts.body_timeout = std::chrono::seconds(o.body_timeout_s);
+  if (!SplitListen(o.listen, &opts.address, &opts.port)) {
+    std::fprintf(stderr, "error: --listen must be host:port, got '%s'\n", o.listen.c_str());
+    return 2;
+  }
+  deltastore::RegistryOptions ropts;
+  ropts.data_dir = o.data_dir;
+  ropts.workers = o.workers;
+  ropts.max_open_uploads = o.max_uploads;
+  auto registry = deltastore::Registry::Open(ropts);
+  if (!registry.ok()) {
+    std::fprintf(stderr, "error: %s\n", registry.status().ToString().c_str());
+    return 1;
+  }
+  auto metrics = std::make_shared<deltastore::api::Metrics>();
+  opts.on_request = [metrics](const deltastore::api::RequestRecord& r) { metrics->Observe(r); };
+  deltastore::api::ApiInfo info{"0.1.0"};
+  deltastore::api::Server server(deltastore::api::BuildRouter(registry->get(), info, o.auth, metrics), opts);
+  if (auto s = server.Start(); !s.ok()) {
+    std::fprintf(stderr, "error: %s\n", s.ToString().c_str());
+    return 1;
+  }
+  std::printf("deltastored listening on %s:%u (%s, data %s, compute %s, auth %s)\n", opts.address.c_str(),
+              server.port(), o.tls_cert.empty() ? "http" : "https", o.data_dir.c_str(),
+              deltastore::ComputeDeviceName().c_str(),
+              !o.auth.enabled         ? "off"
+              : o.auth.anonymous_read ? "on, anonymous read"
+                                      : "on");
+  if (!o.auth.enabled)
+    std::fprintf(stderr,
+                 "warning: auth is off: anyone who can reach %s can read, write and delete models "
+                 "(start with --auth)\n",
+                 o.listen.c_str());
+  std::fflush(stdout);
+  return Serve(o, registry->get(), &server);
+}
