@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <filesystem>
 
@@ -90,20 +91,30 @@ StatusOr<UploadRecord> Uploads::GetSealed(const std::string& id, std::string_vie
   return u;
 }
 
-Status Uploads::Claim(const std::string& id, std::string_view what) {
-  std::lock_guard<std::mutex> lock(mu_);
-  if (!busy_.insert(id).second) return UploadBusy(std::string(what) + " upload " + id);
+Status Uploads::Claim(const std::string& id, Holder holder) {
+  constexpr auto kClaimWait = std::chrono::seconds(30);
+  std::unique_lock<std::mutex> lock(mu_);
+  auto free_or_writing = [&] {
+    auto it = busy_.find(id);
+    return it == busy_.end() || it->second == Holder::kWriter;
+  };
+  if (!released_.wait_for(lock, kClaimWait, free_or_writing) || busy_.count(id))
+    return UploadBusy("another request is writing upload " + id);
+  busy_.emplace(id, holder);
   return OkStatus();
 }
 
 void Uploads::Release(const std::string& id) {
-  std::lock_guard<std::mutex> lock(mu_);
-  busy_.erase(id);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    busy_.erase(id);
+  }
+  released_.notify_all();
 }
 
 StatusOr<std::unique_ptr<UploadWriter>> Uploads::Append(const std::string& id,
                                                         std::optional<uint64_t> start) {
-  DS_RETURN_IF_ERROR(Claim(id, "another request is writing"));
+  DS_RETURN_IF_ERROR(Claim(id, Holder::kWriter));
   auto release = [&](Status s) {
     Release(id);
     return s;
@@ -149,7 +160,7 @@ StatusOr<Digest> Uploads::HashSpool(const UploadRecord& u) {
 StatusOr<UploadRecord> Uploads::Seal(const std::string& id, const std::string& digest_text) {
   auto expected = Digest::Parse(digest_text);
   if (!expected.ok()) return DigestInvalid("digest must be sha256:<64 hex>");
-  DS_RETURN_IF_ERROR(Claim(id, "another request is writing"));
+  DS_RETURN_IF_ERROR(Claim(id, Holder::kSealer));
   struct Releaser {
     Uploads* u;
     const std::string& id;
@@ -175,7 +186,7 @@ StatusOr<UploadRecord> Uploads::Seal(const std::string& id, const std::string& d
 }
 
 Status Uploads::Delete(const std::string& id) {
-  DS_RETURN_IF_ERROR(Claim(id, "another request is writing"));
+  DS_RETURN_IF_ERROR(Claim(id, Holder::kSealer));
   struct Releaser {
     Uploads* u;
     const std::string& id;

@@ -3,10 +3,11 @@
 // checks the digest the client gave. One upload has at most one writer or sealer at a time.
 #pragma once
 
+#include <condition_variable>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
-#include <set>
 #include <string>
 
 #include <nlohmann/json.hpp>
@@ -44,14 +45,18 @@ class Uploads {
 
  private:
   friend class SpoolWriter;
-  // Claims the upload for one writer or sealer (UPLOAD_BUSY when taken); Release gives it back.
-  Status Claim(const std::string& id, std::string_view what);
+  // Claims the upload for one request. A request that finds it held by a writer (a PATCH whose body
+  // may take minutes) is refused with UPLOAD_BUSY; one that finds it held by a sealer or a deleter
+  // (bounded work) waits for it, up to kClaimWait. Release gives the claim back.
+  enum class Holder { kWriter, kSealer };
+  Status Claim(const std::string& id, Holder holder);
   void Release(const std::string& id);
   StatusOr<Digest> HashSpool(const UploadRecord& u);
 
   RegistryState* s_;
-  std::mutex mu_;               // busy_ only
-  std::set<std::string> busy_;  // uploads with an active writer or sealer
+  std::mutex mu_;  // busy_ only
+  std::condition_variable released_;
+  std::map<std::string, Holder> busy_;  // uploads with an active writer, sealer or deleter
 };
 
 }  // namespace deltastore
