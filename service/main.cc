@@ -1,9 +1,11 @@
 // deltastored: the registry server.
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
+#include <thread>
 
 #include "api/metrics.h"
 #include "api/routes.h"
@@ -53,8 +55,8 @@ int main(int argc, char** argv) {
   app.fallthrough();  // `deltastored check --data-dir D` takes the server's options too
   std::string listen = "127.0.0.1:8080";
   std::string data_dir = "data";
-  int threads = 2;
-  int workers = 1;
+  int threads = static_cast<int>(std::clamp(std::thread::hardware_concurrency(), 1u, 64u));  // the cores
+  int workers = threads;
   size_t max_uploads = 1000;
   app.add_option("--listen", listen, "address:port to listen on (port 0 picks one)")->envname("DS_LISTEN");
   app.add_option("--data-dir", data_dir, "directory of the embedded RocksDB and spool files")
