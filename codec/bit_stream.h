@@ -8,6 +8,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <memory>
 #include <string>
 
 namespace deltastore {
@@ -17,13 +18,14 @@ static_assert(std::endian::native == std::endian::little, "bit_stream assumes a 
 class BulkBitWriter {
  public:
   // `max_bytes`: an upper bound of the bytes the fields will take.
-  explicit BulkBitWriter(size_t max_bytes) : out_(max_bytes + 16, '\0') {}
+  // The buffer is not zero-filled: every byte below the write position is written before Finish.
+  explicit BulkBitWriter(size_t max_bytes) : out_(std::make_unique_for_overwrite<char[]>(max_bytes + 16)) {}
 
   // `v` < 2^nbits, nbits <= 32.
   [[gnu::always_inline]] void Put(uint32_t v, int nbits) {
     acc_ |= static_cast<uint64_t>(v) << fill_;
     fill_ += nbits;
-    std::memcpy(out_.data() + pos_, &acc_, 8);
+    std::memcpy(out_.get() + pos_, &acc_, 8);
     const int whole = fill_ & ~7;  // <= 32
     pos_ += static_cast<size_t>(whole >> 3);
     acc_ >>= whole;
@@ -35,13 +37,12 @@ class BulkBitWriter {
 
   // The bytes written, the last one padded with zero bits.
   std::string Finish() {
-    std::memcpy(out_.data() + pos_, &acc_, 8);
-    out_.resize(pos_ + (fill_ > 0 ? 1 : 0));
-    return std::move(out_);
+    std::memcpy(out_.get() + pos_, &acc_, 8);
+    return std::string(out_.get(), pos_ + (fill_ > 0 ? 1 : 0));
   }
 
  private:
-  std::string out_;
+  std::unique_ptr<char[]> out_;
   size_t pos_ = 0;
   uint64_t acc_ = 0;
   int fill_ = 0;  // pending bits in acc_, < 8 between calls

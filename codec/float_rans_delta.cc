@@ -4,6 +4,7 @@
 // its own (same lane), and the new mantissa raw.
 #include <algorithm>
 #include <array>
+#include <memory>
 
 #include "codec/bit_stream.h"
 #include "codec/float_rans_model.h"
@@ -75,9 +76,13 @@ inline constexpr int kValuesPerRefill = 56 / (F::kExpBits + F::kManBits - 2);
 // First pass: symbols, cells and raw bits in coding order; counts per cell; escape exponents.
 template <typename F>
 struct DeltaPass {
-  DeltaPass(size_t n, int alphabet) : syms(n), cells(n), counts(kDeltaRows, kDeltaCols, alphabet) {}
-  std::vector<uint8_t> syms;
-  std::vector<uint8_t> cells;
+  // syms and cells are not zero-filled: the first pass writes every one.
+  DeltaPass(size_t n, int alphabet)
+      : syms(std::make_unique_for_overwrite<uint8_t[]>(n)),
+        cells(std::make_unique_for_overwrite<uint8_t[]>(n)),
+        counts(kDeltaRows, kDeltaCols, alphabet) {}
+  std::unique_ptr<uint8_t[]> syms;
+  std::unique_ptr<uint8_t[]> cells;
   std::vector<uint8_t> escapes;  // the exponent after each sign change, in coding order
   GridCounts counts;
 };
@@ -120,8 +125,9 @@ template <typename F, int kLanes>
 std::string CodeSymbols(const DeltaPass<F>& pass, const EncTables& grid, const rans::EncSymbol* esc,
                         size_t n) {
   const size_t cap = 4 * n + 8 * kLanes + 16;
-  std::string buf(cap, '\0');
-  uint8_t* const end = reinterpret_cast<uint8_t*>(buf.data()) + cap;
+  // Not zero-filled (it is larger than the caches): words and states are written below `end` in turn.
+  const auto buf = std::make_unique_for_overwrite<uint8_t[]>(cap);
+  uint8_t* const end = buf.get() + cap;
   uint8_t* ptr = end;
   uint32_t x[kLanes];
   for (int k = 0; k < kLanes; ++k) x[k] = rans::kStateLow;

@@ -1,6 +1,7 @@
 // The fast float coder's standalone model: per value one symbol (exponent token, sign, top mantissa
 // bits) in the context of the lane's previous token, then the other mantissa bits raw.
 #include <algorithm>
+#include <memory>
 
 #include "codec/bit_stream.h"
 #include "codec/float_rans_model.h"
@@ -49,10 +50,11 @@ template <typename F>
 }
 
 template <int kLanes>
-std::string CodeSymbols(const std::vector<uint8_t>& syms, const EncTables& grid, size_t n) {
+std::string CodeSymbols(const uint8_t* syms, const EncTables& grid, size_t n) {
   const size_t cap = 2 * n + 8 * kLanes + 16;
-  std::string buf(cap, '\0');
-  uint8_t* const end = reinterpret_cast<uint8_t*>(buf.data()) + cap;
+  // Not zero-filled: words and states are written below `end` in turn.
+  const auto buf = std::make_unique_for_overwrite<uint8_t[]>(cap);
+  uint8_t* const end = buf.get() + cap;
   uint8_t* ptr = end;
   uint32_t x[kLanes];
   for (int k = 0; k < kLanes; ++k) x[k] = rans::kStateLow;
@@ -80,7 +82,7 @@ template <typename F>
 void EncodeStandaloneImpl(const uint8_t* data, size_t n, const Layout& layout, Coded* out) {
   const StandaloneParams<F> p(layout);
   const int lanes = layout.lanes();
-  std::vector<uint8_t> syms(n);
+  const auto syms = std::make_unique_for_overwrite<uint8_t[]>(n);  // every one written below
   GridCounts counts(kStandaloneRows, 1, kAlphabet);
   BulkBitWriter bits(n * sizeof(typename F::Word));
   const size_t L = static_cast<size_t>(lanes);
@@ -95,7 +97,7 @@ void EncodeStandaloneImpl(const uint8_t* data, size_t n, const Layout& layout, C
   const ContextMap map = ChooseContextMap(counts, 0, nullptr);
   EncTables grid;
   WriteTables(counts, map, &out->tables, &grid);
-  out->words = lanes == 8 ? CodeSymbols<8>(syms, grid, n) : CodeSymbols<1>(syms, grid, n);
+  out->words = lanes == 8 ? CodeSymbols<8>(syms.get(), grid, n) : CodeSymbols<1>(syms.get(), grid, n);
   out->raw = bits.Finish();
 }
 

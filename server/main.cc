@@ -2,6 +2,7 @@
 // owns the process: options, the offline commands (check, token), signals and the shutdown deadline.
 #include <CLI/CLI.hpp>
 #include <atomic>
+#include <algorithm>
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
@@ -55,8 +56,8 @@ std::unique_ptr<deltastore::Registry> OpenOffline(const std::string& data_dir, c
 struct Options {
   std::string listen = "127.0.0.1:8080";
   std::string data_dir = "data";
-  int threads = 2;
-  int workers = 1;
+  int threads = static_cast<int>(std::clamp(std::thread::hardware_concurrency(), 1u, 64u));  // the cores
+  int workers = threads;
   size_t max_uploads = 1000;
   deltastore::api::AuthOptions auth;
   std::string tls_cert, tls_key;

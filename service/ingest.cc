@@ -2,7 +2,9 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <deque>
 #include <fstream>
+#include <future>
 #include <thread>
 
 namespace deltastore {
@@ -31,6 +33,66 @@ class RefGuard {
   ChunkStore* store_;
   std::vector<Digest> taken_;
   bool committed_ = false;
+};
+
+// Encodes chunks on up to `threads` threads at once and puts them into the store in the order they were
+// submitted (so a store sees the same puts as from a serial run). Memory: `threads` chunks in flight, each
+// with its base piece and encoding. Encoding is a pure function of its inputs, so the bytes are the same.
+class ChunkPipeline {
+ public:
+  ChunkPipeline(RefGuard* guard, IngestStats* stats, size_t threads)
+      : guard_(guard),
+        stats_(stats),
+        threads_(threads != 0 ? threads : std::max<size_t>(1, std::thread::hardware_concurrency())) {}
+  ChunkPipeline(const ChunkPipeline&) = delete;
+  ChunkPipeline& operator=(const ChunkPipeline&) = delete;
+  ~ChunkPipeline() {
+    for (auto& p : pending_) p.encoded.wait();  // an error return leaves nothing running
+  }
+
+  // Encodes `raw` (against `base` when not empty) and appends its reference to *dest once put.
+  Status Submit(DType dtype, std::string raw, std::string base, const EncodeOptions& options,
+                std::vector<ChunkRef>* dest) {
+    const uint64_t size = raw.size();
+    if (threads_ <= 1) {
+      DS_ASSIGN_OR_RETURN(ChunkRef r, guard_->Put(EncodeChunk(dtype, raw, base, options), size, stats_));
+      dest->push_back(r);
+      return OkStatus();
+    }
+    // async | deferred: where no thread can be started, the chunk is encoded when it is put.
+    pending_.push_back({std::async(std::launch::async | std::launch::deferred,
+                                   [dtype, options, raw = std::move(raw), base = std::move(base)] {
+                                     return EncodeChunk(dtype, raw, base, options);
+                                   }),
+                        size, dest});
+    while (pending_.size() >= threads_) DS_RETURN_IF_ERROR(PutFirst());
+    return OkStatus();
+  }
+
+  // Puts every chunk submitted so far.
+  Status Drain() {
+    while (!pending_.empty()) DS_RETURN_IF_ERROR(PutFirst());
+    return OkStatus();
+  }
+
+ private:
+  struct Pending {
+    std::future<std::string> encoded;
+    uint64_t raw_size;
+    std::vector<ChunkRef>* dest;
+  };
+  Status PutFirst() {
+    Pending p = std::move(pending_.front());
+    pending_.pop_front();
+    DS_ASSIGN_OR_RETURN(ChunkRef r, guard_->Put(p.encoded.get(), p.raw_size, stats_));
+    p.dest->push_back(r);
+    return OkStatus();
+  }
+
+  RefGuard* guard_;
+  IngestStats* stats_;
+  size_t threads_;
+  std::deque<Pending> pending_;
 };
 
 StatusOr<std::vector<ChunkRef>> PutBytesAsChunks(RefGuard* guard, std::string_view bytes, IngestStats* stats,
@@ -120,6 +182,7 @@ StatusOr<FileEntry> IngestSafetensors(RefGuard* guard, const IngestFile& in, Ver
   Sha256 served_hash;
   served_hash.Update(h.header_bytes);
   std::string base_buf;
+  ChunkPipeline pipeline(guard, stats, options.encode_threads);
   uint32_t stream = 0;
   for (size_t i = 0; i < h.tensors.size(); ++i) {
     if (options.cancelled && options.cancelled())
@@ -143,6 +206,7 @@ StatusOr<FileEntry> IngestSafetensors(RefGuard* guard, const IngestFile& in, Ver
       lossy = std::move(*outcome);
     }
     if (lossy) {
+      DS_RETURN_IF_ERROR(pipeline.Drain());  // the same order of puts as a serial run
       te.encoding = TensorEncoding::kLossy;
       te.sha256 = Sha256::Of(lossy->reconstructed);
       served_hash.Update(lossy->reconstructed);
@@ -155,18 +219,16 @@ StatusOr<FileEntry> IngestSafetensors(RefGuard* guard, const IngestFile& in, Ver
       (bt ? stats->tensors_delta : stats->tensors_standalone)++;
       for (uint64_t off = 0; off < t.size(); off += kChunkSize) {
         uint64_t len = std::min<uint64_t>(kChunkSize, t.size() - off);
-        buf.resize(len);
-        DS_RETURN_IF_ERROR(file->ReadTensorRange(t, off, len, buf.data()));
-        if (options.lossy) served_hash.Update(buf);
-        std::string_view base_view;
+        std::string piece(len, '\0');
+        DS_RETURN_IF_ERROR(file->ReadTensorRange(t, off, len, piece.data()));
+        if (options.lossy) served_hash.Update(piece);
+        std::string base_piece;
         if (bt) {
-          base_buf.resize(len);
-          DS_RETURN_IF_ERROR(base->ReadTensor(*bt, off, len, base_buf.data()));
-          base_view = base_buf;
+          base_piece.resize(len);
+          DS_RETURN_IF_ERROR(base->ReadTensor(*bt, off, len, base_piece.data()));
         }
-        DS_ASSIGN_OR_RETURN(ChunkRef r,
-                            guard->Put(EncodeChunk(t.dtype, buf, base_view, options.encode), len, stats));
-        te.chunks.push_back(r);
+        DS_RETURN_IF_ERROR(
+            pipeline.Submit(t.dtype, std::move(piece), std::move(base_piece), options.encode, &te.chunks));
       }
     }
     if (options.lossy && te.encoding == TensorEncoding::kSameAsBase) {
@@ -181,6 +243,7 @@ StatusOr<FileEntry> IngestSafetensors(RefGuard* guard, const IngestFile& in, Ver
     progress->bytes_done += t.size();
     if (report) report(*progress);
   }
+  DS_RETURN_IF_ERROR(pipeline.Drain());
   if (options.lossy) {
     Digest served = served_hash.Finish();
     if (served != e.sha256) {

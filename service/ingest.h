@@ -68,6 +68,10 @@ struct IngestOptions {
   LossyHook lossy;                  // set for lossy versions
   LossyPlanner lossy_planner;       // optional, with `lossy`
   std::function<bool()> cancelled;  // checked between tensors: true stops the ingest (kUnavailable)
+  // Threads that encode a file's tensor chunks (0: the machine's cores). At most this many chunks are in
+  // flight (each with its base piece); they are stored in order, so the manifest, the chunks and their
+  // reference counts are those of a one-thread run.
+  size_t encode_threads = 0;
 };
 
 // Stores the files and returns the manifest (the caller records it). `base` may be null (a base

@@ -39,8 +39,9 @@ class VersionReader;
 // Pieces are decoded `workers` at a time (0: as many as the machine has cores, at most
 // kMaxStreamWorkers), each worker with its own copy of the reader; the pieces come out in order and
 // identical to a one-worker run. No decoding runs between calls of Next(), so memory stays at `workers`
-// pieces and nothing outlives a call.
-inline constexpr size_t kMaxStreamWorkers = 4;
+// pieces (each at most kChunkSize, with its base piece and stored chunk while it decodes) and nothing
+// outlives a call.
+inline constexpr size_t kMaxStreamWorkers = 16;
 class FileStreamer {
  public:
   FileStreamer(VersionReader* reader, const FileEntry* file, uint64_t begin, uint64_t end, bool verify,

@@ -95,11 +95,15 @@ StatusOr<VersionCreator::Outcome> VersionCreator::Ingest(JobRecord* job) {
     files.push_back({s_->SpoolPath(f.upload), f.path});
   }
   IngestOptions options;
+  // Job records written before the level existed have none: the default coder.
+  if (job->policy.is_object() && job->policy.value("level", "fast") == "max")
+    options.encode.level = EncodeLevel::kMax;
   std::optional<LossyPolicy> lossy;
   const auto mode = job->policy.is_object() ? job->policy.find("mode") : job->policy.end();
   if (mode != job->policy.end() && mode->is_string() && mode->get<std::string>() == "lossy") {
     json p = job->policy;
     p.erase("allow_mismatched_shapes");
+    p.erase("level");
     DS_ASSIGN_OR_RETURN(lossy, ParseLossyPolicy(p));
     std::shared_ptr<Calibration> calib;
     if (!lossy->calibration_upload.empty()) {

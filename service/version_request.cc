@@ -48,12 +48,20 @@ StatusOr<json> ParsePolicy(const json& request, Uploads* uploads, const Registry
       return PolicyInvalid("policy.allow_mismatched_shapes must be true or false");
     allow_mismatch = policy["allow_mismatched_shapes"].get<bool>();
   }
+  // The lossless float coder: "fast" (table-driven, codec 0x04) or "max" (adaptive, codec 0x03).
+  std::string level = "fast";
+  if (policy.contains("level")) {
+    if (!policy["level"].is_string()) return PolicyInvalid("policy.level must be fast or max");
+    level = policy["level"].get<std::string>();
+    if (level != "fast" && level != "max") return PolicyInvalid("policy.level must be fast or max");
+    policy.erase("level");
+  }
   if (mode == "lossless") {
     for (auto it = policy.begin(); it != policy.end(); ++it) {
       if (it.key() != "mode" && it.key() != "allow_mismatched_shapes")
         return PolicyInvalid("policy field '" + it.key() + "' applies to lossy mode only");
     }
-    return json{{"mode", mode}, {"allow_mismatched_shapes", allow_mismatch}};
+    return json{{"mode", mode}, {"allow_mismatched_shapes", allow_mismatch}, {"level", level}};
   }
   if (!request.contains("base") || request["base"].is_null())
     return PolicyInvalid("lossy mode stores a delta: give a base");
@@ -64,6 +72,7 @@ StatusOr<json> ParsePolicy(const json& request, Uploads* uploads, const Registry
   }
   json record = LossyPolicyJson(lp);
   record["allow_mismatched_shapes"] = allow_mismatch;
+  record["level"] = level;
   return record;
 }
 

@@ -35,7 +35,10 @@ Status VerifyRebuild(VersionReader* reader) {
   return OkStatus();
 }
 
-int Pack(const std::string& base_path, const std::string& ft_path, const std::string& store_dir) {
+int Pack(const std::string& base_path, const std::string& ft_path, const std::string& store_dir,
+         size_t threads) {
+  IngestOptions options;
+  options.encode_threads = threads;
   std::shared_ptr<ChunkStore> chunks;
   if (store_dir.empty()) {
     chunks = NewMemoryChunkStore();
@@ -54,7 +57,7 @@ int Pack(const std::string& base_path, const std::string& ft_path, const std::st
 
   IngestStats base_stats;
   auto t0 = std::chrono::steady_clock::now();
-  auto base = IngestFiles(chunks.get(), {{base_path, name(base_path)}}, nullptr, {}, &base_stats);
+  auto base = IngestFiles(chunks.get(), {{base_path, name(base_path)}}, nullptr, options, &base_stats);
   if (!base.ok()) return Fail(base.status());
   double base_s = Seconds(t0);
   Digest base_digest = ManifestDigest(*base);
@@ -63,7 +66,7 @@ int Pack(const std::string& base_path, const std::string& ft_path, const std::st
 
   IngestStats ft_stats;
   t0 = std::chrono::steady_clock::now();
-  auto ft = IngestFiles(chunks.get(), {{ft_path, name(ft_path)}}, &base_reader, {}, &ft_stats);
+  auto ft = IngestFiles(chunks.get(), {{ft_path, name(ft_path)}}, &base_reader, options, &ft_stats);
   if (!ft.ok()) return Fail(ft.status());
   double ft_s = Seconds(t0);
   manifests[ManifestDigest(*ft)] = *ft;
@@ -156,6 +159,8 @@ int main(int argc, char** argv) {
   pack->add_option("BASE", base)->required()->check(CLI::ExistingFile);
   pack->add_option("FINETUNE", finetune)->required()->check(CLI::ExistingFile);
   pack->add_option("--store", store, "RocksDB directory (default: in memory)");
+  size_t threads = 0;
+  pack->add_option("--threads", threads, "chunk encoding threads (default 0: the machine's cores)");
   auto* inspect = app.add_subcommand("inspect", "list the tensors of a safetensors file");
   inspect->add_option("FILE", file)->required()->check(CLI::ExistingFile);
   std::string container, out_dir;
@@ -169,7 +174,7 @@ int main(int argc, char** argv) {
       ->check(CLI::ExistingFile);
   rebuild->add_option("--out", out_dir, "directory for the rebuilt files")->required();
   CLI11_PARSE(app, argc, argv);
-  if (*pack) return deltastore::Pack(base, finetune, store);
+  if (*pack) return deltastore::Pack(base, finetune, store, threads);
   if (*rebuild) return deltastore::Rebuild(container, base_files, out_dir);
   if (*inspect) return deltastore::Inspect(file);
   return 1;

@@ -224,6 +224,54 @@ TEST(PackerTest, ParallelStreamingGivesTheSameBytesAsOneWorker) {
   EXPECT_FALSE(last.ok());
 }
 
+// Everything a store holds, as text: each chunk's digest, reference count and size.
+std::string StoreListing(ChunkStore* store) {
+  std::string out;
+  EXPECT_TRUE(store
+                  ->ForEach([&](const Digest& d, int64_t refs, uint64_t size) {
+                    out += d.ToString() + " " + std::to_string(refs) + " " + std::to_string(size) + "\n";
+                    return OkStatus();
+                  })
+                  .ok());
+  return out;
+}
+
+TEST(PackerTest, ParallelIngestGivesTheManifestsAndChunksOfASerialOne) {
+  if (!HaveFixtures()) GTEST_SKIP() << "fixtures missing at " << kFixtures;
+  std::string serial_listing;
+  std::vector<std::string> serial_manifests;
+  for (size_t threads : {1, 2, 5}) {
+    auto store = NewMemoryChunkStore();
+    IngestOptions options;
+    options.encode_threads = threads;
+    IngestStats base_stats, ft_stats;
+    auto base = IngestFiles(store.get(), {{kFixtures + "/faceres.bf16.safetensors", "model.safetensors"}},
+                            nullptr, options, &base_stats);
+    ASSERT_TRUE(base.ok()) << base.status().ToString();
+    std::map<Digest, Manifest> manifests = {{ManifestDigest(*base), *base}};
+    VersionReader reader(store.get(), *base, [&](const Digest& d) -> StatusOr<Manifest> {
+      auto it = manifests.find(d);
+      if (it == manifests.end()) return NotFound("no version");
+      return it->second;
+    });
+    auto ft = IngestFiles(store.get(), {{kFixtures + "/faceres-deep.bf16.safetensors", "model.safetensors"}},
+                          &reader, options, &ft_stats);
+    ASSERT_TRUE(ft.ok()) << ft.status().ToString();
+    const std::vector<std::string> got = {SerializeManifest(*base), SerializeManifest(*ft),
+                                          std::to_string(ft_stats.chunks) + " " +
+                                              std::to_string(ft_stats.new_chunks) + " " +
+                                              std::to_string(ft_stats.encoded_bytes)};
+    if (threads == 1) {
+      serial_manifests = got;
+      serial_listing = StoreListing(store.get());
+      ASSERT_GT(ft_stats.chunks, 10u);  // enough chunks to have several in flight
+      continue;
+    }
+    EXPECT_EQ(got, serial_manifests) << threads << " threads";
+    EXPECT_EQ(StoreListing(store.get()), serial_listing) << threads << " threads";
+  }
+}
+
 TEST(PackerTest, ManifestSerializationRoundTrips) {
   if (!HaveFixtures()) GTEST_SKIP() << "fixtures missing at " << kFixtures;
   Registry reg(NewMemoryChunkStore());

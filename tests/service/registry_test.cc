@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 
@@ -88,6 +89,40 @@ class RegistryTest : public ::testing::Test {
     w->reset();
     EXPECT_TRUE(reg_->SealUpload(id, Sha256::Of(bytes).ToString()).ok());
     return id;
+  }
+  // A sealed upload of a one-tensor checkpoint of 4096 varied F32 values (worth coding).
+  std::string UploadFloats() {
+    std::string raw(4096 * 4, '\0');
+    for (uint32_t i = 0; i < 4096; ++i) {
+      const float v = 0.001f * static_cast<float>(i % 97) - 0.03f * static_cast<float>(i % 13);
+      std::memcpy(raw.data() + 4 * i, &v, 4);
+    }
+    auto path = (dir_ / "floats.safetensors").string();
+    EXPECT_TRUE(WriteSafetensorsFile(path, {{"w", DType::kF32, {4096}}}, {raw}).ok());
+    std::ifstream f(path, std::ios::binary);
+    std::string bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+    auto u = reg_->CreateUpload();
+    EXPECT_TRUE(u.ok());
+    std::string id = (*u)["id"];
+    auto w = reg_->AppendUpload(id, std::nullopt);
+    EXPECT_TRUE(w.ok());
+    EXPECT_TRUE((*w)->Write(bytes).ok());
+    EXPECT_TRUE((*w)->Commit().ok());
+    w->reset();
+    EXPECT_TRUE(reg_->SealUpload(id, Sha256::Of(bytes).ToString()).ok());
+    return id;
+  }
+  // The codec id byte of the first chunk of the version's first tensor.
+  int FirstTensorCodec(const std::string& model) {
+    auto ref = reg_->Resolve(model, "latest");
+    EXPECT_TRUE(ref.ok()) << ref.status().ToString();
+    auto m = reg_->LoadManifest(ref->digest);
+    EXPECT_TRUE(m.ok());
+    const auto& chunks = m->files.at(0).tensors.at(0).chunks;
+    EXPECT_FALSE(chunks.empty());
+    auto bytes = reg_->chunks()->Get(chunks.at(0).digest);
+    EXPECT_TRUE(bytes.ok());
+    return bytes->empty() ? -1 : static_cast<uint8_t>((*bytes)[0]);
   }
   json AddVersion(const std::string& model, char fill) {
     json req = {{"files", {{{"path", "model.safetensors"}, {"upload", Upload(fill)}}}}};
@@ -178,6 +213,36 @@ TEST_F(RegistryTest, AnUploadHasOneWriterOrSealerAtATime) {
   ASSERT_TRUE(sealed.ok());
   EXPECT_EQ((*sealed)["size"], 3);
   EXPECT_EQ(reg_->AppendUpload(id, std::nullopt).status().reason(), Reason::kUploadSealed);
+}
+
+}  // namespace
+}  // namespace deltastore
+
+namespace deltastore {
+namespace {
+
+TEST_F(RegistryTest, PolicyLevelPicksTheFloatCoder) {
+  Open();
+  for (const char* level : {"", "fast", "max"}) {
+    const std::string model = std::string("lvl") + level;
+    json req = {{"files", {{{"path", "model.safetensors"}, {"upload", UploadFloats()}}}},
+                {"tags", {"latest"}}};
+    if (*level != '\0') req["policy"] = {{"level", level}};
+    auto job = reg_->CreateVersion(model, req);
+    ASSERT_TRUE(job.ok()) << job.status().ToString();
+    EXPECT_EQ((*job)["policy"]["level"], *level == '\0' ? "fast" : level);
+    auto done = reg_->WaitJob((*job)["id"], 60);
+    ASSERT_TRUE(done.ok());
+    ASSERT_EQ((*done)["state"], "succeeded") << done->dump();
+    EXPECT_EQ(FirstTensorCodec(model), std::string(level) == "max" ? 0x03 : 0x04) << level;
+  }
+  for (const json& bad : {json("slow"), json(3), json(nullptr)}) {
+    json req = {{"files", {{{"path", "model.safetensors"}, {"upload", UploadFloats()}}}},
+                {"policy", {{"level", bad}}}};
+    auto job = reg_->CreateVersion("bad", req);
+    ASSERT_FALSE(job.ok());
+    EXPECT_EQ(job.status().reason(), Reason::kPolicyInvalid) << job.status().ToString();
+  }
 }
 
 }  // namespace
