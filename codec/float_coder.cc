@@ -1,3 +1,6 @@
+// The adaptive float coder (codec id 0x03, policy level "max"; docs/float_coder_format.md). Over 600
+// lines for a reason: its encoder and decoder share one file-local adaptive model, range coder and
+// context layout, which must stay bit-for-bit in step; the default coder is float_rans*.cc.
 #include "codec/float_coder.h"
 
 #include <algorithm>
