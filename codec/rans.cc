@@ -115,7 +115,8 @@ const std::array<uint32_t, 1 << kLogTableBits>& LogTable() {
 uint32_t Log2Q16(uint64_t x) {
   const auto& table = LogTable();
   if (x < table.size()) return table[x];
-  const int shift = std::bit_width(x) - kLogTableBits;
+  const int shift =
+      std::max(1, static_cast<int>(std::bit_width(x)) - kLogTableBits);  // x >= 2^kLogTableBits here
   return (static_cast<uint32_t>(shift) << 16) + table[x >> shift];
 }
 

@@ -125,6 +125,7 @@ StatusOr<std::unique_ptr<TensorSubset>> TensorSubset::Build(ChunkStore* store, c
   DS_RETURN_IF_ERROR(reader.ReadChunks({*file.header}, 0, header.size(), header.data()));
   DS_ASSIGN_OR_RETURN(SafetensorsHeader original, ParseSafetensorsHeader(std::move(header), file.size));
   std::vector<TensorSpec> specs;
+  specs.reserve(tensors.size());
   for (const TensorEntry* t : tensors) specs.push_back({t->name, t->dtype, t->shape});
   DS_ASSIGN_OR_RETURN(SafetensorsHeader h, BuildSafetensorsHeader(specs, original.metadata));
 
