@@ -1,8 +1,8 @@
 // deltastored: the registry server. It wires the HTTP layer (api/) to the registry (service/) and
 // owns the process: options, the offline commands (check, token), signals and the shutdown deadline.
 #include <CLI/CLI.hpp>
-#include <atomic>
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
