@@ -73,10 +73,10 @@ class RegistryTest : public ::testing::Test {
     ASSERT_TRUE(r.ok()) << r.status().ToString();
     reg_ = std::move(*r);
   }
-  // A sealed upload of a one-tensor checkpoint whose bytes are `fill`.
-  std::string Upload(char fill) {
+  // A sealed upload of a one-tensor F32 checkpoint holding `raw`.
+  std::string UploadTensor(const std::string& raw) {
     auto path = (dir_ / "in.safetensors").string();
-    EXPECT_TRUE(WriteSafetensorsFile(path, {{"w", DType::kF32, {64}}}, {std::string(256, fill)}).ok());
+    EXPECT_TRUE(WriteSafetensorsFile(path, {{"w", DType::kF32, {raw.size() / 4}}}, {raw}).ok());
     std::ifstream f(path, std::ios::binary);
     std::string bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
     auto u = reg_->CreateUpload();
@@ -90,6 +90,8 @@ class RegistryTest : public ::testing::Test {
     EXPECT_TRUE(reg_->SealUpload(id, Sha256::Of(bytes).ToString()).ok());
     return id;
   }
+  // A sealed upload of a one-tensor checkpoint whose bytes are `fill`.
+  std::string Upload(char fill) { return UploadTensor(std::string(256, fill)); }
   // A sealed upload of a one-tensor checkpoint of 4096 varied F32 values (worth coding).
   std::string UploadFloats() {
     std::string raw(4096 * 4, '\0');
@@ -97,20 +99,7 @@ class RegistryTest : public ::testing::Test {
       const float v = 0.001f * static_cast<float>(i % 97) - 0.03f * static_cast<float>(i % 13);
       std::memcpy(raw.data() + 4 * i, &v, 4);
     }
-    auto path = (dir_ / "floats.safetensors").string();
-    EXPECT_TRUE(WriteSafetensorsFile(path, {{"w", DType::kF32, {4096}}}, {raw}).ok());
-    std::ifstream f(path, std::ios::binary);
-    std::string bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-    auto u = reg_->CreateUpload();
-    EXPECT_TRUE(u.ok());
-    std::string id = (*u)["id"];
-    auto w = reg_->AppendUpload(id, std::nullopt);
-    EXPECT_TRUE(w.ok());
-    EXPECT_TRUE((*w)->Write(bytes).ok());
-    EXPECT_TRUE((*w)->Commit().ok());
-    w->reset();
-    EXPECT_TRUE(reg_->SealUpload(id, Sha256::Of(bytes).ToString()).ok());
-    return id;
+    return UploadTensor(raw);
   }
   // The codec id byte of the first chunk of the version's first tensor.
   int FirstTensorCodec(const std::string& model) {
