@@ -161,11 +161,7 @@ StatusOr<UploadRecord> Uploads::Seal(const std::string& id, const std::string& d
   auto expected = Digest::Parse(digest_text);
   if (!expected.ok()) return DigestInvalid("digest must be sha256:<64 hex>");
   DS_RETURN_IF_ERROR(Claim(id, Holder::kSealer));
-  struct Releaser {
-    Uploads* u;
-    const std::string& id;
-    ~Releaser() { u->Release(id); }
-  } releaser{this, id};
+  ClaimHeld held{this, id};
   DS_ASSIGN_OR_RETURN(UploadRecord u, Get(id));
   if (u.sealed) {
     if (u.digest == expected->ToString()) return u;
@@ -187,11 +183,7 @@ StatusOr<UploadRecord> Uploads::Seal(const std::string& id, const std::string& d
 
 Status Uploads::Delete(const std::string& id) {
   DS_RETURN_IF_ERROR(Claim(id, Holder::kSealer));
-  struct Releaser {
-    Uploads* u;
-    const std::string& id;
-    ~Releaser() { u->Release(id); }
-  } releaser{this, id};
+  ClaimHeld held{this, id};
   DS_RETURN_IF_ERROR(Get(id).status());
   DS_RETURN_IF_ERROR(s_->meta()->Delete(ns::kUploads, id));
   std::error_code ec;

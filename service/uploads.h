@@ -51,6 +51,12 @@ class Uploads {
   enum class Holder { kWriter, kSealer };
   Status Claim(const std::string& id, Holder holder);
   void Release(const std::string& id);
+  // Releases a claim when it goes out of scope.
+  struct ClaimHeld {
+    Uploads* uploads;
+    const std::string& id;
+    ~ClaimHeld() { uploads->Release(id); }
+  };
   StatusOr<Digest> HashSpool(const UploadRecord& u);
 
   RegistryState* s_;
