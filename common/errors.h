@@ -69,4 +69,6 @@
   X(TensorUnknown, "TENSOR_UNKNOWN", kInvalidArgument, 400)                                                  \
   X(TensorsInvalid, "TENSORS_INVALID", kInvalidArgument, 400)                                                \
   /* the store */                                                                                            \
-  X(SchemaTooNew, "SCHEMA_TOO_NEW", kFailedPrecondition, 500)
+  X(SchemaTooNew, "SCHEMA_TOO_NEW", kFailedPrecondition, 500)                                                \
+  X(CommitConflict, "COMMIT_CONFLICT", kFailedPrecondition, 409) /* another writer changed it first */       \
+  X(StoreUnavailable, "STORE_UNAVAILABLE", kUnavailable, 503)    /* the S3 or PostgreSQL server */

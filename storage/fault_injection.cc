@@ -186,6 +186,7 @@ class FaultInjectingMetaStore final : public MetaStore {
     MetaBatch first;
     const size_t kept = st_->Kept(batch.ops.size());
     first.ops.assign(batch.ops.begin(), batch.ops.begin() + static_cast<std::ptrdiff_t>(kept));
+    first.expects = batch.expects;
     DS_RETURN_IF_ERROR(inner_->Commit(first));
     return IOError("torn metadata commit: " + std::to_string(kept) + " of " +
                    std::to_string(batch.ops.size()) +

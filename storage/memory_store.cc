@@ -2,6 +2,7 @@
 
 #include <map>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <tuple>
 #include <utility>
@@ -162,6 +163,15 @@ class MemoryMetaStore final : public MetaStore {
       if (op.ns.find('\0') != std::string::npos) return InvalidArgument("namespace contains a NUL byte");
     }
     std::lock_guard<std::mutex> lock(mu_);
+    for (const auto& e : batch.expects) {
+      std::optional<std::string> now;
+      auto n = data_.find(e.ns);
+      if (n != data_.end()) {
+        auto it = n->second.find(e.key);
+        if (it != n->second.end()) now = it->second;
+      }
+      if (now != e.value) return CommitConflict(e.ns + "/" + e.key + " changed");
+    }
     for (const auto& op : batch.ops) {
       if (op.put) {
         data_[op.ns][op.key] = op.value;

@@ -1,6 +1,10 @@
 // MetaStore: small ordered key-value namespaces for the registry's records
 // (models, versions, tags, uploads, jobs, schema). Values are opaque bytes (JSON by convention).
 // Writes go through a batch that commits atomically and durably (synced WAL).
+// A batch may carry expectations (conditional commit): the commit applies only when every expected key
+// holds the expected value (or is absent, for std::nullopt) at commit time, and fails with
+// CommitConflict otherwise, changing nothing. Several writers (threads or nodes) that each read, check
+// and write use them to never both win: both set a tag, both seal an upload, both claim a job.
 #pragma once
 
 #include <functional>
@@ -22,13 +26,22 @@ class MetaBatch {
   void Delete(std::string_view ns, std::string_view key) {
     ops.push_back({false, std::string(ns), std::string(key), {}});
   }
-  bool empty() const { return ops.empty(); }
+  // The commit applies only if (ns, key) holds `value` then (std::nullopt: only if it is absent).
+  void Expect(std::string_view ns, std::string_view key, std::optional<std::string> value) {
+    expects.push_back({std::string(ns), std::string(key), std::move(value)});
+  }
+  bool empty() const { return ops.empty() && expects.empty(); }
 
   struct Op {
     bool put;
     std::string ns, key, value;
   };
+  struct Expectation {
+    std::string ns, key;
+    std::optional<std::string> value;
+  };
   std::vector<Op> ops;
+  std::vector<Expectation> expects;
 };
 
 class MetaStore {
@@ -37,6 +50,7 @@ class MetaStore {
 
   // kNotFound when absent.
   virtual StatusOr<std::string> Get(std::string_view ns, std::string_view key) = 0;
+  // Applies the batch atomically; CommitConflict (nothing applied) when an expectation does not hold.
   virtual Status Commit(const MetaBatch& batch) = 0;
   // Visits keys of `ns` that start with `prefix`, in key order, starting at `start_after` (exclusive,
   // empty = from the beginning). The visitor returns false to stop.

@@ -21,6 +21,7 @@
 #include <filesystem>
 #include <mutex>
 #include <new>
+#include <optional>
 #include <set>
 #include <string>
 #include <system_error>
@@ -400,6 +401,18 @@ class RocksMetaStore final : public MetaStore {
   Status Commit(const MetaBatch& batch) override {
     return Guarded("meta commit", [&]() -> Status {
       if (batch.empty()) return OkStatus();
+      // One process owns the database: every commit holds the lock from its expectation reads to its
+      // write, which makes the expectations hold at the write.
+      std::lock_guard<std::mutex> lock(commit_mu_);
+      for (const auto& e : batch.expects) {
+        DS_RETURN_IF_ERROR(CheckNamespace(e.ns));
+        std::string value;
+        rocksdb::Status s = db_->db()->Get(rocksdb::ReadOptions(), db_->meta(), MetaKey(e.ns, e.key), &value);
+        if (!s.ok() && !s.IsNotFound()) return FromRocks(s, "meta get " + e.ns);
+        const std::optional<std::string> now =
+            s.ok() ? std::optional<std::string>(std::move(value)) : std::nullopt;
+        if (now != e.value) return CommitConflict(e.ns + "/" + e.key + " changed");
+      }
       rocksdb::WriteBatch wb;
       for (const auto& op : batch.ops) {
         DS_RETURN_IF_ERROR(CheckNamespace(op.ns));
@@ -449,6 +462,7 @@ class RocksMetaStore final : public MetaStore {
   }
 
   std::shared_ptr<RocksDb> db_;
+  std::mutex commit_mu_;  // serialises commits (expectation reads, then the write)
 };
 
 StatusOr<Stores> OpenRocksStoresImpl(const RocksOptions& options) {
