@@ -1,6 +1,7 @@
 // Factories for the store implementations.
 #pragma once
 
+#include <cstddef>
 #include <functional>
 #include <memory>
 #include <string>
@@ -22,6 +23,14 @@ struct RocksOptions {
 };
 
 StatusOr<Stores> OpenRocksStores(const RocksOptions& options);
+
+// Metadata on PostgreSQL (storage/pg_meta_store.cc), shared by several registry nodes. Connects once
+// and creates its tables if missing: StoreUnavailable or PermissionDenied, with the reason, otherwise.
+struct PgOptions {
+  std::string url;  // postgresql://user[:password]@host:port/db (libpq's connection URI)
+  size_t max_connections = 16;
+};
+StatusOr<std::unique_ptr<MetaStore>> OpenPgMetaStore(const PgOptions& options);
 
 // In-memory implementations for tests.
 std::unique_ptr<ChunkStore> NewMemoryChunkStore();

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "storage/stores.h"
+#include "tests/storage/pg_test_server.h"
 #include "tests/storage/temp_dir.h"
 
 namespace deltastore {
@@ -22,6 +23,10 @@ class MetaStoreTest : public ::testing::TestWithParam<std::string> {
   void SetUp() override {
     if (GetParam() == "memory") {
       meta_ = NewMemoryMetaStore();
+    } else if (GetParam() == "postgresql") {
+      auto pg = OpenPgMetaStore({PgTestServer::Get().FreshDatabase()});
+      ASSERT_TRUE(pg.ok()) << pg.status().ToString();
+      meta_ = std::move(*pg);
     } else {
       dir_ = std::make_unique<TempDir>();
       auto stores = OpenRocksStores(RocksOptions{(dir_->path() / "db").string(), true});
@@ -212,7 +217,44 @@ TEST_P(MetaStoreTest, ConcurrentConditionalWritersNeverBothWin) {
   EXPECT_EQ(*meta_->Get("counters", "n"), std::to_string(kThreads * kBumps));
 }
 
-INSTANTIATE_TEST_SUITE_P(Backends, MetaStoreTest, ::testing::Values("memory", "rocksdb"),
+// PostgreSQL going away fails requests with STORE_UNAVAILABLE (503), promptly; when it is back, the
+// same store object serves again (its broken connections are replaced), and nothing committed is lost.
+TEST(PgMetaStoreTest, ServerRestartFailsRequestsThenRecovers) {
+  auto& server = PgTestServer::Get();
+  auto opened = OpenPgMetaStore({server.FreshDatabase()});
+  ASSERT_TRUE(opened.ok()) << opened.status().ToString();
+  std::unique_ptr<MetaStore> meta = std::move(*opened);
+  ASSERT_TRUE(meta->Put("tags", "m/latest", "v1").ok());
+
+  server.Kill();
+  Status down = meta->Get("tags", "m/latest").status();
+  EXPECT_EQ(down.reason(), Reason::kStoreUnavailable) << down.ToString();
+  EXPECT_EQ(meta->Put("tags", "m/latest", "v2").reason(), Reason::kStoreUnavailable);
+
+  server.Start();
+  auto back = meta->Get("tags", "m/latest");
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  EXPECT_EQ(*back, "v1");
+  ASSERT_TRUE(meta->Put("tags", "m/latest", "v2").ok());
+  EXPECT_EQ(*meta->Get("tags", "m/latest"), "v2");
+}
+
+TEST(PgMetaStoreTest, UnreachableServerOrUnknownDatabaseFailsAtOpenWithTheReason) {
+  auto none = OpenPgMetaStore({"postgresql://deltastore@127.0.0.1:" + std::to_string(FreePort()) + "/x"});
+  ASSERT_FALSE(none.ok());
+  EXPECT_EQ(none.status().reason(), Reason::kStoreUnavailable);
+  EXPECT_NE(none.status().message().find("Connection refused"), std::string::npos)
+      << none.status().ToString();
+
+  PgTestServer::Get();  // running
+  const std::string url = PgTestServer::Get().FreshDatabase();
+  auto unknown = OpenPgMetaStore({url + "_missing"});
+  ASSERT_FALSE(unknown.ok());
+  EXPECT_NE(unknown.status().message().find("does not exist"), std::string::npos)
+      << unknown.status().ToString();
+}
+
+INSTANTIATE_TEST_SUITE_P(Backends, MetaStoreTest, ::testing::Values("memory", "rocksdb", "postgresql"),
                          [](const auto& info) { return info.param; });
 
 }  // namespace
