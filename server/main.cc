@@ -39,9 +39,11 @@ bool SplitListen(const std::string& listen, std::string* host, uint16_t* port) {
 
 // The data dir opened by an offline command (check, token): no recovery, so the store is seen as it is.
 // A running server holds RocksDB's lock; `online` says what to use instead then.
-std::unique_ptr<deltastore::Registry> OpenOffline(const std::string& data_dir, const char* online) {
+std::unique_ptr<deltastore::Registry> OpenOffline(const std::string& data_dir, const std::string& meta_store,
+                                                  const char* online) {
   deltastore::RegistryOptions o;
   o.data_dir = data_dir;
+  o.meta_store = meta_store;
   o.workers = 1;
   o.recover = false;
   auto reg = deltastore::Registry::Open(o);
@@ -56,6 +58,7 @@ std::unique_ptr<deltastore::Registry> OpenOffline(const std::string& data_dir, c
 struct Options {
   std::string listen = "127.0.0.1:8080";
   std::string data_dir = "data";
+  std::string meta_store;
   int threads = static_cast<int>(std::clamp(std::thread::hardware_concurrency(), 1u, 64u));  // the cores
   int workers = threads;
   size_t max_uploads = 1000;
@@ -80,6 +83,10 @@ void AddServerOptions(CLI::App& app, Options& o) {
   app.add_option("--listen", o.listen, "address:port to listen on (port 0 picks one)")->envname("DS_LISTEN");
   app.add_option("--data-dir", o.data_dir, "directory of the embedded RocksDB and spool files")
       ->envname("DS_DATA_DIR");
+  app.add_option("--meta-store", o.meta_store,
+                 "postgresql://user@host:port/db: metadata on PostgreSQL, shared by several nodes "
+                 "(default: the embedded RocksDB under --data-dir)")
+      ->envname("DS_META_STORE");
   app.add_option("--threads", o.threads, "HTTP threads")->envname("DS_THREADS")->check(CLI::Range(1, 256));
   app.add_option("--workers", o.workers, "compression job threads")
       ->envname("DS_WORKERS")
@@ -126,7 +133,7 @@ Commands AddCommands(CLI::App& app, Options& o) {
 }
 
 int RunTokenCommand(const Options& o, const Commands& c) {
-  auto reg = OpenOffline(o.data_dir, "use POST/GET/DELETE /v1/tokens");
+  auto reg = OpenOffline(o.data_dir, o.meta_store, "use POST/GET/DELETE /v1/tokens");
   if (!reg) return 1;
   auto tokens = reg->tokens();
   if (*c.token_create) {
@@ -156,7 +163,7 @@ int RunTokenCommand(const Options& o, const Commands& c) {
 }
 
 int RunCheck(const Options& o) {
-  auto reg = OpenOffline(o.data_dir, "stop it first");
+  auto reg = OpenOffline(o.data_dir, o.meta_store, "stop it first");
   if (!reg) return 1;
   auto report = reg->Check(o.repair);
   if (!report.ok()) {
@@ -261,6 +268,7 @@ int main(int argc, char** argv) {
   }
   deltastore::RegistryOptions ropts;
   ropts.data_dir = o.data_dir;
+  ropts.meta_store = o.meta_store;
   ropts.workers = o.workers;
   ropts.max_open_uploads = o.max_uploads;
   auto registry = deltastore::Registry::Open(ropts);

@@ -2,6 +2,8 @@
 
 #include <tuple>
 
+#include "service/registry_audit.h"
+
 namespace deltastore {
 
 using json = nlohmann::json;
@@ -254,14 +256,24 @@ Status Catalog::SetTag(const std::string& model, const std::string& tag, const s
   if (!ValidName(tag)) return NameInvalid("invalid tag '" + tag + "'");
   if (version.rfind("sha256:", 0) != 0) return BodyInvalid("version must be a digest sha256:<hex>");
   std::lock_guard<std::mutex> lock(s_->commit_mu);
-  DS_ASSIGN_OR_RETURN(VersionRef r, Resolve(model, version));
-  return s_->meta()->Put(ns::kTags, Key(model, tag), r.digest.ToString());
+  return RetryOnConflict([&]() -> Status {
+    MetaBatch batch;
+    DS_RETURN_IF_ERROR(RegistryAudit::BumpGeneration(s_->meta(), &batch));
+    DS_ASSIGN_OR_RETURN(VersionRef r, Resolve(model, version));
+    batch.Put(ns::kTags, Key(model, tag), r.digest.ToString());
+    return s_->meta()->Commit(batch);
+  });
 }
 
 Status Catalog::DeleteTag(const std::string& model, const std::string& tag) {
   std::lock_guard<std::mutex> lock(s_->commit_mu);
-  DS_RETURN_IF_ERROR(Resolve(model, tag).status());
-  return s_->meta()->Delete(ns::kTags, Key(model, tag));
+  return RetryOnConflict([&]() -> Status {
+    MetaBatch batch;
+    DS_RETURN_IF_ERROR(RegistryAudit::BumpGeneration(s_->meta(), &batch));
+    DS_RETURN_IF_ERROR(Resolve(model, tag).status());
+    batch.Delete(ns::kTags, Key(model, tag));
+    return s_->meta()->Commit(batch);
+  });
 }
 
 }  // namespace deltastore

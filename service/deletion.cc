@@ -61,6 +61,23 @@ Status Deletion::Recover(bool job_interrupted) {
 
 StatusOr<json> Deletion::DeleteVersion(const std::string& model, const std::string& ref) {
   std::unique_lock<std::mutex> lock(s_->commit_mu);
+  Digest deleted;
+  Manifest m;
+  std::string release_key;
+  DS_RETURN_IF_ERROR(RetryOnConflict([&] { return CommitDelete(model, ref, &deleted, &m, &release_key); }));
+  catalog_->ForgetManifest(deleted);
+  DS_RETURN_IF_ERROR(ReleaseManifest(s_->chunks(), m));
+  DS_RETURN_IF_ERROR(s_->meta()->Delete(ns::kReleases, release_key));
+  lock.unlock();
+  DS_ASSIGN_OR_RETURN(
+      GcStats gc, CollectGarbage({{"event", "delete"}, {"model", model}, {"version", deleted.ToString()}}));
+  return json{{"deleted", deleted.ToString()}, {"model", model}, {"freed_bytes", gc.bytes_freed}};
+}
+
+Status Deletion::CommitDelete(const std::string& model, const std::string& ref, Digest* deleted, Manifest* m,
+                              std::string* release_key) {
+  MetaBatch batch;
+  DS_RETURN_IF_ERROR(RegistryAudit::BumpGeneration(s_->meta(), &batch));
   DS_ASSIGN_OR_RETURN(VersionRef r, catalog_->Resolve(model, ref));
   DS_ASSIGN_OR_RETURN(VersionRecord rec, catalog_->LoadVersion(r.model, r.digest));
   std::string child;
@@ -72,9 +89,7 @@ StatusOr<json> Deletion::DeleteVersion(const std::string& model, const std::stri
         return false;
       }));
   if (!child.empty()) return VersionInUse("version is the base of " + child + "; delete that first");
-  DS_ASSIGN_OR_RETURN(Manifest m, ParseManifest(rec.manifest));
-  MetaBatch batch;
-  DS_RETURN_IF_ERROR(RegistryAudit::BumpGeneration(s_->meta(), &batch));
+  DS_ASSIGN_OR_RETURN(*m, ParseManifest(rec.manifest));
   const std::string hex = r.digest.Hex();
   batch.Delete(ns::kVersions, Key(model, hex));
   batch.Delete(ns::kDigests, Key(hex, model));
@@ -94,25 +109,22 @@ StatusOr<json> Deletion::DeleteVersion(const std::string& model, const std::stri
         return true;
       }));
   if (remaining <= 1) batch.Delete(ns::kModels, model);
-  const std::string release_key = Key(hex, model);
-  batch.Put(ns::kReleases, release_key, "");
+  *release_key = Key(hex, model);
+  batch.Put(ns::kReleases, *release_key, "");
   DS_RETURN_IF_ERROR(s_->meta()->Commit(batch));
-  catalog_->ForgetManifest(r.digest);
-  DS_RETURN_IF_ERROR(ReleaseManifest(s_->chunks(), m));
-  DS_RETURN_IF_ERROR(s_->meta()->Delete(ns::kReleases, release_key));
-  lock.unlock();
-  DS_ASSIGN_OR_RETURN(
-      GcStats gc, CollectGarbage({{"event", "delete"}, {"model", model}, {"version", r.digest.ToString()}}));
-  return json{{"deleted", r.digest.ToString()}, {"model", model}, {"freed_bytes", gc.bytes_freed}};
+  *deleted = r.digest;
+  return OkStatus();
 }
 
 StatusOr<GcStats> Deletion::CollectGarbage(json event) {
   DS_ASSIGN_OR_RETURN(GcStats gc, s_->chunks()->Gc());
   {
     std::lock_guard<std::mutex> lock(s_->commit_mu);
-    MetaBatch bump;
-    DS_RETURN_IF_ERROR(RegistryAudit::BumpGeneration(s_->meta(), &bump));
-    DS_RETURN_IF_ERROR(s_->meta()->Commit(bump));
+    DS_RETURN_IF_ERROR(RetryOnConflict([&]() -> Status {
+      MetaBatch bump;
+      DS_RETURN_IF_ERROR(RegistryAudit::BumpGeneration(s_->meta(), &bump));
+      return s_->meta()->Commit(bump);
+    }));
   }
   event["chunks_deleted"] = gc.chunks_deleted;
   event["bytes_freed"] = gc.bytes_freed;

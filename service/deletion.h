@@ -39,6 +39,11 @@ class Deletion {
   Status Recover(bool job_interrupted);
 
  private:
+  // One try of DeleteVersion's commit (COMMIT_CONFLICT when another change of the catalog came first):
+  // the version's records go, its release marker is written; returns what the release needs.
+  Status CommitDelete(const std::string& model, const std::string& ref, Digest* deleted, Manifest* m,
+                      std::string* release_key);
+
   RegistryState* s_;
   Catalog* catalog_;
   RegistryAudit* audit_;

@@ -16,7 +16,10 @@ Status RegistryAudit::BumpGeneration(MetaStore* meta, MetaBatch* batch) {
   auto text = meta->Get(ns::kState, kGenerationKey);
   if (text.ok()) {
     g = std::strtoull(text->c_str(), nullptr, 10);
-  } else if (text.status().code() != StatusCode::kNotFound) {
+    batch->Expect(ns::kState, kGenerationKey, *text);
+  } else if (text.status().code() == StatusCode::kNotFound) {
+    batch->Expect(ns::kState, kGenerationKey, std::nullopt);
+  } else {
     return text.status();
   }
   batch->Put(ns::kState, kGenerationKey, std::to_string(g + 1));

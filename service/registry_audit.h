@@ -24,7 +24,10 @@ class RegistryAudit {
  public:
   RegistryAudit(RegistryState* state, Catalog* catalog) : s_(state), catalog_(catalog) {}
 
-  // Adds the generation bump to `batch` (call with the commit lock held, so bumps do not interleave).
+  // Adds the generation bump to `batch`, conditional on the generation read now. Every change of the
+  // catalog (versions, tags, deletes, GC) bumps it, so two changes, on one node or on several, never
+  // both commit from the same reading: the later one gets COMMIT_CONFLICT and runs again
+  // (RetryOnConflict). Call it first, before the reads that decide the change.
   static Status BumpGeneration(MetaStore* meta, MetaBatch* batch);
 
   StatusOr<std::shared_ptr<const AuditReport>> Report();

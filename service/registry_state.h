@@ -2,10 +2,14 @@
 // share: the options, the stores and the lock that orders read-check-write changes of the metadata.
 #pragma once
 
+#include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <functional>
 #include <mutex>
+#include <random>
 #include <string>
+#include <thread>
 
 #include "storage/stores.h"
 
@@ -16,7 +20,8 @@ struct RegistryOptions {
   int workers = 1;                 // compression job threads
   size_t max_open_uploads = 1000;  // open (unsealed) upload sessions
   bool sync_writes = true;
-  bool recover = true;  // requeue interrupted jobs and repair after a crash; off for `check`
+  std::string meta_store;  // postgresql://... for metadata on PostgreSQL; empty: the embedded RocksDB
+  bool recover = true;     // requeue interrupted jobs and repair after a crash; off for `check`
   // Decorates the stores once opened (tests: fault injection, see storage/stores.h).
   std::function<Stores(Stores)> wrap_stores;
 };
@@ -33,9 +38,25 @@ struct RegistryState {
 
   const RegistryOptions options;
   const Stores stores;
-  // Version commits, tag changes and deletes: each reads the metadata, checks, then commits a batch.
+  // Version commits, tag changes and deletes: each reads the metadata, checks, then commits a batch
+  // conditional on the generation (RegistryAudit::BumpGeneration). The lock keeps this node's own
+  // changes from conflicting with each other; other nodes' are caught by the condition.
   std::mutex commit_mu;
   std::atomic<bool> stopping{false};
 };
+
+// Runs `attempt` again while it fails with COMMIT_CONFLICT (another node's commit came between its reads
+// and its commit), up to a bound, with a short random pause between tries.
+inline Status RetryOnConflict(const std::function<Status()>& attempt) {
+  constexpr int kAttempts = 50;
+  Status s;
+  for (int i = 0; i < kAttempts; ++i) {
+    s = attempt();
+    if (s.reason() != Reason::kCommitConflict) return s;
+    thread_local std::minstd_rand rng(std::random_device{}());
+    std::this_thread::sleep_for(std::chrono::microseconds(500 + rng() % (1000u << std::min(i, 6))));
+  }
+  return s;
+}
 
 }  // namespace deltastore

@@ -134,19 +134,24 @@ StatusOr<VersionCreator::Outcome> VersionCreator::Ingest(JobRecord* job) {
 }
 
 Status VersionCreator::CommitVersion(JobRecord* job, const Outcome& outcome) {
+  std::lock_guard<std::mutex> lock(s_->commit_mu);
+  bool keep_references = false;
+  Status s = RetryOnConflict([&] { return CommitVersionOnce(job, outcome, &keep_references); });
+  // The same content already a version of this model keeps one set of references.
+  if (!keep_references) (void)ReleaseManifest(s_->chunks(), outcome.manifest);
+  return s;
+}
+
+Status VersionCreator::CommitVersionOnce(JobRecord* job, const Outcome& outcome, bool* keep_references) {
   const Manifest& m = outcome.manifest;
   const Digest digest = ManifestDigest(m);
-  std::lock_guard<std::mutex> lock(s_->commit_mu);
-  auto release = [&](Status s) {
-    (void)ReleaseManifest(s_->chunks(), m);
-    return s;
-  };
+  MetaBatch batch;
+  DS_RETURN_IF_ERROR(RegistryAudit::BumpGeneration(s_->meta(), &batch));
   if (job->base) {
     auto bd = Digest::Parse(job->base->digest);
     if (!bd.ok() || !catalog_->LoadVersion(job->base->model, *bd).ok())
-      return release(BaseDeleted("the base version was deleted while the job ran"));
+      return BaseDeleted("the base version was deleted while the job ran");
   }
-  MetaBatch batch;
   auto existing = catalog_->LoadVersion(job->model, digest);
   const std::string now = NowIso();
   if (!existing.ok()) {
@@ -168,11 +173,9 @@ Status VersionCreator::CommitVersion(JobRecord* job, const Outcome& outcome) {
   job->version = digest.ToString();
   job->updated_at = now;
   batch.Put(ns::kJobs, job->id, job->ToJson().dump());
-  DS_RETURN_IF_ERROR(RegistryAudit::BumpGeneration(s_->meta(), &batch));
-  Status s = s_->meta()->Commit(batch);
-  // The same content already a version of this model keeps one set of references.
-  if (existing.ok() || !s.ok()) (void)ReleaseManifest(s_->chunks(), m);
-  return s;
+  DS_RETURN_IF_ERROR(s_->meta()->Commit(batch));
+  *keep_references = !existing.ok();
+  return OkStatus();
 }
 
 Status VersionCreator::FinishJob(JobRecord* job) {

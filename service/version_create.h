@@ -44,6 +44,8 @@ class VersionCreator {
   StatusOr<Outcome> Ingest(JobRecord* job);
   // Commits the version (or finds it already stored), with the job still running and its uploads kept.
   Status CommitVersion(JobRecord* job, const Outcome& outcome);
+  // One try of it: COMMIT_CONFLICT when another change of the catalog came first.
+  Status CommitVersionOnce(JobRecord* job, const Outcome& outcome, bool* keep_references);
   // Marks the job succeeded and consumes its uploads (their bytes are stored content now).
   Status FinishJob(JobRecord* job);
   void Done(bool* counted);

@@ -32,6 +32,15 @@ struct PgOptions {
 };
 StatusOr<std::unique_ptr<MetaStore>> OpenPgMetaStore(const PgOptions& options);
 
+// Where a registry keeps its metadata and chunks (storage/open_stores.cc): each in the embedded RocksDB
+// under `rocks_dir` unless a URL moves it to a server.
+struct StoreLocations {
+  std::string rocks_dir;
+  bool sync_writes = true;
+  std::string meta_url;  // postgresql://... (empty: embedded)
+};
+StatusOr<Stores> OpenStores(const StoreLocations& where);
+
 // In-memory implementations for tests.
 std::unique_ptr<ChunkStore> NewMemoryChunkStore();
 std::unique_ptr<MetaStore> NewMemoryMetaStore();

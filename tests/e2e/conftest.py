@@ -16,6 +16,7 @@ FIXTURES = ROOT.parent / "shared" / "fixtures"
 
 # The tests import their shared HTTP helpers (client_util.py) from this directory.
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import stores  # noqa: E402  (from the directory above)
 
 
 # In CI (the CI environment variable set, as .ci/run does) a skipped test is a failure: the fixtures,
@@ -59,7 +60,7 @@ class Server:
         self.log = open(self.data_dir.parent / f"{self.data_dir.name}.log", "ab")
         self.proc = subprocess.Popen(
             [str(BUILD / "server" / "deltastored"), "--data-dir", str(self.data_dir),
-             "--listen", f"127.0.0.1:{self.port or 0}", *self.extra_args],
+             "--listen", f"127.0.0.1:{self.port or 0}", *stores.server_args(self.data_dir), *self.extra_args],
             stdout=subprocess.PIPE, stderr=self.log)
         line = self.proc.stdout.readline().decode()
         m = re.search(r"listening on 127\.0\.0\.1:(\d+)", line)
