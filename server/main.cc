@@ -59,6 +59,8 @@ struct Options {
   std::string listen = "127.0.0.1:8080";
   std::string data_dir = "data";
   std::string meta_store;
+  std::string node_id;
+  double job_lease_s = 30, job_poll_s = 1;
   int threads = static_cast<int>(std::clamp(std::thread::hardware_concurrency(), 1u, 64u));  // the cores
   int workers = threads;
   size_t max_uploads = 1000;
@@ -87,6 +89,15 @@ void AddServerOptions(CLI::App& app, Options& o) {
                  "postgresql://user@host:port/db: metadata on PostgreSQL, shared by several nodes "
                  "(default: the embedded RocksDB under --data-dir)")
       ->envname("DS_META_STORE");
+  app.add_option("--node-id", o.node_id, "this node's name in job records (default: host name + random suffix)")
+      ->envname("DS_NODE_ID");
+  app.add_option("--job-lease", o.job_lease_s,
+                 "seconds a node holds a job without renewing; then another node sharing the store takes it over")
+      ->envname("DS_JOB_LEASE")
+      ->check(CLI::Range(0.5, 3600.0));
+  app.add_option("--job-poll", o.job_poll_s, "seconds between looks for jobs queued by other nodes or left by dead ones")
+      ->envname("DS_JOB_POLL")
+      ->check(CLI::Range(0.05, 600.0));
   app.add_option("--threads", o.threads, "HTTP threads")->envname("DS_THREADS")->check(CLI::Range(1, 256));
   app.add_option("--workers", o.workers, "compression job threads")
       ->envname("DS_WORKERS")
@@ -269,6 +280,9 @@ int main(int argc, char** argv) {
   deltastore::RegistryOptions ropts;
   ropts.data_dir = o.data_dir;
   ropts.meta_store = o.meta_store;
+  ropts.node_id = o.node_id;
+  ropts.job_lease = std::chrono::milliseconds(static_cast<int64_t>(o.job_lease_s * 1000));
+  ropts.job_poll = std::chrono::milliseconds(static_cast<int64_t>(o.job_poll_s * 1000));
   ropts.workers = o.workers;
   ropts.max_open_uploads = o.max_uploads;
   auto registry = deltastore::Registry::Open(ropts);

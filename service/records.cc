@@ -182,6 +182,8 @@ json JobRecord::ToJson() const {
   if (!version.empty()) j["version"] = version;
   if (!error_code.empty()) j["error"] = {{"code", error_code}, {"message", error_message}};
   if (restarts > 0) j["restarts"] = restarts;
+  if (!node.empty()) j["node"] = node;
+  if (lease_until_ms > 0) j["lease_until_ms"] = lease_until_ms;
   return j;
 }
 
@@ -226,6 +228,8 @@ StatusOr<JobRecord> JobRecord::Parse(std::string_view text) {
     DS_RETURN_IF_ERROR(ef.status());
   }
   r.restarts = f.U64("restarts", false);
+  r.node = f.Str("node", false);
+  r.lease_until_ms = f.U64("lease_until_ms", false);
   DS_RETURN_IF_ERROR(f.status());
   return r;
 }

@@ -21,6 +21,7 @@ namespace deltastore {
 namespace ns {
 inline constexpr char kUploads[] = "uploads";    // upload id -> UploadRecord
 inline constexpr char kJobs[] = "jobs";          // job id -> JobRecord
+inline constexpr char kOpenJobs[] = "open_jobs";  // job id -> "" while the job is queued or running
 inline constexpr char kModels[] = "models";      // model -> ModelRecord
 inline constexpr char kVersions[] = "versions";  // model \0 digest hex -> VersionRecord
 inline constexpr char kDigests[] = "digests";    // digest hex \0 model -> ""
@@ -90,6 +91,10 @@ struct JobRecord {
   std::string version;  // the version's digest once succeeded
   std::string error_code, error_message;
   uint64_t restarts = 0;
+  // The node that holds the job (while running) or ended it, and, while running, until when (Unix ms)
+  // it holds it; another node may take the job over once the lease has passed (service/job_leases.h).
+  std::string node;
+  uint64_t lease_until_ms = 0;
 
   nlohmann::json ToJson() const;
   static StatusOr<JobRecord> Parse(std::string_view text);

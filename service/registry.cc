@@ -1,6 +1,9 @@
 #include "service/registry.h"
 
+#include <unistd.h>
+
 #include <chrono>
+#include <cstdio>
 #include <filesystem>
 #include <thread>
 
@@ -20,7 +23,20 @@ Registry::Registry(RegistryOptions options, Stores stores)
       deletion_(&state_, &catalog_, &audit_),
       creator_(&state_, &catalog_, &uploads_, &audit_, &queue_) {}
 
-StatusOr<std::unique_ptr<Registry>> Registry::Open(const RegistryOptions& options) {
+namespace {
+
+// This node's name in job records: the host name and a random suffix (a restarted process is a new node).
+std::string DefaultNodeId() {
+  char host[256] = {};
+  if (gethostname(host, sizeof(host) - 1) != 0) std::snprintf(host, sizeof(host), "node");
+  return std::string(host) + "-" + NewId().substr(0, 8);
+}
+
+}  // namespace
+
+StatusOr<std::unique_ptr<Registry>> Registry::Open(const RegistryOptions& given) {
+  RegistryOptions options = given;
+  if (options.node_id.empty()) options.node_id = DefaultNodeId();
   std::error_code ec;
   fs::create_directories(fs::path(options.data_dir) / "uploads", ec);
   if (ec) return IOError("cannot create data dir " + options.data_dir + ": " + ec.message());
@@ -31,8 +47,9 @@ StatusOr<std::unique_ptr<Registry>> Registry::Open(const RegistryOptions& option
   DS_RETURN_IF_ERROR(CheckAndMigrate(r->meta(), r->chunks()).status());
   if (!options.recover) return r;
   DS_RETURN_IF_ERROR(r->Recover());
-  r->queue_.Start(std::max(1, options.workers),
-                  [p = r.get()](const std::string& id) { p->creator_.RunJob(id); });
+  r->queue_.Start(
+      std::max(1, options.workers), [p = r.get()](const std::string& id) { p->creator_.RunJob(id); },
+      [p = r.get()] { return p->creator_.Runnable(); }, options.job_poll);
   return r;
 }
 
@@ -46,24 +63,33 @@ void Registry::Shutdown() {
 }
 
 Status Registry::Recover() {
-  // Jobs that were queued or running when the process stopped run again from the start.
+  // Jobs that were queued or running when the process stopped run again from the start. On the
+  // embedded store this process is the only node, so its own jobs left running are requeued now; on a
+  // shared store a running job may be another node's: it is taken over once its lease has passed.
+  const bool only_node = state_.options.meta_store.empty();
   bool interrupted = false;
-  std::vector<JobRecord> requeue;
+  std::vector<JobRecord> open;
   DS_RETURN_IF_ERROR(meta()->Scan(ns::kJobs, "", "", [&](std::string_view, std::string_view value) {
     auto j = JobRecord::Parse(value);
-    if (j.ok() && (j->state == "running" || j->state == "queued")) requeue.push_back(std::move(*j));
+    if (j.ok() && (j->state == "running" || j->state == "queued")) open.push_back(std::move(*j));
     return true;
   }));
-  for (auto& j : requeue) {
-    if (j.state == "running") {
+  for (auto& j : open) {
+    MetaBatch batch;
+    batch.Put(ns::kOpenJobs, j.id, "");  // stores written before the index had none
+    if (j.state == "running" && only_node) {
       interrupted = true;
       j.state = "queued";
       j.restarts += 1;
-      DS_RETURN_IF_ERROR(meta()->Put(ns::kJobs, j.id, j.ToJson().dump()));
+      j.node.clear();
+      j.lease_until_ms = 0;
+      batch.Put(ns::kJobs, j.id, j.ToJson().dump());
     }
+    DS_RETURN_IF_ERROR(meta()->Commit(batch));
     queue_.Push(j.id);
   }
-  DS_RETURN_IF_ERROR(deletion_.Recover(interrupted));
+  // Recounting references is safe only while no other node ingests.
+  if (only_node) DS_RETURN_IF_ERROR(deletion_.Recover(interrupted));
   uploads_.RemoveOrphanSpools();
   return OkStatus();
 }

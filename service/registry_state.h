@@ -21,6 +21,12 @@ struct RegistryOptions {
   size_t max_open_uploads = 1000;  // open (unsealed) upload sessions
   bool sync_writes = true;
   std::string meta_store;  // postgresql://... for metadata on PostgreSQL; empty: the embedded RocksDB
+  // Several nodes on one store (service/job_leases.h): this node's name in job records (empty: the
+  // host name and a random suffix), how long a claimed job stays this node's without a renewal, and
+  // how often a node looks for jobs queued elsewhere or left behind by a dead node.
+  std::string node_id;
+  std::chrono::milliseconds job_lease{30000};
+  std::chrono::milliseconds job_poll{1000};
   bool recover = true;     // requeue interrupted jobs and repair after a crash; off for `check`
   // Decorates the stores once opened (tests: fault injection, see storage/stores.h).
   std::function<Stores(Stores)> wrap_stores;

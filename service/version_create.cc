@@ -28,10 +28,6 @@ json StatsJson(const IngestStats& stats) {
 
 }  // namespace
 
-Status VersionCreator::UpdateJob(const JobRecord& job) {
-  return s_->meta()->Put(ns::kJobs, job.id, job.ToJson().dump());
-}
-
 StatusOr<JobRecord> VersionCreator::GetJob(const std::string& id) {
   auto j = LoadRecord<JobRecord>(s_->meta(), ns::kJobs, id);
   if (!j.ok() && j.status().code() == StatusCode::kNotFound) return JobUnknown("job " + id + " not found");
@@ -40,9 +36,27 @@ StatusOr<JobRecord> VersionCreator::GetJob(const std::string& id) {
 
 StatusOr<JobRecord> VersionCreator::Create(const std::string& model, const json& request) {
   DS_ASSIGN_OR_RETURN(JobRecord job, PlanVersion(model, request, s_, uploads_, catalog_));
-  DS_RETURN_IF_ERROR(UpdateJob(job));
+  MetaBatch batch;
+  batch.Expect(ns::kJobs, job.id, std::nullopt);
+  batch.Put(ns::kJobs, job.id, job.ToJson().dump());
+  batch.Put(ns::kOpenJobs, job.id, "");
+  DS_RETURN_IF_ERROR(s_->meta()->Commit(batch));
   queue_->Push(job.id);
   return job;
+}
+
+std::vector<std::string> VersionCreator::Runnable() {
+  std::vector<std::string> open, runnable;
+  // A store that does not answer now is asked again at the next poll.
+  (void)s_->meta()->Scan(ns::kOpenJobs, "", "", [&](std::string_view id, std::string_view) {
+    open.emplace_back(id);
+    return true;
+  });
+  for (const auto& id : open) {
+    auto job = GetJob(id);
+    if (job.ok() && (job->state == "queued" || JobLeases::Expired(*job))) runnable.push_back(id);
+  }
+  return runnable;
 }
 
 void VersionCreator::Done(bool* counted) {
@@ -51,12 +65,9 @@ void VersionCreator::Done(bool* counted) {
 }
 
 void VersionCreator::RunJob(const std::string& id) {
-  auto j = GetJob(id);
-  if (!j.ok() || j->state != "queued") return;
-  JobRecord job = std::move(*j);
-  job.state = "running";
-  job.started_at = NowIso();
-  if (!UpdateJob(job).ok()) return;
+  auto claimed = leases_.Claim(id);
+  if (!claimed.ok() || !*claimed) return;  // another node runs it, or it ended
+  JobRecord job = std::move(**claimed);
   ++running_;
   bool counted = true;
   auto outcome = Ingest(&job);
@@ -65,18 +76,24 @@ void VersionCreator::RunJob(const std::string& id) {
     audit_->RecordSnapshot({{"event", "ingest"}, {"model", job.model}, {"version", job.version}});
     Done(&counted);
     s = FinishJob(&job);
-    if (s.ok()) return;
+    if (s.ok()) {
+      leases_.Release(id);
+      return;
+    }
   }
   Done(&counted);
-  job.updated_at = NowIso();
-  if (s_->stopping && s.code() == StatusCode::kUnavailable) {
-    job.state = "queued";  // parked
-  } else {
-    job.state = "failed";
-    job.error_code = std::string(s.wire_code());
-    job.error_message = s.message();
+  if (s.reason() != Reason::kJobLeaseLost) {  // else the job is another node's now: leave its record be
+    job.updated_at = NowIso();
+    if (s_->stopping && s.code() == StatusCode::kUnavailable) {
+      job.state = "queued";  // parked
+    } else {
+      job.state = "failed";
+      job.error_code = std::string(s.wire_code());
+      job.error_message = s.message();
+    }
+    (void)leases_.Write(job);
   }
-  (void)UpdateJob(job);
+  leases_.Release(id);
 }
 
 StatusOr<VersionCreator::Outcome> VersionCreator::Ingest(JobRecord* job) {
@@ -113,7 +130,7 @@ StatusOr<VersionCreator::Outcome> VersionCreator::Ingest(JobRecord* job) {
     options.lossy = std::move(hooks.encode);
     options.lossy_planner = std::move(hooks.planner);
   }
-  options.cancelled = [this] { return s_->stopping.load(); };
+  options.cancelled = [this, id = job->id] { return s_->stopping.load() || leases_.Lost(id); };
   auto last = std::chrono::steady_clock::now();
   ProgressFn progress = [&](const IngestProgress& p) {
     auto now = std::chrono::steady_clock::now();
@@ -121,7 +138,7 @@ StatusOr<VersionCreator::Outcome> VersionCreator::Ingest(JobRecord* job) {
     last = now;
     job->progress = {p.phase, p.tensors_done, p.tensors_total, p.bytes_done, p.bytes_total};
     job->updated_at = NowIso();
-    (void)UpdateJob(*job);
+    (void)leases_.Write(*job);  // a lost lease cancels the ingest (options.cancelled)
   };
   Outcome out;
   DS_ASSIGN_OR_RETURN(out.manifest,
@@ -172,8 +189,7 @@ Status VersionCreator::CommitVersionOnce(JobRecord* job, const Outcome& outcome,
   for (const auto& t : job->tags) batch.Put(ns::kTags, Key(job->model, t), digest.ToString());
   job->version = digest.ToString();
   job->updated_at = now;
-  batch.Put(ns::kJobs, job->id, job->ToJson().dump());
-  DS_RETURN_IF_ERROR(s_->meta()->Commit(batch));
+  DS_RETURN_IF_ERROR(leases_.Write(*job, std::move(batch)));  // only while this node holds the job
   *keep_references = !existing.ok();
   return OkStatus();
 }
@@ -189,9 +205,8 @@ Status VersionCreator::FinishJob(JobRecord* job) {
   job->progress.tensors_done = job->progress.tensors_total;
   job->progress.bytes_done = job->progress.bytes_total;
   MetaBatch batch;
-  batch.Put(ns::kJobs, job->id, job->ToJson().dump());
   for (const auto& u : consumed) batch.Delete(ns::kUploads, u);
-  DS_RETURN_IF_ERROR(s_->meta()->Commit(batch));
+  DS_RETURN_IF_ERROR(leases_.Write(*job, std::move(batch)));
   std::error_code ec;
   for (const auto& u : consumed) std::filesystem::remove(s_->SpoolPath(u), ec);
   return OkStatus();

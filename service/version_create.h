@@ -7,11 +7,13 @@
 
 #include <atomic>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
 #include "service/catalog.h"
 #include "service/ingest.h"
+#include "service/job_leases.h"
 #include "service/job_queue.h"
 #include "service/registry_audit.h"
 #include "service/uploads.h"
@@ -22,7 +24,7 @@ class VersionCreator {
  public:
   VersionCreator(RegistryState* state, Catalog* catalog, Uploads* uploads, RegistryAudit* audit,
                  JobQueue* queue)
-      : s_(state), catalog_(catalog), uploads_(uploads), audit_(audit), queue_(queue) {}
+      : s_(state), catalog_(catalog), uploads_(uploads), audit_(audit), queue_(queue), leases_(state) {}
 
   // Checks the request, stores a queued job and queues it; returns the job.
   StatusOr<JobRecord> Create(const std::string& model, const nlohmann::json& request);
@@ -31,6 +33,8 @@ class VersionCreator {
   // The worker's entry: runs a queued job to succeeded or failed, or parks it as queued when the
   // registry stops meanwhile (its references are dropped; it runs from the start after the next start).
   void RunJob(const std::string& id);
+  // Open jobs this node could run now: queued ones, and running ones whose node's lease has passed.
+  std::vector<std::string> Runnable();
   // Jobs in the running state in this process (a job leaves it before its final state is visible).
   uint64_t running() const { return running_.load(); }
 
@@ -40,7 +44,6 @@ class VersionCreator {
     IngestStats stats;
     nlohmann::json quality;  // lossy: the version's quality report
   };
-  Status UpdateJob(const JobRecord& job);
   StatusOr<Outcome> Ingest(JobRecord* job);
   // Commits the version (or finds it already stored), with the job still running and its uploads kept.
   Status CommitVersion(JobRecord* job, const Outcome& outcome);
@@ -56,6 +59,7 @@ class VersionCreator {
   RegistryAudit* audit_;
   JobQueue* queue_;
   std::atomic<uint64_t> running_{0};
+  JobLeases leases_;
 };
 
 }  // namespace deltastore

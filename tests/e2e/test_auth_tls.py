@@ -9,12 +9,15 @@ import sys
 import pytest
 import requests
 
+import stores
+
 
 
 @pytest.fixture
 def deltastored(deltastored_bin):
     def run(*args):
-        return subprocess.run([str(deltastored_bin), *args], capture_output=True, text=True, timeout=60)
+        store = stores.server_args(args[args.index("--data-dir") + 1]) if "--data-dir" in args else []
+        return subprocess.run([str(deltastored_bin), *args, *store], capture_output=True, text=True, timeout=60)
     return run
 
 

@@ -21,6 +21,7 @@ from huggingface_hub.errors import (EntryNotFoundError, HfHubHTTPError, Reposito
 from safetensors.numpy import save
 
 from client_util import Client, assert_error
+import stores
 
 
 def _e2e_conftest():
@@ -336,8 +337,8 @@ def test_hostile_repo_ids_paths_and_revisions(hub, target, status, code, hf_code
 
 def test_read_token_works_and_no_token_is_refused(make_server, deltastored_bin, tmp_path, monkeypatch):
     data_dir = tmp_path / "authdata"
-    made = subprocess.run([str(deltastored_bin), "--data-dir", str(data_dir), "token", "create", "--scope",
-                           "admin", "--name", "ops"], capture_output=True, text=True, timeout=60)
+    made = subprocess.run([str(deltastored_bin), "--data-dir", str(data_dir), *stores.server_args(data_dir), "token",
+                           "create", "--scope", "admin", "--name", "ops"], capture_output=True, text=True, timeout=60)
     assert made.returncode == 0, made.stderr
     server = make_server(["--auth"], data_dir=data_dir)
     admin = Client(server.url)

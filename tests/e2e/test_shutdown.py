@@ -7,6 +7,7 @@ import subprocess
 import time
 
 from client_util import BUILD, Client, wait_until_upload_busy
+import stores
 
 SHUTDOWN_TIMEOUT = 2  # seconds
 MARGIN = 2.5
@@ -46,7 +47,8 @@ def test_sigterm_cuts_a_request_in_flight_at_the_deadline_and_exits(make_server)
     server.proc = None
 
     # Nothing is damaged: the store checks clean and the upload resumes from its committed offset.
-    out = subprocess.run([str(BUILD / "server" / "deltastored"), "check", "--data-dir", str(server.data_dir)],
+    out = subprocess.run([str(BUILD / "server" / "deltastored"), "check", "--data-dir", str(server.data_dir),
+                          *stores.server_args(server.data_dir)],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stdout + out.stderr
     server.start()

@@ -1,0 +1,125 @@
+#include "service/job_leases.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "common/clock.h"
+
+namespace deltastore {
+
+namespace {
+
+uint64_t NowMs() {
+  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                   std::chrono::system_clock::now().time_since_epoch())
+                                   .count());
+}
+
+std::optional<std::string> Read(MetaStore* meta, const std::string& id, Status* error) {
+  auto raw = meta->Get(ns::kJobs, id);
+  if (raw.ok()) return std::move(*raw);
+  if (raw.status().code() != StatusCode::kNotFound) *error = raw.status();
+  return std::nullopt;
+}
+
+}  // namespace
+
+JobLeases::JobLeases(RegistryState* state) : s_(state), heartbeat_([this] { HeartbeatLoop(); }) {}
+
+JobLeases::~JobLeases() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stopping_ = true;
+  }
+  stop_cv_.notify_all();
+  heartbeat_.join();
+}
+
+bool JobLeases::Expired(const JobRecord& job) {
+  return job.state == "running" && job.lease_until_ms < NowMs();
+}
+
+StatusOr<std::optional<JobRecord>> JobLeases::Claim(const std::string& id) {
+  Status error;
+  std::optional<std::string> raw = Read(s_->meta(), id, &error);
+  DS_RETURN_IF_ERROR(error);
+  if (!raw) return std::optional<JobRecord>();
+  DS_ASSIGN_OR_RETURN(JobRecord job, JobRecord::Parse(*raw));
+  const bool taking_over = Expired(job);
+  if (job.state != "queued" && !taking_over) return std::optional<JobRecord>();
+  std::lock_guard<std::mutex> lock(mu_);
+  if (held_.count(id)) return std::optional<JobRecord>();  // this node runs it already
+  if (taking_over) ++job.restarts;
+  job.state = "running";
+  job.started_at = NowIso();
+  job.updated_at = job.started_at;
+  Held held{*raw, job, false};
+  Status s = WriteLocked(&held, job, MetaBatch());
+  if (s.reason() == Reason::kJobLeaseLost) return std::optional<JobRecord>();  // another node was first
+  DS_RETURN_IF_ERROR(s);
+  held_.emplace(id, held);
+  return std::optional<JobRecord>(held.job);
+}
+
+Status JobLeases::Write(const JobRecord& job, MetaBatch batch) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = held_.find(job.id);
+  if (it == held_.end()) return JobLeaseLost("job " + job.id + " is not held by this node");
+  return WriteLocked(&it->second, job, std::move(batch));
+}
+
+Status JobLeases::WriteLocked(Held* held, JobRecord job, MetaBatch batch) {
+  if (held->lost) return JobLeaseLost("job " + job.id + " was taken over by another node");
+  const bool running = job.state == "running";
+  const bool open = running || job.state == "queued";  // queued: parked by a stopping node
+  job.node = s_->options.node_id;  // running: the holder; ended: the node that ended it
+  job.lease_until_ms = running ? NowMs() + static_cast<uint64_t>(s_->options.job_lease.count()) : 0;
+  std::string raw = job.ToJson().dump();
+  batch.Expect(ns::kJobs, job.id, held->raw);
+  batch.Put(ns::kJobs, job.id, raw);
+  if (open) {
+    batch.Put(ns::kOpenJobs, job.id, "");
+  } else {
+    batch.Delete(ns::kOpenJobs, job.id);
+  }
+  Status s = s_->meta()->Commit(batch);
+  if (s.reason() == Reason::kCommitConflict) {
+    // Which expectation failed: the job's own (another node has it now) or another of the batch's?
+    Status error;
+    std::optional<std::string> now = Read(s_->meta(), job.id, &error);
+    DS_RETURN_IF_ERROR(error);
+    if (now != held->raw) {
+      held->lost = true;
+      return JobLeaseLost("job " + job.id + " was taken over by another node");
+    }
+    return s;
+  }
+  DS_RETURN_IF_ERROR(s);
+  held->raw = std::move(raw);
+  held->job = std::move(job);
+  return OkStatus();
+}
+
+bool JobLeases::Lost(const std::string& id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = held_.find(id);
+  return it == held_.end() || it->second.lost;
+}
+
+void JobLeases::Release(const std::string& id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  held_.erase(id);
+}
+
+void JobLeases::HeartbeatLoop() {
+  std::unique_lock<std::mutex> lock(mu_);
+  const auto every = std::max(std::chrono::milliseconds(50), s_->options.job_lease / 4);
+  while (!stop_cv_.wait_for(lock, every, [this] { return stopping_; })) {
+    for (auto& [id, held] : held_) {
+      // A failure to renew (the store is down) is retried at the next beat; a lost job stays lost.
+      if (!held.lost && held.job.state == "running") (void)WriteLocked(&held, held.job, MetaBatch());
+    }
+  }
+}
+
+}  // namespace deltastore
