@@ -3,6 +3,7 @@
 #include <string>
 #include <utility>
 
+#include "storage/s3_client.h"
 #include "storage/stores.h"
 
 namespace deltastore {
@@ -17,10 +18,16 @@ StatusOr<Stores> OpenStores(const StoreLocations& where) {
     DS_ASSIGN_OR_RETURN(auto meta, OpenPgMetaStore({where.meta_url}));
     stores.meta = std::move(meta);
   }
-  // Chunks stay in the embedded RocksDB (then the metadata too, unless it is on PostgreSQL).
-  DS_ASSIGN_OR_RETURN(Stores embedded, OpenRocksStores({where.rocks_dir, where.sync_writes}));
-  stores.chunks = embedded.chunks;
-  if (!pg_meta) stores.meta = embedded.meta;
+  // Whatever is not on a server is in the embedded RocksDB (opened only when something is).
+  if (!pg_meta || where.chunk_url.empty()) {
+    DS_ASSIGN_OR_RETURN(Stores embedded, OpenRocksStores({where.rocks_dir, where.sync_writes}));
+    if (!pg_meta) stores.meta = embedded.meta;
+    stores.chunks = embedded.chunks;
+  }
+  if (!where.chunk_url.empty()) {
+    DS_ASSIGN_OR_RETURN(S3Options s3, ParseS3Url(where.chunk_url));
+    DS_ASSIGN_OR_RETURN(stores.chunks, OpenS3ChunkStore(s3, stores.meta));
+  }
   return stores;
 }
 

@@ -32,12 +32,20 @@ struct PgOptions {
 };
 StatusOr<std::unique_ptr<MetaStore>> OpenPgMetaStore(const PgOptions& options);
 
+// Chunks on S3-compatible object storage (storage/s3_chunk_store.cc, docs/s3_layout.md); their reference
+// counts are rows of `refs` (the registry's MetaStore). Checks the endpoint, the credentials and the
+// bucket (created when missing) before it returns.
+struct S3Options;
+StatusOr<std::unique_ptr<ChunkStore>> OpenS3ChunkStore(const S3Options& options,
+                                                       std::shared_ptr<MetaStore> refs);
+
 // Where a registry keeps its metadata and chunks (storage/open_stores.cc): each in the embedded RocksDB
 // under `rocks_dir` unless a URL moves it to a server.
 struct StoreLocations {
   std::string rocks_dir;
   bool sync_writes = true;
-  std::string meta_url;  // postgresql://... (empty: embedded)
+  std::string meta_url;   // postgresql://... (empty: embedded)
+  std::string chunk_url;  // s3://bucket/prefix?endpoint=... (empty: embedded)
 };
 StatusOr<Stores> OpenStores(const StoreLocations& where);
 

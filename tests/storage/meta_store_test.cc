@@ -12,8 +12,8 @@
 #include <vector>
 
 #include "storage/stores.h"
-#include "tests/storage/pg_test_server.h"
 #include "tests/storage/temp_dir.h"
+#include "tests/storage/test_servers.h"
 
 namespace deltastore {
 namespace {

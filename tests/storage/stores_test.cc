@@ -24,6 +24,7 @@
 
 #include "common/sha256.h"
 #include "tests/storage/temp_dir.h"
+#include "tests/storage/test_servers.h"
 
 namespace deltastore {
 namespace {
@@ -50,6 +51,11 @@ class StoresTest : public ::testing::TestWithParam<std::string> {
     if (GetParam() == "memory") {
       chunks_ = NewMemoryChunkStore();
       meta_ = NewMemoryMetaStore();
+    } else if (GetParam() == "s3") {
+      meta_ = NewMemoryMetaStore();  // the reference rows
+      auto s3 = OpenS3ChunkStore(S3TestServer::Get().FreshPrefix(), meta_);
+      ASSERT_TRUE(s3.ok()) << s3.status().ToString();
+      chunks_ = std::move(*s3);
     } else {
       dir_ = std::make_unique<TempDir>();
       auto stores = OpenAt(dir_->db());
@@ -66,7 +72,7 @@ class StoresTest : public ::testing::TestWithParam<std::string> {
   // "Restart": a RocksDB store is closed and opened again from its directory (every other holder of
   // it must be gone); the memory store lives on, as a file system would.
   void Reopen() {
-    if (GetParam() == "memory") return;
+    if (GetParam() != "rocksdb") return;
     chunks_.reset();
     meta_.reset();
     auto stores = OpenAt(dir_->db());
@@ -505,7 +511,7 @@ TEST_P(StoresTest, TornCommitAppliesOnlyThePrefixOfTheBatch) {
   EXPECT_FALSE(*chunks_->Has(Sha256::Of("x")));
 }
 
-INSTANTIATE_TEST_SUITE_P(Backends, StoresTest, ::testing::Values("memory", "rocksdb"),
+INSTANTIATE_TEST_SUITE_P(Backends, StoresTest, ::testing::Values("memory", "rocksdb", "s3"),
                          [](const ::testing::TestParamInfo<std::string>& info) { return info.param; });
 
 // ---------------------------------------------------------------------------------------------------------

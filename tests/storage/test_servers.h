@@ -1,6 +1,6 @@
-// A real PostgreSQL server for the tests of one test binary (tests/tools/pg_server.sh), started on a
-// free port the first time a test asks for it and stopped when the binary exits; each test takes a
-// fresh empty database of it.
+// Real servers for the tests of one test binary: PostgreSQL (tests/tools/pg_server.sh) and SeaweedFS's
+// S3 (tests/tools/s3_server.sh), each started on a free port the first time a test asks for it and
+// stopped when the binary exits; each test takes a fresh database or bucket prefix of it.
 #pragma once
 
 #include <libpq-fe.h>
@@ -13,6 +13,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "storage/s3_client.h"
 #include "tests/storage/temp_dir.h"
 
 namespace deltastore {
@@ -81,6 +82,43 @@ class PgTestServer {
   int port_;
   std::string url_;
   int databases_ = 0;
+};
+
+class S3TestServer {
+ public:
+  static S3TestServer& Get() {
+    static S3TestServer server;
+    return server;
+  }
+  ~S3TestServer() { Stop(); }
+
+  // Options for a fresh prefix of the test bucket, with the server's test credentials.
+  S3Options FreshPrefix() {
+    S3Options o;
+    o.endpoint = endpoint_;
+    o.bucket = "deltastore-test";
+    o.prefix = "t" + std::to_string(++prefixes_) + "/";
+    o.access_key = "deltastore-test";
+    o.secret_key = "deltastore-test-secret";
+    o.attempts = 3;
+    return o;
+  }
+  void Kill() { RunForLine(Script() + " kill " + dir_.path().string()); }
+  void Start() {
+    endpoint_ = RunForLine(Script() + " start " + dir_.path().string() + " " + std::to_string(port_));
+    if (endpoint_.empty()) throw std::runtime_error("tests/tools/s3_server.sh could not start SeaweedFS");
+  }
+  void Stop() { RunForLine(Script() + " stop " + dir_.path().string()); }
+  const std::string& endpoint() const { return endpoint_; }
+
+ private:
+  S3TestServer() : port_(FreePort()) { Start(); }
+  static std::string Script() { return std::string(DS_SOURCE_DIR) + "/tests/tools/s3_server.sh"; }
+
+  TempDir dir_;
+  int port_;
+  std::string endpoint_;
+  int prefixes_ = 0;
 };
 
 }  // namespace deltastore

