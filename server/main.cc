@@ -37,28 +37,10 @@ bool SplitListen(const std::string& listen, std::string* host, uint16_t* port) {
   return true;
 }
 
-// The data dir opened by an offline command (check, token): no recovery, so the store is seen as it is.
-// A running server holds RocksDB's lock; `online` says what to use instead then.
-std::unique_ptr<deltastore::Registry> OpenOffline(const std::string& data_dir, const std::string& meta_store,
-                                                  const char* online) {
-  deltastore::RegistryOptions o;
-  o.data_dir = data_dir;
-  o.meta_store = meta_store;
-  o.workers = 1;
-  o.recover = false;
-  auto reg = deltastore::Registry::Open(o);
-  if (!reg.ok()) {
-    std::fprintf(stderr, "error: %s (a running server holds the data dir: %s)\n",
-                 reg.status().ToString().c_str(), online);
-    return nullptr;
-  }
-  return std::move(*reg);
-}
-
 struct Options {
   std::string listen = "127.0.0.1:8080";
   std::string data_dir = "data";
-  std::string meta_store;
+  std::string meta_store, chunk_store;
   std::string node_id;
   double job_lease_s = 30, job_poll_s = 1;
   int threads = static_cast<int>(std::clamp(std::thread::hardware_concurrency(), 1u, 64u));  // the cores
@@ -71,6 +53,25 @@ struct Options {
   bool repair = false;
   std::string token_name, token_scope = "read", token_id;
 };
+
+// The data dir opened by an offline command (check, token): no recovery, so the store is seen as it is.
+// A running server holds RocksDB's lock; `online` says what to use instead then.
+std::unique_ptr<deltastore::Registry> OpenOffline(const Options& options, const char* online) {
+  deltastore::RegistryOptions o;
+  o.data_dir = options.data_dir;
+  o.meta_store = options.meta_store;
+  o.chunk_store = options.chunk_store;
+  o.workers = 1;
+  o.recover = false;
+  auto reg = deltastore::Registry::Open(o);
+  if (!reg.ok()) {
+    std::fprintf(stderr, "error: %s (a running server holds the data dir: %s)\n",
+                 reg.status().ToString().c_str(), online);
+    return nullptr;
+  }
+  return std::move(*reg);
+}
+
 
 // The subcommands CLI11 parsed (null when absent).
 struct Commands {
@@ -89,6 +90,11 @@ void AddServerOptions(CLI::App& app, Options& o) {
                  "postgresql://user@host:port/db: metadata on PostgreSQL, shared by several nodes "
                  "(default: the embedded RocksDB under --data-dir)")
       ->envname("DS_META_STORE");
+  app.add_option("--chunk-store", o.chunk_store,
+                 "s3://bucket/prefix?endpoint=http://host:port[&region=..][&path_style=false]: chunks on "
+                 "S3-compatible storage, credentials from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY "
+                 "(default: the embedded RocksDB under --data-dir)")
+      ->envname("DS_CHUNK_STORE");
   app.add_option("--node-id", o.node_id, "this node's name in job records (default: host name + random suffix)")
       ->envname("DS_NODE_ID");
   app.add_option("--job-lease", o.job_lease_s,
@@ -144,7 +150,7 @@ Commands AddCommands(CLI::App& app, Options& o) {
 }
 
 int RunTokenCommand(const Options& o, const Commands& c) {
-  auto reg = OpenOffline(o.data_dir, o.meta_store, "use POST/GET/DELETE /v1/tokens");
+  auto reg = OpenOffline(o, "use POST/GET/DELETE /v1/tokens");
   if (!reg) return 1;
   auto tokens = reg->tokens();
   if (*c.token_create) {
@@ -174,7 +180,7 @@ int RunTokenCommand(const Options& o, const Commands& c) {
 }
 
 int RunCheck(const Options& o) {
-  auto reg = OpenOffline(o.data_dir, o.meta_store, "stop it first");
+  auto reg = OpenOffline(o, "stop it first");
   if (!reg) return 1;
   auto report = reg->Check(o.repair);
   if (!report.ok()) {
@@ -280,6 +286,7 @@ int main(int argc, char** argv) {
   deltastore::RegistryOptions ropts;
   ropts.data_dir = o.data_dir;
   ropts.meta_store = o.meta_store;
+  ropts.chunk_store = o.chunk_store;
   ropts.node_id = o.node_id;
   ropts.job_lease = std::chrono::milliseconds(static_cast<int64_t>(o.job_lease_s * 1000));
   ropts.job_poll = std::chrono::milliseconds(static_cast<int64_t>(o.job_poll_s * 1000));

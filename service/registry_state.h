@@ -20,7 +20,8 @@ struct RegistryOptions {
   int workers = 1;                 // compression job threads
   size_t max_open_uploads = 1000;  // open (unsealed) upload sessions
   bool sync_writes = true;
-  std::string meta_store;  // postgresql://... for metadata on PostgreSQL; empty: the embedded RocksDB
+  std::string meta_store;   // postgresql://... for metadata on PostgreSQL; empty: the embedded RocksDB
+  std::string chunk_store;  // s3://bucket/prefix?endpoint=... for chunks on S3; empty: the embedded RocksDB
   // Several nodes on one store (service/job_leases.h): this node's name in job records (empty: the
   // host name and a random suffix), how long a claimed job stays this node's without a renewal, and
   // how often a node looks for jobs queued elsewhere or left behind by a dead node.

@@ -8,6 +8,7 @@ import pathlib
 import socket
 import subprocess
 import tempfile
+import urllib.parse
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 TOOLS = ROOT / "tests" / "tools"
@@ -32,7 +33,7 @@ class ExternalStores:
         self.pg_dir = self.dir / "pg"
         self.s3_dir = self.dir / "s3"
         self.pg_url = self._start_pg()
-        self.s3_endpoint = self._start_s3() if mode() == "servers" else None
+        self.s3_endpoint = self._start_s3()
         self.count = 0
         self.by_data_dir = {}
         atexit.register(self.stop)
@@ -56,16 +57,13 @@ class ExternalStores:
             subprocess.run(["psql", "-q", self.pg_url, "-c", f"CREATE DATABASE {db}"], check=True,
                            capture_output=True)
             meta = self.pg_url.rsplit("/", 1)[0] + "/" + db
-            chunks = f"s3://deltastore/e2e{self.count}?endpoint={self.s3_endpoint}"
-            self.by_data_dir[key] = ["--meta-store", meta]
-            if self.s3_endpoint:
-                self.by_data_dir[key] += ["--chunk-store", chunks]
+            chunks = f"s3://deltastore/e2e{self.count}?endpoint={urllib.parse.quote(self.s3_endpoint, safe='')}"
+            self.by_data_dir[key] = ["--meta-store", meta, "--chunk-store", chunks]
         return self.by_data_dir[key]
 
     def stop(self):
         subprocess.run([str(TOOLS / "pg_server.sh"), "stop", str(self.pg_dir)], capture_output=True)
-        if self.s3_endpoint:
-            subprocess.run([str(TOOLS / "s3_server.sh"), "stop", str(self.s3_dir)], capture_output=True)
+        subprocess.run([str(TOOLS / "s3_server.sh"), "stop", str(self.s3_dir)], capture_output=True)
         subprocess.run(["rm", "-rf", str(self.dir)])
 
 
@@ -75,8 +73,17 @@ _external = None
 def server_args(data_dir):
     """The store arguments of a deltastored on `data_dir` in this session's mode."""
     global _external
-    if mode() not in ("servers", "postgresql"):
+    if mode() != "servers":
         return []
+    return external().args_for(data_dir)
+
+
+def external():
+    """This session's PostgreSQL and SeaweedFS (started on first use, whatever the mode)."""
+    global _external
     if _external is None:
+        # The test server's credentials (tests/tools/s3_server.sh), for every deltastored started.
+        os.environ["AWS_ACCESS_KEY_ID"] = "deltastore-test"
+        os.environ["AWS_SECRET_ACCESS_KEY"] = "deltastore-test-secret"
         _external = ExternalStores()
-    return _external.args_for(data_dir)
+    return _external
