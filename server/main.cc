@@ -16,6 +16,7 @@
 #include "api/server.h"
 #include "service/compute_device.h"
 #include "service/registry.h"
+#include "service/store_copy.h"
 
 namespace {
 
@@ -41,6 +42,7 @@ struct Options {
   std::string listen = "127.0.0.1:8080";
   std::string data_dir = "data";
   std::string meta_store, chunk_store;
+  std::string to_data_dir, to_meta_store, to_chunk_store;  // `copy`
   std::string node_id;
   double job_lease_s = 30, job_poll_s = 1;
   int threads = static_cast<int>(std::clamp(std::thread::hardware_concurrency(), 1u, 64u));  // the cores
@@ -72,10 +74,10 @@ std::unique_ptr<deltastore::Registry> OpenOffline(const Options& options, const 
   return std::move(*reg);
 }
 
-
 // The subcommands CLI11 parsed (null when absent).
 struct Commands {
   CLI::App* check = nullptr;
+  CLI::App* copy = nullptr;
   CLI::App* token = nullptr;
   CLI::App* token_create = nullptr;
   CLI::App* token_list = nullptr;
@@ -95,13 +97,16 @@ void AddServerOptions(CLI::App& app, Options& o) {
                  "S3-compatible storage, credentials from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY "
                  "(default: the embedded RocksDB under --data-dir)")
       ->envname("DS_CHUNK_STORE");
-  app.add_option("--node-id", o.node_id, "this node's name in job records (default: host name + random suffix)")
+  app.add_option("--node-id", o.node_id,
+                 "this node's name in job records (default: host name + random suffix)")
       ->envname("DS_NODE_ID");
-  app.add_option("--job-lease", o.job_lease_s,
-                 "seconds a node holds a job without renewing; then another node sharing the store takes it over")
+  app.add_option(
+         "--job-lease", o.job_lease_s,
+         "seconds a node holds a job without renewing; then another node sharing the store takes it over")
       ->envname("DS_JOB_LEASE")
       ->check(CLI::Range(0.5, 3600.0));
-  app.add_option("--job-poll", o.job_poll_s, "seconds between looks for jobs queued by other nodes or left by dead ones")
+  app.add_option("--job-poll", o.job_poll_s,
+                 "seconds between looks for jobs queued by other nodes or left by dead ones")
       ->envname("DS_JOB_POLL")
       ->check(CLI::Range(0.05, 600.0));
   app.add_option("--threads", o.threads, "HTTP threads")->envname("DS_THREADS")->check(CLI::Range(1, 256));
@@ -137,6 +142,12 @@ Commands AddCommands(CLI::App& app, Options& o) {
   Commands c;
   c.check = app.add_subcommand("check", "verify every chunk and reference of the data dir, then exit");
   c.check->add_flag("--repair", o.repair, "rewrite reference counts that disagree with the manifests");
+  c.copy = app.add_subcommand("copy",
+                              "copy the stores (given as for the server) into empty other stores, digests "
+                              "unchanged: embedded -> S3 + PostgreSQL or back (every node stopped)");
+  c.copy->add_option("--to-data-dir", o.to_data_dir, "destination data dir (for what is embedded there)");
+  c.copy->add_option("--to-meta-store", o.to_meta_store, "destination postgresql:// URL (else embedded)");
+  c.copy->add_option("--to-chunk-store", o.to_chunk_store, "destination s3:// URL (else embedded)");
   c.token = app.add_subcommand("token", "manage bearer tokens offline (server stopped; online: /v1/tokens)");
   c.token->require_subcommand(1);
   c.token_create = c.token->add_subcommand("create", "create a token and print it (shown only once)");
@@ -189,6 +200,40 @@ int RunCheck(const Options& o) {
   }
   std::printf("%s\n", report->dump(2).c_str());
   return (*report)["ok"].get<bool>() ? 0 : 3;
+}
+
+int RunCopy(const Options& o) {
+  if (o.to_data_dir.empty() && (o.to_meta_store.empty() || o.to_chunk_store.empty())) {
+    std::fprintf(
+        stderr,
+        "error: copy needs --to-data-dir unless both --to-meta-store and --to-chunk-store are given\n");
+    return 2;
+  }
+  auto from = deltastore::OpenStores({o.data_dir + "/db", true, o.meta_store, o.chunk_store});
+  if (!from.ok()) {
+    std::fprintf(stderr, "error: opening the source: %s\n", from.status().ToString().c_str());
+    return 1;
+  }
+  const std::string to_db = o.to_data_dir.empty() ? "" : o.to_data_dir + "/db";
+  auto to = deltastore::OpenStores({to_db, true, o.to_meta_store, o.to_chunk_store});
+  if (!to.ok()) {
+    std::fprintf(stderr, "error: opening the destination: %s\n", to.status().ToString().c_str());
+    return 1;
+  }
+  auto copied = deltastore::CopyStores(*from, *to, [](const deltastore::CopyStats& s) {
+    std::fprintf(stderr, "copy: %llu chunks (%.1f MB), %llu records\n",
+                 static_cast<unsigned long long>(s.chunks), static_cast<double>(s.chunk_bytes) / 1e6,
+                 static_cast<unsigned long long>(s.records));
+  });
+  if (!copied.ok()) {
+    std::fprintf(stderr, "error: %s\n", copied.status().ToString().c_str());
+    return 1;
+  }
+  std::printf("{\"chunks\": %llu, \"chunk_bytes\": %llu, \"records\": %llu}\n",
+              static_cast<unsigned long long>(copied->chunks),
+              static_cast<unsigned long long>(copied->chunk_bytes),
+              static_cast<unsigned long long>(copied->records));
+  return 0;
 }
 
 // Ends the process if the shutdown has not finished by `hard_deadline`: a handler stuck in a
@@ -268,6 +313,7 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   if (*commands.token) return RunTokenCommand(o, commands);
   if (*commands.check) return RunCheck(o);
+  if (*commands.copy) return RunCopy(o);
 
   if (o.tls_cert.empty() != o.tls_key.empty()) {
     std::fprintf(stderr, "error: --tls-cert and --tls-key go together\n");

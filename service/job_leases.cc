@@ -72,7 +72,7 @@ Status JobLeases::WriteLocked(Held* held, JobRecord job, MetaBatch batch) {
   if (held->lost) return JobLeaseLost("job " + job.id + " was taken over by another node");
   const bool running = job.state == "running";
   const bool open = running || job.state == "queued";  // queued: parked by a stopping node
-  job.node = s_->options.node_id;  // running: the holder; ended: the node that ended it
+  job.node = s_->options.node_id;                      // running: the holder; ended: the node that ended it
   job.lease_until_ms = running ? NowMs() + static_cast<uint64_t>(s_->options.job_lease.count()) : 0;
   std::string raw = job.ToJson().dump();
   batch.Expect(ns::kJobs, job.id, held->raw);

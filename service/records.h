@@ -19,15 +19,15 @@ namespace deltastore {
 
 // Namespaces of the MetaStore (keys: docs/metadata_format.md).
 namespace ns {
-inline constexpr char kUploads[] = "uploads";    // upload id -> UploadRecord
-inline constexpr char kJobs[] = "jobs";          // job id -> JobRecord
+inline constexpr char kUploads[] = "uploads";     // upload id -> UploadRecord
+inline constexpr char kJobs[] = "jobs";           // job id -> JobRecord
 inline constexpr char kOpenJobs[] = "open_jobs";  // job id -> "" while the job is queued or running
-inline constexpr char kModels[] = "models";      // model -> ModelRecord
-inline constexpr char kVersions[] = "versions";  // model \0 digest hex -> VersionRecord
-inline constexpr char kDigests[] = "digests";    // digest hex \0 model -> ""
-inline constexpr char kTags[] = "tags";          // model \0 tag -> "sha256:<hex>"
-inline constexpr char kChildren[] = "children";  // base digest hex \0 model \0 digest hex -> ""
-inline constexpr char kReleases[] = "releases";  // digest hex \0 model -> "" (a deletion in progress)
+inline constexpr char kModels[] = "models";       // model -> ModelRecord
+inline constexpr char kVersions[] = "versions";   // model \0 digest hex -> VersionRecord
+inline constexpr char kDigests[] = "digests";     // digest hex \0 model -> ""
+inline constexpr char kTags[] = "tags";           // model \0 tag -> "sha256:<hex>"
+inline constexpr char kChildren[] = "children";   // base digest hex \0 model \0 digest hex -> ""
+inline constexpr char kReleases[] = "releases";   // digest hex \0 model -> "" (a deletion in progress)
 inline constexpr char kAuditHistory[] = "audit_history";  // %020u ns -> audit snapshot JSON
 inline constexpr char kState[] = "state";                 // registry-wide counters (kGenerationKey)
 }  // namespace ns

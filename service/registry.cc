@@ -40,8 +40,8 @@ StatusOr<std::unique_ptr<Registry>> Registry::Open(const RegistryOptions& given)
   std::error_code ec;
   fs::create_directories(fs::path(options.data_dir) / "uploads", ec);
   if (ec) return IOError("cannot create data dir " + options.data_dir + ": " + ec.message());
-  DS_ASSIGN_OR_RETURN(Stores stores,
-                      OpenStores({options.data_dir + "/db", options.sync_writes, options.meta_store, options.chunk_store}));
+  DS_ASSIGN_OR_RETURN(Stores stores, OpenStores({options.data_dir + "/db", options.sync_writes,
+                                                 options.meta_store, options.chunk_store}));
   if (options.wrap_stores) stores = options.wrap_stores(std::move(stores));
   std::unique_ptr<Registry> r(new Registry(options, std::move(stores)));
   DS_RETURN_IF_ERROR(CheckAndMigrate(r->meta(), r->chunks()).status());

@@ -28,7 +28,7 @@ struct RegistryOptions {
   std::string node_id;
   std::chrono::milliseconds job_lease{30000};
   std::chrono::milliseconds job_poll{1000};
-  bool recover = true;     // requeue interrupted jobs and repair after a crash; off for `check`
+  bool recover = true;  // requeue interrupted jobs and repair after a crash; off for `check`
   // Decorates the stores once opened (tests: fault injection, see storage/stores.h).
   std::function<Stores(Stores)> wrap_stores;
 };

@@ -18,7 +18,11 @@ namespace fs = std::filesystem;
 class SpoolWriter : public UploadWriter {
  public:
   SpoolWriter(Uploads* uploads, UploadRecord upload, int fd)
-      : uploads_(uploads), upload_(std::move(upload)), fd_(fd), offset_(upload_.offset) {}
+      : uploads_(uploads),
+        upload_(std::move(upload)),
+        read_(upload_.ToJson().dump()),
+        fd_(fd),
+        offset_(upload_.offset) {}
   ~SpoolWriter() override {
     if (!committed_) (void)Commit();
     if (fd_ >= 0) ::close(fd_);
@@ -44,7 +48,12 @@ class SpoolWriter : public UploadWriter {
     if (s.ok()) {
       upload_.offset = offset_;
       upload_.updated_at = NowIso();
-      s = uploads_->s_->meta()->Put(ns::kUploads, upload_.id, upload_.ToJson().dump());
+      // Conditional: another node sealing, deleting or writing this upload meanwhile wins (records are
+      // written by ToJson alone, so the text read is the text stored).
+      MetaBatch batch;
+      batch.Expect(ns::kUploads, upload_.id, read_);
+      batch.Put(ns::kUploads, upload_.id, upload_.ToJson().dump());
+      s = uploads_->s_->meta()->Commit(batch);
     }
     uploads_->Release(upload_.id);
     if (!s.ok()) return s;
@@ -54,6 +63,7 @@ class SpoolWriter : public UploadWriter {
  private:
   Uploads* uploads_;
   UploadRecord upload_;
+  const std::string read_;  // the record as this request found it
   int fd_;
   uint64_t offset_;
   bool committed_ = false;
@@ -173,11 +183,15 @@ StatusOr<UploadRecord> Uploads::Seal(const std::string& id, const std::string& d
     return DigestInvalid("digest mismatch: the " + std::to_string(u.offset) + " bytes received hash to " +
                          actual.ToString());
   }
+  MetaBatch batch;
+  batch.Expect(ns::kUploads, id,
+               u.ToJson().dump());  // unchanged since it was hashed (another node may write)
   u.sealed = true;
   u.digest = actual.ToString();
   u.size = u.offset;
   u.updated_at = NowIso();
-  DS_RETURN_IF_ERROR(s_->meta()->Put(ns::kUploads, id, u.ToJson().dump()));
+  batch.Put(ns::kUploads, id, u.ToJson().dump());
+  DS_RETURN_IF_ERROR(s_->meta()->Commit(batch));
   return u;
 }
 

@@ -44,9 +44,11 @@ def pytest_collectreport(report):
 class Server:
     """A deltastored process on a free loopback port, restartable on the same data dir."""
 
-    def __init__(self, data_dir, extra_args=(), verify=True):
+    def __init__(self, data_dir, extra_args=(), verify=True, store_args=None):
         self.data_dir = pathlib.Path(data_dir)
         self.extra_args = list(extra_args)
+        # --meta-store/--chunk-store: this session's mode (stores.py) unless given.
+        self.store_args = stores.server_args(self.data_dir) if store_args is None else list(store_args)
         self.verify = verify  # for https: the CA bundle (the test's self-signed certificate)
         self.proc = None
         self.port = None
@@ -60,7 +62,7 @@ class Server:
         self.log = open(self.data_dir.parent / f"{self.data_dir.name}.log", "ab")
         self.proc = subprocess.Popen(
             [str(BUILD / "server" / "deltastored"), "--data-dir", str(self.data_dir),
-             "--listen", f"127.0.0.1:{self.port or 0}", *stores.server_args(self.data_dir), *self.extra_args],
+             "--listen", f"127.0.0.1:{self.port or 0}", *self.store_args, *self.extra_args],
             stdout=subprocess.PIPE, stderr=self.log)
         line = self.proc.stdout.readline().decode()
         m = re.search(r"listening on 127\.0\.0\.1:(\d+)", line)
@@ -120,8 +122,8 @@ def make_server(tmp_path):
     """Starts servers with extra arguments (make_server(args, data_dir=..., verify=...)); stops them after."""
     started = []
 
-    def make(extra_args=(), data_dir=None, verify=True):
-        s = Server(data_dir or tmp_path / "data", extra_args, verify).start()
+    def make(extra_args=(), data_dir=None, verify=True, store_args=None):
+        s = Server(data_dir or tmp_path / "data", extra_args, verify, store_args).start()
         started.append(s)
         return s
     yield make

@@ -21,7 +21,8 @@ TEST(S3UrlTest, ParsesBucketPrefixEndpointAndCredentials) {
   ::setenv("AWS_ACCESS_KEY_ID", "ak", 1);
   ::setenv("AWS_SECRET_ACCESS_KEY", "sk", 1);
   ::unsetenv("AWS_SESSION_TOKEN");
-  auto o = ParseS3Url("s3://models/team/a?endpoint=http%3A%2F%2F127.0.0.1%3A8333&region=eu-west-1&path_style=false");
+  auto o = ParseS3Url(
+      "s3://models/team/a?endpoint=http%3A%2F%2F127.0.0.1%3A8333&region=eu-west-1&path_style=false");
   ASSERT_TRUE(o.ok()) << o.status().ToString();
   EXPECT_EQ(o->bucket, "models");
   EXPECT_EQ(o->prefix, "team/a/");
@@ -80,10 +81,13 @@ TEST(S3StoreTest, BytesChangedInTheBucketAreRefusedAsCorruption) {
   EXPECT_EQ((*store)->Get(put->digest).status().code(), StatusCode::kCorruption);
   // The listing shows the object where docs/s3_layout.md says it is.
   std::vector<std::string> keys;
-  ASSERT_TRUE((*client)->List("chunks/", [&](std::string_view k, uint64_t size) {
-    keys.emplace_back(k);
-    EXPECT_EQ(size, data.size());
-  }).ok());
+  ASSERT_TRUE((*client)
+                  ->List("chunks/",
+                         [&](std::string_view k, uint64_t size) {
+                           keys.emplace_back(k);
+                           EXPECT_EQ(size, data.size());
+                         })
+                  .ok());
   EXPECT_EQ(keys, std::vector<std::string>{"chunks/" + hex.substr(0, 2) + "/" + hex});
 }
 
