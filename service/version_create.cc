@@ -162,8 +162,9 @@ Status VersionCreator::CommitVersion(JobRecord* job, const Outcome& outcome) {
 Status VersionCreator::CommitVersionOnce(JobRecord* job, const Outcome& outcome, bool* keep_references) {
   const Manifest& m = outcome.manifest;
   const Digest digest = ManifestDigest(m);
+  MetaBatch generation;  // read first (the checks below depend on it); its bump goes in after the records
+  DS_RETURN_IF_ERROR(RegistryAudit::BumpGeneration(s_->meta(), &generation));
   MetaBatch batch;
-  DS_RETURN_IF_ERROR(RegistryAudit::BumpGeneration(s_->meta(), &batch));
   if (job->base) {
     auto bd = Digest::Parse(job->base->digest);
     if (!bd.ok() || !catalog_->LoadVersion(job->base->model, *bd).ok())
@@ -187,6 +188,8 @@ Status VersionCreator::CommitVersionOnce(JobRecord* job, const Outcome& outcome,
     batch.Put(ns::kChildren, Key(bd.Hex(), Key(job->model, digest.Hex())), "");
   }
   for (const auto& t : job->tags) batch.Put(ns::kTags, Key(job->model, t), digest.ToString());
+  batch.ops.insert(batch.ops.end(), generation.ops.begin(), generation.ops.end());
+  batch.expects.insert(batch.expects.end(), generation.expects.begin(), generation.expects.end());
   job->version = digest.ToString();
   job->updated_at = now;
   DS_RETURN_IF_ERROR(leases_.Write(*job, std::move(batch)));  // only while this node holds the job

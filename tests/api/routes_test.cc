@@ -430,10 +430,11 @@ TEST_F(RoutesTest, ChunkDamagedUnderACommittedVersionIsNeverServed) {
   EXPECT_TRUE((*reg_->Check(false))["ok"]);
 }
 
-// The version commit (record, model, digest index, tag, job, upload) cut after each of its operations.
+// The version commit (record, model, digest index, tag, generation, job, open-jobs entry) cut after each
+// of its operations.
 TEST_F(RoutesTest, TornVersionCommitAtEveryCutIsFoundByCheckAndRepairedByTheRerun) {
   const std::string kept = Checkpoint(4), ft = Checkpoint(5);
-  constexpr int kOps = 6;
+  constexpr int kOps = 7;
   for (int cut = 1; cut < kOps; ++cut) {
     SCOPED_TRACE("operations applied: " + std::to_string(cut));
     router_.reset();
