@@ -17,7 +17,7 @@ void JobQueue::Push(const std::string& job_id) {
   cv_.notify_one();
 }
 
-void JobQueue::PollLoop(Poller poll, std::chrono::milliseconds every) {
+void JobQueue::PollLoop(const Poller& poll, std::chrono::milliseconds every) {
   std::unique_lock<std::mutex> lock(mu_);
   while (!poll_cv_.wait_for(lock, every, [this] { return stopping_; })) {
     lock.unlock();

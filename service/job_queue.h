@@ -35,7 +35,7 @@ class JobQueue {
 
  private:
   void WorkerLoop();
-  void PollLoop(Poller poll, std::chrono::milliseconds every);
+  void PollLoop(const Poller& poll, std::chrono::milliseconds every);
 
   Runner run_;
   std::mutex mu_;
