@@ -41,7 +41,14 @@ void AddHealthRoutes(Router* r, Registry* reg, const ApiInfo& info) {
       "GET", "/readyz",
       [reg](Request&) {
         if (reg == nullptr) return Response::Error(Unavailable("registry is not open"));
-        return Response::Json(200, json{{"status", "ready"}, {"compute_device", ComputeDeviceName()}}.dump());
+        if (Status s = reg->Ready(); !s.ok()) return Response::Error(s);
+        const Registry::NodeInfo node = reg->Node();
+        return Response::Json(200, json{{"status", "ready"},
+                                        {"compute_device", ComputeDeviceName()},
+                                        {"node", node.node},
+                                        {"meta_store", node.meta_store},
+                                        {"chunk_store", node.chunk_store}}
+                                       .dump());
       },
       Scope::kNone);
 }

@@ -13,6 +13,11 @@ namespace {
 Response MetricsPage(Registry* reg, const Metrics& metrics) {
   PromWriter w;
   metrics.Render(&w);
+  const Registry::NodeInfo node = reg->Node();
+  w.Family("deltastore_node_info", "gauge",
+           "This node (the job figures are this node's; the audit figures are the shared store's).");
+  w.Sample("deltastore_node_info",
+           {{"node", node.node}, {"meta_store", node.meta_store}, {"chunk_store", node.chunk_store}}, 1);
   Registry::JobCounts jobs = reg->Jobs();
   w.Family("deltastore_jobs_queued", "gauge", "Compression jobs waiting for a worker.");
   w.Sample("deltastore_jobs_queued", {}, double(jobs.queued));

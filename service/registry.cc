@@ -169,6 +169,18 @@ StatusOr<Manifest> Registry::LoadManifest(const Digest& digest) {
   return catalog_.LoadManifest(digest);
 }
 
+Registry::NodeInfo Registry::Node() const {
+  const RegistryOptions& o = state_.options;
+  return {o.node_id, o.meta_store.empty() ? "embedded" : "postgresql",
+          o.chunk_store.empty() ? "embedded" : "s3"};
+}
+
+Status Registry::Ready() {
+  auto g = meta()->Get(ns::kState, kGenerationKey);
+  if (!g.ok() && g.status().code() != StatusCode::kNotFound) return g.status();
+  return chunks()->Ping();
+}
+
 StatusOr<std::shared_ptr<const AuditReport>> Registry::Audit() {
   return audit_.Report();
 }

@@ -75,6 +75,13 @@ class Registry {
     uint64_t running = 0;
   };
   JobCounts Jobs();
+  // This node and where its stores are, for /readyz and /metrics.
+  struct NodeInfo {
+    std::string node, meta_store, chunk_store;  // stores: "embedded", "postgresql", "s3"
+  };
+  NodeInfo Node() const;
+  // Asks both stores something cheap: STORE_UNAVAILABLE (or another error) when one cannot serve.
+  Status Ready();
 
   // Changing.
   Status SetTag(const std::string& model, const std::string& tag, const std::string& version);

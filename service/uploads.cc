@@ -22,6 +22,7 @@ class SpoolWriter : public UploadWriter {
         upload_(std::move(upload)),
         read_(upload_.ToJson().dump()),
         fd_(fd),
+        start_(upload_.offset),
         offset_(upload_.offset) {}
   ~SpoolWriter() override {
     if (!committed_) (void)Commit();
@@ -45,12 +46,15 @@ class SpoolWriter : public UploadWriter {
     committed_ = true;
     Status s;
     if (::fdatasync(fd_) != 0) s = IOError(std::string("fsync of upload failed: ") + std::strerror(errno));
+    MetaBatch batch;
+    if (s.ok()) {
+      s = uploads_->parts_.Store(upload_.id, uploads_->s_->SpoolPath(upload_.id), start_, offset_, &batch);
+    }
     if (s.ok()) {
       upload_.offset = offset_;
       upload_.updated_at = NowIso();
       // Conditional: another node sealing, deleting or writing this upload meanwhile wins (records are
       // written by ToJson alone, so the text read is the text stored).
-      MetaBatch batch;
       batch.Expect(ns::kUploads, upload_.id, read_);
       batch.Put(ns::kUploads, upload_.id, upload_.ToJson().dump());
       s = uploads_->s_->meta()->Commit(batch);
@@ -65,6 +69,7 @@ class SpoolWriter : public UploadWriter {
   UploadRecord upload_;
   const std::string read_;  // the record as this request found it
   int fd_;
+  uint64_t start_;  // the committed offset this request appends at
   uint64_t offset_;
   bool committed_ = false;
 };
@@ -136,6 +141,8 @@ StatusOr<std::unique_ptr<UploadWriter>> Uploads::Append(const std::string& id,
     return release(RangeInvalid("range starts at " + std::to_string(*start) +
                                 " but the upload's committed offset is " + std::to_string(u->offset)));
   }
+  // Earlier pieces may have gone to another node: this node's spool file gets them first.
+  if (Status s = parts_.Fetch(id, s_->SpoolPath(id), u->offset); !s.ok()) return release(s);
   int fd = ::open(s_->SpoolPath(id).c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
   if (fd < 0) return release(IOError("cannot open spool file of upload " + id));
   // Bytes past the committed offset are leftovers of an interrupted request: drop them.
@@ -178,6 +185,7 @@ StatusOr<UploadRecord> Uploads::Seal(const std::string& id, const std::string& d
     return UploadSealed("upload " + id + " is already sealed");
   }
   // Hashing takes seconds for a large upload: only this upload is claimed meanwhile.
+  DS_RETURN_IF_ERROR(parts_.Fetch(id, s_->SpoolPath(id), u.offset));
   DS_ASSIGN_OR_RETURN(Digest actual, HashSpool(u));
   if (actual != *expected) {
     return DigestInvalid("digest mismatch: the " + std::to_string(u.offset) + " bytes received hash to " +
@@ -199,9 +207,23 @@ Status Uploads::Delete(const std::string& id) {
   DS_RETURN_IF_ERROR(Claim(id, Holder::kSealer));
   ClaimHeld held{this, id};
   DS_RETURN_IF_ERROR(Get(id).status());
-  DS_RETURN_IF_ERROR(s_->meta()->Delete(ns::kUploads, id));
+  MetaBatch batch;
+  DS_RETURN_IF_ERROR(Consume(id, &batch));
+  DS_RETURN_IF_ERROR(s_->meta()->Commit(batch));
   std::error_code ec;
   fs::remove(s_->SpoolPath(id), ec);
+  return OkStatus();
+}
+
+StatusOr<std::string> Uploads::Spool(const UploadRecord& u) {
+  const std::string path = s_->SpoolPath(u.id);
+  DS_RETURN_IF_ERROR(parts_.Fetch(u.id, path, u.offset));
+  return path;
+}
+
+Status Uploads::Consume(const std::string& id, MetaBatch* batch) {
+  DS_RETURN_IF_ERROR(parts_.Remove(id, batch));
+  batch->Delete(ns::kUploads, id);
   return OkStatus();
 }
 

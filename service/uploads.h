@@ -1,4 +1,5 @@
-// Resumable uploads: a spool file per upload under <data dir>/uploads and its record (offset, state).
+// Resumable uploads: a spool file per upload under <data dir>/uploads and its record (offset, state);
+// with chunks on S3, each committed range is also stored there, so any node can go on with the upload.
 // Writers append to the spool and commit the offset; sealing hashes the spool outside every lock and
 // checks the digest the client gave. One upload has at most one writer or sealer at a time.
 #pragma once
@@ -14,6 +15,7 @@
 
 #include "service/records.h"
 #include "service/registry_state.h"
+#include "service/upload_parts.h"
 
 namespace deltastore {
 
@@ -29,7 +31,7 @@ class UploadWriter {
 
 class Uploads {
  public:
-  explicit Uploads(RegistryState* state) : s_(state) {}
+  explicit Uploads(RegistryState* state) : s_(state), parts_(state) {}
 
   StatusOr<UploadRecord> Create();
   // BLOB_UPLOAD_UNKNOWN when absent.
@@ -42,6 +44,11 @@ class Uploads {
   Status Delete(const std::string& id);
   // Removes spool files whose record is gone (a crash between a commit and the unlink).
   void RemoveOrphanSpools();
+  // The path of the upload's spool file on this node, complete up to its offset (fetched from the
+  // object store when another node received the bytes; service/upload_parts.h).
+  StatusOr<std::string> Spool(const UploadRecord& u);
+  // Adds to `batch` the removal of a consumed upload (its record and stored pieces).
+  Status Consume(const std::string& id, MetaBatch* batch);
 
  private:
   friend class SpoolWriter;
@@ -60,6 +67,7 @@ class Uploads {
   StatusOr<Digest> HashSpool(const UploadRecord& u);
 
   RegistryState* s_;
+  UploadParts parts_;
   std::mutex mu_;  // busy_ only
   std::condition_variable released_;
   std::map<std::string, Holder> busy_;  // uploads with an active writer, sealer or deleter

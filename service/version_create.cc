@@ -35,7 +35,7 @@ StatusOr<JobRecord> VersionCreator::GetJob(const std::string& id) {
 }
 
 StatusOr<JobRecord> VersionCreator::Create(const std::string& model, const json& request) {
-  DS_ASSIGN_OR_RETURN(JobRecord job, PlanVersion(model, request, s_, uploads_, catalog_));
+  DS_ASSIGN_OR_RETURN(JobRecord job, PlanVersion(model, request, uploads_, catalog_));
   MetaBatch batch;
   batch.Expect(ns::kJobs, job.id, std::nullopt);
   batch.Put(ns::kJobs, job.id, job.ToJson().dump());
@@ -109,7 +109,8 @@ StatusOr<VersionCreator::Outcome> VersionCreator::Ingest(JobRecord* job) {
     auto u = uploads_->Get(f.upload);
     if (!u.ok() || !u->sealed || u->digest != f.digest)
       return UploadNotSealed("upload " + f.upload + " changed or was deleted");
-    files.push_back({s_->SpoolPath(f.upload), f.path});
+    DS_ASSIGN_OR_RETURN(std::string spool, uploads_->Spool(*u));
+    files.push_back({spool, f.path});
   }
   IngestOptions options;
   // Job records written before the level existed have none: the default coder.
@@ -124,7 +125,10 @@ StatusOr<VersionCreator::Outcome> VersionCreator::Ingest(JobRecord* job) {
     DS_ASSIGN_OR_RETURN(lossy, ParseLossyPolicy(p));
     std::shared_ptr<Calibration> calib;
     if (!lossy->calibration_upload.empty()) {
-      DS_ASSIGN_OR_RETURN(calib, Calibration::Open(s_->SpoolPath(lossy->calibration_upload)));
+      DS_ASSIGN_OR_RETURN(UploadRecord cu,
+                          uploads_->GetSealed(lossy->calibration_upload, "calibration upload"));
+      DS_ASSIGN_OR_RETURN(std::string spool, uploads_->Spool(cu));
+      DS_ASSIGN_OR_RETURN(calib, Calibration::Open(spool));
     }
     LossyHooks hooks = MakeLossyHooks(*lossy, calib);
     options.lossy = std::move(hooks.encode);
@@ -208,7 +212,7 @@ Status VersionCreator::FinishJob(JobRecord* job) {
   job->progress.tensors_done = job->progress.tensors_total;
   job->progress.bytes_done = job->progress.bytes_total;
   MetaBatch batch;
-  for (const auto& u : consumed) batch.Delete(ns::kUploads, u);
+  for (const auto& u : consumed) DS_RETURN_IF_ERROR(uploads_->Consume(u, &batch));
   DS_RETURN_IF_ERROR(leases_.Write(*job, std::move(batch)));
   std::error_code ec;
   for (const auto& u : consumed) std::filesystem::remove(s_->SpoolPath(u), ec);

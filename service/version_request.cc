@@ -35,7 +35,7 @@ StatusOr<std::vector<JobFile>> ParseFiles(const json& request, Uploads* uploads)
 }
 
 // The normalised policy record the job carries.
-StatusOr<json> ParsePolicy(const json& request, Uploads* uploads, const RegistryState* state) {
+StatusOr<json> ParsePolicy(const json& request, Uploads* uploads) {
   json policy = request.contains("policy") ? request["policy"] : json::object();
   if (!policy.is_object()) return PolicyInvalid("policy must be an object");
   if (policy.contains("mode") && !policy["mode"].is_string())
@@ -67,8 +67,9 @@ StatusOr<json> ParsePolicy(const json& request, Uploads* uploads, const Registry
     return PolicyInvalid("lossy mode stores a delta: give a base");
   DS_ASSIGN_OR_RETURN(LossyPolicy lp, ParseLossyPolicy(policy));
   if (!lp.calibration_upload.empty()) {
-    DS_RETURN_IF_ERROR(uploads->GetSealed(lp.calibration_upload, "calibration upload").status());
-    DS_RETURN_IF_ERROR(Calibration::Open(state->SpoolPath(lp.calibration_upload)).status());
+    DS_ASSIGN_OR_RETURN(UploadRecord cu, uploads->GetSealed(lp.calibration_upload, "calibration upload"));
+    DS_ASSIGN_OR_RETURN(std::string spool, uploads->Spool(cu));
+    DS_RETURN_IF_ERROR(Calibration::Open(spool).status());
   }
   json record = LossyPolicyJson(lp);
   record["allow_mismatched_shapes"] = allow_mismatch;
@@ -100,7 +101,7 @@ StatusOr<std::optional<VersionRef>> ParseBase(const json& request, Catalog* cata
 
 // Headers parse, and tensors shared with the base match it in dtype and shape.
 Status CheckCheckpoints(const std::vector<JobFile>& files, const Manifest* base, bool allow_mismatch,
-                        const RegistryState* state) {
+                        Uploads* uploads) {
   std::map<std::string, const TensorEntry*> base_tensors;
   if (base != nullptr) {
     for (const auto& f : base->files)
@@ -110,7 +111,9 @@ Status CheckCheckpoints(const std::vector<JobFile>& files, const Manifest* base,
   std::vector<std::string> mismatched;
   for (const auto& f : files) {
     if (!IsSafetensorsPath(f.path)) continue;
-    auto st = SafetensorsFile::Open(state->SpoolPath(f.upload));
+    DS_ASSIGN_OR_RETURN(UploadRecord u, uploads->Get(f.upload));
+    DS_ASSIGN_OR_RETURN(std::string spool, uploads->Spool(u));
+    auto st = SafetensorsFile::Open(spool);
     if (!st.ok()) return st.status().Annotate(f.path);  // the client's name, never the spool path
     for (const auto& t : (*st)->header().tensors) {
       ++total;
@@ -134,13 +137,13 @@ Status CheckCheckpoints(const std::vector<JobFile>& files, const Manifest* base,
 
 }  // namespace
 
-StatusOr<JobRecord> PlanVersion(const std::string& model, const json& request, const RegistryState* state,
-                                Uploads* uploads, Catalog* catalog) {
+StatusOr<JobRecord> PlanVersion(const std::string& model, const json& request, Uploads* uploads,
+                                Catalog* catalog) {
   if (!ValidName(model)) return NameInvalid("invalid model name '" + model + "'");
   if (!request.is_object()) return BodyInvalid("body must be a JSON object");
   JobRecord job;
   DS_ASSIGN_OR_RETURN(job.files, ParseFiles(request, uploads));
-  DS_ASSIGN_OR_RETURN(job.policy, ParsePolicy(request, uploads, state));
+  DS_ASSIGN_OR_RETURN(job.policy, ParsePolicy(request, uploads));
   DS_ASSIGN_OR_RETURN(job.tags, ParseTags(request));
   DS_ASSIGN_OR_RETURN(std::optional<VersionRef> base, ParseBase(request, catalog));
   std::optional<Manifest> base_manifest;
@@ -149,7 +152,7 @@ StatusOr<JobRecord> PlanVersion(const std::string& model, const json& request, c
     DS_ASSIGN_OR_RETURN(base_manifest, catalog->LoadManifest(base->digest));
   }
   DS_RETURN_IF_ERROR(CheckCheckpoints(job.files, base_manifest ? &*base_manifest : nullptr,
-                                      job.policy["allow_mismatched_shapes"].get<bool>(), state));
+                                      job.policy["allow_mismatched_shapes"].get<bool>(), uploads));
   job.id = NewId();
   job.state = "queued";
   job.model = model;

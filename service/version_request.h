@@ -14,7 +14,7 @@
 namespace deltastore {
 
 // A queued job record for the request (id and timestamps set, not yet stored).
-StatusOr<JobRecord> PlanVersion(const std::string& model, const nlohmann::json& request,
-                                const RegistryState* state, Uploads* uploads, Catalog* catalog);
+StatusOr<JobRecord> PlanVersion(const std::string& model, const nlohmann::json& request, Uploads* uploads,
+                                Catalog* catalog);
 
 }  // namespace deltastore

@@ -58,6 +58,8 @@ class ChunkStore {
   // which the fault-injecting wrapper leaves on "disk" what a torn write would; the registry never
   // calls it, and Get still refuses such bytes.
   virtual Status PutUnverified(const Digest& digest, std::string_view bytes) = 0;
+  // A cheap request that fails when the store cannot serve (a server down): for /readyz.
+  virtual Status Ping() { return OkStatus(); }
 };
 
 }  // namespace deltastore

@@ -27,6 +27,7 @@ StatusOr<Stores> OpenStores(const StoreLocations& where) {
   if (!where.chunk_url.empty()) {
     DS_ASSIGN_OR_RETURN(S3Options s3, ParseS3Url(where.chunk_url));
     DS_ASSIGN_OR_RETURN(stores.chunks, OpenS3ChunkStore(s3, stores.meta));
+    DS_ASSIGN_OR_RETURN(stores.objects, S3Client::Open(s3));
   }
   return stores;
 }

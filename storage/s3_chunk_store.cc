@@ -189,6 +189,8 @@ class S3ChunkStore final : public ChunkStore {
     return OkStatus();
   }
 
+  Status Ping() override { return s3_->Head("").status(); }
+
   Status PutUnverified(const Digest& digest, std::string_view bytes) override {
     const std::string hex = digest.Hex();
     for (;;) {

@@ -12,9 +12,12 @@
 namespace deltastore {
 
 // One embedded RocksDB holding both the chunks and the metadata.
+class S3Client;
 struct Stores {
   std::shared_ptr<ChunkStore> chunks;
   std::shared_ptr<MetaStore> meta;
+  // With chunks on S3: the same bucket, for upload bytes (service/upload_parts.h); null otherwise.
+  std::shared_ptr<S3Client> objects;
 };
 
 struct RocksOptions {

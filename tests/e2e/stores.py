@@ -48,6 +48,16 @@ class ExternalStores:
         return subprocess.run([str(TOOLS / "s3_server.sh"), "start", str(self.s3_dir), str(self.s3_port)],
                               check=True, capture_output=True, text=True).stdout.strip()
 
+    def restart_pg(self):
+        """Starts the PostgreSQL server again (same port, same data) after a stop or kill."""
+        subprocess.run([str(TOOLS / "pg_server.sh"), "start", str(self.pg_dir), str(self.pg_port)], check=True,
+                       capture_output=True)
+
+    def restart_s3(self):
+        """Starts the S3 server again (same port, same data) after a stop or kill."""
+        subprocess.run([str(TOOLS / "s3_server.sh"), "start", str(self.s3_dir), str(self.s3_port)], check=True,
+                       capture_output=True)
+
     def args_for(self, data_dir):
         """--meta-store and --chunk-store of a server on `data_dir` (the same ones on every restart)."""
         key = str(pathlib.Path(data_dir).resolve())

@@ -1,5 +1,6 @@
 """Two deltastored nodes on one PostgreSQL (metadata) and one SeaweedFS S3 (chunks), both real servers
-started by the tests (stores.py), and one shared spool directory for uploads (README, "Scaling out").
+started by the tests (stores.py), each node with its own data dir: nothing is shared but the two stores
+(upload bytes go to S3 too; README, "Scaling out").
 Whatever node a request lands on, the answer is the same; a node killed mid-job loses the job to the
 other; concurrent changes from both nodes end in one consistent state."""
 import json
@@ -15,13 +16,12 @@ from client_util import BUILD, Client, digest_of, sha256_bytes
 LEASE = 2  # seconds: a killed node's job moves within about this long
 
 
-def two_nodes(make_server, tmp_path, name="shared"):
-    data = tmp_path / name
-    store_args = stores.external().args_for(data)
+def two_nodes(make_server, tmp_path):
+    store_args = stores.external().args_for(tmp_path / "shared")
     nodes = []
     for node in ("node-a", "node-b"):
         nodes.append(make_server(["--node-id", node, "--job-lease", str(LEASE), "--job-poll", "0.2", "--workers", "1"],
-                                 data_dir=data, store_args=store_args))
+                                 data_dir=tmp_path / node, store_args=store_args))
     return nodes
 
 
