@@ -32,12 +32,16 @@ PY
       -master.port="$mp" -master.port.grpc="$mg" -volume.port="$vp" -volume.port.grpc="$vg" \
       -filer.port="$fp" -filer.port.grpc="$fg" -s3 -s3.port="$port" -s3.port.grpc="$sg" \
       -s3.port.iceberg=0 -s3.port.lance=0 -s3.config="$dir/s3.json" -volume.max=0 \
+      -volume.preStopSeconds=0 -master.electionTimeout=200ms \
       >"$dir/weed.log" 2>&1 &
     echo $! >"$dir/weed.pid"
-    # Ready when S3 answers a signed request (an unsigned one is refused with 403 before that too).
+    # Ready when S3 answers a signed request (an unsigned one is refused with 403 before that too) and
+    # the volume server has told the master its volumes: S3 answers before that, and on a restart it
+    # fails reads of what was stored before (HTTP 500, "volume id not found") for a few seconds.
     for _ in $(seq 1 600); do
       if curl -s -o /dev/null --max-time 1 --aws-sigv4 "aws:amz:us-east-1:s3" \
-          --user deltastore-test:deltastore-test-secret "http://127.0.0.1:$port/" -w '%{http_code}' | grep -q 200; then
+          --user deltastore-test:deltastore-test-secret "http://127.0.0.1:$port/" -w '%{http_code}' | grep -q 200 &&
+        curl -s --max-time 1 "http://127.0.0.1:$mp/dir/status" | grep -q '"DataNodes":\[{'; then
         echo "http://127.0.0.1:$port"
         exit 0
       fi
@@ -53,7 +57,7 @@ PY
     if [ -f "$dir/weed.pid" ]; then
       pid="$(cat "$dir/weed.pid")"
       kill -"$sig" "$pid" 2>/dev/null || true
-      for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+      for _ in $(seq 1 20); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
       kill -KILL "$pid" 2>/dev/null || true
       rm -f "$dir/weed.pid"
     fi
