@@ -4,7 +4,7 @@
 #   AWS_ACCESS_KEY_ID=deltastore-test AWS_SECRET_ACCESS_KEY=deltastore-test-secret
 #   s3_server.sh start DIR PORT   S3 on 127.0.0.1:PORT (its other servers on free ports); prints the
 #                                 endpoint URL once S3 answers
-#   s3_server.sh stop DIR         stops it (no-op when not running)
+#   s3_server.sh stop DIR         stops it: SIGTERM, SIGKILL after 0.5 s (no-op when not running)
 #   s3_server.sh kill DIR         SIGKILL, as a crash would
 set -euo pipefail
 cmd="${1:?start|stop|kill}" dir="${2:?directory}"
@@ -56,9 +56,13 @@ PY
     [ "$cmd" = kill ] && sig=KILL
     if [ -f "$dir/weed.pid" ]; then
       pid="$(cat "$dir/weed.pid")"
+      # weed's graceful stop takes many seconds (gRPC drains); a test server's data needs none of it.
+      # Gone: exited (a zombie holds no port, whenever its parent reaps it).
+      running() { [ -e "/proc/$pid" ] && ! grep -q '^State:.*Z' "/proc/$pid/status" 2>/dev/null; }
       kill -"$sig" "$pid" 2>/dev/null || true
-      for _ in $(seq 1 20); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+      for _ in $(seq 1 5); do running || break; sleep 0.1; done
       kill -KILL "$pid" 2>/dev/null || true
+      for _ in $(seq 1 50); do running || break; sleep 0.1; done
       rm -f "$dir/weed.pid"
     fi
     ;;
