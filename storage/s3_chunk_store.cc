@@ -17,9 +17,15 @@ namespace deltastore {
 namespace {
 
 constexpr char kRefs[] = "chunk_refs";  // digest hex -> Row
-// A mark older than this was left by a node that died: whoever finds it finishes the work.
-constexpr int64_t kStaleMs = 60 * 1000;
-constexpr auto kWait = std::chrono::seconds(30);  // longest a Put waits for another node's deletion
+// A deleter sends its DELETE only this soon after making its mark (or it leaves the rest to whoever
+// takes the mark over once it is stale).
+constexpr int64_t kStartDeleteWithinMs = 30 * 1000;
+// A Put that counted a reference to a chunk another Put is uploading waits for that upload until its
+// mark is this old, then uploads the bytes itself (the same bytes: harmless).
+constexpr int64_t kUploadWaitMs = 30 * 1000;
+// The longest a Put waits for a live deletion of its chunk before it answers STORE_UNAVAILABLE.
+constexpr auto kDeletionWait = std::chrono::seconds(30);
+constexpr auto kPoll = std::chrono::milliseconds(5);
 
 int64_t NowMs() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -27,12 +33,13 @@ int64_t NowMs() {
       .count();
 }
 
-// "1 <refs> <size> <uploading_since_ms> <deleting_since_ms>" (the leading 1: the row format's version).
+// "1 <refs> <size> <uploading_since_ms> <deleting_since_ms>" (docs/s3_layout.md; the leading 1 is the
+// row format's version).
 struct Row {
   int64_t refs = 0;
   uint64_t size = 0;               // of the object as last written
   int64_t uploading_since_ms = 0;  // > 0: the Put that made the row has not finished uploading
-  int64_t deleting_since_ms = 0;   // > 0: a GC is deleting the object
+  int64_t deleting_since_ms = 0;   // > 0: a GC is deleting the object; the row goes next
 
   std::string Encode() const {
     char buf[128];
@@ -43,10 +50,11 @@ struct Row {
   static StatusOr<Row> Parse(const std::string& text) {
     Row r;
     int version = 0;
-    if (std::sscanf(text.c_str(), "%d %" SCNd64 " %" SCNu64 " %" SCNd64 " %" SCNd64, &version, &r.refs,
-                    &r.size, &r.uploading_since_ms, &r.deleting_since_ms) != 5 ||
-        version != 1) {
-      return Corruption("chunk reference row '" + text + "' does not parse");
+    int consumed = 0;
+    if (std::sscanf(text.c_str(), "%d %" SCNd64 " %" SCNu64 " %" SCNd64 " %" SCNd64 "%n", &version, &r.refs,
+                    &r.size, &r.uploading_since_ms, &r.deleting_since_ms, &consumed) != 5 ||
+        version != 1 || static_cast<size_t>(consumed) != text.size()) {
+      return Corruption("chunk reference row '" + text + "' does not parse (format 1 expected)");
     }
     return r;
   }
@@ -55,13 +63,15 @@ struct Row {
 class S3ChunkStore final : public ChunkStore {
  public:
   S3ChunkStore(std::unique_ptr<S3Client> s3, std::shared_ptr<MetaStore> meta)
-      : s3_(std::move(s3)), meta_(std::move(meta)) {}
+      : s3_(std::move(s3)),
+        meta_(std::move(meta)),
+        lease_ms_(2 * s3_->options().WorstRequestMs() + 60 * 1000) {}
 
   StatusOr<PutResult> Put(std::string_view bytes) override {
     PutResult result;
     result.digest = Sha256::Of(bytes);
     const std::string hex = result.digest.Hex();
-    const auto deadline = std::chrono::steady_clock::now() + kWait;
+    const auto deadline = std::chrono::steady_clock::now() + kDeletionWait;
     for (;;) {
       DS_ASSIGN_OR_RETURN(auto raw, ReadRaw(hex));
       std::optional<Row> row;
@@ -69,13 +79,13 @@ class S3ChunkStore final : public ChunkStore {
         DS_ASSIGN_OR_RETURN(row, Row::Parse(*raw));
       }
       if (row && row->deleting_since_ms > 0) {
-        // A GC is deleting the object: wait for it, or finish a deletion its node left behind.
-        if (NowMs() - row->deleting_since_ms > kStaleMs) {
-          DS_RETURN_IF_ERROR(FinishDeletion(hex, *raw));
+        // A GC is deleting the object: wait for it to finish, or finish a deletion its node left.
+        if (NowMs() - row->deleting_since_ms > lease_ms_) {
+          DS_RETURN_IF_ERROR(TakeOverDeletion(hex, *raw, *row).status());
         } else if (std::chrono::steady_clock::now() > deadline) {
-          return StoreUnavailable("chunk " + hex + " is being deleted by another node; try again");
+          return StoreUnavailable("chunk sha256:" + hex + " is being deleted by another node; try again");
         } else {
-          std::this_thread::sleep_for(std::chrono::milliseconds(10));
+          std::this_thread::sleep_for(kPoll);
         }
         continue;
       }
@@ -87,10 +97,19 @@ class S3ChunkStore final : public ChunkStore {
       Status s = meta_->Commit(batch);
       if (s.reason() == Reason::kCommitConflict) continue;
       DS_RETURN_IF_ERROR(s);
+      // The reference is counted (so no GC takes the chunk now); then the object.
       result.inserted = !row;
-      // The reference is counted; now the object.
-      DS_ASSIGN_OR_RETURN(bool uploaded, row ? EnsureObject(hex, bytes) : Upload(hex, bytes));
-      if (uploaded) result.stored_bytes = bytes.size();
+      auto uploaded = row ? EnsureObject(hex, bytes) : Upload(hex, bytes);
+      if (!uploaded.ok()) {
+        // The caller holds no reference: take it back (best effort), and the mark of an upload that
+        // will not come (a Put waiting for it then uploads itself; a GC may collect the row).
+        (void)Change(hex, [made = !row](Row* r) {
+          r->refs -= 1;
+          if (made) r->uploading_since_ms = 0;
+        });
+        return uploaded.status();
+      }
+      if (*uploaded) result.stored_bytes = bytes.size();
       return result;
     }
   }
@@ -135,26 +154,27 @@ class S3ChunkStore final : public ChunkStore {
     return row.refs;
   }
 
+  // Rows with no reference are marked (conditionally: a reference counted meanwhile keeps the chunk),
+  // then their object deleted, then the row; marks older than the lease, left by a node that died, are
+  // taken over. Rows a live Put is still uploading for are left for a later run.
   StatusOr<GcStats> Gc() override {
     std::vector<std::pair<std::string, std::string>> garbage;
+    const int64_t now = NowMs();
     DS_RETURN_IF_ERROR(meta_->Scan(kRefs, "", "", [&](std::string_view key, std::string_view value) {
       auto row = Row::Parse(std::string(value));
-      if (row.ok() && row->refs <= 0 && row->deleting_since_ms == 0) garbage.emplace_back(key, value);
+      if (!row.ok()) return true;  // ForEach (and so `check`) reports it
+      const bool stale_mark = row->deleting_since_ms > 0 && now - row->deleting_since_ms > lease_ms_;
+      const bool uploading = row->uploading_since_ms > 0 && now - row->uploading_since_ms <= lease_ms_;
+      if ((row->refs <= 0 && row->deleting_since_ms == 0 && !uploading) || stale_mark) {
+        garbage.emplace_back(key, value);
+      }
       return true;
     }));
     GcStats stats;
     for (const auto& [hex, raw] : garbage) {
-      // Mark first: a Put that comes now waits instead of counting a reference to an object going away.
       DS_ASSIGN_OR_RETURN(Row row, Row::Parse(raw));
-      row.deleting_since_ms = NowMs();
-      const std::string marked = row.Encode();
-      MetaBatch mark;
-      mark.Expect(kRefs, hex, raw);
-      mark.Put(kRefs, hex, marked);
-      Status s = meta_->Commit(mark);
-      if (s.reason() == Reason::kCommitConflict) continue;  // referenced again meanwhile: keep it
-      DS_RETURN_IF_ERROR(s);
-      DS_RETURN_IF_ERROR(FinishDeletion(hex, marked));
+      DS_ASSIGN_OR_RETURN(bool deleted, TakeOverDeletion(hex, raw, row));
+      if (!deleted) continue;
       ++stats.chunks_deleted;
       stats.bytes_freed += row.size;
     }
@@ -212,7 +232,7 @@ class S3ChunkStore final : public ChunkStore {
   }
 
  private:
-  // Uploads a new chunk's object, then clears the row's uploading mark. Returns true.
+  // Uploads the chunk's object, then records its size and clears the row's uploading mark. Returns true.
   StatusOr<bool> Upload(const std::string& hex, std::string_view bytes) {
     DS_RETURN_IF_ERROR(s3_->Put(Key(hex), bytes));
     DS_RETURN_IF_ERROR(Change(hex, [&](Row* r) {
@@ -223,19 +243,52 @@ class S3ChunkStore final : public ChunkStore {
   }
 
   // After counting a reference to a chunk that has a row: waits while the Put that made the row
-  // uploads; uploads the object itself when that Put died (its mark went stale) or when the object is
-  // missing or torn (a size that is not the bytes'). Returns whether it uploaded.
+  // uploads; then uploads the object itself unless S3 holds it intact (the size of `bytes` and the
+  // sha256 that S3Client::Put recorded in its metadata: a missing, torn or replaced object is written
+  // again). Returns whether it uploaded.
   StatusOr<bool> EnsureObject(const std::string& hex, std::string_view bytes) {
+    Row row;
     for (;;) {
       DS_ASSIGN_OR_RETURN(auto raw, ReadRaw(hex));
-      if (!raw) return NotFound("chunk " + hex + " vanished while referenced");
-      DS_ASSIGN_OR_RETURN(Row row, Row::Parse(*raw));
-      if (row.uploading_since_ms == 0 || NowMs() - row.uploading_since_ms > kStaleMs) break;
-      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+      if (!raw) return NotFound("chunk sha256:" + hex + " vanished while referenced");
+      DS_ASSIGN_OR_RETURN(row, Row::Parse(*raw));
+      if (row.uploading_since_ms == 0 || NowMs() - row.uploading_since_ms > kUploadWaitMs) break;
+      std::this_thread::sleep_for(kPoll);
     }
-    DS_ASSIGN_OR_RETURN(auto size, s3_->Head(Key(hex)));
-    if (size && *size == bytes.size()) return false;
-    return Upload(hex, bytes);
+    DS_ASSIGN_OR_RETURN(auto object, s3_->Head(Key(hex)));
+    if (!object || object->size != bytes.size() || object->sha256 != hex) return Upload(hex, bytes);
+    if (row.uploading_since_ms > 0 || row.size != bytes.size()) {  // its uploader died after the PUT
+      DS_RETURN_IF_ERROR(Change(hex, [&](Row* r) {
+        r->uploading_since_ms = 0;
+        r->size = bytes.size();
+      }));
+    }
+    return false;
+  }
+
+  // Marks the row (read as `raw`) as being deleted, deletes the object, then the row. False when
+  // another writer changed the row first (a reference counted, another deleter), or when the mark
+  // could not be followed by the DELETE soon enough to be sure no one took it over.
+  StatusOr<bool> TakeOverDeletion(const std::string& hex, const std::string& raw, Row row) {
+    const int64_t mark_ms = NowMs();
+    row.deleting_since_ms = mark_ms;
+    const std::string marked = row.Encode();
+    MetaBatch mark;
+    mark.Expect(kRefs, hex, raw);
+    mark.Put(kRefs, hex, marked);
+    Status s = meta_->Commit(mark);
+    if (s.reason() == Reason::kCommitConflict) return false;
+    DS_RETURN_IF_ERROR(s);
+    // Until the mark is lease_ms_ old nobody else deletes this object; this DELETE starts well within.
+    if (NowMs() - mark_ms > kStartDeleteWithinMs) return false;
+    DS_RETURN_IF_ERROR(s3_->Delete(Key(hex)));
+    MetaBatch done;
+    done.Expect(kRefs, hex, marked);
+    done.Delete(kRefs, hex);
+    s = meta_->Commit(done);
+    if (s.reason() == Reason::kCommitConflict) return false;
+    DS_RETURN_IF_ERROR(s);
+    return true;
   }
 
   std::string Key(const std::string& hex) const { return "chunks/" + hex.substr(0, 2) + "/" + hex; }
@@ -247,7 +300,8 @@ class S3ChunkStore final : public ChunkStore {
     return raw.status();
   }
 
-  // Read, change, commit conditionally; again when another writer came first.
+  // Read, change, commit conditionally; again when another writer came first. NotFound when the row
+  // is absent or being deleted.
   Status Change(const std::string& hex, const std::function<void(Row*)>& change) {
     for (;;) {
       DS_ASSIGN_OR_RETURN(auto raw, ReadRaw(hex));
@@ -263,18 +317,9 @@ class S3ChunkStore final : public ChunkStore {
     }
   }
 
-  // Deletes the object of a row marked as being deleted, then the row (if it is still that row).
-  Status FinishDeletion(const std::string& hex, const std::string& marked) {
-    DS_RETURN_IF_ERROR(s3_->Delete(Key(hex)));
-    MetaBatch batch;
-    batch.Expect(kRefs, hex, marked);
-    batch.Delete(kRefs, hex);
-    Status s = meta_->Commit(batch);
-    return s.reason() == Reason::kCommitConflict ? OkStatus() : s;
-  }
-
   std::unique_ptr<S3Client> s3_;
   std::shared_ptr<MetaStore> meta_;
+  const int64_t lease_ms_;  // a deletion mark older than this was left by a node that died
 };
 
 }  // namespace

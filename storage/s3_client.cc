@@ -39,28 +39,26 @@ std::string Encode(std::string_view s, bool keep_slash) {
   return out;
 }
 
-std::string Decode(std::string_view s) {
-  std::string out;
-  for (size_t i = 0; i < s.size(); ++i) {
-    if (s[i] == '%' && i + 2 < s.size() && std::isxdigit(static_cast<unsigned char>(s[i + 1])) &&
-        std::isxdigit(static_cast<unsigned char>(s[i + 2]))) {
-      out.push_back(static_cast<char>(std::stoi(std::string(s.substr(i + 1, 2)), nullptr, 16)));
-      i += 2;
-    } else {
-      out.push_back(s[i]);
-    }
-  }
-  return out;
-}
-
-std::string Env(const char* name) {
-  const char* v = std::getenv(name);
-  return v ? v : "";
-}
-
 size_t AppendBody(char* data, size_t size, size_t n, void* out) {
   static_cast<std::string*>(out)->append(data, size * n);
   return size * n;
+}
+
+// Failures a later try may not meet: the server down, restarting, slow, or the connection broken.
+bool Transient(CURLcode rc) {
+  switch (rc) {
+    case CURLE_COULDNT_RESOLVE_HOST:
+    case CURLE_COULDNT_CONNECT:
+    case CURLE_OPERATION_TIMEDOUT:
+    case CURLE_SEND_ERROR:
+    case CURLE_RECV_ERROR:
+    case CURLE_GOT_NOTHING:
+    case CURLE_PARTIAL_FILE:
+    case CURLE_SSL_CONNECT_ERROR:
+    case CURLE_HTTP2:
+    case CURLE_HTTP2_STREAM: return true;
+    default: return false;
+  }
 }
 
 // The text of the first <tag>…</tag> at or after `from`; npos-safe.
@@ -93,77 +91,64 @@ std::string XmlUnescape(std::string_view s) {
 
 }  // namespace
 
-StatusOr<S3Options> ParseS3Url(std::string_view url) {
-  constexpr std::string_view kScheme = "s3://";
-  if (!url.starts_with(kScheme)) return InvalidArgument("--chunk-store must be an s3:// URL");
-  url.remove_prefix(kScheme.size());
-  S3Options o;
-  std::string_view query;
-  if (size_t q = url.find('?'); q != std::string_view::npos) {
-    query = url.substr(q + 1);
-    url = url.substr(0, q);
+// Keeps the headers a request needs from the answer (names are case-insensitive).
+size_t S3Client::KeepHeader(char* data, size_t size, size_t n, void* out) {
+  auto* r = static_cast<Response*>(out);
+  std::string_view line(data, size * n);
+  const size_t colon = line.find(':');
+  if (colon == std::string_view::npos) return size * n;
+  std::string name(line.substr(0, colon));
+  std::transform(name.begin(), name.end(), name.begin(), [](unsigned char c) { return std::tolower(c); });
+  std::string_view value = line.substr(colon + 1);
+  while (!value.empty() && std::isspace(static_cast<unsigned char>(value.front()))) value.remove_prefix(1);
+  while (!value.empty() && std::isspace(static_cast<unsigned char>(value.back()))) value.remove_suffix(1);
+  if (name == "etag") {
+    if (value.size() >= 2 && value.front() == '"' && value.back() == '"')
+      value = value.substr(1, value.size() - 2);
+    r->etag = value;
+  } else if (name == "x-amz-meta-sha256") {
+    r->sha256 = value;
   }
-  size_t slash = url.find('/');
-  o.bucket = std::string(url.substr(0, slash));
-  if (slash != std::string_view::npos) {
-    o.prefix = std::string(url.substr(slash + 1));
-    if (!o.prefix.empty() && o.prefix.back() != '/') o.prefix += '/';
+  return size * n;
+}
+
+int64_t S3Options::WorstRequestMs() const {
+  int64_t ms = 0;
+  for (int attempt = 0; attempt < std::max(1, attempts); ++attempt) {
+    if (attempt > 0) ms += 3 * (100 << std::min(attempt - 1, 4)) / 2;  // the longest pause before it
+    ms += timeout_s * 1000;
   }
-  if (o.bucket.empty()) return InvalidArgument("the s3:// URL names no bucket");
-  while (!query.empty()) {
-    size_t amp = query.find('&');
-    std::string_view pair = query.substr(0, amp);
-    query = amp == std::string_view::npos ? std::string_view() : query.substr(amp + 1);
-    size_t eq = pair.find('=');
-    const std::string name(pair.substr(0, eq));
-    const std::string value = eq == std::string_view::npos ? "" : Decode(pair.substr(eq + 1));
-    if (name == "endpoint") {
-      o.endpoint = value;
-    } else if (name == "region") {
-      o.region = value;
-    } else if (name == "path_style") {
-      if (value != "true" && value != "false") return InvalidArgument("path_style must be true or false");
-      o.path_style = value == "true";
-    } else {
-      return InvalidArgument("unknown s3:// URL parameter '" + name + "' (endpoint, region, path_style)");
-    }
-  }
-  if (o.endpoint.empty()) {
-    o.endpoint = "https://s3." + o.region + ".amazonaws.com";
-  }
-  while (!o.endpoint.empty() && o.endpoint.back() == '/') o.endpoint.pop_back();
-  if (!o.endpoint.starts_with("http://") && !o.endpoint.starts_with("https://")) {
-    return InvalidArgument("the s3:// URL's endpoint must start with http:// or https://");
-  }
-  o.access_key = Env("AWS_ACCESS_KEY_ID");
-  o.secret_key = Env("AWS_SECRET_ACCESS_KEY");
-  o.session_token = Env("AWS_SESSION_TOKEN");
-  if (o.access_key.empty() || o.secret_key.empty()) {
-    return InvalidArgument("S3 credentials missing: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY");
-  }
-  return o;
+  return ms;
 }
 
 StatusOr<std::unique_ptr<S3Client>> S3Client::Open(const S3Options& options) {
   GlobalInit();
   std::unique_ptr<S3Client> c(new S3Client(options));
-  auto bucket = c->Request("HEAD", "", "", "", "checking the bucket");
-  if (!bucket.ok()) return bucket.status();
-  if (bucket->status == 404) {
-    auto made = c->Request("PUT", "", "", "", "creating the bucket");
-    if (!made.ok()) return made.status();
-    if (made->status != 200) {
-      return StoreUnavailable("S3 at " + options.endpoint + " did not create bucket " + options.bucket +
-                              " (HTTP " + std::to_string(made->status) + ")");
+  const std::string where = "S3 at " + options.endpoint + ", bucket " + options.bucket;
+  DS_ASSIGN_OR_RETURN(Response head, c->Request({.method = "HEAD"}));
+  long status = head.status;
+  std::string doing = "checking the bucket";
+  if (status == 404) {
+    doing = "creating the bucket";
+    DS_ASSIGN_OR_RETURN(Response made, c->Request({.method = "PUT"}));
+    status = made.status;
+    if (status == 409) {  // another node created it first, or someone else owns it: HEAD tells
+      DS_ASSIGN_OR_RETURN(Response again, c->Request({.method = "HEAD"}));
+      status = again.status;
     }
-  } else if (bucket->status == 403) {
-    return PermissionDenied("S3 at " + options.endpoint + " refused the credentials of AWS_ACCESS_KEY_ID " +
-                            options.access_key + " for bucket " + options.bucket);
-  } else if (bucket->status != 200) {
-    return StoreUnavailable("S3 at " + options.endpoint + " answered HTTP " + std::to_string(bucket->status) +
-                            " for bucket " + options.bucket);
   }
-  return c;
+  if (status == 200) return c;
+  if (status == 403) {
+    return PermissionDenied(where + ": access denied " + doing + " with AWS_ACCESS_KEY_ID " +
+                            options.access_key +
+                            " (check AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and the bucket's policy)");
+  }
+  std::string hint;
+  if (status == 301 || status == 400) {
+    hint = std::string(" (is the region right, or does the endpoint need path_style=") +
+           (options.path_style ? "false" : "true") + "?)";
+  }
+  return StoreUnavailable(where + ": HTTP " + std::to_string(status) + " " + doing + hint);
 }
 
 S3Client::~S3Client() {
@@ -208,11 +193,10 @@ std::string S3Client::Url(std::string_view key, std::string_view query, bool buc
   return url;
 }
 
-StatusOr<S3Client::Response> S3Client::RequestOnce(void* handle, std::string_view method,
-                                                   const std::string& url, std::string_view body,
+StatusOr<S3Client::Response> S3Client::RequestOnce(void* handle, const Call& call, const std::string& url,
                                                    bool* retry) {
   CURL* curl = static_cast<CURL*>(handle);
-  curl_easy_reset(curl);
+  curl_easy_reset(curl);  // keeps the connection
   Response r;
   const std::string sigv4 = "aws:amz:" + options_.region + ":s3";
   const std::string userpwd = options_.access_key + ":" + options_.secret_key;
@@ -224,30 +208,35 @@ StatusOr<S3Client::Response> S3Client::RequestOnce(void* handle, std::string_vie
   curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT, options_.connect_timeout_s);
   curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, AppendBody);
   curl_easy_setopt(curl, CURLOPT_WRITEDATA, &r.body);
+  curl_easy_setopt(curl, CURLOPT_HEADERFUNCTION, KeepHeader);
+  curl_easy_setopt(curl, CURLOPT_HEADERDATA, &r);
+  if (!call.range.empty()) curl_easy_setopt(curl, CURLOPT_RANGE, std::string(call.range).c_str());
+  // curl signs every header given here (they are sent as given).
   struct curl_slist* headers = nullptr;
   if (!options_.session_token.empty()) {
     headers = curl_slist_append(headers, ("x-amz-security-token: " + options_.session_token).c_str());
   }
-  // (No "Expect:" removal header: curl would sign it without sending it.)
   curl_easy_setopt(curl, CURLOPT_EXPECT_100_TIMEOUT_MS, 0L);
-  if (method == "HEAD") {
+  if (call.method == "HEAD") {
     curl_easy_setopt(curl, CURLOPT_NOBODY, 1L);
-  } else if (method == "PUT") {
-    // The payload's sha256 goes into the signature: curl signs with the x-amz-content-sha256 it is
-    // given (S3 checks the body against it, so a body changed on the way is refused).
+  } else if (call.method == "PUT") {
+    // The payload's sha256 goes into the signature (S3 checks the body against it) and, for objects,
+    // into the object's metadata, where HEAD finds it.
+    const std::string sha = Sha256::Of(call.body).Hex();
     curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, "PUT");
-    headers = curl_slist_append(headers, ("x-amz-content-sha256: " + Sha256::Of(body).Hex()).c_str());
-    curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(body.size()));
-    curl_easy_setopt(curl, CURLOPT_POSTFIELDS, body.empty() ? "" : body.data());
+    headers = curl_slist_append(headers, ("x-amz-content-sha256: " + sha).c_str());
+    if (!call.key.empty()) headers = curl_slist_append(headers, ("x-amz-meta-sha256: " + sha).c_str());
+    curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(call.body.size()));
+    curl_easy_setopt(curl, CURLOPT_POSTFIELDS, call.body.empty() ? "" : call.body.data());
     headers = curl_slist_append(headers, "Content-Type: application/octet-stream");
-  } else if (method != "GET") {
-    curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, std::string(method).c_str());
+  } else if (call.method != "GET") {
+    curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, std::string(call.method).c_str());
   }
   curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
   const CURLcode rc = curl_easy_perform(curl);
   curl_slist_free_all(headers);
   if (rc != CURLE_OK) {
-    *retry = true;
+    *retry = Transient(rc);
     return StoreUnavailable(std::string(curl_easy_strerror(rc)));
   }
   curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &r.status);
@@ -258,55 +247,83 @@ StatusOr<S3Client::Response> S3Client::RequestOnce(void* handle, std::string_vie
   return r;
 }
 
-StatusOr<S3Client::Response> S3Client::Request(std::string_view method, std::string_view key,
-                                               std::string_view query, std::string_view body,
-                                               std::string_view what) {
-  const std::string url = Url(key, query, key.empty());
+StatusOr<S3Client::Response> S3Client::Request(const Call& call) {
+  const std::string url = Url(call.key, call.query, call.key.empty());
   thread_local std::minstd_rand rng(std::random_device{}());
   Status last;
-  for (int attempt = 0; attempt < std::max(1, options_.attempts); ++attempt) {
-    if (attempt > 0) {
-      const int base_ms = 100 << std::min(attempt - 1, 4);  // 100, 200, 400, 800, 1600 ms
+  int tries = 0;
+  for (bool retry = true; retry && tries < std::max(1, options_.attempts); ++tries) {
+    if (tries > 0) {
+      const int base_ms = 100 << std::min(tries - 1, 4);  // 100, 200, 400, 800, 1600 ms, +-50 %
       std::this_thread::sleep_for(std::chrono::milliseconds(base_ms / 2 + static_cast<int>(rng() % base_ms)));
     }
     void* curl = Acquire();
     if (!curl) return Internal("curl_easy_init failed");
-    bool retry = false;
-    auto r = RequestOnce(curl, method, url, body, &retry);
+    retry = false;
+    auto r = RequestOnce(curl, call, url, &retry);
     Return(curl);
-    if (!retry) return r;
+    if (r.ok() && !retry) return r;
     last = r.ok() ? Status(StoreUnavailable("HTTP " + std::to_string(r->status))) : r.status();
   }
-  return StoreUnavailable("S3 at " + options_.endpoint + ": " + std::string(what) + " " + options_.prefix +
-                          std::string(key) + " failed after " + std::to_string(options_.attempts) +
-                          " tries: " + last.message());
+  return StoreUnavailable("S3 at " + options_.endpoint + ": " + std::string(call.method) + " " +
+                          options_.bucket + "/" + options_.prefix + std::string(call.key) + " failed after " +
+                          std::to_string(tries) + (tries == 1 ? " try: " : " tries: ") + last.message());
+}
+
+Status S3Client::Unexpected(const Call& call, const Response& r) const {
+  size_t from = 0;
+  const std::string code(XmlValue(r.body, "Code", &from));
+  const std::string what = "S3 at " + options_.endpoint + ": " + std::string(call.method) + " " +
+                           options_.bucket + "/" + options_.prefix + std::string(call.key) + ": HTTP " +
+                           std::to_string(r.status) + (code.empty() ? "" : " " + code);
+  if (r.status == 403) return PermissionDenied(what);
+  return IOError(what);
 }
 
 Status S3Client::Put(std::string_view key, std::string_view bytes) {
-  DS_ASSIGN_OR_RETURN(Response r, Request("PUT", key, "", bytes, "PUT"));
-  if (r.status == 200) return OkStatus();
-  if (r.status == 403) return PermissionDenied("S3 refused PUT " + std::string(key) + " (HTTP 403)");
-  return IOError("S3 PUT " + std::string(key) + ": HTTP " + std::to_string(r.status));
+  const Call call{.method = "PUT", .key = key, .body = bytes};
+  DS_ASSIGN_OR_RETURN(Response r, Request(call));
+  return r.status == 200 ? OkStatus() : Unexpected(call, r);
 }
 
 StatusOr<std::string> S3Client::Get(std::string_view key) {
-  DS_ASSIGN_OR_RETURN(Response r, Request("GET", key, "", "", "GET"));
+  const Call call{.method = "GET", .key = key};
+  DS_ASSIGN_OR_RETURN(Response r, Request(call));
   if (r.status == 200) return std::move(r.body);
   if (r.status == 404) return NotFound("object " + std::string(key));
-  return IOError("S3 GET " + std::string(key) + ": HTTP " + std::to_string(r.status));
+  return Unexpected(call, r);
 }
 
-StatusOr<std::optional<uint64_t>> S3Client::Head(std::string_view key) {
-  DS_ASSIGN_OR_RETURN(Response r, Request("HEAD", key, "", "", "HEAD"));
-  if (r.status == 200) return std::optional<uint64_t>(r.content_length.value_or(0));
-  if (r.status == 404) return std::optional<uint64_t>();
-  return IOError("S3 HEAD " + std::string(key) + ": HTTP " + std::to_string(r.status));
+StatusOr<std::string> S3Client::GetRange(std::string_view key, uint64_t offset, uint64_t length) {
+  if (length == 0) return InvalidArgument("an empty byte range of object " + std::string(key));
+  const std::string range = std::to_string(offset) + "-" + std::to_string(offset + length - 1);
+  const Call call{.method = "GET", .key = key, .range = range};
+  DS_ASSIGN_OR_RETURN(Response r, Request(call));
+  if (r.status == 206) return std::move(r.body);
+  if (r.status == 200) {  // a server that ignores ranges sends it all
+    if (offset >= r.body.size())
+      return OutOfRange("offset " + std::to_string(offset) + " of object " + std::string(key));
+    return r.body.substr(offset, length);
+  }
+  if (r.status == 404) return NotFound("object " + std::string(key));
+  if (r.status == 416)
+    return OutOfRange("offset " + std::to_string(offset) + " of object " + std::string(key));
+  return Unexpected(call, r);
+}
+
+StatusOr<std::optional<S3Object>> S3Client::Head(std::string_view key) {
+  const Call call{.method = "HEAD", .key = key};
+  DS_ASSIGN_OR_RETURN(Response r, Request(call));
+  if (r.status == 404) return std::optional<S3Object>();
+  if (r.status != 200) return Unexpected(call, r);
+  return std::optional<S3Object>(S3Object{r.content_length.value_or(0), r.etag, r.sha256});
 }
 
 Status S3Client::Delete(std::string_view key) {
-  DS_ASSIGN_OR_RETURN(Response r, Request("DELETE", key, "", "", "DELETE"));
+  const Call call{.method = "DELETE", .key = key};
+  DS_ASSIGN_OR_RETURN(Response r, Request(call));
   if (r.status == 204 || r.status == 200 || r.status == 404) return OkStatus();
-  return IOError("S3 DELETE " + std::string(key) + ": HTTP " + std::to_string(r.status));
+  return Unexpected(call, r);
 }
 
 Status S3Client::List(std::string_view prefix,
@@ -316,9 +333,11 @@ Status S3Client::List(std::string_view prefix,
     // Parameters in sorted order, encoded: SigV4's canonical query string.
     std::string query;
     if (!token.empty()) query += "continuation-token=" + Encode(token, false) + "&";
-    query += "list-type=2&prefix=" + Encode(options_.prefix + std::string(prefix), false);
-    DS_ASSIGN_OR_RETURN(Response r, Request("GET", "", query, "", "LIST"));
-    if (r.status != 200) return IOError("S3 LIST: HTTP " + std::to_string(r.status));
+    query += "list-type=2&max-keys=" + std::to_string(std::max(1, options_.list_page_size)) +
+             "&prefix=" + Encode(options_.prefix + std::string(prefix), false);
+    const Call call{.method = "GET", .query = query};
+    DS_ASSIGN_OR_RETURN(Response r, Request(call));
+    if (r.status != 200) return Unexpected(call, r);
     size_t pos = 0;
     for (;;) {
       std::string_view contents = XmlValue(r.body, "Contents", &pos);
@@ -332,7 +351,8 @@ Status S3Client::List(std::string_view prefix,
     if (XmlValue(r.body, "IsTruncated", &t) != "true") return OkStatus();
     t = 0;
     token = XmlUnescape(XmlValue(r.body, "NextContinuationToken", &t));
-    if (token.empty()) return OkStatus();
+    if (token.empty())
+      return IOError("S3 at " + options_.endpoint + ": a truncated listing without a continuation token");
   }
 }
 

@@ -4,7 +4,7 @@
 #   AWS_ACCESS_KEY_ID=deltastore-test AWS_SECRET_ACCESS_KEY=deltastore-test-secret
 #   s3_server.sh start DIR PORT   S3 on 127.0.0.1:PORT (its other servers on free ports); prints the
 #                                 endpoint URL once S3 answers
-#   s3_server.sh stop DIR         stops it (no-op when not running)
+#   s3_server.sh stop DIR         stops it: SIGTERM, SIGKILL after 0.5 s (no-op when not running)
 #   s3_server.sh kill DIR         SIGKILL, as a crash would
 set -euo pipefail
 cmd="${1:?start|stop|kill}" dir="${2:?directory}"
@@ -32,12 +32,16 @@ PY
       -master.port="$mp" -master.port.grpc="$mg" -volume.port="$vp" -volume.port.grpc="$vg" \
       -filer.port="$fp" -filer.port.grpc="$fg" -s3 -s3.port="$port" -s3.port.grpc="$sg" \
       -s3.port.iceberg=0 -s3.port.lance=0 -s3.config="$dir/s3.json" -volume.max=0 \
+      -volume.preStopSeconds=0 -master.electionTimeout=200ms \
       >"$dir/weed.log" 2>&1 &
     echo $! >"$dir/weed.pid"
-    # Ready when S3 answers a signed request (an unsigned one is refused with 403 before that too).
+    # Ready when S3 answers a signed request (an unsigned one is refused with 403 before that too) and
+    # the volume server has told the master its volumes: S3 answers before that, and on a restart it
+    # fails reads of what was stored before (HTTP 500, "volume id not found") for a few seconds.
     for _ in $(seq 1 600); do
       if curl -s -o /dev/null --max-time 1 --aws-sigv4 "aws:amz:us-east-1:s3" \
-          --user deltastore-test:deltastore-test-secret "http://127.0.0.1:$port/" -w '%{http_code}' | grep -q 200; then
+          --user deltastore-test:deltastore-test-secret "http://127.0.0.1:$port/" -w '%{http_code}' | grep -q 200 &&
+        curl -s --max-time 1 "http://127.0.0.1:$mp/dir/status" | grep -q '"DataNodes":\[{'; then
         echo "http://127.0.0.1:$port"
         exit 0
       fi
@@ -52,9 +56,13 @@ PY
     [ "$cmd" = kill ] && sig=KILL
     if [ -f "$dir/weed.pid" ]; then
       pid="$(cat "$dir/weed.pid")"
+      # weed's graceful stop takes many seconds (gRPC drains); a test server's data needs none of it.
+      # Gone: exited (a zombie holds no port, whenever its parent reaps it).
+      running() { [ -e "/proc/$pid" ] && ! grep -q '^State:.*Z' "/proc/$pid/status" 2>/dev/null; }
       kill -"$sig" "$pid" 2>/dev/null || true
-      for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+      for _ in $(seq 1 5); do running || break; sleep 0.1; done
       kill -KILL "$pid" 2>/dev/null || true
+      for _ in $(seq 1 50); do running || break; sleep 0.1; done
       rm -f "$dir/weed.pid"
     fi
     ;;
