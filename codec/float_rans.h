@@ -27,13 +27,21 @@
 
 namespace deltastore {
 
+// The payload version EncodeFloatsRans writes (the chunk header's codec version of a float-rans chunk).
+// Version 1: 1 or 8 lanes, sign changes code their new exponent with a table of their own. Version 2:
+// up to 32 lanes (decoded 16 at a time with AVX-512 where the CPU has it), sign changes store the new
+// magnitude raw. Both decode forever.
+inline constexpr int kFloatRansVersion = 2;
+
 // As EncodeFloats (codec/float_coder.h): n elements at `data`, coded against `base` (n elements) when
-// it is non-null. The output records neither n nor the base. Empty only for a kind outside the enum.
-std::string EncodeFloatsRans(FloatKind kind, const uint8_t* data, const uint8_t* base, size_t n);
+// it is non-null. The output records neither n nor the base. Empty only for a kind outside the enum or
+// an unknown version (version 1 is still written for tests and fuzz seeds).
+std::string EncodeFloatsRans(FloatKind kind, const uint8_t* data, const uint8_t* base, size_t n,
+                             int version = kFloatRansVersion);
 
 // As DecodeFloats: kCorruption on truncated or corrupt input, kInvalidArgument when a base is needed but
-// not given or the kind is unknown. On error the contents of `out` are unspecified.
-Status DecodeFloatsRans(FloatKind kind, std::string_view encoded, const uint8_t* base, size_t n,
-                        uint8_t* out);
+// not given, or the kind or version is unknown. On error the contents of `out` are unspecified.
+Status DecodeFloatsRans(FloatKind kind, std::string_view encoded, const uint8_t* base, size_t n, uint8_t* out,
+                        int version = kFloatRansVersion);
 
 }  // namespace deltastore

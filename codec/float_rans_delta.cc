@@ -14,9 +14,16 @@ namespace {
 
 template <typename F>
 struct DeltaParams {
+  // Version 1: the delta symbols (2 = escape). Version 2 adds escape symbols kEscZero + k: a sign change
+  // to the exponent be + k (-kAlphabet / 2 <= k < kAlphabet / 2 - 1), its mantissa raw; kEscOther: any
+  // other exponent, which follows raw with the mantissa.
   static constexpr int kAlphabet = 4 * F::kWidth;
+  static constexpr int kAlphabetV2 = 2 * kAlphabet;
+  static constexpr int kEscZero = kAlphabet + kAlphabet / 2;
+  static constexpr uint32_t kEscOther = kAlphabetV2 - 1;
   static constexpr int kEscAlphabet = 1 << F::kExpBits;
-  explicit DeltaParams(const Layout& layout) : tz(layout.tz), mb(F::kManBits - layout.tz) {
+  explicit DeltaParams(const Layout& layout)
+      : tz(layout.tz), mb(F::kManBits - layout.tz), v2(layout.version >= 2), esc_raw(v2 ? F::kExpBits + mb : mb) {
     // Row: the base exponent below the largest (clamped). Column: the expected bit length of d from the
     // lane's average, ((avg16 + 8) >> 4) - be + bias, as (avg16 + off) >> 4.
     const int maxe = static_cast<int>(layout.maxe);
@@ -27,6 +34,8 @@ struct DeltaParams {
     }
   }
   int tz, mb;
+  bool v2;      // sign changes: version 1 codes the new exponent with the escape table, version 2 raw
+  int esc_raw;  // raw bits after an escape: the new magnitude (version 2) or its mantissa (version 1)
   struct {
     int row;
     int off;
@@ -65,9 +74,10 @@ constexpr std::array<SymInfo, 4 * F::kWidth> MakeSymInfo() {
 template <typename F>
 inline constexpr std::array<SymInfo, 4 * F::kWidth> kSymInfo = MakeSymInfo<F>();
 
-// Raw bits one value reads at most, and so how many values one refill (56 bits) serves.
-template <typename F>
-inline constexpr int kValuesPerRefill = 56 / (F::kExpBits + F::kManBits - 2);
+// Raw bits one value reads at most (version 1: len - 2 <= E + M - 2; version 2: E + M after an escape),
+// and so how many values one refill (56 bits) serves.
+template <typename F, bool kV2>
+inline constexpr int kValuesPerRefill = 56 / (F::kExpBits + F::kManBits - (kV2 ? 0 : 2));
 
 [[gnu::always_inline]] inline void UpdateAverage(int* avg16, int a) {
   *avg16 += ((a << 4) - *avg16) >> kDeltaEmaShift;
@@ -109,8 +119,19 @@ template <typename F>
     a = be + len;
   } else {
     sym = kDeltaEscape;
-    pass->escapes.push_back(static_cast<uint8_t>(fm >> p.mb));
-    bits->Put(fm & ((uint32_t{1} << p.mb) - 1), p.mb);
+    if (p.v2) {
+      const int s = DeltaParams<F>::kEscZero + static_cast<int>(fm >> p.mb) - be;
+      if (s >= DeltaParams<F>::kAlphabet && s < static_cast<int>(DeltaParams<F>::kEscOther)) {
+        sym = static_cast<uint32_t>(s);
+        bits->Put(fm & ((uint32_t{1} << p.mb) - 1), p.mb);
+      } else {
+        sym = DeltaParams<F>::kEscOther;
+        bits->Put(fm, p.esc_raw);
+      }
+    } else {
+      pass->escapes.push_back(static_cast<uint8_t>(fm >> p.mb));
+      bits->Put(fm & ((uint32_t{1} << p.mb) - 1), p.mb);
+    }
     a = be + p.mb + 1;
   }
   pass->syms[t] = static_cast<uint8_t>(sym);
@@ -134,7 +155,7 @@ std::string CodeSymbols(const DeltaPass<F>& pass, const EncTables& grid, const r
   size_t e = pass.escapes.size();
   const auto put = [&](uint32_t& state, size_t t) {
     const uint32_t s = pass.syms[t];
-    if (s == kDeltaEscape) state = rans::EncPut(state, esc[pass.escapes[--e]], &ptr);
+    if (s == kDeltaEscape && !pass.escapes.empty()) state = rans::EncPut(state, esc[pass.escapes[--e]], &ptr);
     state = rans::EncPut(state, grid.cell[pass.cells[t]][s], &ptr);
   };
   const size_t full = n / kLanes * kLanes;
@@ -170,24 +191,30 @@ template <typename F>
 void EncodeDeltaImpl(const uint8_t* data, const uint8_t* base, size_t n, const Layout& layout, Coded* out) {
   const DeltaParams<F> p(layout);
   const int lanes = layout.lanes();
-  DeltaPass<F> pass(n, DeltaParams<F>::kAlphabet);
+  const int alphabet = p.v2 ? DeltaParams<F>::kAlphabetV2 : DeltaParams<F>::kAlphabet;
+  DeltaPass<F> pass(n, alphabet);
   BulkBitWriter bits(n * sizeof(typename F::Word));
-  if (lanes == 8) {
-    Analyse<F, 8>(p, data, base, n, &pass, &bits);
-  } else {
-    Analyse<F, 1>(p, data, base, n, &pass, &bits);
+  switch (lanes) {
+    case 32: Analyse<F, 32>(p, data, base, n, &pass, &bits); break;
+    case 8: Analyse<F, 8>(p, data, base, n, &pass, &bits); break;
+    default: Analyse<F, 1>(p, data, base, n, &pass, &bits); break;
   }
   const ContextMap map = ChooseContextMap(pass.counts, 3, nullptr);
   EncTables grid;
   WriteTables(pass.counts, map, &out->tables, &grid);
-  std::vector<uint32_t> esc_counts(DeltaParams<F>::kEscAlphabet);
-  for (uint8_t e : pass.escapes) ++esc_counts[e];
   std::vector<rans::EncSymbol> esc(DeltaParams<F>::kEscAlphabet);
-  out->tables.push_back(pass.escapes.empty() ? 0 : 1);
-  if (!pass.escapes.empty())
-    WriteTable(esc_counts.data(), DeltaParams<F>::kEscAlphabet, &out->tables, esc.data());
-  out->words = lanes == 8 ? CodeSymbols<F, 8>(pass, grid, esc.data(), n)
-                          : CodeSymbols<F, 1>(pass, grid, esc.data(), n);
+  if (!p.v2) {
+    std::vector<uint32_t> esc_counts(DeltaParams<F>::kEscAlphabet);
+    for (uint8_t e : pass.escapes) ++esc_counts[e];
+    out->tables.push_back(pass.escapes.empty() ? 0 : 1);
+    if (!pass.escapes.empty())
+      WriteTable(esc_counts.data(), DeltaParams<F>::kEscAlphabet, &out->tables, esc.data());
+  }
+  switch (lanes) {
+    case 32: out->words = CodeSymbols<F, 32>(pass, grid, esc.data(), n); break;
+    case 8: out->words = CodeSymbols<F, 8>(pass, grid, esc.data(), n); break;
+    default: out->words = CodeSymbols<F, 1>(pass, grid, esc.data(), n); break;
+  }
   out->raw = bits.Finish();
 }
 
@@ -195,8 +222,9 @@ void EncodeDeltaImpl(const uint8_t* data, const uint8_t* base, size_t n, const L
 // Decoder
 // ---------------------------------------------------------------------------------------------------
 
-// kNbr: the map has several columns (else the neighbour context is not computed at all).
-template <typename F, bool kNbr>
+// kNbr: the map has several columns (else the neighbour context is not computed at all). kV2: the payload
+// version is 2 (a sign change's new magnitude is raw).
+template <typename F, bool kNbr, bool kV2>
 struct DeltaDecoder {
   DeltaDecoder(const Layout& layout, const DeltaTables& tables, std::string_view words, std::string_view raw,
                const uint8_t* base, uint8_t* out)
@@ -237,15 +265,25 @@ struct DeltaDecoder {
     uint32_t sign = b & F::kSignBit;
     uint32_t fm;
     int a;
-    if (sym != kDeltaEscape) [[likely]] {
+    if (kV2 ? sym < DeltaParams<F>::kAlphabet : sym != kDeltaEscape) [[likely]] {
       const SymInfo& info = kSymInfo<F>[sym];
       const uint32_t ad = info.lead | bits.Get(info.nraw);
       fm = bm + ((ad ^ info.neg_mask) - info.neg_mask);
       a = be + static_cast<int>(sym >> 2);
     } else {
-      const uint32_t fe = rans::DecGet(x, esc);
-      Renorm<kChecked>(x);
-      fm = (fe << p.mb) | bits.Get(p.mb);
+      if constexpr (kV2) {
+        if (sym != DeltaParams<F>::kEscOther) {
+          // A corrupt stream can give an exponent outside [0, 2^E): masked here, refused by the checksum.
+          const uint32_t fe = static_cast<uint32_t>(be + static_cast<int>(sym) - DeltaParams<F>::kEscZero);
+          fm = ((fe << p.mb) | bits.Get(p.mb)) & (F::kMagMask >> p.tz);
+        } else {
+          fm = bits.Get(F::kExpBits + p.mb);
+        }
+      } else {
+        const uint32_t fe = rans::DecGet(x, esc);
+        Renorm<kChecked>(x);
+        fm = (fe << p.mb) | bits.Get(p.mb);
+      }
       sign ^= F::kSignBit;
       a = be + p.mb + 1;
     }
@@ -275,11 +313,11 @@ struct DeltaDecoder {
   bool overrun = false;
 };
 
-template <typename F, int kLanes, bool kNbr>
+template <typename F, int kLanes, bool kNbr, bool kV2>
 bool DecodeDeltaLanes(const Layout& layout, const DeltaTables& tables, std::string_view words,
                       std::string_view raw, const uint8_t* base, size_t n, uint8_t* out) {
   if (words.size() < 4 * kLanes || words.size() % 2 != 0) return false;
-  DeltaDecoder<F, kNbr> d(layout, tables, words.substr(4 * kLanes), raw, base, out);
+  DeltaDecoder<F, kNbr, kV2> d(layout, tables, words.substr(4 * kLanes), raw, base, out);
   uint32_t x[kLanes];
   int avg16[kLanes] = {};
   for (int k = 0; k < kLanes; ++k) {
@@ -292,7 +330,7 @@ bool DecodeDeltaLanes(const Layout& layout, const DeltaTables& tables, std::stri
     if (static_cast<size_t>(d.wend - d.wp) < 4 * kLanes || d.bits.BytesLeft() < 4 * kLanes + 16) break;
 #pragma GCC unroll 8
     for (int k = 0; k < kLanes; ++k) {
-      if (k % kValuesPerRefill<F> == 0) d.bits.Refill();
+      if (k % kValuesPerRefill<F, kV2> == 0) d.bits.Refill();
       d.template Value<false>(&x[k], &avg16[k], i + k);
     }
   }
@@ -315,30 +353,50 @@ template <typename F>
 bool DecodeDeltaImpl(const Layout& layout, const DeltaTables& tables, std::string_view words,
                      std::string_view raw, const uint8_t* base, size_t n, uint8_t* out) {
   const bool nbr = tables.grid.map.cols() > 1;
+  if (layout.version >= 2) {
+    switch (layout.lanes_log2) {
+      case 0: return DecodeDeltaLanes<F, 1, true, true>(layout, tables, words, raw, base, n, out);
+      case 3:
+        return nbr ? DecodeDeltaLanes<F, 8, true, true>(layout, tables, words, raw, base, n, out)
+                   : DecodeDeltaLanes<F, 8, false, true>(layout, tables, words, raw, base, n, out);
+      case 5:
+        return nbr ? DecodeDeltaLanes<F, 32, true, true>(layout, tables, words, raw, base, n, out)
+                   : DecodeDeltaLanes<F, 32, false, true>(layout, tables, words, raw, base, n, out);
+      default: return false;
+    }
+  }
   switch (layout.lanes_log2) {
-    case 0: return DecodeDeltaLanes<F, 1, true>(layout, tables, words, raw, base, n, out);
+    case 0: return DecodeDeltaLanes<F, 1, true, false>(layout, tables, words, raw, base, n, out);
     case 3:
-      return nbr ? DecodeDeltaLanes<F, 8, true>(layout, tables, words, raw, base, n, out)
-                 : DecodeDeltaLanes<F, 8, false>(layout, tables, words, raw, base, n, out);
+      return nbr ? DecodeDeltaLanes<F, 8, true, false>(layout, tables, words, raw, base, n, out)
+                 : DecodeDeltaLanes<F, 8, false, false>(layout, tables, words, raw, base, n, out);
     default: return false;
   }
 }
 
 template <typename F>
 Status ReadDeltaTablesImpl(const Layout& layout, std::string_view* in, DeltaTables* tables) {
-  constexpr int kAlphabet = DeltaParams<F>::kAlphabet;
+  using P = DeltaParams<F>;
+  const bool v2 = layout.version >= 2;
+  const int alphabet = v2 ? P::kAlphabetV2 : P::kAlphabet;
   const int mag_bits = F::kExpBits + F::kManBits - layout.tz;
-  bool valid[kAlphabet];
-  for (int s = 0; s < kAlphabet; ++s) {
+  bool valid[P::kAlphabetV2];
+  for (int s = 0; s < alphabet; ++s) {
     const int len = s >> 2;
-    valid[s] = s == static_cast<int>(kDeltaEscape) ||
-               (len <= mag_bits && !(len < 2 && (s & 1)) && !(len == 0 && (s & 2)));
+    if (s >= P::kAlphabet) {
+      valid[s] = true;
+    } else {
+      valid[s] = s == static_cast<int>(kDeltaEscape)
+                     ? !v2
+                     : len <= mag_bits && !(len < 2 && (s & 1)) && !(len == 0 && (s & 2));
+    }
   }
-  DS_RETURN_IF_ERROR(ReadTables(in, kDeltaRows, kDeltaCols, kAlphabet, valid, &tables->grid));
+  DS_RETURN_IF_ERROR(ReadTables(in, kDeltaRows, kDeltaCols, alphabet, valid, &tables->grid));
+  tables->escape.clear();
+  if (layout.version >= 2) return OkStatus();
   if (in->empty() || static_cast<uint8_t>(in->front()) > 1) return Corruption("float rans: bad escape flag");
   const bool has_escape = in->front() == 1;
   in->remove_prefix(1);
-  tables->escape.clear();
   if (has_escape) {
     constexpr int kEsc = DeltaParams<F>::kEscAlphabet;
     bool all[kEsc];

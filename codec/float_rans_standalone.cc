@@ -97,7 +97,11 @@ void EncodeStandaloneImpl(const uint8_t* data, size_t n, const Layout& layout, C
   const ContextMap map = ChooseContextMap(counts, 0, nullptr);
   EncTables grid;
   WriteTables(counts, map, &out->tables, &grid);
-  out->words = lanes == 8 ? CodeSymbols<8>(syms.get(), grid, n) : CodeSymbols<1>(syms.get(), grid, n);
+  switch (lanes) {
+    case 32: out->words = CodeSymbols<32>(syms.get(), grid, n); break;
+    case 8: out->words = CodeSymbols<8>(syms.get(), grid, n); break;
+    default: out->words = CodeSymbols<1>(syms.get(), grid, n); break;
+  }
   out->raw = bits.Finish();
 }
 
@@ -243,7 +247,9 @@ Status ReadStandaloneTables(FloatKind kind, const Layout& layout, std::string_vi
 
 bool DecodeStandalone(FloatKind kind, const Layout& layout, const DecTables& tables, std::string_view words,
                       std::string_view raw, size_t n, uint8_t* out) {
-  if (layout.lanes_log2 == 3) {
+  if (layout.lanes_log2 == 5) {
+    DS_FLOAT_RANS_DISPATCH(kind, (DecodeLanes<F, 32>(layout, tables, words, raw, n, out)));
+  } else if (layout.lanes_log2 == 3) {
     DS_FLOAT_RANS_DISPATCH(kind, (DecodeLanes<F, 8>(layout, tables, words, raw, n, out)));
   } else if (layout.lanes_log2 == 0) {
     DS_FLOAT_RANS_DISPATCH(kind, (DecodeLanes<F, 1>(layout, tables, words, raw, n, out)));
