@@ -61,6 +61,16 @@ class BulkBitReader {
     count_ |= 56;
   }
 
+  // Moves to bit `bit` (0..7) of byte `p` (at or after the current position, nothing read yet since),
+  // e.g. after a caller read the bits before it on its own.
+  void Seek(const uint8_t* p, int bit) {
+    p_ = p;
+    buf_ = 0;
+    count_ = 0;
+    RefillChecked();
+    Get(bit);
+  }
+
   // Reads nothing past the end; missing bytes read as zeros (Exhausted() then tells).
   void RefillChecked() {
     if (end_ - p_ >= 8) {

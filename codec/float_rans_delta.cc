@@ -8,6 +8,7 @@
 
 #include "codec/bit_stream.h"
 #include "codec/float_rans_model.h"
+#include "codec/float_rans_simd.h"
 
 namespace deltastore::float_rans {
 namespace {
@@ -23,17 +24,20 @@ struct DeltaParams {
   static constexpr uint32_t kEscOther = kAlphabetV2 - 1;
   static constexpr int kEscAlphabet = 1 << F::kExpBits;
   explicit DeltaParams(const Layout& layout)
-      : tz(layout.tz), mb(F::kManBits - layout.tz), v2(layout.version >= 2), esc_raw(v2 ? F::kExpBits + mb : mb) {
+      : tz(layout.tz),
+        mb(F::kManBits - layout.tz),
+        maxe(static_cast<int>(layout.maxe)),
+        v2(layout.version >= 2),
+        esc_raw(v2 ? F::kExpBits + mb : mb) {
     // Row: the base exponent below the largest (clamped). Column: the expected bit length of d from the
     // lane's average, ((avg16 + 8) >> 4) - be + bias, as (avg16 + off) >> 4.
-    const int maxe = static_cast<int>(layout.maxe);
     const int bias = 2 + 7 - mb;
     for (int be = 0; be < kEscAlphabet; ++be) {
       exp[be].row = std::clamp(maxe - be, 0, kDeltaRows - 1) * kDeltaCols;
       exp[be].off = 8 + 16 * (bias - be);
     }
   }
-  int tz, mb;
+  int tz, mb, maxe;
   bool v2;      // sign changes: version 1 codes the new exponent with the escape table, version 2 raw
   int esc_raw;  // raw bits after an escape: the new magnitude (version 2) or its mantissa (version 1)
   struct {
@@ -313,6 +317,28 @@ struct DeltaDecoder {
   bool overrun = false;
 };
 
+// The rows that the AVX-512 decoder takes (codec/float_rans_simd.h), from value 0; the scalar decoder
+// goes on from there.
+template <typename F, bool kNbr>
+size_t DecodeRowsSimd(const DecTables& grid, std::string_view raw, size_t n, uint32_t* x, int* avg16,
+                      DeltaDecoder<F, kNbr, true>* d) {
+  SimdDeltaSetup setup;
+  setup.tz = d->p.tz;
+  setup.mb = d->p.mb;
+  setup.maxe = d->p.maxe;
+  setup.rows = grid.map.rows;
+  setup.cols_log2 = std::bit_width(static_cast<unsigned>(grid.map.cols())) - 1;
+  setup.col_shift = grid.map.col_shift;
+  setup.nbr = kNbr && grid.map.cols() > 1;
+  setup.tables = grid.storage.data();
+  const auto* r = reinterpret_cast<const uint8_t*>(raw.data());
+  SimdStreams s{d->wp, d->wend, r, r + raw.size(), 0};
+  const size_t done = DecodeDeltaRowsSimd(KindOf<F>(), setup, x, avg16, d->base, d->out, n, &s);
+  d->wp = s.words;
+  d->bits.Seek(s.raw, s.raw_bit);
+  return done;
+}
+
 template <typename F, int kLanes, bool kNbr, bool kV2>
 bool DecodeDeltaLanes(const Layout& layout, const DeltaTables& tables, std::string_view words,
                       std::string_view raw, const uint8_t* base, size_t n, uint8_t* out) {
@@ -324,8 +350,11 @@ bool DecodeDeltaLanes(const Layout& layout, const DeltaTables& tables, std::stri
     std::memcpy(&x[k], words.data() + 4 * k, 4);
     if (x[k] < rans::kStateLow) return false;
   }
-  // Each row of values reads at most 2 words and 4 raw bytes per lane.
   size_t i = 0;
+  if constexpr (kV2 && kLanes == kSimdLanes && F::kWidth == 16) {
+    if (SimdEnabled()) i = DecodeRowsSimd(tables.grid, raw, n, x, avg16, &d);
+  }
+  // Each row of values reads at most 2 words and 4 raw bytes per lane.
   for (; i + kLanes <= n; i += kLanes) {
     if (static_cast<size_t>(d.wend - d.wp) < 4 * kLanes || d.bits.BytesLeft() < 4 * kLanes + 16) break;
 #pragma GCC unroll 8

@@ -33,6 +33,12 @@ using F16Format = Format<uint16_t, 5, 10>;
 using F32Format = Format<uint32_t, 8, 23>;
 
 template <typename F>
+constexpr FloatKind KindOf() {
+  if constexpr (F::kWidth == 32) return FloatKind::kF32;
+  return F::kExpBits == 8 ? FloatKind::kBF16 : FloatKind::kF16;
+}
+
+template <typename F>
 [[gnu::always_inline]] inline uint32_t Load(const uint8_t* p, size_t i) {
   typename F::Word w;
   std::memcpy(&w, p + i * sizeof(w), sizeof(w));

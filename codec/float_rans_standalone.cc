@@ -5,6 +5,7 @@
 
 #include "codec/bit_stream.h"
 #include "codec/float_rans_model.h"
+#include "codec/float_rans_simd.h"
 
 namespace deltastore::float_rans {
 namespace {
@@ -161,8 +162,23 @@ bool DecodeLanes(const Layout& layout, const DecTables& tables, std::string_view
     std::memcpy(&x[k], words.data() + 4 * k, 4);
     if (x[k] < rans::kStateLow) return false;
   }
-  // Each row reads at most one word and 4 raw bytes per lane.
   size_t i = 0;
+  if constexpr (kLanes == kSimdLanes && F::kWidth == 16) {
+    if (SimdEnabled()) {
+      SimdStandaloneSetup setup;
+      setup.tz = d.p.tz;
+      setup.mb = d.p.mb;
+      setup.maxe = static_cast<int>(d.p.maxe);
+      setup.rows = tables.map.rows;
+      setup.tables = tables.storage.data();
+      const auto* r = reinterpret_cast<const uint8_t*>(raw.data());
+      SimdStreams s{d.wp, d.wend, r, r + raw.size(), 0};
+      i = DecodeStandaloneRowsSimd(KindOf<F>(), setup, x, prev, out, n, &s);
+      d.wp = s.words;
+      d.bits.Seek(s.raw, s.raw_bit);
+    }
+  }
+  // Each row reads at most one word and 4 raw bytes per lane.
   for (; i + kLanes <= n; i += kLanes) {
     if (static_cast<size_t>(d.wend - d.wp) < 2 * kLanes || d.bits.BytesLeft() < 4 * kLanes + 16) break;
 #pragma GCC unroll 8
