@@ -101,16 +101,27 @@ struct DeltaPass {
   GridCounts counts;
 };
 
+// Where the first pass writes, as values the compiler can keep in registers (through the pass object,
+// every byte store would make it reload them).
+struct DeltaSink {
+  uint8_t* syms;
+  uint8_t* cells;
+  uint32_t* counts;  // [cell * alphabet + symbol]
+  int alphabet;
+  BulkBitWriter::Cursor bits;
+  std::vector<uint8_t>* escapes;  // version 1 only
+};
+
 template <typename F>
 [[gnu::always_inline]] inline void AnalyseValue(const DeltaParams<F>& p, uint32_t b, uint32_t f, int* avg16,
-                                                size_t t, DeltaPass<F>* pass, BulkBitWriter* bits) {
+                                                size_t t, DeltaSink* out) {
   const uint32_t bm = (b & F::kMagMask) >> p.tz;
   const uint32_t fm = (f & F::kMagMask) >> p.tz;
   const int be = static_cast<int>(bm >> p.mb);
   const int cell = DeltaCell(p, be, *avg16);
   uint32_t sym;
   int a;
-  if (((b ^ f) & F::kSignBit) == 0) {
+  if (((b ^ f) & F::kSignBit) == 0) [[likely]] {
     const int32_t d = static_cast<int32_t>(fm) - static_cast<int32_t>(bm);
     const uint32_t neg_mask = static_cast<uint32_t>(d >> 31);
     const uint32_t neg = neg_mask & 1;
@@ -119,7 +130,7 @@ template <typename F>
     const int nraw = len >= 2 ? len - 2 : 0;
     const uint32_t hb = (ad >> nraw) & static_cast<uint32_t>(len >= 2);
     sym = (static_cast<uint32_t>(len) << 2) | (neg << 1) | hb;
-    bits->Put(ad & ((uint32_t{1} << nraw) - 1), nraw);
+    out->bits.Put(ad & ((uint32_t{1} << nraw) - 1), nraw);
     a = be + len;
   } else {
     sym = kDeltaEscape;
@@ -127,20 +138,20 @@ template <typename F>
       const int s = DeltaParams<F>::kEscZero + static_cast<int>(fm >> p.mb) - be;
       if (s >= DeltaParams<F>::kAlphabet && s < static_cast<int>(DeltaParams<F>::kEscOther)) {
         sym = static_cast<uint32_t>(s);
-        bits->Put(fm & ((uint32_t{1} << p.mb) - 1), p.mb);
+        out->bits.Put(fm & ((uint32_t{1} << p.mb) - 1), p.mb);
       } else {
         sym = DeltaParams<F>::kEscOther;
-        bits->Put(fm, p.esc_raw);
+        out->bits.Put(fm, p.esc_raw);
       }
     } else {
-      pass->escapes.push_back(static_cast<uint8_t>(fm >> p.mb));
-      bits->Put(fm & ((uint32_t{1} << p.mb) - 1), p.mb);
+      out->escapes->push_back(static_cast<uint8_t>(fm >> p.mb));
+      out->bits.Put(fm & ((uint32_t{1} << p.mb) - 1), p.mb);
     }
     a = be + p.mb + 1;
   }
-  pass->syms[t] = static_cast<uint8_t>(sym);
-  pass->cells[t] = static_cast<uint8_t>(cell);
-  ++pass->counts.Cell(cell)[sym];
+  out->syms[t] = static_cast<uint8_t>(sym);
+  out->cells[t] = static_cast<uint8_t>(cell);
+  ++out->counts[cell * out->alphabet + static_cast<int>(sym)];
   UpdateAverage(avg16, a);
 }
 
@@ -156,11 +167,17 @@ std::string CodeSymbols(const DeltaPass<F>& pass, const EncTables& grid, const r
   uint8_t* ptr = end;
   uint32_t x[kLanes];
   for (int k = 0; k < kLanes; ++k) x[k] = rans::kStateLow;
+  // Locals, not reloaded after every word store.
+  const uint8_t* const syms = pass.syms.get();
+  const uint8_t* const cells = pass.cells.get();
+  const rans::EncSymbol* const* const cell_syms = grid.cell.data();
+  const uint8_t* const escapes = pass.escapes.data();
+  const bool v1_escapes = !pass.escapes.empty();
   size_t e = pass.escapes.size();
   const auto put = [&](uint32_t& state, size_t t) {
-    const uint32_t s = pass.syms[t];
-    if (s == kDeltaEscape && !pass.escapes.empty()) state = rans::EncPut(state, esc[pass.escapes[--e]], &ptr);
-    state = rans::EncPut(state, grid.cell[pass.cells[t]][s], &ptr);
+    const uint32_t s = syms[t];
+    if (s == kDeltaEscape && v1_escapes) state = rans::EncPut(state, esc[escapes[--e]], &ptr);
+    state = rans::EncPut(state, cell_syms[cells[t]][s], &ptr);
   };
   const size_t full = n / kLanes * kLanes;
 #pragma GCC unroll 8
@@ -179,16 +196,21 @@ std::string CodeSymbols(const DeltaPass<F>& pass, const EncTables& grid, const r
 
 // First pass over the values in coding order.
 template <typename F, int kLanes>
-void Analyse(const DeltaParams<F>& p, const uint8_t* data, const uint8_t* base, size_t n, DeltaPass<F>* pass,
-             BulkBitWriter* bits) {
+void Analyse(const DeltaParams<F>& params, const uint8_t* data, const uint8_t* base, size_t n,
+             DeltaPass<F>* pass, BulkBitWriter* bits) {
+  const DeltaParams<F> p = params;  // a local copy: byte stores cannot change it
+  DeltaSink out{pass->syms.get(), pass->cells.get(), pass->counts.counts.data(), pass->counts.alphabet,
+                bits->Begin(), &pass->escapes};
   int avg16[kLanes] = {};
-  for (size_t i = 0; i < n; i += kLanes) {
+  const size_t full = n / kLanes * kLanes;
+  for (size_t i = 0; i < full; i += kLanes) {
 #pragma GCC unroll 8
-    for (int k = 0; k < kLanes; ++k) {
-      if (kLanes == 1 || i + k < n)
-        AnalyseValue<F>(p, Load<F>(base, i + k), Load<F>(data, i + k), &avg16[k], i + k, pass, bits);
-    }
+    for (int k = 0; k < kLanes; ++k)
+      AnalyseValue<F>(p, Load<F>(base, i + k), Load<F>(data, i + k), &avg16[k], i + k, &out);
   }
+  for (size_t i = full; i < n; ++i)
+    AnalyseValue<F>(p, Load<F>(base, i), Load<F>(data, i), &avg16[i - full], i, &out);
+  bits->End(out.bits);
 }
 
 template <typename F>
