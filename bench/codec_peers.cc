@@ -231,7 +231,8 @@ int main(int argc, char** argv) {
   app.add_option("--label", label, "input name in the output (default: the base file name)");
   app.add_option("--reps", reps, "timed runs per chunk, best kept")->check(CLI::PositiveNumber);
   app.add_option("--levels", levels, "zstd levels")->delimiter(',');
-  app.add_option("--methods", only, "run only these methods (e.g. ours-fast, for a profiler)")->delimiter(',');
+  app.add_option("--methods", only, "run only these methods (e.g. ours-fast, for a profiler)")
+      ->delimiter(',');
   app.add_option("--json", json_path, "append one JSON object per row to this file");
   CLI11_PARSE(app, argc, argv);
   if (label.empty()) label = base_path.substr(base_path.find_last_of('/') + 1);
@@ -257,7 +258,8 @@ int main(int argc, char** argv) {
   methods.push_back(std::make_unique<OursMethod>(EncodeLevel::kMax));
   methods.push_back(std::make_unique<OursMethod>(EncodeLevel::kFast));
   if (!only.empty())
-    std::erase_if(methods, [&](const auto& m) { return std::find(only.begin(), only.end(), m->name()) == only.end(); });
+    std::erase_if(
+        methods, [&](const auto& m) { return std::find(only.begin(), only.end(), m->name()) == only.end(); });
 
   std::FILE* json = json_path.empty() ? nullptr : std::fopen(json_path.c_str(), "a");
   bool any_failed = false;

@@ -37,7 +37,8 @@ std::string Header(CodecId id, uint8_t flags, DType dtype, uint64_t raw_size) {
 
 // Versions a decoder reads: 1 for every codec, and each later version of the float-rans payload.
 bool KnownVersion(CodecId id, uint8_t version) {
-  return version == kCodecVersion || (id == CodecId::kFloatRans && version >= 1 && version <= kFloatRansVersion);
+  return version == kCodecVersion ||
+         (id == CodecId::kFloatRans && version >= 1 && version <= kFloatRansVersion);
 }
 
 void ZstdAppend(std::string* out, std::string_view in, int level) {

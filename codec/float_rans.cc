@@ -182,7 +182,8 @@ Status DecodeImpl(FloatKind kind, uint8_t mode, std::string_view encoded, const 
 
 }  // namespace
 
-std::string EncodeFloatsRans(FloatKind kind, const uint8_t* data, const uint8_t* base, size_t n, int version) {
+std::string EncodeFloatsRans(FloatKind kind, const uint8_t* data, const uint8_t* base, size_t n,
+                             int version) {
   if (version < 1 || version > kFloatRansVersion) return {};
   switch (kind) {
     case FloatKind::kBF16: return EncodeImpl<float_rans::BF16Format>(kind, data, base, n, version);
@@ -223,9 +224,12 @@ Status DecodeFloatsRans(FloatKind kind, std::string_view encoded, const uint8_t*
     default: return Corruption("float rans: unknown mode");
   }
   switch (kind) {
-    case FloatKind::kBF16: return DecodeImpl<float_rans::BF16Format>(kind, mode, encoded, base, n, out, version);
-    case FloatKind::kF16: return DecodeImpl<float_rans::F16Format>(kind, mode, encoded, base, n, out, version);
-    case FloatKind::kF32: return DecodeImpl<float_rans::F32Format>(kind, mode, encoded, base, n, out, version);
+    case FloatKind::kBF16:
+      return DecodeImpl<float_rans::BF16Format>(kind, mode, encoded, base, n, out, version);
+    case FloatKind::kF16:
+      return DecodeImpl<float_rans::F16Format>(kind, mode, encoded, base, n, out, version);
+    case FloatKind::kF32:
+      return DecodeImpl<float_rans::F32Format>(kind, mode, encoded, base, n, out, version);
   }
   return InvalidArgument("float rans: unknown float kind");
 }

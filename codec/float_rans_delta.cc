@@ -123,8 +123,8 @@ template <typename F, int kLanes>
 void Analyse(const DeltaParams<F>& params, const uint8_t* data, const uint8_t* base, size_t n,
              DeltaPass<F>* pass, BulkBitWriter* bits) {
   const DeltaParams<F> p = params;  // a local copy: byte stores cannot change it
-  DeltaSink out{pass->syms.get(), pass->cells.get(), pass->counts.counts.data(), pass->counts.alphabet,
-                bits->Begin(), &pass->escapes};
+  DeltaSink out{pass->syms.get(),      pass->cells.get(), pass->counts.counts.data(),
+                pass->counts.alphabet, bits->Begin(),     &pass->escapes};
   int avg16[kLanes] = {};
   const size_t full = n / kLanes * kLanes;
   for (size_t i = 0; i < full; i += kLanes) {

@@ -241,5 +241,4 @@ bool DecodeDelta(FloatKind kind, const Layout& layout, const DeltaTables& tables
   return false;
 }
 
-
 }  // namespace deltastore::float_rans

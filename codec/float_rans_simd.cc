@@ -1,5 +1,10 @@
 #include "codec/float_rans_simd.h"
 
+// GCC 12 warns that the intrinsics' internal undefined vectors "may be used uninitialized" (they are
+// never read): not a finding of this file.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 #include <immintrin.h>
 
 #include <atomic>
@@ -19,6 +24,7 @@ std::atomic<bool>& Enabled() {
 }
 
 #define DS_AVX512 __attribute__((target("avx512f,avx512bw,avx512vbmi,popcnt")))
+#define DS_AVX512_INLINE __attribute__((target("avx512f,avx512bw,avx512vbmi,popcnt"), always_inline))
 
 // A row reads at most 2 x 16 words (64 bytes) and, per half, 64 raw bytes at an offset of at most 31.
 constexpr ptrdiff_t kWordMargin = 64;
@@ -26,8 +32,8 @@ constexpr ptrdiff_t kRawMargin = 128;
 
 // One symbol per lane from table[lane] (table numbers, kProbScale entries each), the state update and
 // the renormalisation: lanes that need a word take the next ones in lane order.
-DS_AVX512 [[gnu::always_inline]] inline __m512i DecodeSymbols(__m512i* x, __m512i table, const rans::DecEntry* t,
-                                                              SimdStreams* s) {
+DS_AVX512_INLINE inline __m512i DecodeSymbols(__m512i* x, __m512i table, const rans::DecEntry* t,
+                                              SimdStreams* s) {
   const __m512i slot = _mm512_and_si512(*x, _mm512_set1_epi32(rans::kProbMask));
   const __m512i idx = _mm512_add_epi32(_mm512_slli_epi32(table, rans::kProbBits), slot);
   const __m512i e = _mm512_i32gather_epi32(idx, t, 4);
@@ -44,7 +50,7 @@ DS_AVX512 [[gnu::always_inline]] inline __m512i DecodeSymbols(__m512i* x, __m512
 
 // Raw fields of nraw[k] bits, lane 0 first, from the bit stream at s. A field and its offset in its first
 // byte fit 32 bits (nraw <= 15 for the 16-bit kinds), 16 fields fit 31 bytes after s->raw.
-DS_AVX512 [[gnu::always_inline]] inline __m512i RawFields(__m512i nraw, SimdStreams* s) {
+DS_AVX512_INLINE inline __m512i RawFields(__m512i nraw, SimdStreams* s) {
   const __m512i zero = _mm512_setzero_si512();
   __m512i incl = _mm512_add_epi32(nraw, _mm512_alignr_epi32(nraw, zero, 15));
   incl = _mm512_add_epi32(incl, _mm512_alignr_epi32(incl, zero, 14));
@@ -52,8 +58,9 @@ DS_AVX512 [[gnu::always_inline]] inline __m512i RawFields(__m512i nraw, SimdStre
   incl = _mm512_add_epi32(incl, _mm512_alignr_epi32(incl, zero, 8));
   const __m512i off = _mm512_add_epi32(_mm512_sub_epi32(incl, nraw), _mm512_set1_epi32(s->raw_bit));
   const __m512i bytes = _mm512_loadu_si512(s->raw);
-  const __m512i at = _mm512_add_epi32(_mm512_mullo_epi32(_mm512_srli_epi32(off, 3), _mm512_set1_epi32(0x01010101)),
-                                      _mm512_set1_epi32(0x03020100));
+  const __m512i at =
+      _mm512_add_epi32(_mm512_mullo_epi32(_mm512_srli_epi32(off, 3), _mm512_set1_epi32(0x01010101)),
+                       _mm512_set1_epi32(0x03020100));
   __m512i v = _mm512_permutexvar_epi8(at, bytes);
   v = _mm512_srlv_epi32(v, _mm512_and_si512(off, _mm512_set1_epi32(7)));
   v = _mm512_andnot_si512(_mm512_sllv_epi32(_mm512_set1_epi32(-1), nraw), v);
@@ -66,13 +73,13 @@ DS_AVX512 [[gnu::always_inline]] inline __m512i RawFields(__m512i nraw, SimdStre
 template <int kExp, int kMan>
 struct DeltaKernel {
   static constexpr uint32_t kMagMask = 0x7FFF;
-  static constexpr int kAlphabet = 64;                       // 4 x 16 bits
+  static constexpr int kAlphabet = 64;                        // 4 x 16 bits
   static constexpr int kEscZero = kAlphabet + kAlphabet / 2;  // float_rans_delta.cc
   static constexpr int kEscOther = 2 * kAlphabet - 1;
 
   // One vector of 16 values at index i.
-  DS_AVX512 [[gnu::always_inline]] static void Half(const SimdDeltaSetup& p, __m512i* x, __m512i* avg,
-                                                    const uint8_t* base, uint8_t* out, SimdStreams* s) {
+  DS_AVX512_INLINE static void Half(const SimdDeltaSetup& p, __m512i* x, __m512i* avg, const uint8_t* base,
+                                    uint8_t* out, SimdStreams* s) {
     const __m512i b = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(base)));
     const __m512i mag = _mm512_and_si512(b, _mm512_set1_epi32(kMagMask));
     const __m512i be = _mm512_srli_epi32(mag, kMan);
@@ -130,8 +137,8 @@ struct DeltaKernel {
 };
 
 template <int kExp, int kMan>
-DS_AVX512 size_t DeltaRows(const SimdDeltaSetup& p, uint32_t* x32, int* avg32, const uint8_t* base, uint8_t* out,
-                           size_t n, SimdStreams* s) {
+DS_AVX512 size_t DeltaRows(const SimdDeltaSetup& p, uint32_t* x32, int* avg32, const uint8_t* base,
+                           uint8_t* out, size_t n, SimdStreams* s) {
   __m512i x0 = _mm512_loadu_si512(x32);
   __m512i x1 = _mm512_loadu_si512(x32 + 16);
   __m512i a0 = _mm512_loadu_si512(avg32);
@@ -153,8 +160,8 @@ template <int kExp, int kMan>
 struct StandaloneKernel {
   static constexpr uint32_t kTokZero = 30;
 
-  DS_AVX512 [[gnu::always_inline]] static void Half(const SimdStandaloneSetup& p, __m512i* x, __m512i* prev,
-                                                    uint8_t* out, SimdStreams* s) {
+  DS_AVX512_INLINE static void Half(const SimdStandaloneSetup& p, __m512i* x, __m512i* prev, uint8_t* out,
+                                    SimdStreams* s) {
     const __m512i table = _mm512_min_epu32(*prev, _mm512_set1_epi32(p.rows - 1));
     const __m512i sym = DecodeSymbols(x, table, p.tables, s);
     const __m512i tok = _mm512_srli_epi32(sym, 3);
@@ -172,9 +179,10 @@ struct StandaloneKernel {
     // Normal: exponent maxe - tok; escape: the exponent is the raw field's high bits; zero: 0.
     __m512i e = _mm512_sub_epi32(_mm512_set1_epi32(p.maxe), tok);
     e = _mm512_mask_mov_epi32(e, esc, _mm512_srl_epi32(v, low_c));
-    const __m512i fm = _mm512_maskz_or_epi32(
-        normal | esc, _mm512_or_si512(_mm512_sll_epi32(e, mb_c), top), _mm512_and_si512(v, low_mask));
-    const __m512i sign = _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(sym, 2), _mm512_set1_epi32(1)), 15);
+    const __m512i fm = _mm512_maskz_or_epi32(normal | esc, _mm512_or_si512(_mm512_sll_epi32(e, mb_c), top),
+                                             _mm512_and_si512(v, low_mask));
+    const __m512i sign =
+        _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(sym, 2), _mm512_set1_epi32(1)), 15);
     const __m512i res = _mm512_or_si512(sign, _mm512_sll_epi32(fm, _mm_cvtsi32_si128(p.tz)));
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(out), _mm512_cvtepi32_epi16(res));
     *prev = tok;

@@ -36,7 +36,8 @@ void DecodeBothWays(FloatKind kind, const std::string& enc, const Values& data, 
   for (bool simd : {true, false}) {
     float_rans::SetSimdEnabled(simd);
     Values out(kind, data.size());
-    const Status s = DecodeFloatsRans(kind, enc, base != nullptr ? base->data() : nullptr, data.size(), out.data());
+    const Status s =
+        DecodeFloatsRans(kind, enc, base != nullptr ? base->data() : nullptr, data.size(), out.data());
     ASSERT_TRUE(s.ok()) << what << " simd=" << simd << ": " << s.ToString();
     EXPECT_TRUE(out.bytes() == data.bytes()) << what << " simd=" << simd;
   }
@@ -70,10 +71,12 @@ TEST(FloatRansV2Test, VectorAndScalarDecodersAgree) {
       const Values data = Varied(kind, base, n + 2);
       const std::string what = std::string(KindName(kind)) + " n=" + std::to_string(n);
       DecodeBothWays(kind, EncodeFloatsRans(kind, data.data(), base.data(), n), data, &base, what + " delta");
-      DecodeBothWays(kind, EncodeFloatsRans(kind, data.data(), nullptr, n), data, nullptr, what + " standalone");
+      DecodeBothWays(kind, EncodeFloatsRans(kind, data.data(), nullptr, n), data, nullptr,
+                     what + " standalone");
       // Uniform noise: one column of tables (no neighbour context).
       const Values plain = Finetune(kind, base, n + 5);
-      DecodeBothWays(kind, EncodeFloatsRans(kind, plain.data(), base.data(), n), plain, &base, what + " plain delta");
+      DecodeBothWays(kind, EncodeFloatsRans(kind, plain.data(), base.data(), n), plain, &base,
+                     what + " plain delta");
       // Trailing zero mantissa bits (tz > 0), zeros and tiny values far below the largest exponent.
       Values coarse = data;
       Values coarse_base = base;
@@ -148,7 +151,8 @@ constexpr const char* kGoldenV1Delta =
 
 std::string FromHex(const char* hex) {
   std::string out;
-  for (const char* p = hex; p[0] != 0 && p[1] != 0; p += 2) out.push_back(static_cast<char>(std::stoi(std::string(p, 2), nullptr, 16)));
+  for (const char* p = hex; p[0] != 0 && p[1] != 0; p += 2)
+    out.push_back(static_cast<char>(std::stoi(std::string(p, 2), nullptr, 16)));
   return out;
 }
 
@@ -159,12 +163,14 @@ TEST(FloatRansV2Test, GoldenVersion1PayloadAndChunkStillDecode) {
   ASSERT_EQ(payload.size(), 305u);
   const auto* bp = reinterpret_cast<const uint8_t*>(base.data());
   std::vector<uint16_t> out(data.size());
-  const Status s = DecodeFloatsRans(FloatKind::kBF16, payload, bp, data.size(), reinterpret_cast<uint8_t*>(out.data()), 1);
+  const Status s =
+      DecodeFloatsRans(FloatKind::kBF16, payload, bp, data.size(), reinterpret_cast<uint8_t*>(out.data()), 1);
   ASSERT_TRUE(s.ok()) << s.ToString();
   EXPECT_EQ(out, data);
   // The version 1 encoder still writes exactly these bytes.
-  EXPECT_EQ(EncodeFloatsRans(FloatKind::kBF16, reinterpret_cast<const uint8_t*>(data.data()), bp, data.size(), 1),
-            payload);
+  EXPECT_EQ(
+      EncodeFloatsRans(FloatKind::kBF16, reinterpret_cast<const uint8_t*>(data.data()), bp, data.size(), 1),
+      payload);
   // As a chunk with header version 1.
   const std::string_view raw(reinterpret_cast<const char*>(data.data()), 2 * data.size());
   const std::string_view braw(reinterpret_cast<const char*>(base.data()), 2 * base.size());
@@ -201,7 +207,8 @@ TEST(FloatRansV2Test, CorruptLargePayloadsAreRefused) {
               << KindName(kind) << " byte " << pos << " simd=" << simd;
         }
         for (size_t len = 0; len < enc.size(); len += (len < 600 ? 1 : 5)) {
-          EXPECT_EQ(DecodeFloatsRans(kind, enc.substr(0, len), bp, n, out.data()).code(), StatusCode::kCorruption)
+          EXPECT_EQ(DecodeFloatsRans(kind, enc.substr(0, len), bp, n, out.data()).code(),
+                    StatusCode::kCorruption)
               << KindName(kind) << " truncated to " << len << " simd=" << simd;
         }
       }
