@@ -7,6 +7,7 @@
 
 #include "codec/bit_stream.h"
 #include "codec/float_rans_delta.h"
+#include "codec/float_rans_simd.h"
 
 namespace deltastore::float_rans {
 namespace {
@@ -126,8 +127,19 @@ void Analyse(const DeltaParams<F>& params, const uint8_t* data, const uint8_t* b
   DeltaSink out{pass->syms.get(),      pass->cells.get(), pass->counts.counts.data(),
                 pass->counts.alphabet, bits->Begin(),     &pass->escapes};
   int avg16[kLanes] = {};
+  size_t start = 0;
+  if constexpr (kLanes == kSimdLanes && F::kWidth == 16) {
+    if (p.v2 && SimdEnabled()) {
+      SimdDeltaSetup setup;
+      setup.tz = p.tz;
+      setup.mb = p.mb;
+      setup.maxe = p.maxe;
+      start = AnalyseDeltaRowsSimd(KindOf<F>(), setup, data, base, n, avg16, out.syms, out.cells, out.counts,
+                                   out.alphabet, &out.bits);
+    }
+  }
   const size_t full = n / kLanes * kLanes;
-  for (size_t i = 0; i < full; i += kLanes) {
+  for (size_t i = start; i < full; i += kLanes) {
 #pragma GCC unroll 8
     for (int k = 0; k < kLanes; ++k)
       AnalyseValue<F>(p, Load<F>(base, i + k), Load<F>(data, i + k), &avg16[k], i + k, &out);

@@ -9,6 +9,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "codec/bit_stream.h"
 #include "codec/float_coder.h"
 #include "codec/rans.h"
 
@@ -16,7 +17,7 @@ namespace deltastore::float_rans {
 
 inline constexpr int kSimdLanes = 32;
 
-// True when the CPU has AVX-512 F, BW and VBMI and SetSimdEnabled(false) was not called.
+// True when the CPU has AVX-512 F, BW, CD and VBMI and SetSimdEnabled(false) was not called.
 bool SimdEnabled();
 // Tests compare both paths; the default is on where the CPU allows.
 void SetSimdEnabled(bool on);
@@ -51,5 +52,13 @@ size_t DecodeDeltaRowsSimd(FloatKind kind, const SimdDeltaSetup& setup, uint32_t
                            const uint8_t* base, uint8_t* out, size_t n, SimdStreams* s);
 size_t DecodeStandaloneRowsSimd(FloatKind kind, const SimdStandaloneSetup& setup, uint32_t* x, uint32_t* prev,
                                 uint8_t* out, size_t n, SimdStreams* s);
+
+// The delta encoder's first pass (float_rans_delta.cc) over whole rows of 32 values of a version 2
+// payload from value 0: per value its symbol and grid cell (row * 8 + column), the count of (cell,
+// symbol) in counts[cell * alphabet + symbol], the raw field appended to `bits`. `setup` needs tz, mb and
+// maxe. Returns the values done (a multiple of 32); avg16 as in the decoders.
+size_t AnalyseDeltaRowsSimd(FloatKind kind, const SimdDeltaSetup& setup, const uint8_t* data, const uint8_t* base,
+                            size_t n, int* avg16, uint8_t* syms, uint8_t* cells, uint32_t* counts, int alphabet,
+                            BulkBitWriter::Cursor* bits);
 
 }  // namespace deltastore::float_rans
