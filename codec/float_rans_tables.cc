@@ -121,11 +121,18 @@ ContextMap ChooseContextMap(const GridCounts& g, int max_col_shift, uint64_t* co
   int lo = g.alphabet;
   int hi = -1;
   for (size_t cell = 0; cell < static_cast<size_t>(g.rows) * g.cols; ++cell) {
+    // Only what could widen [lo, hi] is looked at.
     const uint32_t* c = g.Cell(static_cast<int>(cell));
-    for (int s = 0; s < g.alphabet; ++s) {
+    for (int s = 0; s < std::min(lo, g.alphabet); ++s) {
       if (c[s] != 0) {
-        lo = std::min(lo, s);
-        hi = std::max(hi, s);
+        lo = s;
+        break;
+      }
+    }
+    for (int s = g.alphabet - 1; s > hi; --s) {
+      if (c[s] != 0) {
+        hi = s;
+        break;
       }
     }
   }
