@@ -138,8 +138,12 @@ struct DeltaKernel {
 };
 
 template <int kExp, int kMan>
-DS_AVX512 size_t DeltaRows(const SimdDeltaSetup& p, uint32_t* x32, int* avg32, const uint8_t* base,
-                           uint8_t* out, size_t n, SimdStreams* s) {
+DS_AVX512 size_t DeltaRows(const SimdDeltaSetup& setup, uint32_t* x32, int* avg32, const uint8_t* base,
+                           uint8_t* out, size_t n, SimdStreams* streams) {
+  // Locals (kept in registers: the stores to `out` cannot change them).
+  const SimdDeltaSetup p = setup;
+  SimdStreams local = *streams;
+  SimdStreams* const s = &local;
   __m512i x0 = _mm512_loadu_si512(x32);
   __m512i x1 = _mm512_loadu_si512(x32 + 16);
   __m512i a0 = _mm512_loadu_si512(avg32);
@@ -150,6 +154,7 @@ DS_AVX512 size_t DeltaRows(const SimdDeltaSetup& p, uint32_t* x32, int* avg32, c
     DeltaKernel<kExp, kMan>::Half(p, &x0, &a0, base + 2 * i, out + 2 * i, s);
     DeltaKernel<kExp, kMan>::Half(p, &x1, &a1, base + 2 * i + 32, out + 2 * i + 32, s);
   }
+  *streams = local;
   _mm512_storeu_si512(x32, x0);
   _mm512_storeu_si512(x32 + 16, x1);
   _mm512_storeu_si512(avg32, a0);
@@ -191,8 +196,11 @@ struct StandaloneKernel {
 };
 
 template <int kExp, int kMan>
-DS_AVX512 size_t StandaloneRows(const SimdStandaloneSetup& p, uint32_t* x32, uint32_t* prev32, uint8_t* out,
-                                size_t n, SimdStreams* s) {
+DS_AVX512 size_t StandaloneRows(const SimdStandaloneSetup& setup, uint32_t* x32, uint32_t* prev32,
+                                uint8_t* out, size_t n, SimdStreams* streams) {
+  const SimdStandaloneSetup p = setup;  // locals, as in DeltaRows
+  SimdStreams local = *streams;
+  SimdStreams* const s = &local;
   __m512i x0 = _mm512_loadu_si512(x32);
   __m512i x1 = _mm512_loadu_si512(x32 + 16);
   __m512i p0 = _mm512_loadu_si512(prev32);
@@ -203,6 +211,7 @@ DS_AVX512 size_t StandaloneRows(const SimdStandaloneSetup& p, uint32_t* x32, uin
     StandaloneKernel<kExp, kMan>::Half(p, &x0, &p0, out + 2 * i, s);
     StandaloneKernel<kExp, kMan>::Half(p, &x1, &p1, out + 2 * i + 32, s);
   }
+  *streams = local;
   _mm512_storeu_si512(x32, x0);
   _mm512_storeu_si512(x32 + 16, x1);
   _mm512_storeu_si512(prev32, p0);
@@ -219,8 +228,9 @@ struct AnalyseKernel {
   static constexpr int kEscZero = kAlphabet + kAlphabet / 2;
   static constexpr int kEscOther = 2 * kAlphabet - 1;
 
-  DS_AVX512_INLINE static void Half(const SimdDeltaSetup& p, const uint8_t* data, const uint8_t* base, __m512i* avg,
-                                    uint8_t* syms, uint8_t* cells, BulkBitWriter::Cursor* bits) {
+  DS_AVX512_INLINE static void Half(const SimdDeltaSetup& p, const uint8_t* data, const uint8_t* base,
+                                    __m512i* avg, uint8_t* syms, uint8_t* cells,
+                                    BulkBitWriter::Cursor* bits) {
     const __m512i mag_mask = _mm512_set1_epi32(0x7FFF);
     const __m512i zero = _mm512_setzero_si512();
     const __m512i b = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(base)));
@@ -248,15 +258,15 @@ struct AnalyseKernel {
     __m512i a = _mm512_add_epi32(be, len);
     const __mmask16 flip = _mm512_test_epi32_mask(_mm512_xor_si512(b, f), _mm512_set1_epi32(0x8000));
     if (flip != 0) [[unlikely]] {
-      const __m512i s = _mm512_sub_epi32(_mm512_add_epi32(_mm512_srl_epi32(fm, _mm_cvtsi32_si128(p.mb)),
-                                                          _mm512_set1_epi32(kEscZero)),
-                                         be);
+      const __m512i s = _mm512_sub_epi32(
+          _mm512_add_epi32(_mm512_srl_epi32(fm, _mm_cvtsi32_si128(p.mb)), _mm512_set1_epi32(kEscZero)), be);
       const __mmask16 near = flip & _mm512_cmpge_epi32_mask(s, _mm512_set1_epi32(kAlphabet)) &
                              _mm512_cmplt_epi32_mask(s, _mm512_set1_epi32(kEscOther));
       const __mmask16 far = flip & ~near;
       sym = _mm512_mask_mov_epi32(sym, near, s);
       sym = _mm512_mask_mov_epi32(sym, far, _mm512_set1_epi32(kEscOther));
-      const __m512i man = _mm512_andnot_si512(_mm512_sll_epi32(_mm512_set1_epi32(-1), _mm_cvtsi32_si128(p.mb)), fm);
+      const __m512i man =
+          _mm512_andnot_si512(_mm512_sll_epi32(_mm512_set1_epi32(-1), _mm_cvtsi32_si128(p.mb)), fm);
       raw = _mm512_mask_mov_epi32(raw, near, man);
       raw = _mm512_mask_mov_epi32(raw, far, fm);
       nraw = _mm512_mask_mov_epi32(nraw, near, _mm512_set1_epi32(p.mb));
@@ -269,8 +279,8 @@ struct AnalyseKernel {
     // Raw fields in pairs (even lane low): at most 2 x 15 bits each.
     const __m512i lo_mask = _mm512_set1_epi64(0xFFFFFFFF);
     const __m512i n_lo = _mm512_and_si512(nraw, lo_mask);
-    const __m512i pair = _mm512_or_si512(_mm512_and_si512(raw, lo_mask),
-                                         _mm512_sllv_epi64(_mm512_srli_epi64(raw, 32), n_lo));
+    const __m512i pair =
+        _mm512_or_si512(_mm512_and_si512(raw, lo_mask), _mm512_sllv_epi64(_mm512_srli_epi64(raw, 32), n_lo));
     alignas(64) uint64_t pv[8];
     alignas(64) uint64_t pn[8];
     _mm512_store_si512(pv, pair);
@@ -289,7 +299,8 @@ DS_AVX512 size_t AnalyseRows(const SimdDeltaSetup& p, const uint8_t* data, const
   size_t i = 0;
   for (; i + kSimdLanes <= n; i += kSimdLanes) {
     AnalyseKernel<kExp, kMan>::Half(p, data + 2 * i, base + 2 * i, &a0, syms + i, cells + i, &c);
-    AnalyseKernel<kExp, kMan>::Half(p, data + 2 * i + 32, base + 2 * i + 32, &a1, syms + i + 16, cells + i + 16, &c);
+    AnalyseKernel<kExp, kMan>::Half(p, data + 2 * i + 32, base + 2 * i + 32, &a1, syms + i + 16,
+                                    cells + i + 16, &c);
   }
   // Counted afterwards from the arrays (counting in the loop above waits on every count's address).
   for (size_t j = 0; j < i; ++j) ++counts[(static_cast<size_t>(cells[j]) << alphabet_log2) + syms[j]];
@@ -319,9 +330,9 @@ size_t DecodeDeltaRowsSimd(FloatKind kind, const SimdDeltaSetup& setup, uint32_t
   return 0;
 }
 
-size_t AnalyseDeltaRowsSimd(FloatKind kind, const SimdDeltaSetup& setup, const uint8_t* data, const uint8_t* base,
-                            size_t n, int* avg16, uint8_t* syms, uint8_t* cells, uint32_t* counts, int alphabet,
-                            BulkBitWriter::Cursor* bits) {
+size_t AnalyseDeltaRowsSimd(FloatKind kind, const SimdDeltaSetup& setup, const uint8_t* data,
+                            const uint8_t* base, size_t n, int* avg16, uint8_t* syms, uint8_t* cells,
+                            uint32_t* counts, int alphabet, BulkBitWriter::Cursor* bits) {
   const int alphabet_log2 = std::countr_zero(static_cast<unsigned>(alphabet));
   switch (kind) {
     case FloatKind::kBF16:

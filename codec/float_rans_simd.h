@@ -57,8 +57,8 @@ size_t DecodeStandaloneRowsSimd(FloatKind kind, const SimdStandaloneSetup& setup
 // payload from value 0: per value its symbol and grid cell (row * 8 + column), the count of (cell,
 // symbol) in counts[cell * alphabet + symbol], the raw field appended to `bits`. `setup` needs tz, mb and
 // maxe. Returns the values done (a multiple of 32); avg16 as in the decoders.
-size_t AnalyseDeltaRowsSimd(FloatKind kind, const SimdDeltaSetup& setup, const uint8_t* data, const uint8_t* base,
-                            size_t n, int* avg16, uint8_t* syms, uint8_t* cells, uint32_t* counts, int alphabet,
-                            BulkBitWriter::Cursor* bits);
+size_t AnalyseDeltaRowsSimd(FloatKind kind, const SimdDeltaSetup& setup, const uint8_t* data,
+                            const uint8_t* base, size_t n, int* avg16, uint8_t* syms, uint8_t* cells,
+                            uint32_t* counts, int alphabet, BulkBitWriter::Cursor* bits);
 
 }  // namespace deltastore::float_rans
