@@ -19,13 +19,14 @@ constexpr uint8_t kModeStandalone = 2;
 constexpr uint8_t kModeSame = 3;
 
 // Fewer values than this go in one lane (8 lanes cost 28 more bytes of states), fewer than the second
-// in 8 (version 2: 32 lanes cost 96 more bytes than 8).
+// in 8 (version 2: 32 lanes cost 96 more bytes than 8). 32 lanes only for the 16-bit kinds, which the
+// AVX-512 decoder takes; F32 stays at 8 (its scalar decoder keeps 8 states in registers).
 constexpr size_t kMinValuesForLanes = 512;
 constexpr size_t kMinValuesFor32Lanes = 8192;
 
-int LanesLog2(int version, size_t n) {
+int LanesLog2(int version, size_t n, bool wide_ok) {
   if (n < kMinValuesForLanes) return 0;
-  return version >= 2 && n >= kMinValuesFor32Lanes ? 5 : 3;
+  return version >= 2 && wide_ok && n >= kMinValuesFor32Lanes ? 5 : 3;
 }
 // Standalone coding is tried in full when its estimate is below this many 1/16ths of the delta's size.
 constexpr uint64_t kStandaloneTry16 = 18;
@@ -63,8 +64,8 @@ std::string Short(uint8_t mode, FloatKind kind, uint32_t sum, const uint8_t* dat
 }  // namespace
 
 namespace float_rans {
-bool ValidLanes(int version, int lanes_log2) {
-  return lanes_log2 == 0 || lanes_log2 == 3 || (version >= 2 && lanes_log2 == 5);
+bool ValidLanes(int version, FloatKind kind, int lanes_log2) {
+  return lanes_log2 == 0 || lanes_log2 == 3 || (version >= 2 && kind != FloatKind::kF32 && lanes_log2 == 5);
 }
 }  // namespace float_rans
 
@@ -112,7 +113,7 @@ std::string EncodeImpl(FloatKind kind, const uint8_t* data, const uint8_t* base,
   const uint32_t sum = Checksum4x64(data, bytes);
   if (n == 0) return Short(kModeRaw, kind, sum, data, 0);
   if (base != nullptr && std::memcmp(data, base, bytes) == 0) return Short(kModeSame, kind, sum, nullptr, 0);
-  const int lanes_log2 = LanesLog2(version, n);
+  const int lanes_log2 = LanesLog2(version, n, F::kWidth == 16);
   uint32_t data_or, data_max;
   Scan<F>(data, n, &data_or, &data_max);
   const Layout standalone{TrailingZeros<F>(data_or), data_max >> F::kManBits, lanes_log2, version};
@@ -153,7 +154,7 @@ Status DecodeImpl(FloatKind kind, uint8_t mode, std::string_view encoded, const 
   layout.lanes_log2 = static_cast<uint8_t>(in[2]);
   in.remove_prefix(3);
   if (layout.tz > F::kManBits || layout.maxe >= (uint32_t{1} << F::kExpBits) ||
-      !float_rans::ValidLanes(version, layout.lanes_log2))
+      !float_rans::ValidLanes(version, kind, layout.lanes_log2))
     return Corruption("float rans: bad header");
   float_rans::DeltaTables delta;
   if (mode == kModeDelta) {

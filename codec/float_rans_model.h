@@ -60,9 +60,9 @@ struct Layout {
 };
 
 // Value i is coded by lane i % lanes (its own rANS state and context history), values in order: a
-// lane's previous value is value i - lanes. Version 1 has 1 or 8 lanes, version 2 1, 8 or 32.
+// lane's previous value is value i - lanes. Version 1 has 1 or 8 lanes, version 2 1, 8 or (BF16, F16) 32.
 inline constexpr int kMaxLanesLog2 = 5;
-bool ValidLanes(int version, int lanes_log2);
+bool ValidLanes(int version, FloatKind kind, int lanes_log2);
 
 // What an encoder returns: the tables (map and frequencies), the rANS stream (the lanes' final states as
 // u32, then u16 words) and the raw bit stream.
