@@ -17,7 +17,8 @@ uint64_t TableCostQ16(const uint32_t* counts, int lo, int hi) {
   if (lo > hi) return 0;
   uint64_t total = 0;
   for (int s = lo; s <= hi; ++s) total += counts[s];
-  const uint64_t range = static_cast<uint64_t>(hi - lo + 1);
+  const int count = hi - lo + 1;
+  const auto range = static_cast<uint64_t>(count);
   const uint64_t table_bits = std::min(8 * (2 + range), 16 + 4 * range + total / 32);
   return rans::EntropyQ16(counts, lo, hi) + (table_bits << 16);
 }
@@ -45,7 +46,8 @@ struct ColumnMerge {
 };
 
 size_t CodeBytes(int lo, int hi, rans::CodeWidth width) {
-  const size_t n = static_cast<size_t>(hi - lo + 1);
+  const int count = hi - lo + 1;
+  const auto n = static_cast<size_t>(count);
   return width == rans::CodeWidth::kByte ? n : (n + 1) / 2;
 }
 
@@ -58,7 +60,8 @@ void WriteCodes(const uint8_t* codes, int alphabet, rans::CodeWidth width, std::
   out->push_back(static_cast<char>(lo));
   out->push_back(static_cast<char>(hi));
   if (width == rans::CodeWidth::kByte) {
-    out->append(reinterpret_cast<const char*>(codes + lo), static_cast<size_t>(hi - lo + 1));
+    const int count = hi - lo + 1;
+    out->append(reinterpret_cast<const char*>(codes + lo), static_cast<size_t>(count));
     return;
   }
   for (int s = lo; s <= hi; s += 2) {

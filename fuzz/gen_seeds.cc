@@ -62,8 +62,7 @@ std::string ChunkInput(uint8_t mode, const std::string& chunk, const std::string
 // `s` repeated to `bytes` bytes (fuzz::Cyclic of the targets).
 std::string Repeat(const std::string& s, size_t bytes) {
   std::string out;
-  while (out.size() < bytes) out += s;
-  out.resize(bytes);
+  for (size_t i = 0; i < bytes; ++i) out.push_back(s[i % s.size()]);
   return out;
 }
 
