@@ -3,7 +3,7 @@
 // finetune against its base ("delta"). A benchmark: it prints figures and asserts nothing (it exits 1
 // only when a codec fails to give back its input).
 //
-//   codec_peers BASE [FINETUNE] [--label NAME] [--reps N] [--levels 1,3,9] [--json FILE]
+//   codec_peers BASE [FINETUNE] [--label NAME] [--reps N] [--levels 1,3,9] [--methods a,b] [--json FILE]
 //
 // Every method sees the same chunks: each tensor cut into kChunkSize (4 MiB) pieces, as the registry
 // stores them. In the delta case zstd and the plane floor compress XOR(finetune, base) (a generic
@@ -18,6 +18,7 @@
 #include <zstd.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -224,11 +225,14 @@ int main(int argc, char** argv) {
   std::string base_path, ft_path, label, json_path;
   int reps = 2;
   std::vector<int> levels = {1, 3, 9};
+  std::vector<std::string> only;
   app.add_option("BASE", base_path)->required();
   app.add_option("FINETUNE", ft_path);
   app.add_option("--label", label, "input name in the output (default: the base file name)");
   app.add_option("--reps", reps, "timed runs per chunk, best kept")->check(CLI::PositiveNumber);
   app.add_option("--levels", levels, "zstd levels")->delimiter(',');
+  app.add_option("--methods", only, "run only these methods (e.g. ours-fast, for a profiler)")
+      ->delimiter(',');
   app.add_option("--json", json_path, "append one JSON object per row to this file");
   CLI11_PARSE(app, argc, argv);
   if (label.empty()) label = base_path.substr(base_path.find_last_of('/') + 1);
@@ -253,6 +257,9 @@ int main(int argc, char** argv) {
   methods.push_back(std::make_unique<PlanesMethod>());
   methods.push_back(std::make_unique<OursMethod>(EncodeLevel::kMax));
   methods.push_back(std::make_unique<OursMethod>(EncodeLevel::kFast));
+  if (!only.empty())
+    std::erase_if(
+        methods, [&](const auto& m) { return std::find(only.begin(), only.end(), m->name()) == only.end(); });
 
   std::FILE* json = json_path.empty() ? nullptr : std::fopen(json_path.c_str(), "a");
   bool any_failed = false;

@@ -21,6 +21,28 @@ class BulkBitWriter {
   // The buffer is not zero-filled: every byte below the write position is written before Finish.
   explicit BulkBitWriter(size_t max_bytes) : out_(std::make_unique_for_overwrite<char[]>(max_bytes + 16)) {}
 
+  // The write position as a value, for loops that keep it in registers: Begin, Put on the cursor, End.
+  struct Cursor {
+    char* p;
+    uint64_t acc;
+    int fill;
+    [[gnu::always_inline]] void Put(uint32_t v, int nbits) {
+      acc |= static_cast<uint64_t>(v) << fill;
+      fill += nbits;
+      std::memcpy(p, &acc, 8);
+      const int whole = fill & ~7;
+      p += whole >> 3;
+      acc >>= whole;
+      fill &= 7;
+    }
+  };
+  Cursor Begin() const { return Cursor{out_.get() + pos_, acc_, fill_}; }
+  void End(const Cursor& c) {
+    pos_ = static_cast<size_t>(c.p - out_.get());
+    acc_ = c.acc;
+    fill_ = c.fill;
+  }
+
   // `v` < 2^nbits, nbits <= 32.
   [[gnu::always_inline]] void Put(uint32_t v, int nbits) {
     acc_ |= static_cast<uint64_t>(v) << fill_;
@@ -59,6 +81,16 @@ class BulkBitReader {
     buf_ |= w << count_;
     p_ += (63 - count_) >> 3;
     count_ |= 56;
+  }
+
+  // Moves to bit `bit` (0..7) of byte `p` (at or after the current position, nothing read yet since),
+  // e.g. after a caller read the bits before it on its own.
+  void Seek(const uint8_t* p, int bit) {
+    p_ = p;
+    buf_ = 0;
+    count_ = 0;
+    RefillChecked();
+    Get(bit);
   }
 
   // Reads nothing past the end; missing bytes read as zeros (Exhausted() then tells).

@@ -30,7 +30,15 @@ std::string ChunkHeader(CodecId id, uint8_t flags, DType dtype, uint64_t raw_siz
 
 namespace {
 std::string Header(CodecId id, uint8_t flags, DType dtype, uint64_t raw_size) {
-  return ChunkHeader(id, flags, dtype, raw_size);
+  std::string h = ChunkHeader(id, flags, dtype, raw_size);
+  if (id == CodecId::kFloatRans) h[1] = static_cast<char>(kFloatRansVersion);
+  return h;
+}
+
+// Versions a decoder reads: 1 for every codec, and each later version of the float-rans payload.
+bool KnownVersion(CodecId id, uint8_t version) {
+  return version == kCodecVersion ||
+         (id == CodecId::kFloatRans && version >= 1 && version <= kFloatRansVersion);
 }
 
 void ZstdAppend(std::string* out, std::string_view in, int level) {
@@ -166,7 +174,7 @@ StatusOr<std::string> DecodeChunk(std::string_view encoded, std::string_view bas
     DS_RETURN_IF_ERROR(DecodeLossyChunk(encoded, base, &out));
     return out;
   }
-  if (version != kCodecVersion) {
+  if (!KnownVersion(id, version)) {
     return Corruption("chunk codec " + std::string(CodecName(id)) + " version " + std::to_string(version) +
                       " is not supported by this build");
   }
@@ -193,7 +201,7 @@ StatusOr<std::string> DecodeChunk(std::string_view encoded, std::string_view bas
       auto* dst = reinterpret_cast<uint8_t*>(out.data());
       DS_RETURN_IF_ERROR(id == CodecId::kFloatCtx
                              ? DecodeFloats(*kind, payload, base_data, raw_size / word, dst)
-                             : DecodeFloatsRans(*kind, payload, base_data, raw_size / word, dst));
+                             : DecodeFloatsRans(*kind, payload, base_data, raw_size / word, dst, version));
       return out;  // the float coders undo the delta themselves
     }
     default: return Corruption("unknown chunk codec id " + std::to_string(static_cast<int>(id)));

@@ -24,6 +24,9 @@ enum class CodecId : uint8_t {
   kFloatRans = 0x04,   // static-table interleaved rANS for BF16/F16/F32 (codec/float_rans.h)
   kLossy = 0x10,       // lossy delta tensor chunk (codec/lossy_codec.h, docs/lossy_format.md)
 };
+// The codec version of every chunk, except float-rans chunks, which EncodeChunk writes with version
+// kFloatRansVersion (codec/float_rans.h); decoders read version 1 of every codec and every float-rans
+// version.
 inline constexpr uint8_t kCodecVersion = 1;
 
 // Flags byte after id and version.

@@ -18,8 +18,16 @@ constexpr uint8_t kModeDelta = 1;
 constexpr uint8_t kModeStandalone = 2;
 constexpr uint8_t kModeSame = 3;
 
-// Fewer values than this go in one lane (8 lanes cost 28 more bytes of states).
+// Fewer values than this go in one lane (8 lanes cost 28 more bytes of states), fewer than the second
+// in 8 (version 2: 32 lanes cost 96 more bytes than 8). 32 lanes only for the 16-bit kinds, which the
+// AVX-512 decoder takes; F32 stays at 8 (its scalar decoder keeps 8 states in registers).
 constexpr size_t kMinValuesForLanes = 512;
+constexpr size_t kMinValuesFor32Lanes = 8192;
+
+int LanesLog2(int version, size_t n, bool wide_ok) {
+  if (n < kMinValuesForLanes) return 0;
+  return version >= 2 && wide_ok && n >= kMinValuesFor32Lanes ? 5 : 3;
+}
 // Standalone coding is tried in full when its estimate is below this many 1/16ths of the delta's size.
 constexpr uint64_t kStandaloneTry16 = 18;
 
@@ -52,6 +60,16 @@ std::string Short(uint8_t mode, FloatKind kind, uint32_t sum, const uint8_t* dat
   if (bytes > 0) out.append(reinterpret_cast<const char*>(data), bytes);
   return out;
 }
+
+}  // namespace
+
+namespace float_rans {
+bool ValidLanes(int version, FloatKind kind, int lanes_log2) {
+  return lanes_log2 == 0 || lanes_log2 == 3 || (version >= 2 && kind != FloatKind::kF32 && lanes_log2 == 5);
+}
+}  // namespace float_rans
+
+namespace {
 
 std::string Assemble(uint8_t mode, FloatKind kind, const Layout& layout, uint32_t sum, const Coded& c) {
   std::string out;
@@ -90,21 +108,21 @@ void Scan(const uint8_t* p, size_t n, uint32_t* or_all, uint32_t* max_mag) {
 }
 
 template <typename F>
-std::string EncodeImpl(FloatKind kind, const uint8_t* data, const uint8_t* base, size_t n) {
+std::string EncodeImpl(FloatKind kind, const uint8_t* data, const uint8_t* base, size_t n, int version) {
   const size_t bytes = n * sizeof(typename F::Word);
   const uint32_t sum = Checksum4x64(data, bytes);
   if (n == 0) return Short(kModeRaw, kind, sum, data, 0);
   if (base != nullptr && std::memcmp(data, base, bytes) == 0) return Short(kModeSame, kind, sum, nullptr, 0);
-  const int lanes_log2 = n >= kMinValuesForLanes ? 3 : 0;
+  const int lanes_log2 = LanesLog2(version, n, F::kWidth == 16);
   uint32_t data_or, data_max;
   Scan<F>(data, n, &data_or, &data_max);
-  const Layout standalone{TrailingZeros<F>(data_or), data_max >> F::kManBits, lanes_log2};
+  const Layout standalone{TrailingZeros<F>(data_or), data_max >> F::kManBits, lanes_log2, version};
   std::string best;
   bool try_standalone = base == nullptr;
   if (base != nullptr) {
     uint32_t base_or, base_max;
     Scan<F>(base, n, &base_or, &base_max);
-    const Layout delta{TrailingZeros<F>(data_or | base_or), base_max >> F::kManBits, lanes_log2};
+    const Layout delta{TrailingZeros<F>(data_or | base_or), base_max >> F::kManBits, lanes_log2, version};
     Coded c;
     float_rans::EncodeDelta(kind, data, base, n, delta, &c);
     best = Assemble(kModeDelta, kind, delta, sum, c);
@@ -126,16 +144,17 @@ std::string EncodeImpl(FloatKind kind, const uint8_t* data, const uint8_t* base,
 
 template <typename F>
 Status DecodeImpl(FloatKind kind, uint8_t mode, std::string_view encoded, const uint8_t* base, size_t n,
-                  uint8_t* out) {
+                  uint8_t* out, int version) {
   std::string_view in = encoded.substr(1);
   if (in.size() < 3) return Corruption("float rans: truncated header");
   Layout layout;
+  layout.version = version;
   layout.tz = static_cast<uint8_t>(in[0]);
   layout.maxe = static_cast<uint8_t>(in[1]);
   layout.lanes_log2 = static_cast<uint8_t>(in[2]);
   in.remove_prefix(3);
   if (layout.tz > F::kManBits || layout.maxe >= (uint32_t{1} << F::kExpBits) ||
-      (layout.lanes_log2 != 0 && layout.lanes_log2 != 3))
+      !float_rans::ValidLanes(version, kind, layout.lanes_log2))
     return Corruption("float rans: bad header");
   float_rans::DeltaTables delta;
   if (mode == kModeDelta) {
@@ -164,19 +183,22 @@ Status DecodeImpl(FloatKind kind, uint8_t mode, std::string_view encoded, const 
 
 }  // namespace
 
-std::string EncodeFloatsRans(FloatKind kind, const uint8_t* data, const uint8_t* base, size_t n) {
+std::string EncodeFloatsRans(FloatKind kind, const uint8_t* data, const uint8_t* base, size_t n,
+                             int version) {
+  if (version < 1 || version > kFloatRansVersion) return {};
   switch (kind) {
-    case FloatKind::kBF16: return EncodeImpl<float_rans::BF16Format>(kind, data, base, n);
-    case FloatKind::kF16: return EncodeImpl<float_rans::F16Format>(kind, data, base, n);
-    case FloatKind::kF32: return EncodeImpl<float_rans::F32Format>(kind, data, base, n);
+    case FloatKind::kBF16: return EncodeImpl<float_rans::BF16Format>(kind, data, base, n, version);
+    case FloatKind::kF16: return EncodeImpl<float_rans::F16Format>(kind, data, base, n, version);
+    case FloatKind::kF32: return EncodeImpl<float_rans::F32Format>(kind, data, base, n, version);
   }
   return {};
 }
 
-Status DecodeFloatsRans(FloatKind kind, std::string_view encoded, const uint8_t* base, size_t n,
-                        uint8_t* out) {
+Status DecodeFloatsRans(FloatKind kind, std::string_view encoded, const uint8_t* base, size_t n, uint8_t* out,
+                        int version) {
   const size_t width = FloatKindSize(kind);
   if (width == 0) return InvalidArgument("float rans: unknown float kind");
+  if (version < 1 || version > kFloatRansVersion) return InvalidArgument("float rans: unknown version");
   if (encoded.empty()) return Corruption("float rans: empty input");
   const uint8_t head = static_cast<uint8_t>(encoded[0]);
   if ((head & 0x0F) != static_cast<uint8_t>(kind)) return Corruption("float rans: float kind mismatch");
@@ -203,9 +225,12 @@ Status DecodeFloatsRans(FloatKind kind, std::string_view encoded, const uint8_t*
     default: return Corruption("float rans: unknown mode");
   }
   switch (kind) {
-    case FloatKind::kBF16: return DecodeImpl<float_rans::BF16Format>(kind, mode, encoded, base, n, out);
-    case FloatKind::kF16: return DecodeImpl<float_rans::F16Format>(kind, mode, encoded, base, n, out);
-    case FloatKind::kF32: return DecodeImpl<float_rans::F32Format>(kind, mode, encoded, base, n, out);
+    case FloatKind::kBF16:
+      return DecodeImpl<float_rans::BF16Format>(kind, mode, encoded, base, n, out, version);
+    case FloatKind::kF16:
+      return DecodeImpl<float_rans::F16Format>(kind, mode, encoded, base, n, out, version);
+    case FloatKind::kF32:
+      return DecodeImpl<float_rans::F32Format>(kind, mode, encoded, base, n, out, version);
   }
   return InvalidArgument("float rans: unknown float kind");
 }

@@ -33,6 +33,12 @@ using F16Format = Format<uint16_t, 5, 10>;
 using F32Format = Format<uint32_t, 8, 23>;
 
 template <typename F>
+constexpr FloatKind KindOf() {
+  if constexpr (F::kWidth == 32) return FloatKind::kF32;
+  return F::kExpBits == 8 ? FloatKind::kBF16 : FloatKind::kF16;
+}
+
+template <typename F>
 [[gnu::always_inline]] inline uint32_t Load(const uint8_t* p, size_t i) {
   typename F::Word w;
   std::memcpy(&w, p + i * sizeof(w), sizeof(w));
@@ -49,12 +55,14 @@ struct Layout {
   int tz = 0;          // trailing mantissa bits that are zero in every value (and base value)
   uint32_t maxe = 0;   // largest exponent of the base values (delta) or of the values (standalone)
   int lanes_log2 = 0;  // 2^lanes_log2 rANS states
+  int version = 2;     // payload version (the chunk header's codec version): 1 or 2
   int lanes() const { return 1 << lanes_log2; }
 };
 
 // Value i is coded by lane i % lanes (its own rANS state and context history), values in order: a
-// lane's previous value is value i - lanes.
-inline constexpr int kMaxLanesLog2 = 3;
+// lane's previous value is value i - lanes. Version 1 has 1 or 8 lanes, version 2 1, 8 or (BF16, F16) 32.
+inline constexpr int kMaxLanesLog2 = 5;
+bool ValidLanes(int version, FloatKind kind, int lanes_log2);
 
 // What an encoder returns: the tables (map and frequencies), the rANS stream (the lanes' final states as
 // u32, then u16 words) and the raw bit stream.
@@ -79,7 +87,9 @@ inline constexpr uint32_t kDeltaEscape = 2;
 
 struct DeltaTables {
   DecTables grid;
-  std::vector<rans::DecEntry> escape;  // the new exponent after a sign change (empty: no sign changes)
+  // Version 1: the new exponent after a sign change (empty: no sign changes). Version 2 has no escape
+  // table: the new magnitude follows raw.
+  std::vector<rans::DecEntry> escape;
 };
 
 void EncodeDelta(FloatKind kind, const uint8_t* data, const uint8_t* base, size_t n, const Layout& layout,

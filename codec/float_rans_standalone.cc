@@ -5,6 +5,7 @@
 
 #include "codec/bit_stream.h"
 #include "codec/float_rans_model.h"
+#include "codec/float_rans_simd.h"
 
 namespace deltastore::float_rans {
 namespace {
@@ -97,7 +98,11 @@ void EncodeStandaloneImpl(const uint8_t* data, size_t n, const Layout& layout, C
   const ContextMap map = ChooseContextMap(counts, 0, nullptr);
   EncTables grid;
   WriteTables(counts, map, &out->tables, &grid);
-  out->words = lanes == 8 ? CodeSymbols<8>(syms.get(), grid, n) : CodeSymbols<1>(syms.get(), grid, n);
+  switch (lanes) {
+    case 32: out->words = CodeSymbols<32>(syms.get(), grid, n); break;
+    case 8: out->words = CodeSymbols<8>(syms.get(), grid, n); break;
+    default: out->words = CodeSymbols<1>(syms.get(), grid, n); break;
+  }
   out->raw = bits.Finish();
 }
 
@@ -157,8 +162,23 @@ bool DecodeLanes(const Layout& layout, const DecTables& tables, std::string_view
     std::memcpy(&x[k], words.data() + 4 * k, 4);
     if (x[k] < rans::kStateLow) return false;
   }
-  // Each row reads at most one word and 4 raw bytes per lane.
   size_t i = 0;
+  if constexpr (kLanes == kSimdLanes && F::kWidth == 16) {
+    if (SimdEnabled()) {
+      SimdStandaloneSetup setup;
+      setup.tz = d.p.tz;
+      setup.mb = d.p.mb;
+      setup.maxe = static_cast<int>(d.p.maxe);
+      setup.rows = tables.map.rows;
+      setup.tables = tables.storage.data();
+      const auto* r = reinterpret_cast<const uint8_t*>(raw.data());
+      SimdStreams s{d.wp, d.wend, r, r + raw.size(), 0};
+      i = DecodeStandaloneRowsSimd(KindOf<F>(), setup, x, prev, out, n, &s);
+      d.wp = s.words;
+      d.bits.Seek(s.raw, s.raw_bit);
+    }
+  }
+  // Each row reads at most one word and 4 raw bytes per lane.
   for (; i + kLanes <= n; i += kLanes) {
     if (static_cast<size_t>(d.wend - d.wp) < 2 * kLanes || d.bits.BytesLeft() < 4 * kLanes + 16) break;
 #pragma GCC unroll 8
@@ -243,7 +263,9 @@ Status ReadStandaloneTables(FloatKind kind, const Layout& layout, std::string_vi
 
 bool DecodeStandalone(FloatKind kind, const Layout& layout, const DecTables& tables, std::string_view words,
                       std::string_view raw, size_t n, uint8_t* out) {
-  if (layout.lanes_log2 == 3) {
+  if (layout.lanes_log2 == 5) {
+    DS_FLOAT_RANS_DISPATCH(kind, (DecodeLanes<F, 32>(layout, tables, words, raw, n, out)));
+  } else if (layout.lanes_log2 == 3) {
     DS_FLOAT_RANS_DISPATCH(kind, (DecodeLanes<F, 8>(layout, tables, words, raw, n, out)));
   } else if (layout.lanes_log2 == 0) {
     DS_FLOAT_RANS_DISPATCH(kind, (DecodeLanes<F, 1>(layout, tables, words, raw, n, out)));

@@ -17,7 +17,8 @@ uint64_t TableCostQ16(const uint32_t* counts, int lo, int hi) {
   if (lo > hi) return 0;
   uint64_t total = 0;
   for (int s = lo; s <= hi; ++s) total += counts[s];
-  const uint64_t range = static_cast<uint64_t>(hi - lo + 1);
+  const int count = hi - lo + 1;
+  const auto range = static_cast<uint64_t>(count);
   const uint64_t table_bits = std::min(8 * (2 + range), 16 + 4 * range + total / 32);
   return rans::EntropyQ16(counts, lo, hi) + (table_bits << 16);
 }
@@ -45,7 +46,8 @@ struct ColumnMerge {
 };
 
 size_t CodeBytes(int lo, int hi, rans::CodeWidth width) {
-  const size_t n = static_cast<size_t>(hi - lo + 1);
+  const int count = hi - lo + 1;
+  const auto n = static_cast<size_t>(count);
   return width == rans::CodeWidth::kByte ? n : (n + 1) / 2;
 }
 
@@ -58,7 +60,8 @@ void WriteCodes(const uint8_t* codes, int alphabet, rans::CodeWidth width, std::
   out->push_back(static_cast<char>(lo));
   out->push_back(static_cast<char>(hi));
   if (width == rans::CodeWidth::kByte) {
-    out->append(reinterpret_cast<const char*>(codes + lo), static_cast<size_t>(hi - lo + 1));
+    const int count = hi - lo + 1;
+    out->append(reinterpret_cast<const char*>(codes + lo), static_cast<size_t>(count));
     return;
   }
   for (int s = lo; s <= hi; s += 2) {
@@ -121,11 +124,18 @@ ContextMap ChooseContextMap(const GridCounts& g, int max_col_shift, uint64_t* co
   int lo = g.alphabet;
   int hi = -1;
   for (size_t cell = 0; cell < static_cast<size_t>(g.rows) * g.cols; ++cell) {
+    // Only what could widen [lo, hi] is looked at.
     const uint32_t* c = g.Cell(static_cast<int>(cell));
-    for (int s = 0; s < g.alphabet; ++s) {
+    for (int s = 0; s < std::min(lo, g.alphabet); ++s) {
       if (c[s] != 0) {
-        lo = std::min(lo, s);
-        hi = std::max(hi, s);
+        lo = s;
+        break;
+      }
+    }
+    for (int s = g.alphabet - 1; s > hi; --s) {
+      if (c[s] != 0) {
+        hi = s;
+        break;
       }
     }
   }

@@ -136,8 +136,8 @@ void BuildEncSymbols(const uint32_t* freqs, int alphabet, EncSymbol* enc) {
   for (int s = 0; s < alphabet; ++s) {
     const uint32_t f = freqs[s];
     enc[s].freq = f;
-    enc[s].cum = cum;
-    enc[s].rcp = f == 0 ? 0 : ((uint64_t{1} << kRcpShift) + f - 1) / f;
+    enc[s].bias = f == 1 ? cum + kProbScale - 1 : cum;
+    enc[s].rcp = f == 0 ? 0 : (f == 1 ? ~uint64_t{0} : ~uint64_t{0} / f + 1);
     cum += f;
   }
 }

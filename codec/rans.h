@@ -54,14 +54,13 @@ uint64_t EntropyQ16(const uint32_t* counts, int lo, int hi);
 // Encoder
 // ---------------------------------------------------------------------------------------------------
 
-inline constexpr int kRcpShift = 32 + kProbBits;
-
-// What the encoder needs per symbol: x / freq is (x * rcp) >> kRcpShift for every 32-bit x, with
-// rcp = ceil(2^kRcpShift / freq) (the error is below 2^-kProbBits <= 1 / freq).
+// What the encoder needs per symbol: x / freq is the high word of x * rcp (64 x 64 bits) for every 32-bit
+// x, with rcp = ceil(2^64 / freq) (the error is below 2^-32 < 1 / freq). For freq = 1, rcp = 2^64 - 1
+// gives x - 1 instead, which bias makes up: bias = cum + kProbScale - 1 there, cum otherwise.
 struct EncSymbol {
   uint64_t rcp = 0;
   uint32_t freq = 0;
-  uint32_t cum = 0;
+  uint32_t bias = 0;
 };
 
 // Fills enc[0, alphabet) from frequencies summing to kProbScale.
@@ -78,8 +77,8 @@ __extension__ typedef unsigned __int128 U128;
   std::memcpy(*ptr - 2, &w, 2);
   *ptr -= 2 * out;
   x >>= 16 * out;
-  const uint32_t q = static_cast<uint32_t>((static_cast<U128>(x) * s.rcp) >> kRcpShift);
-  return x + s.cum + q * (kProbScale - s.freq);
+  const auto q = static_cast<uint32_t>((static_cast<U128>(x) * s.rcp) >> 64);
+  return x + s.bias + q * (kProbScale - s.freq);
 }
 
 // ---------------------------------------------------------------------------------------------------

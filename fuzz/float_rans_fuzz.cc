@@ -3,6 +3,8 @@
 // Input: byte 0 = mode, bytes 1..2 = n (LE), bytes 3..4 = length L of the next part (LE, clamped), then
 // L bytes, then material for the base (repeated to n values; zeros when empty).
 //   mode bits 0-1: float kind (0 and 1 = BF16, 2 = F16, 3 = F32);  bit 2: give a base;
+//   bit 4: payload version 1 (else the current version, kFloatRansVersion); 8192 values or more take
+//          the 32-lane layout of version 2 (and its AVX-512 decoder where the CPU has one);
 //   bit 3: encoder round trip: the L bytes (repeated to n values) are values to encode, against the
 //          base when bit 2 is set, and must decode to themselves;
 //   else:  the L bytes are an encoding, decoded into n values; what decodes is encoded again and
@@ -25,15 +27,15 @@ FloatKind KindOf(uint8_t mode) {
   }
 }
 
-void CheckRoundTrip(FloatKind kind, const std::string& values, const uint8_t* base, size_t n) {
+void CheckRoundTrip(FloatKind kind, const std::string& values, const uint8_t* base, size_t n, int version) {
   const auto* data = reinterpret_cast<const uint8_t*>(values.data());
-  const std::string enc = EncodeFloatsRans(kind, data, base, n);
+  const std::string enc = EncodeFloatsRans(kind, data, base, n, version);
   DS_FUZZ_CHECK(!enc.empty(), "empty encoding");
   DS_FUZZ_CHECK(enc.size() <= 5 + values.size(), "encoding of %zu bytes is larger than raw + 5: %zu",
                 values.size(), enc.size());
-  DS_FUZZ_CHECK(enc == EncodeFloatsRans(kind, data, base, n), "encoding is not deterministic");
+  DS_FUZZ_CHECK(enc == EncodeFloatsRans(kind, data, base, n, version), "encoding is not deterministic");
   std::string out(values.size(), '\0');
-  const Status s = DecodeFloatsRans(kind, enc, base, n, reinterpret_cast<uint8_t*>(out.data()));
+  const Status s = DecodeFloatsRans(kind, enc, base, n, reinterpret_cast<uint8_t*>(out.data()), version);
   DS_FUZZ_CHECK(s.ok(), "own encoding does not decode: %s", s.ToString().c_str());
   DS_FUZZ_CHECK(out == values, "own encoding decodes to different values");
 }
@@ -51,13 +53,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string_view material(reinterpret_cast<const char*>(data + 5 + len), size - 5 - len);
   const std::string base = fuzz::Cyclic(material, n * width);
   const uint8_t* base_ptr = (mode & 4) ? reinterpret_cast<const uint8_t*>(base.data()) : nullptr;
+  const int version = (mode & 16) ? 1 : kFloatRansVersion;
 
   if (mode & 8) {
-    CheckRoundTrip(kind, fuzz::Cyclic(part, n * width), base_ptr, n);
+    CheckRoundTrip(kind, fuzz::Cyclic(part, n * width), base_ptr, n, version);
     return 0;
   }
   std::string out(n * width, '\0');
-  const Status s = DecodeFloatsRans(kind, part, base_ptr, n, reinterpret_cast<uint8_t*>(out.data()));
+  const Status s = DecodeFloatsRans(kind, part, base_ptr, n, reinterpret_cast<uint8_t*>(out.data()), version);
   if (!s.ok()) {
     DS_FUZZ_CHECK(fuzz::IsOneOf(s, {StatusCode::kCorruption, StatusCode::kInvalidArgument}),
                   "unexpected error code: %s", s.ToString().c_str());
@@ -65,6 +68,6 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
                   "InvalidArgument although a base was given: %s", s.ToString().c_str());
     return 0;
   }
-  CheckRoundTrip(kind, out, base_ptr, n);
+  CheckRoundTrip(kind, out, base_ptr, n, version);
   return 0;
 }

@@ -59,6 +59,13 @@ std::string ChunkInput(uint8_t mode, const std::string& chunk, const std::string
 }
 
 // `bytes` bytes of a fixture tensor's data (the first tensor of `dtype` that has enough).
+// `s` repeated to `bytes` bytes (fuzz::Cyclic of the targets).
+std::string Repeat(const std::string& s, size_t bytes) {
+  std::string out;
+  for (size_t i = 0; i < bytes; ++i) out.push_back(s[i % s.size()]);
+  return out;
+}
+
 std::string TensorSlice(const fs::path& file, DType dtype, uint64_t bytes, uint64_t skip = 0) {
   auto f = SafetensorsFile::Open(file.string());
   if (!f.ok()) Die(f.status().ToString());
@@ -144,6 +151,12 @@ void ChunkSeeds(const fs::path& fixtures) {
   put("float_f32_delta", 1, EncodeChunk(DType::kF32, f32_ft, f32_base), f32_base);
   put("float_f16_standalone", 0, EncodeChunk(DType::kF16, f16, {}), "");
   put("float_bf16_same", 1, EncodeChunk(DType::kBF16, bf_base, bf_base), bf_base);
+  // A float-rans chunk of payload version 1 (chunk header version 1), as stores written before hold.
+  put("float_rans_v1_bf16_delta", 1,
+      ChunkHeader(CodecId::kFloatRans, kChunkFlagDelta, DType::kBF16, bf_ft.size()) +
+          EncodeFloatsRans(FloatKind::kBF16, reinterpret_cast<const uint8_t*>(bf_ft.data()),
+                           reinterpret_cast<const uint8_t*>(bf_base.data()), bf_ft.size() / 2, 1),
+      bf_base);
   EncodeOptions max;
   max.level = EncodeLevel::kMax;
   put("float_ctx_bf16_standalone", 0, EncodeChunk(DType::kBF16, bf_ft, {}, max), "");
@@ -177,6 +190,17 @@ void FloatRansSeeds(const fs::path& fixtures) {
   put("f32_standalone", 3, 512, EncodeFloatsRans(FloatKind::kF32, u8(f32_base), nullptr, 512), "");
   put("bf16_encode_delta", 1 | 4 | 8, 512, bf_ft, bf_base);
   put("f32_encode", 3 | 8, 512, f32_ft, "");
+  // Version 1 payloads (mode bit 4), as chunks written before version 2 hold them.
+  put("v1_bf16_delta", 1 | 4 | 16, 512, EncodeFloatsRans(FloatKind::kBF16, u8(bf_ft), u8(bf_base), 512, 1),
+      bf_base);
+  put("v1_f32_standalone", 3 | 16, 512, EncodeFloatsRans(FloatKind::kF32, u8(f32_base), nullptr, 512, 1), "");
+  // 32 lanes (8192 values or more): the base and values repeat the 2048-value slices, as the target does.
+  constexpr size_t kWide = 8256;
+  const std::string wide_base = Repeat(bf_base, 2 * kWide);
+  const std::string wide_ft = Repeat(bf_ft, 2 * kWide);
+  put("bf16_wide_delta", 1 | 4, kWide, EncodeFloatsRans(FloatKind::kBF16, u8(wide_ft), u8(wide_base), kWide),
+      bf_base);
+  put("bf16_wide_standalone", 1, kWide, EncodeFloatsRans(FloatKind::kBF16, u8(wide_ft), nullptr, kWide), "");
 }
 
 LossyTensor MakeLossy(LossyParams p, uint32_t seed) {

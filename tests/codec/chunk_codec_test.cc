@@ -5,6 +5,8 @@
 #include <cstring>
 #include <random>
 
+#include "codec/float_rans.h"
+
 namespace deltastore {
 namespace {
 
@@ -25,7 +27,8 @@ TEST(ChunkCodecTest, RoundTripsEveryDTypeStandaloneAndDelta) {
       for (bool delta : {false, true}) {
         std::string enc = EncodeChunk(dt, raw, delta ? std::string_view(base) : std::string_view());
         ASSERT_GE(enc.size(), 2u);
-        EXPECT_EQ(static_cast<uint8_t>(enc[1]), kCodecVersion);
+        const bool rans = static_cast<CodecId>(enc[0]) == CodecId::kFloatRans;
+        EXPECT_EQ(static_cast<uint8_t>(enc[1]), rans ? kFloatRansVersion : kCodecVersion);
         auto dec = DecodeChunk(enc, delta ? std::string_view(base) : std::string_view(), raw.size());
         ASSERT_TRUE(dec.ok()) << DTypeName(dt) << " n=" << n << " " << dec.status().ToString();
         EXPECT_EQ(*dec, raw) << DTypeName(dt) << " n=" << n << " delta=" << delta;

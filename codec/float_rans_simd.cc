@@ -1,0 +1,357 @@
+#include "codec/float_rans_simd.h"
+
+// GCC 12 warns that the intrinsics' internal undefined vectors "may be used uninitialized" (they are
+// never read): not a finding of this file.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+#include <immintrin.h>
+
+#include <atomic>
+#include <bit>
+
+namespace deltastore::float_rans {
+namespace {
+
+bool CpuHasAvx512() {
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+         __builtin_cpu_supports("avx512cd") && __builtin_cpu_supports("avx512vbmi");
+}
+
+std::atomic<bool>& Enabled() {
+  static std::atomic<bool> on{CpuHasAvx512()};
+  return on;
+}
+
+#define DS_AVX512 __attribute__((target("avx512f,avx512bw,avx512cd,avx512vbmi,popcnt")))
+#define DS_AVX512_INLINE __attribute__((target("avx512f,avx512bw,avx512cd,avx512vbmi,popcnt"), always_inline))
+
+// A row reads at most 2 x 16 words (64 bytes) and, per half, 64 raw bytes at an offset of at most 31.
+constexpr ptrdiff_t kWordMargin = 64;
+constexpr ptrdiff_t kRawMargin = 128;
+
+// One symbol per lane from table[lane] (table numbers, kProbScale entries each), the state update and
+// the renormalisation: lanes that need a word take the next ones in lane order.
+DS_AVX512_INLINE inline __m512i DecodeSymbols(__m512i* x, __m512i table, const rans::DecEntry* t,
+                                              SimdStreams* s) {
+  const __m512i slot = _mm512_and_si512(*x, _mm512_set1_epi32(rans::kProbMask));
+  const __m512i idx = _mm512_add_epi32(_mm512_slli_epi32(table, rans::kProbBits), slot);
+  const __m512i e = _mm512_i32gather_epi32(idx, t, 4);
+  const __m512i freq = _mm512_add_epi32(_mm512_srli_epi32(e, 20), _mm512_set1_epi32(1));
+  const __m512i bias = _mm512_and_si512(_mm512_srli_epi32(e, 8), _mm512_set1_epi32(rans::kProbMask));
+  __m512i v = _mm512_add_epi32(_mm512_mullo_epi32(freq, _mm512_srli_epi32(*x, rans::kProbBits)), bias);
+  const __mmask16 k = _mm512_cmplt_epu32_mask(v, _mm512_set1_epi32(rans::kStateLow));
+  const __m512i w = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(s->words)));
+  v = _mm512_or_si512(_mm512_mask_slli_epi32(v, k, v, 16), _mm512_maskz_expand_epi32(k, w));
+  s->words += 2 * _mm_popcnt_u32(k);
+  *x = v;
+  return _mm512_and_si512(e, _mm512_set1_epi32(0xFF));
+}
+
+// Raw fields of nraw[k] bits, lane 0 first, from the bit stream at s. A field and its offset in its first
+// byte fit 32 bits (nraw <= 15 for the 16-bit kinds), 16 fields fit 31 bytes after s->raw.
+DS_AVX512_INLINE inline __m512i RawFields(__m512i nraw, SimdStreams* s) {
+  const __m512i zero = _mm512_setzero_si512();
+  __m512i incl = _mm512_add_epi32(nraw, _mm512_alignr_epi32(nraw, zero, 15));
+  incl = _mm512_add_epi32(incl, _mm512_alignr_epi32(incl, zero, 14));
+  incl = _mm512_add_epi32(incl, _mm512_alignr_epi32(incl, zero, 12));
+  incl = _mm512_add_epi32(incl, _mm512_alignr_epi32(incl, zero, 8));
+  const __m512i off = _mm512_add_epi32(_mm512_sub_epi32(incl, nraw), _mm512_set1_epi32(s->raw_bit));
+  const __m512i bytes = _mm512_loadu_si512(s->raw);
+  const __m512i at =
+      _mm512_add_epi32(_mm512_mullo_epi32(_mm512_srli_epi32(off, 3), _mm512_set1_epi32(0x01010101)),
+                       _mm512_set1_epi32(0x03020100));
+  __m512i v = _mm512_permutexvar_epi8(at, bytes);
+  v = _mm512_srlv_epi32(v, _mm512_and_si512(off, _mm512_set1_epi32(7)));
+  v = _mm512_andnot_si512(_mm512_sllv_epi32(_mm512_set1_epi32(-1), nraw), v);
+  const int total = s->raw_bit + _mm_extract_epi32(_mm512_extracti32x4_epi32(incl, 3), 3);
+  s->raw += total >> 3;
+  s->raw_bit = total & 7;
+  return v;
+}
+
+template <int kExp, int kMan>
+struct DeltaKernel {
+  static constexpr uint32_t kMagMask = 0x7FFF;
+  static constexpr int kAlphabet = 64;                        // 4 x 16 bits
+  static constexpr int kEscZero = kAlphabet + kAlphabet / 2;  // float_rans_delta.cc
+  static constexpr int kEscOther = 2 * kAlphabet - 1;
+
+  // One vector of 16 values at index i.
+  DS_AVX512_INLINE static void Half(const SimdDeltaSetup& p, __m512i* x, __m512i* avg, const uint8_t* base,
+                                    uint8_t* out, SimdStreams* s) {
+    const __m512i b = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(base)));
+    const __m512i mag = _mm512_and_si512(b, _mm512_set1_epi32(kMagMask));
+    const __m512i be = _mm512_srli_epi32(mag, kMan);
+    __m512i table = _mm512_sub_epi32(_mm512_set1_epi32(p.maxe), be);
+    table = _mm512_min_epi32(_mm512_max_epi32(table, _mm512_setzero_si512()), _mm512_set1_epi32(p.rows - 1));
+    table = _mm512_sll_epi32(table, _mm_cvtsi32_si128(p.cols_log2));
+    if (p.nbr) {
+      // ((avg16 + 8) >> 4) - be + 9 - mb, clamped to [0, 7], >> col_shift.
+      __m512i col = _mm512_sub_epi32(_mm512_add_epi32(*avg, _mm512_set1_epi32(8 + 16 * (9 - p.mb))),
+                                     _mm512_slli_epi32(be, 4));
+      col = _mm512_srai_epi32(col, 4);
+      col = _mm512_min_epi32(_mm512_max_epi32(col, _mm512_setzero_si512()), _mm512_set1_epi32(7));
+      table = _mm512_add_epi32(table, _mm512_srl_epi32(col, _mm_cvtsi32_si128(p.col_shift)));
+    }
+    const __m512i sym = DecodeSymbols(x, table, p.tables, s);
+    const __m512i len = _mm512_srli_epi32(sym, 2);
+    __m512i nraw = _mm512_max_epi32(_mm512_sub_epi32(len, _mm512_set1_epi32(2)), _mm512_setzero_si512());
+    const __mmask16 esc = _mm512_cmpge_epu32_mask(sym, _mm512_set1_epi32(kAlphabet));
+    __mmask16 other = 0;
+    if (esc != 0) [[unlikely]] {
+      other = _mm512_cmpeq_epi32_mask(sym, _mm512_set1_epi32(kEscOther));
+      nraw = _mm512_mask_mov_epi32(nraw, esc, _mm512_set1_epi32(p.mb));
+      nraw = _mm512_mask_mov_epi32(nraw, other, _mm512_set1_epi32(kExp + p.mb));
+    }
+    const __m512i v = RawFields(nraw, s);
+    // |d| = lead | raw: lead = (2 | hb) << nraw for len >= 2, else len.
+    const __m512i two_hb = _mm512_or_si512(_mm512_and_si512(sym, _mm512_set1_epi32(1)), _mm512_set1_epi32(2));
+    __m512i lead = _mm512_sllv_epi32(two_hb, nraw);
+    lead = _mm512_mask_mov_epi32(lead, _mm512_cmplt_epu32_mask(len, _mm512_set1_epi32(2)), len);
+    __m512i ad = _mm512_or_si512(lead, v);
+    const __mmask16 neg = _mm512_test_epi32_mask(sym, _mm512_set1_epi32(2));
+    ad = _mm512_mask_sub_epi32(ad, neg, _mm512_setzero_si512(), ad);
+    const __m128i tz = _mm_cvtsi32_si128(p.tz);
+    __m512i fm = _mm512_add_epi32(_mm512_srl_epi32(mag, tz), ad);
+    __m512i sign = _mm512_and_si512(b, _mm512_set1_epi32(0x8000));
+    __m512i a = _mm512_add_epi32(be, len);
+    if (esc != 0) [[unlikely]] {
+      // The new exponent relative to the base's, or raw with the mantissa; the sign flips.
+      const __m512i fe = _mm512_sub_epi32(_mm512_add_epi32(be, sym), _mm512_set1_epi32(kEscZero));
+      __m512i fe_m = _mm512_or_si512(_mm512_sll_epi32(fe, _mm_cvtsi32_si128(p.mb)), v);
+      fe_m = _mm512_mask_mov_epi32(fe_m, other, v);
+      fe_m = _mm512_and_si512(fe_m, _mm512_srl_epi32(_mm512_set1_epi32(kMagMask), tz));
+      fm = _mm512_mask_mov_epi32(fm, esc, fe_m);
+      sign = _mm512_mask_xor_epi32(sign, esc, sign, _mm512_set1_epi32(0x8000));
+      a = _mm512_mask_mov_epi32(a, esc, _mm512_add_epi32(be, _mm512_set1_epi32(p.mb + 1)));
+    }
+    const __m512i res =
+        _mm512_or_si512(sign, _mm512_and_si512(_mm512_sll_epi32(fm, tz), _mm512_set1_epi32(kMagMask)));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out), _mm512_cvtepi32_epi16(res));
+    if (p.nbr) {
+      const __m512i diff = _mm512_sub_epi32(_mm512_slli_epi32(a, 4), *avg);
+      *avg = _mm512_add_epi32(*avg, _mm512_srai_epi32(diff, 4));
+    }
+  }
+};
+
+template <int kExp, int kMan>
+DS_AVX512 size_t DeltaRows(const SimdDeltaSetup& setup, uint32_t* x32, int* avg32, const uint8_t* base,
+                           uint8_t* out, size_t n, SimdStreams* streams) {
+  // Locals (kept in registers: the stores to `out` cannot change them).
+  const SimdDeltaSetup p = setup;
+  SimdStreams local = *streams;
+  SimdStreams* const s = &local;
+  __m512i x0 = _mm512_loadu_si512(x32);
+  __m512i x1 = _mm512_loadu_si512(x32 + 16);
+  __m512i a0 = _mm512_loadu_si512(avg32);
+  __m512i a1 = _mm512_loadu_si512(avg32 + 16);
+  size_t i = 0;
+  for (; i + kSimdLanes <= n; i += kSimdLanes) {
+    if (s->words_end - s->words < kWordMargin || s->raw_end - s->raw < kRawMargin) break;
+    DeltaKernel<kExp, kMan>::Half(p, &x0, &a0, base + 2 * i, out + 2 * i, s);
+    DeltaKernel<kExp, kMan>::Half(p, &x1, &a1, base + 2 * i + 32, out + 2 * i + 32, s);
+  }
+  *streams = local;
+  _mm512_storeu_si512(x32, x0);
+  _mm512_storeu_si512(x32 + 16, x1);
+  _mm512_storeu_si512(avg32, a0);
+  _mm512_storeu_si512(avg32 + 16, a1);
+  return i;
+}
+
+template <int kExp, int kMan>
+struct StandaloneKernel {
+  static constexpr uint32_t kTokZero = 30;
+
+  DS_AVX512_INLINE static void Half(const SimdStandaloneSetup& p, __m512i* x, __m512i* prev, uint8_t* out,
+                                    SimdStreams* s) {
+    const __m512i table = _mm512_min_epu32(*prev, _mm512_set1_epi32(p.rows - 1));
+    const __m512i sym = DecodeSymbols(x, table, p.tables, s);
+    const __m512i tok = _mm512_srli_epi32(sym, 3);
+    const int top_bits = p.mb < 2 ? p.mb : 2;
+    const int low = p.mb - top_bits;
+    const __mmask16 normal = _mm512_cmplt_epu32_mask(tok, _mm512_set1_epi32(kTokZero));
+    const __mmask16 esc = _mm512_cmpgt_epu32_mask(tok, _mm512_set1_epi32(kTokZero));
+    __m512i nraw = _mm512_maskz_mov_epi32(normal, _mm512_set1_epi32(low));
+    nraw = _mm512_mask_mov_epi32(nraw, esc, _mm512_set1_epi32(kExp + low));
+    const __m512i v = RawFields(nraw, s);
+    const __m128i low_c = _mm_cvtsi32_si128(low);
+    const __m128i mb_c = _mm_cvtsi32_si128(p.mb);
+    const __m512i low_mask = _mm512_srl_epi32(_mm512_set1_epi32(0xFFFF), _mm_cvtsi32_si128(16 - low));
+    const __m512i top = _mm512_sll_epi32(_mm512_and_si512(sym, _mm512_set1_epi32(3)), low_c);
+    // Normal: exponent maxe - tok; escape: the exponent is the raw field's high bits; zero: 0.
+    __m512i e = _mm512_sub_epi32(_mm512_set1_epi32(p.maxe), tok);
+    e = _mm512_mask_mov_epi32(e, esc, _mm512_srl_epi32(v, low_c));
+    const __m512i fm = _mm512_maskz_or_epi32(normal | esc, _mm512_or_si512(_mm512_sll_epi32(e, mb_c), top),
+                                             _mm512_and_si512(v, low_mask));
+    const __m512i sign =
+        _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(sym, 2), _mm512_set1_epi32(1)), 15);
+    const __m512i res = _mm512_or_si512(sign, _mm512_sll_epi32(fm, _mm_cvtsi32_si128(p.tz)));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out), _mm512_cvtepi32_epi16(res));
+    *prev = tok;
+  }
+};
+
+template <int kExp, int kMan>
+DS_AVX512 size_t StandaloneRows(const SimdStandaloneSetup& setup, uint32_t* x32, uint32_t* prev32,
+                                uint8_t* out, size_t n, SimdStreams* streams) {
+  const SimdStandaloneSetup p = setup;  // locals, as in DeltaRows
+  SimdStreams local = *streams;
+  SimdStreams* const s = &local;
+  __m512i x0 = _mm512_loadu_si512(x32);
+  __m512i x1 = _mm512_loadu_si512(x32 + 16);
+  __m512i p0 = _mm512_loadu_si512(prev32);
+  __m512i p1 = _mm512_loadu_si512(prev32 + 16);
+  size_t i = 0;
+  for (; i + kSimdLanes <= n; i += kSimdLanes) {
+    if (s->words_end - s->words < kWordMargin || s->raw_end - s->raw < kRawMargin) break;
+    StandaloneKernel<kExp, kMan>::Half(p, &x0, &p0, out + 2 * i, s);
+    StandaloneKernel<kExp, kMan>::Half(p, &x1, &p1, out + 2 * i + 32, s);
+  }
+  *streams = local;
+  _mm512_storeu_si512(x32, x0);
+  _mm512_storeu_si512(x32 + 16, x1);
+  _mm512_storeu_si512(prev32, p0);
+  _mm512_storeu_si512(prev32 + 16, p1);
+  return i;
+}
+
+// The delta encoder's first pass, 16 values at a time (the scalar one: AnalyseValue in
+// float_rans_delta.cc).
+template <int kExp, int kMan>
+struct AnalyseKernel {
+  static constexpr int kWidth = 16;
+  static constexpr int kAlphabet = 4 * kWidth;
+  static constexpr int kEscZero = kAlphabet + kAlphabet / 2;
+  static constexpr int kEscOther = 2 * kAlphabet - 1;
+
+  DS_AVX512_INLINE static void Half(const SimdDeltaSetup& p, const uint8_t* data, const uint8_t* base,
+                                    __m512i* avg, uint8_t* syms, uint8_t* cells,
+                                    BulkBitWriter::Cursor* bits) {
+    const __m512i mag_mask = _mm512_set1_epi32(0x7FFF);
+    const __m512i zero = _mm512_setzero_si512();
+    const __m512i b = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(base)));
+    const __m512i f = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(data)));
+    const __m128i tz = _mm_cvtsi32_si128(p.tz);
+    const __m512i bm = _mm512_srl_epi32(_mm512_and_si512(b, mag_mask), tz);
+    const __m512i fm = _mm512_srl_epi32(_mm512_and_si512(f, mag_mask), tz);
+    const __m512i be = _mm512_srli_epi32(_mm512_and_si512(b, mag_mask), kMan);
+    __m512i row = _mm512_sub_epi32(_mm512_set1_epi32(p.maxe), be);
+    row = _mm512_min_epi32(_mm512_max_epi32(row, zero), _mm512_set1_epi32(23));
+    __m512i col = _mm512_sub_epi32(_mm512_add_epi32(*avg, _mm512_set1_epi32(8 + 16 * (9 - p.mb))),
+                                   _mm512_slli_epi32(be, 4));
+    col = _mm512_min_epi32(_mm512_max_epi32(_mm512_srai_epi32(col, 4), zero), _mm512_set1_epi32(7));
+    const __m512i cell = _mm512_add_epi32(_mm512_slli_epi32(row, 3), col);
+    // Same sign: |d|, its length, the bit below the leading one.
+    const __m512i d = _mm512_sub_epi32(fm, bm);
+    const __m512i ad = _mm512_abs_epi32(d);
+    const __m512i len = _mm512_sub_epi32(_mm512_set1_epi32(32), _mm512_lzcnt_epi32(ad));
+    __m512i nraw = _mm512_max_epi32(_mm512_sub_epi32(len, _mm512_set1_epi32(2)), zero);
+    const __mmask16 long_d = _mm512_cmpge_epi32_mask(len, _mm512_set1_epi32(2));
+    const __m512i hb = _mm512_maskz_and_epi32(long_d, _mm512_srlv_epi32(ad, nraw), _mm512_set1_epi32(1));
+    __m512i sym = _mm512_or_si512(_mm512_slli_epi32(len, 2), hb);
+    sym = _mm512_mask_or_epi32(sym, _mm512_cmplt_epi32_mask(d, zero), sym, _mm512_set1_epi32(2));
+    __m512i raw = _mm512_andnot_si512(_mm512_sllv_epi32(_mm512_set1_epi32(-1), nraw), ad);
+    __m512i a = _mm512_add_epi32(be, len);
+    const __mmask16 flip = _mm512_test_epi32_mask(_mm512_xor_si512(b, f), _mm512_set1_epi32(0x8000));
+    if (flip != 0) [[unlikely]] {
+      const __m512i s = _mm512_sub_epi32(
+          _mm512_add_epi32(_mm512_srl_epi32(fm, _mm_cvtsi32_si128(p.mb)), _mm512_set1_epi32(kEscZero)), be);
+      const __mmask16 near = flip & _mm512_cmpge_epi32_mask(s, _mm512_set1_epi32(kAlphabet)) &
+                             _mm512_cmplt_epi32_mask(s, _mm512_set1_epi32(kEscOther));
+      const __mmask16 far = flip & ~near;
+      sym = _mm512_mask_mov_epi32(sym, near, s);
+      sym = _mm512_mask_mov_epi32(sym, far, _mm512_set1_epi32(kEscOther));
+      const __m512i man =
+          _mm512_andnot_si512(_mm512_sll_epi32(_mm512_set1_epi32(-1), _mm_cvtsi32_si128(p.mb)), fm);
+      raw = _mm512_mask_mov_epi32(raw, near, man);
+      raw = _mm512_mask_mov_epi32(raw, far, fm);
+      nraw = _mm512_mask_mov_epi32(nraw, near, _mm512_set1_epi32(p.mb));
+      nraw = _mm512_mask_mov_epi32(nraw, far, _mm512_set1_epi32(kExp + p.mb));
+      a = _mm512_mask_mov_epi32(a, flip, _mm512_add_epi32(be, _mm512_set1_epi32(p.mb + 1)));
+    }
+    *avg = _mm512_add_epi32(*avg, _mm512_srai_epi32(_mm512_sub_epi32(_mm512_slli_epi32(a, 4), *avg), 4));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(syms), _mm512_cvtepi32_epi8(sym));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(cells), _mm512_cvtepi32_epi8(cell));
+    // Raw fields in pairs (even lane low): at most 2 x 15 bits each.
+    const __m512i lo_mask = _mm512_set1_epi64(0xFFFFFFFF);
+    const __m512i n_lo = _mm512_and_si512(nraw, lo_mask);
+    const __m512i pair =
+        _mm512_or_si512(_mm512_and_si512(raw, lo_mask), _mm512_sllv_epi64(_mm512_srli_epi64(raw, 32), n_lo));
+    alignas(64) uint64_t pv[8];
+    alignas(64) uint64_t pn[8];
+    _mm512_store_si512(pv, pair);
+    _mm512_store_si512(pn, _mm512_add_epi64(n_lo, _mm512_srli_epi64(nraw, 32)));
+    for (int k = 0; k < 8; ++k) bits->Put(static_cast<uint32_t>(pv[k]), static_cast<int>(pn[k]));
+  }
+};
+
+template <int kExp, int kMan>
+DS_AVX512 size_t AnalyseRows(const SimdDeltaSetup& p, const uint8_t* data, const uint8_t* base, size_t n,
+                             int* avg32, uint8_t* syms, uint8_t* cells, uint32_t* counts, int alphabet_log2,
+                             BulkBitWriter::Cursor* bits) {
+  __m512i a0 = _mm512_loadu_si512(avg32);
+  __m512i a1 = _mm512_loadu_si512(avg32 + 16);
+  BulkBitWriter::Cursor c = *bits;  // in registers: the count stores cannot change a local
+  size_t i = 0;
+  for (; i + kSimdLanes <= n; i += kSimdLanes) {
+    AnalyseKernel<kExp, kMan>::Half(p, data + 2 * i, base + 2 * i, &a0, syms + i, cells + i, &c);
+    AnalyseKernel<kExp, kMan>::Half(p, data + 2 * i + 32, base + 2 * i + 32, &a1, syms + i + 16,
+                                    cells + i + 16, &c);
+  }
+  // Counted afterwards from the arrays (counting in the loop above waits on every count's address).
+  for (size_t j = 0; j < i; ++j) ++counts[(static_cast<size_t>(cells[j]) << alphabet_log2) + syms[j]];
+  *bits = c;
+  _mm512_storeu_si512(avg32, a0);
+  _mm512_storeu_si512(avg32 + 16, a1);
+  return i;
+}
+
+}  // namespace
+
+bool SimdEnabled() {
+  return Enabled().load(std::memory_order_relaxed);
+}
+
+void SetSimdEnabled(bool on) {
+  Enabled().store(on && CpuHasAvx512(), std::memory_order_relaxed);
+}
+
+size_t DecodeDeltaRowsSimd(FloatKind kind, const SimdDeltaSetup& setup, uint32_t* x, int* avg16,
+                           const uint8_t* base, uint8_t* out, size_t n, SimdStreams* s) {
+  switch (kind) {
+    case FloatKind::kBF16: return DeltaRows<8, 7>(setup, x, avg16, base, out, n, s);
+    case FloatKind::kF16: return DeltaRows<5, 10>(setup, x, avg16, base, out, n, s);
+    case FloatKind::kF32: return 0;
+  }
+  return 0;
+}
+
+size_t AnalyseDeltaRowsSimd(FloatKind kind, const SimdDeltaSetup& setup, const uint8_t* data,
+                            const uint8_t* base, size_t n, int* avg16, uint8_t* syms, uint8_t* cells,
+                            uint32_t* counts, int alphabet, BulkBitWriter::Cursor* bits) {
+  const int alphabet_log2 = std::countr_zero(static_cast<unsigned>(alphabet));
+  switch (kind) {
+    case FloatKind::kBF16:
+      return AnalyseRows<8, 7>(setup, data, base, n, avg16, syms, cells, counts, alphabet_log2, bits);
+    case FloatKind::kF16:
+      return AnalyseRows<5, 10>(setup, data, base, n, avg16, syms, cells, counts, alphabet_log2, bits);
+    case FloatKind::kF32: return 0;
+  }
+  return 0;
+}
+
+size_t DecodeStandaloneRowsSimd(FloatKind kind, const SimdStandaloneSetup& setup, uint32_t* x, uint32_t* prev,
+                                uint8_t* out, size_t n, SimdStreams* s) {
+  switch (kind) {
+    case FloatKind::kBF16: return StandaloneRows<8, 7>(setup, x, prev, out, n, s);
+    case FloatKind::kF16: return StandaloneRows<5, 10>(setup, x, prev, out, n, s);
+    case FloatKind::kF32: return 0;
+  }
+  return 0;
+}
+
+}  // namespace deltastore::float_rans
