@@ -74,8 +74,10 @@ Status UploadParts::Store(const std::string& id, const std::string& path, uint64
     const uint64_t end = std::min(to, start + kPartBytes);
     buf.resize(end - start);
     DS_RETURN_IF_ERROR(ReadAt(f.fd, buf.data(), buf.size(), start));
-    const std::string object =
-        "uploads/" + id + "/" + std::to_string(start) + "-" + std::to_string(end) + "-" + nonce;
+    std::string object = "uploads/";
+    object += id;
+    object += "/" + std::to_string(start) + "-" + std::to_string(end) + "-";
+    object += nonce;
     DS_RETURN_IF_ERROR(s_->stores.objects->Put(object, buf));
     batch->Put(kNs, StartKey(id, start), object);
   }

@@ -216,7 +216,7 @@ Status Uploads::Delete(const std::string& id) {
 }
 
 StatusOr<std::string> Uploads::Spool(const UploadRecord& u) {
-  const std::string path = s_->SpoolPath(u.id);
+  std::string path = s_->SpoolPath(u.id);
   DS_RETURN_IF_ERROR(parts_.Fetch(u.id, path, u.offset));
   return path;
 }
