@@ -28,6 +28,9 @@ class ExternalStores:
     """One PostgreSQL and one SeaweedFS for the whole session."""
 
     def __init__(self):
+        # The test server's credentials (tests/tools/s3_server.sh), for every deltastored started.
+        os.environ["AWS_ACCESS_KEY_ID"] = "deltastore-test"
+        os.environ["AWS_SECRET_ACCESS_KEY"] = "deltastore-test-secret"
         self.dir = pathlib.Path(tempfile.mkdtemp(prefix="deltastore_e2e_stores_"))
         os.chmod(self.dir, 0o755)
         self.pg_dir = self.dir / "pg"
@@ -92,8 +95,5 @@ def external():
     """This session's PostgreSQL and SeaweedFS (started on first use, whatever the mode)."""
     global _external
     if _external is None:
-        # The test server's credentials (tests/tools/s3_server.sh), for every deltastored started.
-        os.environ["AWS_ACCESS_KEY_ID"] = "deltastore-test"
-        os.environ["AWS_SECRET_ACCESS_KEY"] = "deltastore-test-secret"
         _external = ExternalStores()
     return _external

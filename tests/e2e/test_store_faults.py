@@ -82,3 +82,24 @@ def test_s3_stopped_during_an_ingest_fails_the_job_clearly_and_nothing_half_writ
     # The failed job gave back the references it had taken, the failed Put its own.
     assert out.returncode == 0 and report["ok"], out.stdout + out.stderr
     assert report["versions"] == 2
+
+
+def test_unreachable_stores_and_refused_credentials_stop_the_server_at_start(tmp_path, own_stores, monkeypatch):
+    def start(*store_args):
+        out = subprocess.run([str(BUILD / "server" / "deltastored"), "--data-dir", str(tmp_path / "d"), "--listen",
+                              "127.0.0.1:0", *store_args], capture_output=True, text=True, timeout=60)
+        assert out.returncode == 1, out.stdout + out.stderr
+        return out.stderr
+
+    meta, chunks = own_stores.args_for(tmp_path / "d")[1::2]
+    dead_port = stores.free_port()
+    err = start("--meta-store", f"postgresql://deltastore@127.0.0.1:{dead_port}/deltastore")
+    assert err.startswith("error: UNAVAILABLE: cannot connect to PostgreSQL") and "Connection refused" in err, err
+    err = start("--meta-store", meta, "--chunk-store", f"s3://deltastore/x?endpoint=http%3A%2F%2F127.0.0.1%3A{dead_port}")
+    assert err.startswith("error: UNAVAILABLE: ") and f"http://127.0.0.1:{dead_port}" in err, err
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret")
+    err = start("--meta-store", meta, "--chunk-store", chunks)
+    assert err.startswith("error: PERMISSION_DENIED: ") and "not-the-secret" not in err, err
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    err = start("--meta-store", meta, "--chunk-store", chunks)
+    assert "AWS_SECRET_ACCESS_KEY" in err, err
