@@ -226,6 +226,7 @@ Stores NewFaultInjectingStores(Stores inner, FaultPlan plan) {
   Stores out;
   out.chunks = std::make_shared<FaultInjectingChunkStore>(std::move(inner.chunks), state);
   out.meta = std::make_shared<FaultInjectingMetaStore>(std::move(inner.meta), state);
+  out.objects = std::move(inner.objects);  // upload bytes: no faults injected there
   return out;
 }
 

@@ -486,7 +486,7 @@ TEST_P(StoresTest, TornCommitAppliesOnlyThePrefixOfTheBatch) {
   {
     FaultPlan plan;
     plan.tear_commit_if = [](const MetaBatch& b) { return b.ops.size() == 4; };
-    Stores faulty = NewFaultInjectingStores({chunks_, meta_}, plan);
+    Stores faulty = NewFaultInjectingStores({chunks_, meta_, nullptr}, plan);
     ASSERT_TRUE(faulty.meta->Put("models", "before", "1").ok());  // one op: not torn
     MetaBatch batch;
     batch.Put("versions", "m/1", "record");
