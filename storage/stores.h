@@ -11,8 +11,9 @@
 
 namespace deltastore {
 
-// One embedded RocksDB holding both the chunks and the metadata.
 class S3Client;
+// A registry's stores: by default one embedded RocksDB holds the chunks and the metadata; OpenStores
+// puts either on a server instead (chunks on S3, metadata on PostgreSQL).
 struct Stores {
   std::shared_ptr<ChunkStore> chunks;
   std::shared_ptr<MetaStore> meta;
