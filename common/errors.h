@@ -71,5 +71,5 @@
   /* the store */                                                                                            \
   X(SchemaTooNew, "SCHEMA_TOO_NEW", kFailedPrecondition, 500)                                                \
   X(CommitConflict, "COMMIT_CONFLICT", kFailedPrecondition, 409) /* another writer changed it first */       \
-  X(StoreUnavailable, "STORE_UNAVAILABLE", kUnavailable, 503)    /* the S3 or PostgreSQL server */  \
-  X(JobLeaseLost, "JOB_LEASE_LOST", kUnavailable, 503) /* another node took the job over */
+  X(StoreUnavailable, "STORE_UNAVAILABLE", kUnavailable, 503)    /* the S3 or PostgreSQL server */           \
+  X(JobLeaseLost, "JOB_LEASE_LOST", kUnavailable, 503)           /* another node took the job over */
