@@ -15,13 +15,6 @@ uint64_t NowMs() {
                                    .count());
 }
 
-std::optional<std::string> Read(MetaStore* meta, const std::string& id, Status* error) {
-  auto raw = meta->Get(ns::kJobs, id);
-  if (raw.ok()) return std::move(*raw);
-  if (raw.status().code() != StatusCode::kNotFound) *error = raw.status();
-  return std::nullopt;
-}
-
 }  // namespace
 
 JobLeases::JobLeases(RegistryState* state) : s_(state), heartbeat_([this] { HeartbeatLoop(); }) {}
@@ -40,9 +33,7 @@ bool JobLeases::Expired(const JobRecord& job) {
 }
 
 StatusOr<std::optional<JobRecord>> JobLeases::Claim(const std::string& id) {
-  Status error;
-  std::optional<std::string> raw = Read(s_->meta(), id, &error);
-  DS_RETURN_IF_ERROR(error);
+  DS_ASSIGN_OR_RETURN(std::optional<std::string> raw, s_->meta()->Find(ns::kJobs, id));
   if (!raw) return std::optional<JobRecord>();
   DS_ASSIGN_OR_RETURN(JobRecord job, JobRecord::Parse(*raw));
   const bool taking_over = Expired(job);
@@ -85,9 +76,7 @@ Status JobLeases::WriteLocked(Held* held, JobRecord job, MetaBatch batch) {
   Status s = s_->meta()->Commit(batch);
   if (s.reason() == Reason::kCommitConflict) {
     // Which expectation failed: the job's own (another node has it now) or another of the batch's?
-    Status error;
-    std::optional<std::string> now = Read(s_->meta(), job.id, &error);
-    DS_RETURN_IF_ERROR(error);
+    DS_ASSIGN_OR_RETURN(std::optional<std::string> now, s_->meta()->Find(ns::kJobs, job.id));
     if (now != held->raw) {
       held->lost = true;
       return JobLeaseLost("job " + job.id + " was taken over by another node");

@@ -176,8 +176,7 @@ Registry::NodeInfo Registry::Node() const {
 }
 
 Status Registry::Ready() {
-  auto g = meta()->Get(ns::kState, kGenerationKey);
-  if (!g.ok() && g.status().code() != StatusCode::kNotFound) return g.status();
+  DS_RETURN_IF_ERROR(meta()->Find(ns::kState, kGenerationKey).status());
   return chunks()->Ping();
 }
 

@@ -12,27 +12,16 @@ namespace deltastore {
 using json = nlohmann::json;
 
 Status RegistryAudit::BumpGeneration(MetaStore* meta, MetaBatch* batch) {
-  uint64_t g = 0;
-  auto text = meta->Get(ns::kState, kGenerationKey);
-  if (text.ok()) {
-    g = std::strtoull(text->c_str(), nullptr, 10);
-    batch->Expect(ns::kState, kGenerationKey, *text);
-  } else if (text.status().code() == StatusCode::kNotFound) {
-    batch->Expect(ns::kState, kGenerationKey, std::nullopt);
-  } else {
-    return text.status();
-  }
+  DS_ASSIGN_OR_RETURN(std::optional<std::string> text, meta->Find(ns::kState, kGenerationKey));
+  const uint64_t g = text ? std::strtoull(text->c_str(), nullptr, 10) : 0;
+  batch->Expect(ns::kState, kGenerationKey, text);
   batch->Put(ns::kState, kGenerationKey, std::to_string(g + 1));
   return OkStatus();
 }
 
 StatusOr<uint64_t> RegistryAudit::StoredGeneration() {
-  auto text = s_->meta()->Get(ns::kState, kGenerationKey);
-  if (!text.ok()) {
-    if (text.status().code() == StatusCode::kNotFound) return 0;
-    return text.status();
-  }
-  return std::strtoull(text->c_str(), nullptr, 10);
+  DS_ASSIGN_OR_RETURN(std::optional<std::string> text, s_->meta()->Find(ns::kState, kGenerationKey));
+  return text ? std::strtoull(text->c_str(), nullptr, 10) : 0;
 }
 
 StatusOr<std::shared_ptr<const AuditReport>> RegistryAudit::Report() {

@@ -57,6 +57,13 @@ class MetaStore {
   virtual Status Scan(std::string_view ns, std::string_view prefix, std::string_view start_after,
                       const std::function<bool(std::string_view key, std::string_view value)>& fn) = 0;
 
+  // Get, with absence as an empty optional rather than an error (what an expectation compares).
+  StatusOr<std::optional<std::string>> Find(std::string_view ns, std::string_view key) {
+    auto value = Get(ns, key);
+    if (value.ok()) return std::optional<std::string>(std::move(*value));
+    if (value.status().code() == StatusCode::kNotFound) return std::optional<std::string>();
+    return value.status();
+  }
   Status Put(std::string_view ns, std::string_view key, std::string_view value) {
     MetaBatch b;
     b.Put(ns, key, value);

@@ -293,12 +293,7 @@ class S3ChunkStore final : public ChunkStore {
 
   std::string Key(const std::string& hex) const { return "chunks/" + hex.substr(0, 2) + "/" + hex; }
 
-  StatusOr<std::optional<std::string>> ReadRaw(const std::string& hex) {
-    auto raw = meta_->Get(kRefs, hex);
-    if (raw.ok()) return std::optional<std::string>(std::move(*raw));
-    if (raw.status().code() == StatusCode::kNotFound) return std::optional<std::string>();
-    return raw.status();
-  }
+  StatusOr<std::optional<std::string>> ReadRaw(const std::string& hex) { return meta_->Find(kRefs, hex); }
 
   // Read, change, commit conditionally; again when another writer came first. NotFound when the row
   // is absent or being deleted.
