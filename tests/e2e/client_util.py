@@ -233,6 +233,16 @@ class Client:
         assert "created_at" in job and "updated_at" in job, job
         return job
 
+    def wait_job_encoding(self, job_id, timeout=120, poll=0.05):
+        """Polls until the job runs and has encoded a tensor (to cut it short there); returns the job."""
+        deadline = time.monotonic() + timeout
+        while True:
+            j = self.get_job(job_id)
+            if j["state"] == "running" and j["progress"].get("phase") == "encoding" and j["progress"]["tensors_done"] > 0:
+                return j
+            assert j["state"] in ("queued", "running") and time.monotonic() < deadline, j
+            time.sleep(poll)
+
     def wait_job(self, job_id, timeout=JOB_TIMEOUT, poll=0.05):
         """Polls GET /v1/jobs/{id} until succeeded/failed; returns (final job, states seen)."""
         deadline = time.monotonic() + timeout

@@ -58,7 +58,7 @@ def test_s3_stopped_during_an_ingest_fails_the_job_clearly_and_nothing_half_writ
     up = c.upload_single(ft)
     job = c.create_version("deep32", [("model.safetensors", up["id"])], base={"model": "base32", "version": "v1"},
                            policy={"mode": "lossy", "ratio": 32})
-    wait_for(lambda: c.get_job(job["id"])["progress"]["tensors_done"] > 0, timeout=120)
+    c.wait_job_encoding(job["id"])
     subprocess.run([str(stores.TOOLS / "s3_server.sh"), "kill", str(own_stores.s3_dir)], check=True)
     done, _ = c.wait_job(job["id"], timeout=300)
     assert done["state"] == "failed", done

@@ -54,13 +54,7 @@ def test_a_job_of_a_killed_node_finishes_on_the_other(make_server, tmp_path, fix
     # A lossy job takes long enough to be caught running; whichever node claimed it is killed.
     job = ca.create_version("deep32", [("model.safetensors", up["id"])], base={"model": "base32", "version": "v1"},
                             policy={"mode": "lossy", "ratio": 32})
-    deadline = time.monotonic() + 120
-    while True:
-        j = ca.get_job(job["id"])
-        if j["state"] == "running" and j["progress"]["tensors_done"] > 0:
-            break
-        assert j["state"] in ("queued", "running") and time.monotonic() < deadline, j
-        time.sleep(0.05)
+    j = ca.wait_job_encoding(job["id"])
     runner, other, other_client = (a, b, cb) if j["node"] == "node-a" else (b, a, ca)
     killed_at = time.monotonic()
     runner.kill()
