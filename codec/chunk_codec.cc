@@ -161,7 +161,7 @@ StatusOr<bool> ChunkIsDelta(std::string_view encoded) {
   return (static_cast<uint8_t>(encoded[2]) & kChunkFlagDelta) != 0;
 }
 
-StatusOr<std::string> DecodeChunk(std::string_view encoded, std::string_view base, uint64_t expected_size) {
+Status DecodeChunkInto(std::string_view encoded, std::string_view base, char* out, uint64_t size) {
   if (encoded.size() < kHeaderSize) return Corruption("chunk is shorter than its header");
   auto id = static_cast<CodecId>(encoded[0]);
   uint8_t version = static_cast<uint8_t>(encoded[1]);
@@ -169,46 +169,63 @@ StatusOr<std::string> DecodeChunk(std::string_view encoded, std::string_view bas
   auto dtype = static_cast<DType>(encoded[3]);
   uint64_t raw_size = GetLE(encoded.data() + 4, 8);
   if (id == CodecId::kLossy) {
-    if (raw_size != expected_size) return Corruption("chunk raw size does not match the manifest");
-    std::string out;
-    DS_RETURN_IF_ERROR(DecodeLossyChunk(encoded, base, &out));
-    return out;
+    if (raw_size != size) return Corruption("chunk raw size does not match the manifest");
+    std::string decoded;
+    DS_RETURN_IF_ERROR(DecodeLossyChunk(encoded, base, &decoded));
+    if (decoded.size() != size) return Corruption("lossy chunk decodes to a wrong size");
+    std::memcpy(out, decoded.data(), size);
+    return OkStatus();
   }
   if (!KnownVersion(id, version)) {
     return Corruption("chunk codec " + std::string(CodecName(id)) + " version " + std::to_string(version) +
                       " is not supported by this build");
   }
-  if (raw_size != expected_size) return Corruption("chunk raw size does not match the manifest");
+  if (raw_size != size) return Corruption("chunk raw size does not match the manifest");
   if (raw_size > kChunkSize) return Corruption("chunk is larger than the format allows");
   if (DTypeSize(dtype) == 0 || (flags & ~kChunkFlagDelta) != 0) return Corruption("chunk header is invalid");
   const bool delta = (flags & kChunkFlagDelta) != 0;
   if (delta && base.size() != raw_size)
     return InvalidArgument("delta chunk needs base bytes of the same size");
   std::string_view payload = encoded.substr(kHeaderSize);
-  std::string out(raw_size, '\0');
   switch (id) {
     case CodecId::kRaw:
       if (payload.size() != raw_size || delta) return Corruption("raw chunk has a wrong size");
-      return std::string(payload);
-    case CodecId::kZstd: DS_RETURN_IF_ERROR(ZstdDecode(payload, out.data(), raw_size)); break;
-    case CodecId::kPlanesZstd: DS_RETURN_IF_ERROR(DecodePlanes(payload, out.data(), raw_size)); break;
+      std::memcpy(out, payload.data(), raw_size);
+      return OkStatus();
+    case CodecId::kZstd: DS_RETURN_IF_ERROR(ZstdDecode(payload, out, raw_size)); break;
+    case CodecId::kPlanesZstd: DS_RETURN_IF_ERROR(DecodePlanes(payload, out, raw_size)); break;
     case CodecId::kFloatCtx:
     case CodecId::kFloatRans: {
       auto kind = FloatKindOf(dtype);
       size_t word = DTypeSize(dtype);
       if (!kind || raw_size % word != 0) return Corruption("float chunk has a non-float dtype");
       const auto* base_data = delta ? reinterpret_cast<const uint8_t*>(base.data()) : nullptr;
-      auto* dst = reinterpret_cast<uint8_t*>(out.data());
-      DS_RETURN_IF_ERROR(id == CodecId::kFloatCtx
-                             ? DecodeFloats(*kind, payload, base_data, raw_size / word, dst)
-                             : DecodeFloatsRans(*kind, payload, base_data, raw_size / word, dst, version));
-      return out;  // the float coders undo the delta themselves
+      auto* dst = reinterpret_cast<uint8_t*>(out);
+      // The float coders undo the delta themselves.
+      return id == CodecId::kFloatCtx
+                 ? DecodeFloats(*kind, payload, base_data, raw_size / word, dst)
+                 : DecodeFloatsRans(*kind, payload, base_data, raw_size / word, dst, version);
     }
     default: return Corruption("unknown chunk codec id " + std::to_string(static_cast<int>(id)));
   }
   if (delta) {
     for (size_t i = 0; i < raw_size; ++i) out[i] ^= base[i];
   }
+  return OkStatus();
+}
+
+StatusOr<std::string> DecodeChunk(std::string_view encoded, std::string_view base, uint64_t expected_size) {
+  if (encoded.size() >= kHeaderSize && static_cast<CodecId>(encoded[0]) == CodecId::kLossy) {
+    // Lossy chunks hold a whole tensor (they may exceed kChunkSize): decoded once, not copied.
+    if (GetLE(encoded.data() + 4, 8) != expected_size)
+      return Corruption("chunk raw size does not match the manifest");
+    std::string out;
+    DS_RETURN_IF_ERROR(DecodeLossyChunk(encoded, base, &out));
+    return out;
+  }
+  if (expected_size > kChunkSize) return Corruption("chunk is larger than the format allows");
+  std::string out(expected_size, '\0');
+  DS_RETURN_IF_ERROR(DecodeChunkInto(encoded, base, out.data(), expected_size));
   return out;
 }
 

@@ -50,6 +50,8 @@ std::string EncodeChunk(DType dtype, std::string_view raw, std::string_view base
 // Decodes a chunk produced by EncodeChunk. `base` must be given (same bytes as at encode time) when the
 // chunk is a delta; `expected_size` is the raw size the caller's manifest records.
 StatusOr<std::string> DecodeChunk(std::string_view encoded, std::string_view base, uint64_t expected_size);
+// The same, into the caller's `size` bytes at `out` (no allocation; `out` holds garbage on an error).
+Status DecodeChunkInto(std::string_view encoded, std::string_view base, char* out, uint64_t size);
 
 // True when the encoded chunk needs base bytes to decode.
 StatusOr<bool> ChunkIsDelta(std::string_view encoded);

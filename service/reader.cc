@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <cstdio>
 #include <fstream>
-#include <thread>
 
 namespace deltastore {
 
@@ -26,26 +25,39 @@ StatusOr<TensorSource*> VersionReader::Base() {
   auto m = loader_(*manifest_.base);
   if (!m.ok()) return m.status().Annotate("loading base version " + manifest_.base->ToString());
   owned_base_ = std::make_unique<VersionReader>(store_, std::move(*m), loader_);
+  owned_base_->check_digests_ = check_digests_;
   base_ = owned_base_.get();
   return base_;
 }
 
-StatusOr<const std::string*> VersionReader::DecodedChunk(const TensorEntry& tensor, size_t index,
-                                                         uint64_t chunk_offset) {
-  if (cache_valid_ && cache_index_ == index && cache_tensor_ == tensor.name) return &cache_bytes_;
+StatusOr<std::string> VersionReader::Fetch(const Digest& digest) {
+  return check_digests_ ? store_->Get(digest) : store_->GetUnverified(digest);
+}
+
+StatusOr<std::string> VersionReader::FetchChunk(const TensorEntry& tensor, size_t index,
+                                                uint64_t chunk_offset, std::string_view* base_bytes) {
   const ChunkRef& ref = tensor.chunks[index];
-  DS_ASSIGN_OR_RETURN(std::string encoded, store_->Get(ref.digest));
-  std::string base_bytes;
+  DS_ASSIGN_OR_RETURN(std::string encoded, Fetch(ref.digest));
+  *base_bytes = {};
   DS_ASSIGN_OR_RETURN(bool is_delta, ChunkIsDelta(encoded));
   if (is_delta) {
     DS_ASSIGN_OR_RETURN(TensorSource * base, Base());
     const TensorEntry* bt = base->FindTensor(tensor.name);
     if (bt == nullptr || bt->size != tensor.size) return Corruption("base lacks tensor " + tensor.name);
-    base_bytes.resize(ref.raw_size);
-    DS_RETURN_IF_ERROR(base->ReadTensor(*bt, chunk_offset, ref.raw_size, base_bytes.data()));
+    base_scratch_.resize(ref.raw_size);  // reused: no new allocation or zero-fill from piece to piece
+    DS_RETURN_IF_ERROR(base->ReadTensor(*bt, chunk_offset, ref.raw_size, base_scratch_.data()));
+    *base_bytes = base_scratch_;
   }
+  return encoded;
+}
+
+StatusOr<const std::string*> VersionReader::DecodedChunk(const TensorEntry& tensor, size_t index,
+                                                         uint64_t chunk_offset) {
+  if (cache_valid_ && cache_index_ == index && cache_tensor_ == tensor.name) return &cache_bytes_;
+  std::string_view base_bytes;
+  DS_ASSIGN_OR_RETURN(std::string encoded, FetchChunk(tensor, index, chunk_offset, &base_bytes));
   cache_valid_ = false;
-  DS_ASSIGN_OR_RETURN(cache_bytes_, DecodeChunk(encoded, base_bytes, ref.raw_size));
+  DS_ASSIGN_OR_RETURN(cache_bytes_, DecodeChunk(encoded, base_bytes, tensor.chunks[index].raw_size));
   cache_tensor_ = tensor.name;
   cache_index_ = index;
   cache_valid_ = true;
@@ -64,7 +76,15 @@ Status VersionReader::ReadTensor(const TensorEntry& tensor, uint64_t offset, uin
   uint64_t chunk_start = 0;
   for (size_t i = 0; i < tensor.chunks.size() && len > 0; ++i) {
     uint64_t chunk_end = chunk_start + tensor.chunks[i].raw_size;
-    if (offset < chunk_end) {
+    if (offset == chunk_start && len >= chunk_end - chunk_start) {
+      // A whole chunk (a streamed piece): decoded straight into `out`, not through the cache.
+      std::string_view base_bytes;
+      DS_ASSIGN_OR_RETURN(std::string encoded, FetchChunk(tensor, i, chunk_start, &base_bytes));
+      DS_RETURN_IF_ERROR(DecodeChunkInto(encoded, base_bytes, out, chunk_end - chunk_start));
+      out += chunk_end - chunk_start;
+      offset = chunk_end;
+      len -= chunk_end - chunk_start;
+    } else if (offset < chunk_end) {
       DS_ASSIGN_OR_RETURN(const std::string* bytes, DecodedChunk(tensor, i, chunk_start));
       uint64_t from = offset - chunk_start;
       uint64_t n = std::min<uint64_t>(len, chunk_end - offset);
@@ -84,7 +104,7 @@ Status VersionReader::ReadChunks(const std::vector<ChunkRef>& chunks, uint64_t o
   for (const auto& ref : chunks) {
     uint64_t chunk_end = chunk_start + ref.raw_size;
     if (len > 0 && offset < chunk_end) {
-      DS_ASSIGN_OR_RETURN(std::string encoded, store_->Get(ref.digest));
+      DS_ASSIGN_OR_RETURN(std::string encoded, Fetch(ref.digest));
       DS_ASSIGN_OR_RETURN(std::string raw, DecodeChunk(encoded, {}, ref.raw_size));
       uint64_t n = std::min<uint64_t>(len, chunk_end - offset);
       std::copy_n(raw.data() + (offset - chunk_start), n, out);
@@ -97,8 +117,14 @@ Status VersionReader::ReadChunks(const std::vector<ChunkRef>& chunks, uint64_t o
   return len == 0 ? OkStatus() : OutOfRange("read past the end of the stored bytes");
 }
 
+void VersionReader::CheckChunkDigests(bool on) {
+  check_digests_ = on;
+  if (owned_base_) owned_base_->CheckChunkDigests(on);
+}
+
 StatusOr<std::unique_ptr<VersionReader>> VersionReader::Clone() {
   auto c = std::make_unique<VersionReader>(store_, manifest_, loader_);
+  c->check_digests_ = check_digests_;
   if (owned_base_ == nullptr && base_ != nullptr) {
     c->base_ = base_;  // given by the caller: shared
   } else if (manifest_.base) {
@@ -108,97 +134,6 @@ StatusOr<std::unique_ptr<VersionReader>> VersionReader::Clone() {
     c->base_ = c->owned_base_.get();
   }
   return c;
-}
-
-FileStreamer::FileStreamer(VersionReader* reader, const FileEntry* file, uint64_t begin, uint64_t end,
-                           bool verify, size_t workers)
-    : reader_(reader),
-      file_(file),
-      pos_(begin),
-      end_(std::min(end, file->size)),
-      delivered_(begin),
-      verify_(verify && begin == 0 && end >= file->size),
-      workers_(workers != 0 ? workers
-                            : std::clamp<size_t>(std::thread::hardware_concurrency(), 1, kMaxStreamWorkers)) {
-  if (file->kind == FileKind::kBlob) {
-    segments_.push_back({0, file->size, nullptr, &file->chunks});
-  } else {
-    header_ = {*file->header};
-    segments_.push_back({0, file->header->raw_size, nullptr, &header_});
-    for (const auto& t : file->tensors)
-      segments_.push_back({file->header->raw_size + t.offset, t.size, &t, nullptr});
-  }
-}
-
-StatusOr<std::optional<FileStreamer::Piece>> FileStreamer::Plan() {
-  while (pos_ < end_) {
-    if (segment_ >= segments_.size())
-      return Corruption("manifest of " + file_->path + " is shorter than the file");
-    const Segment& seg = segments_[segment_];
-    if (pos_ >= seg.begin + seg.size) {
-      ++segment_;
-      continue;
-    }
-    uint64_t in_seg = pos_ - seg.begin;
-    uint64_t n =
-        std::min<uint64_t>(kChunkSize - in_seg % kChunkSize, std::min(end_, seg.begin + seg.size) - pos_);
-    pos_ += n;
-    return std::optional<Piece>(Piece{&seg, in_seg, n});
-  }
-  return std::optional<Piece>();
-}
-
-Status FileStreamer::Read(VersionReader* reader, const Piece& p, std::string* out) {
-  out->assign(p.size, '\0');
-  return p.segment->tensor ? reader->ReadTensor(*p.segment->tensor, p.in_segment, p.size, out->data())
-                           : reader->ReadChunks(*p.segment->chunks, p.in_segment, p.size, out->data());
-}
-
-Status FileStreamer::Fill() {
-  std::vector<Piece> batch;
-  while (batch.size() < workers_) {
-    DS_ASSIGN_OR_RETURN(std::optional<Piece> p, Plan());
-    if (!p) break;
-    batch.push_back(*p);
-  }
-  if (batch.empty()) return OkStatus();
-  std::vector<std::string> out(batch.size());
-  std::vector<Status> status(batch.size());
-  if (batch.size() == 1) {
-    status[0] = Read(reader_, batch[0], &out[0]);
-  } else {
-    while (clones_.size() + 1 < batch.size()) {
-      DS_ASSIGN_OR_RETURN(auto c, reader_->Clone());
-      clones_.push_back(std::move(c));
-    }
-    std::vector<std::thread> threads;
-    threads.reserve(batch.size() - 1);
-    for (size_t i = 1; i < batch.size(); ++i) {
-      threads.emplace_back([&, i] { status[i] = Read(clones_[i - 1].get(), batch[i], &out[i]); });
-    }
-    status[0] = Read(reader_, batch[0], &out[0]);
-    for (auto& t : threads) t.join();
-  }
-  for (size_t i = 0; i < batch.size(); ++i) {
-    DS_RETURN_IF_ERROR(status[i]);
-    ready_.push_back(std::move(out[i]));
-  }
-  return OkStatus();
-}
-
-StatusOr<std::string> FileStreamer::Next() {
-  if (ready_.empty()) DS_RETURN_IF_ERROR(Fill());
-  if (ready_.empty()) return std::string();
-  std::string piece = std::move(ready_.front());
-  ready_.pop_front();
-  delivered_ += piece.size();
-  if (verify_) {
-    hash_.Update(piece);
-    if (delivered_ == end_ && hash_.Finish() != file_->sha256) {
-      return Corruption("rebuilt " + file_->path + " does not match its sha256");
-    }
-  }
-  return piece;
 }
 
 Status VersionReader::StreamFile(const FileEntry& file, uint64_t begin, uint64_t end, const ByteSink& sink,

@@ -3,7 +3,6 @@
 // piece by piece.
 #pragma once
 
-#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -14,6 +13,7 @@
 #include "codec/chunk_codec.h"
 #include "codec/manifest.h"
 #include "codec/safetensors.h"
+#include "service/file_streamer.h"
 #include "storage/chunk_store.h"
 
 namespace deltastore {
@@ -31,54 +31,6 @@ class TensorSource {
   virtual Status ReadTensor(const TensorEntry& tensor, uint64_t offset, uint64_t len, char* out) = 0;
 };
 
-class VersionReader;
-
-// Produces the bytes [begin, end) of a file of a version piece by piece (at most kChunkSize each, one
-// stored chunk per piece). With `verify` and a whole-file range, the sha256 of what was produced is checked
-// against the manifest before the last piece is handed out, so a wrong rebuild never completes.
-// Pieces are decoded `workers` at a time (0: as many as the machine has cores, at most
-// kMaxStreamWorkers), each worker with its own copy of the reader; the pieces come out in order and
-// identical to a one-worker run. No decoding runs between calls of Next(), so memory stays at `workers`
-// pieces (each at most kChunkSize, with its base piece and stored chunk while it decodes) and nothing
-// outlives a call.
-inline constexpr size_t kMaxStreamWorkers = 16;
-class FileStreamer {
- public:
-  FileStreamer(VersionReader* reader, const FileEntry* file, uint64_t begin, uint64_t end, bool verify,
-               size_t workers = 0);
-  // The next piece; empty at the end.
-  StatusOr<std::string> Next();
-
- private:
-  struct Segment {
-    uint64_t begin, size;
-    const TensorEntry* tensor;            // a tensor, or
-    const std::vector<ChunkRef>* chunks;  // plain chunks (header, blob)
-  };
-  struct Piece {
-    const Segment* segment;
-    uint64_t in_segment, size;
-  };
-  // The next piece to decode (advancing pos_), or nullopt at the end.
-  StatusOr<std::optional<Piece>> Plan();
-  Status Read(VersionReader* reader, const Piece& piece, std::string* out);
-  // Decodes the next batch of pieces into ready_.
-  Status Fill();
-
-  VersionReader* reader_;
-  const FileEntry* file_;
-  std::vector<Segment> segments_;
-  size_t segment_ = 0;
-  uint64_t pos_, end_;
-  uint64_t delivered_;  // file offset after the last piece handed out
-  bool verify_;
-  size_t workers_;
-  Sha256 hash_;
-  std::vector<ChunkRef> header_;
-  std::vector<std::unique_ptr<VersionReader>> clones_;  // readers for workers 1..workers_-1
-  std::deque<std::string> ready_;
-};
-
 // Reads the contents of a stored version. Delta chunks are decoded against the base, which is the
 // given source or else the base version opened on demand through the loader.
 class VersionReader : public TensorSource {
@@ -93,12 +45,20 @@ class VersionReader : public TensorSource {
   // A reader of the same version that shares nothing mutable with this one (its own chunk cache and its
   // own base reader; a base source given at construction is shared, and must allow concurrent reads).
   StatusOr<std::unique_ptr<VersionReader>> Clone();
+  // Whether chunks are read with their sha256 checked (the default). A reader whose output is checked end
+  // to end (FileStreamer with a whole-file sha256) turns it off; the base reader follows.
+  void CheckChunkDigests(bool on);
   // Streams bytes [begin, end) of a file through `sink` (see FileStreamer).
   Status StreamFile(const FileEntry& file, uint64_t begin, uint64_t end, const ByteSink& sink,
                     bool verify = true);
 
  private:
   StatusOr<TensorSource*> Base();
+  StatusOr<std::string> Fetch(const Digest& digest);
+  // The stored bytes of chunk `index`; for a delta chunk `base_bytes` views its base bytes (in
+  // base_scratch_, valid until the next call).
+  StatusOr<std::string> FetchChunk(const TensorEntry& tensor, size_t index, uint64_t chunk_offset,
+                                   std::string_view* base_bytes);
   StatusOr<const std::string*> DecodedChunk(const TensorEntry& tensor, size_t index, uint64_t chunk_offset);
 
   ChunkStore* store_;
@@ -112,6 +72,8 @@ class VersionReader : public TensorSource {
   size_t cache_index_ = 0;
   std::string cache_bytes_;
   bool cache_valid_ = false;
+  std::string base_scratch_;
+  bool check_digests_ = true;
 };
 
 // Base tensors from safetensors files on disk (the original base checkpoint, for offline rebuilds).

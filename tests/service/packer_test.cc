@@ -224,6 +224,83 @@ TEST(PackerTest, ParallelStreamingGivesTheSameBytesAsOneWorker) {
   EXPECT_FALSE(last.ok());
 }
 
+// A streamer dropped after its first piece stops its workers (the piece each is decoding, then nothing),
+// and its reader streams the file again afterwards.
+TEST(PackerTest, StreamerDestroyedMidFileStopsItsWorkers) {
+  if (!HaveFixtures()) GTEST_SKIP() << "fixtures missing at " << kFixtures;
+  Registry reg(NewMemoryChunkStore());
+  auto base = reg.Add({{kFixtures + "/faceres.bf16.safetensors", "model.safetensors"}}, nullptr, nullptr);
+  ASSERT_TRUE(base.ok());
+  auto reader = reg.Reader(*base);
+  const FileEntry& file = base->files[0];
+  ASSERT_GT(file.tensors.size(), 10u);  // many more pieces than the workers decode ahead
+  {
+    FileStreamer s(reader.get(), &file, 0, file.size, /*verify=*/true, 4);
+    auto first = s.Next();
+    ASSERT_TRUE(first.ok()) << first.status().ToString();
+    EXPECT_EQ(first->size(), file.header->raw_size);
+  }
+  FileStreamer again(reader.get(), &file, 0, file.size, /*verify=*/true, 2);
+  EXPECT_EQ(Sha256::Of(StreamAll(&again)), file.sha256);
+}
+
+// On RocksDB a whole-file stream reads chunks without their own digest check (the file's sha256 covers
+// them): a chunk whose bytes were swapped for another valid chunk's, which RocksDB's block checksums
+// cannot see, still never yields a complete file; a range read checks the chunk's digest and refuses it.
+TEST(PackerTest, SwappedChunkIsCaughtByTheFileDigestOrTheChunkDigest) {
+  if (!HaveFixtures()) GTEST_SKIP() << "fixtures missing at " << kFixtures;
+  fs::path dir = TempDir("swap");
+  {
+    RocksOptions options;
+    options.path = dir.string();
+    options.sync_writes = false;
+    auto stores = OpenRocksStores(options);
+    ASSERT_TRUE(stores.ok()) << stores.status().ToString();
+    Registry reg(stores->chunks);
+    auto base = reg.Add({{kFixtures + "/faceres.bf16.safetensors", "model.safetensors"}}, nullptr, nullptr);
+    ASSERT_TRUE(base.ok());
+    const FileEntry& file = base->files[0];
+    // Two chunks of the same size with different bytes (faceres has several 512 KiB tensors).
+    const TensorEntry* victim_tensor = nullptr;
+    for (const auto& t : file.tensors)
+      if (victim_tensor == nullptr && t.chunks.size() == 1 && t.chunks[0].raw_size == 524288)
+        victim_tensor = &t;
+    ASSERT_NE(victim_tensor, nullptr);
+    const ChunkRef& victim = victim_tensor->chunks[0];
+    const ChunkRef* other = nullptr;
+    for (const auto& t : file.tensors)
+      for (const auto& c : t.chunks)
+        if (c.digest != victim.digest && c.raw_size == victim.raw_size && other == nullptr) other = &c;
+    ASSERT_NE(other, nullptr);
+    auto other_bytes = reg.store()->Get(other->digest);
+    ASSERT_TRUE(other_bytes.ok());
+    ASSERT_TRUE(reg.store()->PutUnverified(victim.digest, *other_bytes).ok());
+
+    auto reader = reg.Reader(*base);
+    FileStreamer whole(reader.get(), &file, 0, file.size, /*verify=*/true, 3);
+    uint64_t handed_out = 0;
+    Status last = OkStatus();
+    while (true) {
+      auto piece = whole.Next();
+      if (!piece.ok()) {
+        last = piece.status();
+        break;
+      }
+      if (piece->empty()) break;
+      handed_out += piece->size();
+    }
+    EXPECT_EQ(last.code(), StatusCode::kCorruption) << last.ToString();
+    EXPECT_LT(handed_out, file.size);
+
+    const uint64_t at = file.header->raw_size + victim_tensor->offset;
+    FileStreamer range(reader.get(), &file, at, at + 100, /*verify=*/true, 3);
+    auto piece = range.Next();
+    ASSERT_FALSE(piece.ok());
+    EXPECT_EQ(piece.status().code(), StatusCode::kCorruption) << piece.status().ToString();
+  }
+  fs::remove_all(dir);
+}
+
 // Everything a store holds, as text: each chunk's digest, reference count and size.
 std::string StoreListing(ChunkStore* store) {
   std::string out;
