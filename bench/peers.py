@@ -238,6 +238,13 @@ def sha256_file(p):
     return h.hexdigest()
 
 
+def cpu_seconds(pid):
+    """User + system CPU seconds of a process so far (/proc/<pid>/stat): a figure that load moves less than MB/s."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def reset_peak(pid):
     with open(f"/proc/{pid}/clear_refs", "w") as f:
         f.write("5")
@@ -261,10 +268,10 @@ def server_steps(args, tag, binary, data_dir, label, bpath, fpath, size, reps, s
         doc, t = curl_json("-X", "POST", "-H", "Content-Type: application/octet-stream", "-T", str(p),
                            f"{url}/v1/uploads?digest=sha256:{sha}")
         add(f"{tag}upload {name} (curl, one request, sha256 checked)", t, size)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), cpu_seconds(pid)
         v, info = create_version(s, url, "bench", doc["id"], {"model": "bench", "version": versions[base]} if base else None, 3600)
         add(f"{tag}create {name} version ({'delta' if base else 'standalone'} job)", time.perf_counter() - t0, size,
-            f"stored {info.get('stored_bytes', '?')} B")
+            f"stored {info.get('stored_bytes', '?')} B; server CPU {(cpu_seconds(pid) - c0) / (size / 1e9):.2f} s/GB")
         versions[name] = v
     rss_ingest = srv.peak_rss()
     rows.append(dict(section="streaming", input=label, step=f"{tag}peak RSS upload + ingest", bytes=rss_ingest))
@@ -273,13 +280,15 @@ def server_steps(args, tag, binary, data_dir, label, bpath, fpath, size, reps, s
     for name in ("base", "finetune"):
         u = f"{url}/v1/models/bench/versions/{versions[name]}/files/model.safetensors"
         ts = []
+        c0 = cpu_seconds(pid)
         for _ in range(reps):
             t, n, _, code = curl(u)
             if n != size:
                 raise RuntimeError(f"download of {name}: {n} bytes, expected {size}")
             ts.append(t)
+        cpu = (cpu_seconds(pid) - c0) / (reps * size / 1e9)
         add(f"{tag}download {name} version (curl > /dev/null)", min(ts), size,
-            "server checks the rebuilt file's sha256 on the way")
+            f"server checks the rebuilt file's sha256 on the way; server CPU {cpu:.2f} s/GB")
     rss_dl = srv.peak_rss()
     rows.append(dict(section="streaming", input=label, step=f"{tag}peak RSS download", bytes=rss_dl))
     log(f"{tag}peak RSS during downloads: {rss_dl / MiB:.1f} MiB")
