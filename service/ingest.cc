@@ -149,9 +149,20 @@ StatusOr<FileEntry> IngestSafetensors(RefGuard* guard, const IngestFile& in, Ver
   e.kind = FileKind::kSafetensors;
   e.size = h.file_size();
 
-  // Pass 1: the whole file's sha256 and each tensor's, in one sequential read.
+  // Pass 1: each tensor's sha256 here and the whole file's on a thread of its own, both reading in order
+  // (the parser has checked that the tensors fill the data section without gaps, so the file is the
+  // header then the tensors).
   Sha256 file_hash;
-  file_hash.Update(h.header_bytes);
+  Status file_read;
+  std::jthread whole([&] {
+    file_hash.Update(h.header_bytes);
+    std::string piece;
+    for (uint64_t off = h.header_bytes.size(); off < h.file_size() && file_read.ok(); off += kChunkSize) {
+      piece.resize(std::min<uint64_t>(kChunkSize, h.file_size() - off));
+      file_read = file->ReadAt(off, piece.size(), piece.data());
+      file_hash.Update(piece);
+    }
+  });
   std::string buf;
   for (const auto& t : h.tensors) {
     Sha256 th;
@@ -160,7 +171,6 @@ StatusOr<FileEntry> IngestSafetensors(RefGuard* guard, const IngestFile& in, Ver
       buf.resize(len);
       DS_RETURN_IF_ERROR(file->ReadTensorRange(t, off, len, buf.data()));
       th.Update(buf);
-      file_hash.Update(buf);
     }
     TensorEntry te;
     te.name = t.name;
@@ -171,6 +181,8 @@ StatusOr<FileEntry> IngestSafetensors(RefGuard* guard, const IngestFile& in, Ver
     te.sha256 = th.Finish();
     e.tensors.push_back(std::move(te));
   }
+  whole.join();
+  DS_RETURN_IF_ERROR(file_read);
   e.sha256 = file_hash.Finish();
 
   DS_ASSIGN_OR_RETURN(auto header_chunks, PutBytesAsChunks(guard, h.header_bytes, stats, options));
