@@ -21,10 +21,12 @@ to the base value and the local magnitude (within 256 values) are the real pair'
 is the order within 256 values and structure longer than that.
 
 Layout: tensors named layers.{i}.weight with 4096 columns (largest --largest-mib MiB, then halves
-and quarters of it) plus a 4096-value layers.{i}.bias each, as bench/http_throughput.py plans them.
+and quarters of it) plus a 4096-value layers.{i}.bias each, as bench/http_throughput.py plans them;
+or, with --llm-layers N, the tensor names and shapes of a Llama-style model (llm_tensors below).
 
 Usage
   /opt/deltastore/venv/bin/python bench/gen_pair.py OUT_DIR [--size-gb 1] [--largest-mib 256] [--seed 1]
+  /opt/deltastore/venv/bin/python bench/gen_pair.py OUT_DIR --llm-layers 4   # 1.07 B parameters
 writes OUT_DIR/base.safetensors and OUT_DIR/finetune.safetensors (skips when both exist with the
 same parameters, recorded in OUT_DIR/params.json) and prints their sha256.
 """
@@ -62,17 +64,40 @@ def load_profiles(fixtures):
     return profiles
 
 
-def generate(out_dir, size_gb, largest_mib, seed, fixtures=FIXTURES):
+def llm_tensors(layers, hidden=4096, ffn=11008, vocab=32000):
+    """[(name, shape)] of a Llama-style decoder: embedding, per layer q/k/v/o (hidden x hidden), the gated
+    MLP (ffn x hidden twice, hidden x ffn), two RMSNorm vectors, then the final norm and the LM head.
+    4 layers at the defaults are 1.07 B parameters (2.1 GB in bf16); the largest tensor is the 32000 x 4096
+    embedding (262 MB)."""
+    t = [("model.embed_tokens.weight", [vocab, hidden])]
+    for i in range(layers):
+        p = f"model.layers.{i}."
+        t += [(p + "input_layernorm.weight", [hidden])]
+        t += [(p + f"self_attn.{m}_proj.weight", [hidden, hidden]) for m in "qkvo"]
+        t += [(p + "post_attention_layernorm.weight", [hidden])]
+        t += [(p + "mlp.gate_proj.weight", [ffn, hidden]), (p + "mlp.up_proj.weight", [ffn, hidden]),
+              (p + "mlp.down_proj.weight", [hidden, ffn])]
+    t += [("model.norm.weight", [hidden]), ("lm_head.weight", [vocab, hidden])]
+    return t
+
+
+def generate(out_dir, size_gb, largest_mib, seed, fixtures=FIXTURES, llm_layers=0):
+    """llm_layers > 0: the tensors of llm_tensors(llm_layers) instead of size_gb / largest_mib."""
     out_dir = pathlib.Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     params = {"size_gb": size_gb, "largest_mib": largest_mib, "seed": seed, "version": 2}
+    if llm_layers:
+        params = {"llm_layers": llm_layers, "seed": seed, "version": 2}
     base_path, ft_path = out_dir / "base.safetensors", out_dir / "finetune.safetensors"
     pfile = out_dir / "params.json"
     if base_path.exists() and ft_path.exists() and pfile.exists():
         old = json.loads(pfile.read_text())
         if old.get("params") == params:
             return base_path, ft_path, old["sha256"]
-    tensors, _ = plan_tensors(int(size_gb * (1 << 30)), largest_mib << 20)
+    if llm_layers:
+        tensors = llm_tensors(llm_layers)
+    else:
+        tensors, _ = plan_tensors(int(size_gb * (1 << 30)), largest_mib << 20)
     profiles = load_profiles(pathlib.Path(fixtures))
     head, _ = header_bytes(tensors)
     rng = np.random.default_rng(seed)
@@ -114,8 +139,11 @@ def main():
     ap.add_argument("--size-gb", type=float, default=1.0)
     ap.add_argument("--largest-mib", type=int, default=256)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--llm-layers", type=int, default=0,
+                    help="LLM shapes instead (4096x4096 attention, 4096x11008 MLP, 32000x4096 embedding and "
+                         "head): this many decoder layers; 4 layers = 1.07 B parameters")
     a = ap.parse_args()
-    b, f, sha = generate(a.out_dir, a.size_gb, a.largest_mib, a.seed)
+    b, f, sha = generate(a.out_dir, a.size_gb, a.largest_mib, a.seed, llm_layers=a.llm_layers)
     print(f"{b} {os.path.getsize(b)} {sha[0]}")
     print(f"{f} {os.path.getsize(f)} {sha[1]}")
 
