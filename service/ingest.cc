@@ -204,6 +204,7 @@ StatusOr<FileEntry> IngestSafetensors(RefGuard* guard, const IngestFile& in, Ver
     const TensorEntry* bt = base ? base->FindTensor(t.name) : nullptr;
     if (bt != nullptr && !SameLayout(*bt, t)) bt = nullptr;
     std::optional<LossyOutcome> lossy;
+    uint64_t counted = 0;  // bytes of this tensor already in progress->bytes_done
     if (bt != nullptr && bt->sha256 == te.sha256) {
       te.encoding = TensorEncoding::kSameAsBase;
       stats->tensors_same++;
@@ -241,6 +242,10 @@ StatusOr<FileEntry> IngestSafetensors(RefGuard* guard, const IngestFile& in, Ver
         }
         DS_RETURN_IF_ERROR(
             pipeline.Submit(t.dtype, std::move(piece), std::move(base_piece), options.encode, &te.chunks));
+        // Progress moves chunk by chunk: one tensor can take many seconds (the reporter throttles).
+        progress->bytes_done += len;
+        counted += len;
+        if (report) report(*progress);
       }
     }
     if (options.lossy && te.encoding == TensorEncoding::kSameAsBase) {
@@ -252,7 +257,7 @@ StatusOr<FileEntry> IngestSafetensors(RefGuard* guard, const IngestFile& in, Ver
     }
     stats->tensors++;
     progress->tensors_done++;
-    progress->bytes_done += t.size();
+    progress->bytes_done += t.size() - counted;
     if (report) report(*progress);
   }
   DS_RETURN_IF_ERROR(pipeline.Drain());

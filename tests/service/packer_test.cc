@@ -224,6 +224,35 @@ TEST(PackerTest, ParallelStreamingGivesTheSameBytesAsOneWorker) {
   EXPECT_FALSE(last.ok());
 }
 
+// A tensor of several chunks reports progress chunk by chunk: bytes_done moves while tensors_done waits,
+// and the last report counts every byte once.
+TEST(PackerTest, ProgressMovesChunkByChunkWithinATensor) {
+  auto dir = TempDir("progress");
+  const size_t n = 3 * kChunkSize + 1000;  // 4 chunks of one U8 tensor
+  std::string big(n, '\0');
+  for (size_t i = 0; i < n; ++i) big[i] = static_cast<char>((i * 2654435761u) >> 13);
+  const std::string small(16, 'x');
+  const std::string path = (dir / "m.safetensors").string();
+  ASSERT_TRUE(
+      WriteSafetensorsFile(path, {{"big", DType::kU8, {n}}, {"small", DType::kU8, {16}}}, {big, small}).ok());
+  std::vector<IngestProgress> seen;
+  IngestStats stats;
+  auto store = NewMemoryChunkStore();
+  auto m = IngestFiles(store.get(), {{path, "m.safetensors"}}, nullptr, {}, &stats,
+                       [&](const IngestProgress& p) { seen.push_back(p); });
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  // "big" comes first in the data section: its 4 chunks, each a report with tensors_done still 0.
+  std::vector<uint64_t> within;
+  for (const auto& p : seen)
+    if (p.tensors_done == 0) within.push_back(p.bytes_done);
+  EXPECT_EQ(within, (std::vector<uint64_t>{kChunkSize, 2 * kChunkSize, 3 * kChunkSize, n}));
+  ASSERT_FALSE(seen.empty());
+  EXPECT_EQ(seen.back().tensors_done, 2u);
+  EXPECT_EQ(seen.back().bytes_done, n + small.size());
+  EXPECT_EQ(seen.back().bytes_done, seen.back().bytes_total);
+  fs::remove_all(dir);
+}
+
 // A streamer dropped after its first piece stops its workers (the piece each is decoding, then nothing),
 // and its reader streams the file again afterwards.
 TEST(PackerTest, StreamerDestroyedMidFileStopsItsWorkers) {
