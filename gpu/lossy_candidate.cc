@@ -3,7 +3,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <numeric>
 
+#include "codec/philox.h"
 #include "gpu/device.h"
 
 namespace deltastore::lossy_detail {
@@ -25,6 +27,57 @@ std::vector<int64_t> ToVector(const torch::Tensor& t) {
 }
 
 namespace {
+
+// Largest group size whose shuffle steps fit the uint8 order tensor.
+constexpr uint32_t kMaxOrderedGroup = 255;
+
+// The shuffle step at which each element of the k-of-g mask's groups is picked (see MaskCache::orders).
+torch::Tensor GroupOrder(const LossyParams& p) {
+  auto order = torch::empty({p.rows, p.cols}, torch::kUInt8);
+  uint8_t* out = order.data_ptr<uint8_t>();
+  const uint32_t ngroups = (p.cols + p.group - 1) / p.group;
+  std::vector<uint32_t> slots;
+  for (uint32_t row = 0; row < p.rows; ++row) {
+    for (uint32_t j = 0; j < ngroups; ++j) {
+      uint32_t start = j * p.group, len = std::min<uint32_t>(p.group, p.cols - start);
+      uint64_t id = static_cast<uint64_t>(row) * ngroups + j;
+      slots.resize(len);
+      std::iota(slots.begin(), slots.end(), 0u);
+      PhiloxBlock r{};
+      for (uint32_t i = 0; i < len; ++i) {
+        if (i % 4 == 0) {
+          r = Philox4x32({static_cast<uint32_t>(id), static_cast<uint32_t>(id >> 32), p.stream, i / 4},
+                         p.seed);
+        }
+        uint32_t pick = i + r[i % 4] % (len - i);
+        std::swap(slots[i], slots[pick]);
+        out[static_cast<size_t>(row) * p.cols + start + slots[i]] = static_cast<uint8_t>(i);
+      }
+    }
+  }
+  return order;
+}
+
+// The k-of-g mask from the group size's shuffle order: elements picked before their group's k.
+Selection SelectFromOrder(const LossyParams& p, const torch::Tensor& order) {
+  std::vector<uint8_t> keep(p.cols);
+  std::vector<float> col_scale(p.cols);
+  for (uint32_t c = 0; c < p.cols; ++c) {
+    uint32_t start = c / p.group * p.group, len = std::min<uint32_t>(p.group, p.cols - start);
+    keep[c] = static_cast<uint8_t>(GroupKeep(p, len));
+    col_scale[c] = static_cast<float>(len) / static_cast<float>(keep[c]);
+  }
+  auto threshold = torch::from_blob(keep.data(), {1, static_cast<int64_t>(p.cols)}, torch::kUInt8);
+  Selection s;
+  s.index = torch::lt(order, threshold).flatten().nonzero().squeeze(1);
+  auto cols = torch::remainder(s.index, static_cast<int64_t>(p.cols));
+  s.row = torch::div(s.index, static_cast<int64_t>(p.cols), "floor");
+  s.scale = torch::from_blob(col_scale.data(), {static_cast<int64_t>(p.cols)}, torch::kFloat32)
+                .index_select(0, cols);
+  auto dev = TorchDevice();
+  s.index = s.index.to(dev), s.row = s.row.to(dev), s.scale = s.scale.to(dev);
+  return s;
+}
 
 Selection SelectMask(const LossyParams& p) {
   std::vector<int64_t> idx;
@@ -99,14 +152,14 @@ torch::Tensor Quantize(LossyTensor* t, const torch::Tensor& values, const torch:
   auto scale =
       ((hi - zero) / static_cast<float>(levels)).clamp_min(1e-7f).to(torch::kHalf).to(torch::kFloat32);
   scale = torch::where(scale > 0, scale, torch::full_like(scale, 6e-8f));
-  auto codes =
-      torch::round((values - zero.index({rows})) / scale.index({rows})).clamp(0, static_cast<double>(levels));
+  auto codes = torch::round((values - zero.index_select(0, rows)) / scale.index_select(0, rows))
+                   .clamp(0, static_cast<double>(levels));
   auto c = codes.to(torch::kCPU).to(torch::kInt32).contiguous();
   t->codes.assign(c.data_ptr<int32_t>(), c.data_ptr<int32_t>() + c.numel());
   auto zc = zero.to(torch::kCPU).contiguous(), sc = scale.to(torch::kCPU).contiguous();
   t->row_zero.assign(zc.data_ptr<float>(), zc.data_ptr<float>() + zc.numel());
   t->row_scale.assign(sc.data_ptr<float>(), sc.data_ptr<float>() + sc.numel());
-  return zero.index({rows}) + scale.index({rows}) * codes;
+  return zero.index_select(0, rows) + scale.index_select(0, rows) * codes;
 }
 
 const Selection& CachedMask(const Work& w, const LossyParams& p);
@@ -146,7 +199,14 @@ const Selection& CachedMask(const Work& w, const LossyParams& p) {
     }
   }
   if (e.size() >= 8) e.erase(e.begin());
-  e.emplace_back(key, SelectMask(p));
+  if (p.mask == MaskKind::kGroupK && p.group <= kMaxOrderedGroup) {
+    auto& orders = w.masks.orders;
+    auto it = std::find_if(orders.begin(), orders.end(), [&](const auto& o) { return o.first == p.group; });
+    if (it == orders.end()) it = orders.insert(orders.end(), {static_cast<int>(p.group), GroupOrder(p)});
+    e.emplace_back(key, SelectFromOrder(p, it->second));
+  } else {
+    e.emplace_back(key, SelectMask(p));
+  }
   return e.back().second;
 }
 
@@ -191,12 +251,12 @@ Candidate Build(const Work& w, LossyParams p, const std::vector<uint32_t>& posit
     if (p.mask == MaskKind::kPositions) {
       std::vector<int64_t> idx(positions.begin(), positions.end());
       index = torch::tensor(idx, torch::kInt64).to(flat.device());
-      values = flat.index({index});
+      values = flat.index_select(0, index);
       rows = torch::div(index, static_cast<int64_t>(p.cols), "floor");
     } else {
       const Selection& s = CachedMask(w, p);
       index = s.index;
-      values = flat.index({index}) * s.scale;
+      values = flat.index_select(0, index) * s.scale;
       rows = s.row;
     }
     torch::Tensor deq;

@@ -33,6 +33,11 @@ struct Selection {
 // element).
 struct MaskCache {
   std::vector<std::pair<std::tuple<int, int, int, float>, Selection>> entries;  // most recent last
+  // Per group size (up to 255), the step of the group's Fisher-Yates shuffle that picks each element
+  // (uint8, rows x cols): the mask keeping k of a group is the elements picked before step k, since
+  // every k draws the same prefix of the shuffle (codec/lossy_codec.cc, KeptColumns). One Philox pass
+  // per group size then serves every k.
+  std::vector<std::pair<int, torch::Tensor>> orders;
 };
 
 struct Work {
