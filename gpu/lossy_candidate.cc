@@ -287,18 +287,42 @@ Candidate Build(const Work& w, LossyParams p, const std::vector<uint32_t>& posit
 // not even `lo` fits (a tensor too small for its share of bits), the `lo` candidate, marked as over.
 // Sizes grow about linearly with the parameter, so the search interpolates the budget between the
 // bracket's sizes, then tries the guess's neighbour: about 4 builds where bisection takes 7.
-std::optional<Candidate> FitBudget(const Work& w, int lo, int hi, const std::function<Candidate(int)>& make) {
-  auto eval = [&](int x) {
-    Candidate c = make(x);
-    c.fits = c.chunk.size() <= w.budget_bytes;
-    return c;
+// With a `key` (the candidate family: a pure function of it and the parameter), sizes and errors
+// already measured for this tensor, e.g. by a probe at another ratio, are reused, and only the answer is
+// built again when it came from there.
+std::optional<Candidate> FitBudget(const Work& w, int lo, int hi, const std::function<Candidate(int)>& make,
+                                   const std::string& key) {
+  struct Point {
+    int x = 0;
+    double size = 0, error = 0;
+    bool fits = false;
+    std::optional<Candidate> full;  // when built here
   };
-  Candidate best = eval(lo);
-  if (!best.fits || lo == hi) return best;
-  Candidate top = eval(hi);
-  if (top.fits) return top;
+  auto eval = [&](int x) {
+    Point pt;
+    pt.x = x;
+    auto it = key.empty() ? w.measured.end() : w.measured.find({key, x});
+    if (it != w.measured.end()) {
+      pt.size = it->second.first, pt.error = it->second.second;
+    } else {
+      pt.full = make(x);
+      pt.size = static_cast<double>(pt.full->chunk.size()), pt.error = pt.full->output_error;
+      if (!key.empty()) w.measured[{key, x}] = {pt.size, pt.error};
+    }
+    pt.fits = pt.size <= w.budget_bytes;
+    return pt;
+  };
+  auto done = [&](Point pt) {
+    if (!pt.full) pt.full = make(pt.x);
+    pt.full->fits = pt.fits;
+    return std::move(pt.full);
+  };
+  Point best = eval(lo);
+  if (!best.fits || lo == hi) return done(std::move(best));
+  Point top = eval(hi);
+  if (top.fits) return done(std::move(top));
   int a = lo, b = hi;  // a fits, b does not
-  double sa = static_cast<double>(best.chunk.size()), sb = static_cast<double>(top.chunk.size());
+  double sa = best.size, sb = top.size;
   bool neighbour = false, last_fit = false;
   for (int builds = 0; b - a > 1; ++builds) {
     int x = a + (b - a) / 2;  // bisection after 6 builds, or when sizes do not grow
@@ -307,17 +331,17 @@ std::optional<Candidate> FitBudget(const Work& w, int lo, int hi, const std::fun
     } else if (builds < 6 && sb > sa) {
       x = std::clamp(a + static_cast<int>((w.budget_bytes - sa) * (b - a) / (sb - sa)), a + 1, b - 1);
     }
-    Candidate c = eval(x);
+    Point c = eval(x);
     last_fit = c.fits;
     if (c.fits) {
-      a = x, sa = static_cast<double>(c.chunk.size());
+      a = x, sa = c.size;
       best = std::move(c);
     } else {
-      b = x, sb = static_cast<double>(c.chunk.size());
+      b = x, sb = c.size;
     }
     neighbour = !neighbour;
   }
-  return best;
+  return done(std::move(best));
 }
 
 // Prefers candidates within the budget, then the lower output error; over-budget ones by size.

@@ -10,6 +10,7 @@
 
 #include <functional>
 #include <limits>
+#include <map>
 #include <optional>
 #include <string>
 #include <tuple>
@@ -47,6 +48,8 @@ struct Work {
   torch::Tensor RX;                // R @ inputs
   mutable torch::Tensor U, S, Vh;  // leading singular triplets of R, float64 (computed on first use)
   mutable MaskCache masks;
+  // Chunk size and output error of the candidates built so far, by (family key, parameter); see FitBudget.
+  mutable std::map<std::pair<std::string, int>, std::pair<double, double>> measured;
   float lambda = 0;
   double budget_bytes = 0;
   double bits_per_weight = 0;  // of the budget
@@ -57,6 +60,7 @@ struct Work {
 // and L = A * B; the sparse part then estimates R - L without bias.
 struct LowRank {
   int rank = 0, bits = 0;
+  int64_t svd_width = 0;  // triplets of the SVD it came from (a wider one gives slightly other factors)
   std::vector<float> scale_a, scale_b;
   std::vector<int8_t> a, b;
   torch::Tensor L, Res, LX;  // L, R - L (what the sparse part estimates), L @ inputs
@@ -85,7 +89,8 @@ void SetLowRank(LossyTensor* t, const LowRank& lr);
 Candidate Build(const Work& w, LossyParams p, const std::vector<uint32_t>& positions = {},
                 const LowRank* lr = nullptr);
 // Largest integer parameter in [lo, hi] whose candidate fits the budget (see lossy_candidate.cc).
-std::optional<Candidate> FitBudget(const Work& w, int lo, int hi, const std::function<Candidate(int)>& make);
+std::optional<Candidate> FitBudget(const Work& w, int lo, int hi, const std::function<Candidate(int)>& make,
+                                   const std::string& key = {});
 // Prefers candidates within the budget, then the lower output error; over-budget ones by size.
 std::optional<Candidate> Better(std::optional<Candidate> a, std::optional<Candidate> b);
 

@@ -44,6 +44,7 @@ LowRank MakeLowRank(const Work& w, int rank, int bits) {
   LowRank lr;
   lr.rank = rank;
   lr.bits = bits;
+  lr.svd_width = w.S.size(0);
   const double limit = (1 << (bits - 1)) - 1;
   auto root = w.S.narrow(0, 0, rank).sqrt();
   auto quantize = [&](const torch::Tensor& f, int64_t dim, std::vector<float>* scales,

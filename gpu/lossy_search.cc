@@ -39,7 +39,7 @@ std::optional<Candidate> Ecsq(const Work& w) {
   // Finer steps than max|R| / 127 saturate the codes, and sizes shrink again: the search stops there.
   const double maxabs = w.R.abs().max().item<double>();
   const int finest = static_cast<int>(std::floor(8.0 * std::log2(16.0 * sigma * 127.0 / maxabs)));
-  return FitBudget(w, 0, std::clamp(finest, 0, 16 * 8), make);
+  return FitBudget(w, 0, std::clamp(finest, 0, 16 * 8), make, "ecsq");
 }
 
 // Group k-of-g dropout with b-bit values, k the largest that fits (or the caller's), of R - L.
@@ -58,7 +58,13 @@ std::optional<Candidate> GroupDropout(const Work& w, int b, int g, bool shared, 
     q.keep = static_cast<uint16_t>(k);
     return Build(w, q, {}, lr);
   };
-  if (!o.keep) return FitBudget(w, 1, gg, make);
+  if (!o.keep) {
+    // Everything a candidate depends on besides k (Quantize clips the shared scale below half a bit).
+    const std::string key = "dropout b" + std::to_string(b) + " g" + std::to_string(gg) +
+                            (shared ? " shared" : " rows") + (w.bits_per_weight < 0.5 ? " clip" : "") + " r" +
+                            std::to_string(lr ? lr->rank : 0) + "/" + std::to_string(lr ? lr->svd_width : 0);
+    return FitBudget(w, 1, gg, make, key);
+  }
   Candidate c = make(std::min(o.keep, gg));
   c.fits = true;  // explicit parameters: the caller chose the size
   return c;
