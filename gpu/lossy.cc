@@ -133,6 +133,37 @@ StatusOr<LossyResult> Finish(const Work& w, Candidate best, const char* base, co
   return result;
 }
 
+// Tensors above this many elements choose deltadq's parameters on every s-th row (a search costs a
+// hundred or more builds, each a pass over the tensor), then fit k on the whole tensor (a few passes).
+// The self-trained pairs' tensors are all below it, so their results do not change.
+constexpr uint64_t kSearchElements = uint64_t{1} << 20;
+
+uint32_t SearchRowStride(uint32_t rows, uint32_t cols, const LossyOptions& o) {
+  const bool automatic = o.method == LossyMethod::kDeltaDQ && !o.bits && !o.group && !o.keep && o.rank < 0;
+  const uint64_t n = static_cast<uint64_t>(rows) * cols;
+  if (!automatic || n <= kSearchElements) return 1;
+  return static_cast<uint32_t>(std::min<uint64_t>(rows / 2, (n + kSearchElements - 1) / kSearchElements));
+}
+
+// Rows 0, s, 2s, ... of a row-major tensor's bytes.
+std::string EveryNthRow(const char* data, uint32_t rows, uint64_t row_bytes, uint32_t s) {
+  std::string out;
+  for (uint32_t r = 0; r < rows; r += s) out.append(data + r * row_bytes, row_bytes);
+  return out;
+}
+
+// A search state on every s-th row of the tensor (same seed and stream).
+Status PrepareSubsample(Work* sub, const Work& w, const char* base, const char* finetune, uint32_t s,
+                        const float* calib_diag, const LossyOptions& options, std::string* sub_base,
+                        torch::Tensor* sub_F) {
+  const uint64_t row_bytes = static_cast<uint64_t>(w.cols) * DTypeSize(w.dtype);
+  *sub_base = EveryNthRow(base, w.rows, row_bytes, s);
+  std::string ft = EveryNthRow(finetune, w.rows, row_bytes, s);
+  const auto rows = static_cast<uint32_t>(sub_base->size() / row_bytes);
+  return Prepare(sub, w.dtype, sub_base->data(), ft.data(), rows, w.cols, w.stream, calib_diag, options,
+                 sub_F);
+}
+
 // One intra-op thread on the CPU: the search runs thousands of small ops, and libtorch's OpenMP workers
 // spin between them (86% of the CPU samples of a faceres f32 run at 128x on a loaded 2-core machine:
 // 27.5 s, against 1.6 s on one thread, same bytes). Callers run tensors in parallel instead, and no
@@ -154,7 +185,22 @@ StatusOr<LossyResult> CompressLossyTensor(DType dtype, const char* base, const c
     torch::Tensor F;
     DS_RETURN_IF_ERROR(Prepare(&w, dtype, base, finetune, rows, cols, stream, calib_diag, options, &F));
     SetTarget(&w, options);
-    std::optional<Candidate> best = RunMethod(w);
+    std::optional<Candidate> best;
+    if (uint32_t s = SearchRowStride(rows, cols, options); s > 1) {
+      Work sub;
+      std::string sub_base;
+      torch::Tensor sub_F;
+      DS_RETURN_IF_ERROR(
+          PrepareSubsample(&sub, w, base, finetune, s, calib_diag, options, &sub_base, &sub_F));
+      SetTarget(&sub, options);
+      std::optional<Candidate> choice = RunMethod(sub);
+      if (choice) {
+        best = RefitOnWhole(w, *choice,
+                            "chosen on every " + std::to_string(s) + "th row (" + choice->reason + ")");
+      }
+    } else {
+      best = RunMethod(w);
+    }
     if (!best) return Unreachable(w);
     if (calib_diag && options.fit_mu) FitMu(w, calib_diag, &*best);
     return Finish(w, std::move(*best), base, F);
@@ -181,20 +227,42 @@ StatusOr<std::vector<LossyProbe>> ProbeLossyTensor(DType dtype, const char* base
     Work w;
     torch::Tensor F;
     DS_RETURN_IF_ERROR(Prepare(&w, dtype, base, finetune, rows, cols, stream, calib_diag, options, &F));
+    // Large tensors are probed on every s-th row; sizes and output norms are scaled back to the whole.
+    const uint32_t s = SearchRowStride(rows, cols, options);
+    Work sub;
+    std::string sub_base;
+    torch::Tensor sub_F;
+    if (s > 1) {
+      DS_RETURN_IF_ERROR(
+          PrepareSubsample(&sub, w, base, finetune, s, calib_diag, options, &sub_base, &sub_F));
+      w = Work();  // the whole tensor is not needed any more
+    }
+    const Work& probed = s > 1 ? sub : w;
+    const double scale = static_cast<double>(rows) / probed.rows;
     std::vector<LossyProbe> out;
     for (double ratio : ratios) {
       LossyOptions o = options;
       o.target_ratio = ratio;
       o.quick = true;
-      SetTarget(&w, o);
+      Work& pw = s > 1 ? sub : w;
+      SetTarget(&pw, o);
       LossyProbe probe;
       probe.ratio = ratio;
-      std::optional<Candidate> best = RunMethod(w);
+      std::optional<Candidate> best = RunMethod(pw);
       if (best) {
-        if (calib_diag && o.fit_mu) FitMu(w, calib_diag, &*best);
-        DS_ASSIGN_OR_RETURN(LossyResult r, Finish(w, std::move(*best), base, F));
+        if (calib_diag && o.fit_mu) FitMu(pw, calib_diag, &*best);
+        DS_ASSIGN_OR_RETURN(LossyResult r,
+                            Finish(pw, std::move(*best), s > 1 ? sub_base.data() : base, s > 1 ? sub_F : F));
         probe.reachable = true;
         probe.report = std::move(r.report);
+        if (s > 1) {
+          LossyTensorReport& q = probe.report;
+          q.stored_bytes = static_cast<uint64_t>(std::llround(static_cast<double>(q.stored_bytes) * scale));
+          q.delta_bytes = static_cast<uint64_t>(rows) * cols * DTypeSize(dtype);
+          q.delta_norm *= std::sqrt(scale);
+          q.delta_output_norm *= std::sqrt(scale);
+          q.reason = "on every " + std::to_string(s) + "th row: " + q.reason;
+        }
       }
       out.push_back(std::move(probe));
     }

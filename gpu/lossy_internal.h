@@ -103,5 +103,9 @@ LowRank MakeLowRank(const Work& w, int rank, int bits);
 
 // The method's best candidate for w's budget (none when the method cannot apply).
 std::optional<Candidate> RunMethod(const Work& w);
+// deltadq's `choice` (made on a subsample of w's rows) rebuilt on the whole tensor: the same estimator,
+// bits, group, scale mode and rank, with k (or the dense step) fitted to w's budget. `why` says how the
+// choice was made.
+std::optional<Candidate> RefitOnWhole(const Work& w, const Candidate& choice, const std::string& why);
 
 }  // namespace deltastore::lossy_detail

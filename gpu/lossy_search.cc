@@ -233,3 +233,16 @@ std::optional<Candidate> RunMethod(const Work& w) {
 }
 
 }  // namespace deltastore::lossy_detail
+
+namespace deltastore::lossy_detail {
+
+std::optional<Candidate> RefitOnWhole(const Work& w, const Candidate& choice, const std::string& why) {
+  const LossyParams& p = choice.t.p;
+  if (p.mask == MaskKind::kDense) return Tagged(Ecsq(w), why + "; step fitted on the whole tensor");
+  LowRank lr;
+  if (p.rank > 0) lr = MakeLowRank(w, p.rank, kFactorBits);
+  return Tagged(GroupDropout(w, p.bits, p.group, p.shared_scale, &lr),
+                why + "; k fitted on the whole tensor");
+}
+
+}  // namespace deltastore::lossy_detail
