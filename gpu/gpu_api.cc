@@ -3,6 +3,6 @@
 
 extern "C" const deltastore::GpuApi* deltastore_gpu_api() {
   static const deltastore::GpuApi api{deltastore::kGpuApiVersion, &deltastore::ProbeComputeDevice,
-                                      &deltastore::CompressLossyTensor};
+                                      &deltastore::CompressLossyTensor, &deltastore::ProbeLossyTensor};
   return &api;
 }

@@ -8,7 +8,7 @@
 
 namespace deltastore {
 
-inline constexpr int kGpuApiVersion = 2;  // 2: LossyOptions without lambda_override
+inline constexpr int kGpuApiVersion = 3;  // 3: probe_lossy, LossyTensorReport::reason
 
 struct GpuApi {
   int version;  // kGpuApiVersion of the library
@@ -16,6 +16,10 @@ struct GpuApi {
   StatusOr<LossyResult> (*compress)(DType dtype, const char* base, const char* finetune, uint32_t rows,
                                     uint32_t cols, uint32_t stream, const float* calib_diag,
                                     const LossyOptions& options);
+  StatusOr<std::vector<LossyProbe>> (*probe_lossy)(DType dtype, const char* base, const char* finetune,
+                                                   uint32_t rows, uint32_t cols, uint32_t stream,
+                                                   const float* calib_diag, const LossyOptions& options,
+                                                   const std::vector<double>& ratios);
 };
 
 // Loads the library once (thread-safe): $DS_GPU_LIBRARY, else next to the executable

@@ -83,6 +83,7 @@ struct LossyTensorReport {
   double delta_output_norm = 0;  // ||(W_ft - W_base) X|| / sqrt(samples): RMS over the evaluation inputs
   // "ecsq" (dense, entropy-coded uniform quantizer), "dropout" (group k-of-g) or "lowrank+dropout"
   std::string estimator;
+  std::string reason;  // why the search chose this candidate (which rule or comparison decided)
 };
 
 struct LossyResult {
@@ -96,5 +97,18 @@ struct LossyResult {
 StatusOr<LossyResult> CompressLossyTensor(DType dtype, const char* base, const char* finetune, uint32_t rows,
                                           uint32_t cols, uint32_t stream, const float* calib_diag,
                                           const LossyOptions& options);
+
+// The quick search (LossyOptions::quick) of one tensor at each of `ratios`, for a rate allocation: the
+// tensor is loaded once and its residual's SVD, masks and evaluation products serve every ratio. A ratio
+// the method cannot reach comes back with reachable = false.
+struct LossyProbe {
+  double ratio = 0;
+  bool reachable = false;
+  LossyTensorReport report;
+};
+StatusOr<std::vector<LossyProbe>> ProbeLossyTensor(DType dtype, const char* base, const char* finetune,
+                                                   uint32_t rows, uint32_t cols, uint32_t stream,
+                                                   const float* calib_diag, const LossyOptions& options,
+                                                   const std::vector<double>& ratios);
 
 }  // namespace deltastore

@@ -1,9 +1,12 @@
 #include "service/lossy_policy.h"
 
+#include <algorithm>
 #include <cmath>
+#include <deque>
+#include <future>
 #include <limits>
 #include <map>
-#include <mutex>
+#include <thread>
 
 #include "codec/lossy_codec.h"
 #include "gpu/gpu_api.h"
@@ -162,29 +165,83 @@ bool WantsLossy(const LossyPolicy& policy, const TensorInfo& t) {
 namespace {
 
 // Multipliers of a tensor's even share of the budget at which the planner probes it, each with the quick
-// search (about 3 full searches a tensor in all). With 0.5x to 2x only, the tfm pair kept 87.9% of its
-// gain at 128x; with these, 95.3% (bench/lossy_bench.py).
+// search (one call: the tensor's SVD, masks and evaluation products serve every multiplier). With 0.5x
+// to 2x only, the tfm pair kept 87.9% of its gain at 128x; with these, 95.3% (bench/lossy_bench.py).
 constexpr double kProbeMultipliers[] = {0.25, 0.35, 0.5, 0.71, 1.0, 1.41, 2.0, 2.83, 4.0};
+
+// A tensor's probes, run on a worker while the planner reads the next tensors.
+struct ProbeTask {
+  std::string name;
+  uint64_t size = 0;  // bytes of the tensor
+  std::future<StatusOr<std::vector<LossyProbe>>> probes;
+};
 
 struct Planned {
   std::map<std::string, double> ratio;  // per tensor name, after Plan()
+  std::deque<ProbeTask> running;        // in submission order
   std::vector<std::string> names;
   std::vector<std::vector<RatePoint>> curves;
   double budget = 0;  // sum of the probed tensors' delta bytes / the policy's ratio
+  size_t threads = 1;
+  ~Planned() {
+    for (auto& t : running) t.probes.wait();  // an error return leaves nothing running
+  }
 };
 
-StatusOr<LossyResult> Compress(const LossyPolicy& policy, Calibration* calibration, const TensorInfo& t,
-                               const std::string& base, const std::string& ft, uint32_t stream, double ratio,
-                               bool* calibrated, bool quick = false) {
-  uint64_t rows = t.shape[0], cols = t.numel() / rows;
-  const std::vector<float>* calib = calibration ? calibration->For(t.name, cols) : nullptr;
-  if (calibrated) *calibrated = calib != nullptr;
-  DS_ASSIGN_OR_RETURN(const GpuApi* gpu, LoadGpuApi());
-  LossyOptions o = policy.options;
-  o.target_ratio = ratio;
-  o.quick = quick;
-  return gpu->compress(t.dtype, base.data(), ft.data(), static_cast<uint32_t>(rows),
-                       static_cast<uint32_t>(cols), stream, calib ? calib->data() : nullptr, o);
+// The rate-distortion curve of a tensor from its probes.
+std::vector<RatePoint> Curve(uint64_t size, double target, const std::vector<LossyProbe>& probes) {
+  std::vector<RatePoint> curve;
+  for (const LossyProbe& p : probes) {
+    if (!p.reachable) continue;
+    const double m = target / p.ratio;
+    const LossyTensorReport& q = p.report;
+    // The final search fills the tensor's share (it may choose other bits and groups than the quick
+    // probe), so a point costs its share, or the probe's bytes where even they exceed it.
+    const auto share = static_cast<uint64_t>(std::ceil(static_cast<double>(size) * m / target));
+    curve.push_back({m, std::max(share, q.stored_bytes), std::pow(q.output_error * q.delta_output_norm, 2)});
+  }
+  return curve;
+}
+
+// Collects the oldest probe task into the plan's curves.
+Status CollectFirst(Planned* planned, double target) {
+  ProbeTask t = std::move(planned->running.front());
+  planned->running.pop_front();
+  StatusOr<std::vector<LossyProbe>> probes = t.probes.get();
+  if (!probes.ok()) return probes.status().Annotate("tensor " + t.name);
+  std::vector<RatePoint> curve = Curve(t.size, target, *probes);
+  if (curve.empty()) return OkStatus();
+  planned->budget += static_cast<double>(t.size) / target;
+  planned->names.push_back(t.name);
+  planned->curves.push_back(std::move(curve));
+  return OkStatus();
+}
+
+json TensorReport(const TensorInfo& t, const LossyTensorReport& q, double ratio, bool calibrated) {
+  return json{{"name", t.name},
+              {"shape", t.shape},
+              {"dtype", DTypeName(t.dtype)},
+              {"method", q.method},
+              {"estimator", q.estimator},
+              {"reason", q.reason},
+              {"lambda", q.lambda},
+              {"mu", q.mu},
+              {"bits", q.bits},
+              {"group", q.group},
+              {"keep", q.keep},
+              {"rank", q.rank},
+              {"scale", q.shared_scale ? "tensor" : "row"},
+              {"keep_fraction", q.keep_fraction},
+              {"stored_bytes", q.stored_bytes},
+              {"delta_bytes", q.delta_bytes},
+              {"target_ratio", ratio},
+              {"ratio", q.stored_bytes ? double(q.delta_bytes) / double(q.stored_bytes) : 0.0},
+              {"within_budget", q.within_budget},
+              {"weight_error", q.weight_error},
+              {"output_error", q.output_error},
+              {"delta_norm", q.delta_norm},
+              {"delta_output_norm", q.delta_output_norm},
+              {"calibrated", calibrated}};
 }
 
 }  // namespace
@@ -229,8 +286,10 @@ std::vector<size_t> AllocateRates(const std::vector<std::vector<RatePoint>>& cur
   return pick;
 }
 
-LossyHooks MakeLossyHooks(const LossyPolicy& policy, std::shared_ptr<Calibration> calibration) {
+LossyHooks MakeLossyHooks(const LossyPolicy& policy, std::shared_ptr<Calibration> calibration,
+                          size_t threads) {
   auto planned = std::make_shared<Planned>();
+  planned->threads = threads != 0 ? threads : std::max<size_t>(1, std::thread::hardware_concurrency());
   LossyHooks hooks;
   const double target = policy.options.target_ratio;
   hooks.encode = [policy, calibration, planned, target](
@@ -238,64 +297,46 @@ LossyHooks MakeLossyHooks(const LossyPolicy& policy, std::shared_ptr<Calibration
                      uint32_t stream) -> StatusOr<std::optional<LossyOutcome>> {
     if (!WantsLossy(policy, t)) return std::optional<LossyOutcome>();
     auto it = planned->ratio.find(t.name);
-    const double ratio = it != planned->ratio.end() ? it->second : target;
-    bool calibrated = false;
-    DS_ASSIGN_OR_RETURN(LossyResult r,
-                        Compress(policy, calibration.get(), t, base, ft, stream, ratio, &calibrated));
-    const LossyTensorReport& q = r.report;
-    json rep = {{"name", t.name},
-                {"shape", t.shape},
-                {"dtype", DTypeName(t.dtype)},
-                {"method", q.method},
-                {"estimator", q.estimator},
-                {"lambda", q.lambda},
-                {"mu", q.mu},
-                {"bits", q.bits},
-                {"group", q.group},
-                {"keep", q.keep},
-                {"rank", q.rank},
-                {"scale", q.shared_scale ? "tensor" : "row"},
-                {"keep_fraction", q.keep_fraction},
-                {"stored_bytes", q.stored_bytes},
-                {"delta_bytes", q.delta_bytes},
-                {"target_ratio", ratio},
-                {"ratio", q.stored_bytes ? double(q.delta_bytes) / double(q.stored_bytes) : 0.0},
-                {"within_budget", q.within_budget},
-                {"weight_error", q.weight_error},
-                {"output_error", q.output_error},
-                {"delta_norm", q.delta_norm},
-                {"delta_output_norm", q.delta_output_norm},
-                {"calibrated", calibrated}};
-    return std::optional<LossyOutcome>(
-        LossyOutcome{std::move(r.chunk), std::move(r.reconstructed), rep.dump()});
+    LossyOptions o = policy.options;
+    o.target_ratio = it != planned->ratio.end() ? it->second : target;
+    uint64_t rows = t.shape[0], cols = t.numel() / rows;
+    const std::vector<float>* calib = calibration ? calibration->For(t.name, cols) : nullptr;
+    DS_ASSIGN_OR_RETURN(const GpuApi* gpu, LoadGpuApi());
+    DS_ASSIGN_OR_RETURN(LossyResult r, gpu->compress(t.dtype, base.data(), ft.data(),
+                                                     static_cast<uint32_t>(rows), static_cast<uint32_t>(cols),
+                                                     stream, calib ? calib->data() : nullptr, o));
+    std::string report = TensorReport(t, r.report, o.target_ratio, calib != nullptr).dump();
+    return std::optional<LossyOutcome>(LossyOutcome{std::move(r.chunk), std::move(r.reconstructed), report});
   };
   if (!policy.allocate) return hooks;
+  // Probes run on `threads` workers, a tensor each; every probe is a pure function of its tensor, stream
+  // and seed, so the plan is the same whatever the number of workers. Memory: `threads` tensors in flight.
   hooks.planner.probe = [policy, calibration, planned, target](const TensorInfo& t, const std::string& base,
                                                                const std::string& ft,
                                                                uint32_t stream) -> Status {
     if (!WantsLossy(policy, t)) return OkStatus();
-    std::vector<RatePoint> curve;
+    std::vector<double> ratios;
     for (double m : kProbeMultipliers) {
-      if (target / m < kMinLossyRatio || target / m > kMaxLossyRatio) continue;
-      auto r = Compress(policy, calibration.get(), t, base, ft, stream, target / m, nullptr, /*quick=*/true);
-      if (!r.ok()) {
-        if (r.status().reason() == Reason::kRatioUnreachable) continue;
-        return r.status();
-      }
-      const LossyTensorReport& q = r->report;
-      // The final search fills the tensor's share (it may choose other bits and groups than the quick
-      // probe), so a point costs its share, or the probe's bytes where even they exceed it.
-      const auto share = static_cast<uint64_t>(std::ceil(static_cast<double>(t.size()) * m / target));
-      curve.push_back(
-          {m, std::max(share, q.stored_bytes), std::pow(q.output_error * q.delta_output_norm, 2)});
+      if (target / m >= kMinLossyRatio && target / m <= kMaxLossyRatio) ratios.push_back(target / m);
     }
-    if (curve.empty()) return OkStatus();
-    planned->budget += static_cast<double>(t.size()) / target;
-    planned->names.push_back(t.name);
-    planned->curves.push_back(std::move(curve));
+    uint64_t rows = t.shape[0], cols = t.numel() / rows;
+    const std::vector<float>* calib = calibration ? calibration->For(t.name, cols) : nullptr;
+    DS_ASSIGN_OR_RETURN(const GpuApi* gpu, LoadGpuApi());
+    LossyOptions o = policy.options;
+    auto run = [gpu, o, ratios, calib, base, ft, dtype = t.dtype, rows, cols, stream] {
+      return gpu->probe_lossy(dtype, base.data(), ft.data(), static_cast<uint32_t>(rows),
+                              static_cast<uint32_t>(cols), stream, calib ? calib->data() : nullptr, o,
+                              ratios);
+    };
+    while (planned->running.size() >= planned->threads)
+      DS_RETURN_IF_ERROR(CollectFirst(planned.get(), target));
+    // async | deferred: where no thread can be started, the probes run when collected.
+    planned->running.push_back(
+        {t.name, t.size(), std::async(std::launch::async | std::launch::deferred, std::move(run))});
     return OkStatus();
   };
   hooks.planner.plan = [planned, target]() -> Status {
+    while (!planned->running.empty()) DS_RETURN_IF_ERROR(CollectFirst(planned.get(), target));
     std::vector<size_t> pick = AllocateRates(planned->curves, planned->budget);
     for (size_t i = 0; i < pick.size(); ++i) {
       planned->ratio[planned->names[i]] = target / planned->curves[i][pick[i]].multiplier;

@@ -62,7 +62,9 @@ struct LossyHooks {
   LossyHook encode;
   LossyPlanner planner;  // set when the policy allocates rates
 };
-LossyHooks MakeLossyHooks(const LossyPolicy& policy, std::shared_ptr<Calibration> calibration);
+// The planner probes tensors on `threads` workers (0: one per core); the plan does not depend on it.
+LossyHooks MakeLossyHooks(const LossyPolicy& policy, std::shared_ptr<Calibration> calibration,
+                          size_t threads = 0);
 
 // The version's quality report from the per-tensor reports and the manifest.
 nlohmann::json QualityReport(const LossyPolicy& policy, const IngestStats& stats, const Manifest& manifest);

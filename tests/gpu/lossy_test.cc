@@ -302,5 +302,41 @@ TEST(LossyLowRankTest, LowRankChunksAreIdenticalAcrossRunsAndThreadCounts) {
   EXPECT_EQ(one, other_thread);
 }
 
+TEST(LossyProbeTest, ProbesAtSeveralRatiosAreReportedInOrderAndDoNotDependOnTheThread) {
+  Pair pair = MakePair(64, 256, 5);
+  LossyOptions o;
+  const std::vector<double> ratios = {8, 32, 128};
+  auto probe = [&] {
+    return ProbeLossyTensor(DType::kF32, pair.base.data(), pair.ft.data(), pair.rows, pair.cols, 4, nullptr,
+                            o, ratios);
+  };
+  auto a = probe();
+  ASSERT_TRUE(a.ok()) << a.status().ToString();
+  ASSERT_EQ(a->size(), ratios.size());
+  uint64_t previous = ~uint64_t{0};
+  for (size_t i = 0; i < ratios.size(); ++i) {
+    const LossyProbe& p = (*a)[i];
+    EXPECT_EQ(p.ratio, ratios[i]);
+    ASSERT_TRUE(p.reachable);
+    EXPECT_LT(p.report.stored_bytes, previous);  // higher ratios store less
+    previous = p.report.stored_bytes;
+    EXPECT_FALSE(p.report.reason.empty());
+  }
+  // 4 bits a weight: the dense quantizer by rule; 0.25 bits: the quick dropout search
+  EXPECT_EQ((*a)[0].report.estimator, "ecsq");
+  EXPECT_NE((*a)[2].report.reason.find("quick probe"), std::string::npos) << (*a)[2].report.reason;
+  StatusOr<std::vector<LossyProbe>> b = InvalidArgument("not run");
+  std::thread t([&] { b = probe(); });
+  t.join();
+  ASSERT_TRUE(b.ok());
+  for (size_t i = 0; i < ratios.size(); ++i) {
+    EXPECT_EQ((*a)[i].report.stored_bytes, (*b)[i].report.stored_bytes);
+    EXPECT_EQ((*a)[i].report.output_error, (*b)[i].report.output_error);
+  }
+  auto bad = ProbeLossyTensor(DType::kF32, pair.base.data(), pair.ft.data(), pair.rows, pair.cols, 4, nullptr,
+                              o, {16, 5000});
+  EXPECT_FALSE(bad.ok());
+}
+
 }  // namespace
 }  // namespace deltastore

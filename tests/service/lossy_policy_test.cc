@@ -254,7 +254,7 @@ struct LossyIngest {
   std::vector<IngestProgress> progress;
 };
 
-LossyIngest IngestLossy(const Checkpoints& c, const json& policy_json) {
+LossyIngest IngestLossy(const Checkpoints& c, const json& policy_json, size_t probe_threads = 0) {
   LossyIngest out;
   std::shared_ptr<ChunkStore> store = NewMemoryChunkStore();
   IngestStats base_stats;
@@ -265,7 +265,7 @@ LossyIngest IngestLossy(const Checkpoints& c, const json& policy_json) {
   EXPECT_TRUE(policy.ok()) << policy.status().ToString();
   if (!policy.ok()) return out;
   policy->min_elements = 1024;
-  LossyHooks hooks = MakeLossyHooks(*policy, nullptr);
+  LossyHooks hooks = MakeLossyHooks(*policy, nullptr, probe_threads);
   IngestOptions options;
   options.lossy = hooks.encode;
   options.lossy_planner = hooks.planner;
@@ -339,6 +339,31 @@ TEST(LossyIngestTest, AllocationPlansFirstAndKeepsTheVersionWithinItsRatio) {
 
 // Ratios up to 4096 are valid policies; the planner's probes above the target's multiple must stay within
 // the compressor's range (1..4096) instead of failing the ingest.
+TEST(LossyIngestTest, ThePlanAndTheBytesDoNotDependOnTheNumberOfProbeWorkers) {
+  Checkpoints c = MakeCheckpoints("threads");
+  const json policy = {{"mode", "lossy"}, {"ratio", 64}};
+  LossyIngest one = IngestLossy(c, policy, 1);
+  LossyIngest three = IngestLossy(c, policy, 3);
+  ASSERT_TRUE(one.quality.is_object());
+  ASSERT_EQ(one.quality["tensors"].size(), c.lossy_names.size());
+  EXPECT_EQ(one.quality.dump(), three.quality.dump());  // every tensor's ratio, choice and errors
+  EXPECT_EQ(one.stats.encoded_bytes, three.stats.encoded_bytes);
+}
+
+TEST(LossyIngestTest, TheReportSaysWhyEachTensorsCandidateWon) {
+  Checkpoints c = MakeCheckpoints("reason");
+  LossyIngest r = IngestLossy(c, {{"mode", "lossy"}, {"ratio", 8}});
+  ASSERT_TRUE(r.quality.is_object());
+  ASSERT_FALSE(r.quality["tensors"].empty());
+  for (const json& t : r.quality["tensors"]) {
+    const std::string reason = t["reason"].get<std::string>();
+    EXPECT_FALSE(reason.empty()) << t.dump();
+    // 4 bits a weight: the dense quantizer wins by rule, without the dropout search
+    if (t["estimator"] == "ecsq" && t["ratio"].get<double>() < 10)
+      EXPECT_NE(reason.find("ecsq"), std::string::npos);
+  }
+}
+
 TEST(LossyIngestTest, AllocationNearTheLargestRatioStaysInRange) {
   Checkpoints c = MakeCheckpoints("maxratio");
   LossyIngest r = IngestLossy(c, {{"mode", "lossy"}, {"ratio", 2048}});

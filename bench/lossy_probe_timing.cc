@@ -1,0 +1,52 @@
+// Times the rate allocation's work per tensor in process: the 9 quick probes (one ProbeLossyTensor call)
+// and the final deltadq search, for every 2-D float tensor of at least 4096 elements; prints each
+// tensor's seconds and the final candidate's reason, then the weights per second (issue 17).
+//   lossy_probe_timing BASE FINETUNE RATIO
+#include <chrono>
+#include <cstdio>
+#include <string>
+#include "codec/safetensors.h"
+#include "gpu/lossy.h"
+using namespace deltastore;
+int main(int argc, char** argv) {
+  if (argc != 4) {
+    std::fprintf(stderr, "usage: lossy_probe_timing BASE FINETUNE RATIO\n");
+    return 1;
+  }
+  auto base = SafetensorsFile::Open(argv[1]);
+  auto ft = SafetensorsFile::Open(argv[2]);
+  if (!base.ok() || !ft.ok()) {
+    std::fprintf(stderr, "cannot open inputs\n");
+    return 1;
+  }
+  double ratio = std::stod(argv[3]);
+  const double mult[] = {0.25, 0.35, 0.5, 0.71, 1.0, 1.41, 2.0, 2.83, 4.0};
+  double tp = 0, tf = 0;
+  uint64_t n = 0;
+  uint32_t stream = 0;
+  for (const auto& t : (*ft)->header().tensors) {
+    const TensorInfo* bt = (*base)->header().Find(t.name);
+    if (!bt || t.shape.size() < 2 || t.numel() < 4096) continue;
+    uint64_t rows = t.shape[0], cols = t.numel() / rows;
+    std::string a(t.size(), '\0'), b(t.size(), '\0');
+    (void)(*base)->ReadTensorRange(*bt, 0, t.size(), a.data());
+    (void)(*ft)->ReadTensorRange(t, 0, t.size(), b.data());
+    LossyOptions o;
+    o.target_ratio = ratio;
+    std::vector<double> rs;
+    for (double m : mult) rs.push_back(ratio / m);
+    auto t0 = std::chrono::steady_clock::now();
+    auto p = ProbeLossyTensor(t.dtype, a.data(), b.data(), rows, cols, stream, nullptr, o, rs);
+    auto t1 = std::chrono::steady_clock::now();
+    auto r = CompressLossyTensor(t.dtype, a.data(), b.data(), rows, cols, stream++, nullptr, o);
+    auto t2 = std::chrono::steady_clock::now();
+    double dp = std::chrono::duration<double>(t1 - t0).count(),
+           df = std::chrono::duration<double>(t2 - t1).count();
+    tp += dp;
+    tf += df;
+    n += rows * cols;
+    std::printf("%-30s %6lux%-6lu probe %.3f final %.3f %s\n", t.name.c_str(), rows, cols, dp, df,
+                r.ok() ? r->report.reason.c_str() : "err");
+  }
+  std::printf("total %lu weights probe %.2f s final %.2f s => %.0f w/s\n", n, tp, tf, n / (tp + tf));
+}

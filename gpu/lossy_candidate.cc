@@ -1,0 +1,356 @@
+// Building one lossy candidate: mask, quantization, encoding and output error; the budget search.
+#include "gpu/lossy_internal.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+#include "codec/philox.h"
+#include "gpu/device.h"
+
+namespace deltastore::lossy_detail {
+
+torch::Device TorchDevice() {
+  static const torch::Device device = UseCuda() ? torch::Device(torch::kCUDA) : torch::Device(torch::kCPU);
+  return device;
+}
+
+torch::Tensor Load(DType dtype, const char* data, uint32_t rows, uint32_t cols) {
+  auto t = torch::empty({rows, cols}, torch::kFloat32);
+  ToFloat32(dtype, data, static_cast<size_t>(rows) * cols, t.data_ptr<float>());
+  return t.to(TorchDevice());
+}
+
+std::vector<int64_t> ToVector(const torch::Tensor& t) {
+  auto c = t.to(torch::kCPU).to(torch::kInt64).contiguous();
+  return std::vector<int64_t>(c.data_ptr<int64_t>(), c.data_ptr<int64_t>() + c.numel());
+}
+
+namespace {
+
+// Largest group size whose shuffle steps fit the uint8 order tensor.
+constexpr uint32_t kMaxOrderedGroup = 255;
+
+// The shuffle step at which each element of the k-of-g mask's groups is picked (see MaskCache::orders).
+torch::Tensor GroupOrder(const LossyParams& p) {
+  auto order = torch::empty({p.rows, p.cols}, torch::kUInt8);
+  uint8_t* out = order.data_ptr<uint8_t>();
+  const uint32_t ngroups = (p.cols + p.group - 1) / p.group;
+  std::vector<uint32_t> slots;
+  for (uint32_t row = 0; row < p.rows; ++row) {
+    for (uint32_t j = 0; j < ngroups; ++j) {
+      uint32_t start = j * p.group, len = std::min<uint32_t>(p.group, p.cols - start);
+      uint64_t id = static_cast<uint64_t>(row) * ngroups + j;
+      slots.resize(len);
+      std::iota(slots.begin(), slots.end(), 0u);
+      PhiloxBlock r{};
+      for (uint32_t i = 0; i < len; ++i) {
+        if (i % 4 == 0) {
+          r = Philox4x32({static_cast<uint32_t>(id), static_cast<uint32_t>(id >> 32), p.stream, i / 4},
+                         p.seed);
+        }
+        uint32_t pick = i + r[i % 4] % (len - i);
+        std::swap(slots[i], slots[pick]);
+        out[static_cast<size_t>(row) * p.cols + start + slots[i]] = static_cast<uint8_t>(i);
+      }
+    }
+  }
+  return order;
+}
+
+// The k-of-g mask from the group size's shuffle order: elements picked before their group's k.
+Selection SelectFromOrder(const LossyParams& p, const torch::Tensor& order) {
+  std::vector<uint8_t> keep(p.cols);
+  std::vector<float> col_scale(p.cols);
+  for (uint32_t c = 0; c < p.cols; ++c) {
+    uint32_t start = c / p.group * p.group, len = std::min<uint32_t>(p.group, p.cols - start);
+    keep[c] = static_cast<uint8_t>(GroupKeep(p, len));
+    col_scale[c] = static_cast<float>(len) / static_cast<float>(keep[c]);
+  }
+  auto threshold = torch::from_blob(keep.data(), {1, static_cast<int64_t>(p.cols)}, torch::kUInt8);
+  Selection s;
+  s.index = torch::lt(order, threshold).flatten().nonzero().squeeze(1);
+  auto cols = torch::remainder(s.index, static_cast<int64_t>(p.cols));
+  s.row = torch::div(s.index, static_cast<int64_t>(p.cols), "floor");
+  s.scale = torch::from_blob(col_scale.data(), {static_cast<int64_t>(p.cols)}, torch::kFloat32)
+                .index_select(0, cols);
+  auto dev = TorchDevice();
+  s.index = s.index.to(dev), s.row = s.row.to(dev), s.scale = s.scale.to(dev);
+  return s;
+}
+
+Selection SelectMask(const LossyParams& p) {
+  std::vector<int64_t> idx;
+  std::vector<float> scale;
+  std::vector<int64_t> row;
+  std::vector<uint32_t> cols;
+  for (uint32_t r = 0; r < p.rows; ++r) {
+    KeptColumns(p, r, &cols);
+    for (uint32_t c : cols) {
+      idx.push_back(static_cast<int64_t>(r) * p.cols + c);
+      row.push_back(r);
+      float s = 1.0f;
+      if (p.mask == MaskKind::kGroupK) {
+        uint32_t start = c / p.group * p.group, len = std::min<uint32_t>(p.group, p.cols - start);
+        s = static_cast<float>(len) / static_cast<float>(GroupKeep(p, len));
+      } else if (p.mask == MaskKind::kBernoulli) {
+        s = 1.0f / p.keep_prob;
+      }
+      scale.push_back(s);
+    }
+  }
+  auto dev = TorchDevice();
+  Selection s;
+  s.index = torch::tensor(idx, torch::kInt64).to(dev);
+  s.scale = torch::tensor(scale, torch::kFloat32).to(dev);
+  s.row = torch::tensor(row, torch::kInt64).to(dev);
+  return s;
+}
+
+// Fills t.codes / row_scale / row_zero by uniform asymmetric per-row quantization of `values`; returns
+// the dequantized values (what the codec will rebuild, up to rounding).
+torch::Tensor Quantize(LossyTensor* t, const torch::Tensor& values, const torch::Tensor& rows, bool clip) {
+  const int64_t levels = (1 << t->p.bits) - 1;
+  auto dev = values.device();
+  auto inf = std::numeric_limits<float>::infinity();
+  auto lo = torch::full({t->p.rows}, inf, torch::TensorOptions().device(dev))
+                .scatter_reduce(0, rows, values, "amin");
+  auto hi = torch::full({t->p.rows}, -inf, torch::TensorOptions().device(dev))
+                .scatter_reduce(0, rows, values, "amax");
+  if (t->p.shared_scale && values.numel() > 0) {
+    // One symmetric range [-c, c] for the tensor: c = the largest magnitude or, when `clip`, the clip
+    // (a multiple of the values' RMS, or the largest magnitude) with the least squared error. Clipping
+    // biases the largest survivors; it is allowed below half a bit per weight, where the extremes of
+    // a few kept values per row would leave a 2-bit code's middle levels far from most of them. Measured
+    // (bench/lossy_bench.py, deltadq): clipping at every rate kept 98.6% / 98.2% of the MLP pair's gain
+    // at 16x / 32x against 99.9% / 99.1% without, and 94.0% of the tfm pair's at 128x against 84.5%.
+    // The clip is chosen on at most 65536 of the values (every n-th: deterministic).
+    const int64_t stride = std::max<int64_t>(1, values.numel() / 65536);
+    auto sample = stride > 1 ? values.slice(0, 0, values.numel(), stride) : values;
+    const double rms = sample.square().mean().sqrt().item<double>();
+    double best_c = values.abs().max().item<double>(), best_err = std::numeric_limits<double>::infinity();
+    std::vector<double> clips = {best_c};
+    if (clip) {
+      for (int i = 4; i <= 16; ++i) clips.push_back(rms * i / 4.0);
+    }
+    for (double c : clips) {
+      if (!(c > 0)) continue;
+      const float z = HalfToFloat(FloatToHalf(static_cast<float>(-c)));
+      const float st = HalfToFloat(FloatToHalf(static_cast<float>(2 * c / levels)));
+      if (!(st > 0)) continue;
+      auto q = torch::round((sample - z) / st).clamp(0, static_cast<double>(levels)) * st + z;
+      const double err = (q - sample).square().sum().item<double>();
+      if (err < best_err) best_err = err, best_c = c;
+    }
+    lo = torch::full({t->p.rows}, static_cast<float>(-best_c), torch::TensorOptions().device(dev));
+    hi = torch::full({t->p.rows}, static_cast<float>(best_c), torch::TensorOptions().device(dev));
+  }
+  lo = torch::where(torch::isfinite(lo), lo, torch::zeros_like(lo));
+  hi = torch::where(torch::isfinite(hi), hi, torch::zeros_like(hi));
+  // Scales and zeros are stored as fp16: quantize against the stored values.
+  auto zero = lo.to(torch::kHalf).to(torch::kFloat32);
+  auto scale =
+      ((hi - zero) / static_cast<float>(levels)).clamp_min(1e-7f).to(torch::kHalf).to(torch::kFloat32);
+  scale = torch::where(scale > 0, scale, torch::full_like(scale, 6e-8f));
+  auto codes = torch::round((values - zero.index_select(0, rows)) / scale.index_select(0, rows))
+                   .clamp(0, static_cast<double>(levels));
+  auto c = codes.to(torch::kCPU).to(torch::kInt32).contiguous();
+  t->codes.assign(c.data_ptr<int32_t>(), c.data_ptr<int32_t>() + c.numel());
+  auto zc = zero.to(torch::kCPU).contiguous(), sc = scale.to(torch::kCPU).contiguous();
+  t->row_zero.assign(zc.data_ptr<float>(), zc.data_ptr<float>() + zc.numel());
+  t->row_scale.assign(sc.data_ptr<float>(), sc.data_ptr<float>() + sc.numel());
+  return zero.index_select(0, rows) + scale.index_select(0, rows) * codes;
+}
+
+const Selection& CachedMask(const Work& w, const LossyParams& p);
+
+}  // namespace
+
+torch::Tensor LowRankEstimate(const LossyTensor& t) {
+  std::vector<float> a, b;
+  LowRankFactors(t, &a, &b);
+  auto A = torch::from_blob(a.data(), {t.p.rows, t.p.rank}, torch::kFloat32).to(TorchDevice());
+  auto B = torch::from_blob(b.data(), {t.p.rank, t.p.cols}, torch::kFloat32).to(TorchDevice());
+  return A.matmul(B);
+}
+
+// The dense estimate S + L the codec will reconstruct from `t` (before mu).
+torch::Tensor DenseEstimate(const LossyTensor& t) {
+  std::vector<float> c(static_cast<size_t>(t.p.rows) * t.p.cols, 0.0f);
+  size_t i = 0;
+  ForEachKept(t.p, t.positions, [&](uint32_t r, uint32_t col) {
+    c[static_cast<size_t>(r) * t.p.cols + col] = DequantizeCode(t, r, t.codes[i++]);
+  });
+  auto C = torch::from_blob(c.data(), {t.p.rows, t.p.cols}, torch::kFloat32).clone().to(TorchDevice());
+  if (t.p.rank > 0) C += LowRankEstimate(t);
+  return C;
+}
+
+namespace {
+
+const Selection& CachedMask(const Work& w, const LossyParams& p) {
+  auto key = std::make_tuple(static_cast<int>(p.mask), static_cast<int>(p.group), static_cast<int>(p.keep),
+                             p.keep_prob);
+  auto& e = w.masks.entries;
+  for (size_t i = 0; i < e.size(); ++i) {
+    if (e[i].first == key) {
+      std::rotate(e.begin() + i, e.begin() + i + 1, e.end());
+      return e.back().second;
+    }
+  }
+  if (e.size() >= 8) e.erase(e.begin());
+  if (p.mask == MaskKind::kGroupK && p.group <= kMaxOrderedGroup) {
+    auto& orders = w.masks.orders;
+    auto it = std::find_if(orders.begin(), orders.end(), [&](const auto& o) { return o.first == p.group; });
+    if (it == orders.end()) it = orders.insert(orders.end(), {static_cast<int>(p.group), GroupOrder(p)});
+    e.emplace_back(key, SelectFromOrder(p, it->second));
+  } else {
+    e.emplace_back(key, SelectMask(p));
+  }
+  return e.back().second;
+}
+
+}  // namespace
+
+LossyParams BaseParams(const Work& w) {
+  LossyParams p;
+  p.rows = w.rows;
+  p.cols = w.cols;
+  p.lambda = w.lambda;
+  p.seed = w.opt->seed;
+  p.stream = w.stream;
+  return p;
+}
+
+void SetLowRank(LossyTensor* t, const LowRank& lr) {
+  t->p.rank = static_cast<uint16_t>(lr.rank);
+  t->p.factor_bits = static_cast<uint8_t>(lr.bits);
+  t->factor_scale_a = lr.scale_a;
+  t->factor_scale_b = lr.scale_b;
+  t->a_codes = lr.a;
+  t->b_codes = lr.b;
+}
+
+// Builds a candidate for mask/value parameters `p` from the residual, less the low-rank term if any.
+Candidate Build(const Work& w, LossyParams p, const std::vector<uint32_t>& positions, const LowRank* lr) {
+  Candidate c;
+  c.t.p = p;
+  c.t.positions = positions;
+  if (lr && lr->rank > 0) SetLowRank(&c.t, *lr);
+  const bool low_rank = lr != nullptr && c.t.p.rank > 0;  // SetLowRank above is what sets the rank
+  auto flat = (low_rank ? lr->Res : w.R).flatten();
+  torch::Tensor SX;  // the sparse part S @ inputs
+  if (p.values == ValueKind::kSign) {
+    auto codes = (flat >= 0).to(torch::kCPU).to(torch::kInt32).contiguous();
+    c.t.codes.assign(codes.data_ptr<int32_t>(), codes.data_ptr<int32_t>() + codes.numel());
+    c.t.p.sign_scale = flat.abs().mean().item<float>();
+    auto S = torch::where(flat >= 0, c.t.p.sign_scale, -c.t.p.sign_scale).view({p.rows, p.cols});
+    SX = S.matmul(w.X);
+  } else {
+    torch::Tensor values, rows, index;
+    if (p.mask == MaskKind::kPositions) {
+      std::vector<int64_t> idx(positions.begin(), positions.end());
+      index = torch::tensor(idx, torch::kInt64).to(flat.device());
+      values = flat.index_select(0, index);
+      rows = torch::div(index, static_cast<int64_t>(p.cols), "floor");
+    } else {
+      const Selection& s = CachedMask(w, p);
+      index = s.index;
+      values = flat.index_select(0, index) * s.scale;
+      rows = s.row;
+    }
+    torch::Tensor deq;
+    if (p.values == ValueKind::kF16) {
+      auto h = values.to(torch::kHalf);
+      deq = h.to(torch::kFloat32);
+      auto hc = h.to(torch::kCPU).contiguous();
+      const uint16_t* bits = reinterpret_cast<const uint16_t*>(hc.data_ptr<at::Half>());
+      c.t.codes.assign(bits, bits + hc.numel());
+    } else {
+      deq = Quantize(&c.t, values, rows, w.bits_per_weight < 0.5);
+    }
+    // Kept elements come in row-major order, so they form a CSR matrix as they are.
+    auto opts = torch::TensorOptions().dtype(torch::kInt64).device(flat.device());
+    auto crow = torch::cat({torch::zeros({1}, opts), torch::bincount(rows, {}, p.rows).cumsum(0)});
+    auto cols = torch::remainder(index, static_cast<int64_t>(p.cols));
+    auto S =
+        torch::sparse_csr_tensor(crow, cols, deq, {p.rows, p.cols}, deq.options().layout(torch::kSparseCsr));
+    SX = S.matmul(w.X);
+  }
+  c.chunk = EncodeLossyChunk(w.dtype, c.t);
+  auto err = low_rank ? w.RX - lr->LX - SX : w.RX - SX;
+  c.output_error = (err.norm() / w.DX.norm().clamp_min(1e-30)).item<double>();
+  return c;
+}
+
+// Largest integer parameter in [lo, hi] whose candidate fits the budget (sizes grow with it). When
+// not even `lo` fits (a tensor too small for its share of bits), the `lo` candidate, marked as over.
+// Sizes grow about linearly with the parameter, so the search interpolates the budget between the
+// bracket's sizes, then tries the guess's neighbour: about 4 builds where bisection takes 7.
+// With a `key` (the candidate family: a pure function of it and the parameter), sizes and errors
+// already measured for this tensor, e.g. by a probe at another ratio, are reused, and only the answer is
+// built again when it came from there.
+std::optional<Candidate> FitBudget(const Work& w, int lo, int hi, const std::function<Candidate(int)>& make,
+                                   const std::string& key) {
+  struct Point {
+    int x = 0;
+    double size = 0, error = 0;
+    bool fits = false;
+    std::optional<Candidate> full;  // when built here
+  };
+  auto eval = [&](int x) {
+    Point pt;
+    pt.x = x;
+    auto it = key.empty() ? w.measured.end() : w.measured.find({key, x});
+    if (it != w.measured.end()) {
+      pt.size = it->second.first, pt.error = it->second.second;
+    } else {
+      pt.full = make(x);
+      pt.size = static_cast<double>(pt.full->chunk.size()), pt.error = pt.full->output_error;
+      if (!key.empty()) w.measured[{key, x}] = {pt.size, pt.error};
+    }
+    pt.fits = pt.size <= w.budget_bytes;
+    return pt;
+  };
+  auto done = [&](Point pt) {
+    if (!pt.full) pt.full = make(pt.x);
+    pt.full->fits = pt.fits;
+    return std::move(pt.full);
+  };
+  Point best = eval(lo);
+  if (!best.fits || lo == hi) return done(std::move(best));
+  Point top = eval(hi);
+  if (top.fits) return done(std::move(top));
+  int a = lo, b = hi;  // a fits, b does not
+  double sa = best.size, sb = top.size;
+  bool neighbour = false, last_fit = false;
+  for (int builds = 0; b - a > 1; ++builds) {
+    int x = a + (b - a) / 2;  // bisection after 6 builds, or when sizes do not grow
+    if (neighbour) {
+      x = last_fit ? a + 1 : b - 1;  // the answer is usually next to an interpolated guess
+    } else if (builds < 6 && sb > sa) {
+      x = std::clamp(a + static_cast<int>((w.budget_bytes - sa) * (b - a) / (sb - sa)), a + 1, b - 1);
+    }
+    Point c = eval(x);
+    last_fit = c.fits;
+    if (c.fits) {
+      a = x, sa = c.size;
+      best = std::move(c);
+    } else {
+      b = x, sb = c.size;
+    }
+    neighbour = !neighbour;
+  }
+  return done(std::move(best));
+}
+
+// Prefers candidates within the budget, then the lower output error; over-budget ones by size.
+std::optional<Candidate> Better(std::optional<Candidate> a, std::optional<Candidate> b) {
+  if (!a) return b;
+  if (!b) return a;
+  if (a->fits != b->fits) return a->fits ? a : b;
+  if (!a->fits) return b->chunk.size() < a->chunk.size() ? b : a;
+  return b->output_error < a->output_error ? b : a;
+}
+
+}  // namespace deltastore::lossy_detail

@@ -1,0 +1,111 @@
+// Internals of the lossy estimators (gpu/ only: it speaks torch). A tensor's search state (Work), the
+// candidates it builds and the pieces they share: masks, the SVD of the residual, low-rank terms.
+//   lossy_candidate.cc  building one candidate (mask, quantization, encoding, output error), budget fit
+//   lossy_lowrank.cc    the SVD of the residual and quantized low-rank terms
+//   lossy_search.cc     the methods: deltadq's search and the baselines
+//   lossy.cc            the entry points: one tensor, or a tensor probed at several ratios
+#pragma once
+
+#include <torch/torch.h>
+
+#include <functional>
+#include <limits>
+#include <map>
+#include <optional>
+#include <string>
+#include <tuple>
+#include <utility>
+#include <vector>
+
+#include "codec/lossy_codec.h"
+#include "gpu/lossy.h"
+
+namespace deltastore::lossy_detail {
+
+// The kept elements of a mask as flat indices plus the unbiasing scale of each (g/k or 1/p).
+struct Selection {
+  torch::Tensor index;  // int64 flat indices, mask order
+  torch::Tensor scale;  // float32 per kept element
+  torch::Tensor row;    // int64 row of each kept element
+};
+
+// Masks already drawn for this tensor, by (kind, group, keep, keep probability): the rank sweep and the
+// budget searches ask for the same ones again. Bounded to a few entries (each holds ~20 bytes a kept
+// element).
+struct MaskCache {
+  std::vector<std::pair<std::tuple<int, int, int, float>, Selection>> entries;  // most recent last
+  // Per group size (up to 255), the step of the group's Fisher-Yates shuffle that picks each element
+  // (uint8, rows x cols): the mask keeping k of a group is the elements picked before step k, since
+  // every k draws the same prefix of the shuffle (codec/lossy_codec.cc, KeptColumns). One Philox pass
+  // per group size then serves every k.
+  std::vector<std::pair<int, torch::Tensor>> orders;
+};
+
+struct Work {
+  DType dtype;
+  uint32_t rows, cols, stream;
+  torch::Tensor B, D, R, X, DX;    // base, delta, residual (delta - lambda * base), inputs, delta @ inputs
+  torch::Tensor RX;                // R @ inputs
+  mutable torch::Tensor U, S, Vh;  // leading singular triplets of R, float64 (computed on first use)
+  mutable MaskCache masks;
+  // Chunk size and output error of the candidates built so far, by (family key, parameter); see FitBudget.
+  mutable std::map<std::pair<std::string, int>, std::pair<double, double>> measured;
+  float lambda = 0;
+  double budget_bytes = 0;
+  double bits_per_weight = 0;  // of the budget
+  const LossyOptions* opt;
+};
+
+// The low-rank term of a candidate: quantized factors of the top singular triplets of the residual,
+// and L = A * B; the sparse part then estimates R - L without bias.
+struct LowRank {
+  int rank = 0, bits = 0;
+  int64_t svd_width = 0;  // triplets of the SVD it came from (a wider one gives slightly other factors)
+  std::vector<float> scale_a, scale_b;
+  std::vector<int8_t> a, b;
+  torch::Tensor L, Res, LX;  // L, R - L (what the sparse part estimates), L @ inputs
+};
+
+struct Candidate {
+  LossyTensor t;
+  std::string chunk;
+  double output_error = std::numeric_limits<double>::infinity();
+  bool fits = true;    // within the budget
+  std::string reason;  // why the search took it (the version's quality report shows it)
+};
+
+torch::Device TorchDevice();
+// A rows x cols tensor of `dtype` as float32 on the compute device.
+torch::Tensor Load(DType dtype, const char* data, uint32_t rows, uint32_t cols);
+std::vector<int64_t> ToVector(const torch::Tensor& t);
+// The dense estimate S + L the codec will reconstruct from `t` (before mu).
+torch::Tensor DenseEstimate(const LossyTensor& t);
+LossyParams BaseParams(const Work& w);
+// L = A * B from the stored factors (the codec's AddLowRank gives the same up to rounding).
+torch::Tensor LowRankEstimate(const LossyTensor& t);
+// Puts the low-rank term `lr` into `t`.
+void SetLowRank(LossyTensor* t, const LowRank& lr);
+// Builds a candidate for mask/value parameters `p` from the residual, less the low-rank term if any.
+Candidate Build(const Work& w, LossyParams p, const std::vector<uint32_t>& positions = {},
+                const LowRank* lr = nullptr);
+// Largest integer parameter in [lo, hi] whose candidate fits the budget (see lossy_candidate.cc).
+std::optional<Candidate> FitBudget(const Work& w, int lo, int hi, const std::function<Candidate(int)>& make,
+                                   const std::string& key = {});
+// Prefers candidates within the budget, then the lower output error; over-budget ones by size.
+std::optional<Candidate> Better(std::optional<Candidate> a, std::optional<Candidate> b);
+
+// Width of the low-rank factors' codes: on the tfm pair at 128x, 4-bit factors kept 96.7% of the gain
+// and 8-bit ones 39.3% (more rank for the bits matters more than precise factors).
+constexpr int kFactorBits = 4;
+// Bytes the factors of a rank-r term take before zstd (codes and fp16 scales).
+double LowRankBytes(const Work& w, int rank, int bits);
+LowRank MakeLowRank(const Work& w, int rank, int bits);
+
+// The method's best candidate for w's budget (none when the method cannot apply).
+std::optional<Candidate> RunMethod(const Work& w);
+// deltadq's `choice` (made on a subsample of w's rows) rebuilt on the whole tensor: the same estimator,
+// bits, group, scale mode and rank, with k (or the dense step) fitted to w's budget. `why` says how the
+// choice was made.
+std::optional<Candidate> RefitOnWhole(const Work& w, const Candidate& choice, const std::string& why);
+
+}  // namespace deltastore::lossy_detail

@@ -1,0 +1,78 @@
+// The SVD of the residual and the quantized low-rank terms built from it.
+#include "gpu/lossy_internal.h"
+
+#include <algorithm>
+#include <cmath>
+
+namespace deltastore::lossy_detail {
+
+// The `k` leading singular triplets of R in float64 (so that devices and thread counts agree to far below
+// a quantization step): an exact SVD for small matrices, else a seeded randomized range finder with two
+// power iterations (Halko, Martinsson and Tropp 2011).
+void EnsureSvd(const Work& w, int64_t k) {
+  const int64_t m = w.rows, n = w.cols, full = std::min(m, n);
+  if (w.S.defined() && w.S.size(0) >= std::min(k, full)) return;
+  // The rank sweep asks for growing k: compute ahead, at least doubling, so a sweep costs a few SVDs.
+  k = std::min<int64_t>(std::max<int64_t>({k, 16, w.S.defined() ? 2 * w.S.size(0) : 0}), kMaxLossyRank);
+  auto R = w.R.to(torch::kFloat64);
+  if (k + 8 >= full / 2) {
+    auto [U, S, Vh] = torch::linalg_svd(R, /*full_matrices=*/false);
+    w.U = U, w.S = S, w.Vh = Vh;
+    return;
+  }
+  auto gen =
+      at::detail::createCPUGenerator(w.opt->seed ^ 0x53564400ull ^ (static_cast<uint64_t>(w.stream) << 20));
+  auto G = at::normal(0.0, 1.0, {n, k + 8}, gen).to(torch::kFloat64).to(R.device());
+  auto Q = std::get<0>(torch::linalg_qr(R.matmul(G)));
+  for (int i = 0; i < 2; ++i) {
+    Q = std::get<0>(torch::linalg_qr(R.t().matmul(Q)));
+    Q = std::get<0>(torch::linalg_qr(R.matmul(Q)));
+  }
+  auto [Ub, S, Vh] = torch::linalg_svd(Q.t().matmul(R), /*full_matrices=*/false);
+  k = std::min<int64_t>(k, S.size(0));
+  w.U = Q.matmul(Ub).narrow(1, 0, k), w.S = S.narrow(0, 0, k), w.Vh = Vh.narrow(0, 0, k);
+}
+
+double LowRankBytes(const Work& w, int rank, int bits) {
+  return rank * ((static_cast<double>(w.rows) + w.cols) * bits / 8.0 + 4.0);
+}
+
+// Rank-r term with `bits`-bit symmetric factor codes: A = U sqrt(S), B = sqrt(S) Vh, one fp16 scale per
+// column of A and per row of B.
+LowRank MakeLowRank(const Work& w, int rank, int bits) {
+  EnsureSvd(w, rank);
+  LowRank lr;
+  lr.rank = rank;
+  lr.bits = bits;
+  lr.svd_width = w.S.size(0);
+  const double limit = (1 << (bits - 1)) - 1;
+  auto root = w.S.narrow(0, 0, rank).sqrt();
+  auto quantize = [&](const torch::Tensor& f, int64_t dim, std::vector<float>* scales,
+                      std::vector<int8_t>* codes) {
+    // scale per slice along `dim` (0: per column of A, 1: per row of B), stored as fp16
+    auto amax = f.abs().amax(dim).to(torch::kFloat32).to(torch::kCPU).contiguous();
+    scales->clear();
+    for (int64_t i = 0; i < amax.numel(); ++i) {
+      float sc = HalfToFloat(FloatToHalf(static_cast<float>(amax.data_ptr<float>()[i] / limit)));
+      scales->push_back(sc > 0 && std::isfinite(sc) ? sc : 0.0f);
+    }
+    auto sc = torch::tensor(*scales, torch::kFloat64).to(f.device());
+    auto safe = torch::where(sc > 0, sc, torch::ones_like(sc));
+    auto q = torch::round(f / (dim == 0 ? safe.unsqueeze(0) : safe.unsqueeze(1))).clamp(-limit, limit);
+    q = torch::where((dim == 0 ? sc.unsqueeze(0) : sc.unsqueeze(1)) > 0, q, torch::zeros_like(q));
+    auto c = q.to(torch::kInt8).to(torch::kCPU).contiguous();
+    codes->assign(c.data_ptr<int8_t>(), c.data_ptr<int8_t>() + c.numel());
+  };
+  quantize(w.U.narrow(1, 0, rank) * root.unsqueeze(0), 0, &lr.scale_a, &lr.a);
+  quantize(w.Vh.narrow(0, 0, rank) * root.unsqueeze(1), 1, &lr.scale_b, &lr.b);
+  LossyTensor t;
+  t.p.rows = w.rows;
+  t.p.cols = w.cols;
+  SetLowRank(&t, lr);
+  lr.L = LowRankEstimate(t);
+  lr.Res = w.R - lr.L;
+  lr.LX = lr.L.matmul(w.X);
+  return lr;
+}
+
+}  // namespace deltastore::lossy_detail
