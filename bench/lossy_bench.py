@@ -8,10 +8,13 @@ finetune with that lossy policy, waits for the job, downloads the rebuilt checkp
   - output error and weight error from the version's quality report (2-D weights stored lossily),
   - the achieved ratio: the lossy tensors' delta bytes in their own dtype / their stored chunk bytes,
     and "ratio_all": the whole version's tensor bytes / (all its chunks + its manifest).
-Pairs: mlp and tfm (self-trained, bench/pairs) and the faceres f32 fixture pair (errors only).
+Pairs: mlp and tfm (self-trained, bench/pairs), minilm (pretrained all-MiniLM-L6-v2 and a short finetune,
+bench/pairs) and the faceres f32 fixture pair (errors only).
+--embeddings true|false|both sets the policy's `embeddings` (lossy also for tensors named *embed*: in minilm
+the 30522x384 word embedding matrix is half the weights); "seconds" is the job's wall time per cell.
 
-Usage: /opt/deltastore/venv/bin/python bench/lossy_bench.py [--pairs mlp,tfm,faceres]
-           [--ratios 8,16,32,64,128] [--methods deltadq,deltadq-nodbms,groupk4,random4,dare,bitdelta,topk8,lowbit]
+Usage: /opt/deltastore/venv/bin/python bench/lossy_bench.py [--pairs mlp,tfm,faceres,minilm]
+           [--ratios 8,16,32,64,128] [--embeddings false|true|both] [--methods deltadq,deltadq-nodbms,groupk4,random4,dare,bitdelta,topk8,lowbit]
            [--calibrated] [--out bench/results/lossy.md]
 """
 import argparse
@@ -47,6 +50,8 @@ def main():
     ap.add_argument("--methods", default="deltadq,deltadq-nodbms,groupk4,random4,dare,bitdelta,topk8,lowbit")
     ap.add_argument("--pairs-dir", default=os.environ.get("DS_PAIRS_DIR", "/tmp/deltastore-pairs"))
     ap.add_argument("--calibrated", action="store_true", help="also run deltadq with the pair's calibration statistics")
+    ap.add_argument("--embeddings", choices=("false", "true", "both"), default="false",
+                    help="policy 'embeddings' (also lossy for *embed* tensors); both: a row for each")
     ap.add_argument("--out", default=None, help="also write the tables (markdown) here")
     args = ap.parse_args()
     ratios = [float(r) for r in args.ratios.split(",")]
@@ -54,16 +59,25 @@ def main():
     if args.calibrated:
         methods.append("deltadq+calib")
 
+    embeddings = {"false": [False], "true": [True], "both": [False, True]}[args.embeddings]
+
     pairs = args.pairs.split(",")
-    if any(p != "faceres" for p in pairs):
+    trained = [p for p in pairs if p != "faceres"]
+    if trained:
         import make_pairs  # noqa: F401  (bench/pairs)
-        os.system(f"{sys.executable} {ROOT / 'bench' / 'pairs' / 'make_pairs.py'} --out {args.pairs_dir}")
+        os.system(f"{sys.executable} {ROOT / 'bench' / 'pairs' / 'make_pairs.py'} --out {args.pairs_dir} "
+                  f"--pairs {','.join(trained)}")
+        import torch
+        torch.set_num_threads(1)  # bench/pairs/README.md: 1 thread is faster on this shared machine
         from evaluate import accuracy
     lines = []
 
     def emit(s=""):
         print(s, flush=True)
         lines.append(s)
+        if args.out:  # rewritten as rows come: a long run that is stopped keeps its rows
+            pathlib.Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            pathlib.Path(args.out).write_text("\n".join(lines) + "\n")
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = pathlib.Path(tmp)
@@ -80,48 +94,45 @@ def main():
                 calib_id = c.upload_single(calib)["id"] if (calib and args.calibrated) else None
                 emit(f"## {pair}" + (f" (accuracy: base {acc_base:.4f}, finetune {acc_ft:.4f})" if acc_ft else ""))
                 emit()
-                emit("| ratio | method | achieved | ratio_all | gain kept | output err | weight err | seconds |")
-                emit("|---|---|---|---|---|---|---|---|")
-                for ratio in ratios:
-                    for m in methods:
-                        policy = {"mode": "lossy", "ratio": ratio, "method": m.split("-")[0].split("+")[0],
-                                  "dbms": "-nodbms" not in m and m.startswith("deltadq")}
-                        if m == "deltadq+calib":
-                            if not calib_id:
-                                continue
-                            # the calibration upload is consumed by a version: upload it again each time
-                            policy["calibration"] = c.upload_single(calib)["id"]
-                        up = c.upload_single(ft)
-                        t0 = time.time()
-                        model = f"{pair}-{m.replace('+', '-')}-{int(ratio)}"
-                        r = c.post(f"/v1/models/{model}/versions",
-                                   json={"files": [{"path": "model.safetensors", "upload": up["id"]}],
-                                         "base": {"model": f"{pair}-base", "version": "v1"}, "policy": policy})
-                        if r.status_code != 202:
-                            emit(f"| {ratio:.0f}x | {m} | error {r.status_code}: {r.json()['errors'][0]['message'][:60]} |||||")
+                emit("| ratio | method | emb | achieved | ratio_all | gain kept | output err | weight err | seconds |")
+                emit("|---|---|---|---|---|---|---|---|---|")
+                for ratio, m, emb in ((r, m, e) for r in ratios for m in methods for e in embeddings):
+                    cell = f"| {ratio:.0f}x | {m} | {'yes' if emb else 'no'} |"
+                    policy = {"mode": "lossy", "ratio": ratio, "method": m.split("-")[0].split("+")[0],
+                              "dbms": "-nodbms" not in m and m.startswith("deltadq"), "embeddings": emb}
+                    if m == "deltadq+calib":
+                        if not calib_id:
                             continue
-                        job, _ = c.wait_job(r.json()["job"]["id"], timeout=3600)
-                        secs = time.time() - t0
-                        if job["state"] != "succeeded":
-                            emit(f"| {ratio:.0f}x | {m} | failed: {job.get('error', {}).get('message', '')[:60]} |||||")
-                            continue
-                        v = c.version(model, job["version"])
-                        q = v["quality"]
-                        gain = "-"
-                        if acc_ft is not None:
-                            out = tmp / "rebuilt.safetensors"
-                            c.download(f"/v1/models/{model}/versions/{job['version']}/files/model.safetensors", out)
-                            acc = accuracy(pair, str(out), args.pairs_dir)
-                            gain = f"{100 * (acc - acc_base) / (acc_ft - acc_base):.1f}%"
-                        emit(f"| {ratio:.0f}x | {m} | {q['lossy_ratio']:.1f}x | {q['ratio']:.1f}x | {gain} | "
-                             f"{q['output_error']:.3f} | {q['weight_error']:.3f} | {secs:.1f} |")
-                        c.delete(f"/v1/models/{model}/versions/{job['version']}")
+                        # the calibration upload is consumed by a version: upload it again each time
+                        policy["calibration"] = c.upload_single(calib)["id"]
+                    up = c.upload_single(ft)
+                    t0 = time.time()
+                    model = f"{pair}-{m.replace('+', '-')}-{int(ratio)}{'-emb' if emb else ''}"
+                    r = c.post(f"/v1/models/{model}/versions",
+                               json={"files": [{"path": "model.safetensors", "upload": up["id"]}],
+                                     "base": {"model": f"{pair}-base", "version": "v1"}, "policy": policy})
+                    if r.status_code != 202:
+                        emit(f"{cell} error {r.status_code}: {r.json()['errors'][0]['message'][:60]} |||||")
+                        continue
+                    job, _ = c.wait_job(r.json()["job"]["id"], timeout=3600)
+                    secs = time.time() - t0
+                    if job["state"] != "succeeded":
+                        emit(f"{cell} failed: {job.get('error', {}).get('message', '')[:60]} |||||")
+                        continue
+                    v = c.version(model, job["version"])
+                    q = v["quality"]
+                    gain = "-"
+                    if acc_ft is not None:
+                        out = tmp / "rebuilt.safetensors"
+                        c.download(f"/v1/models/{model}/versions/{job['version']}/files/model.safetensors", out)
+                        acc = accuracy(pair, str(out), args.pairs_dir)
+                        gain = f"{100 * (acc - acc_base) / (acc_ft - acc_base):.1f}%"
+                    emit(f"{cell} {q['lossy_ratio']:.1f}x | {q['ratio']:.1f}x | {gain} | "
+                         f"{q['output_error']:.3f} | {q['weight_error']:.3f} | {secs:.1f} |")
+                    c.delete(f"/v1/models/{model}/versions/{job['version']}")
                 emit()
         finally:
             server.stop()
-    if args.out:
-        pathlib.Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        pathlib.Path(args.out).write_text("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

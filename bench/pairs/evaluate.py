@@ -7,7 +7,8 @@ rebuilds the pair's architecture (from <pairs_dir>/<pair>.json), loads the
 checkpoint (safetensors; any float dtype is cast to float32; every tensor of
 the model must be present) and returns its accuracy on the held-out set of the
 finetune task (<pair>.eval.safetensors). task="base" uses the base task's
-held-out set instead (to measure forgetting).
+held-out set instead (to measure forgetting; not for minilm, whose base is
+the pretrained encoder with a linear probe on the same task).
 
 accuracy_state_dict(pair, state_dict, pairs_dir) does the same for tensors
 already in memory.
@@ -60,6 +61,9 @@ def accuracy_state_dict(pair, state_dict, pairs_dir=DEFAULT_PAIRS_DIR, task="ft"
     prefix = "" if task == "ft" else "base_task."
     if task not in ("ft", "base"):
         raise ValueError(f"task must be 'ft' or 'base', not {task!r}")
+    if prefix + "inputs" not in ev:
+        raise ValueError(f"pair {pair!r} has no base-task held-out set "
+                         "(minilm: the base is a pretrained encoder with a linear probe)")
     X, Y = ev[prefix + "inputs"], ev[prefix + "labels"]
     correct = 0
     with torch.no_grad():

