@@ -58,6 +58,12 @@ void AddVersionRoutes(Router* r, Registry* reg) {
     return resp;
   });
   r->Add("GET", "/v1/jobs/{id}", [reg](Request& req) { return Reply(reg->GetJob(req.params[0])); });
+  // 202 while a running job stops; 200 once it ended cancelled (a queued job, or a repeated DELETE).
+  r->Add("DELETE", "/v1/jobs/{id}", [reg](Request& req) {
+    auto c = reg->CancelJob(req.params[0]);
+    if (!c.ok()) return Response::Error(c.status());
+    return JsonOk(c->second ? 202 : 200, c->first);
+  });
 
   // Reading.
   r->Add("GET", "/v1/models", [reg](Request& req) {

@@ -57,6 +57,8 @@
   X(TagUnknown, "TAG_UNKNOWN", kNotFound, 404)                                                               \
   X(FileUnknown, "FILE_UNKNOWN", kNotFound, 404)                                                             \
   X(JobUnknown, "JOB_UNKNOWN", kNotFound, 404)                                                               \
+  X(JobCancelled, "JOB_CANCELLED", kFailedPrecondition, 409) /* a failed job's error: DELETE asked it */     \
+  X(JobFinished, "JOB_FINISHED", kFailedPrecondition, 409)   /* DELETE of a job that ended otherwise */      \
   X(TokenUnknown, "TOKEN_UNKNOWN", kNotFound, 404)                                                           \
   X(VersionInUse, "VERSION_IN_USE", kFailedPrecondition, 409)                                                \
   X(BaseDeleted, "BASE_DELETED", kFailedPrecondition, 409)                                                   \

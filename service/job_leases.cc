@@ -32,6 +32,18 @@ bool JobLeases::Expired(const JobRecord& job) {
   return job.state == "running" && job.lease_until_ms < NowMs();
 }
 
+void JobLeases::MarkCancelled(JobRecord* job) {
+  const Status cancelled = JobCancelled("cancelled by DELETE /v1/jobs/" + job->id);
+  job->state = "failed";
+  job->error_code = std::string(cancelled.wire_code());
+  job->error_message = cancelled.message();
+  job->updated_at = NowIso();
+}
+
+bool JobLeases::IsCancelled(const JobRecord& job) {
+  return job.state == "failed" && job.error_code == Describe(Reason::kJobCancelled).wire;
+}
+
 StatusOr<std::optional<JobRecord>> JobLeases::Claim(const std::string& id) {
   DS_ASSIGN_OR_RETURN(std::optional<std::string> raw, s_->meta()->Find(ns::kJobs, id));
   if (!raw) return std::optional<JobRecord>();
@@ -41,6 +53,14 @@ StatusOr<std::optional<JobRecord>> JobLeases::Claim(const std::string& id) {
   std::lock_guard<std::mutex> lock(mu_);
   if (held_.count(id)) return std::optional<JobRecord>();  // this node runs it already
   if (taking_over) ++job.restarts;
+  if (job.cancel_requested) {  // its node died after the request: end it here instead of running it
+    MarkCancelled(&job);
+    Held ending{*raw, job, false};
+    Status s = WriteLocked(&ending, job, MetaBatch());
+    if (s.reason() == Reason::kJobLeaseLost) return std::optional<JobRecord>();
+    DS_RETURN_IF_ERROR(s);
+    return std::optional<JobRecord>();
+  }
   job.state = "running";
   job.started_at = NowIso();
   job.updated_at = job.started_at;
@@ -63,9 +83,13 @@ Status JobLeases::WriteLocked(Held* held, JobRecord job, MetaBatch batch) {
   if (held->lost) return JobLeaseLost("job " + job.id + " was taken over by another node");
   const bool running = job.state == "running";
   const bool open = running || job.state == "queued";  // queued: parked by a stopping node
-  job.node = s_->options.node_id;                      // running: the holder; ended: the node that ended it
+  job.cancel_requested = job.cancel_requested || held->job.cancel_requested;
+  if (job.cancel_requested && running && !batch.ops.empty())
+    return JobCancelled("job " + job.id + " was cancelled before its version was committed");
+  job.node = s_->options.node_id;  // running: the holder; ended: the node that ended it
   job.lease_until_ms = running ? NowMs() + static_cast<uint64_t>(s_->options.job_lease.count()) : 0;
   std::string raw = job.ToJson().dump();
+  MetaBatch original = batch;  // to go again after adopting a cancel request
   batch.Expect(ns::kJobs, job.id, held->raw);
   batch.Put(ns::kJobs, job.id, raw);
   if (open) {
@@ -75,8 +99,11 @@ Status JobLeases::WriteLocked(Held* held, JobRecord job, MetaBatch batch) {
   }
   Status s = s_->meta()->Commit(batch);
   if (s.reason() == Reason::kCommitConflict) {
-    // Which expectation failed: the job's own (another node has it now) or another of the batch's?
+    // Which expectation failed: the job's own (another node has it now, or a DELETE asked it to stop)
+    // or another of the batch's?
     DS_ASSIGN_OR_RETURN(std::optional<std::string> now, s_->meta()->Find(ns::kJobs, job.id));
+    DS_ASSIGN_OR_RETURN(bool adopted, AdoptCancel(held, now));
+    if (adopted) return WriteLocked(held, std::move(job), std::move(original));
     if (now != held->raw) {
       held->lost = true;
       return JobLeaseLost("job " + job.id + " was taken over by another node");
@@ -87,6 +114,23 @@ Status JobLeases::WriteLocked(Held* held, JobRecord job, MetaBatch batch) {
   held->raw = std::move(raw);
   held->job = std::move(job);
   return OkStatus();
+}
+
+StatusOr<bool> JobLeases::AdoptCancel(Held* held, const std::optional<std::string>& now) {
+  if (!now || *now == held->raw || held->job.cancel_requested) return false;
+  DS_ASSIGN_OR_RETURN(JobRecord stored, JobRecord::Parse(*now));
+  if (!stored.cancel_requested) return false;
+  stored.cancel_requested = false;
+  if (stored.ToJson().dump() != held->raw) return false;  // changed otherwise: another node's now
+  held->raw = *now;
+  held->job.cancel_requested = true;
+  return true;
+}
+
+bool JobLeases::CancelRequested(const std::string& id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = held_.find(id);
+  return it != held_.end() && it->second.job.cancel_requested;
 }
 
 bool JobLeases::Lost(const std::string& id) {

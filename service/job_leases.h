@@ -5,6 +5,12 @@
 // node that dies stops renewing; once the lease has passed, another node claims the job (`restarts`
 // goes up) and runs it from the start. A node that finds its record changed by another has lost the
 // job: its writes fail with JOB_LEASE_LOST and its ingest is cancelled, so it never commits.
+//
+// The one change another node may make to a record it does not hold is setting `cancel_requested`
+// (DELETE /v1/jobs/{id}, service/job_cancel.cc). The holder notices it when its next conditional write
+// (the heartbeat's, or progress) fails: a record that differs from its own only by that flag is adopted,
+// not lost; from then on the job reads as cancel-requested here, and the version commit is refused with
+// JOB_CANCELLED.
 #pragma once
 
 #include <chrono>
@@ -32,16 +38,22 @@ class JobLeases {
   StatusOr<std::optional<JobRecord>> Claim(const std::string& id);
   // Writes `job` (renewing the lease) with `batch`'s other changes, if this node still holds it:
   // JOB_LEASE_LOST when another node took it over; COMMIT_CONFLICT when another of `batch`'s
-  // expectations failed (the caller may run again). A job in a final state (or parked as queued)
-  // leaves the open-jobs index and this node's leases.
+  // expectations failed (the caller may run again); JOB_CANCELLED for a running-state write with
+  // other changes (the version commit) once a cancel was requested. A job in a final state (or parked as
+  // queued) leaves the open-jobs index and this node's leases.
   Status Write(const JobRecord& job, MetaBatch batch = {});
   // True once this node lost the job (its ingest stops at its next check).
   bool Lost(const std::string& id);
+  // True once this node has seen the job's cancel request (its ingest stops at its next check).
+  bool CancelRequested(const std::string& id);
   // Forgets a job this node no longer runs (after its last Write).
   void Release(const std::string& id);
 
   // A record in the running state whose lease has passed (or that has none, written before leases).
   static bool Expired(const JobRecord& job);
+  // Ends `job` as cancelled: failed with JOB_CANCELLED (the caller writes it).
+  static void MarkCancelled(JobRecord* job);
+  static bool IsCancelled(const JobRecord& job);
 
  private:
   struct Held {
@@ -50,6 +62,9 @@ class JobLeases {
     bool lost = false;
   };
   Status WriteLocked(Held* held, JobRecord job, MetaBatch batch);
+  // After a failed commit: true when the stored record is `held`'s with `cancel_requested` set, which
+  // it then adopts (so the write can go again).
+  StatusOr<bool> AdoptCancel(Held* held, const std::optional<std::string>& now);
   void HeartbeatLoop();
 
   RegistryState* s_;

@@ -28,8 +28,8 @@ class Fields {
     if (!v->is_number_unsigned()) return Fail(key, "a non-negative integer"), 0;
     return v->get<uint64_t>();
   }
-  bool Bool(const char* key) {
-    const json* v = Find(key, true);
+  bool Bool(const char* key, bool required = true) {
+    const json* v = Find(key, required);
     if (v == nullptr) return false;
     if (!v->is_boolean()) return Fail(key, "true or false"), false;
     return v->get<bool>();
@@ -184,6 +184,7 @@ json JobRecord::ToJson() const {
   if (restarts > 0) j["restarts"] = restarts;
   if (!node.empty()) j["node"] = node;
   if (lease_until_ms > 0) j["lease_until_ms"] = lease_until_ms;
+  if (cancel_requested) j["cancel_requested"] = true;
   return j;
 }
 
@@ -230,6 +231,7 @@ StatusOr<JobRecord> JobRecord::Parse(std::string_view text) {
   r.restarts = f.U64("restarts", false);
   r.node = f.Str("node", false);
   r.lease_until_ms = f.U64("lease_until_ms", false);
+  r.cancel_requested = f.Bool("cancel_requested", false);  // absent in records written before DELETE
   DS_RETURN_IF_ERROR(f.status());
   return r;
 }

@@ -80,7 +80,7 @@ struct JobProgress {
 
 struct JobRecord {
   std::string id;
-  std::string state;  // queued, running, succeeded, failed
+  std::string state;  // queued, running, succeeded, failed (error JOB_CANCELLED: cancelled by DELETE)
   std::string model;
   std::vector<JobFile> files;
   std::optional<BaseRef> base;
@@ -95,6 +95,9 @@ struct JobRecord {
   // it holds it; another node may take the job over once the lease has passed (service/job_leases.h).
   std::string node;
   uint64_t lease_until_ms = 0;
+  // DELETE /v1/jobs/{id} asked the running job to stop; the node that runs it sees it at its next
+  // conditional write of the record (service/job_leases.h) and ends it failed with JOB_CANCELLED.
+  bool cancel_requested = false;
 
   nlohmann::json ToJson() const;
   static StatusOr<JobRecord> Parse(std::string_view text);

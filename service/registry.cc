@@ -128,6 +128,11 @@ StatusOr<json> Registry::GetJob(const std::string& id) {
   return job.ToJson();
 }
 
+StatusOr<std::pair<json, bool>> Registry::CancelJob(const std::string& id) {
+  DS_ASSIGN_OR_RETURN(VersionCreator::Cancellation c, creator_.Cancel(id));
+  return std::make_pair(c.job.ToJson(), c.stopping);
+}
+
 StatusOr<json> Registry::WaitJob(const std::string& id, double timeout_s) {
   auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
   while (true) {

@@ -9,6 +9,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -47,6 +48,9 @@ class Registry {
   // Versions and jobs. `request` is the POST body of docs/http_api.md.
   StatusOr<nlohmann::json> CreateVersion(const std::string& model, const nlohmann::json& request);
   StatusOr<nlohmann::json> GetJob(const std::string& id);
+  // DELETE /v1/jobs/{id}: the job as it is now and whether it is still stopping (a running job asked to
+  // stop) rather than ended (VersionCreator::Cancel).
+  StatusOr<std::pair<nlohmann::json, bool>> CancelJob(const std::string& id);
   // Blocks until the job leaves queued/running or the timeout passes (tests and the CLI).
   StatusOr<nlohmann::json> WaitJob(const std::string& id, double timeout_s);
 

@@ -84,7 +84,9 @@ void VersionCreator::RunJob(const std::string& id) {
   Done(&counted);
   if (s.reason() != Reason::kJobLeaseLost) {  // else the job is another node's now: leave its record be
     job.updated_at = NowIso();
-    if (s_->stopping && s.code() == StatusCode::kUnavailable) {
+    if (s.reason() == Reason::kJobCancelled || leases_.CancelRequested(id)) {
+      JobLeases::MarkCancelled(&job);  // nothing committed; its references are dropped, its uploads kept
+    } else if (s_->stopping && s.code() == StatusCode::kUnavailable) {
       job.state = "queued";  // parked
     } else {
       job.state = "failed";
@@ -134,7 +136,9 @@ StatusOr<VersionCreator::Outcome> VersionCreator::Ingest(JobRecord* job) {
     options.lossy = std::move(hooks.encode);
     options.lossy_planner = std::move(hooks.planner);
   }
-  options.cancelled = [this, id = job->id] { return s_->stopping.load() || leases_.Lost(id); };
+  options.cancelled = [this, id = job->id] {
+    return s_->stopping.load() || leases_.Lost(id) || leases_.CancelRequested(id);
+  };
   auto last = std::chrono::steady_clock::now();
   ProgressFn progress = [&](const IngestProgress& p) {
     auto now = std::chrono::steady_clock::now();

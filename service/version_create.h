@@ -30,6 +30,14 @@ class VersionCreator {
   StatusOr<JobRecord> Create(const std::string& model, const nlohmann::json& request);
   // JOB_UNKNOWN when absent.
   StatusOr<JobRecord> GetJob(const std::string& id);
+  // DELETE /v1/jobs/{id} (service/job_cancel.cc): a queued job (or one whose node died) ends cancelled
+  // at once; a running one is asked to stop (`stopping`: its node ends it at its next check). A job
+  // already cancelled is returned as it is; JOB_FINISHED for one that succeeded or failed otherwise.
+  struct Cancellation {
+    JobRecord job;
+    bool stopping = false;
+  };
+  StatusOr<Cancellation> Cancel(const std::string& id);
   // The worker's entry: runs a queued job to succeeded or failed, or parks it as queued when the
   // registry stops meanwhile (its references are dropped; it runs from the start after the next start).
   void RunJob(const std::string& id);

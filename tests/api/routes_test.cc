@@ -128,6 +128,7 @@ TEST_F(RoutesTest, VersionsDownloadsTagsAndDeletion) {
   std::string base = ReadFile(kFixtures + "/faceres.bf16.safetensors");
   std::string ft = ReadFile(kFixtures + "/faceres-deep.bf16.safetensors");
   json stats0 = Body(*std::make_unique<Response>(Call("GET", "/v1/stats")));
+  Response r0;
 
   json job = AddVersion(
       "faceres", {{"files", {{{"path", "model.safetensors"}, {"upload", Upload(base)}}}}, {"tags", {"v1"}}});
@@ -138,6 +139,13 @@ TEST_F(RoutesTest, VersionsDownloadsTagsAndDeletion) {
   ASSERT_EQ(job["state"], "succeeded") << job.dump();
   EXPECT_EQ(job["progress"]["tensors_done"], 128);
   std::string digest = job["version"];
+  // DELETE of a job: one that succeeded is not cancelled (docs/http_api.md, Jobs).
+  r0 = Call("DELETE", "/v1/jobs/" + job["id"].get<std::string>());
+  EXPECT_EQ(r0.status, 409);
+  EXPECT_EQ(Body(r0)["errors"][0]["code"], "JOB_FINISHED");
+  r0 = Call("DELETE", "/v1/jobs/" + std::string(32, '0'));
+  EXPECT_EQ(r0.status, 404);
+  EXPECT_EQ(Body(r0)["errors"][0]["code"], "JOB_UNKNOWN");
 
   Response r = Call("GET", "/v1/models/deep/versions/latest/files/model.safetensors");
   ASSERT_EQ(r.status, 200);

@@ -5,9 +5,11 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <condition_variable>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <mutex>
 
 #include "codec/safetensors.h"
 
@@ -204,9 +206,6 @@ TEST_F(RegistryTest, AnUploadHasOneWriterOrSealerAtATime) {
   EXPECT_EQ(reg_->AppendUpload(id, std::nullopt).status().reason(), Reason::kUploadSealed);
 }
 
-}  // namespace
-}  // namespace deltastore
-
 namespace deltastore {
 namespace {
 
@@ -232,6 +231,128 @@ TEST_F(RegistryTest, PolicyLevelPicksTheFloatCoder) {
     ASSERT_FALSE(job.ok());
     EXPECT_EQ(job.status().reason(), Reason::kPolicyInvalid) << job.status().ToString();
   }
+}
+
+namespace cancel {
+
+// True when the batch claims a job (puts its record in the running state without a cancel request).
+bool ClaimsAJob(const MetaBatch& batch) {
+  for (const auto& op : batch.ops) {
+    if (!op.put || op.ns != ns::kJobs) continue;
+    json j = json::parse(op.value);
+    if (j["state"] == "running" && !j.contains("cancel_requested")) return true;
+  }
+  return false;
+}
+
+}  // namespace cancel
+
+TEST_F(RegistryTest, DeletingARunningJobStopsItWithoutAVersionAndKeepsItsUpload) {
+  // The worker is held right after it claims the job, so the DELETE finds it running.
+  std::mutex mu;
+  std::condition_variable cv;
+  bool claimed = false, released = false;
+  Open([&](const MetaBatch& batch) {
+    if (!cancel::ClaimsAJob(batch)) return;
+    std::unique_lock<std::mutex> lock(mu);
+    if (claimed) return;  // the first claim only
+    claimed = true;
+    cv.notify_all();
+    cv.wait(lock, [&] { return released; });
+  });
+  const std::string upload = UploadFloats();
+  json req = {{"files", {{{"path", "model.safetensors"}, {"upload", upload}}}}};
+  auto job = reg_->CreateVersion("m", req);
+  ASSERT_TRUE(job.ok()) << job.status().ToString();
+  const std::string id = (*job)["id"];
+  {
+    std::unique_lock<std::mutex> lock(mu);
+    cv.wait(lock, [&] { return claimed; });
+  }
+  auto c = reg_->CancelJob(id);
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_TRUE(c->second) << "a running job stops later: 202";
+  EXPECT_EQ(c->first["state"], "running");
+  EXPECT_EQ(c->first["cancel_requested"], true);
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    released = true;
+  }
+  cv.notify_all();
+  auto done = reg_->WaitJob(id, 60);
+  ASSERT_TRUE(done.ok());
+  EXPECT_EQ((*done)["state"], "failed");
+  EXPECT_EQ((*done)["error"]["code"], "JOB_CANCELLED");
+  EXPECT_FALSE(reg_->Resolve("m", "latest").ok()) << "a cancelled job commits no version";
+  auto again = reg_->CancelJob(id);
+  ASSERT_TRUE(again.ok());
+  EXPECT_FALSE(again->second) << "a repeated DELETE answers the cancelled job: 200";
+  auto report = reg_->Check(false);
+  ASSERT_TRUE(report.ok());
+  EXPECT_EQ((*report)["ok"], true) << report->dump();
+  // The upload was not consumed: the same request succeeds now.
+  auto retry = reg_->CreateVersion("m", req);
+  ASSERT_TRUE(retry.ok()) << retry.status().ToString();
+  auto retried = reg_->WaitJob((*retry)["id"], 60);
+  ASSERT_TRUE(retried.ok());
+  EXPECT_EQ((*retried)["state"], "succeeded") << retried->dump();
+  EXPECT_EQ(reg_->CancelJob((*retry)["id"]).status().reason(), Reason::kJobFinished);
+  EXPECT_EQ(reg_->CancelJob("nope").status().reason(), Reason::kJobUnknown);
+}
+
+TEST_F(RegistryTest, DeletingAQueuedJobEndsItAtOnce) {
+  // The only worker is held on a first job, so a second one stays queued.
+  std::mutex mu;
+  std::condition_variable cv;
+  bool claimed = false, released = false;
+  Open([&](const MetaBatch& batch) {
+    if (!cancel::ClaimsAJob(batch)) return;
+    std::unique_lock<std::mutex> lock(mu);
+    if (claimed) return;
+    claimed = true;
+    cv.notify_all();
+    cv.wait(lock, [&] { return released; });
+  });
+  json first = {{"files", {{{"path", "model.safetensors"}, {"upload", Upload('a')}}}}};
+  json second = {{"files", {{{"path", "model.safetensors"}, {"upload", Upload('b')}}}}};
+  auto j1 = reg_->CreateVersion("m", first);
+  ASSERT_TRUE(j1.ok());
+  {
+    std::unique_lock<std::mutex> lock(mu);
+    cv.wait(lock, [&] { return claimed; });
+  }
+  auto j2 = reg_->CreateVersion("m", second);
+  ASSERT_TRUE(j2.ok());
+  auto c = reg_->CancelJob((*j2)["id"]);
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_FALSE(c->second) << "a queued job ends at once: 200";
+  EXPECT_EQ(c->first["state"], "failed");
+  EXPECT_EQ(c->first["error"]["code"], "JOB_CANCELLED");
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    released = true;
+  }
+  cv.notify_all();
+  auto done1 = reg_->WaitJob((*j1)["id"], 60);
+  ASSERT_TRUE(done1.ok());
+  EXPECT_EQ((*done1)["state"], "succeeded");
+  auto done2 = reg_->GetJob((*j2)["id"]);
+  ASSERT_TRUE(done2.ok());
+  EXPECT_EQ((*done2)["error"]["code"], "JOB_CANCELLED") << "the worker did not run it after all";
+}
+
+TEST_F(RegistryTest, JobRecordsWithoutCancelRequestedStillRead) {
+  auto old = JobRecord::Parse(
+      R"({"id":"j","state":"running","model":"m","files":[],"base":null,"policy":{},"tags":[],)"
+      R"("progress":{"tensors_done":0,"tensors_total":0,"bytes_done":0,"bytes_total":0},)"
+      R"("created_at":"t","updated_at":"t"})");
+  ASSERT_TRUE(old.ok()) << old.status().ToString();
+  EXPECT_FALSE(old->cancel_requested);
+  EXPECT_FALSE(old->ToJson().contains("cancel_requested"));
+  old->cancel_requested = true;
+  auto again = JobRecord::Parse(old->ToJson().dump());
+  ASSERT_TRUE(again.ok());
+  EXPECT_TRUE(again->cancel_requested);
 }
 
 }  // namespace

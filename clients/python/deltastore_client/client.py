@@ -200,6 +200,12 @@ class Client(_Downloads):
     def job(self, job_id):
         return self._json("GET", f"/v1/jobs/{_q(job_id)}")
 
+    def cancel_job(self, job_id):
+        """DELETE /v1/jobs/{id}: the job as it is now. A queued job comes back ended (`failed`,
+        error `JOB_CANCELLED`); a running one comes back still `running` with `cancel_requested` and
+        ends at its next check (poll it with `job` or `wait_job`). A finished job raises (409 JOB_FINISHED)."""
+        return self._json("DELETE", f"/v1/jobs/{_q(job_id)}", ok=(200, 202))
+
     def audit(self, model=None):
         """The storage-savings audit (docs/audit.md): GET /v1/audit (totals, per model, per base), or
         with `model` that model's figures and every one of its versions' (all pages)."""
