@@ -286,7 +286,7 @@ std::vector<size_t> AllocateRates(const std::vector<std::vector<RatePoint>>& cur
   return pick;
 }
 
-LossyHooks MakeLossyHooks(const LossyPolicy& policy, std::shared_ptr<Calibration> calibration,
+LossyHooks MakeLossyHooks(const LossyPolicy& policy, const std::shared_ptr<Calibration>& calibration,
                           size_t threads) {
   auto planned = std::make_shared<Planned>();
   planned->threads = threads != 0 ? threads : std::max<size_t>(1, std::thread::hardware_concurrency());

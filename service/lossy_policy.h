@@ -63,7 +63,7 @@ struct LossyHooks {
   LossyPlanner planner;  // set when the policy allocates rates
 };
 // The planner probes tensors on `threads` workers (0: one per core); the plan does not depend on it.
-LossyHooks MakeLossyHooks(const LossyPolicy& policy, std::shared_ptr<Calibration> calibration,
+LossyHooks MakeLossyHooks(const LossyPolicy& policy, const std::shared_ptr<Calibration>& calibration,
                           size_t threads = 0);
 
 // The version's quality report from the per-tensor reports and the manifest.

@@ -359,8 +359,9 @@ TEST(LossyIngestTest, TheReportSaysWhyEachTensorsCandidateWon) {
     const std::string reason = t["reason"].get<std::string>();
     EXPECT_FALSE(reason.empty()) << t.dump();
     // 4 bits a weight: the dense quantizer wins by rule, without the dropout search
-    if (t["estimator"] == "ecsq" && t["ratio"].get<double>() < 10)
+    if (t["estimator"] == "ecsq" && t["ratio"].get<double>() < 10) {
       EXPECT_NE(reason.find("ecsq"), std::string::npos);
+    }
   }
 }
 

@@ -206,9 +206,6 @@ TEST_F(RegistryTest, AnUploadHasOneWriterOrSealerAtATime) {
   EXPECT_EQ(reg_->AppendUpload(id, std::nullopt).status().reason(), Reason::kUploadSealed);
 }
 
-namespace deltastore {
-namespace {
-
 TEST_F(RegistryTest, PolicyLevelPicksTheFloatCoder) {
   Open();
   for (const char* level : {"", "fast", "max"}) {
