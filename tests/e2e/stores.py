@@ -42,23 +42,21 @@ class ExternalStores:
         atexit.register(self.stop)
 
     def _start_pg(self):
-        self.pg_port = free_port()
-        return subprocess.run([str(TOOLS / "pg_server.sh"), "start", str(self.pg_dir), str(self.pg_port)],
+        return subprocess.run([str(TOOLS / "pg_server.sh"), "start", str(self.pg_dir)],
                               check=True, capture_output=True, text=True).stdout.strip()
 
     def _start_s3(self):
-        self.s3_port = free_port()
-        return subprocess.run([str(TOOLS / "s3_server.sh"), "start", str(self.s3_dir), str(self.s3_port)],
+        return subprocess.run([str(TOOLS / "s3_server.sh"), "start", str(self.s3_dir)],
                               check=True, capture_output=True, text=True).stdout.strip()
 
     def restart_pg(self):
         """Starts the PostgreSQL server again (same port, same data) after a stop or kill."""
-        subprocess.run([str(TOOLS / "pg_server.sh"), "start", str(self.pg_dir), str(self.pg_port)], check=True,
+        subprocess.run([str(TOOLS / "pg_server.sh"), "start", str(self.pg_dir)], check=True,
                        capture_output=True)
 
     def restart_s3(self):
         """Starts the S3 server again (same port, same data) after a stop or kill."""
-        subprocess.run([str(TOOLS / "s3_server.sh"), "start", str(self.s3_dir), str(self.s3_port)], check=True,
+        subprocess.run([str(TOOLS / "s3_server.sh"), "start", str(self.s3_dir)], check=True,
                        capture_output=True)
 
     def args_for(self, data_dir):

@@ -1,5 +1,5 @@
 // Real servers for the tests of one test binary: PostgreSQL (tests/tools/pg_server.sh) and SeaweedFS's
-// S3 (tests/tools/s3_server.sh), each started on a free port the first time a test asks for it and
+// S3 (tests/tools/s3_server.sh), each started on free ports (picked by the scripts) the first time a test asks for it and
 // stopped when the binary exits; each test takes a fresh database or bucket prefix of it.
 #pragma once
 
@@ -60,13 +60,13 @@ class PgTestServer {
   // A crash (immediate shutdown), and a start again on the same port and data.
   void Kill() { RunForLine(Script() + " kill " + dir_.path().string()); }
   void Start() {
-    url_ = RunForLine(Script() + " start " + dir_.path().string() + " " + std::to_string(port_));
+    url_ = RunForLine(Script() + " start " + dir_.path().string());
     if (url_.empty()) throw std::runtime_error("tests/tools/pg_server.sh could not start PostgreSQL");
   }
   void Stop() { RunForLine(Script() + " stop " + dir_.path().string()); }
 
  private:
-  PgTestServer() : port_(FreePort()) { Start(); }
+  PgTestServer() { Start(); }
   static std::string Script() { return std::string(DS_SOURCE_DIR) + "/tests/tools/pg_server.sh"; }
   void Admin(const std::string& sql) {
     PGconn* c = PQconnectdb(url_.c_str());
@@ -79,7 +79,6 @@ class PgTestServer {
   }
 
   TempDir dir_;
-  int port_;
   std::string url_;
   int databases_ = 0;
 };
@@ -105,18 +104,17 @@ class S3TestServer {
   }
   void Kill() { RunForLine(Script() + " kill " + dir_.path().string()); }
   void Start() {
-    endpoint_ = RunForLine(Script() + " start " + dir_.path().string() + " " + std::to_string(port_));
+    endpoint_ = RunForLine(Script() + " start " + dir_.path().string());
     if (endpoint_.empty()) throw std::runtime_error("tests/tools/s3_server.sh could not start SeaweedFS");
   }
   void Stop() { RunForLine(Script() + " stop " + dir_.path().string()); }
   const std::string& endpoint() const { return endpoint_; }
 
  private:
-  S3TestServer() : port_(FreePort()) { Start(); }
+  S3TestServer() { Start(); }
   static std::string Script() { return std::string(DS_SOURCE_DIR) + "/tests/tools/s3_server.sh"; }
 
   TempDir dir_;
-  int port_;
   std::string endpoint_;
   int prefixes_ = 0;
 };
