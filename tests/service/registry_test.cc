@@ -242,40 +242,56 @@ bool ClaimsAJob(const MetaBatch& batch) {
   return false;
 }
 
+// Holds the worker in the first job claim it commits until Release(): Open(gate.Hook()), then
+// WaitClaimed() finds that job running.
+class ClaimGate {
+ public:
+  std::function<void(const MetaBatch&)> Hook() {
+    return [this](const MetaBatch& batch) {
+      if (!ClaimsAJob(batch)) return;
+      std::unique_lock<std::mutex> lock(mu_);
+      if (claimed_) return;  // the first claim only
+      claimed_ = true;
+      cv_.notify_all();
+      cv_.wait(lock, [&] { return released_; });
+    };
+  }
+  void WaitClaimed() {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait(lock, [&] { return claimed_; });
+  }
+  void Release() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      released_ = true;
+    }
+    cv_.notify_all();
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool claimed_ = false, released_ = false;
+};
+
 }  // namespace cancel
 
 TEST_F(RegistryTest, DeletingARunningJobStopsItWithoutAVersionAndKeepsItsUpload) {
   // The worker is held right after it claims the job, so the DELETE finds it running.
-  std::mutex mu;
-  std::condition_variable cv;
-  bool claimed = false, released = false;
-  Open([&](const MetaBatch& batch) {
-    if (!cancel::ClaimsAJob(batch)) return;
-    std::unique_lock<std::mutex> lock(mu);
-    if (claimed) return;  // the first claim only
-    claimed = true;
-    cv.notify_all();
-    cv.wait(lock, [&] { return released; });
-  });
+  cancel::ClaimGate gate;
+  Open(gate.Hook());
   const std::string upload = UploadFloats();
   json req = {{"files", {{{"path", "model.safetensors"}, {"upload", upload}}}}};
   auto job = reg_->CreateVersion("m", req);
   ASSERT_TRUE(job.ok()) << job.status().ToString();
   const std::string id = (*job)["id"];
-  {
-    std::unique_lock<std::mutex> lock(mu);
-    cv.wait(lock, [&] { return claimed; });
-  }
+  gate.WaitClaimed();
   auto c = reg_->CancelJob(id);
   ASSERT_TRUE(c.ok()) << c.status().ToString();
   EXPECT_TRUE(c->second) << "a running job stops later: 202";
   EXPECT_EQ(c->first["state"], "running");
   EXPECT_EQ(c->first["cancel_requested"], true);
-  {
-    std::lock_guard<std::mutex> lock(mu);
-    released = true;
-  }
-  cv.notify_all();
+  gate.Release();
   auto done = reg_->WaitJob(id, 60);
   ASSERT_TRUE(done.ok());
   EXPECT_EQ((*done)["state"], "failed");
@@ -299,25 +315,13 @@ TEST_F(RegistryTest, DeletingARunningJobStopsItWithoutAVersionAndKeepsItsUpload)
 
 TEST_F(RegistryTest, DeletingAQueuedJobEndsItAtOnce) {
   // The only worker is held on a first job, so a second one stays queued.
-  std::mutex mu;
-  std::condition_variable cv;
-  bool claimed = false, released = false;
-  Open([&](const MetaBatch& batch) {
-    if (!cancel::ClaimsAJob(batch)) return;
-    std::unique_lock<std::mutex> lock(mu);
-    if (claimed) return;
-    claimed = true;
-    cv.notify_all();
-    cv.wait(lock, [&] { return released; });
-  });
+  cancel::ClaimGate gate;
+  Open(gate.Hook());
   json first = {{"files", {{{"path", "model.safetensors"}, {"upload", Upload('a')}}}}};
   json second = {{"files", {{{"path", "model.safetensors"}, {"upload", Upload('b')}}}}};
   auto j1 = reg_->CreateVersion("m", first);
   ASSERT_TRUE(j1.ok());
-  {
-    std::unique_lock<std::mutex> lock(mu);
-    cv.wait(lock, [&] { return claimed; });
-  }
+  gate.WaitClaimed();
   auto j2 = reg_->CreateVersion("m", second);
   ASSERT_TRUE(j2.ok());
   auto c = reg_->CancelJob((*j2)["id"]);
@@ -325,11 +329,7 @@ TEST_F(RegistryTest, DeletingAQueuedJobEndsItAtOnce) {
   EXPECT_FALSE(c->second) << "a queued job ends at once: 200";
   EXPECT_EQ(c->first["state"], "failed");
   EXPECT_EQ(c->first["error"]["code"], "JOB_CANCELLED");
-  {
-    std::lock_guard<std::mutex> lock(mu);
-    released = true;
-  }
-  cv.notify_all();
+  gate.Release();
   auto done1 = reg_->WaitJob((*j1)["id"], 60);
   ASSERT_TRUE(done1.ok());
   EXPECT_EQ((*done1)["state"], "succeeded");
