@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 
 #include "api/byte_ranges.h"
+#include "service/file_download.h"
 #include "service/hf_mapping.h"
 #include "service/registry.h"
 
@@ -149,9 +150,8 @@ Response Resolve(Registry* reg, const Request& req) {
                {"x-linked-etag", etag},
                {"x-linked-size", std::to_string(file->size)},
                {"docker-content-digest", file->sha256.ToString()}};
-  return ServeBytes(req, std::move(h), file->size, etag, [reader, file](uint64_t begin, uint64_t end) {
-    auto streamer = std::make_shared<FileStreamer>(reader.get(), file, begin, end, /*verify=*/true);
-    return BodyProducer([reader, streamer]() { return streamer->Next(); });
+  return ServeBytes(req, std::move(h), file->size, etag, [reg, reader, file](uint64_t begin, uint64_t end) {
+    return BodyProducer(OpenFileBody(reader, file, begin, end, reg->file_cache()).next);
   });
 }
 

@@ -5,6 +5,7 @@
 #include "api/route_groups.h"
 #include "api/tensor_routes.h"
 #include "service/container.h"
+#include "service/file_download.h"
 #include "service/registry.h"
 
 namespace deltastore::api {
@@ -23,9 +24,8 @@ Response DownloadFile(Registry* reg, Request& req) {
                   {"docker-content-digest", file->sha256.ToString()}};
   auto reader = v->reader;
   return ServeBytes(req, std::move(headers), file->size, "\"" + file->sha256.ToString() + "\"",
-                    [reader, file](uint64_t begin, uint64_t end) -> BodyProducer {
-                      auto streamer = std::make_shared<FileStreamer>(reader.get(), file, begin, end, true);
-                      return [reader, streamer]() { return streamer->Next(); };
+                    [reg, reader, file](uint64_t begin, uint64_t end) -> BodyProducer {
+                      return OpenFileBody(reader, file, begin, end, reg->file_cache()).next;
                     });
 }
 

@@ -49,6 +49,7 @@ struct Options {
   int threads = static_cast<int>(std::clamp(std::thread::hardware_concurrency(), 1u, 64u));  // the cores
   int workers = threads;
   size_t max_uploads = 1000;
+  double file_cache_gb = 0;
   deltastore::api::AuthOptions auth;
   std::string tls_cert, tls_key;
   int header_timeout_s = 30, body_timeout_s = 120;
@@ -116,6 +117,12 @@ void AddServerOptions(CLI::App& app, Options& o) {
       ->check(CLI::Range(1, 64));
   app.add_option("--max-open-uploads", o.max_uploads, "open upload sessions allowed")
       ->envname("DS_MAX_OPEN_UPLOADS");
+  app.add_option(
+         "--file-cache-gb", o.file_cache_gb,
+         "keep rebuilt files of whole-file downloads under --data-dir/file-cache, up to this many GB, "
+         "for repeated downloads (0: off)")
+      ->envname("DS_FILE_CACHE_GB")
+      ->check(CLI::Range(0.0, 1e6));
   app.add_flag("--auth,!--no-auth", o.auth.enabled,
                "require bearer tokens (create one with `deltastored token create`)")
       ->envname("DS_AUTH");
@@ -345,6 +352,7 @@ int main(int argc, char** argv) {
   ropts.job_poll = std::chrono::milliseconds(static_cast<int64_t>(o.job_poll_s * 1000));
   ropts.workers = o.workers;
   ropts.max_open_uploads = o.max_uploads;
+  ropts.file_cache_bytes = static_cast<uint64_t>(o.file_cache_gb * 1e9);
   auto registry = deltastore::Registry::Open(ropts);
   if (!registry.ok()) {
     std::fprintf(stderr, "error: %s\n", registry.status().ToString().c_str());

@@ -46,6 +46,12 @@ StatusOr<std::unique_ptr<Registry>> Registry::Open(const RegistryOptions& given)
   std::unique_ptr<Registry> r(new Registry(options, std::move(stores)));
   DS_RETURN_IF_ERROR(CheckAndMigrate(r->meta(), r->chunks()).status());
   if (!options.recover) return r;
+  if (options.file_cache_bytes > 0 || fs::exists(fs::path(options.data_dir) / "file-cache")) {
+    // Opened with a budget of 0 once more after it is turned off, to empty it.
+    DS_ASSIGN_OR_RETURN(r->file_cache_,
+                        FileCache::Open(options.data_dir + "/file-cache", options.file_cache_bytes));
+    if (options.file_cache_bytes == 0) r->file_cache_.reset();
+  }
   DS_RETURN_IF_ERROR(r->Recover());
   r->queue_.Start(
       std::max(1, options.workers), [p = r.get()](const std::string& id) { p->creator_.RunJob(id); },
@@ -212,7 +218,17 @@ Status Registry::DeleteTag(const std::string& model, const std::string& tag) {
   return catalog_.DeleteTag(model, tag);
 }
 StatusOr<json> Registry::DeleteVersion(const std::string& model, const std::string& ref) {
-  return deletion_.DeleteVersion(model, ref);
+  if (file_cache_ == nullptr) return deletion_.DeleteVersion(model, ref);
+  // A deleted version's files leave this node's cache too (other nodes evict them in time).
+  std::vector<Digest> files;
+  if (auto v = catalog_.OpenForRead(model, ref); v.ok()) {
+    for (const auto& f : v->reader->manifest().files) files.push_back(f.sha256);
+  }
+  auto deleted = deletion_.DeleteVersion(model, ref);
+  if (deleted.ok()) {
+    for (const auto& d : files) file_cache_->Drop(d);
+  }
+  return deleted;
 }
 StatusOr<GcStats> Registry::CollectGarbage() {
   return deletion_.CollectGarbage({{"event", "gc"}});

@@ -17,6 +17,7 @@
 #include "service/audit.h"
 #include "service/catalog.h"
 #include "service/deletion.h"
+#include "service/file_cache.h"
 #include "service/job_queue.h"
 #include "service/registry_audit.h"
 #include "service/registry_state.h"
@@ -35,6 +36,8 @@ class Registry {
 
   ChunkStore* chunks() { return state_.chunks(); }
   MetaStore* meta() { return state_.meta(); }
+  // This node's cache of rebuilt files (null when off).
+  FileCache* file_cache() { return file_cache_.get(); }
   TokenStore tokens() { return TokenStore(meta()); }
 
   // Uploads.
@@ -110,6 +113,7 @@ class Registry {
   RegistryAudit audit_;
   Deletion deletion_;
   VersionCreator creator_;
+  std::unique_ptr<FileCache> file_cache_;
 };
 
 }  // namespace deltastore

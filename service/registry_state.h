@@ -29,6 +29,8 @@ struct RegistryOptions {
   std::chrono::milliseconds job_lease{30000};
   std::chrono::milliseconds job_poll{1000};
   bool recover = true;  // requeue interrupted jobs and repair after a crash; off for `check`
+  // Rebuilt files kept under data_dir/file-cache for repeated downloads (service/file_cache.h); 0: off.
+  uint64_t file_cache_bytes = 0;
   // Decorates the stores once opened (tests: fault injection, see storage/stores.h).
   std::function<Stores(Stores)> wrap_stores;
 };

@@ -1,0 +1,110 @@
+// FileCache: the rebuilt bytes of recently downloaded files, kept on this node's disk up to a byte budget
+// (deltastored --file-cache-gb; 0, the default, turns it off), so that a file many deployments pull is
+// rebuilt once and then read back like a static file. docs/http_api.md, "File cache".
+//
+// Entries are named by the file's sha256 (the manifest's `sha256`, the download's ETag), so every version
+// that serves the same bytes shares one entry and an entry can never answer for other bytes: a download
+// looks its file up only after resolving the version, and checks the sha256 of what it reads before the
+// last byte goes out, as a rebuild does. An entry is written only from a whole-file rebuild whose sha256
+// matched, under a temporary name, and renamed into place when complete. Least recently used entries go
+// first when the budget is exceeded. Nothing in the cache is needed: deleting the directory loses nothing.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+
+#include "common/sha256.h"
+#include "common/status.h"
+
+namespace deltastore {
+
+class FileCache;
+
+// Reads one entry, piece by piece, checking its sha256 before handing out the last piece.
+class CachedFileReader {
+ public:
+  CachedFileReader(FileCache* cache, int fd, const Digest& sha256, uint64_t size);
+  ~CachedFileReader();
+  CachedFileReader(const CachedFileReader&) = delete;
+  CachedFileReader& operator=(const CachedFileReader&) = delete;
+  // The next piece (at most 4 MiB); empty at the end. A damaged entry is dropped from the cache and read
+  // as DATA_CORRUPTED before its last piece.
+  StatusOr<std::string> Next();
+
+ private:
+  FileCache* cache_;
+  int fd_;
+  Digest sha256_;
+  uint64_t size_, pos_ = 0;
+  Sha256 hash_;
+  Status failed_;
+};
+
+// Writes a new entry from the pieces of a rebuild, in order. Commit() makes it visible once all `size`
+// bytes came; a fill destroyed before that leaves nothing behind.
+class CacheFill {
+ public:
+  CacheFill(FileCache* cache, int fd, std::string temp_path, const Digest& sha256, uint64_t size);
+  ~CacheFill();
+  CacheFill(const CacheFill&) = delete;
+  CacheFill& operator=(const CacheFill&) = delete;
+  // Appends a piece; a write error (a full disk) abandons the fill quietly: the download goes on.
+  void Append(std::string_view piece);
+  // After the last piece (whose sha256 the rebuild checked): publishes the entry.
+  void Commit();
+
+ private:
+  void Abandon();
+  FileCache* cache_;
+  int fd_;
+  std::string temp_path_;
+  Digest sha256_;
+  uint64_t size_, written_ = 0;
+};
+
+class FileCache {
+ public:
+  // Opens (creates) the cache in `dir` with a budget of `capacity` bytes: removes temporary files left by
+  // a crash and evicts down to the budget (everything when it is 0).
+  static StatusOr<std::unique_ptr<FileCache>> Open(const std::string& dir, uint64_t capacity);
+
+  // A reader of the entry of `sha256` when the cache holds it with `size` bytes, else nullptr.
+  std::unique_ptr<CachedFileReader> Find(const Digest& sha256, uint64_t size);
+  // A fill for a new entry, or nullptr when the cache holds it or is filling it already, or the file is
+  // larger than the budget.
+  std::unique_ptr<CacheFill> Begin(const Digest& sha256, uint64_t size);
+  // Removes the entry (a deleted version's files, a damaged entry). Readers that have it open keep reading.
+  void Drop(const Digest& sha256);
+
+  uint64_t capacity() const { return capacity_; }
+  uint64_t bytes() const;
+  size_t entries() const;
+
+ private:
+  friend class CacheFill;
+  FileCache(std::string dir, uint64_t capacity) : dir_(std::move(dir)), capacity_(capacity) {}
+  std::string PathOf(const std::string& hex) const { return dir_ + "/" + hex; }
+  // Under mu_: removes least recently used entries until the total fits the budget.
+  void EvictLocked();
+  void Publish(const Digest& sha256, uint64_t size, const std::string& temp_path);
+  void EndFill(const Digest& sha256);
+
+  struct Entry {
+    uint64_t size;
+    uint64_t last_use;  // a logical clock: larger is more recent
+  };
+  const std::string dir_;
+  const uint64_t capacity_;
+  mutable std::mutex mu_;
+  std::map<std::string, Entry> entries_;  // by sha256 hex
+  std::set<std::string> filling_;
+  uint64_t bytes_ = 0;
+  uint64_t clock_ = 0;
+};
+
+}  // namespace deltastore

@@ -1,0 +1,33 @@
+// The body of a file download: from the file cache (service/file_cache.h) when it holds the whole file
+// and all of it is asked for, else rebuilt from the chunks by a FileStreamer, which fills the cache on
+// the way when the whole file is asked for.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "codec/manifest.h"
+#include "common/status.h"
+
+namespace deltastore {
+
+class FileCache;
+class VersionReader;
+
+// Produces the next piece of a body; an empty piece is the end.
+using PieceSource = std::function<StatusOr<std::string>()>;
+
+struct FileBody {
+  PieceSource next;
+  bool cached = false;  // read from the file cache
+};
+
+// Bytes [begin, end) of `file`, a file of the version `reader` reads (the reader stays alive while the
+// body does). Both ways check the file's sha256 before the last byte of a whole file goes out. `cache`
+// may be null (no cache).
+FileBody OpenFileBody(const std::shared_ptr<VersionReader>& reader, const FileEntry* file, uint64_t begin,
+                      uint64_t end, FileCache* cache);
+
+}  // namespace deltastore

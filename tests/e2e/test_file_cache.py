@@ -1,0 +1,82 @@
+"""The file cache (deltastored --file-cache-gb): a whole-file download is rebuilt once, kept under
+DATA/file-cache by its sha256 and read from there afterwards; a damaged copy is caught by the sha256 check
+before the last byte and dropped; ranges and the Hugging Face route read the same bytes; deleting the
+version removes its copy; turning the cache off empties it."""
+import hashlib
+
+import requests
+
+from client_util import Client, sha256_file
+
+FILE = "model.safetensors"
+
+
+def cached(data_dir):
+    d = data_dir / "file-cache"
+    return sorted(p.name for p in d.iterdir()) if d.exists() else []
+
+
+def get_all(c, path):
+    r = c.get(path)
+    assert r.status_code == 200, r.text[:300]
+    return r.content
+
+
+def test_repeated_downloads_come_from_the_cache_and_a_damaged_copy_is_never_served(make_server, fixtures,
+                                                                                  tmp_path):
+    data = tmp_path / "data"
+    srv = make_server(["--file-cache-gb", "1"], data_dir=data)
+    c = Client(srv.url)
+    src = fixtures / "faceres.bf16.safetensors"
+    hexd = sha256_file(src)
+    _, v = c.register("m", src)
+    path = f"/v1/models/m/versions/{v['digest']}/files/{FILE}"
+    assert cached(data) == []
+
+    first = get_all(c, path)  # rebuilt from the chunks, kept on the way
+    assert hashlib.sha256(first).hexdigest() == hexd
+    assert cached(data) == [hexd]
+    assert get_all(c, path) == first  # from the cache
+    r = c.get(path, headers={"Range": "bytes=100-299"})
+    assert r.status_code == 206 and r.content == first[100:300]
+    # The Hugging Face route serves the same file through the same cache.
+    assert get_all(c, f"/deltastore/m/resolve/main/{FILE}") == first
+
+    # A flipped byte in the cached copy: the download is cut before its last byte, the copy dropped.
+    entry = data / "file-cache" / hexd
+    raw = bytearray(entry.read_bytes())
+    raw[len(raw) // 2] ^= 0x01
+    entry.write_bytes(bytes(raw))
+    got = bytearray()
+    try:
+        with c.s.get(c.url(path), stream=True, timeout=60) as resp:
+            assert resp.status_code == 200
+            for b in resp.iter_content(1 << 20):
+                got += b
+    except requests.exceptions.RequestException:
+        pass
+    assert len(got) < len(first), "a damaged cached copy must not be served whole"
+    assert cached(data) == []
+    assert get_all(c, path) == first  # rebuilt again, and kept again
+    assert cached(data) == [hexd]
+
+    # Deleting the version removes its copy.
+    r = c.delete(f"/v1/models/m/versions/{v['digest']}")
+    assert r.status_code == 200, r.text
+    assert cached(data) == []
+
+
+def test_turning_the_cache_off_empties_it(make_server, fixtures, tmp_path):
+    data = tmp_path / "data"
+    srv = make_server(["--file-cache-gb", "1"], data_dir=data)
+    c = Client(srv.url)
+    _, v = c.register("m", fixtures / "faceres.bf16.safetensors")
+    get_all(c, f"/v1/models/m/versions/{v['digest']}/files/{FILE}")
+    assert len(cached(data)) == 1
+    srv.stop()
+    srv.extra_args = []
+    srv.start()
+    assert cached(data) == []
+    body = get_all(Client(srv.url), f"/v1/models/m/versions/{v['digest']}/files/{FILE}")
+    assert hashlib.sha256(body).hexdigest() == sha256_file(fixtures / "faceres.bf16.safetensors")
+    assert cached(data) == []
