@@ -19,14 +19,14 @@ constexpr uint8_t kModeStandalone = 2;
 constexpr uint8_t kModeSame = 3;
 
 // Fewer values than this go in one lane (8 lanes cost 28 more bytes of states), fewer than the second
-// in 8 (version 2: 32 lanes cost 96 more bytes than 8). 32 lanes only for the 16-bit kinds, which the
-// AVX-512 decoder takes; F32 stays at 8 (its scalar decoder keeps 8 states in registers).
+// in 8 (32 lanes cost 96 more bytes than 8). 32 lanes: version 2 for the 16-bit kinds, version 3 for
+// every kind (the AVX-512 decoder takes them; version 2 kept F32 at 8 for its scalar decoder).
 constexpr size_t kMinValuesForLanes = 512;
 constexpr size_t kMinValuesFor32Lanes = 8192;
 
-int LanesLog2(int version, size_t n, bool wide_ok) {
+int LanesLog2(int version, FloatKind kind, size_t n) {
   if (n < kMinValuesForLanes) return 0;
-  return version >= 2 && wide_ok && n >= kMinValuesFor32Lanes ? 5 : 3;
+  return n >= kMinValuesFor32Lanes && float_rans::ValidLanes(version, kind, 5) ? 5 : 3;
 }
 // Standalone coding is tried in full when its estimate is below this many 1/16ths of the delta's size.
 constexpr uint64_t kStandaloneTry16 = 18;
@@ -65,7 +65,8 @@ std::string Short(uint8_t mode, FloatKind kind, uint32_t sum, const uint8_t* dat
 
 namespace float_rans {
 bool ValidLanes(int version, FloatKind kind, int lanes_log2) {
-  return lanes_log2 == 0 || lanes_log2 == 3 || (version >= 2 && kind != FloatKind::kF32 && lanes_log2 == 5);
+  const bool wide = version >= 3 || (version == 2 && kind != FloatKind::kF32);
+  return lanes_log2 == 0 || lanes_log2 == 3 || (wide && lanes_log2 == 5);
 }
 }  // namespace float_rans
 
@@ -113,7 +114,7 @@ std::string EncodeImpl(FloatKind kind, const uint8_t* data, const uint8_t* base,
   const uint32_t sum = Checksum4x64(data, bytes);
   if (n == 0) return Short(kModeRaw, kind, sum, data, 0);
   if (base != nullptr && std::memcmp(data, base, bytes) == 0) return Short(kModeSame, kind, sum, nullptr, 0);
-  const int lanes_log2 = LanesLog2(version, n, F::kWidth == 16);
+  const int lanes_log2 = LanesLog2(version, kind, n);
   uint32_t data_or, data_max;
   Scan<F>(data, n, &data_or, &data_max);
   const Layout standalone{TrailingZeros<F>(data_or), data_max >> F::kManBits, lanes_log2, version};

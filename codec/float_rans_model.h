@@ -55,12 +55,13 @@ struct Layout {
   int tz = 0;          // trailing mantissa bits that are zero in every value (and base value)
   uint32_t maxe = 0;   // largest exponent of the base values (delta) or of the values (standalone)
   int lanes_log2 = 0;  // 2^lanes_log2 rANS states
-  int version = 2;     // payload version (the chunk header's codec version): 1 or 2
+  int version = 3;     // payload version (the chunk header's codec version): 1, 2 or 3
   int lanes() const { return 1 << lanes_log2; }
 };
 
 // Value i is coded by lane i % lanes (its own rANS state and context history), values in order: a
-// lane's previous value is value i - lanes. Version 1 has 1 or 8 lanes, version 2 1, 8 or (BF16, F16) 32.
+// lane's previous value is value i - lanes. Version 1 has 1 or 8 lanes, version 2 1, 8 or (BF16, F16) 32,
+// version 3 1, 8 or 32.
 inline constexpr int kMaxLanesLog2 = 5;
 bool ValidLanes(int version, FloatKind kind, int lanes_log2);
 

@@ -163,7 +163,7 @@ bool DecodeLanes(const Layout& layout, const DecTables& tables, std::string_view
     if (x[k] < rans::kStateLow) return false;
   }
   size_t i = 0;
-  if constexpr (kLanes == kSimdLanes && F::kWidth == 16) {
+  if constexpr (kLanes == kSimdLanes) {
     if (SimdEnabled()) {
       SimdStandaloneSetup setup;
       setup.tz = d.p.tz;
