@@ -23,13 +23,13 @@ constexpr uint8_t kModeSame = 3;
 // every kind (the AVX-512 decoder takes them; version 2 kept F32 at 8 for its scalar decoder).
 constexpr size_t kMinValuesForLanes = 512;
 constexpr size_t kMinValuesFor32Lanes = 8192;
+// The delta's and the standalone estimates are close when they differ by less than 1/this.
+constexpr uint64_t kCloseDiv = 16;
 
 int LanesLog2(int version, FloatKind kind, size_t n) {
   if (n < kMinValuesForLanes) return 0;
   return n >= kMinValuesFor32Lanes && float_rans::ValidLanes(version, kind, 5) ? 5 : 3;
 }
-// Standalone coding is tried in full when its estimate is below this many 1/16ths of the delta's size.
-constexpr uint64_t kStandaloneTry16 = 18;
 
 void PutVarint(std::string* out, uint64_t v) {
   while (v >= 0x80) {
@@ -119,25 +119,32 @@ std::string EncodeImpl(FloatKind kind, const uint8_t* data, const uint8_t* base,
   Scan<F>(data, n, &data_or, &data_max);
   const Layout standalone{TrailingZeros<F>(data_or), data_max >> F::kManBits, lanes_log2, version};
   std::string best;
-  bool try_standalone = base == nullptr;
+  Coded c;
   if (base != nullptr) {
     uint32_t base_or, base_max;
     Scan<F>(base, n, &base_or, &base_max);
     const Layout delta{TrailingZeros<F>(data_or | base_or), base_max >> F::kManBits, lanes_log2, version};
-    Coded c;
-    float_rans::EncodeDelta(kind, data, base, n, delta, &c);
-    best = Assemble(kModeDelta, kind, delta, sum, c);
-    // An unrelated base can make the delta worse than coding the values alone.
-    const uint64_t estimate = float_rans::EstimateStandaloneBits(kind, data, n, standalone) / 8;
-    try_standalone = estimate * 16 < best.size() * kStandaloneTry16;
-  }
-  if (try_standalone) {
-    Coded c;
-    float_rans::EncodeStandalone(kind, data, n, standalone, &c);
-    if (best.empty() || c.size() + 16 < best.size()) {
-      std::string alone = Assemble(kModeStandalone, kind, standalone, sum, c);
-      if (best.empty() || alone.size() < best.size()) best = std::move(alone);
+    // An unrelated base can make the delta worse than coding the values alone. Only one of the two is
+    // coded: after its first pass the delta compares its estimate with the standalone one from a sample;
+    // when they are close, the standalone coding's first pass gives its own estimate and codes only if that
+    // is below the delta's.
+    const uint64_t alone_bits = float_rans::EstimateStandaloneBits(kind, data, n, standalone);
+    bool alone = false;
+    const auto go_on = [&](uint64_t delta_bits) {
+      if (delta_bits + delta_bits / kCloseDiv < alone_bits) return true;
+      alone = delta_bits > alone_bits + alone_bits / kCloseDiv ||
+              float_rans::EncodeStandalone(kind, data, n, standalone, delta_bits, &c);
+      return !alone;
+    };
+    if (float_rans::EncodeDelta(kind, data, base, n, delta, go_on, &c)) {
+      best = Assemble(kModeDelta, kind, delta, sum, c);
+    } else if (!c.words.empty()) {
+      best = Assemble(kModeStandalone, kind, standalone, sum, c);  // coded by go_on
     }
+  }
+  if (best.empty()) {
+    float_rans::EncodeStandalone(kind, data, n, standalone, 0, &c);
+    best = Assemble(kModeStandalone, kind, standalone, sum, c);
   }
   if (best.size() >= 5 + bytes) return Short(kModeRaw, kind, sum, data, bytes);
   return best;
