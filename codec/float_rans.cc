@@ -23,7 +23,7 @@ constexpr uint8_t kModeSame = 3;
 // every kind (the AVX-512 decoder takes them; version 2 kept F32 at 8 for its scalar decoder).
 constexpr size_t kMinValuesForLanes = 512;
 constexpr size_t kMinValuesFor32Lanes = 8192;
-// The delta's and the standalone estimates are close when they differ by less than 1/this.
+// A delta estimate above the standalone one by less than 1/this is close enough to check.
 constexpr uint64_t kCloseDiv = 16;
 
 int LanesLog2(int version, FloatKind kind, size_t n) {
@@ -125,13 +125,14 @@ std::string EncodeImpl(FloatKind kind, const uint8_t* data, const uint8_t* base,
     Scan<F>(base, n, &base_or, &base_max);
     const Layout delta{TrailingZeros<F>(data_or | base_or), base_max >> F::kManBits, lanes_log2, version};
     // An unrelated base can make the delta worse than coding the values alone. Only one of the two is
-    // coded: after its first pass the delta compares its estimate with the standalone one from a sample;
-    // when they are close, the standalone coding's first pass gives its own estimate and codes only if that
-    // is below the delta's.
+    // coded: after its first pass the delta compares its estimate with the standalone one from a sample
+    // (order-0, which the standalone coding rarely beats: its tables cost more than its contexts save);
+    // when the delta's is above it by less than 1/16, the standalone coding's first pass gives its own
+    // estimate and codes only if that is not above the delta's.
     const uint64_t alone_bits = float_rans::EstimateStandaloneBits(kind, data, n, standalone);
     bool alone = false;
     const auto go_on = [&](uint64_t delta_bits) {
-      if (delta_bits + delta_bits / kCloseDiv < alone_bits) return true;
+      if (delta_bits <= alone_bits) return true;
       alone = delta_bits > alone_bits + alone_bits / kCloseDiv ||
               float_rans::EncodeStandalone(kind, data, n, standalone, delta_bits, &c);
       return !alone;
