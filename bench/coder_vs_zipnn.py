@@ -8,7 +8,7 @@ The inputs are bench/peers.py's (the faceres fixture pairs, the generated bf16 p
 small-delta pairs), filtered by --inputs (labels starting with one of the names). Each --exe is a
 codec_peers binary run with `--methods ours-fast` (e.g. the code before and after a change, in the same
 run); ZipNN is bench/peers.py's run_zipnn (threads=1, every timed call on a fresh copy). Per row: ratio,
-encode and decode MB/s (best of --reps per tensor / chunk, summed).
+encode and decode MB/s (best of --reps per tensor / chunk, summed; with --rounds, the best of the rounds).
 """
 import argparse
 import json
@@ -53,6 +53,8 @@ def main():
     ap.add_argument("--largest-mib", type=int, default=256)
     ap.add_argument("--gen-dir", default="/tmp/genpair05")
     ap.add_argument("--skip-zipnn", action="store_true")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="repeat every method this many times, in turn, and keep each row's best encode and decode")
     args = ap.parse_args()
     args.gen_reps = args.reps
     if not args.exe:
@@ -62,11 +64,21 @@ def main():
     ins = [i for i in peers.inputs(args) if not args.inputs or any(i[0].startswith(p) for p in args.inputs.split(","))]
     peers.log(f"# load average {os.getloadavg()}")
     rows = []
-    for exe in args.exe:
-        rows += run_ours(exe, ins, args.reps)
-    if not args.skip_zipnn:
-        peers.run_zipnn(args, ins, rows)
-    peers.log(f"# load average {os.getloadavg()}")
+    for _ in range(args.rounds):
+        for exe in args.exe:
+            rows += run_ours(exe, ins, args.reps)
+        if not args.skip_zipnn:
+            peers.run_zipnn(args, ins, rows)
+        peers.log(f"# load average {os.getloadavg()}")
+    best = {}
+    for r in rows:  # the best of the rounds (the machine is shared: the least disturbed run)
+        k = (r["input"], r["case"], r["method"])
+        if k in best:
+            best[k]["enc_s"] = min(best[k]["enc_s"], r["enc_s"])
+            best[k]["dec_s"] = min(best[k]["dec_s"], r["dec_s"])
+        else:
+            best[k] = dict(r)
+    rows = list(best.values())
     methods = list(dict.fromkeys(r["method"] for r in rows))
     print("| input | case | " + " | ".join(methods) + " |")
     print("|---|---|" + "---|" * len(methods))
