@@ -19,17 +19,17 @@ constexpr uint8_t kModeStandalone = 2;
 constexpr uint8_t kModeSame = 3;
 
 // Fewer values than this go in one lane (8 lanes cost 28 more bytes of states), fewer than the second
-// in 8 (version 2: 32 lanes cost 96 more bytes than 8). 32 lanes only for the 16-bit kinds, which the
-// AVX-512 decoder takes; F32 stays at 8 (its scalar decoder keeps 8 states in registers).
+// in 8 (32 lanes cost 96 more bytes than 8). 32 lanes: version 2 for the 16-bit kinds, version 3 for
+// every kind (the AVX-512 decoder takes them; version 2 kept F32 at 8 for its scalar decoder).
 constexpr size_t kMinValuesForLanes = 512;
 constexpr size_t kMinValuesFor32Lanes = 8192;
+// A delta estimate above the standalone one by less than 1/this is close enough to check.
+constexpr uint64_t kCloseDiv = 16;
 
-int LanesLog2(int version, size_t n, bool wide_ok) {
+int LanesLog2(int version, FloatKind kind, size_t n) {
   if (n < kMinValuesForLanes) return 0;
-  return version >= 2 && wide_ok && n >= kMinValuesFor32Lanes ? 5 : 3;
+  return n >= kMinValuesFor32Lanes && float_rans::ValidLanes(version, kind, 5) ? 5 : 3;
 }
-// Standalone coding is tried in full when its estimate is below this many 1/16ths of the delta's size.
-constexpr uint64_t kStandaloneTry16 = 18;
 
 void PutVarint(std::string* out, uint64_t v) {
   while (v >= 0x80) {
@@ -65,7 +65,8 @@ std::string Short(uint8_t mode, FloatKind kind, uint32_t sum, const uint8_t* dat
 
 namespace float_rans {
 bool ValidLanes(int version, FloatKind kind, int lanes_log2) {
-  return lanes_log2 == 0 || lanes_log2 == 3 || (version >= 2 && kind != FloatKind::kF32 && lanes_log2 == 5);
+  const bool wide = version >= 3 || (version == 2 && kind != FloatKind::kF32);
+  return lanes_log2 == 0 || lanes_log2 == 3 || (wide && lanes_log2 == 5);
 }
 }  // namespace float_rans
 
@@ -113,30 +114,38 @@ std::string EncodeImpl(FloatKind kind, const uint8_t* data, const uint8_t* base,
   const uint32_t sum = Checksum4x64(data, bytes);
   if (n == 0) return Short(kModeRaw, kind, sum, data, 0);
   if (base != nullptr && std::memcmp(data, base, bytes) == 0) return Short(kModeSame, kind, sum, nullptr, 0);
-  const int lanes_log2 = LanesLog2(version, n, F::kWidth == 16);
+  const int lanes_log2 = LanesLog2(version, kind, n);
   uint32_t data_or, data_max;
   Scan<F>(data, n, &data_or, &data_max);
   const Layout standalone{TrailingZeros<F>(data_or), data_max >> F::kManBits, lanes_log2, version};
   std::string best;
-  bool try_standalone = base == nullptr;
+  Coded c;
   if (base != nullptr) {
     uint32_t base_or, base_max;
     Scan<F>(base, n, &base_or, &base_max);
     const Layout delta{TrailingZeros<F>(data_or | base_or), base_max >> F::kManBits, lanes_log2, version};
-    Coded c;
-    float_rans::EncodeDelta(kind, data, base, n, delta, &c);
-    best = Assemble(kModeDelta, kind, delta, sum, c);
-    // An unrelated base can make the delta worse than coding the values alone.
-    const uint64_t estimate = float_rans::EstimateStandaloneBits(kind, data, n, standalone) / 8;
-    try_standalone = estimate * 16 < best.size() * kStandaloneTry16;
-  }
-  if (try_standalone) {
-    Coded c;
-    float_rans::EncodeStandalone(kind, data, n, standalone, &c);
-    if (best.empty() || c.size() + 16 < best.size()) {
-      std::string alone = Assemble(kModeStandalone, kind, standalone, sum, c);
-      if (best.empty() || alone.size() < best.size()) best = std::move(alone);
+    // An unrelated base can make the delta worse than coding the values alone. Only one of the two is
+    // coded: after its first pass the delta compares its estimate with the standalone one from a sample
+    // (order-0, which the standalone coding rarely beats: its tables cost more than its contexts save);
+    // when the delta's is above it by less than 1/16, the standalone coding's first pass gives its own
+    // estimate and codes only if that is not above the delta's.
+    const uint64_t alone_bits = float_rans::EstimateStandaloneBits(kind, data, n, standalone);
+    bool alone = false;
+    const auto go_on = [&](uint64_t delta_bits) {
+      if (delta_bits <= alone_bits) return true;
+      alone = delta_bits > alone_bits + alone_bits / kCloseDiv ||
+              float_rans::EncodeStandalone(kind, data, n, standalone, delta_bits, &c);
+      return !alone;
+    };
+    if (float_rans::EncodeDelta(kind, data, base, n, delta, go_on, &c)) {
+      best = Assemble(kModeDelta, kind, delta, sum, c);
+    } else if (!c.words.empty()) {
+      best = Assemble(kModeStandalone, kind, standalone, sum, c);  // coded by go_on
     }
+  }
+  if (best.empty()) {
+    float_rans::EncodeStandalone(kind, data, n, standalone, 0, &c);
+    best = Assemble(kModeStandalone, kind, standalone, sum, c);
   }
   if (best.size() >= 5 + bytes) return Short(kModeRaw, kind, sum, data, bytes);
   return best;

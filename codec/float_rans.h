@@ -32,8 +32,9 @@ namespace deltastore {
 // The payload version EncodeFloatsRans writes (the chunk header's codec version of a float-rans chunk).
 // Version 1: 1 or 8 lanes, sign changes code their new exponent with a table of their own. Version 2:
 // up to 32 lanes (decoded 16 at a time with AVX-512 where the CPU has it), a sign change is one symbol of
-// the delta alphabet (the new exponent relative to the base's). Both decode forever.
-inline constexpr int kFloatRansVersion = 2;
+// the delta alphabet (the new exponent relative to the base's). Version 3: as version 2, and F32 takes
+// 32 lanes too (8192 values or more). All decode forever.
+inline constexpr int kFloatRansVersion = 3;
 
 // As EncodeFloats (codec/float_coder.h): n elements at `data`, coded against `base` (n elements) when
 // it is non-null. The output records neither n nor the base. Empty only for a kind outside the enum or

@@ -150,7 +150,8 @@ void Analyse(const DeltaParams<F>& params, const uint8_t* data, const uint8_t* b
 }
 
 template <typename F>
-void EncodeDeltaImpl(const uint8_t* data, const uint8_t* base, size_t n, const Layout& layout, Coded* out) {
+bool EncodeDeltaImpl(const uint8_t* data, const uint8_t* base, size_t n, const Layout& layout,
+                     const std::function<bool(uint64_t)>& go_on, Coded* out) {
   const DeltaParams<F> p(layout);
   const int lanes = layout.lanes();
   const int alphabet = p.v2 ? DeltaParams<F>::kAlphabetV2 : DeltaParams<F>::kAlphabet;
@@ -161,7 +162,9 @@ void EncodeDeltaImpl(const uint8_t* data, const uint8_t* base, size_t n, const L
     case 8: Analyse<F, 8>(p, data, base, n, &pass, &bits); break;
     default: Analyse<F, 1>(p, data, base, n, &pass, &bits); break;
   }
-  const ContextMap map = ChooseContextMap(pass.counts, 3, nullptr);
+  uint64_t cost_bits = 0;
+  const ContextMap map = ChooseContextMap(pass.counts, 3, &cost_bits);
+  if (!go_on(cost_bits + bits.bits())) return false;
   EncTables grid;
   WriteTables(pass.counts, map, &out->tables, &grid);
   std::vector<rans::EncSymbol> esc(DeltaParams<F>::kEscAlphabet);
@@ -178,16 +181,18 @@ void EncodeDeltaImpl(const uint8_t* data, const uint8_t* base, size_t n, const L
     default: out->words = CodeSymbols<F, 1>(pass, grid, esc.data(), n); break;
   }
   out->raw = bits.Finish();
+  return true;
 }
 }  // namespace
 
-void EncodeDelta(FloatKind kind, const uint8_t* data, const uint8_t* base, size_t n, const Layout& layout,
-                 Coded* out) {
+bool EncodeDelta(FloatKind kind, const uint8_t* data, const uint8_t* base, size_t n, const Layout& layout,
+                 const std::function<bool(uint64_t)>& go_on, Coded* out) {
   switch (kind) {
-    case FloatKind::kBF16: return EncodeDeltaImpl<BF16Format>(data, base, n, layout, out);
-    case FloatKind::kF16: return EncodeDeltaImpl<F16Format>(data, base, n, layout, out);
-    case FloatKind::kF32: return EncodeDeltaImpl<F32Format>(data, base, n, layout, out);
+    case FloatKind::kBF16: return EncodeDeltaImpl<BF16Format>(data, base, n, layout, go_on, out);
+    case FloatKind::kF16: return EncodeDeltaImpl<F16Format>(data, base, n, layout, go_on, out);
+    case FloatKind::kF32: return EncodeDeltaImpl<F32Format>(data, base, n, layout, go_on, out);
   }
+  return false;
 }
 
 }  // namespace deltastore::float_rans

@@ -1,6 +1,7 @@
 // The fast float coder's delta model, decoder side (the model: float_rans_delta.cc): per value the base
-// gives the context, one rANS symbol the difference's size, the raw bits the rest. Version 2 payloads of
-// 16-bit kinds with 32 lanes go through the AVX-512 decoder (codec/float_rans_simd.h) where the CPU has it.
+// gives the context, one rANS symbol the difference's size, the raw bits the rest. Payloads with 32 lanes
+// (version 2: 16-bit kinds, version 3: every kind) go through the AVX-512 decoder (codec/float_rans_simd.h)
+// where the CPU has it.
 #include <memory>
 
 #include "codec/bit_stream.h"
@@ -135,7 +136,7 @@ bool DecodeDeltaLanes(const Layout& layout, const DeltaTables& tables, std::stri
     if (x[k] < rans::kStateLow) return false;
   }
   size_t i = 0;
-  if constexpr (kV2 && kLanes == kSimdLanes && F::kWidth == 16) {
+  if constexpr (kV2 && kLanes == kSimdLanes) {
     if (SimdEnabled()) i = DecodeRowsSimd(tables.grid, raw, n, x, avg16, &d);
   }
   // Each row of values reads at most 2 words and 4 raw bytes per lane.

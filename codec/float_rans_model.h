@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <functional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -55,12 +56,13 @@ struct Layout {
   int tz = 0;          // trailing mantissa bits that are zero in every value (and base value)
   uint32_t maxe = 0;   // largest exponent of the base values (delta) or of the values (standalone)
   int lanes_log2 = 0;  // 2^lanes_log2 rANS states
-  int version = 2;     // payload version (the chunk header's codec version): 1 or 2
+  int version = 3;     // payload version (the chunk header's codec version): 1, 2 or 3
   int lanes() const { return 1 << lanes_log2; }
 };
 
 // Value i is coded by lane i % lanes (its own rANS state and context history), values in order: a
-// lane's previous value is value i - lanes. Version 1 has 1 or 8 lanes, version 2 1, 8 or (BF16, F16) 32.
+// lane's previous value is value i - lanes. Version 1 has 1 or 8 lanes, version 2 1, 8 or (BF16, F16) 32,
+// version 3 1, 8 or 32.
 inline constexpr int kMaxLanesLog2 = 5;
 bool ValidLanes(int version, FloatKind kind, int lanes_log2);
 
@@ -92,8 +94,10 @@ struct DeltaTables {
   std::vector<rans::DecEntry> escape;
 };
 
-void EncodeDelta(FloatKind kind, const uint8_t* data, const uint8_t* base, size_t n, const Layout& layout,
-                 Coded* out);
+// After the first pass, go_on(estimated bits: the tables, their counts' entropy, the raw bits) says
+// whether to code; false returns false (`out` unspecified).
+bool EncodeDelta(FloatKind kind, const uint8_t* data, const uint8_t* base, size_t n, const Layout& layout,
+                 const std::function<bool(uint64_t)>& go_on, Coded* out);
 Status ReadDeltaTables(FloatKind kind, const Layout& layout, std::string_view* in, DeltaTables* tables);
 // False on a stream that does not decode (the caller checks the checksum of what it gives).
 bool DecodeDelta(FloatKind kind, const Layout& layout, const DeltaTables& tables, std::string_view words,
@@ -111,7 +115,9 @@ inline constexpr uint32_t kTokEscape = 31;
 inline constexpr int kStandaloneRows = 32;
 inline constexpr int kTopBits = 2;
 
-void EncodeStandalone(FloatKind kind, const uint8_t* data, size_t n, const Layout& layout, Coded* out);
+// As EncodeDelta: false when give_up_bits is not 0 and the first pass estimates more bits than that.
+bool EncodeStandalone(FloatKind kind, const uint8_t* data, size_t n, const Layout& layout,
+                      uint64_t give_up_bits, Coded* out);
 Status ReadStandaloneTables(FloatKind kind, const Layout& layout, std::string_view* in, DecTables* tables);
 bool DecodeStandalone(FloatKind kind, const Layout& layout, const DecTables& tables, std::string_view words,
                       std::string_view raw, size_t n, uint8_t* out);

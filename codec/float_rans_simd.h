@@ -1,7 +1,8 @@
-// AVX-512 decoding of the fast float coder's version 2 payloads (codec/float_rans.h) for the 16-bit
-// kinds (BF16, F16) with 32 lanes: a row of 32 values is two vectors of 16 lanes, each decoded with one
+// AVX-512 decoding of the fast float coder's payloads (codec/float_rans.h) with 32 lanes (version 2:
+// BF16, F16; version 3: F32 too): a row of 32 values is two vectors of 16 lanes, each decoded with one
 // table gather, the renormalisation words expanded into the lanes that need one, and the raw bits of the
-// 16 values cut out of one 64-byte load at prefix-summed offsets. Same values, same stream order as the
+// 16 values cut out of one 64-byte load at prefix-summed offsets (F32, fields of up to 31 bits: one load
+// per 8 lanes, cut as 64-bit words). Same values, same stream order as the
 // scalar decoders (docs/float_coder_format.md): these only decode the rows that fit the streams without
 // bounds checks and hand the lane states back to the scalar code for the rest.
 #pragma once

@@ -80,7 +80,8 @@ std::string CodeSymbols(const uint8_t* syms, const EncTables& grid, size_t n) {
 }
 
 template <typename F>
-void EncodeStandaloneImpl(const uint8_t* data, size_t n, const Layout& layout, Coded* out) {
+bool EncodeStandaloneImpl(const uint8_t* data, size_t n, const Layout& layout, uint64_t give_up_bits,
+                          Coded* out) {
   const StandaloneParams<F> p(layout);
   const int lanes = layout.lanes();
   const auto syms = std::make_unique_for_overwrite<uint8_t[]>(n);  // every one written below
@@ -95,7 +96,9 @@ void EncodeStandaloneImpl(const uint8_t* data, size_t n, const Layout& layout, C
     syms[i] = static_cast<uint8_t>(sym);
     ++counts.Cell(i >= L ? syms[i - L] >> 3 : 0)[sym];
   }
-  const ContextMap map = ChooseContextMap(counts, 0, nullptr);
+  uint64_t cost_bits = 0;
+  const ContextMap map = ChooseContextMap(counts, 0, &cost_bits);
+  if (give_up_bits != 0 && cost_bits + bits.bits() > give_up_bits) return false;
   EncTables grid;
   WriteTables(counts, map, &out->tables, &grid);
   switch (lanes) {
@@ -104,6 +107,7 @@ void EncodeStandaloneImpl(const uint8_t* data, size_t n, const Layout& layout, C
     default: out->words = CodeSymbols<1>(syms.get(), grid, n); break;
   }
   out->raw = bits.Finish();
+  return true;
 }
 
 template <typename F>
@@ -163,7 +167,7 @@ bool DecodeLanes(const Layout& layout, const DecTables& tables, std::string_view
     if (x[k] < rans::kStateLow) return false;
   }
   size_t i = 0;
-  if constexpr (kLanes == kSimdLanes && F::kWidth == 16) {
+  if constexpr (kLanes == kSimdLanes) {
     if (SimdEnabled()) {
       SimdStandaloneSetup setup;
       setup.tz = d.p.tz;
@@ -252,8 +256,10 @@ uint64_t EstimateImpl(const uint8_t* data, size_t n, const Layout& layout) {
     }                                      \
   }
 
-void EncodeStandalone(FloatKind kind, const uint8_t* data, size_t n, const Layout& layout, Coded* out) {
-  DS_FLOAT_RANS_DISPATCH(kind, EncodeStandaloneImpl<F>(data, n, layout, out));
+bool EncodeStandalone(FloatKind kind, const uint8_t* data, size_t n, const Layout& layout,
+                      uint64_t give_up_bits, Coded* out) {
+  DS_FLOAT_RANS_DISPATCH(kind, EncodeStandaloneImpl<F>(data, n, layout, give_up_bits, out));
+  return false;
 }
 
 Status ReadStandaloneTables(FloatKind kind, const Layout& layout, std::string_view* in, DecTables* tables) {

@@ -4,15 +4,16 @@
 // L bytes, then material for the base (repeated to n values; zeros when empty).
 //   mode bits 0-1: float kind (0 and 1 = BF16, 2 = F16, 3 = F32);  bit 2: give a base;
 //   bit 4: payload version 1 (else the current version, kFloatRansVersion); 8192 values or more take
-//          the 32-lane layout of version 2 (and its AVX-512 decoder where the CPU has one);
+//          the 32-lane layout (every kind since version 3) and its AVX-512 decoder where the CPU has one;
 //   bit 3: encoder round trip: the L bytes (repeated to n values) are values to encode, against the
 //          base when bit 2 is set, and must decode to themselves;
 //   else:  the L bytes are an encoding, decoded into n values; what decodes is encoded again and
-//          must decode to the same values.
+//          must decode to the same values (with the vector and the scalar decoder).
 #include <cstring>
 #include <string>
 
 #include "codec/float_rans.h"
+#include "codec/float_rans_simd.h"
 #include "fuzz/fuzz_util.h"
 
 using namespace deltastore;
@@ -67,6 +68,15 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     DS_FUZZ_CHECK(s.code() != StatusCode::kInvalidArgument || base_ptr == nullptr,
                   "InvalidArgument although a base was given: %s", s.ToString().c_str());
     return 0;
+  }
+  // The scalar decoder gives the same values as the vector one (where the CPU has it).
+  if (float_rans::SimdEnabled()) {
+    std::string scalar(n * width, '\0');
+    float_rans::SetSimdEnabled(false);
+    const Status s2 =
+        DecodeFloatsRans(kind, part, base_ptr, n, reinterpret_cast<uint8_t*>(scalar.data()), version);
+    float_rans::SetSimdEnabled(true);
+    DS_FUZZ_CHECK(s2.ok() && scalar == out, "the scalar decoder disagrees with the vector one");
   }
   CheckRoundTrip(kind, out, base_ptr, n, version);
   return 0;

@@ -201,6 +201,13 @@ void FloatRansSeeds(const fs::path& fixtures) {
   put("bf16_wide_delta", 1 | 4, kWide, EncodeFloatsRans(FloatKind::kBF16, u8(wide_ft), u8(wide_base), kWide),
       bf_base);
   put("bf16_wide_standalone", 1, kWide, EncodeFloatsRans(FloatKind::kBF16, u8(wide_ft), nullptr, kWide), "");
+  // F32 with 32 lanes (payload version 3).
+  const std::string wide_f32_base = Repeat(f32_base, 4 * kWide);
+  const std::string wide_f32_ft = Repeat(f32_ft, 4 * kWide);
+  put("f32_wide_delta", 3 | 4, kWide,
+      EncodeFloatsRans(FloatKind::kF32, u8(wide_f32_ft), u8(wide_f32_base), kWide), f32_base);
+  put("f32_wide_standalone", 3, kWide, EncodeFloatsRans(FloatKind::kF32, u8(wide_f32_ft), nullptr, kWide),
+      "");
 }
 
 LossyTensor MakeLossy(LossyParams p, uint32_t seed) {

@@ -1,6 +1,6 @@
-// The fast float coder's payload versions and decoders: version 2 (what EncodeFloatsRans writes) decodes
-// the same with the AVX-512 decoder and the scalar one, version 1 (chunks written before) still decodes,
-// and corrupt version 2 payloads large enough for the vector decoder are refused.
+// The fast float coder's payload versions and decoders: version 2 (version 3 for F32: float_rans_v3_test.cc)
+// decodes the same with the AVX-512 decoder and the scalar one, version 1 (chunks written before) still
+// decodes, and corrupt version 2 payloads large enough for the vector decoder are refused.
 #include <gtest/gtest.h>
 
 #include <cstdio>
@@ -119,8 +119,8 @@ TEST(FloatRansV2Test, BothVersionsRoundTripAndDeltasAreRefusedAsTheOther) {
   }
   const Values v = Gaussian(FloatKind::kBF16, 10, 1);
   Values out(FloatKind::kBF16, 10);
-  EXPECT_TRUE(EncodeFloatsRans(FloatKind::kBF16, v.data(), nullptr, 10, 3).empty());
-  EXPECT_EQ(DecodeFloatsRans(FloatKind::kBF16, "\x20", nullptr, 10, out.data(), 3).code(),
+  EXPECT_TRUE(EncodeFloatsRans(FloatKind::kBF16, v.data(), nullptr, 10, kFloatRansVersion + 1).empty());
+  EXPECT_EQ(DecodeFloatsRans(FloatKind::kBF16, "\x20", nullptr, 10, out.data(), kFloatRansVersion + 1).code(),
             StatusCode::kInvalidArgument);
 }
 
@@ -179,7 +179,7 @@ TEST(FloatRansV2Test, GoldenVersion1PayloadAndChunkStillDecode) {
   auto decoded = DecodeChunk(chunk, braw, raw.size());
   ASSERT_TRUE(decoded.ok()) << decoded.status().ToString();
   EXPECT_EQ(*decoded, raw);
-  // What EncodeChunk writes now is version 2, and a version the build does not know is refused.
+  // What EncodeChunk writes now is the current version, and a version the build does not know is refused.
   const std::string now = EncodeChunk(DType::kBF16, raw, braw);
   EXPECT_EQ(static_cast<uint8_t>(now[1]), kFloatRansVersion);
   chunk[1] = static_cast<char>(kFloatRansVersion + 1);
@@ -189,7 +189,7 @@ TEST(FloatRansV2Test, GoldenVersion1PayloadAndChunkStillDecode) {
 // Flipped bytes and truncations of payloads that the vector decoder reads: kCorruption, never a crash.
 TEST(FloatRansV2Test, CorruptLargePayloadsAreRefused) {
   const SimdSwitch restore;
-  for (FloatKind kind : {FloatKind::kBF16, FloatKind::kF16}) {
+  for (FloatKind kind : kAllKinds) {  // F32: 32 lanes since version 3
     const size_t n = 8192 + 64;
     const Values base = Gaussian(kind, n, 91);
     const Values data = Varied(kind, base, 92);
