@@ -31,31 +31,69 @@ CachedFileReader::CachedFileReader(FileCache* cache, int fd, const Digest& sha25
     : cache_(cache), fd_(fd), sha256_(sha256), size_(size) {}
 
 CachedFileReader::~CachedFileReader() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
   ::close(fd_);
+}
+
+StatusOr<std::string> CachedFileReader::ReadPiece(uint64_t pos) {
+  std::string piece(std::min(kPiece, size_ - pos), '\0');
+  size_t got = 0;
+  while (got < piece.size()) {
+    const ssize_t n = ::pread(fd_, piece.data() + got, piece.size() - got, static_cast<off_t>(pos + got));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0)
+      return IOError("reading the cached copy: " + std::string(n < 0 ? std::strerror(errno) : "short"));
+    got += static_cast<size_t>(n);
+  }
+  hash_.Update(piece);
+  if (pos + piece.size() == size_ && hash_.Finish() != sha256_) {
+    return Corruption("the cached copy of " + sha256_.ToString() + " does not match its sha256");
+  }
+  return piece;
+}
+
+void CachedFileReader::ReadAhead() {
+  for (uint64_t pos = 0; pos < size_;) {
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_.wait(lock, [&] { return stop_ || ready_.size() < 2; });
+      if (stop_) return;
+    }
+    StatusOr<std::string> piece = ReadPiece(pos);
+    const bool ok = piece.ok();
+    if (ok) pos += piece->size();
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      ready_.push_back(std::move(piece));
+    }
+    cv_.notify_all();
+    if (!ok) return;
+  }
 }
 
 StatusOr<std::string> CachedFileReader::Next() {
   if (!failed_.ok()) return failed_;
-  if (pos_ == size_) return std::string();
-  std::string piece(std::min(kPiece, size_ - pos_), '\0');
-  size_t got = 0;
-  while (got < piece.size()) {
-    const ssize_t n = ::pread(fd_, piece.data() + got, piece.size() - got, static_cast<off_t>(pos_ + got));
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      failed_ = IOError("reading the cached copy: " + std::string(n < 0 ? std::strerror(errno) : "short"));
-      cache_->Drop(sha256_);
-      return failed_;
-    }
-    got += static_cast<size_t>(n);
+  if (handed_ == size_) return std::string();
+  if (!thread_.joinable()) thread_ = std::thread([this] { ReadAhead(); });
+  StatusOr<std::string> piece = std::string();
+  {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait(lock, [&] { return !ready_.empty(); });
+    piece = std::move(ready_.front());
+    ready_.pop_front();
   }
-  hash_.Update(piece);
-  pos_ += piece.size();
-  if (pos_ == size_ && hash_.Finish() != sha256_) {
-    failed_ = Corruption("the cached copy of " + sha256_.ToString() + " does not match its sha256");
+  cv_.notify_all();
+  if (!piece.ok()) {
+    failed_ = piece.status();
     cache_->Drop(sha256_);
     return failed_;
   }
+  handed_ += piece->size();
   return piece;
 }
 

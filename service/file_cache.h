@@ -10,13 +10,16 @@
 // first when the budget is exceeded. Nothing in the cache is needed: deleting the directory loses nothing.
 #pragma once
 
+#include <condition_variable>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <set>
 #include <string>
+#include <thread>
 
 #include "common/sha256.h"
 #include "common/status.h"
@@ -25,7 +28,9 @@ namespace deltastore {
 
 class FileCache;
 
-// Reads one entry, piece by piece, checking its sha256 before handing out the last piece.
+// Reads one entry, piece by piece, checking its sha256 before handing out the last piece. A thread of its
+// own reads and hashes up to two pieces ahead while the caller sends the ones before; it starts at the
+// first Next() and is stopped and joined by the destructor.
 class CachedFileReader {
  public:
   CachedFileReader(FileCache* cache, int fd, const Digest& sha256, uint64_t size);
@@ -33,16 +38,27 @@ class CachedFileReader {
   CachedFileReader(const CachedFileReader&) = delete;
   CachedFileReader& operator=(const CachedFileReader&) = delete;
   // The next piece (at most 4 MiB); empty at the end. A damaged entry is dropped from the cache and read
-  // as DATA_CORRUPTED before its last piece.
+  // as CORRUPTION before its last piece; every later call returns that error.
   StatusOr<std::string> Next();
 
  private:
+  // The reading thread: reads, hashes and queues pieces until the end, an error or the stop.
+  void ReadAhead();
+  // One piece at `pos`, hashed; the error of a failed read or of a last piece whose digest is wrong.
+  StatusOr<std::string> ReadPiece(uint64_t pos);
+
   FileCache* cache_;
   int fd_;
   Digest sha256_;
-  uint64_t size_, pos_ = 0;
-  Sha256 hash_;
+  uint64_t size_;
+  Sha256 hash_;  // the reading thread's
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<StatusOr<std::string>> ready_;  // read ahead, in order; an error ends it
+  bool stop_ = false;
+  uint64_t handed_ = 0;  // bytes handed out
   Status failed_;
+  std::thread thread_;
 };
 
 // Writes a new entry from the pieces of a rebuild, in order. Commit() makes it visible once all `size`
