@@ -107,25 +107,52 @@ std::string PackBits(const std::vector<uint16_t>& codes, int shift, int width) {
   return out;
 }
 
-void UnpackBits(std::string_view packed, int shift, int width, std::vector<uint16_t>* codes) {
-  if (shift < 0) return;  // never: the plane widths add up to the code's bits (PlaneWidths)
-  uint64_t bit = 0;
-  for (auto& c : *codes) {
-    uint32_t v = 0;
-    for (int i = 0; i < width; ++i, ++bit) {
-      if (static_cast<uint8_t>(packed[bit >> 3]) & (1 << (bit & 7))) v |= 1u << i;
-    }
-    c = static_cast<uint16_t>(c | (v << shift));
+// row_start[r] = the kept elements before row r (rows + 1 entries); returns the kept count. Group and
+// dense masks keep a fixed count per row, so only Bernoulli masks draw their bits here.
+uint64_t RowStarts(const LossyParams& p, const std::vector<uint32_t>& positions,
+                   std::vector<uint64_t>* row_start) {
+  row_start->assign(static_cast<size_t>(p.rows) + 1, 0);
+  uint64_t per_row = 0;
+  if (p.mask == MaskKind::kDense) per_row = p.cols;
+  if (p.mask == MaskKind::kGroupK) {
+    for (uint32_t start = 0; start < p.cols; start += p.group)
+      per_row += GroupKeep(p, std::min<uint32_t>(p.group, p.cols - start));
   }
-}
-
-uint64_t CountKept(const LossyParams& p, const std::vector<uint32_t>& positions) {
-  uint64_t n = 0;
-  ForEachKept(p, positions, [&](uint32_t, uint32_t) { ++n; });
-  return n;
+  std::vector<uint32_t> cols;
+  size_t at = 0;  // kPositions: the next position
+  for (uint32_t r = 0; r < p.rows; ++r) {
+    uint64_t n = per_row;
+    if (p.mask == MaskKind::kBernoulli) {
+      KeptColumns(p, r, &cols);
+      n = cols.size();
+    } else if (p.mask == MaskKind::kPositions) {
+      const uint64_t end = (static_cast<uint64_t>(r) + 1) * p.cols;
+      const size_t first = at;
+      while (at < positions.size() && positions[at] < end) ++at;
+      n = at - first;
+    }
+    (*row_start)[r + 1] = (*row_start)[r] + n;
+  }
+  return row_start->back();
 }
 
 }  // namespace
+
+void PackedCodes::Unpack(uint64_t first, uint64_t n, uint16_t* out) const {
+  std::fill(out, out + n, uint16_t{0});
+  for (size_t p = 0; p < planes.size(); ++p) {
+    const int width = widths[p], shift = shifts[p];
+    const auto* packed = reinterpret_cast<const uint8_t*>(planes[p].data());
+    uint64_t bit = first * static_cast<uint64_t>(width);
+    for (uint64_t j = 0; j < n; ++j) {
+      uint32_t v = 0;
+      for (int i = 0; i < width; ++i, ++bit) {
+        if (packed[bit >> 3] & (1 << (bit & 7))) v |= 1u << i;
+      }
+      out[j] = static_cast<uint16_t>(out[j] | (v << shift));
+    }
+  }
+}
 
 // ---------------------------------------------------------------------------------------------------
 // Masks
@@ -476,8 +503,8 @@ class LossyBody {
   size_t next_ = 0;
 };
 
-// Stage 4: per-row (or shared) scales and zero points, then the value codes plane by plane.
-Status ParseLossyValues(LossyBody* body, uint64_t kept, LossyTensor* t) {
+// Stage 4: per-row (or shared) scales and zero points, then the value codes' planes (left packed).
+Status ParseLossyValues(LossyBody* body, uint64_t kept, LossyTensor* t, PackedCodes* codes) {
   const LossyParams& p = t->p;
   std::string buf;
   if (p.values == ValueKind::kQuant) {
@@ -493,12 +520,14 @@ Status ParseLossyValues(LossyBody* body, uint64_t kept, LossyTensor* t) {
       t->row_zero[i] = HalfToFloat(z);
     }
   }
-  t->codes.assign(kept, 0);
+  codes->count = kept;
   int shift = ValueBits(p);
   for (int w : PlaneWidths(ValueBits(p), ValuePlanes(p))) {
     shift -= w;
-    DS_RETURN_IF_ERROR(body->Next(&buf));
-    UnpackBits(buf, shift, w, &t->codes);
+    codes->planes.emplace_back();
+    DS_RETURN_IF_ERROR(body->Next(&codes->planes.back()));
+    codes->shifts.push_back(shift);
+    codes->widths.push_back(w);
   }
   return OkStatus();
 }
@@ -531,7 +560,8 @@ Status ParseLossyFactors(LossyBody* body, LossyTensor* t) {
 
 }  // namespace
 
-StatusOr<LossyTensor> ParseLossyChunk(std::string_view encoded, DType* dtype) {
+StatusOr<LossyTensor> ParseLossyChunkPacked(std::string_view encoded, DType* dtype, PackedCodes* codes,
+                                            std::vector<uint64_t>* row_start) {
   if (encoded.size() < 12 || static_cast<CodecId>(encoded[0]) != CodecId::kLossy) {
     return Corruption("not a lossy chunk");
   }
@@ -544,12 +574,22 @@ StatusOr<LossyTensor> ParseLossyChunk(std::string_view encoded, DType* dtype) {
   DS_RETURN_IF_ERROR(CheckLossyParams(t.p, raw_size, *dtype));
   const uint64_t numel = static_cast<uint64_t>(t.p.rows) * t.p.cols;
   if (t.p.mask == MaskKind::kPositions) DS_RETURN_IF_ERROR(ParseLossyPositions(&r, numel, &t.positions));
-  const uint64_t kept = CountKept(t.p, t.positions);
+  *codes = PackedCodes();
+  const uint64_t kept = RowStarts(t.p, t.positions, row_start);
   LossyBody body(&r, version, t.p, kept);
   DS_RETURN_IF_ERROR(body.Start());
-  DS_RETURN_IF_ERROR(ParseLossyValues(&body, kept, &t));
+  DS_RETURN_IF_ERROR(ParseLossyValues(&body, kept, &t, codes));
   if (t.p.rank > 0) DS_RETURN_IF_ERROR(ParseLossyFactors(&body, &t));
   if (!r.empty()) return Corruption("lossy chunk has trailing bytes");
+  return t;
+}
+
+StatusOr<LossyTensor> ParseLossyChunk(std::string_view encoded, DType* dtype) {
+  PackedCodes packed;
+  std::vector<uint64_t> row_start;
+  DS_ASSIGN_OR_RETURN(LossyTensor t, ParseLossyChunkPacked(encoded, dtype, &packed, &row_start));
+  t.codes.resize(packed.count);
+  packed.Unpack(0, packed.count, t.codes.data());
   return t;
 }
 

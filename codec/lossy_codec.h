@@ -85,6 +85,19 @@ float DequantizeCode(const LossyTensor& t, uint32_t row, uint16_t code);
 std::string EncodeLossyChunk(DType dtype, const LossyTensor& tensor);
 // Parses a lossy chunk without reconstructing (container inspection, tests).
 StatusOr<LossyTensor> ParseLossyChunk(std::string_view encoded, DType* dtype);
+// The value codes as stored: plane i holds bits [shifts[i], shifts[i] + widths[i]) of every code, packed
+// LSB first at widths[i] bits a code, in mask order.
+struct PackedCodes {
+  std::vector<std::string> planes;
+  std::vector<int> shifts, widths;
+  uint64_t count = 0;
+  // Codes [first, first + n) (first + n <= count) into out[0 .. n).
+  void Unpack(uint64_t first, uint64_t n, uint16_t* out) const;
+};
+// ParseLossyChunk with the codes left packed (the returned tensor's `codes` is empty), and where each row's
+// codes start in mask order: row_start[r] (rows + 1 entries, the last is the kept count).
+StatusOr<LossyTensor> ParseLossyChunkPacked(std::string_view encoded, DType* dtype, PackedCodes* codes,
+                                            std::vector<uint64_t>* row_start);
 // Reconstructs W into `out` (rows * cols elements of `dtype`) from the base tensor's bytes.
 Status DecodeLossyChunk(std::string_view encoded, std::string_view base, std::string* out);
 

@@ -3,11 +3,13 @@
 // Input: the encoded chunk; byte 0 is forced to the lossy codec id. Chunks whose header claims more
 // than kMaxRawSize raw bytes are skipped (readers bound it by the manifest's raw size). What parses
 // must re-encode to a chunk that parses to the same tensor, and must reconstruct against a base of its
-// size (made from the chunk's own bytes) when its dtype is a float one.
+// size (made from the chunk's own bytes) when its dtype is a float one; the row decoder (downloads)
+// accepts it too and gives the same bytes in two row ranges.
 #include <cstring>
 
 #include "codec/chunk_codec.h"
 #include "codec/lossy_codec.h"
+#include "codec/lossy_rows.h"
 #include "fuzz/fuzz_util.h"
 
 using namespace deltastore;
@@ -87,6 +89,19 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   } else {
     DS_FUZZ_CHECK(fuzz::IsOneOf(out.status(), {StatusCode::kCorruption, StatusCode::kInvalidArgument}),
                   "unexpected error code: %s", out.status().ToString().c_str());
+  }
+  auto by_rows = LossyRowDecoder::Parse(chunk);
+  DS_FUZZ_CHECK(by_rows.ok(), "the row decoder rejects a chunk the parser accepts: %s",
+                by_rows.status().ToString().c_str());
+  if (out.ok()) {
+    const uint64_t row = (*by_rows)->row_bytes();
+    const uint32_t mid = p.rows / 2;
+    std::string split(claimed, '\0');
+    Status first = (*by_rows)->DecodeRows(0, mid, std::string_view(base).substr(0, mid * row), split.data());
+    Status second = (*by_rows)->DecodeRows(mid, p.rows, std::string_view(base).substr(mid * row),
+                                           split.data() + mid * row);
+    DS_FUZZ_CHECK(first.ok() && second.ok() && split == *out,
+                  "row-range decode differs from the whole decode");
   }
   auto wrong = DecodeChunk(chunk, std::string_view(base).substr(0, base.size() / 2), claimed);
   DS_FUZZ_CHECK(claimed == 0 || !wrong.ok(), "lossy chunk decoded against a base of the wrong size");

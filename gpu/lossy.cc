@@ -7,6 +7,7 @@
 #include <cmath>
 
 #include "codec/lossy_codec.h"
+#include "codec/lossy_rows.h"
 #include "gpu/device.h"
 #include "gpu/lossy_internal.h"
 
@@ -34,7 +35,9 @@ Status Validate(DType dtype, uint32_t rows, uint32_t cols, const LossyOptions& o
 }
 
 // Loads the tensor pair and fills the search state every target ratio shares: delta, base shift, residual
-// and the evaluation inputs with their products. *F receives the finetune.
+// and the evaluation inputs with their products. *F receives the finetune unless F is null. The search
+// reads only R and the products, so the base (and the finetune when not kept) are dropped here: on a
+// large tensor each is a float32 copy of it.
 Status Prepare(Work* w, DType dtype, const char* base, const char* finetune, uint32_t rows, uint32_t cols,
                uint32_t stream, const float* calib_diag, const LossyOptions& options, torch::Tensor* F) {
   w->dtype = dtype;
@@ -43,16 +46,19 @@ Status Prepare(Work* w, DType dtype, const char* base, const char* finetune, uin
   w->stream = stream;
   w->opt = &options;
   w->B = Load(dtype, base, rows, cols);
-  *F = Load(dtype, finetune, rows, cols);
-  if (!torch::isfinite(*F).all().item<bool>() || !torch::isfinite(w->B).all().item<bool>()) {
+  torch::Tensor finetune_f = Load(dtype, finetune, rows, cols);
+  if (!torch::isfinite(finetune_f).all().item<bool>() || !torch::isfinite(w->B).all().item<bool>()) {
     return NonfiniteWeights("tensor holds NaN or Inf weights; lossy mode needs finite weights");
   }
-  w->D = *F - w->B;
+  w->D = finetune_f - w->B;
+  if (F != nullptr) *F = std::move(finetune_f);
+  finetune_f = torch::Tensor();
   if (options.dbms) {
     double bb = (w->B * w->B).sum().item<double>();
     w->lambda = bb > 0 ? static_cast<float>((w->D * w->B).sum().item<double>() / bb) : 0.0f;
   }
   w->R = w->D - w->lambda * w->B;
+  w->B = torch::Tensor();
   // Inputs for choosing parameters and measuring output error: seeded normal, scaled per input
   // channel by the calibration statistics when given (activation-aware).
   auto gen = at::detail::createCPUGenerator(options.seed ^ (static_cast<uint64_t>(stream) << 20));
@@ -98,15 +104,33 @@ void FitMu(const Work& w, const float* calib_diag, Candidate* best) {
   }
 }
 
-// The chunk, the tensor it rebuilds and the report, measured on the reconstruction downloads produce.
-StatusOr<LossyResult> Finish(const Work& w, Candidate best, const char* base, const torch::Tensor& F) {
+// The chunk, the tensor it rebuilds and the report, measured on the reconstruction downloads produce. F is
+// the finetune in float32, or undefined to load it from `finetune` here (then the error is computed in
+// its place, and the search state is released first).
+StatusOr<LossyResult> Finish(const Work& w, Candidate best, const char* base, const char* finetune,
+                             torch::Tensor F) {
   LossyResult result;
   result.chunk = std::move(best.chunk);
   const DType dtype = w.dtype;
-  std::string base_bytes(base, static_cast<size_t>(w.rows) * w.cols * DTypeSize(dtype));
-  DS_RETURN_IF_ERROR(DecodeLossyChunk(result.chunk, base_bytes, &result.reconstructed));
-  auto err = F - Load(dtype, result.reconstructed.data(), w.rows, w.cols);
-  const LossyParams& p = best.t.p;
+  const double dn = w.D.norm().item<double>();
+  const double kept = static_cast<double>(best.t.codes.size());
+  const LossyParams p = best.t.p;
+  best.t = LossyTensor();
+  // Rebuilt as downloads rebuild it (the same bytes as DecodeLossyChunk), a row at a time, from `base`.
+  const uint64_t size = static_cast<uint64_t>(w.rows) * w.cols * DTypeSize(dtype);
+  DS_ASSIGN_OR_RETURN(std::unique_ptr<LossyRowDecoder> decoder, LossyRowDecoder::Parse(result.chunk));
+  if (decoder->raw_size() != size) return Internal("lossy chunk does not match its tensor");
+  result.reconstructed.resize(size);
+  DS_RETURN_IF_ERROR(
+      decoder->DecodeRows(0, w.rows, std::string_view(base, size), result.reconstructed.data()));
+  decoder.reset();
+  torch::Tensor err;
+  if (F.defined()) {
+    err = F - Load(dtype, result.reconstructed.data(), w.rows, w.cols);
+  } else {
+    err = Load(dtype, finetune, w.rows, w.cols);
+    err.sub_(Load(dtype, result.reconstructed.data(), w.rows, w.cols));  // the same values as F - rebuilt
+  }
   LossyTensorReport& r = result.report;
   r.method = std::string(LossyMethodName(w.opt->method));
   r.lambda = p.lambda;
@@ -116,11 +140,10 @@ StatusOr<LossyResult> Finish(const Work& w, Candidate best, const char* base, co
   r.keep = p.keep;
   r.rank = p.rank;
   r.shared_scale = p.shared_scale;
-  r.keep_fraction = static_cast<double>(best.t.codes.size()) / (static_cast<double>(w.rows) * w.cols);
+  r.keep_fraction = kept / (static_cast<double>(w.rows) * w.cols);
   r.stored_bytes = result.chunk.size();
   r.within_budget = best.fits;
   r.delta_bytes = static_cast<uint64_t>(w.rows) * w.cols * DTypeSize(dtype);
-  double dn = w.D.norm().item<double>();
   r.weight_error = dn > 0 ? err.norm().item<double>() / dn : 0.0;
   double dxn = w.DX.norm().item<double>();
   r.output_error = dxn > 0 ? err.matmul(w.X).norm().item<double>() / dxn : 0.0;
@@ -131,6 +154,14 @@ StatusOr<LossyResult> Finish(const Work& w, Candidate best, const char* base, co
   r.estimator = p.mask == MaskKind::kDense ? "ecsq" : p.rank > 0 ? "lowrank+dropout" : "dropout";
   r.reason = best.reason;
   return result;
+}
+
+// Drops what only the search reads (the residual, its SVD, the masks drawn): Finish reads the delta, its
+// products and the inputs.
+void ReleaseSearch(Work* w) {
+  w->R = w->RX = w->U = w->S = w->Vh = torch::Tensor();
+  w->masks = MaskCache();
+  w->measured.clear();
 }
 
 // Tensors above this many elements choose deltadq's parameters on every s-th row (a search costs a
@@ -182,8 +213,7 @@ StatusOr<LossyResult> CompressLossyTensor(DType dtype, const char* base, const c
     torch::NoGradGuard no_grad;
     OneCpuThread();
     Work w;
-    torch::Tensor F;
-    DS_RETURN_IF_ERROR(Prepare(&w, dtype, base, finetune, rows, cols, stream, calib_diag, options, &F));
+    DS_RETURN_IF_ERROR(Prepare(&w, dtype, base, finetune, rows, cols, stream, calib_diag, options, nullptr));
     SetTarget(&w, options);
     std::optional<Candidate> best;
     if (uint32_t s = SearchRowStride(rows, cols, options); s > 1) {
@@ -203,7 +233,8 @@ StatusOr<LossyResult> CompressLossyTensor(DType dtype, const char* base, const c
     }
     if (!best) return Unreachable(w);
     if (calib_diag && options.fit_mu) FitMu(w, calib_diag, &*best);
-    return Finish(w, std::move(*best), base, F);
+    ReleaseSearch(&w);
+    return Finish(w, std::move(*best), base, finetune, torch::Tensor());
   } catch (const c10::Error& e) {
     return Internal(std::string("libtorch: ") + e.what_without_backtrace());
   } catch (const std::exception& e) {
@@ -251,8 +282,8 @@ StatusOr<std::vector<LossyProbe>> ProbeLossyTensor(DType dtype, const char* base
       std::optional<Candidate> best = RunMethod(pw);
       if (best) {
         if (calib_diag && o.fit_mu) FitMu(pw, calib_diag, &*best);
-        DS_ASSIGN_OR_RETURN(LossyResult r,
-                            Finish(pw, std::move(*best), s > 1 ? sub_base.data() : base, s > 1 ? sub_F : F));
+        DS_ASSIGN_OR_RETURN(LossyResult r, Finish(pw, std::move(*best), s > 1 ? sub_base.data() : base,
+                                                  nullptr, s > 1 ? sub_F : F));
         probe.reachable = true;
         probe.report = std::move(r.report);
         if (s > 1) {

@@ -73,6 +73,10 @@ Status VersionReader::ReadTensor(const TensorEntry& tensor, uint64_t offset, uin
     if (bt == nullptr || bt->size != tensor.size) return Corruption("base lacks tensor " + tensor.name);
     return base->ReadTensor(*bt, offset, len, out);
   }
+  if (tensor.encoding == TensorEncoding::kLossy && tensor.chunks.size() == 1 &&
+      tensor.chunks[0].raw_size == tensor.size) {
+    return ReadLossy(tensor, offset, len, out);
+  }
   uint64_t chunk_start = 0;
   for (size_t i = 0; i < tensor.chunks.size() && len > 0; ++i) {
     uint64_t chunk_end = chunk_start + tensor.chunks[i].raw_size;
@@ -96,6 +100,32 @@ Status VersionReader::ReadTensor(const TensorEntry& tensor, uint64_t offset, uin
     chunk_start = chunk_end;
   }
   return len == 0 ? OkStatus() : Corruption("chunks of " + tensor.name + " are shorter than the tensor");
+}
+
+Status VersionReader::ReadLossy(const TensorEntry& tensor, uint64_t offset, uint64_t len, char* out) {
+  if (len == 0) return OkStatus();
+  const ChunkRef& ref = tensor.chunks[0];
+  DS_ASSIGN_OR_RETURN(std::shared_ptr<const LossyRowDecoder> decoder,
+                      lossy_cache_->Get(ref.digest.ToString(), [&] { return Fetch(ref.digest); }));
+  if (decoder->raw_size() != tensor.size) return Corruption("chunk raw size does not match the manifest");
+  const uint64_t row = decoder->row_bytes();
+  const uint64_t r0 = offset / row, r1 = (offset + len + row - 1) / row;
+  if (!(lossy_tensor_ == tensor.name && lossy_r0_ <= r0 && r1 <= lossy_r1_)) {
+    lossy_tensor_.clear();
+    DS_ASSIGN_OR_RETURN(TensorSource * base, Base());
+    const TensorEntry* bt = base->FindTensor(tensor.name);
+    if (bt == nullptr || bt->size != tensor.size) return Corruption("base lacks tensor " + tensor.name);
+    base_scratch_.resize((r1 - r0) * row);
+    DS_RETURN_IF_ERROR(base->ReadTensor(*bt, r0 * row, base_scratch_.size(), base_scratch_.data()));
+    lossy_rows_.resize(base_scratch_.size());
+    DS_RETURN_IF_ERROR(decoder->DecodeRows(static_cast<uint32_t>(r0), static_cast<uint32_t>(r1),
+                                           base_scratch_, lossy_rows_.data()));
+    lossy_tensor_ = tensor.name;
+    lossy_r0_ = r0;
+    lossy_r1_ = r1;
+  }
+  std::copy_n(lossy_rows_.data() + (offset - lossy_r0_ * row), len, out);
+  return OkStatus();
 }
 
 Status VersionReader::ReadChunks(const std::vector<ChunkRef>& chunks, uint64_t offset, uint64_t len,
@@ -125,6 +155,7 @@ void VersionReader::CheckChunkDigests(bool on) {
 StatusOr<std::unique_ptr<VersionReader>> VersionReader::Clone() {
   auto c = std::make_unique<VersionReader>(store_, manifest_, loader_);
   c->check_digests_ = check_digests_;
+  c->lossy_cache_ = lossy_cache_;
   if (owned_base_ == nullptr && base_ != nullptr) {
     c->base_ = base_;  // given by the caller: shared
   } else if (manifest_.base) {

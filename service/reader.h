@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "codec/chunk_codec.h"
+#include "codec/lossy_rows.h"
 #include "codec/manifest.h"
 #include "codec/safetensors.h"
 #include "service/file_streamer.h"
@@ -60,6 +61,8 @@ class VersionReader : public TensorSource {
   StatusOr<std::string> FetchChunk(const TensorEntry& tensor, size_t index, uint64_t chunk_offset,
                                    std::string_view* base_bytes);
   StatusOr<const std::string*> DecodedChunk(const TensorEntry& tensor, size_t index, uint64_t chunk_offset);
+  // Bytes of a lossy tensor (one chunk): only the rows that hold them are rebuilt, from the base's rows.
+  Status ReadLossy(const TensorEntry& tensor, uint64_t offset, uint64_t len, char* out);
 
   ChunkStore* store_;
   Manifest manifest_;
@@ -74,6 +77,12 @@ class VersionReader : public TensorSource {
   bool cache_valid_ = false;
   std::string base_scratch_;
   bool check_digests_ = true;
+  // Parsed lossy chunks, shared with this reader's clones (a download's workers).
+  std::shared_ptr<LossyDecoderCache> lossy_cache_ = std::make_shared<LossyDecoderCache>();
+  // The rows of a lossy tensor last rebuilt (a piece may end mid-row; the next one starts there).
+  std::string lossy_tensor_;
+  uint64_t lossy_r0_ = 0, lossy_r1_ = 0;
+  std::string lossy_rows_;
 };
 
 // Base tensors from safetensors files on disk (the original base checkpoint, for offline rebuilds).
