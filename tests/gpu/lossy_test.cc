@@ -338,5 +338,25 @@ TEST(LossyProbeTest, ProbesAtSeveralRatiosAreReportedInOrderAndDoNotDependOnTheT
   EXPECT_FALSE(bad.ok());
 }
 
+// At high ratios the fit spends its budget: within 10% of the target, not the half that k = 1 of a
+// 128-group (deltadq) or keep-probability steps of 1/1024 (dare) used to leave unspent.
+TEST(LossyTest, HighRatiosLandWithinTenPercentOfTheTarget) {
+  Pair pair = MakePair(256, 768, 21);
+  for (auto m : {LossyMethod::kDeltaDQ, LossyMethod::kDare}) {
+    for (double ratio : {512.0, 1024.0}) {
+      LossyOptions o;
+      o.method = m;
+      o.target_ratio = ratio;
+      auto r = CompressLossyTensor(DType::kF32, pair.base.data(), pair.ft.data(), pair.rows, pair.cols, 3,
+                                   nullptr, o);
+      ASSERT_TRUE(r.ok()) << r.status().ToString();
+      const double achieved = static_cast<double>(r->report.delta_bytes) / r->report.stored_bytes;
+      EXPECT_TRUE(r->report.within_budget) << LossyMethodName(m) << " " << ratio;
+      EXPECT_GE(achieved, ratio * 0.9) << LossyMethodName(m) << " " << r->report.reason;
+      EXPECT_LE(achieved, ratio * 1.1) << LossyMethodName(m) << " " << r->report.reason;
+    }
+  }
+}
+
 }  // namespace
 }  // namespace deltastore
