@@ -88,8 +88,14 @@ std::optional<Candidate> ChooseScaleAndRank(const Work& w, bool* shared, LowRank
   } else if (o.rank < 0) {
     for (int r : {1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256}) ranks.push_back(r);
   }
+  // Quick probes of a tensor run at growing budgets (the allocation asks for its ratios in descending
+  // order), and the best rank grows with the budget: a probe starts its sweep at the rank the previous,
+  // smaller budget chose instead of at 1 (the sweep is ~ten rank families on a nearly low-rank delta).
+  const bool hinted = o.quick && o.rank < 0 && w.budget_bytes >= w.rank_hint_budget;
+  const int start = hinted ? w.rank_hint : 0;
   int worse = 0;
   for (int r : ranks) {
+    if (r < start) continue;
     if (r > kMaxLossyRank || r > static_cast<int>(std::min(w.rows, w.cols))) break;
     if (o.rank < 0 && LowRankBytes(w, r, kFactorBits) > 0.9 * w.budget_bytes) break;
     LowRank cand = MakeLowRank(w, r, kFactorBits);
@@ -102,6 +108,7 @@ std::optional<Candidate> ChooseScaleAndRank(const Work& w, bool* shared, LowRank
       break;
     }
   }
+  if (o.quick && o.rank < 0) w.rank_hint = lr->rank, w.rank_hint_budget = w.budget_bytes;
   return ref;
 }
 

@@ -358,5 +358,28 @@ TEST(LossyTest, HighRatiosLandWithinTenPercentOfTheTarget) {
   }
 }
 
+// Probes at growing budgets start their rank sweep at the rank the previous budget chose: on a delta
+// that is nearly low rank they choose the same ranks as probes run one ratio at a time.
+TEST(LossyProbeTest, ARankSweepStartedAtThePreviousProbesRankChoosesTheSameRanks) {
+  Pair pair = MakeLowRankPair(96, 192, 6, 0.3f, 22);
+  LossyOptions o;
+  const std::vector<double> ratios = {256, 128, 64, 32};
+  auto probe = [&](const std::vector<double>& rs) {
+    return ProbeLossyTensor(DType::kF32, pair.base.data(), pair.ft.data(), pair.rows, pair.cols, 6, nullptr,
+                            o, rs);
+  };
+  auto all = probe(ratios);
+  ASSERT_TRUE(all.ok()) << all.status().ToString();
+  int previous = 0;
+  for (size_t i = 0; i < ratios.size(); ++i) {
+    auto one = probe({ratios[i]});
+    ASSERT_TRUE(one.ok());
+    EXPECT_EQ((*all)[i].report.rank, (*one)[0].report.rank) << ratios[i];
+    EXPECT_GE((*all)[i].report.rank, previous) << ratios[i];
+    previous = (*all)[i].report.rank;
+  }
+  EXPECT_GT(previous, 0);  // the case exercises the low-rank term
+}
+
 }  // namespace
 }  // namespace deltastore
