@@ -203,15 +203,28 @@ void OneCpuThread() {
   if (!UseCuda() && at::get_num_threads() != 1) at::set_num_threads(1);
 }
 
+// Runs `body` with no autograd and one intra-op thread, turning libtorch's (and the standard library's)
+// exceptions into Status: the prologue and error mapping both entry points share.
+template <typename T, typename F>
+StatusOr<T> GuardTorch(F&& body) {
+  try {
+    torch::NoGradGuard no_grad;
+    OneCpuThread();
+    return body();
+  } catch (const c10::Error& e) {
+    return Internal(std::string("libtorch: ") + e.what_without_backtrace());
+  } catch (const std::exception& e) {
+    return Internal(std::string("lossy compression: ") + e.what());
+  }
+}
+
 }  // namespace
 
 StatusOr<LossyResult> CompressLossyTensor(DType dtype, const char* base, const char* finetune, uint32_t rows,
                                           uint32_t cols, uint32_t stream, const float* calib_diag,
                                           const LossyOptions& options) {
   DS_RETURN_IF_ERROR(Validate(dtype, rows, cols, options));
-  try {
-    torch::NoGradGuard no_grad;
-    OneCpuThread();
+  return GuardTorch<LossyResult>([&]() -> StatusOr<LossyResult> {
     Work w;
     DS_RETURN_IF_ERROR(Prepare(&w, dtype, base, finetune, rows, cols, stream, calib_diag, options, nullptr));
     SetTarget(&w, options);
@@ -235,11 +248,7 @@ StatusOr<LossyResult> CompressLossyTensor(DType dtype, const char* base, const c
     if (calib_diag && options.fit_mu) FitMu(w, calib_diag, &*best);
     ReleaseSearch(&w);
     return Finish(w, std::move(*best), base, finetune, torch::Tensor());
-  } catch (const c10::Error& e) {
-    return Internal(std::string("libtorch: ") + e.what_without_backtrace());
-  } catch (const std::exception& e) {
-    return Internal(std::string("lossy compression: ") + e.what());
-  }
+  });
 }
 
 StatusOr<std::vector<LossyProbe>> ProbeLossyTensor(DType dtype, const char* base, const char* finetune,
@@ -252,9 +261,7 @@ StatusOr<std::vector<LossyProbe>> ProbeLossyTensor(DType dtype, const char* base
     o.target_ratio = ratio;
     DS_RETURN_IF_ERROR(Validate(dtype, rows, cols, o));
   }
-  try {
-    torch::NoGradGuard no_grad;
-    OneCpuThread();
+  return GuardTorch<std::vector<LossyProbe>>([&]() -> StatusOr<std::vector<LossyProbe>> {
     Work w;
     torch::Tensor F;
     DS_RETURN_IF_ERROR(Prepare(&w, dtype, base, finetune, rows, cols, stream, calib_diag, options, &F));
@@ -298,11 +305,7 @@ StatusOr<std::vector<LossyProbe>> ProbeLossyTensor(DType dtype, const char* base
       out.push_back(std::move(probe));
     }
     return out;
-  } catch (const c10::Error& e) {
-    return Internal(std::string("libtorch: ") + e.what_without_backtrace());
-  } catch (const std::exception& e) {
-    return Internal(std::string("lossy compression: ") + e.what());
-  }
+  });
 }
 
 }  // namespace deltastore

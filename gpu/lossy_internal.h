@@ -50,6 +50,9 @@ struct Work {
   mutable MaskCache masks;
   // Chunk size and output error of the candidates built so far, by (family key, parameter); see FitBudget.
   mutable std::map<std::pair<std::string, int>, std::pair<double, double>> measured;
+  // The rank the last quick probe of this tensor chose, and its budget (see ChooseScaleAndRank).
+  mutable int rank_hint = 0;
+  mutable double rank_hint_budget = 0;
   float lambda = 0;
   double budget_bytes = 0;
   double bits_per_weight = 0;  // of the budget

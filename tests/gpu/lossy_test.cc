@@ -338,5 +338,48 @@ TEST(LossyProbeTest, ProbesAtSeveralRatiosAreReportedInOrderAndDoNotDependOnTheT
   EXPECT_FALSE(bad.ok());
 }
 
+// At high ratios the fit spends its budget: within 10% of the target, not the half that k = 1 of a
+// 128-group (deltadq) or keep-probability steps of 1/1024 (dare) used to leave unspent.
+TEST(LossyTest, HighRatiosLandWithinTenPercentOfTheTarget) {
+  Pair pair = MakePair(256, 768, 21);
+  for (auto m : {LossyMethod::kDeltaDQ, LossyMethod::kDare}) {
+    for (double ratio : {512.0, 1024.0}) {
+      LossyOptions o;
+      o.method = m;
+      o.target_ratio = ratio;
+      auto r = CompressLossyTensor(DType::kF32, pair.base.data(), pair.ft.data(), pair.rows, pair.cols, 3,
+                                   nullptr, o);
+      ASSERT_TRUE(r.ok()) << r.status().ToString();
+      const double achieved = static_cast<double>(r->report.delta_bytes) / r->report.stored_bytes;
+      EXPECT_TRUE(r->report.within_budget) << LossyMethodName(m) << " " << ratio;
+      EXPECT_GE(achieved, ratio * 0.9) << LossyMethodName(m) << " " << r->report.reason;
+      EXPECT_LE(achieved, ratio * 1.1) << LossyMethodName(m) << " " << r->report.reason;
+    }
+  }
+}
+
+// Probes at growing budgets start their rank sweep at the rank the previous budget chose: on a delta
+// that is nearly low rank they choose the same ranks as probes run one ratio at a time.
+TEST(LossyProbeTest, ARankSweepStartedAtThePreviousProbesRankChoosesTheSameRanks) {
+  Pair pair = MakeLowRankPair(96, 192, 6, 0.3f, 22);
+  LossyOptions o;
+  const std::vector<double> ratios = {256, 128, 64, 32};
+  auto probe = [&](const std::vector<double>& rs) {
+    return ProbeLossyTensor(DType::kF32, pair.base.data(), pair.ft.data(), pair.rows, pair.cols, 6, nullptr,
+                            o, rs);
+  };
+  auto all = probe(ratios);
+  ASSERT_TRUE(all.ok()) << all.status().ToString();
+  int previous = 0;
+  for (size_t i = 0; i < ratios.size(); ++i) {
+    auto one = probe({ratios[i]});
+    ASSERT_TRUE(one.ok());
+    EXPECT_EQ((*all)[i].report.rank, (*one)[0].report.rank) << ratios[i];
+    EXPECT_GE((*all)[i].report.rank, previous) << ratios[i];
+    previous = (*all)[i].report.rank;
+  }
+  EXPECT_GT(previous, 0);  // the case exercises the low-rank term
+}
+
 }  // namespace
 }  // namespace deltastore
