@@ -108,7 +108,7 @@ void FitMu(const Work& w, const float* calib_diag, Candidate* best) {
 // the finetune in float32, or undefined to load it from `finetune` here (then the error is computed in
 // its place, and the search state is released first).
 StatusOr<LossyResult> Finish(const Work& w, Candidate best, const char* base, const char* finetune,
-                             torch::Tensor F) {
+                             const torch::Tensor& F) {
   LossyResult result;
   result.chunk = std::move(best.chunk);
   const DType dtype = w.dtype;
