@@ -386,6 +386,32 @@ TEST(LossyIngestTest, AllocationNearTheLargestRatioStaysInRange) {
   fs::remove_all(c.dir);
 }
 
+// The note of a version whose tensors could not spend their share: from the reports alone.
+TEST(LossyQualityTest, TheRatioNoteNamesTensorsThatLeaveTheirShareUnspent) {
+  auto report = [](uint64_t delta, uint64_t stored, double target, bool within) {
+    return json{{"weight_error", 0.1},      {"delta_norm", 1.0},      {"output_error", 0.1},
+                {"delta_output_norm", 1.0}, {"delta_bytes", delta},   {"stored_bytes", stored},
+                {"target_ratio", target},   {"within_budget", within}}
+        .dump();
+  };
+  auto policy = ParseLossyPolicy({{"mode", "lossy"}, {"ratio", 1024}});
+  ASSERT_TRUE(policy.ok()) << policy.status().ToString();
+  IngestStats stats;
+  // One tensor spends its share (1024x), one stores half of it (2048x): 3 MiB / 2 KiB = 1536x overall.
+  stats.lossy_reports = {report(1 << 20, 1024, 1024, true), report(2 << 20, 1024, 1024, true)};
+  stats.tensors = stats.tensors_lossy = 2;
+  json q = QualityReport(*policy, stats, Manifest());
+  EXPECT_NEAR(q["lossy_ratio"].get<double>(), 3.0 * (1 << 20) / 2048, 1e-9);
+  EXPECT_EQ(
+      q["ratio_note"],
+      "lossy tensors at 1536.0x for 1024.0x: 1 tensor(s) (2097152 delta bytes) leave over 10% of their "
+      "share unspent: their method's next larger setting (a kept value per group, a keep-probability "
+      "step, the next rank) does not fit it, and the tensors encoded after them could not use the rest");
+  // Within 10% of the target: no note.
+  stats.lossy_reports = {report(1 << 20, 1024, 1024, true), report(1 << 20, 1000, 1024, true)};
+  EXPECT_EQ(QualityReport(*policy, stats, Manifest())["ratio_note"], "");
+}
+
 TEST(LossyIngestTest, WithoutAllocationEveryTensorGetsTheTargetAndNoPlanning) {
   Checkpoints c = MakeCheckpoints("noalloc");
   LossyIngest r = IngestLossy(c, {{"mode", "lossy"}, {"ratio", 16}, {"allocate", false}});
