@@ -141,7 +141,8 @@ TEST(AllocateRatesTest, ChoosesTheLeastErrorWithinTheBudget) {
   // Over a sweep of budgets: always within, never the dominated point, error never rising with the
   // budget, and never worse than the best single multiplier shared by both tensors.
   double last_err = std::numeric_limits<double>::infinity();
-  for (double budget = 200; budget <= 900; budget += 25) {
+  for (int step = 0; step <= 28; ++step) {
+    const double budget = 200 + 25.0 * step;  // 200 .. 900
     pick = AllocateRates(kCurves, budget);
     ASSERT_EQ(pick.size(), 2u);
     EXPECT_LE(Bytes(kCurves, pick), budget) << budget;
