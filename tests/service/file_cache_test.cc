@@ -17,7 +17,9 @@ namespace {
 
 namespace fs = std::filesystem;
 
-std::string Bytes(char c, size_t n) { return std::string(n, c); }
+std::string Bytes(char c, size_t n) {
+  return std::string(n, c);
+}
 
 // Fills the entry of `bytes` in two pieces; true when the cache took it.
 bool Fill(FileCache* cache, const std::string& bytes) {

@@ -1,6 +1,6 @@
 // Real servers for the tests of one test binary: PostgreSQL (tests/tools/pg_server.sh) and SeaweedFS's
-// S3 (tests/tools/s3_server.sh), each started on free ports (picked by the scripts) the first time a test asks for it and
-// stopped when the binary exits; each test takes a fresh database or bucket prefix of it.
+// S3 (tests/tools/s3_server.sh), each started on free ports (picked by the scripts) the first time a test
+// asks for it and stopped when the binary exits; each test takes a fresh database or bucket prefix of it.
 #pragma once
 
 #include <libpq-fe.h>
