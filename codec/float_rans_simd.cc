@@ -51,14 +51,26 @@ DS_AVX512_INLINE inline __m512i DecodeSymbols(__m512i* x, __m512i table, const r
   return _mm512_and_si512(e, _mm512_set1_epi32(0xFF));
 }
 
+// Inclusive prefix sum of the 16 lanes (lane 15: the sum of all).
+DS_AVX512_INLINE inline __m512i InclusiveSum(__m512i v) {
+  const __m512i zero = _mm512_setzero_si512();
+  v = _mm512_add_epi32(v, _mm512_alignr_epi32(v, zero, 15));
+  v = _mm512_add_epi32(v, _mm512_alignr_epi32(v, zero, 14));
+  v = _mm512_add_epi32(v, _mm512_alignr_epi32(v, zero, 12));
+  return _mm512_add_epi32(v, _mm512_alignr_epi32(v, zero, 8));
+}
+
+// Moves the raw stream past the fields whose lengths' inclusive sum is `incl`.
+DS_AVX512_INLINE inline void SkipRaw(__m512i incl, SimdStreams* s) {
+  const int total = s->raw_bit + _mm_extract_epi32(_mm512_extracti32x4_epi32(incl, 3), 3);
+  s->raw += total >> 3;
+  s->raw_bit = total & 7;
+}
+
 // Raw fields of nraw[k] bits, lane 0 first, from the bit stream at s. A field and its offset in its first
 // byte fit 32 bits (nraw <= 15 for the 16-bit kinds), 16 fields fit 31 bytes after s->raw.
 DS_AVX512_INLINE inline __m512i RawFields(__m512i nraw, SimdStreams* s) {
-  const __m512i zero = _mm512_setzero_si512();
-  __m512i incl = _mm512_add_epi32(nraw, _mm512_alignr_epi32(nraw, zero, 15));
-  incl = _mm512_add_epi32(incl, _mm512_alignr_epi32(incl, zero, 14));
-  incl = _mm512_add_epi32(incl, _mm512_alignr_epi32(incl, zero, 12));
-  incl = _mm512_add_epi32(incl, _mm512_alignr_epi32(incl, zero, 8));
+  const __m512i incl = InclusiveSum(nraw);
   const __m512i off = _mm512_add_epi32(_mm512_sub_epi32(incl, nraw), _mm512_set1_epi32(s->raw_bit));
   const __m512i bytes = _mm512_loadu_si512(s->raw);
   const __m512i at =
@@ -67,9 +79,7 @@ DS_AVX512_INLINE inline __m512i RawFields(__m512i nraw, SimdStreams* s) {
   __m512i v = _mm512_permutexvar_epi8(at, bytes);
   v = _mm512_srlv_epi32(v, _mm512_and_si512(off, _mm512_set1_epi32(7)));
   v = _mm512_andnot_si512(_mm512_sllv_epi32(_mm512_set1_epi32(-1), nraw), v);
-  const int total = s->raw_bit + _mm_extract_epi32(_mm512_extracti32x4_epi32(incl, 3), 3);
-  s->raw += total >> 3;
-  s->raw_bit = total & 7;
+  SkipRaw(incl, s);
   return v;
 }
 
@@ -92,11 +102,7 @@ DS_AVX512_INLINE inline __m512i High8(__m512i v) {
 }
 
 DS_AVX512_INLINE inline __m512i RawFields32(__m512i nraw, SimdStreams* s) {
-  const __m512i zero = _mm512_setzero_si512();
-  __m512i incl = _mm512_add_epi32(nraw, _mm512_alignr_epi32(nraw, zero, 15));
-  incl = _mm512_add_epi32(incl, _mm512_alignr_epi32(incl, zero, 14));
-  incl = _mm512_add_epi32(incl, _mm512_alignr_epi32(incl, zero, 12));
-  incl = _mm512_add_epi32(incl, _mm512_alignr_epi32(incl, zero, 8));
+  const __m512i incl = InclusiveSum(nraw);
   const __m512i off = _mm512_add_epi32(_mm512_sub_epi32(incl, nraw), _mm512_set1_epi32(s->raw_bit));
   // Lanes 8..15 read from the byte holding lane 8's first bit.
   const int hi_byte = _mm_cvtsi128_si32(_mm512_extracti32x4_epi32(off, 2)) >> 3;
@@ -106,9 +112,7 @@ DS_AVX512_INLINE inline __m512i RawFields32(__m512i nraw, SimdStreams* s) {
   const __m512i shift = _mm512_and_si512(off, _mm512_set1_epi32(7));
   const __m512i v0 = Fields64(Low8(byte_at), Low8(shift), Low8(nraw), s->raw);
   const __m512i v1 = Fields64(High8(byte_at), High8(shift), High8(nraw), s->raw + hi_byte);
-  const int total = s->raw_bit + _mm_extract_epi32(_mm512_extracti32x4_epi32(incl, 3), 3);
-  s->raw += total >> 3;
-  s->raw_bit = total & 7;
+  SkipRaw(incl, s);
   return _mm512_inserti64x4(_mm512_castsi256_si512(_mm512_cvtepi64_epi32(v0)), _mm512_cvtepi64_epi32(v1), 1);
 }
 
