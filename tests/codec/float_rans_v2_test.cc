@@ -149,13 +149,6 @@ constexpr const char* kGoldenV1Delta =
     "549f774ce9ab74ba71f4263917ca5faf7fb52750daf57238f99c5bd64d9586d4"
     "92000010000005000036005c008800801c";
 
-std::string FromHex(const char* hex) {
-  std::string out;
-  for (const char* p = hex; p[0] != 0 && p[1] != 0; p += 2)
-    out.push_back(static_cast<char>(std::stoi(std::string(p, 2), nullptr, 16)));
-  return out;
-}
-
 TEST(FloatRansV2Test, GoldenVersion1PayloadAndChunkStillDecode) {
   std::vector<uint16_t> base, data;
   GoldenValues(&base, &data);

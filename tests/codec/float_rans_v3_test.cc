@@ -172,13 +172,6 @@ constexpr const char* kGoldenV2F32Delta =
     "ab7d7983acc7537947e056a5b05772475ac62b1d4e5e1e1910c1558cc030d583"
     "ffee4dd5b5e6fb71f4486d685cd9d3a7bf6912002482140fe700";
 
-std::string FromHex(const char* hex) {
-  std::string out;
-  for (const char* p = hex; p[0] != 0 && p[1] != 0; p += 2)
-    out.push_back(static_cast<char>(std::stoi(std::string(p, 2), nullptr, 16)));
-  return out;
-}
-
 TEST(FloatRansV3Test, GoldenVersion2F32PayloadAndChunkStillDecode) {
   std::vector<uint32_t> base, data;
   GoldenF32(&base, &data);

@@ -145,4 +145,12 @@ inline bool ReadSafetensors(const std::string& path, std::map<std::string, Tenso
   return true;
 }
 
+// The bytes of a hex string (golden payloads written into the tests).
+inline std::string FromHex(const char* hex) {
+  std::string out;
+  for (const char* p = hex; p[0] != 0 && p[1] != 0; p += 2)
+    out.push_back(static_cast<char>(std::stoi(std::string(p, 2), nullptr, 16)));
+  return out;
+}
+
 }  // namespace deltastore::float_test
