@@ -25,7 +25,7 @@ Response DownloadFile(Registry* reg, Request& req) {
   auto reader = v->reader;
   return ServeBytes(req, std::move(headers), file->size, "\"" + file->sha256.ToString() + "\"",
                     [reg, reader, file](uint64_t begin, uint64_t end) -> BodyProducer {
-                      return OpenFileBody(reader, file, begin, end, reg->file_cache()).next;
+                      return OpenFileBody(reader, file, begin, end, reg->file_cache());
                     });
 }
 

@@ -106,8 +106,11 @@ CacheFill::~CacheFill() {
 
 void CacheFill::Abandon() {
   if (fd_ < 0) return;
-  ::close(fd_);
-  fd_ = -1;
+  ::close(std::exchange(fd_, -1));
+  Discard();
+}
+
+void CacheFill::Discard() {
   ::unlink(temp_path_.c_str());
   cache_->EndFill(sha256_);
 }
@@ -125,13 +128,8 @@ void CacheFill::Append(std::string_view piece) {
 
 void CacheFill::Commit() {
   if (fd_ < 0) return;
-  if (written_ != size_ || ::close(fd_) != 0) {
-    fd_ = -1;
-    ::unlink(temp_path_.c_str());
-    cache_->EndFill(sha256_);
-    return;
-  }
-  fd_ = -1;
+  const bool complete = written_ == size_;
+  if (::close(std::exchange(fd_, -1)) != 0 || !complete) return Discard();
   cache_->Publish(sha256_, size_, temp_path_);
 }
 

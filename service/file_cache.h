@@ -76,6 +76,8 @@ class CacheFill {
 
  private:
   void Abandon();
+  // Removes the closed temporary file and ends the fill.
+  void Discard();
   FileCache* cache_;
   int fd_;
   std::string temp_path_;

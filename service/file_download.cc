@@ -5,30 +5,29 @@
 
 namespace deltastore {
 
-FileBody OpenFileBody(const std::shared_ptr<VersionReader>& reader, const FileEntry* file, uint64_t begin,
-                      uint64_t end, FileCache* cache) {
+PieceSource OpenFileBody(const std::shared_ptr<VersionReader>& reader, const FileEntry* file, uint64_t begin,
+                         uint64_t end, FileCache* cache) {
   const bool whole = begin == 0 && end == file->size;
   if (cache != nullptr && whole) {
     std::shared_ptr<CachedFileReader> hit = cache->Find(file->sha256, file->size);
-    if (hit) return {[reader, hit]() { return hit->Next(); }, true};
+    if (hit) return [reader, hit]() { return hit->Next(); };
   }
   auto streamer = std::make_shared<FileStreamer>(reader.get(), file, begin, end, /*verify=*/true);
   std::shared_ptr<CacheFill> fill;
   if (cache != nullptr && whole) fill = cache->Begin(file->sha256, file->size);
-  if (!fill) return {[reader, streamer]() { return streamer->Next(); }, false};
+  if (!fill) return [reader, streamer]() { return streamer->Next(); };
   // The streamer checks the file's sha256 before it hands out the last piece, so the fill is complete
   // and verified when the empty piece comes.
-  return {[reader, streamer, fill]() -> StatusOr<std::string> {
-            auto piece = streamer->Next();
-            if (!piece.ok()) return piece;
-            if (piece->empty()) {
-              fill->Commit();
-            } else {
-              fill->Append(*piece);
-            }
-            return piece;
-          },
-          false};
+  return [reader, streamer, fill]() -> StatusOr<std::string> {
+    auto piece = streamer->Next();
+    if (!piece.ok()) return piece;
+    if (piece->empty()) {
+      fill->Commit();
+    } else {
+      fill->Append(*piece);
+    }
+    return piece;
+  };
 }
 
 }  // namespace deltastore

@@ -19,15 +19,10 @@ class VersionReader;
 // Produces the next piece of a body; an empty piece is the end.
 using PieceSource = std::function<StatusOr<std::string>()>;
 
-struct FileBody {
-  PieceSource next;
-  bool cached = false;  // read from the file cache
-};
-
 // Bytes [begin, end) of `file`, a file of the version `reader` reads (the reader stays alive while the
 // body does). Both ways check the file's sha256 before the last byte of a whole file goes out. `cache`
 // may be null (no cache).
-FileBody OpenFileBody(const std::shared_ptr<VersionReader>& reader, const FileEntry* file, uint64_t begin,
-                      uint64_t end, FileCache* cache);
+PieceSource OpenFileBody(const std::shared_ptr<VersionReader>& reader, const FileEntry* file, uint64_t begin,
+                         uint64_t end, FileCache* cache);
 
 }  // namespace deltastore
