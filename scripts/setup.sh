@@ -10,6 +10,7 @@ TORCH_VERSION="2.15.0"
 APT_PACKAGES=(
   build-essential cmake ninja-build ccache pkg-config git python3 python3-venv
   libboost1.81-dev librocksdb-dev libzstd-dev libssl-dev nlohmann-json3-dev libgtest-dev libgmock-dev
+  libxxhash-dev  # common/xxh128: the file cache's entry checksum
   libcli11-dev
   libpq-dev libcurl4-openssl-dev  # storage/: PostgreSQL metadata (libpq), S3 chunks (libcurl, AWS SigV4)
   postgresql curl  # the tests start a real PostgreSQL (tests/tools/pg_server.sh); s3_server.sh polls with curl

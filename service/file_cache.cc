@@ -11,6 +11,8 @@
 #include <utility>
 #include <vector>
 
+#include "common/endian.h"
+
 namespace deltastore {
 namespace fs = std::filesystem;
 
@@ -18,6 +20,33 @@ namespace {
 
 constexpr uint64_t kPiece = uint64_t{4} << 20;
 constexpr std::string_view kTempPrefix = "tmp-";
+// An entry's trailer (docs/http_api.md, "File cache entries"): magic, format version, the size of the
+// bytes before it, their XXH3-128.
+constexpr std::string_view kMagic = "DSFC";
+constexpr uint32_t kEntryVersion = 1;
+constexpr size_t kTrailerSize = 32;
+
+std::string Trailer(uint64_t size, const std::string& xxh128) {
+  std::string t(kMagic);
+  PutLE(&t, kEntryVersion, 4);
+  PutLE(&t, size, 8);
+  return t + xxh128;
+}
+
+// The XXH3-128 an entry's trailer records, when the open file `fd` ends with a trailer of this format
+// version for `size` bytes (any size when `size` is nullopt; it is returned through `found`).
+std::optional<std::string> ReadTrailer(int fd, uint64_t* found) {
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || static_cast<uint64_t>(st.st_size) < kTrailerSize) return std::nullopt;
+  const uint64_t size = static_cast<uint64_t>(st.st_size) - kTrailerSize;
+  char t[kTrailerSize];
+  if (::pread(fd, t, kTrailerSize, static_cast<off_t>(size)) != static_cast<ssize_t>(kTrailerSize))
+    return std::nullopt;
+  if (std::string_view(t, 4) != kMagic || GetLE(t + 4, 4) != kEntryVersion || GetLE(t + 8, 8) != size)
+    return std::nullopt;
+  *found = size;
+  return std::string(t + 16, 16);
+}
 
 bool IsEntryName(const std::string& name) {
   return name.size() == 64 && std::all_of(name.begin(), name.end(), [](char c) {
@@ -27,8 +56,9 @@ bool IsEntryName(const std::string& name) {
 
 }  // namespace
 
-CachedFileReader::CachedFileReader(FileCache* cache, int fd, const Digest& sha256, uint64_t size)
-    : cache_(cache), fd_(fd), sha256_(sha256), size_(size) {}
+CachedFileReader::CachedFileReader(FileCache* cache, int fd, const Digest& sha256, uint64_t size,
+                                   std::string xxh128)
+    : cache_(cache), fd_(fd), sha256_(sha256), size_(size), xxh128_(std::move(xxh128)) {}
 
 CachedFileReader::~CachedFileReader() {
   {
@@ -51,8 +81,9 @@ StatusOr<std::string> CachedFileReader::ReadPiece(uint64_t pos) {
     got += static_cast<size_t>(n);
   }
   hash_.Update(piece);
-  if (pos + piece.size() == size_ && hash_.Finish() != sha256_) {
-    return Corruption("the cached copy of " + sha256_.ToString() + " does not match its sha256");
+  if (pos + piece.size() == size_ && hash_.Finish() != xxh128_) {
+    return Corruption("the cached copy of " + sha256_.ToString() +
+                      " is damaged (its checksum does not match)");
   }
   return piece;
 }
@@ -97,8 +128,9 @@ StatusOr<std::string> CachedFileReader::Next() {
   return piece;
 }
 
-CacheFill::CacheFill(FileCache* cache, int fd, std::string temp_path, const Digest& sha256, uint64_t size)
-    : cache_(cache), fd_(fd), temp_path_(std::move(temp_path)), sha256_(sha256), size_(size) {}
+CacheFill::CacheFill(FileCache* cache, int fd, std::string temp_path, std::optional<Digest> named,
+                     uint64_t size)
+    : cache_(cache), fd_(fd), temp_path_(std::move(temp_path)), named_(named), size_(size) {}
 
 CacheFill::~CacheFill() {
   Abandon();
@@ -112,11 +144,12 @@ void CacheFill::Abandon() {
 
 void CacheFill::Discard() {
   ::unlink(temp_path_.c_str());
-  cache_->EndFill(sha256_);
+  cache_->EndFill(named_);
 }
 
 void CacheFill::Append(std::string_view piece) {
   if (fd_ < 0) return;
+  hash_.Update(piece);
   while (!piece.empty()) {
     const ssize_t n = ::write(fd_, piece.data(), piece.size());
     if (n < 0 && errno == EINTR) continue;
@@ -126,11 +159,13 @@ void CacheFill::Append(std::string_view piece) {
   }
 }
 
-void CacheFill::Commit() {
+void CacheFill::Commit(const Digest& sha256) {
   if (fd_ < 0) return;
-  const bool complete = written_ == size_;
-  if (::close(std::exchange(fd_, -1)) != 0 || !complete) return Discard();
-  cache_->Publish(sha256_, size_, temp_path_);
+  if (written_ != size_ || (named_ && *named_ != sha256)) return Abandon();
+  const std::string trailer = Trailer(size_, hash_.Finish());
+  const bool wrote = ::write(fd_, trailer.data(), trailer.size()) == static_cast<ssize_t>(trailer.size());
+  if (::close(std::exchange(fd_, -1)) != 0 || !wrote) return Discard();
+  cache_->Publish(sha256, size_, temp_path_);
 }
 
 StatusOr<std::unique_ptr<FileCache>> FileCache::Open(const std::string& dir, uint64_t capacity) {
@@ -147,7 +182,16 @@ StatusOr<std::unique_ptr<FileCache>> FileCache::Open(const std::string& dir, uin
       fs::remove_all(e.path(), fe);  // a fill cut short by a crash, or something that is not ours
       continue;
     }
-    found.push_back({e.last_write_time(fe), {name, e.file_size(fe)}});
+    // Entries of another format version, or cut short, are dropped: the cache is rebuilt as it is used.
+    const int fd = ::open(e.path().c_str(), O_RDONLY | O_CLOEXEC);
+    uint64_t size = 0;
+    const bool valid = fd >= 0 && ReadTrailer(fd, &size).has_value();
+    if (fd >= 0) ::close(fd);
+    if (!valid) {
+      fs::remove(e.path(), fe);
+      continue;
+    }
+    found.push_back({e.last_write_time(fe), {name, size}});
   }
   if (ec) return IOError("cannot list the file cache directory: " + ec.message());
   std::sort(found.begin(), found.end());
@@ -166,14 +210,18 @@ std::unique_ptr<CachedFileReader> FileCache::Find(const Digest& sha256, uint64_t
   auto it = entries_.find(hex);
   if (it == entries_.end() || it->second.size != size) return nullptr;
   const int fd = ::open(PathOf(hex).c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {  // removed behind our back: forget it
+  uint64_t found = 0;
+  std::optional<std::string> xxh128 = fd >= 0 ? ReadTrailer(fd, &found) : std::nullopt;
+  if (!xxh128 || found != size) {  // removed or damaged behind our back: forget it
+    if (fd >= 0) ::close(fd);
+    ::unlink(PathOf(hex).c_str());
     bytes_ -= it->second.size;
     entries_.erase(it);
     return nullptr;
   }
   it->second.last_use = ++clock_;
   ::futimens(fd, nullptr);  // the order of use survives a restart
-  return std::make_unique<CachedFileReader>(this, fd, sha256, size);
+  return std::make_unique<CachedFileReader>(this, fd, sha256, size, std::move(*xxh128));
 }
 
 std::unique_ptr<CacheFill> FileCache::Begin(const Digest& sha256, uint64_t size) {
@@ -185,6 +233,15 @@ std::unique_ptr<CacheFill> FileCache::Begin(const Digest& sha256, uint64_t size)
   if (fd < 0) return nullptr;
   filling_.insert(hex);
   return std::make_unique<CacheFill>(this, fd, temp, sha256, size);
+}
+
+std::unique_ptr<CacheFill> FileCache::BeginUnnamed(uint64_t size) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (capacity_ == 0 || size > capacity_) return nullptr;
+  const std::string temp = dir_ + "/" + std::string(kTempPrefix) + "unnamed-" + std::to_string(++unnamed_);
+  const int fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) return nullptr;
+  return std::make_unique<CacheFill>(this, fd, temp, std::nullopt, size);
 }
 
 void FileCache::Drop(const Digest& sha256) {
@@ -222,7 +279,7 @@ void FileCache::Publish(const Digest& sha256, uint64_t size, const std::string& 
   const std::string hex = sha256.Hex();
   std::lock_guard<std::mutex> lock(mu_);
   filling_.erase(hex);
-  if (::rename(temp_path.c_str(), PathOf(hex).c_str()) != 0) {
+  if (entries_.count(hex) != 0 || ::rename(temp_path.c_str(), PathOf(hex).c_str()) != 0) {
     ::unlink(temp_path.c_str());
     return;
   }
@@ -231,9 +288,10 @@ void FileCache::Publish(const Digest& sha256, uint64_t size, const std::string& 
   EvictLocked();
 }
 
-void FileCache::EndFill(const Digest& sha256) {
+void FileCache::EndFill(const std::optional<Digest>& named) {
+  if (!named) return;
   std::lock_guard<std::mutex> lock(mu_);
-  filling_.erase(sha256.Hex());
+  filling_.erase(named->Hex());
 }
 
 }  // namespace deltastore

@@ -4,10 +4,13 @@
 //
 // Entries are named by the file's sha256 (the manifest's `sha256`, the download's ETag), so every version
 // that serves the same bytes shares one entry and an entry can never answer for other bytes: a download
-// looks its file up only after resolving the version, and checks the sha256 of what it reads before the
-// last byte goes out, as a rebuild does. An entry is written only from a whole-file rebuild whose sha256
-// matched, under a temporary name, and renamed into place when complete. Least recently used entries go
-// first when the budget is exceeded. Nothing in the cache is needed: deleting the directory loses nothing.
+// looks its file up only after resolving the version. An entry is written only from bytes whose sha256
+// matched (a whole-file rebuild, or a lossless upload as it is stored), under a temporary name, and
+// renamed into place when complete. It ends with a trailer (docs/http_api.md, "File cache entries") that
+// holds the XXH3-128 of its bytes, checked before the last byte goes out: damage on disk cuts the
+// download, at a small fraction of the cost of hashing the file again with sha256. Least recently used
+// entries go first when the budget is exceeded. Nothing in the cache is needed: deleting the directory
+// loses nothing.
 #pragma once
 
 #include <condition_variable>
@@ -17,23 +20,25 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <string>
 #include <thread>
 
 #include "common/sha256.h"
 #include "common/status.h"
+#include "common/xxh128.h"
 
 namespace deltastore {
 
 class FileCache;
 
-// Reads one entry, piece by piece, checking its sha256 before handing out the last piece. A thread of its
+// Reads one entry, piece by piece, checking its XXH3-128 before handing out the last piece. A thread of its
 // own reads and hashes up to two pieces ahead while the caller sends the ones before; it starts at the
 // first Next() and is stopped and joined by the destructor.
 class CachedFileReader {
  public:
-  CachedFileReader(FileCache* cache, int fd, const Digest& sha256, uint64_t size);
+  CachedFileReader(FileCache* cache, int fd, const Digest& sha256, uint64_t size, std::string xxh128);
   ~CachedFileReader();
   CachedFileReader(const CachedFileReader&) = delete;
   CachedFileReader& operator=(const CachedFileReader&) = delete;
@@ -51,7 +56,8 @@ class CachedFileReader {
   int fd_;
   Digest sha256_;
   uint64_t size_;
-  Sha256 hash_;  // the reading thread's
+  std::string xxh128_;  // from the entry's trailer
+  Xxh128 hash_;         // the reading thread's
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<StatusOr<std::string>> ready_;  // read ahead, in order; an error ends it
@@ -61,18 +67,20 @@ class CachedFileReader {
   std::thread thread_;
 };
 
-// Writes a new entry from the pieces of a rebuild, in order. Commit() makes it visible once all `size`
-// bytes came; a fill destroyed before that leaves nothing behind.
+// Writes a new entry from the pieces of a file, in order. Commit() makes it visible once all `size` bytes
+// came; a fill destroyed before that leaves nothing behind.
 class CacheFill {
  public:
-  CacheFill(FileCache* cache, int fd, std::string temp_path, const Digest& sha256, uint64_t size);
+  // `named`: the fill FileCache::Begin reserved for this sha256 (nullopt for BeginUnnamed).
+  CacheFill(FileCache* cache, int fd, std::string temp_path, std::optional<Digest> named, uint64_t size);
   ~CacheFill();
   CacheFill(const CacheFill&) = delete;
   CacheFill& operator=(const CacheFill&) = delete;
   // Appends a piece; a write error (a full disk) abandons the fill quietly: the download goes on.
   void Append(std::string_view piece);
-  // After the last piece (whose sha256 the rebuild checked): publishes the entry.
-  void Commit();
+  // After the last piece, with the sha256 the caller checked over all of them: writes the trailer and
+  // publishes the entry (unless the cache has it already). A named fill takes only its own digest.
+  void Commit(const Digest& sha256);
 
  private:
   void Abandon();
@@ -81,8 +89,9 @@ class CacheFill {
   FileCache* cache_;
   int fd_;
   std::string temp_path_;
-  Digest sha256_;
+  std::optional<Digest> named_;
   uint64_t size_, written_ = 0;
+  Xxh128 hash_;
 };
 
 class FileCache {
@@ -96,6 +105,9 @@ class FileCache {
   // A fill for a new entry, or nullptr when the cache holds it or is filling it already, or the file is
   // larger than the budget.
   std::unique_ptr<CacheFill> Begin(const Digest& sha256, uint64_t size);
+  // A fill whose sha256 is known only at its end (an upload hashed while it is stored), or nullptr when
+  // the file is larger than the budget.
+  std::unique_ptr<CacheFill> BeginUnnamed(uint64_t size);
   // Removes the entry (a deleted version's files, a damaged entry). Readers that have it open keep reading.
   void Drop(const Digest& sha256);
 
@@ -110,7 +122,7 @@ class FileCache {
   // Under mu_: removes least recently used entries until the total fits the budget.
   void EvictLocked();
   void Publish(const Digest& sha256, uint64_t size, const std::string& temp_path);
-  void EndFill(const Digest& sha256);
+  void EndFill(const std::optional<Digest>& named);
 
   struct Entry {
     uint64_t size;
@@ -123,6 +135,7 @@ class FileCache {
   std::set<std::string> filling_;
   uint64_t bytes_ = 0;
   uint64_t clock_ = 0;
+  uint64_t unnamed_ = 0;  // numbers the temporary files of unnamed fills
 };
 
 }  // namespace deltastore

@@ -18,11 +18,11 @@ PieceSource OpenFileBody(const std::shared_ptr<VersionReader>& reader, const Fil
   if (!fill) return [reader, streamer]() { return streamer->Next(); };
   // The streamer checks the file's sha256 before it hands out the last piece, so the fill is complete
   // and verified when the empty piece comes.
-  return [reader, streamer, fill]() -> StatusOr<std::string> {
+  return [reader, streamer, fill, sha256 = file->sha256]() -> StatusOr<std::string> {
     auto piece = streamer->Next();
     if (!piece.ok()) return piece;
     if (piece->empty()) {
-      fill->Commit();
+      fill->Commit(sha256);
     } else {
       fill->Append(*piece);
     }

@@ -27,7 +27,7 @@ bool Fill(FileCache* cache, const std::string& bytes) {
   if (!fill) return false;
   fill->Append(std::string_view(bytes).substr(0, bytes.size() / 2));
   fill->Append(std::string_view(bytes).substr(bytes.size() / 2));
-  fill->Commit();
+  fill->Commit(Sha256::Of(bytes));
   return true;
 }
 
@@ -76,7 +76,7 @@ TEST(FileCacheTest, AnUnfinishedFillLeavesNothingAndBlocksASecondFillMeanwhile) 
     ASSERT_NE(fill, nullptr);
     EXPECT_EQ((*cache)->Begin(Sha256::Of(a), a.size()), nullptr) << "one fill of an entry at a time";
     fill->Append(std::string_view(a).substr(0, 100));
-    fill->Commit();  // 100 of 300 bytes: not published
+    fill->Commit(Sha256::Of(a));  // 100 of 300 bytes: not published
   }
   EXPECT_EQ((*cache)->entries(), 0u);
   EXPECT_TRUE(Names(dir.path()).empty());
@@ -156,6 +156,64 @@ TEST(FileCacheTest, ARestartKeepsEntriesDropsTemporaryFilesAndABudgetOfZeroEmpti
   }
   auto off = FileCache::Open(dir.path().string(), 0);
   ASSERT_TRUE(off.ok());
+  EXPECT_TRUE(Names(dir.path()).empty());
+}
+
+TEST(FileCacheTest, AnUnnamedFillIsPublishedUnderTheDigestItIsCommittedWith) {
+  TempDir dir;
+  auto cache = FileCache::Open(dir.path().string(), 1000);
+  ASSERT_TRUE(cache.ok());
+  const std::string a = Bytes('a', 300);
+  for (int i = 0; i < 2; ++i) {  // the second finds the entry there and leaves it
+    auto fill = (*cache)->BeginUnnamed(a.size());
+    ASSERT_NE(fill, nullptr);
+    fill->Append(a);
+    fill->Commit(Sha256::Of(a));
+  }
+  EXPECT_EQ((*cache)->entries(), 1u);
+  EXPECT_EQ((*cache)->bytes(), 300u);
+  EXPECT_EQ(*ReadBack(cache->get(), a), a);
+  EXPECT_EQ(Names(dir.path()), std::vector<std::string>{Sha256::Of(a).Hex()});
+  {
+    auto fill = (*cache)->BeginUnnamed(a.size());
+    fill->Append(a.substr(1));
+    fill->Commit(Sha256::Of(a.substr(1)));  // 299 of the 300 bytes it announced: not published
+  }
+  EXPECT_EQ((*cache)->entries(), 1u);
+  EXPECT_EQ((*cache)->BeginUnnamed(1001), nullptr) << "larger than the budget";
+}
+
+TEST(FileCacheTest, ANamedFillTakesOnlyItsOwnDigest) {
+  TempDir dir;
+  auto cache = FileCache::Open(dir.path().string(), 1000);
+  ASSERT_TRUE(cache.ok());
+  const std::string a = Bytes('a', 300), b = Bytes('b', 300);
+  auto fill = (*cache)->Begin(Sha256::Of(a), a.size());
+  ASSERT_NE(fill, nullptr);
+  fill->Append(b);
+  fill->Commit(Sha256::Of(b));
+  EXPECT_EQ((*cache)->entries(), 0u);
+  EXPECT_TRUE(Names(dir.path()).empty());
+}
+
+TEST(FileCacheTest, EntriesWithoutAValidTrailerAreDropped) {
+  TempDir dir;
+  const std::string a = Bytes('a', 400), b = Bytes('b', 400);
+  {
+    auto cache = FileCache::Open(dir.path().string(), 1000);
+    ASSERT_TRUE(cache.ok());
+    ASSERT_TRUE(Fill(cache->get(), a));
+  }
+  // An entry of the first format (the bytes alone), as a cache written before trailers holds.
+  std::ofstream(dir.path() / Sha256::Of(b).Hex(), std::ios::binary) << b;
+  auto cache = FileCache::Open(dir.path().string(), 1000);
+  ASSERT_TRUE(cache.ok());
+  EXPECT_EQ((*cache)->entries(), 1u);
+  EXPECT_EQ(Names(dir.path()), std::vector<std::string>{Sha256::Of(a).Hex()});
+  // A trailer cut short behind the cache's back: the entry is forgotten when it is next looked up.
+  fs::resize_file(dir.path() / Sha256::Of(a).Hex(), a.size() + 31);
+  EXPECT_EQ((*cache)->Find(Sha256::Of(a), a.size()), nullptr);
+  EXPECT_EQ((*cache)->entries(), 0u);
   EXPECT_TRUE(Names(dir.path()).empty());
 }
 
