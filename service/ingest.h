@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "service/file_cache.h"
 #include "service/reader.h"
 
 namespace deltastore {
@@ -68,6 +69,9 @@ struct IngestOptions {
   LossyHook lossy;                  // set for lossy versions
   LossyPlanner lossy_planner;       // optional, with `lossy`
   std::function<bool()> cancelled;  // checked between tensors: true stops the ingest (kUnavailable)
+  // When set and the version is lossless (no `lossy`), each file enters this cache as it is read: the
+  // bytes stored are the bytes downloads will serve, committed under the sha256 computed over them.
+  FileCache* file_cache = nullptr;
   // Threads that encode a file's tensor chunks (0: the machine's cores). At most this many chunks are in
   // flight (each with its base piece); they are stored in order, so the manifest, the chunks and their
   // reference counts are those of a one-thread run.

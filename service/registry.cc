@@ -48,9 +48,9 @@ StatusOr<std::unique_ptr<Registry>> Registry::Open(const RegistryOptions& given)
   if (!options.recover) return r;
   if (options.file_cache_bytes > 0 || fs::exists(fs::path(options.data_dir) / "file-cache")) {
     // Opened with a budget of 0 once more after it is turned off, to empty it.
-    DS_ASSIGN_OR_RETURN(r->file_cache_,
+    DS_ASSIGN_OR_RETURN(r->state_.file_cache,
                         FileCache::Open(options.data_dir + "/file-cache", options.file_cache_bytes));
-    if (options.file_cache_bytes == 0) r->file_cache_.reset();
+    if (options.file_cache_bytes == 0) r->state_.file_cache.reset();
   }
   DS_RETURN_IF_ERROR(r->Recover());
   r->queue_.Start(
@@ -218,7 +218,7 @@ Status Registry::DeleteTag(const std::string& model, const std::string& tag) {
   return catalog_.DeleteTag(model, tag);
 }
 StatusOr<json> Registry::DeleteVersion(const std::string& model, const std::string& ref) {
-  if (file_cache_ == nullptr) return deletion_.DeleteVersion(model, ref);
+  if (file_cache() == nullptr) return deletion_.DeleteVersion(model, ref);
   // A deleted version's files leave this node's cache too (other nodes evict them in time).
   std::vector<Digest> files;
   if (auto v = catalog_.OpenForRead(model, ref); v.ok()) {
@@ -226,7 +226,7 @@ StatusOr<json> Registry::DeleteVersion(const std::string& model, const std::stri
   }
   auto deleted = deletion_.DeleteVersion(model, ref);
   if (deleted.ok()) {
-    for (const auto& d : files) file_cache_->Drop(d);
+    for (const auto& d : files) file_cache()->Drop(d);
   }
   return deleted;
 }

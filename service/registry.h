@@ -37,7 +37,7 @@ class Registry {
   ChunkStore* chunks() { return state_.chunks(); }
   MetaStore* meta() { return state_.meta(); }
   // This node's cache of rebuilt files (null when off).
-  FileCache* file_cache() { return file_cache_.get(); }
+  FileCache* file_cache() { return state_.file_cache.get(); }
   TokenStore tokens() { return TokenStore(meta()); }
 
   // Uploads.
@@ -113,7 +113,6 @@ class Registry {
   RegistryAudit audit_;
   Deletion deletion_;
   VersionCreator creator_;
-  std::unique_ptr<FileCache> file_cache_;
 };
 
 }  // namespace deltastore

@@ -11,6 +11,7 @@
 #include <string>
 #include <thread>
 
+#include "service/file_cache.h"
 #include "storage/stores.h"
 
 namespace deltastore {
@@ -52,6 +53,8 @@ struct RegistryState {
   // changes from conflicting with each other; other nodes' are caught by the condition.
   std::mutex commit_mu;
   std::atomic<bool> stopping{false};
+  // --file-cache-gb: set by Registry::Open before the workers start, else null.
+  std::unique_ptr<FileCache> file_cache;
 };
 
 // Runs `attempt` again while it fails with COMMIT_CONFLICT (another node's commit came between its reads

@@ -136,6 +136,7 @@ StatusOr<VersionCreator::Outcome> VersionCreator::Ingest(JobRecord* job) {
     options.lossy = std::move(hooks.encode);
     options.lossy_planner = std::move(hooks.planner);
   }
+  options.file_cache = s_->file_cache.get();
   options.cancelled = [this, id = job->id] {
     return s_->stopping.load() || leases_.Lost(id) || leases_.CancelRequested(id);
   };

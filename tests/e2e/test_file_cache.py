@@ -1,7 +1,8 @@
-"""The file cache (deltastored --file-cache-gb): a whole-file download is rebuilt once, kept under
-DATA/file-cache by its sha256 and read from there afterwards; a damaged copy is caught by the sha256 check
-before the last byte and dropped; ranges and the Hugging Face route read the same bytes; deleting the
-version removes its copy; turning the cache off empties it."""
+"""The file cache (deltastored --file-cache-gb): a lossless version's files enter it as they are stored,
+and a whole-file download rebuilds a file it does not hold once and keeps it, under DATA/file-cache by
+its sha256; downloads read from there afterwards; a damaged copy is caught by its checksum before the
+last byte and dropped; ranges and the Hugging Face route read the same bytes; deleting the version
+removes its copy; turning the cache off empties it."""
 import hashlib
 
 import requests
@@ -31,12 +32,11 @@ def test_repeated_downloads_come_from_the_cache_and_a_damaged_copy_is_never_serv
     hexd = sha256_file(src)
     _, v = c.register("m", src)
     path = f"/v1/models/m/versions/{v['digest']}/files/{FILE}"
-    assert cached(data) == []
+    assert cached(data) == [hexd]  # stored losslessly: the upload's bytes are the bytes served
 
-    first = get_all(c, path)  # rebuilt from the chunks, kept on the way
+    first = get_all(c, path)  # from the cache
     assert hashlib.sha256(first).hexdigest() == hexd
-    assert cached(data) == [hexd]
-    assert get_all(c, path) == first  # from the cache
+    assert get_all(c, path) == first
     r = c.get(path, headers={"Range": "bytes=100-299"})
     assert r.status_code == 206 and r.content == first[100:300]
     # The Hugging Face route serves the same file through the same cache.
@@ -57,7 +57,7 @@ def test_repeated_downloads_come_from_the_cache_and_a_damaged_copy_is_never_serv
         pass
     assert len(got) < len(first), "a damaged cached copy must not be served whole"
     assert cached(data) == []
-    assert get_all(c, path) == first  # rebuilt again, and kept again
+    assert get_all(c, path) == first  # rebuilt from the chunks, and kept on the way
     assert cached(data) == [hexd]
 
     # Deleting the version removes its copy.
@@ -71,7 +71,6 @@ def test_turning_the_cache_off_empties_it(make_server, fixtures, tmp_path):
     srv = make_server(["--file-cache-gb", "1"], data_dir=data)
     c = Client(srv.url)
     _, v = c.register("m", fixtures / "faceres.bf16.safetensors")
-    get_all(c, f"/v1/models/m/versions/{v['digest']}/files/{FILE}")
     assert len(cached(data)) == 1
     srv.stop()
     srv.extra_args = []

@@ -430,5 +430,45 @@ TEST(PackerTest, BadInputIsAClearError) {
   fs::remove_all(dir);
 }
 
+// A lossless ingest puts each file into the file cache as it reads it, under the sha256 it computed;
+// a lossy one (whose served bytes differ) does not.
+TEST(PackerTest, ALosslessIngestFillsTheFileCache) {
+  if (!HaveFixtures()) GTEST_SKIP() << "fixtures missing at " << kFixtures;
+  auto dir = TempDir("file_cache");
+  const std::string st = kFixtures + "/faceres.bf16.safetensors";
+  const std::string blob = (dir / "config.json").string();
+  std::ofstream(blob) << R"({"hidden_size": 8})";
+  auto store = NewMemoryChunkStore();
+  for (bool lossy : {true, false}) {
+    auto cache = FileCache::Open((dir / (lossy ? "lossy" : "lossless")).string(), uint64_t{1} << 30);
+    ASSERT_TRUE(cache.ok());
+    IngestOptions options;
+    options.file_cache = cache->get();
+    if (lossy) {
+      options.lossy = [](const TensorInfo&, const std::string&, const std::string&, uint32_t) {
+        return StatusOr<std::optional<LossyOutcome>>(std::nullopt);
+      };
+    }
+    IngestStats stats;
+    auto m = IngestFiles(store.get(), {{st, "model.safetensors"}, {blob, "config.json"}}, nullptr, options,
+                         &stats);
+    ASSERT_TRUE(m.ok()) << m.status().ToString();
+    if (lossy) {
+      EXPECT_EQ((*cache)->entries(), 0u);
+      continue;
+    }
+    EXPECT_EQ((*cache)->entries(), 2u);
+    for (const auto& [path, file] : {std::pair{st, m->files[0]}, std::pair{blob, m->files[1]}}) {
+      EXPECT_EQ(file.sha256.Hex(), FileSha(path));
+      auto reader = (*cache)->Find(file.sha256, file.size);
+      ASSERT_NE(reader, nullptr) << path;
+      std::string back;
+      for (auto piece = reader->Next(); piece.ok() && !piece->empty(); piece = reader->Next()) back += *piece;
+      EXPECT_EQ(Sha256::Of(back).Hex(), FileSha(path));
+    }
+  }
+  fs::remove_all(dir);
+}
+
 }  // namespace
 }  // namespace deltastore
