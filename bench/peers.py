@@ -292,9 +292,10 @@ def server_steps(args, tag, binary, data_dir, label, bpath, fpath, size, reps, s
                     raise RuntimeError(f"download of {name}: {n} bytes, expected {size}")
                 ts.append(t)
             cpu = (cpu_seconds(pid) - c0) / (n_reps * size / 1e9)
-            how = "from the file cache" if cache else "rebuilt"
+            how = ("from the file cache, its XXH3-128 checked on the way" if cache
+                   else "rebuilt, sha256 checked on the way")
             add(f"{tag}download {name} version, {which} (curl > /dev/null)", min(ts), size,
-                f"{how}, sha256 checked on the way; server CPU {cpu:.2f} s/GB")
+                f"{how}; server CPU {cpu:.2f} s/GB")
     rss_dl = srv.peak_rss()
     rows.append(dict(section="streaming", input=label, step=f"{tag}peak RSS download", bytes=rss_dl))
     log(f"{tag}peak RSS during downloads: {rss_dl / MiB:.1f} MiB")
