@@ -99,7 +99,9 @@ Response ServeBytes(const Request& req, Headers headers, uint64_t size, const st
     r.body.clear();  // an empty body needs no producer
     return r;
   }
-  r.stream = open(span.begin, span.end);
+  Body body = open(span.begin, span.end);
+  r.stream = std::move(body.stream);
+  r.file = std::move(body.file);
   return r;
 }
 

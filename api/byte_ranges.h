@@ -22,8 +22,8 @@ std::optional<ByteRange> ParseByteRange(const std::string& header, uint64_t size
 // Whether an If-None-Match header matches `etag` (quoted; weak forms compare equal).
 bool EtagMatches(const std::string& if_none_match, const std::string& etag);
 
-// Opens a producer of the body's bytes [begin, end).
-using RangeOpener = std::function<BodyProducer(uint64_t begin, uint64_t end)>;
+// Opens the body of the bytes [begin, end): a producer, and the file when it is a whole one.
+using RangeOpener = std::function<Body(uint64_t begin, uint64_t end)>;
 
 // The answer to a GET (or HEAD) of a `size`-byte body: 304 when If-None-Match matches `etag`, 416 for a
 // range outside the body, 206 with Content-Range for one range, else 200. `headers` go on every answer

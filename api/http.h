@@ -11,6 +11,7 @@
 #include <string_view>
 #include <vector>
 
+#include "common/file_span.h"
 #include "common/status.h"
 
 namespace deltastore::api {
@@ -36,12 +37,21 @@ struct Request {
 // the headers went out can only close the connection, so producers verify before they hand out bytes.
 using BodyProducer = std::function<StatusOr<std::string>()>;
 
+// A body to serve: its producer, and the file it is when it is one (Response::file).
+struct Body {
+  Body(BodyProducer s = {}, std::shared_ptr<FileSpan> f = {}) : stream(std::move(s)), file(std::move(f)) {}
+  BodyProducer stream;
+  std::shared_ptr<FileSpan> file;
+};
+
 struct Response {
   int status = 200;
   Headers headers;
   std::string body;
   // A streamed body: when set, `body` is ignored and `content_length` bytes come from it.
   BodyProducer stream;
+  // With `stream`, when the body is a whole file: plain connections send it with sendfile(2) instead.
+  std::shared_ptr<FileSpan> file;
   uint64_t content_length = 0;
 
   // Test helper: the whole body, draining `stream` when set.

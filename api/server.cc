@@ -1,5 +1,7 @@
 #include "api/server.h"
 
+#include "api/send_file.h"
+
 #include <atomic>
 #include <boost/asio.hpp>
 #include <boost/asio/awaitable.hpp>
@@ -112,6 +114,21 @@ struct Server::Impl {
     (void)sec;
   }
 
+  // A whole file on a plain connection: the header, then sendfile(2). False when the connection must close.
+  asio::awaitable<bool> WriteFile(beast::tcp_stream& stream, Response& resp, bool keep_alive) {
+    http::response<http::empty_body> h{static_cast<http::status>(resp.status), 11};
+    CopyHeaders(resp, &h);
+    h.keep_alive(keep_alive);
+    h.content_length(resp.content_length);
+    http::response_serializer<http::empty_body> sr{h};
+    sr.split(true);
+    stream.expires_after(options.body_timeout);
+    auto [ec, n] = co_await http::async_write_header(stream, sr, asio::as_tuple(asio::use_awaitable));
+    if (ec) co_return false;
+    stream.expires_never();
+    co_return co_await SendFileBody(stream, *resp.file, resp.content_length, options.body_timeout);
+  }
+
   // Returns false when the connection must close.
   template <class Stream>
   asio::awaitable<bool> WriteResponse(Stream& stream, Response& resp, bool head, bool keep_alive) {
@@ -134,6 +151,9 @@ struct Server::Impl {
       res.prepare_payload();
       auto [ec, n] = co_await http::async_write(stream, res, asio::as_tuple(asio::use_awaitable));
       co_return !ec;
+    }
+    if constexpr (std::is_same_v<Stream, beast::tcp_stream>) {
+      if (resp.file) co_return co_await WriteFile(stream, resp, keep_alive);
     }
     http::response<http::buffer_body> res{static_cast<http::status>(resp.status), 11};
     CopyHeaders(resp, &res);

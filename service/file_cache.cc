@@ -70,22 +70,60 @@ CachedFileReader::~CachedFileReader() {
   ::close(fd_);
 }
 
-StatusOr<std::string> CachedFileReader::ReadPiece(uint64_t pos) {
-  std::string piece(std::min(kPiece, size_ - pos), '\0');
+Status CachedFileReader::ReadAndHash(uint64_t pos, char* out, size_t n) {
   size_t got = 0;
-  while (got < piece.size()) {
-    const ssize_t n = ::pread(fd_, piece.data() + got, piece.size() - got, static_cast<off_t>(pos + got));
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0)
-      return IOError("reading the cached copy: " + std::string(n < 0 ? std::strerror(errno) : "short"));
-    got += static_cast<size_t>(n);
+  while (got < n) {
+    const ssize_t r = ::pread(fd_, out + got, n - got, static_cast<off_t>(pos + got));
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0)
+      return IOError("reading the cached copy: " + std::string(r < 0 ? std::strerror(errno) : "short"));
+    got += static_cast<size_t>(r);
   }
-  hash_.Update(piece);
-  if (pos + piece.size() == size_ && hash_.Finish() != xxh128_) {
+  hash_.Update(std::string_view(out, n));
+  if (pos + n == size_ && hash_.Finish() != xxh128_) {
     return Corruption("the cached copy of " + sha256_.ToString() +
                       " is damaged (its checksum does not match)");
   }
+  return OkStatus();
+}
+
+StatusOr<std::string> CachedFileReader::ReadPiece(uint64_t pos) {
+  std::string piece(std::min(kPiece, size_ - pos), '\0');
+  DS_RETURN_IF_ERROR(ReadAndHash(pos, piece.data(), piece.size()));
   return piece;
+}
+
+void CachedFileReader::HashAll() {
+  std::string buf(std::min(kPiece, size_), '\0');
+  Status verdict = size_ == 0 ? ReadAndHash(0, buf.data(), 0) : OkStatus();
+  for (uint64_t pos = 0; pos < size_ && verdict.ok();) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (stop_) return;
+    }
+    const size_t n = std::min(kPiece, size_ - pos);
+    verdict = ReadAndHash(pos, buf.data(), n);
+    pos += n;
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    verdict_ = verdict;
+    hashed_ = true;
+  }
+  cv_.notify_all();
+}
+
+Status CachedFileReader::Clear(uint64_t end) {
+  if (!thread_.joinable()) thread_ = std::thread([this] { HashAll(); });
+  if (end < size_) return OkStatus();
+  Status verdict;
+  {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait(lock, [&] { return hashed_; });
+    verdict = verdict_;
+  }
+  if (!verdict.ok()) cache_->Drop(sha256_);
+  return verdict;
 }
 
 void CachedFileReader::ReadAhead() {

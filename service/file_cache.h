@@ -25,6 +25,7 @@
 #include <string>
 #include <thread>
 
+#include "common/file_span.h"
 #include "common/sha256.h"
 #include "common/status.h"
 #include "common/xxh128.h"
@@ -33,24 +34,36 @@ namespace deltastore {
 
 class FileCache;
 
-// Reads one entry, piece by piece, checking its XXH3-128 before handing out the last piece. A thread of its
-// own reads and hashes up to two pieces ahead while the caller sends the ones before; it starts at the
-// first Next() and is stopped and joined by the destructor.
-class CachedFileReader {
+// Reads one entry, checking its XXH3-128 before the last byte goes out, in one of two ways (a reader
+// serves one): piece by piece (Next), with a thread of its own that reads and hashes up to two pieces
+// ahead while the caller sends the ones before; or as a FileSpan that the caller sends with sendfile(2)
+// while that thread hashes the entry, Clear() answering for its last byte. The thread starts at the
+// first call and is stopped and joined by the destructor.
+class CachedFileReader : public FileSpan {
  public:
   CachedFileReader(FileCache* cache, int fd, const Digest& sha256, uint64_t size, std::string xxh128);
-  ~CachedFileReader();
+  ~CachedFileReader() override;
   CachedFileReader(const CachedFileReader&) = delete;
   CachedFileReader& operator=(const CachedFileReader&) = delete;
   // The next piece (at most 4 MiB); empty at the end. A damaged entry is dropped from the cache and read
   // as CORRUPTION before its last piece; every later call returns that error.
   StatusOr<std::string> Next();
 
+  // FileSpan: the entry's descriptor and size. Clear(end) answers at once before the last byte, and for
+  // it waits for the hash of the whole entry; a damaged entry is dropped from the cache and CORRUPTION.
+  int fd() const override { return fd_; }
+  uint64_t size() const override { return size_; }
+  Status Clear(uint64_t end) override;
+
  private:
-  // The reading thread: reads, hashes and queues pieces until the end, an error or the stop.
+  // The reading thread of Next: reads, hashes and queues pieces until the end, an error or the stop.
   void ReadAhead();
+  // The reading thread of Clear: hashes the whole entry, then sets `verdict_`.
+  void HashAll();
   // One piece at `pos`, hashed; the error of a failed read or of a last piece whose digest is wrong.
   StatusOr<std::string> ReadPiece(uint64_t pos);
+  // Reads `n` bytes at `pos` into `out` and hashes them; after the last byte, checks the digest.
+  Status ReadAndHash(uint64_t pos, char* out, size_t n);
 
   FileCache* cache_;
   int fd_;
@@ -64,6 +77,8 @@ class CachedFileReader {
   bool stop_ = false;
   uint64_t handed_ = 0;  // bytes handed out
   Status failed_;
+  bool hashed_ = false;  // HashAll is done, with `verdict_`
+  Status verdict_;
   std::thread thread_;
 };
 

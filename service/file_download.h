@@ -9,6 +9,7 @@
 #include <string>
 
 #include "codec/manifest.h"
+#include "common/file_span.h"
 #include "common/status.h"
 
 namespace deltastore {
@@ -19,10 +20,17 @@ class VersionReader;
 // Produces the next piece of a body; an empty piece is the end.
 using PieceSource = std::function<StatusOr<std::string>()>;
 
+// A download's body: its pieces, or, for a file the cache holds, that file to send with sendfile(2)
+// (`file`; use one or the other).
+struct FileBody {
+  PieceSource pieces;
+  std::shared_ptr<FileSpan> file;
+};
+
 // Bytes [begin, end) of `file`, a file of the version `reader` reads (the reader stays alive while the
-// body does). Both ways check the file's sha256 before the last byte of a whole file goes out. `cache`
-// may be null (no cache).
-PieceSource OpenFileBody(const std::shared_ptr<VersionReader>& reader, const FileEntry* file, uint64_t begin,
-                         uint64_t end, FileCache* cache);
+// body does). A rebuild checks the file's sha256 before the last byte of a whole file goes out, a cached
+// copy its checksum. `cache` may be null (no cache).
+FileBody OpenFileBody(const std::shared_ptr<VersionReader>& reader, const FileEntry* file, uint64_t begin,
+                      uint64_t end, FileCache* cache);
 
 }  // namespace deltastore

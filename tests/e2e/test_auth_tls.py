@@ -1,5 +1,6 @@
 """Bearer tokens and TLS on the real server: each denial over a socket, the admin commands (offline
 `deltastored token` and online /v1/tokens through the CLI), and HTTPS with a self-signed certificate."""
+import hashlib
 import json
 import socket
 import ssl
@@ -119,7 +120,8 @@ def certificate(tmp_path):
 
 def test_tls_round_trip_and_plain_http_is_refused(tmp_path, certificate, fixtures, make_server):
     cert, key = certificate
-    s = make_server(["--tls-cert", str(cert), "--tls-key", str(key)], verify=str(cert))
+    # With a file cache: the download reads the cached file piece by piece (TLS cannot use sendfile).
+    s = make_server(["--tls-cert", str(cert), "--tls-key", str(key), "--file-cache-gb", "1"], verify=str(cert))
     assert s.url.startswith("https://")
     # Upload and download a real checkpoint over TLS with the client, verified end to end.
     src = fixtures / "blazeface.f32.safetensors"
@@ -129,6 +131,7 @@ def test_tls_round_trip_and_plain_http_is_refused(tmp_path, certificate, fixture
     down = cli(s, None, "download", "tls", str(out), verify=cert)
     assert down.returncode == 0, down.stderr
     assert (out / src.name).read_bytes() == src.read_bytes()
+    assert [p.name for p in (s.data_dir / "file-cache").iterdir()] == [hashlib.sha256(src.read_bytes()).hexdigest()]
     # Certificate checks are on: an untrusted client fails, and plain HTTP gets no answer.
     with pytest.raises(requests.exceptions.SSLError):
         requests.get(s.url + "/healthz", verify=True)

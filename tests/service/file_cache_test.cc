@@ -3,6 +3,7 @@
 #include "service/file_cache.h"
 
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <filesystem>
@@ -213,6 +214,36 @@ TEST(FileCacheTest, EntriesWithoutAValidTrailerAreDropped) {
   // A trailer cut short behind the cache's back: the entry is forgotten when it is next looked up.
   fs::resize_file(dir.path() / Sha256::Of(a).Hex(), a.size() + 31);
   EXPECT_EQ((*cache)->Find(Sha256::Of(a), a.size()), nullptr);
+  EXPECT_EQ((*cache)->entries(), 0u);
+  EXPECT_TRUE(Names(dir.path()).empty());
+}
+
+TEST(FileCacheTest, AsAFileSpanAnEntryIsClearedOnlyOnceItsChecksumMatched) {
+  TempDir dir;
+  auto cache = FileCache::Open(dir.path().string(), uint64_t{64} << 20);
+  ASSERT_TRUE(cache.ok());
+  const std::string a = Bytes('a', (uint64_t{9} << 20) + 5);
+  ASSERT_TRUE(Fill(cache->get(), a));
+  {
+    auto span = (*cache)->Find(Sha256::Of(a), a.size());
+    ASSERT_NE(span, nullptr);
+    EXPECT_EQ(span->size(), a.size());
+    std::string head(100, '\0');
+    ASSERT_EQ(::pread(span->fd(), head.data(), head.size(), 0), 100);
+    EXPECT_EQ(head, a.substr(0, 100)) << "the descriptor reads the entry's bytes";
+    EXPECT_TRUE(span->Clear(a.size() - 1).ok());
+    EXPECT_TRUE(span->Clear(a.size()).ok());
+  }
+  {
+    std::fstream f(dir.path() / Sha256::Of(a).Hex(), std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(uint64_t{5} << 20);
+    f.put('b');
+  }
+  auto span = (*cache)->Find(Sha256::Of(a), a.size());
+  ASSERT_NE(span, nullptr);
+  EXPECT_TRUE(span->Clear(1).ok()) << "bytes before the last go out while the entry is hashed";
+  Status last = span->Clear(a.size());
+  EXPECT_EQ(last.code(), StatusCode::kCorruption) << last.ToString();
   EXPECT_EQ((*cache)->entries(), 0u);
   EXPECT_TRUE(Names(dir.path()).empty());
 }

@@ -1,0 +1,52 @@
+#include "api/send_file.h"
+
+#include <sys/sendfile.h>
+
+#include <algorithm>
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <cerrno>
+
+namespace deltastore::api {
+
+namespace asio = boost::asio;
+using namespace asio::experimental::awaitable_operators;  // NOLINT(google-build-using-namespace): ||
+
+namespace {
+
+// The last piece waits for FileSpan::Clear; before it, bytes go out as the socket takes them.
+constexpr uint64_t kLastPiece = uint64_t{4} << 20;
+
+}  // namespace
+
+asio::awaitable<bool> SendFileBody(boost::beast::tcp_stream& stream, FileSpan& file, uint64_t length,
+                                   std::chrono::steady_clock::duration stall_timeout) {
+  auto& socket = stream.socket();
+  const uint64_t last = length > kLastPiece ? length - kLastPiece : 0;
+  bool cleared = false;
+  off_t offset = 0;
+  asio::steady_timer timer(socket.get_executor());
+  while (static_cast<uint64_t>(offset) < length) {
+    if (!cleared && static_cast<uint64_t>(offset) >= last) {
+      if (!file.Clear(length).ok()) co_return false;
+      cleared = true;
+    }
+    const uint64_t stop = cleared ? length : last;
+    const ssize_t n =
+        ::sendfile(socket.native_handle(), file.fd(), &offset, stop - static_cast<uint64_t>(offset));
+    if (n > 0) continue;
+    if (n < 0 && errno == EINTR) continue;
+    if (n == 0 || errno != EAGAIN) co_return false;  // the file is shorter than it said, or the socket failed
+    // The socket's buffer is full: wait until it drains, or give up on a client that stalls.
+    timer.expires_after(stall_timeout);
+    auto done =
+        co_await (socket.async_wait(asio::socket_base::wait_write, asio::as_tuple(asio::use_awaitable)) ||
+                  timer.async_wait(asio::as_tuple(asio::use_awaitable)));
+    if (done.index() == 1 || std::get<0>(std::get<0>(done))) co_return false;
+  }
+  co_return true;
+}
+
+}  // namespace deltastore::api
