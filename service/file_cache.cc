@@ -34,7 +34,7 @@ std::string Trailer(uint64_t size, const std::string& xxh128) {
 }
 
 // The XXH3-128 an entry's trailer records, when the open file `fd` ends with a trailer of this format
-// version for `size` bytes (any size when `size` is nullopt; it is returned through `found`).
+// version that counts the bytes before it; their number goes to `found`.
 std::optional<std::string> ReadTrailer(int fd, uint64_t* found) {
   struct stat st {};
   if (::fstat(fd, &st) != 0 || static_cast<uint64_t>(st.st_size) < kTrailerSize) return std::nullopt;
@@ -203,7 +203,7 @@ void CacheFill::Commit(const Digest& sha256) {
   const std::string trailer = Trailer(size_, hash_.Finish());
   const bool wrote = ::write(fd_, trailer.data(), trailer.size()) == static_cast<ssize_t>(trailer.size());
   if (::close(std::exchange(fd_, -1)) != 0 || !wrote) return Discard();
-  cache_->Publish(sha256, size_, temp_path_);
+  cache_->Publish(sha256, size_, temp_path_, named_.has_value());
 }
 
 StatusOr<std::unique_ptr<FileCache>> FileCache::Open(const std::string& dir, uint64_t capacity) {
@@ -313,10 +313,10 @@ void FileCache::EvictLocked() {
   }
 }
 
-void FileCache::Publish(const Digest& sha256, uint64_t size, const std::string& temp_path) {
+void FileCache::Publish(const Digest& sha256, uint64_t size, const std::string& temp_path, bool named) {
   const std::string hex = sha256.Hex();
   std::lock_guard<std::mutex> lock(mu_);
-  filling_.erase(hex);
+  if (named) filling_.erase(hex);  // an unnamed fill of the same bytes leaves a named one's reservation
   if (entries_.count(hex) != 0 || ::rename(temp_path.c_str(), PathOf(hex).c_str()) != 0) {
     ::unlink(temp_path.c_str());
     return;

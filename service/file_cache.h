@@ -136,7 +136,9 @@ class FileCache {
   std::string PathOf(const std::string& hex) const { return dir_ + "/" + hex; }
   // Under mu_: removes least recently used entries until the total fits the budget.
   void EvictLocked();
-  void Publish(const Digest& sha256, uint64_t size, const std::string& temp_path);
+  // Renames a complete fill into place, unless the cache holds the entry already; `named`: a fill Begin
+  // reserved, whose reservation ends here.
+  void Publish(const Digest& sha256, uint64_t size, const std::string& temp_path, bool named);
   void EndFill(const std::optional<Digest>& named);
 
   struct Entry {
