@@ -24,6 +24,10 @@ constexpr uint64_t kLastPiece = uint64_t{4} << 20;
 asio::awaitable<bool> SendFileBody(boost::beast::tcp_stream& stream, FileSpan& file, uint64_t length,
                                    std::chrono::steady_clock::duration stall_timeout) {
   auto& socket = stream.socket();
+  // sendfile must not block the thread: the socket waits for room through the reactor instead.
+  boost::system::error_code nb;
+  socket.native_non_blocking(true, nb);
+  if (nb) co_return false;
   const uint64_t last = length > kLastPiece ? length - kLastPiece : 0;
   bool cleared = false;
   off_t offset = 0;
