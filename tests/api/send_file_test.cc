@@ -9,7 +9,6 @@
 
 #include <boost/asio.hpp>
 #include <boost/asio/co_spawn.hpp>
-#include <boost/asio/use_awaitable.hpp>
 #include <filesystem>
 #include <fstream>
 #include <optional>
@@ -59,14 +58,12 @@ Outcome Serve(const std::string& bytes, Status verdict, bool read) {
   boost::beast::tcp_stream server(acceptor.accept());
   Outcome out;
   bool done = false;
-  asio::co_spawn(
-      ioc,
-      [&]() -> asio::awaitable<void> {
-        out.sent_whole = co_await SendFileBody(server, span, bytes.size(), std::chrono::milliseconds(300));
-        server.close();
-        done = true;
-      },
-      asio::detached);
+  asio::co_spawn(ioc, SendFileBody(server, span, bytes.size(), std::chrono::milliseconds(300)),
+                 [&](const std::exception_ptr&, bool sent_whole) {
+                   out.sent_whole = sent_whole;
+                   server.close();
+                   done = true;
+                 });
   std::thread reader;
   auto drain = [&] {
     boost::system::error_code ec;
