@@ -1,6 +1,7 @@
 // The fast float coder's standalone model: per value one symbol (exponent token, sign, top mantissa
 // bits) in the context of the lane's previous token, then the other mantissa bits raw.
 #include <algorithm>
+#include <bit>
 #include <memory>
 
 #include "codec/bit_stream.h"
@@ -51,7 +52,7 @@ template <typename F>
 }
 
 template <int kLanes>
-std::string CodeSymbols(const uint8_t* syms, const EncTables& grid, size_t n) {
+std::string CodeSymbols(const uint8_t* syms, const ContextMap& map, const EncTables& grid, size_t n) {
   const size_t cap = 2 * n + 8 * kLanes + 16;
   // Not zero-filled: words and states are written below `end` in turn.
   const auto buf = std::make_unique_for_overwrite<uint8_t[]>(cap);
@@ -69,7 +70,20 @@ std::string CodeSymbols(const uint8_t* syms, const EncTables& grid, size_t n) {
   for (int k = kLanes - 1; k >= 0; --k) {
     if (full + k < n) put(x[k], full + k);
   }
-  for (size_t t = full; t > 0;) {
+  size_t t = full;
+  if constexpr (kLanes == kSimdLanes) {
+    if (full > kLanes && SimdEnabled()) {
+      // Rows 1.. (row 0 has no previous tokens): the cell of value t is the token of value t - kLanes.
+      SimdEncodeSetup setup;
+      setup.symbols = grid.symbols.data();
+      setup.alphabet_log2 = std::countr_zero(static_cast<unsigned>(kAlphabet));
+      setup.rows = map.rows;
+      setup.cell_shift = 3;
+      ptr = EncodeRowsSimd(setup, syms + kLanes, syms, full / kLanes - 1, x, ptr);
+      t = kLanes;
+    }
+  }
+  while (t > 0) {
     t -= kLanes;
 #pragma GCC unroll 8
     for (int k = kLanes - 1; k >= 0; --k) put(x[k], t + static_cast<size_t>(k));
@@ -102,9 +116,9 @@ bool EncodeStandaloneImpl(const uint8_t* data, size_t n, const Layout& layout, u
   EncTables grid;
   WriteTables(counts, map, &out->tables, &grid);
   switch (lanes) {
-    case 32: out->words = CodeSymbols<32>(syms.get(), grid, n); break;
-    case 8: out->words = CodeSymbols<8>(syms.get(), grid, n); break;
-    default: out->words = CodeSymbols<1>(syms.get(), grid, n); break;
+    case 32: out->words = CodeSymbols<32>(syms.get(), map, grid, n); break;
+    case 8: out->words = CodeSymbols<8>(syms.get(), map, grid, n); break;
+    default: out->words = CodeSymbols<1>(syms.get(), map, grid, n); break;
   }
   out->raw = bits.Finish();
   return true;
