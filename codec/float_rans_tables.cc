@@ -23,24 +23,41 @@ uint64_t TableCostQ16(const uint32_t* counts, int lo, int hi) {
   return rans::EntropyQ16(counts, lo, hi) + (table_bits << 16);
 }
 
-// Counts of the cells of a grid merged by columns (2^col_shift per group), then by rows from the bottom.
+// Counts of the cells of a grid merged by columns (2^col_shift per group), symbols lo..hi only: the grid's
+// own at col_shift 0, then each Halve adds adjacent pairs of columns (in place).
 struct ColumnMerge {
-  ColumnMerge(const GridCounts& g, int col_shift, int lo, int hi) : cols(g.cols >> col_shift), a(g.alphabet) {
-    merged.assign(static_cast<size_t>(g.rows) * cols * a, 0);
+  ColumnMerge(const GridCounts& g, int lo, int hi)
+      : rows(g.rows), cols(g.cols), a(g.alphabet), lo(lo), hi(hi), cells(g.counts.data()) {
     row_total.assign(g.rows, 0);
     for (int r = 0; r < g.rows; ++r) {
       for (int c = 0; c < g.cols; ++c) {
         const uint32_t* src = g.Cell(r * g.cols + c);
-        uint32_t* dst = At(r, c >> col_shift);
-        for (int s = lo; s <= hi; ++s) {
-          dst[s] += src[s];
-          row_total[r] += src[s];
-        }
+        for (int s = lo; s <= hi; ++s) row_total[r] += src[s];
       }
     }
   }
-  uint32_t* At(int r, int c) { return merged.data() + (static_cast<size_t>(r) * cols + c) * a; }
-  int cols, a;
+  void Halve() {
+    const int half = cols / 2;
+    if (merged.empty()) merged.resize(static_cast<size_t>(rows) * half * a);
+    uint32_t* const dst = merged.data();
+    for (int r = 0; r < rows; ++r) {
+      for (int c = 0; c < half; ++c) {
+        // Forward in place: the pair read is at or after the cell written, before any later write.
+        uint32_t* out = dst + (static_cast<size_t>(r) * half + c) * a;
+        const uint32_t* in = cells + (static_cast<size_t>(r) * cols + 2 * c) * a;
+        if (row_total[r] == 0) {
+          std::fill(out + lo, out + hi + 1, 0);
+          continue;
+        }
+        for (int s = lo; s <= hi; ++s) out[s] = in[s] + in[s + a];
+      }
+    }
+    cols = half;
+    cells = dst;
+  }
+  const uint32_t* At(int r, int c) const { return cells + (static_cast<size_t>(r) * cols + c) * a; }
+  int rows, cols, a, lo, hi;
+  const uint32_t* cells;  // [row][column][symbol], the grid's or `merged`
   std::vector<uint32_t> merged;
   std::vector<uint64_t> row_total;
 };
@@ -148,8 +165,9 @@ ContextMap ChooseContextMap(const GridCounts& g, int max_col_shift, uint64_t* co
   std::vector<uint32_t> suffix;
   std::vector<uint64_t> row_cost(g.rows + 1);
   std::vector<uint64_t> suffix_cost(g.rows);
+  ColumnMerge m(g, lo, hi);
   for (int shift = 0; shift <= max_col_shift && (g.cols >> shift) >= 1; ++shift) {
-    ColumnMerge m(g, shift, lo, hi);
+    if (shift > 0) m.Halve();
     suffix.assign(static_cast<size_t>(m.cols) * g.alphabet, 0);
     // row_cost[r]: rows < r with their own tables; suffix_cost[r]: rows >= r merged.
     for (int r = 0; r < g.rows; ++r) {

@@ -121,12 +121,13 @@ uint32_t Log2Q16(uint64_t x) {
 }
 
 uint64_t EntropyQ16(const uint32_t* counts, int lo, int hi) {
+  const auto& table = LogTable();
   uint64_t total = 0;
   uint64_t sum = 0;
   for (int s = lo; s <= hi; ++s) {
     const uint32_t c = counts[s];
     total += c;
-    sum += static_cast<uint64_t>(c) * Log2Q16(c);
+    sum += static_cast<uint64_t>(c) * (c < table.size() ? table[c] : Log2Q16(c));
   }
   return total * Log2Q16(total) - sum;
 }
