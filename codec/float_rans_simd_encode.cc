@@ -145,26 +145,23 @@ DS_AVX512 size_t Scan(const uint8_t* p, size_t n, uint32_t* or_all, uint32_t* ma
 // *ptr in lane order. idx: the symbols' EncSymbol indices.
 DS_AVX512_INLINE inline __m512i EncodeGroup(__m512i x, __m256i idx, const rans::EncSymbol* symbols,
                                             uint8_t** ptr) {
-  static_assert(sizeof(rans::EncSymbol) == 16 && offsetof(rans::EncSymbol, freq) == 8 &&
-                offsetof(rans::EncSymbol, bias) == 12);
-  const __m256i q_idx = _mm256_slli_epi32(idx, 1);  // in 8-byte units
-  const __m512i rcp = _mm512_i32gather_epi64(q_idx, symbols, 8);
-  const __m512i fb = _mm512_i32gather_epi64(q_idx, reinterpret_cast<const uint8_t*>(symbols) + 8, 8);
-  const __m512i low32 = _mm512_set1_epi64(0xFFFFFFFF);
-  const __m512i freq = _mm512_and_si512(fb, low32);
+  static_assert(sizeof(rans::EncSymbol) == 8 && offsetof(rans::EncSymbol, info) == 4);
+  const __m512i e = _mm512_i32gather_epi64(idx, symbols, 8);  // mult | info << 32
+  const __m512i info = _mm512_srli_epi64(e, 32);
+  const __m512i freq = _mm512_and_si512(info, _mm512_set1_epi64(rans::kEncFreqMask));
   const __mmask8 out = _mm512_cmpge_epu64_mask(_mm512_srli_epi64(x, 32 - rans::kProbBits), freq);
   const int words = _mm_popcnt_u32(out);
   *ptr -= 2 * words;
   const __m128i w = _mm512_cvtepi64_epi16(_mm512_maskz_compress_epi64(out, x));
   _mm512_mask_storeu_epi16(*ptr, (1u << words) - 1, _mm512_castsi128_si512(w));
   x = _mm512_mask_srli_epi64(x, out, x, 16);
-  // q = x / freq = (x * rcp) >> 64, from the two 32-bit halves of rcp.
-  const __m512i lo = _mm512_mul_epu32(x, rcp);
-  const __m512i hi = _mm512_mul_epu32(x, _mm512_srli_epi64(rcp, 32));
-  const __m512i q = _mm512_srli_epi64(_mm512_add_epi64(hi, _mm512_srli_epi64(lo, 32)), 32);
+  const __m512i q = _mm512_srlv_epi64(_mm512_add_epi64(x, _mm512_srli_epi64(_mm512_mul_epu32(x, e), 32)),
+                                      _mm512_srli_epi64(info, rans::kEncDivShift));
+  const __m512i cum =
+      _mm512_and_si512(_mm512_srli_epi64(info, rans::kEncCumShift), _mm512_set1_epi64(rans::kEncCumMask));
   const __m512i cmpl = _mm512_sub_epi64(_mm512_set1_epi64(rans::kProbScale), freq);
-  x = _mm512_add_epi64(_mm512_add_epi64(x, _mm512_srli_epi64(fb, 32)), _mm512_mul_epu32(q, cmpl));
-  return _mm512_and_si512(x, low32);
+  x = _mm512_add_epi64(_mm512_add_epi64(x, cum), _mm512_mul_epu32(q, cmpl));
+  return _mm512_and_si512(x, _mm512_set1_epi64(0xFFFFFFFF));
 }
 
 // The EncSymbol indices of 16 values: (table << alphabet_log2) + symbol, the table from the cell as
