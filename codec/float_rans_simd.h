@@ -64,6 +64,12 @@ size_t AnalyseDeltaRowsSimd(FloatKind kind, const SimdDeltaSetup& setup, const u
                             const uint8_t* base, size_t n, int* avg16, uint8_t* syms, uint8_t* cells,
                             uint32_t* counts, int alphabet, BulkBitWriter::Cursor* bits);
 
+// The standalone encoder's symbols (float_rans_standalone.cc) of the first values, 16 at a time, their raw
+// fields appended to `bits`; `setup` needs tz, mb and maxe. Returns the values done (n rounded down to a
+// multiple of 16).
+size_t StandaloneSymbolsSimd(FloatKind kind, const SimdStandaloneSetup& setup, const uint8_t* data, size_t n,
+                             uint8_t* syms, BulkBitWriter::Cursor* bits);
+
 // The OR of the first words (of `width` bits, 16 or 32) at p and their largest magnitude (the word
 // without its sign bit); returns how many it looked at (a multiple of 16, n rounded down).
 size_t ScanSimd(int width, const uint8_t* p, size_t n, uint32_t* or_all, uint32_t* max_mag);

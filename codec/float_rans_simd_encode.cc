@@ -5,6 +5,7 @@
 #include <bit>
 
 #include "codec/float_rans_avx512.h"
+#include "codec/float_rans_model.h"
 #include "codec/float_rans_simd.h"
 
 namespace deltastore::float_rans {
@@ -15,6 +16,29 @@ template <int kWidth>
 DS_AVX512_INLINE inline __m512i Load16(const uint8_t* p) {
   if constexpr (kWidth == 32) return _mm512_loadu_si512(p);
   return _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+}
+
+// The 16 raw fields of kWidth-bit values (at most kWidth - 1 bits each) in lane order.
+template <int kWidth>
+DS_AVX512_INLINE inline void PutRaw(__m512i raw, __m512i nraw, BulkBitWriter::Cursor* bits) {
+  if constexpr (kWidth == 16) {
+    // In pairs (even lane low): at most 2 x 15 bits each.
+    const __m512i lo_mask = _mm512_set1_epi64(0xFFFFFFFF);
+    const __m512i n_lo = _mm512_and_si512(nraw, lo_mask);
+    const __m512i pair =
+        _mm512_or_si512(_mm512_and_si512(raw, lo_mask), _mm512_sllv_epi64(_mm512_srli_epi64(raw, 32), n_lo));
+    alignas(64) uint64_t pv[8];
+    alignas(64) uint64_t pn[8];
+    _mm512_store_si512(pv, pair);
+    _mm512_store_si512(pn, _mm512_add_epi64(n_lo, _mm512_srli_epi64(nraw, 32)));
+    for (int k = 0; k < 8; ++k) bits->Put(static_cast<uint32_t>(pv[k]), static_cast<int>(pn[k]));
+  } else {
+    alignas(64) uint32_t v[16];
+    alignas(64) uint32_t n[16];
+    _mm512_store_si512(v, raw);
+    _mm512_store_si512(n, nraw);
+    for (int k = 0; k < 16; ++k) bits->Put(v[k], static_cast<int>(n[k]));
+  }
 }
 
 // The delta encoder's first pass, 16 values at a time (the scalar one: AnalyseValue in
@@ -76,29 +100,7 @@ struct AnalyseKernel {
     *avg = _mm512_add_epi32(*avg, _mm512_srai_epi32(_mm512_sub_epi32(_mm512_slli_epi32(a, 4), *avg), 4));
     _mm_storeu_si128(reinterpret_cast<__m128i*>(syms), _mm512_cvtepi32_epi8(sym));
     _mm_storeu_si128(reinterpret_cast<__m128i*>(cells), _mm512_cvtepi32_epi8(cell));
-    PutRaw(raw, nraw, bits);
-  }
-
-  // The 16 raw fields in lane order.
-  DS_AVX512_INLINE static void PutRaw(__m512i raw, __m512i nraw, BulkBitWriter::Cursor* bits) {
-    if constexpr (kWidth == 16) {
-      // In pairs (even lane low): at most 2 x 15 bits each.
-      const __m512i lo_mask = _mm512_set1_epi64(0xFFFFFFFF);
-      const __m512i n_lo = _mm512_and_si512(nraw, lo_mask);
-      const __m512i pair = _mm512_or_si512(_mm512_and_si512(raw, lo_mask),
-                                           _mm512_sllv_epi64(_mm512_srli_epi64(raw, 32), n_lo));
-      alignas(64) uint64_t pv[8];
-      alignas(64) uint64_t pn[8];
-      _mm512_store_si512(pv, pair);
-      _mm512_store_si512(pn, _mm512_add_epi64(n_lo, _mm512_srli_epi64(nraw, 32)));
-      for (int k = 0; k < 8; ++k) bits->Put(static_cast<uint32_t>(pv[k]), static_cast<int>(pn[k]));
-    } else {
-      alignas(64) uint32_t v[16];
-      alignas(64) uint32_t n[16];
-      _mm512_store_si512(v, raw);
-      _mm512_store_si512(n, nraw);
-      for (int k = 0; k < 16; ++k) bits->Put(v[k], static_cast<int>(n[k]));
-    }
+    PutRaw<kWidth>(raw, nraw, bits);
   }
 };
 
@@ -121,6 +123,50 @@ DS_AVX512 size_t AnalyseRows(const SimdDeltaSetup& p, const uint8_t* data, const
   *bits = c;
   _mm512_storeu_si512(avg32, a0);
   _mm512_storeu_si512(avg32 + 16, a1);
+  return i;
+}
+
+// The standalone encoder's first pass (ValueSymbol in float_rans_standalone.cc), 16 values at a time.
+template <int kExp, int kMan>
+DS_AVX512_INLINE inline void StandaloneHalf(const SimdStandaloneSetup& p, const uint8_t* data, uint8_t* syms,
+                                            BulkBitWriter::Cursor* bits) {
+  constexpr int kWidth = 1 + kExp + kMan;
+  const int top_bits = p.mb < 2 ? p.mb : 2;
+  const int low = p.mb - top_bits;
+  const __m512i f = Load16<kWidth>(data);
+  const __m512i fm = _mm512_srl_epi32(_mm512_and_si512(f, _mm512_set1_epi32((1u << (kWidth - 1)) - 1)),
+                                      _mm_cvtsi32_si128(p.tz));
+  const __m512i e = _mm512_srl_epi32(fm, _mm_cvtsi32_si128(p.mb));
+  const __m512i low_bits =
+      _mm512_andnot_si512(_mm512_sll_epi32(_mm512_set1_epi32(-1), _mm_cvtsi32_si128(low)), fm);
+  const __m512i top =
+      _mm512_and_si512(_mm512_srl_epi32(fm, _mm_cvtsi32_si128(low)), _mm512_set1_epi32((1 << top_bits) - 1));
+  const __m512i tok_normal = _mm512_sub_epi32(_mm512_set1_epi32(p.maxe), e);
+  const __mmask16 zero = _mm512_cmpeq_epi32_mask(fm, _mm512_setzero_si512());
+  const __mmask16 normal = ~zero & _mm512_cmplt_epu32_mask(tok_normal, _mm512_set1_epi32(kTokZero));
+  const __mmask16 esc = ~zero & ~normal;
+  __m512i tok = _mm512_mask_mov_epi32(_mm512_set1_epi32(kTokZero), normal, tok_normal);
+  tok = _mm512_mask_mov_epi32(tok, esc, _mm512_set1_epi32(kTokEscape));
+  __m512i raw = _mm512_maskz_mov_epi32(normal, low_bits);
+  raw = _mm512_mask_or_epi32(raw, esc, _mm512_sll_epi32(e, _mm_cvtsi32_si128(low)), low_bits);
+  __m512i nraw = _mm512_maskz_mov_epi32(normal, _mm512_set1_epi32(low));
+  nraw = _mm512_mask_mov_epi32(nraw, esc, _mm512_set1_epi32(kExp + low));
+  const __m512i sign = _mm512_srli_epi32(f, kWidth - 1);
+  const __m512i sym =
+      _mm512_or_si512(_mm512_or_si512(_mm512_slli_epi32(tok, 3), _mm512_slli_epi32(sign, 2)), top);
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(syms), _mm512_cvtepi32_epi8(sym));
+  PutRaw<kWidth>(raw, nraw, bits);
+}
+
+template <int kExp, int kMan>
+DS_AVX512 size_t StandaloneValues(const SimdStandaloneSetup& setup, const uint8_t* data, size_t n,
+                                  uint8_t* syms, BulkBitWriter::Cursor* bits) {
+  constexpr size_t kBytes = (1 + kExp + kMan) / 8;
+  const SimdStandaloneSetup p = setup;  // locals, as in AnalyseRows
+  BulkBitWriter::Cursor c = *bits;
+  size_t i = 0;
+  for (; i + 16 <= n; i += 16) StandaloneHalf<kExp, kMan>(p, data + kBytes * i, syms + i, &c);
+  *bits = c;
   return i;
 }
 
@@ -216,6 +262,16 @@ size_t AnalyseDeltaRowsSimd(FloatKind kind, const SimdDeltaSetup& setup, const u
       return AnalyseRows<5, 10>(setup, data, base, n, avg16, syms, cells, counts, alphabet_log2, bits);
     case FloatKind::kF32:
       return AnalyseRows<8, 23>(setup, data, base, n, avg16, syms, cells, counts, alphabet_log2, bits);
+  }
+  return 0;
+}
+
+size_t StandaloneSymbolsSimd(FloatKind kind, const SimdStandaloneSetup& setup, const uint8_t* data, size_t n,
+                             uint8_t* syms, BulkBitWriter::Cursor* bits) {
+  switch (kind) {
+    case FloatKind::kBF16: return StandaloneValues<8, 7>(setup, data, n, syms, bits);
+    case FloatKind::kF16: return StandaloneValues<5, 10>(setup, data, n, syms, bits);
+    case FloatKind::kF32: return StandaloneValues<8, 23>(setup, data, n, syms, bits);
   }
   return 0;
 }

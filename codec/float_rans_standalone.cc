@@ -101,15 +101,24 @@ bool EncodeStandaloneImpl(const uint8_t* data, size_t n, const Layout& layout, u
   const auto syms = std::make_unique_for_overwrite<uint8_t[]>(n);  // every one written below
   GridCounts counts(kStandaloneRows, 1, kAlphabet);
   BulkBitWriter bits(n * sizeof(typename F::Word));
-  const size_t L = static_cast<size_t>(lanes);
-  for (size_t i = 0; i < n; ++i) {
+  size_t i = 0;
+  if (SimdEnabled()) {
+    SimdStandaloneSetup setup;
+    setup.tz = p.tz;
+    setup.mb = p.mb;
+    setup.maxe = static_cast<int>(p.maxe);
+    BulkBitWriter::Cursor c = bits.Begin();
+    i = StandaloneSymbolsSimd(KindOf<F>(), setup, data, n, syms.get(), &c);
+    bits.End(c);
+  }
+  for (; i < n; ++i) {
     uint32_t raw;
     int nraw;
-    const uint32_t sym = ValueSymbol<F>(p, Load<F>(data, i), &raw, &nraw);
+    syms[i] = static_cast<uint8_t>(ValueSymbol<F>(p, Load<F>(data, i), &raw, &nraw));
     bits.Put(raw, nraw);
-    syms[i] = static_cast<uint8_t>(sym);
-    ++counts.Cell(i >= L ? syms[i - L] >> 3 : 0)[sym];
   }
+  const size_t L = static_cast<size_t>(lanes);
+  for (i = 0; i < n; ++i) ++counts.Cell(i >= L ? syms[i - L] >> 3 : 0)[syms[i]];
   uint64_t cost_bits = 0;
   const ContextMap map = ChooseContextMap(counts, 0, &cost_bits);
   if (give_up_bits != 0 && cost_bits + bits.bits() > give_up_bits) return false;
