@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <array>
 #include <bit>
+#include <cstring>
 #include <memory>
 
 namespace deltastore::float_rans {
@@ -31,6 +32,7 @@ struct ColumnMerge {
     row_total.assign(g.rows, 0);
     for (int r = 0; r < g.rows; ++r) {
       for (int c = 0; c < g.cols; ++c) {
+        if (!g.Used(r * g.cols + c)) continue;
         const uint32_t* src = g.Cell(r * g.cols + c);
         for (int s = lo; s <= hi; ++s) row_total[r] += src[s];
       }
@@ -136,12 +138,18 @@ struct TableCodes {
 
 }  // namespace
 
+bool GridCounts::Used(int cell) const {
+  static constexpr uint32_t kZeros[rans::kMaxAlphabet] = {};
+  return std::memcmp(Cell(cell), kZeros, sizeof(uint32_t) * static_cast<size_t>(alphabet)) != 0;
+}
+
 ContextMap ChooseContextMap(const GridCounts& g, int max_col_shift, uint64_t* cost_bits) {
   // The symbols counted anywhere.
   int lo = g.alphabet;
   int hi = -1;
   for (size_t cell = 0; cell < static_cast<size_t>(g.rows) * g.cols; ++cell) {
     // Only what could widen [lo, hi] is looked at.
+    if (!g.Used(static_cast<int>(cell))) continue;
     const uint32_t* c = g.Cell(static_cast<int>(cell));
     for (int s = 0; s < std::min(lo, g.alphabet); ++s) {
       if (c[s] != 0) {
@@ -208,6 +216,7 @@ void WriteTables(const GridCounts& g, const ContextMap& map, std::string* out, E
   std::vector<uint32_t> merged(static_cast<size_t>(tables) * g.alphabet, 0);
   for (int r = 0; r < g.rows; ++r) {
     for (int c = 0; c < g.cols; ++c) {
+      if (!g.Used(r * g.cols + c)) continue;
       const uint32_t* src = g.Cell(r * g.cols + c);
       uint32_t* dst = merged.data() + static_cast<size_t>(map.Table(r, c)) * g.alphabet;
       for (int s = 0; s < g.alphabet; ++s) dst[s] += src[s];
