@@ -25,18 +25,13 @@ uint64_t TableCostQ16(const uint32_t* counts, int lo, int hi) {
 }
 
 // Counts of the cells of a grid merged by columns (2^col_shift per group), symbols lo..hi only: the grid's
-// own at col_shift 0, then each Halve adds adjacent pairs of columns (in place).
+// own at col_shift 0, then each Halve adds adjacent pairs of columns (in place). A cell that counted
+// nothing is not used; its counts are not read (in `merged` they may be stale).
 struct ColumnMerge {
   ColumnMerge(const GridCounts& g, int lo, int hi)
       : rows(g.rows), cols(g.cols), a(g.alphabet), lo(lo), hi(hi), cells(g.counts.data()) {
-    row_total.assign(g.rows, 0);
-    for (int r = 0; r < g.rows; ++r) {
-      for (int c = 0; c < g.cols; ++c) {
-        if (!g.Used(r * g.cols + c)) continue;
-        const uint32_t* src = g.Cell(r * g.cols + c);
-        for (int s = lo; s <= hi; ++s) row_total[r] += src[s];
-      }
-    }
+    used.resize(static_cast<size_t>(rows) * cols);
+    for (int cell = 0; cell < rows * cols; ++cell) used[cell] = g.Used(cell);
   }
   void Halve() {
     const int half = cols / 2;
@@ -47,21 +42,26 @@ struct ColumnMerge {
         // Forward in place: the pair read is at or after the cell written, before any later write.
         uint32_t* out = dst + (static_cast<size_t>(r) * half + c) * a;
         const uint32_t* in = cells + (static_cast<size_t>(r) * cols + 2 * c) * a;
-        if (row_total[r] == 0) {
-          std::fill(out + lo, out + hi + 1, 0);
-          continue;
+        const bool u0 = used[r * cols + 2 * c];
+        const bool u1 = used[r * cols + 2 * c + 1];
+        if (u0 && u1) {
+          for (int s = lo; s <= hi; ++s) out[s] = in[s] + in[s + a];
+        } else if (u0 || u1) {
+          const uint32_t* from = u0 ? in : in + a;
+          std::copy(from + lo, from + hi + 1, out + lo);
         }
-        for (int s = lo; s <= hi; ++s) out[s] = in[s] + in[s + a];
+        used[r * half + c] = u0 || u1;
       }
     }
     cols = half;
     cells = dst;
   }
+  bool Used(int r, int c) const { return used[r * cols + c]; }
   const uint32_t* At(int r, int c) const { return cells + (static_cast<size_t>(r) * cols + c) * a; }
   int rows, cols, a, lo, hi;
   const uint32_t* cells;  // [row][column][symbol], the grid's or `merged`
   std::vector<uint32_t> merged;
-  std::vector<uint64_t> row_total;
+  std::vector<bool> used;  // [row][column]
 };
 
 size_t CodeBytes(int lo, int hi, rans::CodeWidth width) {
@@ -173,28 +173,31 @@ ContextMap ChooseContextMap(const GridCounts& g, int max_col_shift, uint64_t* co
   std::vector<uint32_t> suffix;
   std::vector<uint64_t> row_cost(g.rows + 1);
   std::vector<uint64_t> suffix_cost(g.rows);
+  std::vector<uint64_t> column_cost;
   ColumnMerge m(g, lo, hi);
   for (int shift = 0; shift <= max_col_shift && (g.cols >> shift) >= 1; ++shift) {
     if (shift > 0) m.Halve();
     suffix.assign(static_cast<size_t>(m.cols) * g.alphabet, 0);
-    // row_cost[r]: rows < r with their own tables; suffix_cost[r]: rows >= r merged.
+    column_cost.assign(m.cols, 0);
+    // row_cost[r]: rows < r with their own tables; suffix_cost[r]: rows >= r merged (a column's cost
+    // changes only with a used cell). An unused cell's table costs nothing.
     for (int r = 0; r < g.rows; ++r) {
       uint64_t cost = 0;
-      if (m.row_total[r] != 0) {
-        for (int c = 0; c < m.cols; ++c) cost += TableCostQ16(m.At(r, c), lo, hi);
+      for (int c = 0; c < m.cols; ++c) {
+        if (m.Used(r, c)) cost += TableCostQ16(m.At(r, c), lo, hi);
       }
       row_cost[r + 1] = row_cost[r] + cost;
     }
-    uint64_t below = 0;
     for (int r = g.rows - 1; r >= 0; --r) {
-      if (m.row_total[r] != 0 || r == g.rows - 1) {
-        below = 0;
-        for (int c = 0; c < m.cols; ++c) {
+      uint64_t below = 0;
+      for (int c = 0; c < m.cols; ++c) {
+        if (m.Used(r, c)) {
           uint32_t* s = suffix.data() + static_cast<size_t>(c) * g.alphabet;
           const uint32_t* row = m.At(r, c);
           for (int k = lo; k <= hi; ++k) s[k] += row[k];
-          below += TableCostQ16(s, lo, hi);
+          column_cost[c] = TableCostQ16(s, lo, hi);
         }
+        below += column_cost[c];
       }
       suffix_cost[r] = below;
     }
