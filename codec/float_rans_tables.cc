@@ -5,6 +5,7 @@
 #include <bit>
 #include <cstring>
 #include <memory>
+#include <utility>
 
 namespace deltastore::float_rans {
 namespace {
@@ -28,11 +29,15 @@ uint64_t TableCostQ16(const uint32_t* counts, int lo, int hi) {
 // own at col_shift 0, then each Halve adds adjacent pairs of columns (in place). A cell that counted
 // nothing is not used; its counts are not read (in `merged` they may be stale).
 struct ColumnMerge {
-  ColumnMerge(const GridCounts& g, int lo, int hi)
-      : rows(g.rows), cols(g.cols), a(g.alphabet), lo(lo), hi(hi), cells(g.counts.data()) {
-    used.resize(static_cast<size_t>(rows) * cols);
-    for (int cell = 0; cell < rows * cols; ++cell) used[cell] = g.Used(cell);
-  }
+  // `grid_used`: GridCounts::Used of every cell.
+  ColumnMerge(const GridCounts& g, std::vector<bool> grid_used, int lo, int hi)
+      : rows(g.rows),
+        cols(g.cols),
+        a(g.alphabet),
+        lo(lo),
+        hi(hi),
+        cells(g.counts.data()),
+        used(std::move(grid_used)) {}
   void Halve() {
     const int half = cols / 2;
     if (merged.empty()) merged.resize(static_cast<size_t>(rows) * half * a);
@@ -147,10 +152,12 @@ ContextMap ChooseContextMap(const GridCounts& g, int max_col_shift, uint64_t* co
   // The symbols counted anywhere.
   int lo = g.alphabet;
   int hi = -1;
-  for (size_t cell = 0; cell < static_cast<size_t>(g.rows) * g.cols; ++cell) {
+  std::vector<bool> used(static_cast<size_t>(g.rows) * g.cols);
+  for (int cell = 0; cell < g.rows * g.cols; ++cell) {
     // Only what could widen [lo, hi] is looked at.
-    if (!g.Used(static_cast<int>(cell))) continue;
-    const uint32_t* c = g.Cell(static_cast<int>(cell));
+    used[cell] = g.Used(cell);
+    if (!used[cell]) continue;
+    const uint32_t* c = g.Cell(cell);
     for (int s = 0; s < std::min(lo, g.alphabet); ++s) {
       if (c[s] != 0) {
         lo = s;
@@ -174,7 +181,7 @@ ContextMap ChooseContextMap(const GridCounts& g, int max_col_shift, uint64_t* co
   std::vector<uint64_t> row_cost(g.rows + 1);
   std::vector<uint64_t> suffix_cost(g.rows);
   std::vector<uint64_t> column_cost;
-  ColumnMerge m(g, lo, hi);
+  ColumnMerge m(g, std::move(used), lo, hi);
   for (int shift = 0; shift <= max_col_shift && (g.cols >> shift) >= 1; ++shift) {
     if (shift > 0) m.Halve();
     suffix.assign(static_cast<size_t>(m.cols) * g.alphabet, 0);
