@@ -2,6 +2,7 @@
 // scan of the words, the delta model's first pass, and the rANS coding of rows of 32 values. Each gives
 // the bytes of its scalar counterpart (float_rans.cc, float_rans_delta.cc, CodeSymbols in
 // float_rans_delta.cc and float_rans_standalone.cc).
+#include <algorithm>
 #include <bit>
 
 #include "codec/float_rans_avx512.h"
@@ -53,8 +54,8 @@ struct AnalyseKernel {
   static constexpr int kEscOther = 2 * kAlphabet - 1;
 
   DS_AVX512_INLINE static void Half(const SimdDeltaSetup& p, const uint8_t* data, const uint8_t* base,
-                                    __m512i* avg, uint8_t* syms, uint8_t* cells,
-                                    BulkBitWriter::Cursor* bits) {
+                                    __m512i* avg, uint8_t* syms, uint8_t* cells, uint16_t* keys,
+                                    __m128i alphabet_log2, BulkBitWriter::Cursor* bits) {
     const __m512i mag_mask = _mm512_set1_epi32(kMagMask);
     const __m512i zero = _mm512_setzero_si512();
     const __m512i b = Load16<kWidth>(base);
@@ -100,6 +101,8 @@ struct AnalyseKernel {
     *avg = _mm512_add_epi32(*avg, _mm512_srai_epi32(_mm512_sub_epi32(_mm512_slli_epi32(a, 4), *avg), 4));
     _mm_storeu_si128(reinterpret_cast<__m128i*>(syms), _mm512_cvtepi32_epi8(sym));
     _mm_storeu_si128(reinterpret_cast<__m128i*>(cells), _mm512_cvtepi32_epi8(cell));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(keys),
+                        _mm512_cvtepi32_epi16(_mm512_or_si512(_mm512_sll_epi32(cell, alphabet_log2), sym)));
     PutRaw<kWidth>(raw, nraw, bits);
   }
 };
@@ -109,17 +112,26 @@ DS_AVX512 size_t AnalyseRows(const SimdDeltaSetup& p, const uint8_t* data, const
                              int* avg32, uint8_t* syms, uint8_t* cells, uint32_t* counts, int alphabet_log2,
                              BulkBitWriter::Cursor* bits) {
   constexpr size_t kBytes = (1 + kExp + kMan) / 8;
+  // Counted a block at a time after the block's values, from their keys cell << alphabet_log2 | symbol
+  // (counting in the values' loop would wait on every count's address).
+  constexpr size_t kBlock = 1024;
+  alignas(64) uint16_t keys[kBlock];
+  const __m128i shift = _mm_cvtsi32_si128(alphabet_log2);
   __m512i a0 = _mm512_loadu_si512(avg32);
   __m512i a1 = _mm512_loadu_si512(avg32 + 16);
   BulkBitWriter::Cursor c = *bits;  // in registers: the count stores cannot change a local
   size_t i = 0;
-  for (; i + kSimdLanes <= n; i += kSimdLanes) {
-    AnalyseKernel<kExp, kMan>::Half(p, data + kBytes * i, base + kBytes * i, &a0, syms + i, cells + i, &c);
-    AnalyseKernel<kExp, kMan>::Half(p, data + kBytes * (i + 16), base + kBytes * (i + 16), &a1, syms + i + 16,
-                                    cells + i + 16, &c);
+  while (i + kSimdLanes <= n) {
+    const size_t end = std::min(n / kSimdLanes * kSimdLanes, i + kBlock);
+    uint16_t* k = keys;
+    for (; i < end; i += kSimdLanes, k += kSimdLanes) {
+      AnalyseKernel<kExp, kMan>::Half(p, data + kBytes * i, base + kBytes * i, &a0, syms + i, cells + i, k,
+                                      shift, &c);
+      AnalyseKernel<kExp, kMan>::Half(p, data + kBytes * (i + 16), base + kBytes * (i + 16), &a1,
+                                      syms + i + 16, cells + i + 16, k + 16, shift, &c);
+    }
+    for (const uint16_t* key = keys; key < k; ++key) ++counts[*key];
   }
-  // Counted afterwards from the arrays (counting in the loop above waits on every count's address).
-  for (size_t j = 0; j < i; ++j) ++counts[(static_cast<size_t>(cells[j]) << alphabet_log2) + syms[j]];
   *bits = c;
   _mm512_storeu_si512(avg32, a0);
   _mm512_storeu_si512(avg32 + 16, a1);
