@@ -199,27 +199,35 @@ DS_AVX512 size_t Scan(const uint8_t* p, size_t n, uint32_t* or_all, uint32_t* ma
   return i;
 }
 
-// The rANS coding of 8 lanes (64-bit vector lanes) of one row, as rans::EncPut: their words go below
-// *ptr in lane order. idx: the symbols' EncSymbol indices.
-DS_AVX512_INLINE inline __m512i EncodeGroup(__m512i x, __m256i idx, const rans::EncSymbol* symbols,
-                                            uint8_t** ptr) {
+// The rANS coding of 16 lanes of one row, as rans::EncPut: their words go below *ptr in lane order.
+// idx: the symbols' EncSymbol indices. x / freq is worked out in 64-bit lanes, even and odd lanes apart.
+DS_AVX512_INLINE inline __m512i EncodeHalf(__m512i x, __m512i idx, const rans::EncSymbol* symbols,
+                                           uint8_t** ptr) {
   static_assert(sizeof(rans::EncSymbol) == 8 && offsetof(rans::EncSymbol, info) == 4);
-  const __m512i e = _mm512_i32gather_epi64(idx, symbols, 8);  // mult | info << 32
-  const __m512i info = _mm512_srli_epi64(e, 32);
-  const __m512i freq = _mm512_and_si512(info, _mm512_set1_epi64(rans::kEncFreqMask));
-  const __mmask8 out = _mm512_cmpge_epu64_mask(_mm512_srli_epi64(x, 32 - rans::kProbBits), freq);
+  // mult | info << 32 of the even lanes (64-bit lane j: lane 2j) and of the odd ones.
+  const __m512i e0 = _mm512_i32gather_epi64(_mm512_cvtepi64_epi32(idx), symbols, 8);
+  const __m512i e1 = _mm512_i32gather_epi64(_mm512_cvtepi64_epi32(_mm512_srli_epi64(idx, 32)), symbols, 8);
+  const __m512i info = _mm512_mask_blend_epi32(0xAAAA, _mm512_srli_epi64(e0, 32), e1);
+  const __m512i freq = _mm512_and_si512(info, _mm512_set1_epi32(rans::kEncFreqMask));
+  const __mmask16 out = _mm512_cmpge_epu32_mask(_mm512_srli_epi32(x, 32 - rans::kProbBits), freq);
   const int words = _mm_popcnt_u32(out);
   *ptr -= 2 * words;
-  const __m128i w = _mm512_cvtepi64_epi16(_mm512_maskz_compress_epi64(out, x));
-  _mm512_mask_storeu_epi16(*ptr, (1u << words) - 1, _mm512_castsi128_si512(w));
-  x = _mm512_mask_srli_epi64(x, out, x, 16);
-  const __m512i q = _mm512_srlv_epi64(_mm512_add_epi64(x, _mm512_srli_epi64(_mm512_mul_epu32(x, e), 32)),
-                                      _mm512_srli_epi64(info, rans::kEncDivShift));
+  const __m256i w = _mm512_cvtepi32_epi16(_mm512_maskz_compress_epi32(out, x));
+  _mm512_mask_storeu_epi16(*ptr, (1u << words) - 1, _mm512_castsi256_si512(w));
+  x = _mm512_mask_srli_epi32(x, out, x, 16);
+  // q = (x + (x * mult >> 32)) >> shift.
+  constexpr int kShiftAt = 32 + rans::kEncDivShift;
+  const __m512i x0 = _mm512_and_si512(x, _mm512_set1_epi64(0xFFFFFFFF));
+  const __m512i x1 = _mm512_srli_epi64(x, 32);
+  const __m512i q0 = _mm512_srlv_epi64(_mm512_add_epi64(x0, _mm512_srli_epi64(_mm512_mul_epu32(x0, e0), 32)),
+                                       _mm512_srli_epi64(e0, kShiftAt));
+  const __m512i q1 = _mm512_srlv_epi64(_mm512_add_epi64(x1, _mm512_srli_epi64(_mm512_mul_epu32(x1, e1), 32)),
+                                       _mm512_srli_epi64(e1, kShiftAt));
+  const __m512i q = _mm512_mask_blend_epi32(0xAAAA, q0, _mm512_slli_epi64(q1, 32));
   const __m512i cum =
-      _mm512_and_si512(_mm512_srli_epi64(info, rans::kEncCumShift), _mm512_set1_epi64(rans::kEncCumMask));
-  const __m512i cmpl = _mm512_sub_epi64(_mm512_set1_epi64(rans::kProbScale), freq);
-  x = _mm512_add_epi64(_mm512_add_epi64(x, cum), _mm512_mul_epu32(q, cmpl));
-  return _mm512_and_si512(x, _mm512_set1_epi64(0xFFFFFFFF));
+      _mm512_and_si512(_mm512_srli_epi32(info, rans::kEncCumShift), _mm512_set1_epi32(rans::kEncCumMask));
+  const __m512i cmpl = _mm512_sub_epi32(_mm512_set1_epi32(rans::kProbScale), freq);
+  return _mm512_add_epi32(_mm512_add_epi32(x, cum), _mm512_mullo_epi32(q, cmpl));
 }
 
 // The EncSymbol indices of 16 values: (table << alphabet_log2) + symbol, the table from the cell as
@@ -242,22 +250,17 @@ DS_AVX512 uint8_t* EncodeRows(const SimdEncodeSetup& setup, const uint8_t* syms,
                               size_t rows, uint32_t* x32, uint8_t* ptr) {
   const SimdEncodeSetup p = setup;  // locals: the word stores cannot change them
   const rans::EncSymbol* const symbols = p.symbols;
-  __m512i x[4];
-  for (int g = 0; g < 4; ++g)
-    x[g] = _mm512_cvtepu32_epi64(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x32 + 8 * g)));
+  __m512i x0 = _mm512_loadu_si512(x32);
+  __m512i x1 = _mm512_loadu_si512(x32 + 16);
   for (size_t r = rows; r > 0;) {
     --r;
     const size_t t = r * kSimdLanes;
-    // Backwards: lanes 31..0, each group's words in front of those of the lanes above it.
-    const __m512i hi = SymbolIndices(p, syms + t + 16, cells + t + 16);
-    x[3] = EncodeGroup(x[3], _mm512_extracti64x4_epi64(hi, 1), symbols, &ptr);
-    x[2] = EncodeGroup(x[2], _mm512_castsi512_si256(hi), symbols, &ptr);
-    const __m512i lo = SymbolIndices(p, syms + t, cells + t);
-    x[1] = EncodeGroup(x[1], _mm512_extracti64x4_epi64(lo, 1), symbols, &ptr);
-    x[0] = EncodeGroup(x[0], _mm512_castsi512_si256(lo), symbols, &ptr);
+    // Backwards: lanes 31..16, then 15..0, whose words go in front.
+    x1 = EncodeHalf(x1, SymbolIndices(p, syms + t + 16, cells + t + 16), symbols, &ptr);
+    x0 = EncodeHalf(x0, SymbolIndices(p, syms + t, cells + t), symbols, &ptr);
   }
-  for (int g = 0; g < 4; ++g)
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(x32 + 8 * g), _mm512_cvtepi64_epi32(x[g]));
+  _mm512_storeu_si512(x32, x0);
+  _mm512_storeu_si512(x32 + 16, x1);
   return ptr;
 }
 
