@@ -117,8 +117,11 @@ bool EncodeStandaloneImpl(const uint8_t* data, size_t n, const Layout& layout, u
     syms[i] = static_cast<uint8_t>(ValueSymbol<F>(p, Load<F>(data, i), &raw, &nraw));
     bits.Put(raw, nraw);
   }
-  const size_t L = static_cast<size_t>(lanes);
-  for (i = 0; i < n; ++i) ++counts.Cell(i >= L ? syms[i - L] >> 3 : 0)[syms[i]];
+  // The context of value i is its lane's previous token (0 for the lane's first value).
+  const size_t L = std::min(static_cast<size_t>(lanes), n);
+  uint32_t* const c = counts.counts.data();
+  for (i = 0; i < L; ++i) ++c[syms[i]];
+  for (; i < n; ++i) ++c[static_cast<size_t>(syms[i - L] >> 3) * kAlphabet + syms[i]];
   uint64_t cost_bits = 0;
   const ContextMap map = ChooseContextMap(counts, 0, &cost_bits);
   if (give_up_bits != 0 && cost_bits + bits.bits() > give_up_bits) return false;
