@@ -19,26 +19,44 @@ DS_AVX512_INLINE inline __m512i Load16(const uint8_t* p) {
   return _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
 }
 
-// The 16 raw fields of kWidth-bit values (at most kWidth - 1 bits each) in lane order.
+// The 16 raw fields of kWidth-bit values (at most kWidth - 1 bits each) in lane order, in pairs (even lane
+// low) and, 16-bit kinds, pairs of pairs: each Put waits on the one before, the fewer the better. A group
+// over Cursor::kMaxPutBits (only with long fields) goes in its halves.
 template <int kWidth>
 DS_AVX512_INLINE inline void PutRaw(__m512i raw, __m512i nraw, BulkBitWriter::Cursor* bits) {
+  constexpr int kMax = BulkBitWriter::Cursor::kMaxPutBits;
+  const __m512i lo_mask = _mm512_set1_epi64(0xFFFFFFFF);
+  const __m512i n_lo = _mm512_and_si512(nraw, lo_mask);
+  const __m512i pair =
+      _mm512_or_si512(_mm512_and_si512(raw, lo_mask), _mm512_sllv_epi64(_mm512_srli_epi64(raw, 32), n_lo));
+  alignas(64) uint64_t pv[8];
+  alignas(64) uint64_t pn[8];
+  _mm512_store_si512(pv, pair);
+  _mm512_store_si512(pn, _mm512_add_epi64(n_lo, _mm512_srli_epi64(nraw, 32)));
   if constexpr (kWidth == 16) {
-    // In pairs (even lane low): at most 2 x 15 bits each.
-    const __m512i lo_mask = _mm512_set1_epi64(0xFFFFFFFF);
-    const __m512i n_lo = _mm512_and_si512(nraw, lo_mask);
-    const __m512i pair =
-        _mm512_or_si512(_mm512_and_si512(raw, lo_mask), _mm512_sllv_epi64(_mm512_srli_epi64(raw, 32), n_lo));
-    alignas(64) uint64_t pv[8];
-    alignas(64) uint64_t pn[8];
-    _mm512_store_si512(pv, pair);
-    _mm512_store_si512(pn, _mm512_add_epi64(n_lo, _mm512_srli_epi64(nraw, 32)));
-    for (int k = 0; k < 8; ++k) bits->Put(static_cast<uint32_t>(pv[k]), static_cast<int>(pn[k]));
+    for (int k = 0; k < 8; k += 2) {
+      const int n0 = static_cast<int>(pn[k]);
+      const int n = n0 + static_cast<int>(pn[k + 1]);
+      if (n <= kMax) [[likely]] {
+        bits->Put(pv[k] | (pv[k + 1] << n0), n);
+      } else {
+        bits->Put(pv[k], n0);
+        bits->Put(pv[k + 1], n - n0);
+      }
+    }
   } else {
-    alignas(64) uint32_t v[16];
-    alignas(64) uint32_t n[16];
-    _mm512_store_si512(v, raw);
-    _mm512_store_si512(n, nraw);
-    for (int k = 0; k < 16; ++k) bits->Put(v[k], static_cast<int>(n[k]));
+    alignas(64) uint32_t n_first[16];
+    _mm512_store_si512(n_first, nraw);
+    for (int k = 0; k < 8; ++k) {
+      const int n = static_cast<int>(pn[k]);
+      if (n <= kMax) [[likely]] {
+        bits->Put(pv[k], n);
+      } else {
+        const int n0 = static_cast<int>(n_first[2 * k]);
+        bits->Put(pv[k] & ((uint64_t{1} << n0) - 1), n0);
+        bits->Put(pv[k] >> n0, n - n0);
+      }
+    }
   }
 }
 

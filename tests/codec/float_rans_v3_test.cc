@@ -129,6 +129,22 @@ Values AnyKindEdgeValues(FloatKind kind, const Values& base, uint64_t seed) {
   return data;
 }
 
+// A finetune with a run of four sign changes to a tiny magnitude (a far exponent: the longest raw fields)
+// every 64 values.
+Values FarFlipRuns(FloatKind kind, const Values& base, uint64_t seed) {
+  const int bits = 8 * static_cast<int>(FloatKindSize(kind));
+  const int man = kind == FloatKind::kF32 ? 23 : kind == FloatKind::kBF16 ? 7 : 10;
+  const uint32_t sign_bit = uint32_t{1} << (bits - 1);
+  Values data = Finetune(kind, base, seed);
+  for (size_t i = 4; i + 4 <= base.size(); i += 64) {
+    for (size_t k = i; k < i + 4; ++k) {
+      const auto m = static_cast<uint32_t>(k * 2654435761u) & ((uint32_t{1} << man) - 1);
+      data.Set(k, ((base.Get(k) & sign_bit) ^ sign_bit) | (uint32_t{1} << man) | m);
+    }
+  }
+  return data;
+}
+
 // The encoder's AVX-512 passes (where the CPU has them) write the scalar passes' bytes: every version,
 // delta and standalone, lengths around the rows of 32 lanes, edge values in the data and in the base.
 TEST(FloatRansV3Test, VectorAndScalarEncodersWriteTheSameBytes) {
@@ -140,8 +156,10 @@ TEST(FloatRansV3Test, VectorAndScalarEncodersWriteTheSameBytes) {
       const Values edge_base = AnyKindEdgeValues(kind, base, n + 12);
       const Values data = AnyKindEdgeValues(kind, base, n + 13);
       const Values plain = Finetune(kind, base, n + 14);
-      const std::pair<const Values*, const Values*> cases[] = {
-          {&data, &base}, {&data, nullptr}, {&data, &edge_base}, {&plain, &base}, {&plain, nullptr}};
+      const Values far = FarFlipRuns(kind, base, n + 15);
+      const std::pair<const Values*, const Values*> cases[] = {{&data, &base},      {&data, nullptr},
+                                                               {&data, &edge_base}, {&plain, &base},
+                                                               {&plain, nullptr},   {&far, &base}};
       for (int version = 1; version <= kFloatRansVersion; ++version) {
         for (const auto& [d, b] : cases) {
           const uint8_t* bp = b != nullptr ? b->data() : nullptr;
