@@ -1,4 +1,5 @@
-// AVX-512 decoding of the fast float coder's payloads (codec/float_rans.h) with 32 lanes (version 2:
+// AVX-512 decoding (float_rans_simd.cc) and encoding passes (float_rans_simd_encode.cc, at the end) of
+// the fast float coder's payloads (codec/float_rans.h). Decoding with 32 lanes (version 2:
 // BF16, F16; version 3: F32 too): a row of 32 values is two vectors of 16 lanes, each decoded with one
 // table gather, the renormalisation words expanded into the lanes that need one, and the raw bits of the
 // 16 values cut out of one 64-byte load at prefix-summed offsets (F32, fields of up to 31 bits: one load

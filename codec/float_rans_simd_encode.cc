@@ -1,7 +1,7 @@
 // AVX-512 passes of the fast float coder's encoder (codec/float_rans.h), run where SimdEnabled(): the
-// scan of the words, the delta model's first pass, and the rANS coding of rows of 32 values. Each gives
-// the bytes of its scalar counterpart (float_rans.cc, float_rans_delta.cc, CodeSymbols in
-// float_rans_delta.cc and float_rans_standalone.cc).
+// scan of the words, the first passes of the delta and standalone models, and the rANS coding of rows of
+// 32 values. Each gives the bytes of its scalar counterpart (Scan in float_rans.cc, Analyse in
+// float_rans_delta.cc, EncodeStandaloneImpl in float_rans_standalone.cc, CodeSymbols in both).
 #include <algorithm>
 #include <bit>
 
