@@ -26,8 +26,10 @@ class BulkBitWriter {
     char* p;
     uint64_t acc;
     int fill;
-    [[gnu::always_inline]] void Put(uint32_t v, int nbits) {
-      acc |= static_cast<uint64_t>(v) << fill;
+    // `v` < 2^nbits, nbits <= kMaxPutBits (the pending bits, fewer than 8, and v fit the 64-bit acc).
+    static constexpr int kMaxPutBits = 56;
+    [[gnu::always_inline]] void Put(uint64_t v, int nbits) {
+      acc |= v << fill;
       fill += nbits;
       std::memcpy(p, &acc, 8);
       const int whole = fill & ~7;

@@ -6,6 +6,7 @@
 
 #include "codec/checksum.h"
 #include "codec/float_rans_model.h"
+#include "codec/float_rans_simd.h"
 
 namespace deltastore {
 namespace {
@@ -99,7 +100,9 @@ template <typename F>
 void Scan(const uint8_t* p, size_t n, uint32_t* or_all, uint32_t* max_mag) {
   uint32_t o = 0;
   uint32_t m = 0;
-  for (size_t i = 0; i < n; ++i) {
+  size_t i = 0;
+  if (float_rans::SimdEnabled()) i = float_rans::ScanSimd(F::kWidth, p, n, &o, &m);
+  for (; i < n; ++i) {
     const uint32_t v = float_rans::Load<F>(p, i);
     o |= v;
     m = std::max(m, v & F::kMagMask);

@@ -3,6 +3,7 @@
 // difference sizes; the other bits of d go raw. A sign change is an escape: version 1 codes the new
 // exponent with a table of its own (same lane) and the mantissa raw; version 2 codes the new exponent
 // relative to the base's as a symbol of the delta alphabet (raw when far), the mantissa raw.
+#include <bit>
 #include <memory>
 
 #include "codec/bit_stream.h"
@@ -83,8 +84,8 @@ template <typename F>
 // Second pass, backwards: the rANS stream. (Lane arrays are only indexed by constants, so that they
 // live in registers.)
 template <typename F, int kLanes>
-std::string CodeSymbols(const DeltaPass<F>& pass, const EncTables& grid, const rans::EncSymbol* esc,
-                        size_t n) {
+std::string CodeSymbols(const DeltaPass<F>& pass, const ContextMap& map, const EncTables& grid,
+                        const rans::EncSymbol* esc, size_t n) {
   const size_t cap = 4 * n + 8 * kLanes + 16;
   // Not zero-filled (it is larger than the caches): words and states are written below `end` in turn.
   const auto buf = std::make_unique_for_overwrite<uint8_t[]>(cap);
@@ -109,7 +110,20 @@ std::string CodeSymbols(const DeltaPass<F>& pass, const EncTables& grid, const r
   for (int k = kLanes - 1; k >= 0; --k) {
     if (full + k < n) put(x[k], full + k);
   }
-  for (size_t t = full; t > 0;) {
+  size_t t = full;
+  if constexpr (kLanes == kSimdLanes) {
+    if (!v1_escapes && SimdEnabled()) {
+      SimdEncodeSetup setup;
+      setup.symbols = grid.symbols.data();
+      setup.alphabet_log2 = std::countr_zero(static_cast<unsigned>(pass.counts.alphabet));
+      setup.rows = map.rows;
+      setup.grid_cols_log2 = std::countr_zero(static_cast<unsigned>(kDeltaCols));
+      setup.col_shift = map.col_shift;
+      ptr = EncodeRowsSimd(setup, syms, cells, full / kLanes, x, ptr);
+      t = 0;
+    }
+  }
+  while (t > 0) {
     t -= kLanes;
 #pragma GCC unroll 8
     for (int k = kLanes - 1; k >= 0; --k) put(x[k], t + static_cast<size_t>(k));
@@ -128,7 +142,7 @@ void Analyse(const DeltaParams<F>& params, const uint8_t* data, const uint8_t* b
                 pass->counts.alphabet, bits->Begin(),     &pass->escapes};
   int avg16[kLanes] = {};
   size_t start = 0;
-  if constexpr (kLanes == kSimdLanes && F::kWidth == 16) {
+  if constexpr (kLanes == kSimdLanes) {
     if (p.v2 && SimdEnabled()) {
       SimdDeltaSetup setup;
       setup.tz = p.tz;
@@ -176,9 +190,9 @@ bool EncodeDeltaImpl(const uint8_t* data, const uint8_t* base, size_t n, const L
       WriteTable(esc_counts.data(), DeltaParams<F>::kEscAlphabet, &out->tables, esc.data());
   }
   switch (lanes) {
-    case 32: out->words = CodeSymbols<F, 32>(pass, grid, esc.data(), n); break;
-    case 8: out->words = CodeSymbols<F, 8>(pass, grid, esc.data(), n); break;
-    default: out->words = CodeSymbols<F, 1>(pass, grid, esc.data(), n); break;
+    case 32: out->words = CodeSymbols<F, 32>(pass, map, grid, esc.data(), n); break;
+    case 8: out->words = CodeSymbols<F, 8>(pass, map, grid, esc.data(), n); break;
+    default: out->words = CodeSymbols<F, 1>(pass, map, grid, esc.data(), n); break;
   }
   out->raw = bits.Finish();
   return true;

@@ -1,14 +1,8 @@
 #include "codec/float_rans_simd.h"
 
-// GCC 12 warns that the intrinsics' internal undefined vectors "may be used uninitialized" (they are
-// never read): not a finding of this file.
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
-#include <immintrin.h>
-
 #include <atomic>
-#include <bit>
+
+#include "codec/float_rans_avx512.h"
 
 namespace deltastore::float_rans {
 namespace {
@@ -23,9 +17,6 @@ std::atomic<bool>& Enabled() {
   static std::atomic<bool> on{CpuHasAvx512()};
   return on;
 }
-
-#define DS_AVX512 __attribute__((target("avx512f,avx512bw,avx512cd,avx512vbmi,popcnt")))
-#define DS_AVX512_INLINE __attribute__((target("avx512f,avx512bw,avx512cd,avx512vbmi,popcnt"), always_inline))
 
 // A row reads at most 2 x 16 words (64 bytes) and, per half, 64 raw bytes at an offset of at most 31
 // (16-bit kinds), or (F32) two loads of 64 bytes at offsets of at most 62 and 62 + 31.
@@ -290,97 +281,6 @@ DS_AVX512 size_t StandaloneRows(const SimdStandaloneSetup& setup, uint32_t* x32,
   return i;
 }
 
-// The delta encoder's first pass, 16 values at a time (the scalar one: AnalyseValue in
-// float_rans_delta.cc).
-template <int kExp, int kMan>
-struct AnalyseKernel {
-  static constexpr int kWidth = 16;
-  static constexpr int kAlphabet = 4 * kWidth;
-  static constexpr int kEscZero = kAlphabet + kAlphabet / 2;
-  static constexpr int kEscOther = 2 * kAlphabet - 1;
-
-  DS_AVX512_INLINE static void Half(const SimdDeltaSetup& p, const uint8_t* data, const uint8_t* base,
-                                    __m512i* avg, uint8_t* syms, uint8_t* cells,
-                                    BulkBitWriter::Cursor* bits) {
-    const __m512i mag_mask = _mm512_set1_epi32(0x7FFF);
-    const __m512i zero = _mm512_setzero_si512();
-    const __m512i b = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(base)));
-    const __m512i f = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(data)));
-    const __m128i tz = _mm_cvtsi32_si128(p.tz);
-    const __m512i bm = _mm512_srl_epi32(_mm512_and_si512(b, mag_mask), tz);
-    const __m512i fm = _mm512_srl_epi32(_mm512_and_si512(f, mag_mask), tz);
-    const __m512i be = _mm512_srli_epi32(_mm512_and_si512(b, mag_mask), kMan);
-    __m512i row = _mm512_sub_epi32(_mm512_set1_epi32(p.maxe), be);
-    row = _mm512_min_epi32(_mm512_max_epi32(row, zero), _mm512_set1_epi32(23));
-    __m512i col = _mm512_sub_epi32(_mm512_add_epi32(*avg, _mm512_set1_epi32(8 + 16 * (9 - p.mb))),
-                                   _mm512_slli_epi32(be, 4));
-    col = _mm512_min_epi32(_mm512_max_epi32(_mm512_srai_epi32(col, 4), zero), _mm512_set1_epi32(7));
-    const __m512i cell = _mm512_add_epi32(_mm512_slli_epi32(row, 3), col);
-    // Same sign: |d|, its length, the bit below the leading one.
-    const __m512i d = _mm512_sub_epi32(fm, bm);
-    const __m512i ad = _mm512_abs_epi32(d);
-    const __m512i len = _mm512_sub_epi32(_mm512_set1_epi32(32), _mm512_lzcnt_epi32(ad));
-    __m512i nraw = _mm512_max_epi32(_mm512_sub_epi32(len, _mm512_set1_epi32(2)), zero);
-    const __mmask16 long_d = _mm512_cmpge_epi32_mask(len, _mm512_set1_epi32(2));
-    const __m512i hb = _mm512_maskz_and_epi32(long_d, _mm512_srlv_epi32(ad, nraw), _mm512_set1_epi32(1));
-    __m512i sym = _mm512_or_si512(_mm512_slli_epi32(len, 2), hb);
-    sym = _mm512_mask_or_epi32(sym, _mm512_cmplt_epi32_mask(d, zero), sym, _mm512_set1_epi32(2));
-    __m512i raw = _mm512_andnot_si512(_mm512_sllv_epi32(_mm512_set1_epi32(-1), nraw), ad);
-    __m512i a = _mm512_add_epi32(be, len);
-    const __mmask16 flip = _mm512_test_epi32_mask(_mm512_xor_si512(b, f), _mm512_set1_epi32(0x8000));
-    if (flip != 0) [[unlikely]] {
-      const __m512i s = _mm512_sub_epi32(
-          _mm512_add_epi32(_mm512_srl_epi32(fm, _mm_cvtsi32_si128(p.mb)), _mm512_set1_epi32(kEscZero)), be);
-      const __mmask16 near = flip & _mm512_cmpge_epi32_mask(s, _mm512_set1_epi32(kAlphabet)) &
-                             _mm512_cmplt_epi32_mask(s, _mm512_set1_epi32(kEscOther));
-      const __mmask16 far = flip & ~near;
-      sym = _mm512_mask_mov_epi32(sym, near, s);
-      sym = _mm512_mask_mov_epi32(sym, far, _mm512_set1_epi32(kEscOther));
-      const __m512i man =
-          _mm512_andnot_si512(_mm512_sll_epi32(_mm512_set1_epi32(-1), _mm_cvtsi32_si128(p.mb)), fm);
-      raw = _mm512_mask_mov_epi32(raw, near, man);
-      raw = _mm512_mask_mov_epi32(raw, far, fm);
-      nraw = _mm512_mask_mov_epi32(nraw, near, _mm512_set1_epi32(p.mb));
-      nraw = _mm512_mask_mov_epi32(nraw, far, _mm512_set1_epi32(kExp + p.mb));
-      a = _mm512_mask_mov_epi32(a, flip, _mm512_add_epi32(be, _mm512_set1_epi32(p.mb + 1)));
-    }
-    *avg = _mm512_add_epi32(*avg, _mm512_srai_epi32(_mm512_sub_epi32(_mm512_slli_epi32(a, 4), *avg), 4));
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(syms), _mm512_cvtepi32_epi8(sym));
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(cells), _mm512_cvtepi32_epi8(cell));
-    // Raw fields in pairs (even lane low): at most 2 x 15 bits each.
-    const __m512i lo_mask = _mm512_set1_epi64(0xFFFFFFFF);
-    const __m512i n_lo = _mm512_and_si512(nraw, lo_mask);
-    const __m512i pair =
-        _mm512_or_si512(_mm512_and_si512(raw, lo_mask), _mm512_sllv_epi64(_mm512_srli_epi64(raw, 32), n_lo));
-    alignas(64) uint64_t pv[8];
-    alignas(64) uint64_t pn[8];
-    _mm512_store_si512(pv, pair);
-    _mm512_store_si512(pn, _mm512_add_epi64(n_lo, _mm512_srli_epi64(nraw, 32)));
-    for (int k = 0; k < 8; ++k) bits->Put(static_cast<uint32_t>(pv[k]), static_cast<int>(pn[k]));
-  }
-};
-
-template <int kExp, int kMan>
-DS_AVX512 size_t AnalyseRows(const SimdDeltaSetup& p, const uint8_t* data, const uint8_t* base, size_t n,
-                             int* avg32, uint8_t* syms, uint8_t* cells, uint32_t* counts, int alphabet_log2,
-                             BulkBitWriter::Cursor* bits) {
-  __m512i a0 = _mm512_loadu_si512(avg32);
-  __m512i a1 = _mm512_loadu_si512(avg32 + 16);
-  BulkBitWriter::Cursor c = *bits;  // in registers: the count stores cannot change a local
-  size_t i = 0;
-  for (; i + kSimdLanes <= n; i += kSimdLanes) {
-    AnalyseKernel<kExp, kMan>::Half(p, data + 2 * i, base + 2 * i, &a0, syms + i, cells + i, &c);
-    AnalyseKernel<kExp, kMan>::Half(p, data + 2 * i + 32, base + 2 * i + 32, &a1, syms + i + 16,
-                                    cells + i + 16, &c);
-  }
-  // Counted afterwards from the arrays (counting in the loop above waits on every count's address).
-  for (size_t j = 0; j < i; ++j) ++counts[(static_cast<size_t>(cells[j]) << alphabet_log2) + syms[j]];
-  *bits = c;
-  _mm512_storeu_si512(avg32, a0);
-  _mm512_storeu_si512(avg32 + 16, a1);
-  return i;
-}
-
 }  // namespace
 
 bool SimdEnabled() {
@@ -397,20 +297,6 @@ size_t DecodeDeltaRowsSimd(FloatKind kind, const SimdDeltaSetup& setup, uint32_t
     case FloatKind::kBF16: return DeltaRows<8, 7>(setup, x, avg16, base, out, n, s);
     case FloatKind::kF16: return DeltaRows<5, 10>(setup, x, avg16, base, out, n, s);
     case FloatKind::kF32: return DeltaRows<8, 23>(setup, x, avg16, base, out, n, s);
-  }
-  return 0;
-}
-
-size_t AnalyseDeltaRowsSimd(FloatKind kind, const SimdDeltaSetup& setup, const uint8_t* data,
-                            const uint8_t* base, size_t n, int* avg16, uint8_t* syms, uint8_t* cells,
-                            uint32_t* counts, int alphabet, BulkBitWriter::Cursor* bits) {
-  const int alphabet_log2 = std::countr_zero(static_cast<unsigned>(alphabet));
-  switch (kind) {
-    case FloatKind::kBF16:
-      return AnalyseRows<8, 7>(setup, data, base, n, avg16, syms, cells, counts, alphabet_log2, bits);
-    case FloatKind::kF16:
-      return AnalyseRows<5, 10>(setup, data, base, n, avg16, syms, cells, counts, alphabet_log2, bits);
-    case FloatKind::kF32: return 0;
   }
   return 0;
 }

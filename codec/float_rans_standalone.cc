@@ -1,6 +1,7 @@
 // The fast float coder's standalone model: per value one symbol (exponent token, sign, top mantissa
 // bits) in the context of the lane's previous token, then the other mantissa bits raw.
 #include <algorithm>
+#include <bit>
 #include <memory>
 
 #include "codec/bit_stream.h"
@@ -51,7 +52,7 @@ template <typename F>
 }
 
 template <int kLanes>
-std::string CodeSymbols(const uint8_t* syms, const EncTables& grid, size_t n) {
+std::string CodeSymbols(const uint8_t* syms, const ContextMap& map, const EncTables& grid, size_t n) {
   const size_t cap = 2 * n + 8 * kLanes + 16;
   // Not zero-filled: words and states are written below `end` in turn.
   const auto buf = std::make_unique_for_overwrite<uint8_t[]>(cap);
@@ -69,7 +70,20 @@ std::string CodeSymbols(const uint8_t* syms, const EncTables& grid, size_t n) {
   for (int k = kLanes - 1; k >= 0; --k) {
     if (full + k < n) put(x[k], full + k);
   }
-  for (size_t t = full; t > 0;) {
+  size_t t = full;
+  if constexpr (kLanes == kSimdLanes) {
+    if (full > kLanes && SimdEnabled()) {
+      // Rows 1.. (row 0 has no previous tokens): the cell of value t is the token of value t - kLanes.
+      SimdEncodeSetup setup;
+      setup.symbols = grid.symbols.data();
+      setup.alphabet_log2 = std::countr_zero(static_cast<unsigned>(kAlphabet));
+      setup.rows = map.rows;
+      setup.cell_shift = 3;
+      ptr = EncodeRowsSimd(setup, syms + kLanes, syms, full / kLanes - 1, x, ptr);
+      t = kLanes;
+    }
+  }
+  while (t > 0) {
     t -= kLanes;
 #pragma GCC unroll 8
     for (int k = kLanes - 1; k >= 0; --k) put(x[k], t + static_cast<size_t>(k));
@@ -87,24 +101,36 @@ bool EncodeStandaloneImpl(const uint8_t* data, size_t n, const Layout& layout, u
   const auto syms = std::make_unique_for_overwrite<uint8_t[]>(n);  // every one written below
   GridCounts counts(kStandaloneRows, 1, kAlphabet);
   BulkBitWriter bits(n * sizeof(typename F::Word));
-  const size_t L = static_cast<size_t>(lanes);
-  for (size_t i = 0; i < n; ++i) {
+  size_t i = 0;
+  if (SimdEnabled()) {
+    SimdStandaloneSetup setup;
+    setup.tz = p.tz;
+    setup.mb = p.mb;
+    setup.maxe = static_cast<int>(p.maxe);
+    BulkBitWriter::Cursor c = bits.Begin();
+    i = StandaloneSymbolsSimd(KindOf<F>(), setup, data, n, syms.get(), &c);
+    bits.End(c);
+  }
+  for (; i < n; ++i) {
     uint32_t raw;
     int nraw;
-    const uint32_t sym = ValueSymbol<F>(p, Load<F>(data, i), &raw, &nraw);
+    syms[i] = static_cast<uint8_t>(ValueSymbol<F>(p, Load<F>(data, i), &raw, &nraw));
     bits.Put(raw, nraw);
-    syms[i] = static_cast<uint8_t>(sym);
-    ++counts.Cell(i >= L ? syms[i - L] >> 3 : 0)[sym];
   }
+  // The context of value i is its lane's previous token (0 for the lane's first value).
+  const size_t L = std::min(static_cast<size_t>(lanes), n);
+  uint32_t* const c = counts.counts.data();
+  for (i = 0; i < L; ++i) ++c[syms[i]];
+  for (; i < n; ++i) ++c[static_cast<size_t>(syms[i - L] >> 3) * kAlphabet + syms[i]];
   uint64_t cost_bits = 0;
   const ContextMap map = ChooseContextMap(counts, 0, &cost_bits);
   if (give_up_bits != 0 && cost_bits + bits.bits() > give_up_bits) return false;
   EncTables grid;
   WriteTables(counts, map, &out->tables, &grid);
   switch (lanes) {
-    case 32: out->words = CodeSymbols<32>(syms.get(), grid, n); break;
-    case 8: out->words = CodeSymbols<8>(syms.get(), grid, n); break;
-    default: out->words = CodeSymbols<1>(syms.get(), grid, n); break;
+    case 32: out->words = CodeSymbols<32>(syms.get(), map, grid, n); break;
+    case 8: out->words = CodeSymbols<8>(syms.get(), map, grid, n); break;
+    default: out->words = CodeSymbols<1>(syms.get(), map, grid, n); break;
   }
   out->raw = bits.Finish();
   return true;

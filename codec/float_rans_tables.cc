@@ -3,7 +3,9 @@
 #include <algorithm>
 #include <array>
 #include <bit>
+#include <cstring>
 #include <memory>
+#include <utility>
 
 namespace deltastore::float_rans {
 namespace {
@@ -23,26 +25,48 @@ uint64_t TableCostQ16(const uint32_t* counts, int lo, int hi) {
   return rans::EntropyQ16(counts, lo, hi) + (table_bits << 16);
 }
 
-// Counts of the cells of a grid merged by columns (2^col_shift per group), then by rows from the bottom.
+// Counts of the cells of a grid merged by columns (2^col_shift per group), symbols lo..hi only: the grid's
+// own at col_shift 0, then each Halve adds adjacent pairs of columns (in place). A cell that counted
+// nothing is not used; its counts are not read (in `merged` they may be stale).
 struct ColumnMerge {
-  ColumnMerge(const GridCounts& g, int col_shift, int lo, int hi) : cols(g.cols >> col_shift), a(g.alphabet) {
-    merged.assign(static_cast<size_t>(g.rows) * cols * a, 0);
-    row_total.assign(g.rows, 0);
-    for (int r = 0; r < g.rows; ++r) {
-      for (int c = 0; c < g.cols; ++c) {
-        const uint32_t* src = g.Cell(r * g.cols + c);
-        uint32_t* dst = At(r, c >> col_shift);
-        for (int s = lo; s <= hi; ++s) {
-          dst[s] += src[s];
-          row_total[r] += src[s];
+  // `grid_used`: GridCounts::Used of every cell.
+  ColumnMerge(const GridCounts& g, std::vector<bool> grid_used, int lo, int hi)
+      : rows(g.rows),
+        cols(g.cols),
+        a(g.alphabet),
+        lo(lo),
+        hi(hi),
+        cells(g.counts.data()),
+        used(std::move(grid_used)) {}
+  void Halve() {
+    const int half = cols / 2;
+    if (merged.empty()) merged.resize(static_cast<size_t>(rows) * half * a);
+    uint32_t* const dst = merged.data();
+    for (int r = 0; r < rows; ++r) {
+      for (int c = 0; c < half; ++c) {
+        // Forward in place: the pair read is at or after the cell written, before any later write.
+        uint32_t* out = dst + (static_cast<size_t>(r) * half + c) * a;
+        const uint32_t* in = cells + (static_cast<size_t>(r) * cols + 2 * c) * a;
+        const bool u0 = used[r * cols + 2 * c];
+        const bool u1 = used[r * cols + 2 * c + 1];
+        if (u0 && u1) {
+          for (int s = lo; s <= hi; ++s) out[s] = in[s] + in[s + a];
+        } else if (u0 || u1) {
+          const uint32_t* from = u0 ? in : in + a;
+          std::copy(from + lo, from + hi + 1, out + lo);
         }
+        used[r * half + c] = u0 || u1;
       }
     }
+    cols = half;
+    cells = dst;
   }
-  uint32_t* At(int r, int c) { return merged.data() + (static_cast<size_t>(r) * cols + c) * a; }
-  int cols, a;
+  bool Used(int r, int c) const { return used[r * cols + c]; }
+  const uint32_t* At(int r, int c) const { return cells + (static_cast<size_t>(r) * cols + c) * a; }
+  int rows, cols, a, lo, hi;
+  const uint32_t* cells;  // [row][column][symbol], the grid's or `merged`
   std::vector<uint32_t> merged;
-  std::vector<uint64_t> row_total;
+  std::vector<bool> used;  // [row][column]
 };
 
 size_t CodeBytes(int lo, int hi, rans::CodeWidth width) {
@@ -119,13 +143,21 @@ struct TableCodes {
 
 }  // namespace
 
+bool GridCounts::Used(int cell) const {
+  static constexpr uint32_t kZeros[rans::kMaxAlphabet] = {};
+  return std::memcmp(Cell(cell), kZeros, sizeof(uint32_t) * static_cast<size_t>(alphabet)) != 0;
+}
+
 ContextMap ChooseContextMap(const GridCounts& g, int max_col_shift, uint64_t* cost_bits) {
   // The symbols counted anywhere.
   int lo = g.alphabet;
   int hi = -1;
-  for (size_t cell = 0; cell < static_cast<size_t>(g.rows) * g.cols; ++cell) {
+  std::vector<bool> used(static_cast<size_t>(g.rows) * g.cols);
+  for (int cell = 0; cell < g.rows * g.cols; ++cell) {
     // Only what could widen [lo, hi] is looked at.
-    const uint32_t* c = g.Cell(static_cast<int>(cell));
+    used[cell] = g.Used(cell);
+    if (!used[cell]) continue;
+    const uint32_t* c = g.Cell(cell);
     for (int s = 0; s < std::min(lo, g.alphabet); ++s) {
       if (c[s] != 0) {
         lo = s;
@@ -148,27 +180,31 @@ ContextMap ChooseContextMap(const GridCounts& g, int max_col_shift, uint64_t* co
   std::vector<uint32_t> suffix;
   std::vector<uint64_t> row_cost(g.rows + 1);
   std::vector<uint64_t> suffix_cost(g.rows);
+  std::vector<uint64_t> column_cost;
+  ColumnMerge m(g, std::move(used), lo, hi);
   for (int shift = 0; shift <= max_col_shift && (g.cols >> shift) >= 1; ++shift) {
-    ColumnMerge m(g, shift, lo, hi);
+    if (shift > 0) m.Halve();
     suffix.assign(static_cast<size_t>(m.cols) * g.alphabet, 0);
-    // row_cost[r]: rows < r with their own tables; suffix_cost[r]: rows >= r merged.
+    column_cost.assign(m.cols, 0);
+    // row_cost[r]: rows < r with their own tables; suffix_cost[r]: rows >= r merged (a column's cost
+    // changes only with a used cell). An unused cell's table costs nothing.
     for (int r = 0; r < g.rows; ++r) {
       uint64_t cost = 0;
-      if (m.row_total[r] != 0) {
-        for (int c = 0; c < m.cols; ++c) cost += TableCostQ16(m.At(r, c), lo, hi);
+      for (int c = 0; c < m.cols; ++c) {
+        if (m.Used(r, c)) cost += TableCostQ16(m.At(r, c), lo, hi);
       }
       row_cost[r + 1] = row_cost[r] + cost;
     }
-    uint64_t below = 0;
     for (int r = g.rows - 1; r >= 0; --r) {
-      if (m.row_total[r] != 0 || r == g.rows - 1) {
-        below = 0;
-        for (int c = 0; c < m.cols; ++c) {
+      uint64_t below = 0;
+      for (int c = 0; c < m.cols; ++c) {
+        if (m.Used(r, c)) {
           uint32_t* s = suffix.data() + static_cast<size_t>(c) * g.alphabet;
           const uint32_t* row = m.At(r, c);
           for (int k = lo; k <= hi; ++k) s[k] += row[k];
-          below += TableCostQ16(s, lo, hi);
+          column_cost[c] = TableCostQ16(s, lo, hi);
         }
+        below += column_cost[c];
       }
       suffix_cost[r] = below;
     }
@@ -190,6 +226,7 @@ void WriteTables(const GridCounts& g, const ContextMap& map, std::string* out, E
   std::vector<uint32_t> merged(static_cast<size_t>(tables) * g.alphabet, 0);
   for (int r = 0; r < g.rows; ++r) {
     for (int c = 0; c < g.cols; ++c) {
+      if (!g.Used(r * g.cols + c)) continue;
       const uint32_t* src = g.Cell(r * g.cols + c);
       uint32_t* dst = merged.data() + static_cast<size_t>(map.Table(r, c)) * g.alphabet;
       for (int s = 0; s < g.alphabet; ++s) dst[s] += src[s];

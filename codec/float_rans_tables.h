@@ -32,6 +32,8 @@ struct GridCounts {
       : rows(rows), cols(cols), alphabet(alphabet), counts(static_cast<size_t>(rows) * cols * alphabet) {}
   uint32_t* Cell(int cell) { return counts.data() + static_cast<size_t>(cell) * alphabet; }
   const uint32_t* Cell(int cell) const { return counts.data() + static_cast<size_t>(cell) * alphabet; }
+  // Whether the cell counted any symbol (most cells of a small input do not: they are skipped).
+  bool Used(int cell) const;
   int rows, cols, alphabet;
   std::vector<uint32_t> counts;  // [row * cols + col][symbol]
 };

@@ -121,12 +121,13 @@ uint32_t Log2Q16(uint64_t x) {
 }
 
 uint64_t EntropyQ16(const uint32_t* counts, int lo, int hi) {
+  const auto& table = LogTable();
   uint64_t total = 0;
   uint64_t sum = 0;
   for (int s = lo; s <= hi; ++s) {
     const uint32_t c = counts[s];
     total += c;
-    sum += static_cast<uint64_t>(c) * Log2Q16(c);
+    sum += static_cast<uint64_t>(c) * (c < table.size() ? table[c] : Log2Q16(c));
   }
   return total * Log2Q16(total) - sum;
 }
@@ -135,9 +136,12 @@ void BuildEncSymbols(const uint32_t* freqs, int alphabet, EncSymbol* enc) {
   uint32_t cum = 0;
   for (int s = 0; s < alphabet; ++s) {
     const uint32_t f = freqs[s];
-    enc[s].freq = f;
-    enc[s].bias = f == 1 ? cum + kProbScale - 1 : cum;
-    enc[s].rcp = f == 0 ? 0 : (f == 1 ? ~uint64_t{0} : ~uint64_t{0} / f + 1);
+    enc[s] = EncSymbol{};
+    if (f == 0) continue;
+    const int shift = std::bit_width(f - 1);
+    const uint64_t m = ((uint64_t{1} << (32 + shift)) + f - 1) / f;  // in [2^32, 2^33)
+    enc[s].mult = static_cast<uint32_t>(m);
+    enc[s].info = f | (cum << kEncCumShift) | (static_cast<uint32_t>(shift) << kEncDivShift);
     cum += f;
   }
 }

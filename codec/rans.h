@@ -54,31 +54,35 @@ uint64_t EntropyQ16(const uint32_t* counts, int lo, int hi);
 // Encoder
 // ---------------------------------------------------------------------------------------------------
 
-// What the encoder needs per symbol: x / freq is the high word of x * rcp (64 x 64 bits) for every 32-bit
-// x, with rcp = ceil(2^64 / freq) (the error is below 2^-32 < 1 / freq). For freq = 1, rcp = 2^64 - 1
-// gives x - 1 instead, which bias makes up: bias = cum + kProbScale - 1 there, cum otherwise.
+// What the encoder needs per symbol: its frequency, its cumulative start, and x / freq for every 32-bit
+// x as (x + (x * mult >> 32)) >> shift, with shift = ceil(log2 freq) and 2^32 + mult =
+// ceil(2^(32 + shift) / freq) (Granlund and Montgomery, "Division by invariant integers using
+// multiplication", theorem 4.2: exact for every x < 2^32). 8 bytes, so that a vector encoder gathers one
+// word per symbol.
 struct EncSymbol {
-  uint64_t rcp = 0;
-  uint32_t freq = 0;
-  uint32_t bias = 0;
+  uint32_t mult = 0;
+  uint32_t info = 0;  // freq (bits 0-12), cum (bits 13-24), shift (bits 25-28)
 };
+inline constexpr int kEncCumShift = 13;
+inline constexpr int kEncDivShift = 25;
+inline constexpr uint32_t kEncFreqMask = (1u << kEncCumShift) - 1;
+inline constexpr uint32_t kEncCumMask = kProbMask;
 
 // Fills enc[0, alphabet) from frequencies summing to kProbScale.
 void BuildEncSymbols(const uint32_t* freqs, int alphabet, EncSymbol* enc);
-
-__extension__ typedef unsigned __int128 U128;
 
 // Codes one symbol into state `x`, pushing a 16-bit word below `*ptr` when the state would overflow.
 [[gnu::always_inline]] inline uint32_t EncPut(uint32_t x, const EncSymbol& s, uint8_t** ptr) {
   // Branch-free (whether a word goes out is close to a coin toss): the word is always stored, and the
   // pointer only moves when it counts. The buffer has room for it either way.
-  const uint32_t out = (x >> (32 - kProbBits)) >= s.freq;
+  const uint32_t freq = s.info & kEncFreqMask;
+  const uint32_t out = (x >> (32 - kProbBits)) >= freq;
   const uint16_t w = static_cast<uint16_t>(x);
   std::memcpy(*ptr - 2, &w, 2);
   *ptr -= 2 * out;
   x >>= 16 * out;
-  const auto q = static_cast<uint32_t>((static_cast<U128>(x) * s.rcp) >> 64);
-  return x + s.bias + q * (kProbScale - s.freq);
+  const auto q = static_cast<uint32_t>((x + ((uint64_t{x} * s.mult) >> 32)) >> (s.info >> kEncDivShift));
+  return x + ((s.info >> kEncCumShift) & kEncCumMask) + q * (kProbScale - freq);
 }
 
 // ---------------------------------------------------------------------------------------------------

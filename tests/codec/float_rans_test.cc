@@ -9,6 +9,7 @@
 
 #include "codec/chunk_codec.h"
 #include "codec/float_coder.h"
+#include "codec/rans.h"
 #include "tests/codec/float_test_util.h"
 
 namespace deltastore {
@@ -37,6 +38,38 @@ int Mode(const std::string& encoded) {
 }
 
 const size_t kSizes[] = {0, 1, 2, 3, 7, 8, 9, 31, 511, 512, 513, 1000, 4097, 65537};
+
+// The encoder's per-symbol division (rans::EncPut) is exact: every frequency, states across the 32-bit
+// range (multiples of the frequency and their neighbours, the largest state), a cumulative start kept.
+TEST(FloatRansTest, EncoderDivisionIsExact) {
+  for (uint32_t f = 1; f <= rans::kProbScale; ++f) {
+    const uint32_t freqs[2] = {rans::kProbScale - f, f};
+    rans::EncSymbol enc[2];
+    rans::BuildEncSymbols(freqs, 2, enc);
+    const rans::EncSymbol& e = enc[1];
+    ASSERT_EQ(e.info & rans::kEncFreqMask, f);
+    ASSERT_EQ((e.info >> rans::kEncCumShift) & rans::kEncCumMask, rans::kProbScale - f);
+    const uint64_t probes[] = {0,
+                               1,
+                               f - 1,
+                               f,
+                               f + 1,
+                               uint64_t{f} << 16,
+                               (uint64_t{f} << 20) - 1,
+                               uint64_t{0xFFFFFFFF} / f * f,
+                               uint64_t{0xFFFFFFFF} / f * f - 1,
+                               0xFFFFFFFF};
+    for (uint64_t x : probes) {
+      const auto x32 = static_cast<uint32_t>(x);
+      const uint64_t q = (x32 + ((uint64_t{x32} * e.mult) >> 32)) >> (e.info >> rans::kEncDivShift);
+      ASSERT_EQ(q, x32 / f) << "x=" << x32 << " f=" << f;
+    }
+    for (uint32_t k = 1, x = 0x9E3779B9u; k < 64; ++k, x = x * 1664525u + 1013904223u) {
+      const uint64_t q = (x + ((uint64_t{x} * e.mult) >> 32)) >> (e.info >> rans::kEncDivShift);
+      ASSERT_EQ(q, x / f) << "x=" << x << " f=" << f;
+    }
+  }
+}
 
 TEST(FloatRansTest, RandomBitsAreStoredRaw) {
   for (FloatKind kind : kAllKinds) {

@@ -1,9 +1,11 @@
 // The fast float coder's payload version 3 (what EncodeFloatsRans writes): F32 with 32 lanes, decoded the
-// same by the AVX-512 decoder and the scalar one, edge values included; version 2 F32 payloads (8 lanes)
-// still decode, and a version 3 F32 payload with 32 lanes is refused as version 2.
+// same by the AVX-512 decoder and the scalar one, edge values included; the AVX-512 encoder passes write
+// the scalar ones' bytes; version 2 F32 payloads (8 lanes) still decode, and a version 3 F32 payload with
+// 32 lanes is refused as version 2.
 #include <gtest/gtest.h>
 
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "codec/chunk_codec.h"
@@ -98,6 +100,81 @@ TEST(FloatRansV3Test, F32EdgeValuesDecodeTheSameBothWays) {
     Values flipped(kF32, n);
     for (size_t i = 0; i < n; ++i) flipped.Set(i, base.Get(i) ^ 0x80000000u);
     RoundTripBothWays(flipped, &base, what + " all flipped");
+  }
+}
+
+// Edge values of any kind between finetuned ones: NaNs with payloads, infinities, signed zeros,
+// subnormals, the largest finite value, sign flips of the base (same and other magnitude).
+Values AnyKindEdgeValues(FloatKind kind, const Values& base, uint64_t seed) {
+  const int bits = 8 * static_cast<int>(FloatKindSize(kind));
+  const int man = kind == FloatKind::kF32 ? 23 : kind == FloatKind::kBF16 ? 7 : 10;
+  const uint32_t sign_bit = uint32_t{1} << (bits - 1);
+  const uint32_t inf = (sign_bit - 1) & ~((uint32_t{1} << man) - 1);
+  const uint32_t man_mask = (uint32_t{1} << man) - 1;
+  Values data = Finetune(kind, base, seed);
+  for (size_t i = 0; i < base.size(); ++i) {
+    const uint32_t sign = (i / 3) % 2 ? sign_bit : 0;
+    const auto k = static_cast<uint32_t>(i * 2654435761u);
+    switch (i % 23) {
+      case 1: data.Set(i, sign | inf | ((k & man_mask) | 1)); break;  // NaN with a payload
+      case 4: data.Set(i, sign | inf); break;
+      case 7: data.Set(i, sign); break;
+      case 10: data.Set(i, sign | (k & man_mask)); break;  // subnormal
+      case 13: data.Set(i, sign | (inf - 1)); break;
+      case 16: data.Set(i, base.Get(i) ^ sign_bit); break;
+      case 19: data.Set(i, (base.Get(i) ^ sign_bit) ^ (k & 0x3F)); break;
+      default: break;
+    }
+  }
+  return data;
+}
+
+// A finetune with a run of four sign changes to a tiny magnitude (a far exponent: the longest raw fields)
+// every 64 values.
+Values FarFlipRuns(FloatKind kind, const Values& base, uint64_t seed) {
+  const int bits = 8 * static_cast<int>(FloatKindSize(kind));
+  const int man = kind == FloatKind::kF32 ? 23 : kind == FloatKind::kBF16 ? 7 : 10;
+  const uint32_t sign_bit = uint32_t{1} << (bits - 1);
+  Values data = Finetune(kind, base, seed);
+  for (size_t i = 4; i + 4 <= base.size(); i += 64) {
+    for (size_t k = i; k < i + 4; ++k) {
+      const auto m = static_cast<uint32_t>(k * 2654435761u) & ((uint32_t{1} << man) - 1);
+      data.Set(k, ((base.Get(k) & sign_bit) ^ sign_bit) | (uint32_t{1} << man) | m);
+    }
+  }
+  return data;
+}
+
+// The encoder's AVX-512 passes (where the CPU has them) write the scalar passes' bytes: every version,
+// delta and standalone, lengths around the rows of 32 lanes, edge values in the data and in the base.
+TEST(FloatRansV3Test, VectorAndScalarEncodersWriteTheSameBytes) {
+  const SimdSwitch restore;
+  for (FloatKind kind : kAllKinds) {
+    for (size_t n : {size_t{0}, size_t{1}, size_t{31}, size_t{33}, size_t{511}, size_t{8192}, size_t{8193},
+                     size_t{8192 + 31}, size_t{40017}}) {
+      const Values base = Gaussian(kind, n, n + 11);
+      const Values edge_base = AnyKindEdgeValues(kind, base, n + 12);
+      const Values data = AnyKindEdgeValues(kind, base, n + 13);
+      const Values plain = Finetune(kind, base, n + 14);
+      const Values far = FarFlipRuns(kind, base, n + 15);
+      const std::pair<const Values*, const Values*> cases[] = {{&data, &base},      {&data, nullptr},
+                                                               {&data, &edge_base}, {&plain, &base},
+                                                               {&plain, nullptr},   {&far, &base}};
+      for (int version = 1; version <= kFloatRansVersion; ++version) {
+        for (const auto& [d, b] : cases) {
+          const uint8_t* bp = b != nullptr ? b->data() : nullptr;
+          float_rans::SetSimdEnabled(true);
+          const std::string vec = EncodeFloatsRans(kind, d->data(), bp, n, version);
+          float_rans::SetSimdEnabled(false);
+          const std::string scalar = EncodeFloatsRans(kind, d->data(), bp, n, version);
+          EXPECT_EQ(vec, scalar) << KindName(kind) << " n=" << n << " v" << version
+                                 << (b == nullptr ? " standalone" : " delta");
+          Values out(kind, n);
+          ASSERT_TRUE(DecodeFloatsRans(kind, vec, bp, n, out.data(), version).ok());
+          EXPECT_TRUE(out.bytes() == d->bytes());
+        }
+      }
+    }
   }
 }
 
