@@ -34,11 +34,30 @@ Status Validate(DType dtype, uint32_t rows, uint32_t cols, const LossyOptions& o
   return OkStatus();
 }
 
+// Whether every element of `t` is finite, checked a block of rows at a time (isfinite's temporaries are
+// a float32 and a bool tensor of the input's size).
+bool AllFinite(const torch::Tensor& t) {
+  const int64_t block = std::max<int64_t>(1, (int64_t{1} << 20) / t.size(1));
+  for (int64_t r = 0; r < t.size(0); r += block) {
+    if (!torch::isfinite(t.narrow(0, r, std::min(block, t.size(0) - r))).all().item<bool>()) return false;
+  }
+  return true;
+}
+
+// Loads `data` into *t again (after its storage served as scratch).
+void Reload(torch::Tensor* t, DType dtype, const char* data) {
+  if (t->is_cpu()) {
+    ToFloat32(dtype, data, static_cast<size_t>(t->numel()), t->data_ptr<float>());
+  } else {
+    *t = Load(dtype, data, static_cast<uint32_t>(t->size(0)), static_cast<uint32_t>(t->size(1)));
+  }
+}
+
 // Loads the tensor pair and fills the search state every target ratio shares: delta norm, base shift,
 // residual and the evaluation inputs with their products. *F receives the finetune unless F is null. The
 // search reads only R and the products, so the base, the delta (and the finetune when not kept) are
-// dropped here: on a large tensor each is a float32 copy of it. The delta is computed in the finetune's
-// place and the residual in the base's.
+// dropped here. On a large tensor each is a float32 copy of it: the delta is computed in the finetune's
+// place, the base shift's products and the residual in the base's, so at most two are held at once.
 Status Prepare(Work* w, DType dtype, const char* base, const char* finetune, uint32_t rows, uint32_t cols,
                uint32_t stream, const float* calib_diag, const LossyOptions& options, torch::Tensor* F) {
   w->dtype = dtype;
@@ -48,15 +67,18 @@ Status Prepare(Work* w, DType dtype, const char* base, const char* finetune, uin
   w->opt = &options;
   torch::Tensor B = Load(dtype, base, rows, cols);
   torch::Tensor D = Load(dtype, finetune, rows, cols);
-  if (!torch::isfinite(D).all().item<bool>() || !torch::isfinite(B).all().item<bool>()) {
+  if (!AllFinite(D) || !AllFinite(B)) {
     return NonfiniteWeights("tensor holds NaN or Inf weights; lossy mode needs finite weights");
   }
   if (F != nullptr) *F = D.clone();
   D.sub_(B);
   Tick(*w);
   if (options.dbms) {
-    double bb = (B * B).sum().item<double>();
-    w->lambda = bb > 0 ? static_cast<float>((D * B).sum().item<double>() / bb) : 0.0f;
+    const double db = B.mul_(D).sum().item<double>();  // (D * B).sum(), in B's place
+    Reload(&B, dtype, base);
+    const double bb = B.mul_(B).sum().item<double>();
+    Reload(&B, dtype, base);
+    w->lambda = bb > 0 ? static_cast<float>(db / bb) : 0.0f;
   }
   w->delta_norm = D.norm().item<double>();
   w->R = B.mul_(-w->lambda).add_(D);  // D - lambda * B, the same values
@@ -129,12 +151,13 @@ StatusOr<LossyResult> Finish(const Work& w, Candidate best, const char* base, co
       decoder->DecodeRows(0, w.rows, std::string_view(base, size), result.reconstructed.data()));
   decoder.reset();
   Tick(w);
-  torch::Tensor err;
-  if (F.defined()) {
-    err = F - Load(dtype, result.reconstructed.data(), w.rows, w.cols);
-  } else {
-    err = Load(dtype, finetune, w.rows, w.cols);
-    err.sub_(Load(dtype, result.reconstructed.data(), w.rows, w.cols));  // the same values as F - rebuilt
+  // F - rebuilt, the rebuilt rows loaded a block at a time (the same values).
+  torch::Tensor err = F.defined() ? F.clone() : Load(dtype, finetune, w.rows, w.cols);
+  const uint64_t row_bytes = static_cast<uint64_t>(w.cols) * DTypeSize(dtype);
+  const auto block = static_cast<uint32_t>(std::max<uint64_t>(1, (uint64_t{1} << 20) / w.cols));
+  for (uint32_t r0 = 0; r0 < w.rows; r0 += block) {
+    const uint32_t n = std::min(block, w.rows - r0);
+    err.narrow(0, r0, n).sub_(Load(dtype, result.reconstructed.data() + r0 * row_bytes, n, w.cols));
   }
   LossyTensorReport& r = result.report;
   r.method = std::string(LossyMethodName(w.opt->method));

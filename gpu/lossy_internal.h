@@ -24,9 +24,9 @@ namespace deltastore::lossy_detail {
 
 // The kept elements of a mask as flat indices plus the unbiasing scale of each (g/k or 1/p).
 struct Selection {
-  torch::Tensor index;  // int64 flat indices, mask order
-  torch::Tensor scale;  // float32 per kept element
-  torch::Tensor row;    // int64 row of each kept element
+  torch::Tensor index;  // int64 flat indices (of the tensor, or of a row block's rows), mask order
+  torch::Tensor scale;  // float32 per kept element (undefined: 1 for each)
+  torch::Tensor row;    // int64 row of each kept element (counted from the block's first)
 };
 
 // Masks already drawn for this tensor, by (kind, group, keep, keep probability): the rank sweep and the
@@ -94,7 +94,7 @@ struct LowRank {
   int64_t svd_width = 0;  // triplets of the SVD it came from (a wider one gives slightly other factors)
   std::vector<float> scale_a, scale_b;
   std::vector<int8_t> a, b;
-  torch::Tensor L, Res, LX;  // L, R - L (what the sparse part estimates), L @ inputs
+  torch::Tensor Res, LX;  // R - L (what the sparse part estimates), L @ inputs
 };
 
 struct Candidate {

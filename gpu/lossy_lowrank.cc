@@ -71,9 +71,9 @@ LowRank MakeLowRank(const Work& w, int rank, int bits) {
   t.p.rows = w.rows;
   t.p.cols = w.cols;
   SetLowRank(&t, lr);
-  lr.L = LowRankEstimate(t);
-  lr.Res = w.R - lr.L;
-  lr.LX = lr.L.matmul(w.X);
+  torch::Tensor L = LowRankEstimate(t);
+  lr.LX = L.matmul(w.X);
+  lr.Res = L.neg_().add_(w.R);  // R - L (the same values), in L's place
   return lr;
 }
 
