@@ -1,6 +1,7 @@
 // The lossy entry points on libtorch: checks, the tensor's search state, the method's search, the report.
 #include "gpu/lossy.h"
 
+#include <malloc.h>
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -236,9 +237,14 @@ void OneCpuThread() {
 
 // Runs `body` with no autograd and one intra-op thread, turning libtorch's (and the standard library's)
 // exceptions, and a stop asked through LossyOptions::progress, into Status: the prologue and error mapping
-// both entry points share.
+// both entry points share. The memory the work freed goes back to the system afterwards: the allocator
+// keeps the pieces below its mmap threshold (row blocks, codes) in the thread's arena, and a server
+// running one large tensor after another otherwise holds hundreds of MB between them.
 template <typename T, typename F>
 StatusOr<T> GuardTorch(F&& body) {
+  struct Trim {
+    ~Trim() { malloc_trim(0); }
+  } trim;
   try {
     torch::NoGradGuard no_grad;
     OneCpuThread();
