@@ -325,7 +325,8 @@ StatusOr<std::vector<LossyProbe>> ProbeLossyTensor(DType dtype, const char* base
     if (s > 1) {
       DS_RETURN_IF_ERROR(
           PrepareSubsample(&sub, w, base, finetune, s, calib_diag, options, &sub_base, &sub_F));
-      w = Work();  // the whole tensor is not needed any more
+      w = Work();  // the whole tensor (and its finetune) is not needed any more
+      F = torch::Tensor();
     }
     const Work& probed = s > 1 ? sub : w;
     const double scale = static_cast<double>(rows) / probed.rows;
