@@ -81,6 +81,8 @@ def main():
     ap.add_argument("--work-dir", default=None)
     ap.add_argument("--server-arg", action="append", default=[])
     ap.add_argument("--out", default=None, help="append the table to this markdown file")
+    ap.add_argument("--save-version", default=None,
+                    help="write the finetune version's record (digest, stored bytes, quality report) as JSON here")
     a = ap.parse_args()
     policy = json.loads(a.policy)
     bpath, fpath, _ = generate(a.pair_dir, 0, 0, 1, llm_layers=a.llm_layers)
@@ -121,6 +123,8 @@ def main():
             if q:
                 note += f"; lossy tensors {q.get('tensors_lossy')}, {q.get('lossy_ratio', 0):.1f}x on them"
             row(f"create {name} version", t, srv.peak_rss(), note)
+            if name == "finetune" and a.save_version:
+                pathlib.Path(a.save_version).write_text(json.dumps(v, indent=1, sort_keys=True))
         reset_peak(pid)
         u = f"{srv.url}/v1/models/big/versions/{versions['finetune']}/files/model.safetensors"
         t, n, _, _ = curl(u)

@@ -8,7 +8,7 @@
 
 namespace deltastore {
 
-inline constexpr int kGpuApiVersion = 3;  // 3: probe_lossy, LossyTensorReport::reason
+inline constexpr int kGpuApiVersion = 4;  // 3: probe_lossy, LossyTensorReport::reason; 4: progress
 
 struct GpuApi {
   int version;  // kGpuApiVersion of the library

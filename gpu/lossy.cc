@@ -1,6 +1,7 @@
 // The lossy entry points on libtorch: checks, the tensor's search state, the method's search, the report.
 #include "gpu/lossy.h"
 
+#include <malloc.h>
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -34,10 +35,30 @@ Status Validate(DType dtype, uint32_t rows, uint32_t cols, const LossyOptions& o
   return OkStatus();
 }
 
-// Loads the tensor pair and fills the search state every target ratio shares: delta, base shift, residual
-// and the evaluation inputs with their products. *F receives the finetune unless F is null. The search
-// reads only R and the products, so the base (and the finetune when not kept) are dropped here: on a
-// large tensor each is a float32 copy of it.
+// Whether every element of `t` is finite, checked a block of rows at a time (isfinite's temporaries are
+// a float32 and a bool tensor of the input's size).
+bool AllFinite(const torch::Tensor& t) {
+  const int64_t block = std::max<int64_t>(1, (int64_t{1} << 20) / t.size(1));
+  for (int64_t r = 0; r < t.size(0); r += block) {
+    if (!torch::isfinite(t.narrow(0, r, std::min(block, t.size(0) - r))).all().item<bool>()) return false;
+  }
+  return true;
+}
+
+// Loads `data` into *t again (after its storage served as scratch).
+void Reload(torch::Tensor* t, DType dtype, const char* data) {
+  if (t->is_cpu()) {
+    ToFloat32(dtype, data, static_cast<size_t>(t->numel()), t->data_ptr<float>());
+  } else {
+    *t = Load(dtype, data, static_cast<uint32_t>(t->size(0)), static_cast<uint32_t>(t->size(1)));
+  }
+}
+
+// Loads the tensor pair and fills the search state every target ratio shares: delta norm, base shift,
+// residual and the evaluation inputs with their products. *F receives the finetune unless F is null. The
+// search reads only R and the products, so the base, the delta (and the finetune when not kept) are
+// dropped here. On a large tensor each is a float32 copy of it: the delta is computed in the finetune's
+// place, the base shift's products and the residual in the base's, so at most two are held at once.
 Status Prepare(Work* w, DType dtype, const char* base, const char* finetune, uint32_t rows, uint32_t cols,
                uint32_t stream, const float* calib_diag, const LossyOptions& options, torch::Tensor* F) {
   w->dtype = dtype;
@@ -45,20 +66,24 @@ Status Prepare(Work* w, DType dtype, const char* base, const char* finetune, uin
   w->cols = cols;
   w->stream = stream;
   w->opt = &options;
-  w->B = Load(dtype, base, rows, cols);
-  torch::Tensor finetune_f = Load(dtype, finetune, rows, cols);
-  if (!torch::isfinite(finetune_f).all().item<bool>() || !torch::isfinite(w->B).all().item<bool>()) {
+  torch::Tensor B = Load(dtype, base, rows, cols);
+  torch::Tensor D = Load(dtype, finetune, rows, cols);
+  if (!AllFinite(D) || !AllFinite(B)) {
     return NonfiniteWeights("tensor holds NaN or Inf weights; lossy mode needs finite weights");
   }
-  w->D = finetune_f - w->B;
-  if (F != nullptr) *F = std::move(finetune_f);
-  finetune_f = torch::Tensor();
+  if (F != nullptr) *F = D.clone();
+  D.sub_(B);
+  Tick(*w);
   if (options.dbms) {
-    double bb = (w->B * w->B).sum().item<double>();
-    w->lambda = bb > 0 ? static_cast<float>((w->D * w->B).sum().item<double>() / bb) : 0.0f;
+    const double db = B.mul_(D).sum().item<double>();  // (D * B).sum(), in B's place
+    Reload(&B, dtype, base);
+    const double bb = B.mul_(B).sum().item<double>();
+    Reload(&B, dtype, base);
+    w->lambda = bb > 0 ? static_cast<float>(db / bb) : 0.0f;
   }
-  w->R = w->D - w->lambda * w->B;
-  w->B = torch::Tensor();
+  w->delta_norm = D.norm().item<double>();
+  w->R = B.mul_(-w->lambda).add_(D);  // D - lambda * B, the same values
+  B = torch::Tensor();
   // Inputs for choosing parameters and measuring output error: seeded normal, scaled per input
   // channel by the calibration statistics when given (activation-aware).
   auto gen = at::detail::createCPUGenerator(options.seed ^ (static_cast<uint64_t>(stream) << 20));
@@ -71,8 +96,10 @@ Status Prepare(Work* w, DType dtype, const char* base, const char* finetune, uin
     X = X * c.clamp_min(0).sqrt().unsqueeze(1);
   }
   w->X = X.to(TorchDevice());
-  w->DX = w->D.matmul(w->X);
+  w->DX = D.matmul(w->X);
+  D = torch::Tensor();
   w->RX = w->R.matmul(w->X);
+  Tick(*w);
   return OkStatus();
 }
 
@@ -112,7 +139,7 @@ StatusOr<LossyResult> Finish(const Work& w, Candidate best, const char* base, co
   LossyResult result;
   result.chunk = std::move(best.chunk);
   const DType dtype = w.dtype;
-  const double dn = w.D.norm().item<double>();
+  const double dn = w.delta_norm;
   const double kept = static_cast<double>(best.t.codes.size());
   const LossyParams p = best.t.p;
   best.t = LossyTensor();
@@ -124,12 +151,14 @@ StatusOr<LossyResult> Finish(const Work& w, Candidate best, const char* base, co
   DS_RETURN_IF_ERROR(
       decoder->DecodeRows(0, w.rows, std::string_view(base, size), result.reconstructed.data()));
   decoder.reset();
-  torch::Tensor err;
-  if (F.defined()) {
-    err = F - Load(dtype, result.reconstructed.data(), w.rows, w.cols);
-  } else {
-    err = Load(dtype, finetune, w.rows, w.cols);
-    err.sub_(Load(dtype, result.reconstructed.data(), w.rows, w.cols));  // the same values as F - rebuilt
+  Tick(w);
+  // F - rebuilt, the rebuilt rows loaded a block at a time (the same values).
+  torch::Tensor err = F.defined() ? F.clone() : Load(dtype, finetune, w.rows, w.cols);
+  const uint64_t row_bytes = static_cast<uint64_t>(w.cols) * DTypeSize(dtype);
+  const auto block = static_cast<uint32_t>(std::max<uint64_t>(1, (uint64_t{1} << 20) / w.cols));
+  for (uint32_t r0 = 0; r0 < w.rows; r0 += block) {
+    const uint32_t n = std::min(block, w.rows - r0);
+    err.narrow(0, r0, n).sub_(Load(dtype, result.reconstructed.data() + r0 * row_bytes, n, w.cols));
   }
   LossyTensorReport& r = result.report;
   r.method = std::string(LossyMethodName(w.opt->method));
@@ -195,6 +224,9 @@ Status PrepareSubsample(Work* sub, const Work& w, const char* base, const char* 
                  sub_F);
 }
 
+// About how many steps (builds of a one-block tensor) a search and a refit take, for the fraction done.
+constexpr double kSearchSteps = 100, kRefitBuilds = 6;
+
 // One intra-op thread on the CPU: the search runs thousands of small ops, and libtorch's OpenMP workers
 // spin between them (86% of the CPU samples of a faceres f32 run at 128x on a loaded 2-core machine:
 // 27.5 s, against 1.6 s on one thread, same bytes). Callers run tensors in parallel instead, and no
@@ -204,13 +236,21 @@ void OneCpuThread() {
 }
 
 // Runs `body` with no autograd and one intra-op thread, turning libtorch's (and the standard library's)
-// exceptions into Status: the prologue and error mapping both entry points share.
+// exceptions, and a stop asked through LossyOptions::progress, into Status: the prologue and error mapping
+// both entry points share. The memory the work freed goes back to the system afterwards: the allocator
+// keeps the pieces below its mmap threshold (row blocks, codes) in the thread's arena, and a server
+// running one large tensor after another otherwise holds hundreds of MB between them.
 template <typename T, typename F>
 StatusOr<T> GuardTorch(F&& body) {
+  struct Trim {
+    ~Trim() { malloc_trim(0); }
+  } trim;
   try {
     torch::NoGradGuard no_grad;
     OneCpuThread();
     return body();
+  } catch (const LossyCancelled&) {
+    return Unavailable("lossy compression stopped: its caller cancelled it");
   } catch (const c10::Error& e) {
     return Internal(std::string("libtorch: ") + e.what_without_backtrace());
   } catch (const std::exception& e) {
@@ -225,28 +265,36 @@ StatusOr<LossyResult> CompressLossyTensor(DType dtype, const char* base, const c
                                           const LossyOptions& options) {
   DS_RETURN_IF_ERROR(Validate(dtype, rows, cols, options));
   return GuardTorch<LossyResult>([&]() -> StatusOr<LossyResult> {
+    Ticker ticker(options.progress);
     Work w;
+    w.ticker = &ticker;
+    ticker.Phase(0, 0.05, 2);
     DS_RETURN_IF_ERROR(Prepare(&w, dtype, base, finetune, rows, cols, stream, calib_diag, options, nullptr));
     SetTarget(&w, options);
     std::optional<Candidate> best;
     if (uint32_t s = SearchRowStride(rows, cols, options); s > 1) {
       Work sub;
+      sub.ticker = &ticker;
       std::string sub_base;
       torch::Tensor sub_F;
+      ticker.Phase(0.05, 0.4, kSearchSteps);
       DS_RETURN_IF_ERROR(
           PrepareSubsample(&sub, w, base, finetune, s, calib_diag, options, &sub_base, &sub_F));
       SetTarget(&sub, options);
       std::optional<Candidate> choice = RunMethod(sub);
       if (choice) {
+        ticker.Phase(0.4, 0.95, kRefitBuilds * RowBlocks(rows, cols));
         best = RefitOnWhole(w, *choice,
                             "chosen on every " + std::to_string(s) + "th row (" + choice->reason + ")");
       }
     } else {
+      ticker.Phase(0.05, 0.95, kSearchSteps * RowBlocks(rows, cols));
       best = RunMethod(w);
     }
     if (!best) return Unreachable(w);
     if (calib_diag && options.fit_mu) FitMu(w, calib_diag, &*best);
     ReleaseSearch(&w);
+    ticker.Phase(0.95, 1, 1);
     return Finish(w, std::move(*best), base, finetune, torch::Tensor());
   });
 }
@@ -262,22 +310,28 @@ StatusOr<std::vector<LossyProbe>> ProbeLossyTensor(DType dtype, const char* base
     DS_RETURN_IF_ERROR(Validate(dtype, rows, cols, o));
   }
   return GuardTorch<std::vector<LossyProbe>>([&]() -> StatusOr<std::vector<LossyProbe>> {
+    Ticker ticker(options.progress);
     Work w;
+    w.ticker = &ticker;
     torch::Tensor F;
+    ticker.Phase(0, 0.05, 2);
     DS_RETURN_IF_ERROR(Prepare(&w, dtype, base, finetune, rows, cols, stream, calib_diag, options, &F));
     // Large tensors are probed on every s-th row; sizes and output norms are scaled back to the whole.
     const uint32_t s = SearchRowStride(rows, cols, options);
     Work sub;
+    sub.ticker = &ticker;
     std::string sub_base;
     torch::Tensor sub_F;
     if (s > 1) {
       DS_RETURN_IF_ERROR(
           PrepareSubsample(&sub, w, base, finetune, s, calib_diag, options, &sub_base, &sub_F));
-      w = Work();  // the whole tensor is not needed any more
+      w = Work();  // the whole tensor (and its finetune) is not needed any more
+      F = torch::Tensor();
     }
     const Work& probed = s > 1 ? sub : w;
     const double scale = static_cast<double>(rows) / probed.rows;
     std::vector<LossyProbe> out;
+    ticker.Phase(0.05, 1, kSearchSteps * static_cast<double>(ratios.size()) * RowBlocks(probed.rows, cols));
     for (double ratio : ratios) {
       LossyOptions o = options;
       o.target_ratio = ratio;
@@ -309,3 +363,17 @@ StatusOr<std::vector<LossyProbe>> ProbeLossyTensor(DType dtype, const char* base
 }
 
 }  // namespace deltastore
+
+namespace deltastore::lossy_detail {
+
+void Ticker::Phase(double lo, double hi, double expected) {
+  lo_ = lo, hi_ = hi, expected_ = std::max(expected, 1.0), steps_ = 0;
+}
+
+void Ticker::Step() {
+  if (!callback_) return;
+  steps_ += 1;
+  if (!callback_(lo_ + (hi_ - lo_) * steps_ / (steps_ + expected_))) throw LossyCancelled();
+}
+
+}  // namespace deltastore::lossy_detail

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -65,6 +66,10 @@ struct LossyOptions {
   // A cheaper search for the rate allocation's probes: deltadq stops after the scale mode and rank,
   // chosen on its reference setting (2 bits, groups of 64), without the bits x group grid.
   bool quick = false;
+  // Called between steps of the work (candidates, row blocks of a large tensor, SVD iterations: at most a
+  // few seconds apart) with the fraction of the call done, in [0, 1); returning false stops the call,
+  // which then fails with kUnavailable. Nothing the call chooses depends on it.
+  std::function<bool(double fraction)> progress;
 };
 
 struct LossyTensorReport {

@@ -31,13 +31,25 @@ namespace {
 // Largest group size whose shuffle steps fit the uint8 order tensor.
 constexpr uint32_t kMaxOrderedGroup = 255;
 
+// Rows per block of a build: blocks of about this many elements bound a build's per-element temporaries
+// (indices, rows, scales, values, codes: ~50 bytes a kept element) to a block. Every step of a build is
+// per row, so the blocks give the bytes and errors of a whole-tensor pass.
+constexpr int64_t kBlockElements = int64_t{1} << 20;
+
+uint32_t BlockRows(uint32_t rows, uint32_t cols) {
+  return static_cast<uint32_t>(std::clamp<int64_t>(kBlockElements / cols, 1, rows));
+}
+
 // The shuffle step at which each element of the k-of-g mask's groups is picked (see MaskCache::orders).
-torch::Tensor GroupOrder(const LossyParams& p) {
+// A step of w's work every row block.
+torch::Tensor GroupOrder(const Work& w, const LossyParams& p) {
   auto order = torch::empty({p.rows, p.cols}, torch::kUInt8);
   uint8_t* out = order.data_ptr<uint8_t>();
   const uint32_t ngroups = (p.cols + p.group - 1) / p.group;
   std::vector<uint32_t> slots;
+  const uint32_t block = BlockRows(p.rows, p.cols);
   for (uint32_t row = 0; row < p.rows; ++row) {
+    if (row % block == block - 1) Tick(w);
     for (uint32_t j = 0; j < ngroups; ++j) {
       uint32_t start = j * p.group, len = std::min<uint32_t>(p.group, p.cols - start);
       uint64_t id = static_cast<uint64_t>(row) * ngroups + j;
@@ -107,43 +119,51 @@ Selection SelectMask(const LossyParams& p) {
   return s;
 }
 
-// Fills t.codes / row_scale / row_zero by uniform asymmetric per-row quantization of `values`; returns
+// The symmetric range [-c, c] of a scale shared by the tensor: c = the largest magnitude of `values` (all
+// the tensor's kept values) or, when `clip`, the clip (a multiple of the values' RMS, or the largest
+// magnitude) with the least squared error. Clipping biases the largest survivors; it is allowed below half
+// a bit per weight, where the extremes of a few kept values per row would leave a 2-bit code's middle
+// levels far from most of them. Measured (bench/lossy_bench.py, deltadq): clipping at every rate kept
+// 98.6% / 98.2% of the MLP pair's gain at 16x / 32x against 99.9% / 99.1% without, and 94.0% of the tfm
+// pair's at 128x against 84.5%. The clip is chosen on at most 65536 of the values (every n-th:
+// deterministic).
+double SharedRange(const torch::Tensor& values, int bits, bool clip) {
+  const int64_t levels = (1 << bits) - 1;
+  const int64_t stride = std::max<int64_t>(1, values.numel() / 65536);
+  auto sample = stride > 1 ? values.slice(0, 0, values.numel(), stride) : values;
+  const double rms = sample.square().mean().sqrt().item<double>();
+  double best_c = values.abs().max().item<double>(), best_err = std::numeric_limits<double>::infinity();
+  std::vector<double> clips = {best_c};
+  if (clip) {
+    for (int i = 4; i <= 16; ++i) clips.push_back(rms * i / 4.0);
+  }
+  for (double c : clips) {
+    if (!(c > 0)) continue;
+    const float z = HalfToFloat(FloatToHalf(static_cast<float>(-c)));
+    const float st = HalfToFloat(FloatToHalf(static_cast<float>(2 * c / levels)));
+    if (!(st > 0)) continue;
+    auto q = torch::round((sample - z) / st).clamp(0, static_cast<double>(levels)) * st + z;
+    const double err = (q - sample).square().sum().item<double>();
+    if (err < best_err) best_err = err, best_c = c;
+  }
+  return best_c;
+}
+
+// Appends to t.codes / row_scale / row_zero the uniform asymmetric quantization of `values`, the kept
+// values of `n` rows (`rows`: the row of each, from 0), per row or in the shared range [-c, c]; returns
 // the dequantized values (what the codec will rebuild, up to rounding).
-torch::Tensor Quantize(LossyTensor* t, const torch::Tensor& values, const torch::Tensor& rows, bool clip) {
+torch::Tensor QuantizeRows(LossyTensor* t, const torch::Tensor& values, const torch::Tensor& rows, int64_t n,
+                           std::optional<double> shared_c) {
   const int64_t levels = (1 << t->p.bits) - 1;
   auto dev = values.device();
   auto inf = std::numeric_limits<float>::infinity();
-  auto lo = torch::full({t->p.rows}, inf, torch::TensorOptions().device(dev))
-                .scatter_reduce(0, rows, values, "amin");
-  auto hi = torch::full({t->p.rows}, -inf, torch::TensorOptions().device(dev))
-                .scatter_reduce(0, rows, values, "amax");
-  if (t->p.shared_scale && values.numel() > 0) {
-    // One symmetric range [-c, c] for the tensor: c = the largest magnitude or, when `clip`, the clip
-    // (a multiple of the values' RMS, or the largest magnitude) with the least squared error. Clipping
-    // biases the largest survivors; it is allowed below half a bit per weight, where the extremes of
-    // a few kept values per row would leave a 2-bit code's middle levels far from most of them. Measured
-    // (bench/lossy_bench.py, deltadq): clipping at every rate kept 98.6% / 98.2% of the MLP pair's gain
-    // at 16x / 32x against 99.9% / 99.1% without, and 94.0% of the tfm pair's at 128x against 84.5%.
-    // The clip is chosen on at most 65536 of the values (every n-th: deterministic).
-    const int64_t stride = std::max<int64_t>(1, values.numel() / 65536);
-    auto sample = stride > 1 ? values.slice(0, 0, values.numel(), stride) : values;
-    const double rms = sample.square().mean().sqrt().item<double>();
-    double best_c = values.abs().max().item<double>(), best_err = std::numeric_limits<double>::infinity();
-    std::vector<double> clips = {best_c};
-    if (clip) {
-      for (int i = 4; i <= 16; ++i) clips.push_back(rms * i / 4.0);
-    }
-    for (double c : clips) {
-      if (!(c > 0)) continue;
-      const float z = HalfToFloat(FloatToHalf(static_cast<float>(-c)));
-      const float st = HalfToFloat(FloatToHalf(static_cast<float>(2 * c / levels)));
-      if (!(st > 0)) continue;
-      auto q = torch::round((sample - z) / st).clamp(0, static_cast<double>(levels)) * st + z;
-      const double err = (q - sample).square().sum().item<double>();
-      if (err < best_err) best_err = err, best_c = c;
-    }
-    lo = torch::full({t->p.rows}, static_cast<float>(-best_c), torch::TensorOptions().device(dev));
-    hi = torch::full({t->p.rows}, static_cast<float>(best_c), torch::TensorOptions().device(dev));
+  torch::Tensor lo, hi;
+  if (shared_c) {
+    lo = torch::full({n}, static_cast<float>(-*shared_c), torch::TensorOptions().device(dev));
+    hi = torch::full({n}, static_cast<float>(*shared_c), torch::TensorOptions().device(dev));
+  } else {
+    lo = torch::full({n}, inf, torch::TensorOptions().device(dev)).scatter_reduce(0, rows, values, "amin");
+    hi = torch::full({n}, -inf, torch::TensorOptions().device(dev)).scatter_reduce(0, rows, values, "amax");
   }
   lo = torch::where(torch::isfinite(lo), lo, torch::zeros_like(lo));
   hi = torch::where(torch::isfinite(hi), hi, torch::zeros_like(hi));
@@ -155,14 +175,12 @@ torch::Tensor Quantize(LossyTensor* t, const torch::Tensor& values, const torch:
   auto codes = torch::round((values - zero.index_select(0, rows)) / scale.index_select(0, rows))
                    .clamp(0, static_cast<double>(levels));
   auto c = codes.to(torch::kCPU).to(torch::kInt32).contiguous();
-  t->codes.assign(c.data_ptr<int32_t>(), c.data_ptr<int32_t>() + c.numel());
+  t->codes.insert(t->codes.end(), c.data_ptr<int32_t>(), c.data_ptr<int32_t>() + c.numel());
   auto zc = zero.to(torch::kCPU).contiguous(), sc = scale.to(torch::kCPU).contiguous();
-  t->row_zero.assign(zc.data_ptr<float>(), zc.data_ptr<float>() + zc.numel());
-  t->row_scale.assign(sc.data_ptr<float>(), sc.data_ptr<float>() + sc.numel());
+  t->row_zero.insert(t->row_zero.end(), zc.data_ptr<float>(), zc.data_ptr<float>() + zc.numel());
+  t->row_scale.insert(t->row_scale.end(), sc.data_ptr<float>(), sc.data_ptr<float>() + sc.numel());
   return zero.index_select(0, rows) + scale.index_select(0, rows) * codes;
 }
-
-const Selection& CachedMask(const Work& w, const LossyParams& p);
 
 }  // namespace
 
@@ -188,7 +206,16 @@ torch::Tensor DenseEstimate(const LossyTensor& t) {
 
 namespace {
 
-const Selection& CachedMask(const Work& w, const LossyParams& p) {
+// The shuffle order of p's group size (drawn once per tensor).
+const torch::Tensor& CachedOrder(const Work& w, const LossyParams& p) {
+  auto& orders = w.masks.orders;
+  auto it = std::find_if(orders.begin(), orders.end(), [&](const auto& o) { return o.first == p.group; });
+  if (it == orders.end()) it = orders.insert(orders.end(), {static_cast<int>(p.group), GroupOrder(w, p)});
+  return it->second;
+}
+
+// The whole tensor's selection for masks drawn element by element (see MaskCache).
+const Selection& CachedSelection(const Work& w, const LossyParams& p) {
   auto key = std::make_tuple(static_cast<int>(p.mask), static_cast<int>(p.group), static_cast<int>(p.keep),
                              p.keep_prob);
   auto& e = w.masks.entries;
@@ -199,15 +226,84 @@ const Selection& CachedMask(const Work& w, const LossyParams& p) {
     }
   }
   if (e.size() >= 8) e.erase(e.begin());
-  if (p.mask == MaskKind::kGroupK && p.group <= kMaxOrderedGroup) {
-    auto& orders = w.masks.orders;
-    auto it = std::find_if(orders.begin(), orders.end(), [&](const auto& o) { return o.first == p.group; });
-    if (it == orders.end()) it = orders.insert(orders.end(), {static_cast<int>(p.group), GroupOrder(p)});
-    e.emplace_back(key, SelectFromOrder(p, it->second));
-  } else {
-    e.emplace_back(key, SelectMask(p));
-  }
+  e.emplace_back(key, SelectMask(p));
   return e.back().second;
+}
+
+// The kept elements of rows [r0, r0 + n), indices and rows counted from the block's start (scale
+// undefined: 1 for every element).
+Selection BlockSelection(const Work& w, const LossyParams& p, const std::vector<uint32_t>& positions,
+                         uint32_t r0, uint32_t n) {
+  const int64_t begin = static_cast<int64_t>(r0) * p.cols, end = begin + static_cast<int64_t>(n) * p.cols;
+  if (p.mask == MaskKind::kGroupK && p.group <= kMaxOrderedGroup)
+    return SelectFromOrder(p, CachedOrder(w, p).narrow(0, r0, n));
+  Selection s;
+  if (p.mask == MaskKind::kPositions) {
+    auto lo = std::lower_bound(positions.begin(), positions.end(), static_cast<uint64_t>(begin));
+    auto hi = std::lower_bound(lo, positions.end(), static_cast<uint64_t>(end));
+    std::vector<int64_t> idx(lo, hi);
+    for (int64_t& i : idx) i -= begin;
+    s.index = torch::tensor(idx, torch::kInt64).to(TorchDevice());
+    s.row = torch::div(s.index, static_cast<int64_t>(p.cols), "floor");
+    return s;
+  }
+  const Selection& whole = CachedSelection(w, p);
+  // Kept elements are in row-major order: the block's are a slice.
+  const int64_t a = torch::searchsorted(whole.index, begin).item<int64_t>();
+  const int64_t b = torch::searchsorted(whole.index, end).item<int64_t>();
+  s.index = whole.index.slice(0, a, b) - begin;
+  s.row = whole.row.slice(0, a, b) - static_cast<int64_t>(r0);
+  s.scale = whole.scale.slice(0, a, b);
+  return s;
+}
+
+// The kept values of a block: the rows' elements of `source` (rows x cols) at `s`, unbiased.
+torch::Tensor BlockValues(const torch::Tensor& source, const Selection& s, uint32_t r0, uint32_t n) {
+  auto values = source.narrow(0, r0, n).flatten().index_select(0, s.index);
+  return s.scale.defined() ? values * s.scale : values;
+}
+
+// The shared scale's range over the kept values of every block (none when nothing is kept).
+std::optional<double> SharedRangeOverBlocks(const Work& w, const LossyParams& p,
+                                            const std::vector<uint32_t>& positions,
+                                            const torch::Tensor& source) {
+  std::vector<torch::Tensor> parts;
+  for (uint32_t r0 = 0, n = BlockRows(p.rows, p.cols); r0 < p.rows; r0 += n) {
+    n = std::min(n, p.rows - r0);
+    parts.push_back(BlockValues(source, BlockSelection(w, p, positions, r0, n), r0, n));
+  }
+  auto values = torch::cat(parts);
+  parts.clear();
+  if (values.numel() == 0) return std::nullopt;
+  return SharedRange(values, p.bits, w.bits_per_weight < 0.5);
+}
+
+// The sparse part's kept values of rows [r0, r0 + n) into t's codes (and row scales); returns the rows'
+// product S @ inputs.
+torch::Tensor BuildBlock(const Work& w, LossyTensor* t, const torch::Tensor& source, uint32_t r0, uint32_t n,
+                         std::optional<double> shared_c) {
+  const LossyParams& p = t->p;
+  Selection s = BlockSelection(w, p, t->positions, r0, n);
+  torch::Tensor values = BlockValues(source, s, r0, n), deq;
+  s.scale = torch::Tensor();
+  if (p.values == ValueKind::kF16) {
+    auto h = values.to(torch::kHalf);
+    deq = h.to(torch::kFloat32);
+    auto hc = h.to(torch::kCPU).contiguous();
+    const uint16_t* bits = reinterpret_cast<const uint16_t*>(hc.data_ptr<at::Half>());
+    t->codes.insert(t->codes.end(), bits, bits + hc.numel());
+  } else {
+    deq = QuantizeRows(t, values, s.row, n, shared_c);
+  }
+  values = torch::Tensor();
+  // Kept elements come in row-major order, so they form a CSR matrix as they are.
+  auto opts = torch::TensorOptions().dtype(torch::kInt64).device(source.device());
+  auto crow = torch::cat({torch::zeros({1}, opts), torch::bincount(s.row, {}, n).cumsum(0)});
+  s.row = torch::Tensor();
+  auto cols = torch::remainder(s.index, static_cast<int64_t>(p.cols));
+  s.index = torch::Tensor();
+  auto S = torch::sparse_csr_tensor(crow, cols, deq, {n, p.cols}, deq.options().layout(torch::kSparseCsr));
+  return S.matmul(w.X);
 }
 
 }  // namespace
@@ -231,6 +327,11 @@ void SetLowRank(LossyTensor* t, const LowRank& lr) {
   t->b_codes = lr.b;
 }
 
+int64_t RowBlocks(uint32_t rows, uint32_t cols) {
+  const uint32_t n = BlockRows(rows, cols);
+  return (rows + n - 1) / n;
+}
+
 // Builds a candidate for mask/value parameters `p` from the residual, less the low-rank term if any.
 Candidate Build(const Work& w, LossyParams p, const std::vector<uint32_t>& positions, const LowRank* lr) {
   Candidate c;
@@ -238,44 +339,27 @@ Candidate Build(const Work& w, LossyParams p, const std::vector<uint32_t>& posit
   c.t.positions = positions;
   if (lr && lr->rank > 0) SetLowRank(&c.t, *lr);
   const bool low_rank = lr != nullptr && c.t.p.rank > 0;  // SetLowRank above is what sets the rank
-  auto flat = (low_rank ? lr->Res : w.R).flatten();
+  const torch::Tensor& source = low_rank ? lr->Res : w.R;
   torch::Tensor SX;  // the sparse part S @ inputs
   if (p.values == ValueKind::kSign) {
+    auto flat = source.flatten();
     auto codes = (flat >= 0).to(torch::kCPU).to(torch::kInt32).contiguous();
     c.t.codes.assign(codes.data_ptr<int32_t>(), codes.data_ptr<int32_t>() + codes.numel());
     c.t.p.sign_scale = flat.abs().mean().item<float>();
     auto S = torch::where(flat >= 0, c.t.p.sign_scale, -c.t.p.sign_scale).view({p.rows, p.cols});
     SX = S.matmul(w.X);
   } else {
-    torch::Tensor values, rows, index;
-    if (p.mask == MaskKind::kPositions) {
-      std::vector<int64_t> idx(positions.begin(), positions.end());
-      index = torch::tensor(idx, torch::kInt64).to(flat.device());
-      values = flat.index_select(0, index);
-      rows = torch::div(index, static_cast<int64_t>(p.cols), "floor");
-    } else {
-      const Selection& s = CachedMask(w, p);
-      index = s.index;
-      values = flat.index_select(0, index) * s.scale;
-      rows = s.row;
+    // Row blocks (see kBlockElements), each a step of the work.
+    std::optional<double> shared_c;
+    if (p.values == ValueKind::kQuant && p.shared_scale)
+      shared_c = SharedRangeOverBlocks(w, p, positions, source);
+    std::vector<torch::Tensor> parts;
+    for (uint32_t r0 = 0, n = BlockRows(p.rows, p.cols); r0 < p.rows; r0 += n) {
+      n = std::min(n, p.rows - r0);
+      parts.push_back(BuildBlock(w, &c.t, source, r0, n, shared_c));
+      Tick(w);
     }
-    torch::Tensor deq;
-    if (p.values == ValueKind::kF16) {
-      auto h = values.to(torch::kHalf);
-      deq = h.to(torch::kFloat32);
-      auto hc = h.to(torch::kCPU).contiguous();
-      const uint16_t* bits = reinterpret_cast<const uint16_t*>(hc.data_ptr<at::Half>());
-      c.t.codes.assign(bits, bits + hc.numel());
-    } else {
-      deq = Quantize(&c.t, values, rows, w.bits_per_weight < 0.5);
-    }
-    // Kept elements come in row-major order, so they form a CSR matrix as they are.
-    auto opts = torch::TensorOptions().dtype(torch::kInt64).device(flat.device());
-    auto crow = torch::cat({torch::zeros({1}, opts), torch::bincount(rows, {}, p.rows).cumsum(0)});
-    auto cols = torch::remainder(index, static_cast<int64_t>(p.cols));
-    auto S =
-        torch::sparse_csr_tensor(crow, cols, deq, {p.rows, p.cols}, deq.options().layout(torch::kSparseCsr));
-    SX = S.matmul(w.X);
+    SX = torch::cat(parts);
   }
   c.chunk = EncodeLossyChunk(w.dtype, c.t);
   auto err = low_rank ? w.RX - lr->LX - SX : w.RX - SX;

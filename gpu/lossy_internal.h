@@ -24,14 +24,15 @@ namespace deltastore::lossy_detail {
 
 // The kept elements of a mask as flat indices plus the unbiasing scale of each (g/k or 1/p).
 struct Selection {
-  torch::Tensor index;  // int64 flat indices, mask order
-  torch::Tensor scale;  // float32 per kept element
-  torch::Tensor row;    // int64 row of each kept element
+  torch::Tensor index;  // int64 flat indices (of the tensor, or of a row block's rows), mask order
+  torch::Tensor scale;  // float32 per kept element (undefined: 1 for each)
+  torch::Tensor row;    // int64 row of each kept element (counted from the block's first)
 };
 
 // Masks already drawn for this tensor, by (kind, group, keep, keep probability): the rank sweep and the
 // budget searches ask for the same ones again. Bounded to a few entries (each holds ~20 bytes a kept
-// element).
+// element). Group masks of groups up to 255 wide are not kept as selections: each build
+// derives its row blocks' kept elements from the group size's shuffle order (1 byte an element).
 struct MaskCache {
   std::vector<std::pair<std::tuple<int, int, int, float>, Selection>> entries;  // most recent last
   // Per group size (up to 255), the step of the group's Fisher-Yates shuffle that picks each element
@@ -41,10 +42,31 @@ struct MaskCache {
   std::vector<std::pair<int, torch::Tensor>> orders;
 };
 
+// Thrown by Ticker::Step when the caller's progress callback asks to stop; the entry points turn it
+// into their cancellation Status.
+struct LossyCancelled {};
+
+// Progress of one call through LossyOptions::progress: the work runs in phases, each a range of the
+// fraction done that its steps (builds, row blocks, SVD iterations) approach, never reach, as
+// steps / (steps + expected). Each step asks the callback whether to go on.
+class Ticker {
+ public:
+  explicit Ticker(const std::function<bool(double)>& callback) : callback_(callback) {}
+  // Starts a phase covering [lo, hi) of the work, expected to take about `expected` steps.
+  void Phase(double lo, double hi, double expected);
+  // One step of the current phase: reports the fraction done; throws LossyCancelled on a stop.
+  void Step();
+
+ private:
+  const std::function<bool(double)>& callback_;
+  double lo_ = 0, hi_ = 0, expected_ = 1, steps_ = 0;
+};
+
 struct Work {
   DType dtype;
   uint32_t rows, cols, stream;
-  torch::Tensor B, D, R, X, DX;    // base, delta, residual (delta - lambda * base), inputs, delta @ inputs
+  torch::Tensor R, X, DX;          // residual (delta - lambda * base), inputs, delta @ inputs
+  double delta_norm = 0;           // ||delta||
   torch::Tensor RX;                // R @ inputs
   mutable torch::Tensor U, S, Vh;  // leading singular triplets of R, float64 (computed on first use)
   mutable MaskCache masks;
@@ -57,7 +79,13 @@ struct Work {
   double budget_bytes = 0;
   double bits_per_weight = 0;  // of the budget
   const LossyOptions* opt;
+  Ticker* ticker = nullptr;  // steps of the search (null: none reported)
 };
+
+// A step of w's work (see Ticker).
+inline void Tick(const Work& w) {
+  if (w.ticker != nullptr) w.ticker->Step();
+}
 
 // The low-rank term of a candidate: quantized factors of the top singular triplets of the residual,
 // and L = A * B; the sparse part then estimates R - L without bias.
@@ -66,7 +94,7 @@ struct LowRank {
   int64_t svd_width = 0;  // triplets of the SVD it came from (a wider one gives slightly other factors)
   std::vector<float> scale_a, scale_b;
   std::vector<int8_t> a, b;
-  torch::Tensor L, Res, LX;  // L, R - L (what the sparse part estimates), L @ inputs
+  torch::Tensor Res, LX;  // R - L (what the sparse part estimates), L @ inputs
 };
 
 struct Candidate {
@@ -88,6 +116,8 @@ LossyParams BaseParams(const Work& w);
 torch::Tensor LowRankEstimate(const LossyTensor& t);
 // Puts the low-rank term `lr` into `t`.
 void SetLowRank(LossyTensor* t, const LowRank& lr);
+// Row blocks a build of a rows x cols tensor runs in (each a step of the work).
+int64_t RowBlocks(uint32_t rows, uint32_t cols);
 // Builds a candidate for mask/value parameters `p` from the residual, less the low-rank term if any.
 Candidate Build(const Work& w, LossyParams p, const std::vector<uint32_t>& positions = {},
                 const LowRank* lr = nullptr);

@@ -24,9 +24,11 @@ void EnsureSvd(const Work& w, int64_t k) {
       at::detail::createCPUGenerator(w.opt->seed ^ 0x53564400ull ^ (static_cast<uint64_t>(w.stream) << 20));
   auto G = at::normal(0.0, 1.0, {n, k + 8}, gen).to(torch::kFloat64).to(R.device());
   auto Q = std::get<0>(torch::linalg_qr(R.matmul(G)));
+  Tick(w);
   for (int i = 0; i < 2; ++i) {
     Q = std::get<0>(torch::linalg_qr(R.t().matmul(Q)));
     Q = std::get<0>(torch::linalg_qr(R.matmul(Q)));
+    Tick(w);
   }
   auto [Ub, S, Vh] = torch::linalg_svd(Q.t().matmul(R), /*full_matrices=*/false);
   k = std::min<int64_t>(k, S.size(0));
@@ -69,9 +71,9 @@ LowRank MakeLowRank(const Work& w, int rank, int bits) {
   t.p.rows = w.rows;
   t.p.cols = w.cols;
   SetLowRank(&t, lr);
-  lr.L = LowRankEstimate(t);
-  lr.Res = w.R - lr.L;
-  lr.LX = lr.L.matmul(w.X);
+  torch::Tensor L = LowRankEstimate(t);
+  lr.LX = L.matmul(w.X);
+  lr.Res = L.neg_().add_(w.R);  // R - L (the same values), in L's place
   return lr;
 }
 

@@ -34,6 +34,7 @@ std::optional<Candidate> Ecsq(const Work& w) {
     c.chunk = EncodeLossyChunk(w.dtype, c.t);
     auto C = (q * st + zero).view({w.rows, w.cols});
     c.output_error = ((w.RX - C.matmul(w.X)).norm() / w.DX.norm().clamp_min(1e-30)).item<double>();
+    Tick(w);
     return c;
   };
   // Finer steps than max|R| / 127 saturate the codes, and sizes shrink again: the search stops there.

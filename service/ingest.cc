@@ -151,6 +151,19 @@ StatusOr<FileEntry> IngestBlob(RefGuard* guard, const IngestFile& in, IngestStat
   return e;
 }
 
+Status Cancelled() {
+  return Unavailable("ingest cancelled: the server is stopping");
+}
+
+bool IsCancelled(const IngestOptions& options) {
+  return options.cancelled && options.cancelled();
+}
+
+// A failure of a lossy step is the ingest's cancellation when that is what stopped it.
+Status LossyFailure(const IngestOptions& options, const Status& s) {
+  return !s.ok() && IsCancelled(options) ? Cancelled() : s;
+}
+
 bool SameLayout(const TensorEntry& base, const TensorInfo& t) {
   return base.dtype == t.dtype && base.shape == t.shape && base.size == t.size();
 }
@@ -217,8 +230,7 @@ StatusOr<FileEntry> IngestSafetensors(RefGuard* guard, const IngestFile& in, Ver
   ChunkPipeline pipeline(guard, stats, options.encode_threads);
   uint32_t stream = 0;
   for (size_t i = 0; i < h.tensors.size(); ++i) {
-    if (options.cancelled && options.cancelled())
-      return Unavailable("ingest cancelled: the server is stopping");
+    if (IsCancelled(options)) return Cancelled();
     const TensorInfo& t = h.tensors[i];
     TensorEntry& te = e.tensors[i];
     const TensorEntry* bt = base ? base->FindTensor(t.name) : nullptr;
@@ -234,8 +246,18 @@ StatusOr<FileEntry> IngestSafetensors(RefGuard* guard, const IngestFile& in, Ver
       DS_RETURN_IF_ERROR(file->ReadTensorRange(t, 0, t.size(), ft_bytes.data()));
       base_buf.resize(t.size());
       DS_RETURN_IF_ERROR(base->ReadTensor(*bt, 0, t.size(), base_buf.data()));
-      auto outcome = options.lossy(t, base_buf, ft_bytes, stream++);
-      if (!outcome.ok()) return outcome.status().Annotate("tensor " + t.name);
+      // Progress moves within the tensor as its work reports steps (the reporter throttles).
+      const uint64_t before = progress->bytes_done;
+      LossyStep step = [&](double fraction) {
+        const auto done =
+            static_cast<uint64_t>(std::clamp(fraction, 0.0, 1.0) * static_cast<double>(t.size()));
+        progress->bytes_done = std::max(progress->bytes_done, before + done);
+        if (report) report(*progress);
+        return !IsCancelled(options);
+      };
+      auto outcome = options.lossy(t, base_buf, ft_bytes, stream++, step);
+      if (!outcome.ok()) return LossyFailure(options, outcome.status().Annotate("tensor " + t.name));
+      counted = progress->bytes_done - before;
       lossy = std::move(*outcome);
     }
     if (lossy) {
@@ -301,14 +323,14 @@ namespace {
 Status ProbeLossy(const std::vector<IngestFile>& files, VersionReader* base, const IngestOptions& options,
                   IngestProgress p, const ProgressFn& report) {
   p.phase = "planning";
+  const LossyStep step = [cancelled = options.cancelled](double) { return !(cancelled && cancelled()); };
   std::string ft_bytes, base_bytes;
   for (const auto& f : files) {
     if (!IsSafetensorsPath(f.path)) continue;
     DS_ASSIGN_OR_RETURN(auto file, SafetensorsFile::Open(f.source_path));
     uint32_t stream = 0;
     for (const TensorInfo& t : file->header().tensors) {
-      if (options.cancelled && options.cancelled())
-        return Unavailable("ingest cancelled: the server is stopping");
+      if (IsCancelled(options)) return Cancelled();
       const TensorEntry* bt = base ? base->FindTensor(t.name) : nullptr;
       if (bt != nullptr && SameLayout(*bt, t)) {
         ft_bytes.resize(t.size());
@@ -316,8 +338,9 @@ Status ProbeLossy(const std::vector<IngestFile>& files, VersionReader* base, con
         base_bytes.resize(t.size());
         DS_RETURN_IF_ERROR(base->ReadTensor(*bt, 0, t.size(), base_bytes.data()));
         if (ft_bytes != base_bytes) {
-          DS_RETURN_IF_ERROR(options.lossy_planner.probe(t, base_bytes, ft_bytes, stream++)
-                                 .Annotate(f.path + ": tensor " + t.name));
+          DS_RETURN_IF_ERROR(
+              LossyFailure(options, options.lossy_planner.probe(t, base_bytes, ft_bytes, stream++, step)
+                                        .Annotate(f.path + ": tensor " + t.name)));
         }
       }
       p.tensors_done++;
@@ -348,7 +371,7 @@ StatusOr<Manifest> IngestFiles(ChunkStore* store, const std::vector<IngestFile>&
   }
   if (options.lossy && options.lossy_planner.probe) {
     DS_RETURN_IF_ERROR(ProbeLossy(files, base, options, p, progress));
-    DS_RETURN_IF_ERROR(options.lossy_planner.plan());
+    DS_RETURN_IF_ERROR(LossyFailure(options, options.lossy_planner.plan()));
   }
   for (const auto& f : files) {
     if (m.FindFile(f.path) != nullptr) return InvalidArgument("file " + f.path + " appears twice");

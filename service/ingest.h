@@ -48,27 +48,35 @@ struct LossyOutcome {
   std::string reconstructed;  // the tensor's bytes as downloads will rebuild them
   std::string report_json;    // per-tensor quality report
 };
+// What a lossy hook calls between steps of a tensor's work (LossyOptions::progress) with the fraction of
+// the tensor done: the ingest's progress moves within the tensor. It returns false once the ingest is
+// cancelled; the hook then stops and fails (the ingest reports its cancellation).
+using LossyStep = std::function<bool(double fraction)>;
+
 // Decides and performs lossy compression of a tensor whose base tensor has the same layout; returns
 // nullopt to store the tensor losslessly. `stream` numbers the tensors of a version.
 using LossyHook = std::function<StatusOr<std::optional<LossyOutcome>>(
     const TensorInfo& tensor, const std::string& base_bytes, const std::string& finetune_bytes,
-    uint32_t stream)>;
+    uint32_t stream, const LossyStep& step)>;
 
 // Optional first pass of a lossy version (model-level rate allocation): `probe` sees every tensor the
 // hook will be offered (a base tensor of the same layout, other bytes), with the same arguments, before
-// any is encoded; then `plan` runs once.
+// any is encoded; then `plan` runs once. A probe may run on another thread after `probe` returns: its
+// `step` only checks for cancellation (a copy may be called from any thread until `plan` returns).
 struct LossyPlanner {
   std::function<Status(const TensorInfo& tensor, const std::string& base_bytes,
-                       const std::string& finetune_bytes, uint32_t stream)>
+                       const std::string& finetune_bytes, uint32_t stream, const LossyStep& step)>
       probe;
   std::function<Status()> plan;
 };
 
 struct IngestOptions {
   EncodeOptions encode;
-  LossyHook lossy;                  // set for lossy versions
-  LossyPlanner lossy_planner;       // optional, with `lossy`
-  std::function<bool()> cancelled;  // checked between tensors: true stops the ingest (kUnavailable)
+  LossyHook lossy;             // set for lossy versions
+  LossyPlanner lossy_planner;  // optional, with `lossy`
+  // Checked between tensors and, through LossyStep, within a lossy tensor's work: true stops the ingest
+  // (kUnavailable).
+  std::function<bool()> cancelled;
   // When set and the version is lossless (no `lossy`), each file enters this cache as it is read: the
   // bytes stored are the bytes downloads will serve, committed under the sha256 computed over them.
   FileCache* file_cache = nullptr;

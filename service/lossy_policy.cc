@@ -301,11 +301,12 @@ LossyHooks MakeLossyHooks(const LossyPolicy& policy, const std::shared_ptr<Calib
   LossyHooks hooks;
   const double target = policy.options.target_ratio;
   hooks.encode = [policy, calibration, planned, target](
-                     const TensorInfo& t, const std::string& base, const std::string& ft,
-                     uint32_t stream) -> StatusOr<std::optional<LossyOutcome>> {
+                     const TensorInfo& t, const std::string& base, const std::string& ft, uint32_t stream,
+                     const LossyStep& step) -> StatusOr<std::optional<LossyOutcome>> {
     if (!WantsLossy(policy, t)) return std::optional<LossyOutcome>();
     auto it = planned->ratio.find(t.name);
     LossyOptions o = policy.options;
+    o.progress = step;
     o.target_ratio = it != planned->ratio.end() ? it->second : target;
     const double planned_ratio = o.target_ratio;
     // A planned tensor also gets its part of what the tensors before it left unspent (or overspent)
@@ -342,8 +343,8 @@ LossyHooks MakeLossyHooks(const LossyPolicy& policy, const std::shared_ptr<Calib
   // Probes run on `threads` workers, a tensor each; every probe is a pure function of its tensor, stream
   // and seed, so the plan is the same whatever the number of workers. Memory: `threads` tensors in flight.
   hooks.planner.probe = [policy, calibration, planned, target](const TensorInfo& t, const std::string& base,
-                                                               const std::string& ft,
-                                                               uint32_t stream) -> Status {
+                                                               const std::string& ft, uint32_t stream,
+                                                               const LossyStep& step) -> Status {
     if (!WantsLossy(policy, t)) return OkStatus();
     std::vector<double> ratios;
     for (double m : kProbeMultipliers) {
@@ -353,6 +354,7 @@ LossyHooks MakeLossyHooks(const LossyPolicy& policy, const std::shared_ptr<Calib
     const std::vector<float>* calib = calibration ? calibration->For(t.name, cols) : nullptr;
     DS_ASSIGN_OR_RETURN(const GpuApi* gpu, LoadGpuApi());
     LossyOptions o = policy.options;
+    o.progress = step;  // a copy: the probe may run after this returns
     auto run = [gpu, o, ratios, calib, base, ft, dtype = t.dtype, rows, cols, stream] {
       return gpu->probe_lossy(dtype, base.data(), ft.data(), static_cast<uint32_t>(rows),
                               static_cast<uint32_t>(cols), stream, calib ? calib->data() : nullptr, o,

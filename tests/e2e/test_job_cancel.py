@@ -1,5 +1,5 @@
 """DELETE /v1/jobs/{id} (docs/http_api.md, "Jobs"): a queued job ends cancelled at once, a running one
-stops at its next check between tensors; either way it ends `failed` with JOB_CANCELLED, nothing is
+stops at its next check, between tensors or between the steps of a lossy tensor; either way it ends `failed` with JOB_CANCELLED, nothing is
 committed, the store checks clean and the same uploads make the version afterwards. Two nodes on one
 PostgreSQL and S3: the DELETE may reach the node that does not run the job.
 
@@ -8,6 +8,7 @@ the adaptive coder (`level: max`) is slow, so the job is still encoding long aft
 import json
 import struct
 import subprocess
+import time
 
 import numpy as np
 
@@ -134,3 +135,47 @@ def test_a_delete_on_one_node_stops_the_job_running_on_the_other(make_server, tm
     b.stop()
     report = check_clean(a)
     assert report["versions"] == 1, report
+
+
+def write_pair_tensor(path, seed, base=None):
+    """One 2048 x 2048 F32 tensor (a lossy candidate large enough to take seconds): the base when `base` is
+    None, else base + a small dense delta."""
+    rng = np.random.default_rng(seed)
+    w = rng.standard_normal((2048, 2048), dtype=np.float32) * 0.05
+    if base is not None:
+        w = base + rng.standard_normal(base.shape, dtype=np.float32) * 0.004
+    head = json.dumps({"layers.0.mlp.weight": {"dtype": "F32", "shape": list(w.shape),
+                                               "data_offsets": [0, w.nbytes]}}).encode()
+    head += b" " * (-len(head) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(head)) + head + w.tobytes())
+    return w
+
+
+def test_a_lossy_tensor_moves_the_progress_and_a_delete_stops_it_inside(make_server, tmp_path):
+    server = make_server(["--workers", "1"])
+    client = Client(server.url)
+    base = write_pair_tensor(tmp_path / "base.safetensors", 1)
+    write_pair_tensor(tmp_path / "ft.safetensors", 2, base)
+    client.register("m", tmp_path / "base.safetensors", tags=["v1"])
+    up = client.upload_single(tmp_path / "ft.safetensors")
+    policy = {"mode": "lossy", "ratio": 16, "allocate": False}
+    job = client.create_version("m", [("model.safetensors", up["id"])], base={"model": "m", "version": "v1"},
+                                policy=policy)
+    # Progress moves inside the file's only tensor (bytes_done between 0 and the tensor's bytes).
+    deadline = time.monotonic() + 300
+    while True:
+        j = client.get_job(job["id"])
+        p = j["progress"]
+        assert j["state"] in ("queued", "running") and time.monotonic() < deadline, j
+        if p.get("phase") == "encoding" and p["tensors_done"] == 0 and 0 < p["bytes_done"] < p["bytes_total"]:
+            break
+        time.sleep(0.05)  # the poll interval
+    stopping = delete_job(client, job["id"], 202)
+    assert stopping["cancel_requested"] is True, stopping
+    done, _ = client.wait_job(job["id"], timeout=300)
+    assert_cancelled(done)
+    assert done["progress"]["tensors_done"] == 0, done  # stopped inside the tensor
+    assert len(versions(client, "m")) == 1  # the base only
+    server.stop()
+    check_clean(server)

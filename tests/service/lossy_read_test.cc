@@ -90,8 +90,8 @@ TEST(LossyReadTest, PiecesAndRangesGiveTheWholeDecodesBytes) {
   ASSERT_TRUE(base_m.ok()) << base_m.status().ToString();
   std::map<std::string, std::string> want;  // tensor -> the whole-tensor decode
   IngestOptions options;
-  options.lossy = [&](const TensorInfo& info, const std::string& b, const std::string&,
-                      uint32_t stream) -> StatusOr<std::optional<LossyOutcome>> {
+  options.lossy = [&](const TensorInfo& info, const std::string& b, const std::string&, uint32_t stream,
+                      const LossyStep&) -> StatusOr<std::optional<LossyOutcome>> {
     LossyOutcome o = Encode(info, b, stream);
     want[info.name] = o.reconstructed;
     return std::optional<LossyOutcome>(std::move(o));

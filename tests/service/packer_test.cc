@@ -445,9 +445,8 @@ TEST(PackerTest, ALosslessIngestFillsTheFileCache) {
     IngestOptions options;
     options.file_cache = cache->get();
     if (lossy) {
-      options.lossy = [](const TensorInfo&, const std::string&, const std::string&, uint32_t) {
-        return StatusOr<std::optional<LossyOutcome>>(std::nullopt);
-      };
+      options.lossy = [](const TensorInfo&, const std::string&, const std::string&, uint32_t,
+                         const LossyStep&) { return StatusOr<std::optional<LossyOutcome>>(std::nullopt); };
     }
     IngestStats stats;
     auto m = IngestFiles(store.get(), {{st, "model.safetensors"}, {blob, "config.json"}}, nullptr, options,
