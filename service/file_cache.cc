@@ -11,8 +11,6 @@
 #include <utility>
 #include <vector>
 
-#include "common/endian.h"
-
 namespace deltastore {
 namespace fs = std::filesystem;
 
@@ -20,38 +18,22 @@ namespace {
 
 constexpr uint64_t kPiece = uint64_t{4} << 20;
 constexpr std::string_view kTempPrefix = "tmp-";
-// An entry's trailer (docs/http_api.md, "File cache entries"): magic, format version, the size of the
-// bytes before it, their XXH3-128.
-constexpr std::string_view kMagic = "DSFC";
-constexpr uint32_t kEntryVersion = 1;
-constexpr size_t kTrailerSize = 32;
 
-std::string Trailer(uint64_t size, const std::string& xxh128) {
-  std::string t(kMagic);
-  PutLE(&t, kEntryVersion, 4);
-  PutLE(&t, size, 8);
-  return t + xxh128;
+bool IsHex(std::string_view s) {
+  return std::all_of(s.begin(), s.end(),
+                     [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
 }
 
-// The XXH3-128 an entry's trailer records, when the open file `fd` ends with a trailer of this format
-// version that counts the bytes before it; their number goes to `found`.
-std::optional<std::string> ReadTrailer(int fd, uint64_t* found) {
-  struct stat st {};
-  if (::fstat(fd, &st) != 0 || static_cast<uint64_t>(st.st_size) < kTrailerSize) return std::nullopt;
-  const uint64_t size = static_cast<uint64_t>(st.st_size) - kTrailerSize;
-  char t[kTrailerSize];
-  if (::pread(fd, t, kTrailerSize, static_cast<off_t>(size)) != static_cast<ssize_t>(kTrailerSize))
+// An entry's name, "<sha256 hex>-<XXH3-128 hex>" (docs/http_api.md, "File cache entries"), split into
+// the sha256 hex and the 16 checksum bytes; nullopt for any other name.
+std::optional<std::pair<std::string, std::string>> ParseEntryName(const std::string& name) {
+  if (name.size() != 64 + 1 + 32 || name[64] != '-' || !IsHex(std::string_view(name).substr(0, 64)) ||
+      !IsHex(std::string_view(name).substr(65)))
     return std::nullopt;
-  if (std::string_view(t, 4) != kMagic || GetLE(t + 4, 4) != kEntryVersion || GetLE(t + 8, 8) != size)
-    return std::nullopt;
-  *found = size;
-  return std::string(t + 16, 16);
-}
-
-bool IsEntryName(const std::string& name) {
-  return name.size() == 64 && std::all_of(name.begin(), name.end(), [](char c) {
-           return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
-         });
+  std::string xxh(16, '\0');
+  for (size_t i = 0; i < 16; ++i)
+    xxh[i] = static_cast<char>(std::stoi(name.substr(65 + 2 * i, 2), nullptr, 16));
+  return std::pair{name.substr(0, 64), xxh};
 }
 
 }  // namespace
@@ -166,9 +148,8 @@ StatusOr<std::string> CachedFileReader::Next() {
   return piece;
 }
 
-CacheFill::CacheFill(FileCache* cache, int fd, std::string temp_path, std::optional<Digest> named,
-                     uint64_t size)
-    : cache_(cache), fd_(fd), temp_path_(std::move(temp_path)), named_(named), size_(size) {}
+CacheFill::CacheFill(FileCache* cache, int fd, std::string temp_path, const Digest& sha256, uint64_t size)
+    : cache_(cache), fd_(fd), temp_path_(std::move(temp_path)), sha256_(sha256), size_(size) {}
 
 CacheFill::~CacheFill() {
   Abandon();
@@ -182,7 +163,7 @@ void CacheFill::Abandon() {
 
 void CacheFill::Discard() {
   ::unlink(temp_path_.c_str());
-  cache_->EndFill(named_);
+  cache_->EndFill(sha256_);
 }
 
 void CacheFill::Append(std::string_view piece) {
@@ -199,11 +180,10 @@ void CacheFill::Append(std::string_view piece) {
 
 void CacheFill::Commit(const Digest& sha256) {
   if (fd_ < 0) return;
-  if (written_ != size_ || (named_ && *named_ != sha256)) return Abandon();
-  const std::string trailer = Trailer(size_, hash_.Finish());
-  const bool wrote = ::write(fd_, trailer.data(), trailer.size()) == static_cast<ssize_t>(trailer.size());
-  if (::close(std::exchange(fd_, -1)) != 0 || !wrote) return Discard();
-  cache_->Publish(sha256, size_, temp_path_, named_.has_value());
+  if (written_ != size_ || sha256 != sha256_) return Abandon();
+  if (::close(std::exchange(fd_, -1)) != 0) return Discard();
+  cache_->Publish(sha256_, size_, temp_path_, hash_.Finish());
+  cache_->EndFill(sha256_);
 }
 
 StatusOr<std::unique_ptr<FileCache>> FileCache::Open(const std::string& dir, uint64_t capacity) {
@@ -212,34 +192,39 @@ StatusOr<std::unique_ptr<FileCache>> FileCache::Open(const std::string& dir, uin
   if (ec) return IOError("cannot create the file cache directory: " + ec.message());
   std::unique_ptr<FileCache> cache(new FileCache(dir, capacity));
   // Oldest first by modification time (a hit touches its entry), so the clock keeps the order of use.
-  std::vector<std::pair<fs::file_time_type, std::pair<std::string, uint64_t>>> found;
+  struct Found {
+    fs::file_time_type time;
+    std::string hex, xxh128;
+    uint64_t size;
+    bool operator<(const Found& o) const { return time < o.time; }
+  };
+  std::vector<Found> found;
   for (const auto& e : fs::directory_iterator(dir, ec)) {
     const std::string name = e.path().filename().string();
     std::error_code fe;
-    if (name.starts_with(kTempPrefix) || !IsEntryName(name) || !e.is_regular_file(fe)) {
-      fs::remove_all(e.path(), fe);  // a fill cut short by a crash, or something that is not ours
+    auto parsed = ParseEntryName(name);
+    // A fill cut short by a crash, an entry of the first format (named by its sha256 alone, with a
+    // trailer), or something that is not ours: the cache is rebuilt as it is used.
+    if (!parsed || !e.is_regular_file(fe)) {
+      fs::remove_all(e.path(), fe);
       continue;
     }
-    // Entries of another format version, or cut short, are dropped: the cache is rebuilt as it is used.
-    const int fd = ::open(e.path().c_str(), O_RDONLY | O_CLOEXEC);
-    uint64_t size = 0;
-    const bool valid = fd >= 0 && ReadTrailer(fd, &size).has_value();
-    if (fd >= 0) ::close(fd);
-    if (!valid) {
-      fs::remove(e.path(), fe);
-      continue;
-    }
-    found.push_back({e.last_write_time(fe), {name, size}});
+    found.push_back({e.last_write_time(fe), parsed->first, parsed->second, e.file_size(fe)});
   }
   if (ec) return IOError("cannot list the file cache directory: " + ec.message());
-  std::sort(found.begin(), found.end());
+  std::stable_sort(found.begin(), found.end());
   std::lock_guard<std::mutex> lock(cache->mu_);
-  for (const auto& [time, entry] : found) {
-    cache->entries_[entry.first] = {entry.second, ++cache->clock_};
-    cache->bytes_ += entry.second;
+  for (const Found& f : found) {
+    if (auto it = cache->entries_.find(f.hex); it != cache->entries_.end()) cache->RemoveLocked(it);
+    cache->entries_[f.hex] = {f.size, ++cache->clock_, f.xxh128};
+    cache->bytes_ += f.size;
   }
   cache->EvictLocked();
   return cache;
+}
+
+std::string FileCache::PathOf(const std::string& hex, const std::string& xxh128) const {
+  return dir_ + "/" + hex + "-" + HexEncode(xxh128);
 }
 
 std::unique_ptr<CachedFileReader> FileCache::Find(const Digest& sha256, uint64_t size) {
@@ -247,19 +232,16 @@ std::unique_ptr<CachedFileReader> FileCache::Find(const Digest& sha256, uint64_t
   std::lock_guard<std::mutex> lock(mu_);
   auto it = entries_.find(hex);
   if (it == entries_.end() || it->second.size != size) return nullptr;
-  const int fd = ::open(PathOf(hex).c_str(), O_RDONLY | O_CLOEXEC);
-  uint64_t found = 0;
-  std::optional<std::string> xxh128 = fd >= 0 ? ReadTrailer(fd, &found) : std::nullopt;
-  if (!xxh128 || found != size) {  // removed or damaged behind our back: forget it
-    if (fd >= 0) ::close(fd);
-    ::unlink(PathOf(hex).c_str());
-    bytes_ -= it->second.size;
-    entries_.erase(it);
+  const int fd = ::open(PathOf(hex, it->second.xxh128).c_str(), O_RDONLY | O_CLOEXEC);
+  struct stat st {};
+  if (fd < 0 || ::fstat(fd, &st) != 0 || static_cast<uint64_t>(st.st_size) != size) {
+    if (fd >= 0) ::close(fd);  // removed, cut short or grown behind our back: forget it
+    RemoveLocked(it);
     return nullptr;
   }
   it->second.last_use = ++clock_;
   ::futimens(fd, nullptr);  // the order of use survives a restart
-  return std::make_unique<CachedFileReader>(this, fd, sha256, size, std::move(*xxh128));
+  return std::make_unique<CachedFileReader>(this, fd, sha256, size, it->second.xxh128);
 }
 
 std::unique_ptr<CacheFill> FileCache::Begin(const Digest& sha256, uint64_t size) {
@@ -273,23 +255,28 @@ std::unique_ptr<CacheFill> FileCache::Begin(const Digest& sha256, uint64_t size)
   return std::make_unique<CacheFill>(this, fd, temp, sha256, size);
 }
 
-std::unique_ptr<CacheFill> FileCache::BeginUnnamed(uint64_t size) {
-  std::lock_guard<std::mutex> lock(mu_);
-  if (capacity_ == 0 || size > capacity_) return nullptr;
-  const std::string temp = dir_ + "/" + std::string(kTempPrefix) + "unnamed-" + std::to_string(++unnamed_);
-  const int fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) return nullptr;
-  return std::make_unique<CacheFill>(this, fd, temp, std::nullopt, size);
+void FileCache::Adopt(const std::string& path, const Digest& sha256, uint64_t size,
+                      const std::string& xxh128) {
+  std::string temp;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (capacity_ == 0 || size > capacity_ || entries_.count(sha256.Hex())) return;
+    temp = dir_ + "/" + std::string(kTempPrefix) + "adopt-" + std::to_string(++adopted_);
+  }
+  struct stat st {};
+  if (::link(path.c_str(), temp.c_str()) != 0)
+    return;  // another file system, say: the first download fills it
+  if (::stat(temp.c_str(), &st) != 0 || static_cast<uint64_t>(st.st_size) != size) {
+    ::unlink(temp.c_str());
+    return;
+  }
+  Publish(sha256, size, temp, xxh128);
 }
 
 void FileCache::Drop(const Digest& sha256) {
-  const std::string hex = sha256.Hex();
   std::lock_guard<std::mutex> lock(mu_);
-  auto it = entries_.find(hex);
-  if (it == entries_.end()) return;
-  ::unlink(PathOf(hex).c_str());
-  bytes_ -= it->second.size;
-  entries_.erase(it);
+  auto it = entries_.find(sha256.Hex());
+  if (it != entries_.end()) RemoveLocked(it);
 }
 
 uint64_t FileCache::bytes() const {
@@ -302,34 +289,36 @@ size_t FileCache::entries() const {
   return entries_.size();
 }
 
+void FileCache::RemoveLocked(std::map<std::string, Entry>::iterator it) {
+  ::unlink(PathOf(it->first, it->second.xxh128).c_str());
+  bytes_ -= it->second.size;
+  entries_.erase(it);
+}
+
 void FileCache::EvictLocked() {
   while (bytes_ > capacity_ && !entries_.empty()) {
-    auto oldest = std::min_element(entries_.begin(), entries_.end(), [](const auto& a, const auto& b) {
+    RemoveLocked(std::min_element(entries_.begin(), entries_.end(), [](const auto& a, const auto& b) {
       return a.second.last_use < b.second.last_use;
-    });
-    ::unlink(PathOf(oldest->first).c_str());
-    bytes_ -= oldest->second.size;
-    entries_.erase(oldest);
+    }));
   }
 }
 
-void FileCache::Publish(const Digest& sha256, uint64_t size, const std::string& temp_path, bool named) {
+void FileCache::Publish(const Digest& sha256, uint64_t size, const std::string& temp_path,
+                        const std::string& xxh128) {
   const std::string hex = sha256.Hex();
   std::lock_guard<std::mutex> lock(mu_);
-  if (named) filling_.erase(hex);  // an unnamed fill of the same bytes leaves a named one's reservation
-  if (entries_.count(hex) != 0 || ::rename(temp_path.c_str(), PathOf(hex).c_str()) != 0) {
+  if (entries_.count(hex) != 0 || ::rename(temp_path.c_str(), PathOf(hex, xxh128).c_str()) != 0) {
     ::unlink(temp_path.c_str());
     return;
   }
-  entries_[hex] = {size, ++clock_};
+  entries_[hex] = {size, ++clock_, xxh128};
   bytes_ += size;
   EvictLocked();
 }
 
-void FileCache::EndFill(const std::optional<Digest>& named) {
-  if (!named) return;
+void FileCache::EndFill(const Digest& sha256) {
   std::lock_guard<std::mutex> lock(mu_);
-  filling_.erase(named->Hex());
+  filling_.erase(sha256.Hex());
 }
 
 }  // namespace deltastore

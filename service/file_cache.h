@@ -5,12 +5,12 @@
 // Entries are named by the file's sha256 (the manifest's `sha256`, the download's ETag), so every version
 // that serves the same bytes shares one entry and an entry can never answer for other bytes: a download
 // looks its file up only after resolving the version. An entry is written only from bytes whose sha256
-// matched (a whole-file rebuild, or a lossless upload as it is stored), under a temporary name, and
-// renamed into place when complete. It ends with a trailer (docs/http_api.md, "File cache entries") that
-// holds the XXH3-128 of its bytes, checked before the last byte goes out: damage on disk cuts the
-// download, at a small fraction of the cost of hashing the file again with sha256. Least recently used
-// entries go first when the budget is exceeded. Nothing in the cache is needed: deleting the directory
-// loses nothing.
+// matched (a whole-file rebuild under a temporary name, renamed into place when complete; or a lossless
+// version's sealed upload, linked into place). Its name also carries the XXH3-128 of its bytes
+// (docs/http_api.md, "File cache entries"), checked before the last byte goes out: damage on disk cuts
+// the download, at a small fraction of the cost of hashing the file again with sha256. Least recently
+// used entries go first when the budget is exceeded. Nothing in the cache is needed: deleting the
+// directory loses nothing.
 #pragma once
 
 #include <condition_variable>
@@ -69,7 +69,7 @@ class CachedFileReader : public FileSpan {
   int fd_;
   Digest sha256_;
   uint64_t size_;
-  std::string xxh128_;  // from the entry's trailer
+  std::string xxh128_;  // from the entry's name
   Xxh128 hash_;         // the reading thread's
   std::mutex mu_;
   std::condition_variable cv_;
@@ -86,15 +86,14 @@ class CachedFileReader : public FileSpan {
 // came; a fill destroyed before that leaves nothing behind.
 class CacheFill {
  public:
-  // `named`: the fill FileCache::Begin reserved for this sha256 (nullopt for BeginUnnamed).
-  CacheFill(FileCache* cache, int fd, std::string temp_path, std::optional<Digest> named, uint64_t size);
+  CacheFill(FileCache* cache, int fd, std::string temp_path, const Digest& sha256, uint64_t size);
   ~CacheFill();
   CacheFill(const CacheFill&) = delete;
   CacheFill& operator=(const CacheFill&) = delete;
   // Appends a piece; a write error (a full disk) abandons the fill quietly: the download goes on.
   void Append(std::string_view piece);
-  // After the last piece, with the sha256 the caller checked over all of them: writes the trailer and
-  // publishes the entry (unless the cache has it already). A named fill takes only its own digest.
+  // After the last piece, with the sha256 the caller checked over all of them: publishes the entry
+  // (unless the cache has it already). A fill takes only the digest it was begun for.
   void Commit(const Digest& sha256);
 
  private:
@@ -104,7 +103,7 @@ class CacheFill {
   FileCache* cache_;
   int fd_;
   std::string temp_path_;
-  std::optional<Digest> named_;
+  Digest sha256_;
   uint64_t size_, written_ = 0;
   Xxh128 hash_;
 };
@@ -120,9 +119,10 @@ class FileCache {
   // A fill for a new entry, or nullptr when the cache holds it or is filling it already, or the file is
   // larger than the budget.
   std::unique_ptr<CacheFill> Begin(const Digest& sha256, uint64_t size);
-  // A fill whose sha256 is known only at its end (an upload hashed while it is stored), or nullptr when
-  // the file is larger than the budget.
-  std::unique_ptr<CacheFill> BeginUnnamed(uint64_t size);
+  // Takes the file at `path` (a lossless version's sealed upload, never written again) as the entry of
+  // `sha256`, with the XXH3-128 its reader computed, by a hard link: no copy. Does nothing when the cache
+  // holds it, it is larger than the budget, the file is not `size` bytes or cannot be linked here.
+  void Adopt(const std::string& path, const Digest& sha256, uint64_t size, const std::string& xxh128);
   // Removes the entry (a deleted version's files, a damaged entry). Readers that have it open keep reading.
   void Drop(const Digest& sha256);
 
@@ -133,18 +133,21 @@ class FileCache {
  private:
   friend class CacheFill;
   FileCache(std::string dir, uint64_t capacity) : dir_(std::move(dir)), capacity_(capacity) {}
-  std::string PathOf(const std::string& hex) const { return dir_ + "/" + hex; }
+  // An entry's file: "<sha256 hex>-<XXH3-128 hex>".
+  std::string PathOf(const std::string& hex, const std::string& xxh128) const;
   // Under mu_: removes least recently used entries until the total fits the budget.
   void EvictLocked();
-  // Renames a complete fill into place, unless the cache holds the entry already; `named`: a fill Begin
-  // reserved, whose reservation ends here.
-  void Publish(const Digest& sha256, uint64_t size, const std::string& temp_path, bool named);
-  void EndFill(const std::optional<Digest>& named);
+  // Renames a complete fill or an adopted link into place, unless the cache holds the entry already.
+  void Publish(const Digest& sha256, uint64_t size, const std::string& temp_path, const std::string& xxh128);
+  void EndFill(const Digest& sha256);
 
   struct Entry {
     uint64_t size;
-    uint64_t last_use;  // a logical clock: larger is more recent
+    uint64_t last_use;   // a logical clock: larger is more recent
+    std::string xxh128;  // 16 bytes, from the file's name
   };
+  // Under mu_: unlinks the entry's file and forgets it.
+  void RemoveLocked(std::map<std::string, Entry>::iterator it);
   const std::string dir_;
   const uint64_t capacity_;
   mutable std::mutex mu_;
@@ -152,7 +155,7 @@ class FileCache {
   std::set<std::string> filling_;
   uint64_t bytes_ = 0;
   uint64_t clock_ = 0;
-  uint64_t unnamed_ = 0;  // numbers the temporary files of unnamed fills
+  uint64_t adopted_ = 0;  // numbers the temporary links of adoptions
 };
 
 }  // namespace deltastore

@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <cstdio>
 #include <deque>
-#include <filesystem>
 #include <fstream>
 #include <future>
 #include <thread>
@@ -11,16 +10,11 @@
 namespace deltastore {
 namespace {
 
-// The fill that puts a lossless version's file into the file cache while it is read, or null.
-std::unique_ptr<CacheFill> CacheFillFor(const IngestOptions& options, uint64_t size) {
+// The checksum of a lossless version's file for the file cache, which adopts the file once it is
+// stored; null when there is no cache or the version is lossy (the bytes served differ then).
+std::unique_ptr<Xxh128> CacheChecksum(const IngestOptions& options) {
   if (options.file_cache == nullptr || options.lossy) return nullptr;
-  return options.file_cache->BeginUnnamed(size);
-}
-
-uint64_t SourceSize(const std::string& path) {
-  std::error_code ec;
-  const uintmax_t size = std::filesystem::file_size(path, ec);
-  return ec ? 0 : static_cast<uint64_t>(size);
+  return std::make_unique<Xxh128>();
 }
 
 // Takes references as chunks are put, and drops them all again unless committed.
@@ -129,7 +123,7 @@ StatusOr<FileEntry> IngestBlob(RefGuard* guard, const IngestFile& in, IngestStat
   e.path = in.path;
   e.kind = FileKind::kBlob;
   Sha256 hash;
-  std::unique_ptr<CacheFill> fill = CacheFillFor(options, SourceSize(in.source_path));
+  std::unique_ptr<Xxh128> xxh = CacheChecksum(options);
   std::string buf(kChunkSize, '\0');
   while (true) {
     f.read(buf.data(), static_cast<std::streamsize>(buf.size()));
@@ -137,7 +131,7 @@ StatusOr<FileEntry> IngestBlob(RefGuard* guard, const IngestFile& in, IngestStat
     if (got <= 0 && !e.chunks.empty()) break;
     std::string_view piece(buf.data(), static_cast<size_t>(std::max<std::streamsize>(got, 0)));
     hash.Update(piece);
-    if (fill) fill->Append(piece);
+    if (xxh) xxh->Update(piece);
     e.size += piece.size();
     DS_ASSIGN_OR_RETURN(ChunkRef r,
                         guard->Put(EncodeChunk(DType::kU8, piece, {}, options.encode), piece.size(), stats));
@@ -146,7 +140,7 @@ StatusOr<FileEntry> IngestBlob(RefGuard* guard, const IngestFile& in, IngestStat
   }
   if (f.bad()) return IOError("read failed: " + in.source_path);
   e.sha256 = hash.Finish();
-  if (fill) fill->Commit(e.sha256);
+  if (xxh) options.file_cache->Adopt(in.source_path, e.sha256, e.size, xxh->Finish());
   stats->logical_bytes += e.size;
   return e;
 }
@@ -183,16 +177,16 @@ StatusOr<FileEntry> IngestSafetensors(RefGuard* guard, const IngestFile& in, Ver
   // header then the tensors).
   Sha256 file_hash;
   Status file_read;
-  std::unique_ptr<CacheFill> fill = CacheFillFor(options, h.file_size());
+  std::unique_ptr<Xxh128> xxh = CacheChecksum(options);
   std::jthread whole([&] {
     file_hash.Update(h.header_bytes);
-    if (fill) fill->Append(h.header_bytes);
+    if (xxh) xxh->Update(h.header_bytes);
     std::string piece;
     for (uint64_t off = h.header_bytes.size(); off < h.file_size() && file_read.ok(); off += kChunkSize) {
       piece.resize(std::min<uint64_t>(kChunkSize, h.file_size() - off));
       file_read = file->ReadAt(off, piece.size(), piece.data());
       file_hash.Update(piece);
-      if (fill) fill->Append(piece);
+      if (xxh) xxh->Update(piece);
     }
   });
   std::string buf;
@@ -216,7 +210,7 @@ StatusOr<FileEntry> IngestSafetensors(RefGuard* guard, const IngestFile& in, Ver
   whole.join();
   DS_RETURN_IF_ERROR(file_read);
   e.sha256 = file_hash.Finish();
-  if (fill) fill->Commit(e.sha256);
+  if (xxh) options.file_cache->Adopt(in.source_path, e.sha256, e.size, xxh->Finish());
 
   DS_ASSIGN_OR_RETURN(auto header_chunks, PutBytesAsChunks(guard, h.header_bytes, stats, options));
   if (header_chunks.size() != 1) return Internal("header larger than one chunk");

@@ -77,8 +77,9 @@ struct IngestOptions {
   // Checked between tensors and, through LossyStep, within a lossy tensor's work: true stops the ingest
   // (kUnavailable).
   std::function<bool()> cancelled;
-  // When set and the version is lossless (no `lossy`), each file enters this cache as it is read: the
-  // bytes stored are the bytes downloads will serve, committed under the sha256 computed over them.
+  // When set and the version is lossless (no `lossy`), the cache adopts each source file once it is read
+  // (FileCache::Adopt, a hard link under the sha256 computed over it): its bytes are the bytes downloads
+  // will serve. The sources must never be written again (the registry passes sealed uploads).
   FileCache* file_cache = nullptr;
   // Threads that encode a file's tensor chunks (0: the machine's cores). At most this many chunks are in
   // flight (each with its base piece); they are stored in order, so the manifest, the chunks and their

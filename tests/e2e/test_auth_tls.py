@@ -131,7 +131,8 @@ def test_tls_round_trip_and_plain_http_is_refused(tmp_path, certificate, fixture
     down = cli(s, None, "download", "tls", str(out), verify=cert)
     assert down.returncode == 0, down.stderr
     assert (out / src.name).read_bytes() == src.read_bytes()
-    assert [p.name for p in (s.data_dir / "file-cache").iterdir()] == [hashlib.sha256(src.read_bytes()).hexdigest()]
+    entries = [p.name.split("-")[0] for p in (s.data_dir / "file-cache").iterdir()]
+    assert entries == [hashlib.sha256(src.read_bytes()).hexdigest()]
     # Certificate checks are on: an untrusted client fails, and plain HTTP gets no answer.
     with pytest.raises(requests.exceptions.SSLError):
         requests.get(s.url + "/healthz", verify=True)

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "common/xxh128.h"
 #include "tests/storage/temp_dir.h"
 
 namespace deltastore {
@@ -44,6 +45,13 @@ StatusOr<std::string> ReadBack(FileCache* cache, const std::string& bytes) {
   }
 }
 
+// An entry's file name: "<sha256 hex>-<XXH3-128 hex>".
+std::string EntryName(const std::string& bytes) {
+  Xxh128 x;
+  x.Update(bytes);
+  return Sha256::Of(bytes).Hex() + "-" + HexEncode(x.Finish());
+}
+
 std::vector<std::string> Names(const fs::path& dir) {
   std::vector<std::string> names;
   for (const auto& e : fs::directory_iterator(dir)) names.push_back(e.path().filename().string());
@@ -64,7 +72,7 @@ TEST(FileCacheTest, AFilledEntryReadsBackAndIsCounted) {
   EXPECT_EQ(*back, a);
   EXPECT_FALSE(Fill(cache->get(), a)) << "held already";
   EXPECT_EQ((*cache)->Find(Sha256::Of(a), 299), nullptr) << "another size is another file";
-  EXPECT_EQ(Names(dir.path()), std::vector<std::string>{Sha256::Of(a).Hex()});
+  EXPECT_EQ(Names(dir.path()), std::vector<std::string>{EntryName(a)});
 }
 
 TEST(FileCacheTest, AnUnfinishedFillLeavesNothingAndBlocksASecondFillMeanwhile) {
@@ -107,7 +115,7 @@ TEST(FileCacheTest, ADamagedEntryFailsBeforeItsLastPieceAndIsDropped) {
   const std::string a = Bytes('a', (uint64_t{9} << 20) + 5);  // three pieces
   ASSERT_TRUE(Fill(cache->get(), a));
   {
-    std::fstream f(dir.path() / Sha256::Of(a).Hex(), std::ios::in | std::ios::out | std::ios::binary);
+    std::fstream f(dir.path() / EntryName(a), std::ios::in | std::ios::out | std::ios::binary);
     f.seekp(12345);
     f.put('b');
   }
@@ -160,31 +168,31 @@ TEST(FileCacheTest, ARestartKeepsEntriesDropsTemporaryFilesAndABudgetOfZeroEmpti
   EXPECT_TRUE(Names(dir.path()).empty());
 }
 
-TEST(FileCacheTest, AnUnnamedFillIsPublishedUnderTheDigestItIsCommittedWith) {
+TEST(FileCacheTest, AnAdoptedFileIsLinkedNotCopied) {
   TempDir dir;
-  auto cache = FileCache::Open(dir.path().string(), 1000);
+  auto cache = FileCache::Open((dir.path() / "cache").string(), 1000);
   ASSERT_TRUE(cache.ok());
   const std::string a = Bytes('a', 300);
-  for (int i = 0; i < 2; ++i) {  // the second finds the entry there and leaves it
-    auto fill = (*cache)->BeginUnnamed(a.size());
-    ASSERT_NE(fill, nullptr);
-    fill->Append(a);
-    fill->Commit(Sha256::Of(a));
-  }
+  const fs::path upload = dir.path() / "upload";
+  std::ofstream(upload, std::ios::binary) << a;
+  Xxh128 x;
+  x.Update(a);
+  (*cache)->Adopt(upload.string(), Sha256::Of(a), a.size() + 1, x.Finish());  // not the size it has
+  EXPECT_EQ((*cache)->entries(), 0u);
+  for (int i = 0; i < 2; ++i) (*cache)->Adopt(upload.string(), Sha256::Of(a), a.size(), x.Finish());
   EXPECT_EQ((*cache)->entries(), 1u);
   EXPECT_EQ((*cache)->bytes(), 300u);
+  EXPECT_EQ(Names(dir.path() / "cache"), std::vector<std::string>{EntryName(a)});
+  EXPECT_EQ(fs::hard_link_count(upload), 2u) << "the upload's own bytes, not a copy";
+  fs::remove(upload);  // the job consumes its upload: the entry keeps the bytes
   EXPECT_EQ(*ReadBack(cache->get(), a), a);
-  EXPECT_EQ(Names(dir.path()), std::vector<std::string>{Sha256::Of(a).Hex()});
-  {
-    auto fill = (*cache)->BeginUnnamed(a.size());
-    fill->Append(a.substr(1));
-    fill->Commit(Sha256::Of(a.substr(1)));  // 299 of the 300 bytes it announced: not published
-  }
-  EXPECT_EQ((*cache)->entries(), 1u);
-  EXPECT_EQ((*cache)->BeginUnnamed(1001), nullptr) << "larger than the budget";
+  const std::string big = Bytes('b', 1001);
+  std::ofstream(upload, std::ios::binary) << big;
+  (*cache)->Adopt(upload.string(), Sha256::Of(big), big.size(), x.Finish());
+  EXPECT_EQ((*cache)->entries(), 1u) << "larger than the budget";
 }
 
-TEST(FileCacheTest, ANamedFillTakesOnlyItsOwnDigest) {
+TEST(FileCacheTest, AFillTakesOnlyTheDigestItWasBegunFor) {
   TempDir dir;
   auto cache = FileCache::Open(dir.path().string(), 1000);
   ASSERT_TRUE(cache.ok());
@@ -197,7 +205,7 @@ TEST(FileCacheTest, ANamedFillTakesOnlyItsOwnDigest) {
   EXPECT_TRUE(Names(dir.path()).empty());
 }
 
-TEST(FileCacheTest, EntriesWithoutAValidTrailerAreDropped) {
+TEST(FileCacheTest, FilesOfOtherNamesOrSizesAreDropped) {
   TempDir dir;
   const std::string a = Bytes('a', 400), b = Bytes('b', 400);
   {
@@ -205,14 +213,14 @@ TEST(FileCacheTest, EntriesWithoutAValidTrailerAreDropped) {
     ASSERT_TRUE(cache.ok());
     ASSERT_TRUE(Fill(cache->get(), a));
   }
-  // An entry of the first format (the bytes alone), as a cache written before trailers holds.
-  std::ofstream(dir.path() / Sha256::Of(b).Hex(), std::ios::binary) << b;
+  // An entry of the first format (named by its sha256 alone, a trailer after its bytes).
+  std::ofstream(dir.path() / Sha256::Of(b).Hex(), std::ios::binary) << b << std::string(32, 'T');
   auto cache = FileCache::Open(dir.path().string(), 1000);
   ASSERT_TRUE(cache.ok());
   EXPECT_EQ((*cache)->entries(), 1u);
-  EXPECT_EQ(Names(dir.path()), std::vector<std::string>{Sha256::Of(a).Hex()});
-  // A trailer cut short behind the cache's back: the entry is forgotten when it is next looked up.
-  fs::resize_file(dir.path() / Sha256::Of(a).Hex(), a.size() + 31);
+  EXPECT_EQ(Names(dir.path()), std::vector<std::string>{EntryName(a)});
+  // Cut short behind the cache's back: the entry is forgotten when it is next looked up.
+  fs::resize_file(dir.path() / EntryName(a), a.size() - 1);
   EXPECT_EQ((*cache)->Find(Sha256::Of(a), a.size()), nullptr);
   EXPECT_EQ((*cache)->entries(), 0u);
   EXPECT_TRUE(Names(dir.path()).empty());
@@ -235,7 +243,7 @@ TEST(FileCacheTest, AsAFileSpanAnEntryIsClearedOnlyOnceItsChecksumMatched) {
     EXPECT_TRUE(span->Clear(a.size()).ok());
   }
   {
-    std::fstream f(dir.path() / Sha256::Of(a).Hex(), std::ios::in | std::ios::out | std::ios::binary);
+    std::fstream f(dir.path() / EntryName(a), std::ios::in | std::ios::out | std::ios::binary);
     f.seekp(uint64_t{5} << 20);
     f.put('b');
   }

@@ -430,12 +430,14 @@ TEST(PackerTest, BadInputIsAClearError) {
   fs::remove_all(dir);
 }
 
-// A lossless ingest puts each file into the file cache as it reads it, under the sha256 it computed;
-// a lossy one (whose served bytes differ) does not.
-TEST(PackerTest, ALosslessIngestFillsTheFileCache) {
+// A lossless ingest has the file cache adopt each source file under the sha256 it computed; a lossy one
+// (whose served bytes differ) does not.
+TEST(PackerTest, ALosslessIngestHasTheFileCacheAdoptItsFiles) {
   if (!HaveFixtures()) GTEST_SKIP() << "fixtures missing at " << kFixtures;
   auto dir = TempDir("file_cache");
-  const std::string st = kFixtures + "/faceres.bf16.safetensors";
+  // The sources sit beside the cache, as sealed uploads sit beside it in the data directory.
+  const std::string st = (dir / "model.safetensors").string();
+  fs::copy_file(kFixtures + "/faceres.bf16.safetensors", st);
   const std::string blob = (dir / "config.json").string();
   std::ofstream(blob) << R"({"hidden_size": 8})";
   auto store = NewMemoryChunkStore();
