@@ -167,10 +167,10 @@ class OursMethod : public Method {
     return EncodeChunk(dtype, raw, base, options);
   }
   bool Decode(DType, std::string_view enc, std::string_view base, std::string* out, size_t raw) override {
-    auto r = DecodeChunk(enc, base, raw);
-    if (!r.ok()) return false;
-    *out = std::move(*r);
-    return true;
+    // As the reader streams whole chunks: decoded straight into a reused buffer (DecodeChunkInto), like the
+    // zstd peers, not into a fresh zero-filled string per chunk.
+    out->resize(raw);
+    return DecodeChunkInto(enc, base, out->data(), raw).ok();
   }
 
  private:
