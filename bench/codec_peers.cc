@@ -253,6 +253,7 @@ int main(int argc, char** argv) {
   }
 
   std::vector<std::unique_ptr<Method>> methods;
+  methods.reserve(levels.size() + 3);
   for (int l : levels) methods.push_back(std::make_unique<ZstdMethod>(l));
   methods.push_back(std::make_unique<PlanesMethod>());
   methods.push_back(std::make_unique<OursMethod>(EncodeLevel::kMax));
