@@ -4,15 +4,12 @@
 
 #include <algorithm>
 #include <boost/asio/as_tuple.hpp>
-#include <boost/asio/experimental/awaitable_operators.hpp>
-#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <cerrno>
 
 namespace deltastore::api {
 
 namespace asio = boost::asio;
-using namespace asio::experimental::awaitable_operators;  // NOLINT(google-build-using-namespace): ||
 
 namespace {
 
@@ -31,7 +28,6 @@ asio::awaitable<bool> SendFileBody(boost::beast::tcp_stream& stream, FileSpan& f
   const uint64_t last = length > kLastPiece ? length - kLastPiece : 0;
   bool cleared = false;
   off_t offset = 0;
-  asio::steady_timer timer(socket.get_executor());
   while (static_cast<uint64_t>(offset) < length) {
     if (!cleared && static_cast<uint64_t>(offset) >= last) {
       if (!file.Clear(length).ok()) co_return false;
@@ -43,12 +39,16 @@ asio::awaitable<bool> SendFileBody(boost::beast::tcp_stream& stream, FileSpan& f
     if (n > 0) continue;
     if (n < 0 && errno == EINTR) continue;
     if (n == 0 || errno != EAGAIN) co_return false;  // the file is shorter than it said, or the socket failed
-    // The socket's buffer is full: wait until it drains, or give up on a client that stalls.
-    timer.expires_after(stall_timeout);
-    auto done =
-        co_await (socket.async_wait(asio::socket_base::wait_write, asio::as_tuple(asio::use_awaitable)) ||
-                  timer.async_wait(asio::as_tuple(asio::use_awaitable)));
-    if (done.index() == 1 || std::get<0>(std::get<0>(done))) co_return false;
+    // The socket's buffer is full. Wait for room by sending the next byte through the stream, whose
+    // own timer gives up on a client that stalls.
+    char next = 0;
+    if (::pread(file.fd(), &next, 1, offset) != 1) co_return false;
+    stream.expires_after(stall_timeout);
+    auto [ec, sent] =
+        co_await stream.async_write_some(asio::buffer(&next, 1), asio::as_tuple(asio::use_awaitable));
+    stream.expires_never();
+    if (ec || sent != 1) co_return false;
+    ++offset;
   }
   co_return true;
 }
