@@ -15,6 +15,8 @@
 #include <string>
 #include <thread>
 
+#include "tests/storage/temp_dir.h"
+
 namespace deltastore::api {
 namespace {
 
@@ -45,8 +47,8 @@ struct Outcome {
 // Serves `bytes` with SendFileBody to one client; `read` says whether the client reads while the server
 // sends (a client that does not, reads what arrived only after the server gave up).
 Outcome Serve(const std::string& bytes, Status verdict, bool read) {
-  const std::filesystem::path path =
-      std::filesystem::temp_directory_path() / ("ds_send_file_" + std::to_string(::getpid()));
+  const TempDir tmp;
+  const std::filesystem::path path = tmp.path() / "file";
   std::ofstream(path, std::ios::binary) << bytes;
   TestSpan span(path.string(), bytes.size(), std::move(verdict));
   asio::io_context ioc;
@@ -79,7 +81,6 @@ Outcome Serve(const std::string& bytes, Status verdict, bool read) {
   if (read) reader.join();
   EXPECT_TRUE(done);
   if (!read) drain();
-  std::filesystem::remove(path);
   return out;
 }
 

@@ -6,11 +6,13 @@
 
 #include <cmath>
 #include <filesystem>
+#include <memory>
 #include <random>
 #include <set>
 
 #include "codec/safetensors.h"
 #include "storage/stores.h"
+#include "tests/storage/temp_dir.h"
 
 namespace deltastore {
 namespace {
@@ -183,13 +185,6 @@ TEST(AllocateRatesTest, EmptyInputGivesAnEmptyChoice) {
 // ---------------------------------------------------------------------------------------------------
 // A lossy ingest with rate allocation
 
-fs::path TempDir(const std::string& name) {
-  fs::path p = fs::temp_directory_path() / ("ds_lossy_policy_" + name + "_" + std::to_string(::getpid()));
-  fs::remove_all(p);
-  fs::create_directories(p);
-  return p;
-}
-
 std::string F32Bytes(const std::vector<float>& v) {
   std::string s(v.size() * 4, '\0');
   std::memcpy(s.data(), v.data(), s.size());
@@ -197,15 +192,16 @@ std::string F32Bytes(const std::vector<float>& v) {
 }
 
 struct Checkpoints {
+  std::unique_ptr<TempDir> tmp = std::make_unique<TempDir>();  // removed with the checkpoints
   fs::path dir, base, ft;
   std::set<std::string> lossy_names;
 };
 
 // A base checkpoint and a finetune with two lossy candidates whose deltas differ (low rank, dense noise),
 // a 2-D tensor below min_elements and a 1-D bias (both stay lossless) and an unchanged tensor.
-Checkpoints MakeCheckpoints(const std::string& name) {
+Checkpoints MakeCheckpoints() {
   Checkpoints c;
-  c.dir = TempDir(name);
+  c.dir = c.tmp->path();
   c.base = c.dir / "base.safetensors";
   c.ft = c.dir / "ft.safetensors";
   std::mt19937 rng(21);
@@ -281,7 +277,7 @@ LossyIngest IngestLossy(const Checkpoints& c, const json& policy_json, size_t pr
 }
 
 TEST(LossyIngestTest, AllocationPlansFirstAndKeepsTheVersionWithinItsRatio) {
-  Checkpoints c = MakeCheckpoints("alloc");
+  Checkpoints c = MakeCheckpoints();
   const double target = 32;
   LossyIngest r = IngestLossy(c, {{"mode", "lossy"}, {"ratio", target}});
   ASSERT_TRUE(r.quality.is_object());
@@ -338,13 +334,12 @@ TEST(LossyIngestTest, AllocationPlansFirstAndKeepsTheVersionWithinItsRatio) {
       EXPECT_GT(t["rank"].get<int>(), 0) << t.dump();
     }
   }
-  fs::remove_all(c.dir);
 }
 
 // Ratios up to 4096 are valid policies; the planner's probes above the target's multiple must stay within
 // the compressor's range (1..4096) instead of failing the ingest.
 TEST(LossyIngestTest, ThePlanAndTheBytesDoNotDependOnTheNumberOfProbeWorkers) {
-  Checkpoints c = MakeCheckpoints("threads");
+  Checkpoints c = MakeCheckpoints();
   const json policy = {{"mode", "lossy"}, {"ratio", 64}};
   LossyIngest one = IngestLossy(c, policy, 1);
   LossyIngest three = IngestLossy(c, policy, 3);
@@ -355,7 +350,7 @@ TEST(LossyIngestTest, ThePlanAndTheBytesDoNotDependOnTheNumberOfProbeWorkers) {
 }
 
 TEST(LossyIngestTest, TheReportSaysWhyEachTensorsCandidateWon) {
-  Checkpoints c = MakeCheckpoints("reason");
+  Checkpoints c = MakeCheckpoints();
   LossyIngest r = IngestLossy(c, {{"mode", "lossy"}, {"ratio", 8}});
   ASSERT_TRUE(r.quality.is_object());
   ASSERT_FALSE(r.quality["tensors"].empty());
@@ -370,7 +365,7 @@ TEST(LossyIngestTest, TheReportSaysWhyEachTensorsCandidateWon) {
 }
 
 TEST(LossyIngestTest, AllocationNearTheLargestRatioStaysInRange) {
-  Checkpoints c = MakeCheckpoints("maxratio");
+  Checkpoints c = MakeCheckpoints();
   LossyIngest r = IngestLossy(c, {{"mode", "lossy"}, {"ratio", 2048}});
   ASSERT_TRUE(r.quality.is_object());
   ASSERT_EQ(r.quality["tensors"].size(), c.lossy_names.size());
@@ -384,7 +379,6 @@ TEST(LossyIngestTest, AllocationNearTheLargestRatioStaysInRange) {
       r.quality["ratio_note"].get<std::string>().find("exceed their share even at their method's smallest"),
       std::string::npos)
       << r.quality["ratio_note"];
-  fs::remove_all(c.dir);
 }
 
 // The note of a version whose tensors could not spend their share: from the reports alone.
@@ -414,7 +408,7 @@ TEST(LossyQualityTest, TheRatioNoteNamesTensorsThatLeaveTheirShareUnspent) {
 }
 
 TEST(LossyIngestTest, WithoutAllocationEveryTensorGetsTheTargetAndNoPlanning) {
-  Checkpoints c = MakeCheckpoints("noalloc");
+  Checkpoints c = MakeCheckpoints();
   LossyIngest r = IngestLossy(c, {{"mode", "lossy"}, {"ratio", 16}, {"allocate", false}});
   ASSERT_TRUE(r.quality.is_object());
   EXPECT_FALSE(r.quality["policy"]["allocate"].get<bool>());
@@ -429,7 +423,6 @@ TEST(LossyIngestTest, WithoutAllocationEveryTensorGetsTheTargetAndNoPlanning) {
     before = p.tensors_done;
   }
   EXPECT_EQ(ends, (std::vector<uint64_t>{1, 2, 3, 4, 5}));
-  fs::remove_all(c.dir);
 }
 
 }  // namespace

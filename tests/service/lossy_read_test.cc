@@ -12,6 +12,7 @@
 #include "service/ingest.h"
 #include "service/reader.h"
 #include "storage/stores.h"
+#include "tests/storage/temp_dir.h"
 
 namespace deltastore {
 namespace {
@@ -68,9 +69,8 @@ LossyOutcome Encode(const TensorInfo& info, const std::string& base, uint32_t st
 }
 
 TEST(LossyReadTest, PiecesAndRangesGiveTheWholeDecodesBytes) {
-  const fs::path dir = fs::temp_directory_path() / ("ds_lossy_read_" + std::to_string(::getpid()));
-  fs::remove_all(dir);
-  fs::create_directories(dir);
+  const TempDir tmp;
+  const fs::path dir = tmp.path();
   // Both larger than a piece (4 MiB), rows of odd sizes that pieces end inside of.
   std::vector<TensorSpec> specs = {{"a.weight", DType::kF32, {1100, 1001}},
                                    {"b.weight", DType::kBF16, {1531, 1409}}};
@@ -141,7 +141,6 @@ TEST(LossyReadTest, PiecesAndRangesGiveTheWholeDecodesBytes) {
   }
   std::string past(2, '\0');
   EXPECT_FALSE(reader.ReadTensor(b, b.size - 1, 2, past.data()).ok());
-  fs::remove_all(dir);
 }
 
 }  // namespace

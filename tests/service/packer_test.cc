@@ -8,6 +8,7 @@
 #include <random>
 
 #include "storage/stores.h"
+#include "tests/storage/temp_dir.h"
 
 namespace deltastore {
 namespace {
@@ -48,13 +49,6 @@ class Registry {
   std::map<Digest, Manifest> manifests_;
 };
 
-fs::path TempDir(const std::string& name) {
-  fs::path p = fs::temp_directory_path() / ("ds_packer_" + name + "_" + std::to_string(::getpid()));
-  fs::remove_all(p);
-  fs::create_directories(p);
-  return p;
-}
-
 bool HaveFixtures() {
   return fs::exists(kFixtures + "/faceres.bf16.safetensors");
 }
@@ -74,7 +68,8 @@ void RoundTripPair(const std::string& base_name, const std::string& ft_name, dou
               ratio, (unsigned long)fs_.logical_bytes, (unsigned long)fs_.encoded_bytes);
   EXPECT_GE(ratio, min_ratio);
 
-  auto out = TempDir("rt");
+  const TempDir tmp;
+  const fs::path out = tmp.path();
   auto reader = reg.Reader(*ft);
   ASSERT_TRUE(RebuildFile(reader.get(), ft->files[0], (out / "rebuilt").string()).ok());
   EXPECT_EQ(FileSha((out / "rebuilt").string()), FileSha(ft_path));
@@ -82,7 +77,6 @@ void RoundTripPair(const std::string& base_name, const std::string& ft_name, dou
   auto base_reader = reg.Reader(*base);
   ASSERT_TRUE(RebuildFile(base_reader.get(), base->files[0], (out / "base").string()).ok());
   EXPECT_EQ(FileSha((out / "base").string()), FileSha(base_path));
-  fs::remove_all(out);
 }
 
 TEST(PackerTest, Bf16PairLosslessRoundTrip) {
@@ -108,7 +102,8 @@ TEST(PackerTest, IdenticalPairAddsNoChunkBytes) {
 }
 
 TEST(PackerTest, Bf16ShardedVersionMatchesTensorsAcrossShardsAndKeepsSideFiles) {
-  auto dir = TempDir("shards");
+  const TempDir tmp;
+  const fs::path dir = tmp.path();
   std::mt19937 rng(7);
   auto random_bytes = [&](size_t n) {
     std::string s(n, '\0');
@@ -168,7 +163,6 @@ TEST(PackerTest, Bf16ShardedVersionMatchesTensorsAcrossShardsAndKeepsSideFiles) 
       EXPECT_EQ(got, all.substr(b, e - b)) << b << "+" << len;
     }
   }
-  fs::remove_all(dir);
 }
 
 std::string StreamAll(FileStreamer* s) {
@@ -227,7 +221,8 @@ TEST(PackerTest, ParallelStreamingGivesTheSameBytesAsOneWorker) {
 // A tensor of several chunks reports progress chunk by chunk: bytes_done moves while tensors_done waits,
 // and the last report counts every byte once.
 TEST(PackerTest, ProgressMovesChunkByChunkWithinATensor) {
-  auto dir = TempDir("progress");
+  const TempDir tmp;
+  const fs::path dir = tmp.path();
   const size_t n = 3 * kChunkSize + 1000;  // 4 chunks of one U8 tensor
   std::string big(n, '\0');
   for (size_t i = 0; i < n; ++i) big[i] = static_cast<char>((i * 2654435761u) >> 13);
@@ -250,7 +245,6 @@ TEST(PackerTest, ProgressMovesChunkByChunkWithinATensor) {
   EXPECT_EQ(seen.back().tensors_done, 2u);
   EXPECT_EQ(seen.back().bytes_done, n + small.size());
   EXPECT_EQ(seen.back().bytes_done, seen.back().bytes_total);
-  fs::remove_all(dir);
 }
 
 // A streamer dropped after its first piece stops its workers (the piece each is decoding, then nothing),
@@ -278,7 +272,8 @@ TEST(PackerTest, StreamerDestroyedMidFileStopsItsWorkers) {
 // cannot see, still never yields a complete file; a range read checks the chunk's digest and refuses it.
 TEST(PackerTest, SwappedChunkIsCaughtByTheFileDigestOrTheChunkDigest) {
   if (!HaveFixtures()) GTEST_SKIP() << "fixtures missing at " << kFixtures;
-  fs::path dir = TempDir("swap");
+  const TempDir tmp;
+  const fs::path dir = tmp.path();
   {
     RocksOptions options;
     options.path = dir.string();
@@ -327,7 +322,6 @@ TEST(PackerTest, SwappedChunkIsCaughtByTheFileDigestOrTheChunkDigest) {
     ASSERT_FALSE(piece.ok());
     EXPECT_EQ(piece.status().code(), StatusCode::kCorruption) << piece.status().ToString();
   }
-  fs::remove_all(dir);
 }
 
 // Everything a store holds, as text: each chunk's digest, reference count and size.
@@ -420,21 +414,22 @@ TEST(PackerTest, FailedIngestDropsItsReferencesAndDeleteFreesChunks) {
 }
 
 TEST(PackerTest, BadInputIsAClearError) {
-  auto dir = TempDir("bad");
+  const TempDir tmp;
+  const fs::path dir = tmp.path();
   { std::ofstream((dir / "x.safetensors").string()) << "not a safetensors file at all"; }
   auto m = IngestFiles(NewMemoryChunkStore().get(), {{(dir / "x.safetensors").string(), "x.safetensors"}},
                        nullptr, {}, nullptr);
   ASSERT_FALSE(m.ok());
   EXPECT_EQ(m.status().code(), StatusCode::kInvalidArgument);
   EXPECT_NE(m.status().message().find("x.safetensors"), std::string::npos);
-  fs::remove_all(dir);
 }
 
 // A lossless ingest has the file cache adopt each source file under the sha256 it computed; a lossy one
 // (whose served bytes differ) does not.
 TEST(PackerTest, ALosslessIngestHasTheFileCacheAdoptItsFiles) {
   if (!HaveFixtures()) GTEST_SKIP() << "fixtures missing at " << kFixtures;
-  auto dir = TempDir("file_cache");
+  const TempDir tmp;
+  const fs::path dir = tmp.path();
   // The sources sit beside the cache, as sealed uploads sit beside it in the data directory.
   const std::string st = (dir / "model.safetensors").string();
   fs::copy_file(kFixtures + "/faceres.bf16.safetensors", st);
@@ -468,7 +463,6 @@ TEST(PackerTest, ALosslessIngestHasTheFileCacheAdoptItsFiles) {
       EXPECT_EQ(Sha256::Of(back).Hex(), FileSha(path));
     }
   }
-  fs::remove_all(dir);
 }
 
 }  // namespace

@@ -14,10 +14,14 @@ weed="${WEED:-$DS_HOME/venv/bin/weed}"
 launch_weed() {
   read -r port mp mg vp vg fp fg sg <"$dir/ports"
   # The master's and filer's own state goes under DIR too (-mdir, -filer.defaultStoreDir).
+  # Volumes: a fixed count of small ones, and read-only only below 512 MiB free. weed's defaults
+  # (30 GiB volumes; -volume.max=0 counts free space in whole volumes; read-only below 1% of the disk)
+  # turned every write into HTTP 500 on a test machine whose shared disk was nearly full.
   nohup "$weed" server -ip=127.0.0.1 -ip.bind=127.0.0.1 -dir="$dir/data" -master.telemetry=false \
     -master.port="$mp" -master.port.grpc="$mg" -volume.port="$vp" -volume.port.grpc="$vg" \
     -filer.port="$fp" -filer.port.grpc="$fg" -s3 -s3.port="$port" -s3.port.grpc="$sg" \
-    -s3.port.iceberg=0 -s3.port.lance=0 -s3.config="$dir/s3.json" -volume.max=0 \
+    -s3.port.iceberg=0 -s3.port.lance=0 -s3.config="$dir/s3.json" -volume.max=64 \
+    -master.volumeSizeLimitMB=256 -volume.minFreeSpace=512MiB \
     -volume.preStopSeconds=0 -master.electionTimeout=200ms \
     >"$dir/weed.log" 2>&1 &
   echo $! >"$dir/weed.pid"
