@@ -18,6 +18,7 @@ import argparse
 import hashlib
 import os
 import pathlib
+import shutil
 import sys
 import tempfile
 import threading
@@ -98,6 +99,13 @@ def main():
     ap.add_argument("--largest-mib", type=int, default=64)
     args = ap.parse_args()
     work = pathlib.Path(tempfile.mkdtemp(prefix="deltastore_scaleout_"))
+    try:
+        run_all(work, args)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def run_all(work, args):
     base, ft, _ = gen_pair.generate(work / "pair", args.size_gb, args.largest_mib, 1)
     ft_sha = digest_of(ft).split(":")[1]
     print(f"pair: {base.stat().st_size / 1e6:.0f} MB base, {ft.stat().st_size / 1e6:.0f} MB finetune; "
