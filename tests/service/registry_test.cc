@@ -129,23 +129,34 @@ class RegistryTest : public ::testing::Test {
 };
 
 TEST_F(RegistryTest, AuditIsReadYourWritesAtTheMomentAJobSucceeds) {
-  // What a client sees right when the job's `succeeded` becomes visible, before anything else runs.
+  // What a client sees right when the job's `succeeded` becomes visible, before anything else runs. The
+  // observer runs on the job's thread after the commit, so the waiting client may see the job succeed
+  // first: the test waits for the observation too.
+  std::mutex mu;
+  std::condition_variable cv;
   size_t versions_seen = 0, history_seen = 0, observed = 0;
   Open([&](const MetaBatch& batch) {
     if (!SucceedsAJob(batch)) return;
-    ++observed;
     auto model = reg_->AuditModel("m", "", 100);
-    ASSERT_TRUE(model.ok()) << model.status().ToString();
-    versions_seen = (*model)["versions"].size();
     auto history = reg_->AuditHistory("", 100);
-    ASSERT_TRUE(history.ok());
-    history_seen = (*history)["snapshots"].size();
+    std::lock_guard<std::mutex> lock(mu);
+    versions_seen = model.ok() ? (*model)["versions"].size() : 0;
+    history_seen = history.ok() ? (*history)["snapshots"].size() : 0;
+    ++observed;
+    cv.notify_all();
   });
+  auto wait_observed = [&](size_t n) {
+    std::unique_lock<std::mutex> lock(mu);
+    cv.wait(lock, [&] { return observed >= n; });
+  };
   ASSERT_EQ(AddVersion("m", '\1')["state"], "succeeded");
+  wait_observed(1);
   EXPECT_EQ(versions_seen, 1u);
   EXPECT_EQ(history_seen, 1u);
   ASSERT_TRUE(reg_->Audit().ok());  // a cached report from before the second version
   ASSERT_EQ(AddVersion("m", '\2')["state"], "succeeded");
+  wait_observed(2);
+  std::lock_guard<std::mutex> lock(mu);
   EXPECT_EQ(observed, 2u);
   EXPECT_EQ(versions_seen, 2u);
   EXPECT_EQ(history_seen, 2u);
