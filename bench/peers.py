@@ -13,7 +13,8 @@ Sections (each can be skipped with --skip NAME):
                 with the base, then its byte grouping + Huffman/zstd).
   streaming     deltastored on loopback with the generated pair: upload (curl, one request), version
                 creation, download (curl to /dev/null) of the base version and of the delta version
-                (first, then again; with --server-arg=--file-cache-gb=N both read the file cache),
+                (first, then again; both read the file cache, the server's default, unless
+                --server-arg=--file-cache-gb=0 makes them rebuild the file),
                 against `cat file > /dev/null` and nginx (Debian's nginx-light, static file GET and
                 WebDAV PUT on loopback); the server's peak RSS during ingest and during download
                 (VmHWM, reset through /proc/<pid>/clear_refs between the phases).
@@ -278,10 +279,11 @@ def server_steps(args, tag, binary, data_dir, label, bpath, fpath, size, reps, s
     rows.append(dict(section="streaming", input=label, step=f"{tag}peak RSS upload + ingest", bytes=rss_ingest))
     log(f"{tag}peak RSS during upload + ingest: {rss_ingest / MiB:.1f} MiB")
     reset_peak(pid)
-    cache = any(a.startswith("--file-cache-gb") for a in args.server_arg or [])
+    # The server's file cache is on unless --server-arg=--file-cache-gb=0 (its default is auto).
+    cache = not any(a.replace(" ", "=") == "--file-cache-gb=0" for a in args.server_arg or [])
     for name in ("base", "finetune"):
         u = f"{url}/v1/models/bench/versions/{versions[name]}/files/model.safetensors"
-        # Without a file cache every download rebuilds the file. With one (--server-arg=--file-cache-gb=N),
+        # Without a file cache (--server-arg=--file-cache-gb=0) every download rebuilds the file. With one,
         # these lossless versions entered it when they were created, so even the first reads it.
         for which, n_reps in (("first", 1), ("again", max(1, reps - 1))):
             ts = []

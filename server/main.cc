@@ -10,12 +10,14 @@
 #include <cstdlib>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <thread>
 
 #include "api/metrics.h"
 #include "api/routes.h"
 #include "api/server.h"
 #include "service/compute_device.h"
+#include "service/file_cache.h"
 #include "service/registry.h"
 #include "service/store_copy.h"
 
@@ -49,7 +51,7 @@ struct Options {
   int threads = static_cast<int>(std::clamp(std::thread::hardware_concurrency(), 1u, 64u));  // the cores
   int workers = threads;
   size_t max_uploads = 1000;
-  double file_cache_gb = 0;
+  std::string file_cache_gb = "auto";
   deltastore::api::AuthOptions auth;
   std::string tls_cert, tls_key;
   int header_timeout_s = 30, body_timeout_s = 120;
@@ -117,12 +119,18 @@ void AddServerOptions(CLI::App& app, Options& o) {
       ->check(CLI::Range(1, 64));
   app.add_option("--max-open-uploads", o.max_uploads, "open upload sessions allowed")
       ->envname("DS_MAX_OPEN_UPLOADS");
-  app.add_option(
-         "--file-cache-gb", o.file_cache_gb,
-         "keep rebuilt files of whole-file downloads under --data-dir/file-cache, up to this many GB, "
-         "for repeated downloads (0: off)")
+  app.add_option("--file-cache-gb", o.file_cache_gb,
+                 "keep the files of lossless versions and rebuilt whole-file downloads under "
+                 "--data-dir/file-cache, up to this many GB, for fast repeated downloads (0: off; auto: a "
+                 "tenth of the data dir's file system, at most half its free space)")
       ->envname("DS_FILE_CACHE_GB")
-      ->check(CLI::Range(0.0, 1e6));
+      ->check([](const std::string& v) -> std::string {
+        if (v == "auto") return "";
+        double gb = -1;
+        return CLI::detail::lexical_cast(v, gb) && gb >= 0 && gb <= 1e6 ? ""
+                                                                        : "must be auto or a number of GB";
+      })
+      ->capture_default_str();
   app.add_flag("--auth,!--no-auth", o.auth.enabled,
                "require bearer tokens (create one with `deltastored token create`)")
       ->envname("DS_AUTH");
@@ -352,7 +360,9 @@ int main(int argc, char** argv) {
   ropts.job_poll = std::chrono::milliseconds(static_cast<int64_t>(o.job_poll_s * 1000));
   ropts.workers = o.workers;
   ropts.max_open_uploads = o.max_uploads;
-  ropts.file_cache_bytes = static_cast<uint64_t>(o.file_cache_gb * 1e9);
+  ropts.file_cache_bytes = o.file_cache_gb == "auto"
+                               ? deltastore::AutoFileCacheBytes(o.data_dir)
+                               : static_cast<uint64_t>(std::stod(o.file_cache_gb) * 1e9);
   auto registry = deltastore::Registry::Open(ropts);
   if (!registry.ok()) {
     std::fprintf(stderr, "error: %s\n", registry.status().ToString().c_str());
@@ -366,9 +376,9 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "error: %s\n", s.ToString().c_str());
     return 1;
   }
-  std::printf("deltastored listening on %s:%u (%s, data %s, compute %s, auth %s)\n", opts.address.c_str(),
-              server.port(), o.tls_cert.empty() ? "http" : "https", o.data_dir.c_str(),
-              deltastore::ComputeDeviceName().c_str(),
+  std::printf("deltastored listening on %s:%u (%s, data %s, file cache %.1f GB, compute %s, auth %s)\n",
+              opts.address.c_str(), server.port(), o.tls_cert.empty() ? "http" : "https", o.data_dir.c_str(),
+              static_cast<double>(ropts.file_cache_bytes) / 1e9, deltastore::ComputeDeviceName().c_str(),
               !o.auth.enabled         ? "off"
               : o.auth.anonymous_read ? "on, anonymous read"
                                       : "on");

@@ -2,12 +2,14 @@
 
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <optional>
 #include <utility>
 #include <vector>
 
@@ -319,6 +321,17 @@ void FileCache::Publish(const Digest& sha256, uint64_t size, const std::string& 
 void FileCache::EndFill(const Digest& sha256) {
   std::lock_guard<std::mutex> lock(mu_);
   filling_.erase(sha256.Hex());
+}
+
+uint64_t AutoFileCacheBytes(const std::string& dir) {
+  std::error_code ec;
+  fs::path p = fs::absolute(dir, ec);
+  if (ec) return 0;
+  while (!fs::exists(p, ec) && p.has_parent_path() && p != p.parent_path()) p = p.parent_path();
+  struct statvfs st {};
+  if (::statvfs(p.c_str(), &st) != 0) return 0;
+  const uint64_t total = uint64_t{st.f_blocks} * st.f_frsize, free = uint64_t{st.f_bavail} * st.f_frsize;
+  return std::min(total / 10, free / 2);
 }
 
 }  // namespace deltastore

@@ -1,6 +1,6 @@
 // FileCache: the rebuilt bytes of recently downloaded files, kept on this node's disk up to a byte budget
-// (deltastored --file-cache-gb; 0, the default, turns it off), so that a file many deployments pull is
-// rebuilt once and then read back like a static file. docs/http_api.md, "File cache".
+// (deltastored --file-cache-gb: by default AutoFileCacheBytes; 0 turns it off), so that a file many
+// deployments pull is rebuilt once and then read back like a static file. docs/http_api.md, "File cache".
 //
 // Entries are named by the file's sha256 (the manifest's `sha256`, the download's ETag), so every version
 // that serves the same bytes shares one entry and an entry can never answer for other bytes: a download
@@ -20,7 +20,6 @@
 #include <map>
 #include <memory>
 #include <mutex>
-#include <optional>
 #include <set>
 #include <string>
 #include <thread>
@@ -107,6 +106,11 @@ class CacheFill {
   uint64_t size_, written_ = 0;
   Xxh128 hash_;
 };
+
+// The budget deltastored gives the cache by default (`--file-cache-gb auto`): a tenth of the size of the
+// file system that holds `dir` (or its nearest existing parent), at most half of the space free there now;
+// 0 when neither can be read.
+uint64_t AutoFileCacheBytes(const std::string& dir);
 
 class FileCache {
  public:

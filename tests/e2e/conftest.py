@@ -65,6 +65,7 @@ class Server:
              "--listen", f"127.0.0.1:{self.port or 0}", *self.store_args, *self.extra_args],
             stdout=subprocess.PIPE, stderr=self.log)
         line = self.proc.stdout.readline().decode()
+        self.first_line = line  # "deltastored listening on …"
         m = re.search(r"listening on 127\.0\.0\.1:(\d+)", line)
         if not m:
             self.proc.kill()

@@ -2,12 +2,15 @@
 and a whole-file download rebuilds a file it does not hold once and keeps it, under DATA/file-cache by
 its sha256; downloads read from there afterwards; a damaged copy is caught by its checksum before the
 last byte and dropped; ranges and the Hugging Face route read the same bytes; deleting the version
-removes its copy; turning the cache off empties it."""
+removes its copy; turning the cache off empties it; by default it is on, sized from the data dir's disk."""
 import hashlib
+import os
+import re
+import subprocess
 
 import requests
 
-from client_util import Client, sha256_file
+from client_util import BUILD, Client, sha256_file
 
 FILE = "model.safetensors"
 
@@ -74,9 +77,27 @@ def test_turning_the_cache_off_empties_it(make_server, fixtures, tmp_path):
     _, v = c.register("m", fixtures / "faceres.bf16.safetensors")
     assert len(cached(data)) == 1
     srv.stop()
-    srv.extra_args = []
+    srv.extra_args = ["--file-cache-gb", "0"]
     srv.start()
     assert cached(data) == []
     body = get_all(Client(srv.url), f"/v1/models/m/versions/{v['digest']}/files/{FILE}")
     assert hashlib.sha256(body).hexdigest() == sha256_file(fixtures / "faceres.bf16.safetensors")
     assert cached(data) == []
+
+
+def test_by_default_the_cache_is_on_and_sized_from_the_data_dirs_file_system(make_server, fixtures, tmp_path):
+    data = tmp_path / "data"
+    srv = make_server([], data_dir=data)
+    gb = float(re.search(r"file cache ([0-9.]+) GB", srv.first_line).group(1))
+    st = os.statvfs(tmp_path)
+    assert 0 < gb <= st.f_blocks * st.f_frsize / 10 / 1e9 + 0.05, srv.first_line
+    Client(srv.url).register("m", fixtures / "faceres.bf16.safetensors")
+    assert cached(data) == [sha256_file(fixtures / "faceres.bf16.safetensors")]
+
+
+def test_a_cache_size_that_is_not_a_number_stops_the_start_with_the_reason(tmp_path):
+    r = subprocess.run([str(BUILD / "server" / "deltastored"), "--data-dir", str(tmp_path / "d"),
+                        "--listen", "127.0.0.1:0", "--file-cache-gb", "lots"], capture_output=True, text=True,
+                       timeout=30)
+    assert r.returncode != 0
+    assert "--file-cache-gb" in r.stderr and "must be auto or a number of GB" in r.stderr, r.stderr
