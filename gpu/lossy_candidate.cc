@@ -70,7 +70,9 @@ torch::Tensor GroupOrder(const Work& w, const LossyParams& p) {
   return order;
 }
 
-// The k-of-g mask from the group size's shuffle order: elements picked before their group's k.
+// The k-of-g mask from the group size's shuffle order: elements picked before their group's k. One pass
+// over the order counts them, a second writes index, row, column and scale of each (branch-free: every
+// element is written at the next free slot, which only a kept one takes).
 Selection SelectFromOrder(const LossyParams& p, const torch::Tensor& order) {
   std::vector<uint8_t> keep(p.cols);
   std::vector<float> col_scale(p.cols);
@@ -79,15 +81,30 @@ Selection SelectFromOrder(const LossyParams& p, const torch::Tensor& order) {
     keep[c] = static_cast<uint8_t>(GroupKeep(p, len));
     col_scale[c] = static_cast<float>(len) / static_cast<float>(keep[c]);
   }
-  auto threshold = torch::from_blob(keep.data(), {1, static_cast<int64_t>(p.cols)}, torch::kUInt8);
-  Selection s;
-  s.index = torch::lt(order, threshold).flatten().nonzero().squeeze(1);
-  auto cols = torch::remainder(s.index, static_cast<int64_t>(p.cols));
-  s.row = torch::div(s.index, static_cast<int64_t>(p.cols), "floor");
-  s.scale = torch::from_blob(col_scale.data(), {static_cast<int64_t>(p.cols)}, torch::kFloat32)
-                .index_select(0, cols);
+  const torch::Tensor ord = order.contiguous();
+  const uint8_t* o = ord.data_ptr<uint8_t>();
+  const int64_t rows = ord.size(0), cols = p.cols;
+  int64_t count = 0;
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c) count += o[r * cols + c] < keep[c];
+  const auto i64 = torch::TensorOptions().dtype(torch::kInt64);
+  // One slot more than kept: the last element is written there whether kept or not.
+  auto index = torch::empty({count + 1}, i64), row = torch::empty({count + 1}, i64),
+       col = torch::empty({count + 1}, i64), scale = torch::empty({count + 1}, torch::kFloat32);
+  int64_t *pi = index.data_ptr<int64_t>(), *pr = row.data_ptr<int64_t>(), *pc = col.data_ptr<int64_t>();
+  float* ps = scale.data_ptr<float>();
+  int64_t k = 0;
+  for (int64_t r = 0; r < rows && k < count; ++r) {
+    const uint8_t* orow = o + r * cols;
+    for (int64_t c = 0; c < cols; ++c) {
+      pi[k] = r * cols + c, pr[k] = r, pc[k] = c, ps[k] = col_scale[c];
+      k += orow[c] < keep[c];
+    }
+  }
   auto dev = TorchDevice();
-  s.index = s.index.to(dev), s.row = s.row.to(dev), s.scale = s.scale.to(dev);
+  Selection s;
+  s.index = index.narrow(0, 0, count).to(dev), s.row = row.narrow(0, 0, count).to(dev);
+  s.col = col.narrow(0, 0, count).to(dev), s.scale = scale.narrow(0, 0, count).to(dev);
   return s;
 }
 
@@ -300,8 +317,8 @@ torch::Tensor BuildBlock(const Work& w, LossyTensor* t, const torch::Tensor& sou
   auto opts = torch::TensorOptions().dtype(torch::kInt64).device(source.device());
   auto crow = torch::cat({torch::zeros({1}, opts), torch::bincount(s.row, {}, n).cumsum(0)});
   s.row = torch::Tensor();
-  auto cols = torch::remainder(s.index, static_cast<int64_t>(p.cols));
-  s.index = torch::Tensor();
+  auto cols = s.col.defined() ? s.col : torch::remainder(s.index, static_cast<int64_t>(p.cols));
+  s.index = torch::Tensor(), s.col = torch::Tensor();
   auto S = torch::sparse_csr_tensor(crow, cols, deq, {n, p.cols}, deq.options().layout(torch::kSparseCsr));
   return S.matmul(w.X);
 }

@@ -27,6 +27,7 @@ struct Selection {
   torch::Tensor index;  // int64 flat indices (of the tensor, or of a row block's rows), mask order
   torch::Tensor scale;  // float32 per kept element (undefined: 1 for each)
   torch::Tensor row;    // int64 row of each kept element (counted from the block's first)
+  torch::Tensor col;    // int64 column of each kept element (undefined: index % cols)
 };
 
 // Masks already drawn for this tensor, by (kind, group, keep, keep probability): the rank sweep and the
