@@ -97,13 +97,20 @@ std::vector<int> PlaneWidths(int bits, int planes) {
 
 std::string PackBits(const std::vector<uint16_t>& codes, int shift, int width) {
   std::string out((codes.size() * width + 7) / 8, '\0');
-  uint64_t bit = 0;
+  const uint32_t mask = (1u << width) - 1;
+  uint64_t acc = 0;  // bits not yet written, the first in bit 0
+  int n = 0;         // how many (under 32 between codes; width is at most 16)
+  size_t at = 0;
   for (uint16_t c : codes) {
-    uint32_t v = (c >> shift) & ((1u << width) - 1);
-    for (int i = 0; i < width; ++i, ++bit) {
-      if (v & (1u << i)) out[bit >> 3] = static_cast<char>(out[bit >> 3] | (1 << (bit & 7)));
+    acc |= static_cast<uint64_t>((c >> shift) & mask) << n;
+    n += width;
+    if (n >= 32) {
+      for (int i = 0; i < 4; ++i) out[at++] = static_cast<char>(acc >> (8 * i));
+      acc >>= 32;
+      n -= 32;
     }
   }
+  for (; n > 0; n -= 8, acc >>= 8) out[at++] = static_cast<char>(acc);
   return out;
 }
 

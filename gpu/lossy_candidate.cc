@@ -1,6 +1,10 @@
 // Building one lossy candidate: mask, quantization, encoding and output error; the budget search.
 #include "gpu/lossy_internal.h"
 
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
+
 #include <algorithm>
 #include <cmath>
 #include <numeric>
@@ -70,9 +74,27 @@ torch::Tensor GroupOrder(const Work& w, const LossyParams& p) {
   return order;
 }
 
-// The k-of-g mask from the group size's shuffle order: elements picked before their group's k. One pass
-// over the order counts them, a second writes index, row, column and scale of each (branch-free: every
-// element is written at the next free slot, which only a kept one takes).
+// Calls f(c) for each column c of a row whose shuffle step o[c] is below keep[c], in order: 16 columns a
+// compare where SSE2 is there.
+template <class F>
+void ForEachBelow(const uint8_t* o, const uint8_t* keep, int64_t cols, F&& f) {
+  int64_t c = 0;
+#ifdef __SSE2__
+  for (; c + 16 <= cols; c += 16) {
+    const __m128i a = _mm_loadu_si128(reinterpret_cast<const __m128i*>(o + c));
+    const __m128i k = _mm_loadu_si128(reinterpret_cast<const __m128i*>(keep + c));
+    // a >= k exactly where max(a, k) == a
+    auto below = static_cast<uint32_t>(~_mm_movemask_epi8(_mm_cmpeq_epi8(_mm_max_epu8(a, k), a)) & 0xffff);
+    for (; below != 0; below &= below - 1) f(c + __builtin_ctz(below));
+  }
+#endif
+  for (; c < cols; ++c) {
+    if (o[c] < keep[c]) f(c);
+  }
+}
+
+// The k-of-g mask from the group size's shuffle order: elements picked before their group's k, with the
+// index, row, column and scale of each.
 Selection SelectFromOrder(const LossyParams& p, const torch::Tensor& order) {
   std::vector<uint8_t> keep(p.cols);
   std::vector<float> col_scale(p.cols);
@@ -85,26 +107,22 @@ Selection SelectFromOrder(const LossyParams& p, const torch::Tensor& order) {
   const uint8_t* o = ord.data_ptr<uint8_t>();
   const int64_t rows = ord.size(0), cols = p.cols;
   int64_t count = 0;
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t c = 0; c < cols; ++c) count += o[r * cols + c] < keep[c];
+  for (int64_t r = 0; r < rows; ++r) ForEachBelow(o + r * cols, keep.data(), cols, [&](int64_t) { ++count; });
   const auto i64 = torch::TensorOptions().dtype(torch::kInt64);
-  // One slot more than kept: the last element is written there whether kept or not.
-  auto index = torch::empty({count + 1}, i64), row = torch::empty({count + 1}, i64),
-       col = torch::empty({count + 1}, i64), scale = torch::empty({count + 1}, torch::kFloat32);
+  auto index = torch::empty({count}, i64), row = torch::empty({count}, i64), col = torch::empty({count}, i64),
+       scale = torch::empty({count}, torch::kFloat32);
   int64_t *pi = index.data_ptr<int64_t>(), *pr = row.data_ptr<int64_t>(), *pc = col.data_ptr<int64_t>();
   float* ps = scale.data_ptr<float>();
   int64_t k = 0;
-  for (int64_t r = 0; r < rows && k < count; ++r) {
-    const uint8_t* orow = o + r * cols;
-    for (int64_t c = 0; c < cols; ++c) {
+  for (int64_t r = 0; r < rows; ++r) {
+    ForEachBelow(o + r * cols, keep.data(), cols, [&](int64_t c) {
       pi[k] = r * cols + c, pr[k] = r, pc[k] = c, ps[k] = col_scale[c];
-      k += orow[c] < keep[c];
-    }
+      ++k;
+    });
   }
   auto dev = TorchDevice();
   Selection s;
-  s.index = index.narrow(0, 0, count).to(dev), s.row = row.narrow(0, 0, count).to(dev);
-  s.col = col.narrow(0, 0, count).to(dev), s.scale = scale.narrow(0, 0, count).to(dev);
+  s.index = index.to(dev), s.row = row.to(dev), s.col = col.to(dev), s.scale = scale.to(dev);
   return s;
 }
 
