@@ -94,8 +94,10 @@ void ForEachBelow(const uint8_t* o, const uint8_t* keep, int64_t cols, F&& f) {
 }
 
 // The k-of-g mask from the group size's shuffle order: elements picked before their group's k, with the
-// index, row, column and scale of each.
-Selection SelectFromOrder(const LossyParams& p, const torch::Tensor& order) {
+// index, row, column and scale of each. With `src` (the block's rows of the source, row-major on the
+// CPU), the kept values times their scale and the CSR row starts instead of index and scale, in the same
+// pass: what BlockValues and a bincount would give.
+Selection SelectFromOrder(const LossyParams& p, const torch::Tensor& order, const float* src) {
   std::vector<uint8_t> keep(p.cols);
   std::vector<float> col_scale(p.cols);
   for (uint32_t c = 0; c < p.cols; ++c) {
@@ -109,11 +111,28 @@ Selection SelectFromOrder(const LossyParams& p, const torch::Tensor& order) {
   int64_t count = 0;
   for (int64_t r = 0; r < rows; ++r) ForEachBelow(o + r * cols, keep.data(), cols, [&](int64_t) { ++count; });
   const auto i64 = torch::TensorOptions().dtype(torch::kInt64);
-  auto index = torch::empty({count}, i64), row = torch::empty({count}, i64), col = torch::empty({count}, i64),
-       scale = torch::empty({count}, torch::kFloat32);
-  int64_t *pi = index.data_ptr<int64_t>(), *pr = row.data_ptr<int64_t>(), *pc = col.data_ptr<int64_t>();
-  float* ps = scale.data_ptr<float>();
+  Selection s;
+  s.row = torch::empty({count}, i64), s.col = torch::empty({count}, i64);
+  int64_t *pr = s.row.data_ptr<int64_t>(), *pc = s.col.data_ptr<int64_t>();
   int64_t k = 0;
+  if (src != nullptr) {
+    s.values = torch::empty({count}, torch::kFloat32), s.crow = torch::empty({rows + 1}, i64);
+    float* pv = s.values.data_ptr<float>();
+    int64_t* pcrow = s.crow.data_ptr<int64_t>();
+    for (int64_t r = 0; r < rows; ++r) {
+      pcrow[r] = k;
+      const float* srow = src + r * cols;
+      ForEachBelow(o + r * cols, keep.data(), cols, [&](int64_t c) {
+        pr[k] = r, pc[k] = c, pv[k] = srow[c] * col_scale[c];
+        ++k;
+      });
+    }
+    pcrow[rows] = k;
+    return s;
+  }
+  s.index = torch::empty({count}, i64), s.scale = torch::empty({count}, torch::kFloat32);
+  int64_t* pi = s.index.data_ptr<int64_t>();
+  float* ps = s.scale.data_ptr<float>();
   for (int64_t r = 0; r < rows; ++r) {
     ForEachBelow(o + r * cols, keep.data(), cols, [&](int64_t c) {
       pi[k] = r * cols + c, pr[k] = r, pc[k] = c, ps[k] = col_scale[c];
@@ -121,8 +140,7 @@ Selection SelectFromOrder(const LossyParams& p, const torch::Tensor& order) {
     });
   }
   auto dev = TorchDevice();
-  Selection s;
-  s.index = index.to(dev), s.row = row.to(dev), s.col = col.to(dev), s.scale = scale.to(dev);
+  s.index = s.index.to(dev), s.row = s.row.to(dev), s.col = s.col.to(dev), s.scale = s.scale.to(dev);
   return s;
 }
 
@@ -268,10 +286,14 @@ const Selection& CachedSelection(const Work& w, const LossyParams& p) {
 // The kept elements of rows [r0, r0 + n), indices and rows counted from the block's start (scale
 // undefined: 1 for every element).
 Selection BlockSelection(const Work& w, const LossyParams& p, const std::vector<uint32_t>& positions,
-                         uint32_t r0, uint32_t n) {
+                         const torch::Tensor& source, uint32_t r0, uint32_t n) {
   const int64_t begin = static_cast<int64_t>(r0) * p.cols, end = begin + static_cast<int64_t>(n) * p.cols;
-  if (p.mask == MaskKind::kGroupK && p.group <= kMaxOrderedGroup)
-    return SelectFromOrder(p, CachedOrder(w, p).narrow(0, r0, n));
+  if (p.mask == MaskKind::kGroupK && p.group <= kMaxOrderedGroup) {
+    const bool on_cpu =
+        source.device().is_cpu() && source.scalar_type() == torch::kFloat32 && source.is_contiguous();
+    return SelectFromOrder(p, CachedOrder(w, p).narrow(0, r0, n),
+                           on_cpu ? source.data_ptr<float>() + begin : nullptr);
+  }
   Selection s;
   if (p.mask == MaskKind::kPositions) {
     auto lo = std::lower_bound(positions.begin(), positions.end(), static_cast<uint64_t>(begin));
@@ -294,6 +316,7 @@ Selection BlockSelection(const Work& w, const LossyParams& p, const std::vector<
 
 // The kept values of a block: the rows' elements of `source` (rows x cols) at `s`, unbiased.
 torch::Tensor BlockValues(const torch::Tensor& source, const Selection& s, uint32_t r0, uint32_t n) {
+  if (s.values.defined()) return s.values;
   auto values = source.narrow(0, r0, n).flatten().index_select(0, s.index);
   return s.scale.defined() ? values * s.scale : values;
 }
@@ -305,7 +328,7 @@ std::optional<double> SharedRangeOverBlocks(const Work& w, const LossyParams& p,
   std::vector<torch::Tensor> parts;
   for (uint32_t r0 = 0, n = BlockRows(p.rows, p.cols); r0 < p.rows; r0 += n) {
     n = std::min(n, p.rows - r0);
-    parts.push_back(BlockValues(source, BlockSelection(w, p, positions, r0, n), r0, n));
+    parts.push_back(BlockValues(source, BlockSelection(w, p, positions, source, r0, n), r0, n));
   }
   auto values = torch::cat(parts);
   parts.clear();
@@ -318,8 +341,9 @@ std::optional<double> SharedRangeOverBlocks(const Work& w, const LossyParams& p,
 torch::Tensor BuildBlock(const Work& w, LossyTensor* t, const torch::Tensor& source, uint32_t r0, uint32_t n,
                          std::optional<double> shared_c) {
   const LossyParams& p = t->p;
-  Selection s = BlockSelection(w, p, t->positions, r0, n);
+  Selection s = BlockSelection(w, p, t->positions, source, r0, n);
   torch::Tensor values = BlockValues(source, s, r0, n), deq;
+  s.values = torch::Tensor();
   s.scale = torch::Tensor();
   if (p.values == ValueKind::kF16) {
     auto h = values.to(torch::kHalf);
@@ -333,7 +357,9 @@ torch::Tensor BuildBlock(const Work& w, LossyTensor* t, const torch::Tensor& sou
   values = torch::Tensor();
   // Kept elements come in row-major order, so they form a CSR matrix as they are.
   auto opts = torch::TensorOptions().dtype(torch::kInt64).device(source.device());
-  auto crow = torch::cat({torch::zeros({1}, opts), torch::bincount(s.row, {}, n).cumsum(0)});
+  auto crow = s.crow.defined()
+                  ? s.crow
+                  : torch::cat({torch::zeros({1}, opts), torch::bincount(s.row, {}, n).cumsum(0)});
   s.row = torch::Tensor();
   auto cols = s.col.defined() ? s.col : torch::remainder(s.index, static_cast<int64_t>(p.cols));
   s.index = torch::Tensor(), s.col = torch::Tensor();

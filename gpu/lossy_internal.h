@@ -24,10 +24,12 @@ namespace deltastore::lossy_detail {
 
 // The kept elements of a mask as flat indices plus the unbiasing scale of each (g/k or 1/p).
 struct Selection {
-  torch::Tensor index;  // int64 flat indices (of the tensor, or of a row block's rows), mask order
-  torch::Tensor scale;  // float32 per kept element (undefined: 1 for each)
-  torch::Tensor row;    // int64 row of each kept element (counted from the block's first)
-  torch::Tensor col;    // int64 column of each kept element (undefined: index % cols)
+  torch::Tensor index;   // int64 flat indices (of the tensor, or of a row block's rows), mask order
+  torch::Tensor scale;   // float32 per kept element (undefined: 1 for each)
+  torch::Tensor row;     // int64 row of each kept element (counted from the block's first)
+  torch::Tensor col;     // int64 column of each kept element (undefined: index % cols)
+  torch::Tensor values;  // a row block's kept values, unbiased (scale applied), when computed with it
+  torch::Tensor crow;    // int64 CSR row starts of a row block (rows + 1), when computed with it
 };
 
 // Masks already drawn for this tensor, by (kind, group, keep, keep probability): the rank sweep and the
