@@ -202,6 +202,29 @@ double SharedRange(const torch::Tensor& values, int bits, bool clip) {
   return best_c;
 }
 
+// QuantizeRows' codes and dequantized values in one pass on the CPU, each step the float operation the
+// tensor expressions take (round half to even; the product rounded before the sum): the same bits.
+torch::Tensor QuantizeOnCpu(LossyTensor* t, const torch::Tensor& values, const torch::Tensor& rows,
+                            const float* zero, const float* scale, int64_t levels) {
+  const torch::Tensor v = values.contiguous(), r = rows.contiguous();
+  const float* pv = v.data_ptr<float>();
+  const int64_t* pr = r.data_ptr<int64_t>();
+  auto deq = torch::empty({v.numel()}, torch::kFloat32);
+  float* pd = deq.data_ptr<float>();
+  const auto top = static_cast<float>(levels);
+  const size_t at = t->codes.size();
+  t->codes.resize(at + static_cast<size_t>(v.numel()));
+  uint16_t* out = t->codes.data() + at;
+  for (int64_t k = 0; k < v.numel(); ++k) {
+    const float z = zero[pr[k]], s = scale[pr[k]];
+    const float q = std::clamp(std::nearbyint((pv[k] - z) / s), 0.0f, top);
+    out[k] = static_cast<uint16_t>(static_cast<int32_t>(q));
+    volatile float scaled = s * q;  // no fused multiply-add
+    pd[k] = z + scaled;
+  }
+  return deq;
+}
+
 // Appends to t.codes / row_scale / row_zero the uniform asymmetric quantization of `values`, the kept
 // values of `n` rows (`rows`: the row of each, from 0), per row or in the shared range [-c, c]; returns
 // the dequantized values (what the codec will rebuild, up to rounding).
@@ -225,13 +248,14 @@ torch::Tensor QuantizeRows(LossyTensor* t, const torch::Tensor& values, const to
   auto scale =
       ((hi - zero) / static_cast<float>(levels)).clamp_min(1e-7f).to(torch::kHalf).to(torch::kFloat32);
   scale = torch::where(scale > 0, scale, torch::full_like(scale, 6e-8f));
+  auto zc = zero.to(torch::kCPU).contiguous(), sc = scale.to(torch::kCPU).contiguous();
+  t->row_zero.insert(t->row_zero.end(), zc.data_ptr<float>(), zc.data_ptr<float>() + zc.numel());
+  t->row_scale.insert(t->row_scale.end(), sc.data_ptr<float>(), sc.data_ptr<float>() + sc.numel());
+  if (dev.is_cpu()) return QuantizeOnCpu(t, values, rows, zc.data_ptr<float>(), sc.data_ptr<float>(), levels);
   auto codes = torch::round((values - zero.index_select(0, rows)) / scale.index_select(0, rows))
                    .clamp(0, static_cast<double>(levels));
   auto c = codes.to(torch::kCPU).to(torch::kInt32).contiguous();
   t->codes.insert(t->codes.end(), c.data_ptr<int32_t>(), c.data_ptr<int32_t>() + c.numel());
-  auto zc = zero.to(torch::kCPU).contiguous(), sc = scale.to(torch::kCPU).contiguous();
-  t->row_zero.insert(t->row_zero.end(), zc.data_ptr<float>(), zc.data_ptr<float>() + zc.numel());
-  t->row_scale.insert(t->row_scale.end(), sc.data_ptr<float>(), sc.data_ptr<float>() + sc.numel());
   return zero.index_select(0, rows) + scale.index_select(0, rows) * codes;
 }
 
