@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import pathlib
+import shutil
 import sys
 import tempfile
 import time
@@ -88,6 +89,8 @@ def main():
     bpath, fpath, _ = generate(a.pair_dir, 0, 0, 1, llm_layers=a.llm_layers)
     size = fpath.stat().st_size
     target = 2 * largest_tensor(fpath) + 64 * MiB
+    if a.work_dir:
+        pathlib.Path(a.work_dir).mkdir(parents=True, exist_ok=True)
     work = pathlib.Path(tempfile.mkdtemp(prefix="ds-big-", dir=a.work_dir))
     srv = Server(pathlib.Path(a.build_dir) / "server" / "deltastored", work / "data", work / "server.log",
                  a.server_arg)
@@ -133,6 +136,7 @@ def main():
         row("download finetune", t, srv.peak_rss(), "server checks the rebuilt file's sha256")
     finally:
         srv.stop()
+        shutil.rmtree(work, ignore_errors=True)  # gigabytes of store and uploads
     print(f"memory target: 2 x largest tensor + 64 MiB = {target / MiB:.0f} MiB")
     if a.out:
         with open(a.out, "a") as f:
