@@ -70,7 +70,7 @@ LossyOutcome Encode(const TensorInfo& info, const std::string& base, uint32_t st
 
 TEST(LossyReadTest, PiecesAndRangesGiveTheWholeDecodesBytes) {
   const TempDir tmp;
-  const fs::path dir = tmp.path();
+  const fs::path& dir = tmp.path();
   // Both larger than a piece (4 MiB), rows of odd sizes that pieces end inside of.
   std::vector<TensorSpec> specs = {{"a.weight", DType::kF32, {1100, 1001}},
                                    {"b.weight", DType::kBF16, {1531, 1409}}};

@@ -69,7 +69,7 @@ void RoundTripPair(const std::string& base_name, const std::string& ft_name, dou
   EXPECT_GE(ratio, min_ratio);
 
   const TempDir tmp;
-  const fs::path out = tmp.path();
+  const fs::path& out = tmp.path();
   auto reader = reg.Reader(*ft);
   ASSERT_TRUE(RebuildFile(reader.get(), ft->files[0], (out / "rebuilt").string()).ok());
   EXPECT_EQ(FileSha((out / "rebuilt").string()), FileSha(ft_path));
@@ -103,7 +103,7 @@ TEST(PackerTest, IdenticalPairAddsNoChunkBytes) {
 
 TEST(PackerTest, Bf16ShardedVersionMatchesTensorsAcrossShardsAndKeepsSideFiles) {
   const TempDir tmp;
-  const fs::path dir = tmp.path();
+  const fs::path& dir = tmp.path();
   std::mt19937 rng(7);
   auto random_bytes = [&](size_t n) {
     std::string s(n, '\0');
@@ -222,7 +222,7 @@ TEST(PackerTest, ParallelStreamingGivesTheSameBytesAsOneWorker) {
 // and the last report counts every byte once.
 TEST(PackerTest, ProgressMovesChunkByChunkWithinATensor) {
   const TempDir tmp;
-  const fs::path dir = tmp.path();
+  const fs::path& dir = tmp.path();
   const size_t n = 3 * kChunkSize + 1000;  // 4 chunks of one U8 tensor
   std::string big(n, '\0');
   for (size_t i = 0; i < n; ++i) big[i] = static_cast<char>((i * 2654435761u) >> 13);
@@ -273,7 +273,7 @@ TEST(PackerTest, StreamerDestroyedMidFileStopsItsWorkers) {
 TEST(PackerTest, SwappedChunkIsCaughtByTheFileDigestOrTheChunkDigest) {
   if (!HaveFixtures()) GTEST_SKIP() << "fixtures missing at " << kFixtures;
   const TempDir tmp;
-  const fs::path dir = tmp.path();
+  const fs::path& dir = tmp.path();
   {
     RocksOptions options;
     options.path = dir.string();
@@ -415,7 +415,7 @@ TEST(PackerTest, FailedIngestDropsItsReferencesAndDeleteFreesChunks) {
 
 TEST(PackerTest, BadInputIsAClearError) {
   const TempDir tmp;
-  const fs::path dir = tmp.path();
+  const fs::path& dir = tmp.path();
   { std::ofstream((dir / "x.safetensors").string()) << "not a safetensors file at all"; }
   auto m = IngestFiles(NewMemoryChunkStore().get(), {{(dir / "x.safetensors").string(), "x.safetensors"}},
                        nullptr, {}, nullptr);
@@ -429,7 +429,7 @@ TEST(PackerTest, BadInputIsAClearError) {
 TEST(PackerTest, ALosslessIngestHasTheFileCacheAdoptItsFiles) {
   if (!HaveFixtures()) GTEST_SKIP() << "fixtures missing at " << kFixtures;
   const TempDir tmp;
-  const fs::path dir = tmp.path();
+  const fs::path& dir = tmp.path();
   // The sources sit beside the cache, as sealed uploads sit beside it in the data directory.
   const std::string st = (dir / "model.safetensors").string();
   fs::copy_file(kFixtures + "/faceres.bf16.safetensors", st);

@@ -61,7 +61,7 @@ class RegistryTest : public ::testing::Test {
     reg_.reset();
     fs::remove_all(dir_);
   }
-  void Open(std::function<void(const MetaBatch&)> after = {}) {
+  void Open(const std::function<void(const MetaBatch&)>& after = {}) {
     RegistryOptions o;
     o.data_dir = (dir_ / "data").string();
     o.sync_writes = false;
