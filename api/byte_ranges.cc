@@ -100,7 +100,7 @@ Response ServeBytes(const Request& req, Headers headers, uint64_t size, const st
     return r;
   }
   Body body = open(span.begin, span.end);
-  r.stream = std::move(body.stream);
+  r.stream = std::move(body.pieces);
   r.file = std::move(body.file);
   return r;
 }

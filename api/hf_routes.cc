@@ -151,8 +151,7 @@ Response Resolve(Registry* reg, const Request& req) {
                {"x-linked-size", std::to_string(file->size)},
                {"docker-content-digest", file->sha256.ToString()}};
   return ServeBytes(req, std::move(h), file->size, etag, [reg, reader, file](uint64_t begin, uint64_t end) {
-    FileBody b = OpenFileBody(reader, file, begin, end, reg->file_cache());
-    return Body(std::move(b.pieces), std::move(b.file));
+    return OpenFileBody(reader, file, begin, end, reg->file_cache());
   });
 }
 

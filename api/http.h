@@ -33,16 +33,11 @@ struct Request {
   std::string Query(std::string_view name, const std::string& fallback = "") const;
 };
 
-// Produces the next piece of a streamed response body; an empty piece means the end. An error after
-// the headers went out can only close the connection, so producers verify before they hand out bytes.
-using BodyProducer = std::function<StatusOr<std::string>()>;
+// Produces the next piece of a streamed response body (common/file_span.h).
+using BodyProducer = PieceSource;
 
-// A body to serve: its producer, and the file it is when it is one (Response::file).
-struct Body {
-  Body(BodyProducer s = {}, std::shared_ptr<FileSpan> f = {}) : stream(std::move(s)), file(std::move(f)) {}
-  BodyProducer stream;
-  std::shared_ptr<FileSpan> file;
-};
+// A body to serve: its pieces, and the file it is when it is one (Response::file).
+using Body = FileBody;
 
 struct Response {
   int status = 200;

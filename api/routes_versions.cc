@@ -25,8 +25,7 @@ Response DownloadFile(Registry* reg, Request& req) {
   auto reader = v->reader;
   return ServeBytes(req, std::move(headers), file->size, "\"" + file->sha256.ToString() + "\"",
                     [reg, reader, file](uint64_t begin, uint64_t end) -> Body {
-                      FileBody b = OpenFileBody(reader, file, begin, end, reg->file_cache());
-                      return {std::move(b.pieces), std::move(b.file)};
+                      return OpenFileBody(reader, file, begin, end, reg->file_cache());
                     });
 }
 

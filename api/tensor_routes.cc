@@ -32,12 +32,13 @@ Response DownloadTensors(Registry* reg, const Request& req) {
                {"x-deltastore-stored-bytes-read", std::to_string(subset->reads().stored_bytes)}};
   return ServeBytes(req, std::move(h), subset->size(), etag, [subset](uint64_t begin, uint64_t end) {
     auto pos = std::make_shared<uint64_t>(begin);
-    return BodyProducer([subset, pos, end]() -> StatusOr<std::string> {
+    BodyProducer pieces = [subset, pos, end]() -> StatusOr<std::string> {
       if (*pos >= end) return std::string();
       DS_ASSIGN_OR_RETURN(std::string piece, subset->Read(*pos, std::min(kPiece, end - *pos)));
       *pos += piece.size();
       return piece;
-    });
+    };
+    return Body{std::move(pieces), nullptr};
   });
 }
 

@@ -308,7 +308,8 @@ const Selection& CachedSelection(const Work& w, const LossyParams& p) {
 }
 
 // The kept elements of rows [r0, r0 + n), indices and rows counted from the block's start (scale
-// undefined: 1 for every element).
+// undefined: 1 for every element). A group mask with `source` on the CPU comes with its values and CSR
+// row starts instead of indices and scales (SelectFromOrder).
 Selection BlockSelection(const Work& w, const LossyParams& p, const std::vector<uint32_t>& positions,
                          const torch::Tensor& source, uint32_t r0, uint32_t n) {
   const int64_t begin = static_cast<int64_t>(r0) * p.cols, end = begin + static_cast<int64_t>(n) * p.cols;

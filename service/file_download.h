@@ -4,9 +4,7 @@
 #pragma once
 
 #include <cstdint>
-#include <functional>
 #include <memory>
-#include <string>
 
 #include "codec/manifest.h"
 #include "common/file_span.h"
@@ -16,16 +14,6 @@ namespace deltastore {
 
 class FileCache;
 class VersionReader;
-
-// Produces the next piece of a body; an empty piece is the end.
-using PieceSource = std::function<StatusOr<std::string>()>;
-
-// A download's body: its pieces, or, for a file the cache holds, that file to send with sendfile(2)
-// (`file`; use one or the other).
-struct FileBody {
-  PieceSource pieces;
-  std::shared_ptr<FileSpan> file;
-};
 
 // Bytes [begin, end) of `file`, a file of the version `reader` reads (the reader stays alive while the
 // body does). A rebuild checks the file's sha256 before the last byte of a whole file goes out, a cached
