@@ -8,10 +8,8 @@ namespace {
 
 static_assert(std::endian::native == std::endian::little, "the checksum reads little-endian words");
 
-constexpr uint64_t kMul = 0x9E3779B97F4A7C15ull;
-
 inline uint64_t Mix(uint64_t h, uint64_t w) {
-  h = (h ^ w) * kMul;
+  h = (h ^ w) * kChecksumMul;
   return h ^ (h >> 29);
 }
 
@@ -23,10 +21,13 @@ inline uint64_t Word(const uint8_t* p) {
 
 }  // namespace
 
-uint32_t Checksum4x64(const uint8_t* p, size_t len) {
-  uint64_t h[4] = {0x243F6A8885A308D3ull ^ len, 0x13198A2E03707344ull, 0xA4093822299F31D0ull,
-                   0x082EFA98EC4E6C89ull};
-  size_t i = 0;
+Checksum4x64State::Checksum4x64State(size_t n)
+    : lanes{0x243F6A8885A308D3ull ^ n, 0x13198A2E03707344ull, 0xA4093822299F31D0ull, 0x082EFA98EC4E6C89ull},
+      len(n) {}
+
+uint32_t Checksum4x64State::Finish(const uint8_t* p) const {
+  uint64_t h[4] = {lanes[0], lanes[1], lanes[2], lanes[3]};
+  size_t i = done;
   for (; i + 32 <= len; i += 32) {
     for (int k = 0; k < 4; ++k) h[k] = Mix(h[k], Word(p + i + 8 * k));
   }
@@ -35,8 +36,12 @@ uint32_t Checksum4x64(const uint8_t* p, size_t len) {
   if (i < len) std::memcpy(&tail, p + i, len - i);
   uint64_t r = Mix(h[0], tail);
   for (int k = 1; k < 4; ++k) r = Mix(r, h[k]);
-  r *= kMul;
+  r *= kChecksumMul;
   return static_cast<uint32_t>(r >> 32);
+}
+
+uint32_t Checksum4x64(const uint8_t* p, size_t len) {
+  return Checksum4x64State(len).Finish(p);
 }
 
 }  // namespace deltastore

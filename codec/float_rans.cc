@@ -184,12 +184,12 @@ Status DecodeImpl(FloatKind kind, uint8_t mode, std::string_view encoded, const 
   if (words_len > in.size()) return Corruption("float rans: truncated stream");
   const std::string_view words = in.substr(0, words_len);
   const std::string_view raw = in.substr(words_len);
+  Checksum4x64State check(n * sizeof(typename F::Word));
   const bool ok = mode == kModeDelta
-                      ? float_rans::DecodeDelta(kind, layout, delta, words, raw, base, n, out)
-                      : float_rans::DecodeStandalone(kind, layout, delta.grid, words, raw, n, out);
+                      ? float_rans::DecodeDelta(kind, layout, delta, words, raw, base, n, out, &check)
+                      : float_rans::DecodeStandalone(kind, layout, delta.grid, words, raw, n, out, &check);
   if (!ok) return Corruption("float rans: corrupt stream");
-  if (Checksum4x64(out, n * sizeof(typename F::Word)) != sum)
-    return Corruption("float rans: checksum mismatch");
+  if (check.Finish(out) != sum) return Corruption("float rans: checksum mismatch");
   return OkStatus();
 }
 

@@ -11,5 +11,6 @@
 #endif
 #include <immintrin.h>
 
-#define DS_AVX512 __attribute__((target("avx512f,avx512bw,avx512cd,avx512vbmi,popcnt")))
-#define DS_AVX512_INLINE __attribute__((target("avx512f,avx512bw,avx512cd,avx512vbmi,popcnt"), always_inline))
+#define DS_AVX512 __attribute__((target("avx512f,avx512bw,avx512cd,avx512vbmi,avx512dq,avx512vl,popcnt")))
+#define DS_AVX512_INLINE \
+  __attribute__((target("avx512f,avx512bw,avx512cd,avx512vbmi,avx512dq,avx512vl,popcnt"), always_inline))

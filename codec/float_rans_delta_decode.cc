@@ -106,7 +106,7 @@ struct DeltaDecoder {
 // goes on from there.
 template <typename F, bool kNbr>
 size_t DecodeRowsSimd(const DecTables& grid, std::string_view raw, size_t n, uint32_t* x, int* avg16,
-                      DeltaDecoder<F, kNbr, true>* d) {
+                      DeltaDecoder<F, kNbr, true>* d, Checksum4x64State* check) {
   SimdDeltaSetup setup;
   setup.tz = d->p.tz;
   setup.mb = d->p.mb;
@@ -118,7 +118,7 @@ size_t DecodeRowsSimd(const DecTables& grid, std::string_view raw, size_t n, uin
   setup.tables = grid.storage.data();
   const auto* r = reinterpret_cast<const uint8_t*>(raw.data());
   SimdStreams s{d->wp, d->wend, r, r + raw.size(), 0};
-  const size_t done = DecodeDeltaRowsSimd(KindOf<F>(), setup, x, avg16, d->base, d->out, n, &s);
+  const size_t done = DecodeDeltaRowsSimd(KindOf<F>(), setup, x, avg16, d->base, d->out, n, &s, check);
   d->wp = s.words;
   d->bits.Seek(s.raw, s.raw_bit);
   return done;
@@ -126,7 +126,8 @@ size_t DecodeRowsSimd(const DecTables& grid, std::string_view raw, size_t n, uin
 
 template <typename F, int kLanes, bool kNbr, bool kV2>
 bool DecodeDeltaLanes(const Layout& layout, const DeltaTables& tables, std::string_view words,
-                      std::string_view raw, const uint8_t* base, size_t n, uint8_t* out) {
+                      std::string_view raw, const uint8_t* base, size_t n, uint8_t* out,
+                      Checksum4x64State* check) {
   if (words.size() < 4 * kLanes || words.size() % 2 != 0) return false;
   DeltaDecoder<F, kNbr, kV2> d(layout, tables, words.substr(4 * kLanes), raw, base, out);
   uint32_t x[kLanes];
@@ -137,7 +138,7 @@ bool DecodeDeltaLanes(const Layout& layout, const DeltaTables& tables, std::stri
   }
   size_t i = 0;
   if constexpr (kV2 && kLanes == kSimdLanes) {
-    if (SimdEnabled()) i = DecodeRowsSimd(tables.grid, raw, n, x, avg16, &d);
+    if (SimdEnabled()) i = DecodeRowsSimd(tables.grid, raw, n, x, avg16, &d, check);
   }
   // Each row of values reads at most 2 words and 4 raw bytes per lane.
   for (; i + kLanes <= n; i += kLanes) {
@@ -165,25 +166,26 @@ bool DecodeDeltaLanes(const Layout& layout, const DeltaTables& tables, std::stri
 
 template <typename F>
 bool DecodeDeltaImpl(const Layout& layout, const DeltaTables& tables, std::string_view words,
-                     std::string_view raw, const uint8_t* base, size_t n, uint8_t* out) {
+                     std::string_view raw, const uint8_t* base, size_t n, uint8_t* out,
+                     Checksum4x64State* check) {
   const bool nbr = tables.grid.map.cols() > 1;
   if (layout.version >= 2) {
     switch (layout.lanes_log2) {
-      case 0: return DecodeDeltaLanes<F, 1, true, true>(layout, tables, words, raw, base, n, out);
+      case 0: return DecodeDeltaLanes<F, 1, true, true>(layout, tables, words, raw, base, n, out, check);
       case 3:
-        return nbr ? DecodeDeltaLanes<F, 8, true, true>(layout, tables, words, raw, base, n, out)
-                   : DecodeDeltaLanes<F, 8, false, true>(layout, tables, words, raw, base, n, out);
+        return nbr ? DecodeDeltaLanes<F, 8, true, true>(layout, tables, words, raw, base, n, out, check)
+                   : DecodeDeltaLanes<F, 8, false, true>(layout, tables, words, raw, base, n, out, check);
       case 5:
-        return nbr ? DecodeDeltaLanes<F, 32, true, true>(layout, tables, words, raw, base, n, out)
-                   : DecodeDeltaLanes<F, 32, false, true>(layout, tables, words, raw, base, n, out);
+        return nbr ? DecodeDeltaLanes<F, 32, true, true>(layout, tables, words, raw, base, n, out, check)
+                   : DecodeDeltaLanes<F, 32, false, true>(layout, tables, words, raw, base, n, out, check);
       default: return false;
     }
   }
   switch (layout.lanes_log2) {
-    case 0: return DecodeDeltaLanes<F, 1, true, false>(layout, tables, words, raw, base, n, out);
+    case 0: return DecodeDeltaLanes<F, 1, true, false>(layout, tables, words, raw, base, n, out, check);
     case 3:
-      return nbr ? DecodeDeltaLanes<F, 8, true, false>(layout, tables, words, raw, base, n, out)
-                 : DecodeDeltaLanes<F, 8, false, false>(layout, tables, words, raw, base, n, out);
+      return nbr ? DecodeDeltaLanes<F, 8, true, false>(layout, tables, words, raw, base, n, out, check)
+                 : DecodeDeltaLanes<F, 8, false, false>(layout, tables, words, raw, base, n, out, check);
     default: return false;
   }
 }
@@ -233,11 +235,13 @@ Status ReadDeltaTables(FloatKind kind, const Layout& layout, std::string_view* i
 }
 
 bool DecodeDelta(FloatKind kind, const Layout& layout, const DeltaTables& tables, std::string_view words,
-                 std::string_view raw, const uint8_t* base, size_t n, uint8_t* out) {
+                 std::string_view raw, const uint8_t* base, size_t n, uint8_t* out,
+                 Checksum4x64State* check) {
   switch (kind) {
-    case FloatKind::kBF16: return DecodeDeltaImpl<BF16Format>(layout, tables, words, raw, base, n, out);
-    case FloatKind::kF16: return DecodeDeltaImpl<F16Format>(layout, tables, words, raw, base, n, out);
-    case FloatKind::kF32: return DecodeDeltaImpl<F32Format>(layout, tables, words, raw, base, n, out);
+    case FloatKind::kBF16:
+      return DecodeDeltaImpl<BF16Format>(layout, tables, words, raw, base, n, out, check);
+    case FloatKind::kF16: return DecodeDeltaImpl<F16Format>(layout, tables, words, raw, base, n, out, check);
+    case FloatKind::kF32: return DecodeDeltaImpl<F32Format>(layout, tables, words, raw, base, n, out, check);
   }
   return false;
 }

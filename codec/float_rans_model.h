@@ -12,6 +12,7 @@
 #include <string_view>
 #include <vector>
 
+#include "codec/checksum.h"
 #include "codec/float_coder.h"
 #include "codec/float_rans_tables.h"
 #include "codec/rans.h"
@@ -99,9 +100,10 @@ struct DeltaTables {
 bool EncodeDelta(FloatKind kind, const uint8_t* data, const uint8_t* base, size_t n, const Layout& layout,
                  const std::function<bool(uint64_t)>& go_on, Coded* out);
 Status ReadDeltaTables(FloatKind kind, const Layout& layout, std::string_view* in, DeltaTables* tables);
-// False on a stream that does not decode (the caller checks the checksum of what it gives).
+// False on a stream that does not decode. The caller checks the checksum of what it gives: `check` (at
+// done == 0) comes back advanced over the bytes the vector decoder mixed as it wrote them.
 bool DecodeDelta(FloatKind kind, const Layout& layout, const DeltaTables& tables, std::string_view words,
-                 std::string_view raw, const uint8_t* base, size_t n, uint8_t* out);
+                 std::string_view raw, const uint8_t* base, size_t n, uint8_t* out, Checksum4x64State* check);
 
 // ---------------------------------------------------------------------------------------------------
 // Standalone model (float_rans_standalone.cc)
@@ -120,7 +122,7 @@ bool EncodeStandalone(FloatKind kind, const uint8_t* data, size_t n, const Layou
                       uint64_t give_up_bits, Coded* out);
 Status ReadStandaloneTables(FloatKind kind, const Layout& layout, std::string_view* in, DecTables* tables);
 bool DecodeStandalone(FloatKind kind, const Layout& layout, const DecTables& tables, std::string_view words,
-                      std::string_view raw, size_t n, uint8_t* out);
+                      std::string_view raw, size_t n, uint8_t* out, Checksum4x64State* check);
 
 // Estimated bits of the standalone coding of n values from a sample of them.
 uint64_t EstimateStandaloneBits(FloatKind kind, const uint8_t* data, size_t n, const Layout& layout);

@@ -10,7 +10,8 @@ namespace {
 bool CpuHasAvx512() {
   __builtin_cpu_init();
   return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-         __builtin_cpu_supports("avx512cd") && __builtin_cpu_supports("avx512vbmi");
+         __builtin_cpu_supports("avx512cd") && __builtin_cpu_supports("avx512vbmi") &&
+         __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
 }
 
 std::atomic<bool>& Enabled() {
@@ -113,12 +114,21 @@ DS_AVX512_INLINE inline __m512i LoadWords(const uint8_t* p) {
   if constexpr (kWidth == 32) return _mm512_loadu_si512(p);
   return _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
 }
+// One 32-byte block into the checksum's four lanes (codec/checksum.h).
+DS_AVX512_INLINE inline __m256i MixBlock(__m256i h, __m256i block) {
+  h = _mm256_mullo_epi64(_mm256_xor_si256(h, block), _mm256_set1_epi64x(static_cast<int64_t>(kChecksumMul)));
+  return _mm256_xor_si256(h, _mm256_srli_epi64(h, 29));
+}
+// Stores the 16 values and mixes their bytes (one or two whole blocks) into the checksum lanes `h`.
 template <int kWidth>
-DS_AVX512_INLINE inline void StoreWords(uint8_t* p, __m512i v) {
+DS_AVX512_INLINE inline void StoreWords(uint8_t* p, __m512i v, __m256i* h) {
   if constexpr (kWidth == 32) {
     _mm512_storeu_si512(p, v);
+    *h = MixBlock(MixBlock(*h, _mm512_castsi512_si256(v)), _mm512_extracti64x4_epi64(v, 1));
   } else {
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm512_cvtepi32_epi16(v));
+    const __m256i w = _mm512_cvtepi32_epi16(v);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), w);
+    *h = MixBlock(*h, w);
   }
 }
 template <int kWidth>
@@ -138,7 +148,7 @@ struct DeltaKernel {
 
   // One vector of 16 values at index i.
   DS_AVX512_INLINE static void Half(const SimdDeltaSetup& p, __m512i* x, __m512i* avg, const uint8_t* base,
-                                    uint8_t* out, SimdStreams* s) {
+                                    uint8_t* out, SimdStreams* s, __m256i* h) {
     const __m512i b = LoadWords<kWidth>(base);
     const __m512i mag = _mm512_and_si512(b, _mm512_set1_epi32(kMagMask));
     const __m512i be = _mm512_srli_epi32(mag, kMan);
@@ -187,7 +197,7 @@ struct DeltaKernel {
     }
     const __m512i res =
         _mm512_or_si512(sign, _mm512_and_si512(_mm512_sll_epi32(fm, tz), _mm512_set1_epi32(kMagMask)));
-    StoreWords<kWidth>(out, res);
+    StoreWords<kWidth>(out, res, h);
     if (p.nbr) {
       const __m512i diff = _mm512_sub_epi32(_mm512_slli_epi32(a, 4), *avg);
       *avg = _mm512_add_epi32(*avg, _mm512_srai_epi32(diff, 4));
@@ -197,7 +207,7 @@ struct DeltaKernel {
 
 template <int kExp, int kMan>
 DS_AVX512 size_t DeltaRows(const SimdDeltaSetup& setup, uint32_t* x32, int* avg32, const uint8_t* base,
-                           uint8_t* out, size_t n, SimdStreams* streams) {
+                           uint8_t* out, size_t n, SimdStreams* streams, Checksum4x64State* check) {
   // Locals (kept in registers: the stores to `out` cannot change them).
   const SimdDeltaSetup p = setup;
   SimdStreams local = *streams;
@@ -206,15 +216,18 @@ DS_AVX512 size_t DeltaRows(const SimdDeltaSetup& setup, uint32_t* x32, int* avg3
   __m512i x1 = _mm512_loadu_si512(x32 + 16);
   __m512i a0 = _mm512_loadu_si512(avg32);
   __m512i a1 = _mm512_loadu_si512(avg32 + 16);
+  __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(check->lanes));
   constexpr int kWidth = 1 + kExp + kMan;
   constexpr size_t kBytes = kWidth / 8;
   size_t i = 0;
   for (; i + kSimdLanes <= n; i += kSimdLanes) {
     if (s->words_end - s->words < kWordMargin || s->raw_end - s->raw < kRawMargin<kWidth>) break;
-    DeltaKernel<kExp, kMan>::Half(p, &x0, &a0, base + kBytes * i, out + kBytes * i, s);
-    DeltaKernel<kExp, kMan>::Half(p, &x1, &a1, base + kBytes * (i + 16), out + kBytes * (i + 16), s);
+    DeltaKernel<kExp, kMan>::Half(p, &x0, &a0, base + kBytes * i, out + kBytes * i, s, &h);
+    DeltaKernel<kExp, kMan>::Half(p, &x1, &a1, base + kBytes * (i + 16), out + kBytes * (i + 16), s, &h);
   }
   *streams = local;
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(check->lanes), h);
+  check->done = kBytes * i;
   _mm512_storeu_si512(x32, x0);
   _mm512_storeu_si512(x32 + 16, x1);
   _mm512_storeu_si512(avg32, a0);
@@ -228,7 +241,7 @@ struct StandaloneKernel {
   static constexpr int kWidth = 1 + kExp + kMan;
 
   DS_AVX512_INLINE static void Half(const SimdStandaloneSetup& p, __m512i* x, __m512i* prev, uint8_t* out,
-                                    SimdStreams* s) {
+                                    SimdStreams* s, __m256i* h) {
     const __m512i table = _mm512_min_epu32(*prev, _mm512_set1_epi32(p.rows - 1));
     const __m512i sym = DecodeSymbols(x, table, p.tables, s);
     const __m512i tok = _mm512_srli_epi32(sym, 3);
@@ -251,14 +264,14 @@ struct StandaloneKernel {
     const __m512i sign =
         _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(sym, 2), _mm512_set1_epi32(1)), kWidth - 1);
     const __m512i res = _mm512_or_si512(sign, _mm512_sll_epi32(fm, _mm_cvtsi32_si128(p.tz)));
-    StoreWords<kWidth>(out, res);
+    StoreWords<kWidth>(out, res, h);
     *prev = tok;
   }
 };
 
 template <int kExp, int kMan>
 DS_AVX512 size_t StandaloneRows(const SimdStandaloneSetup& setup, uint32_t* x32, uint32_t* prev32,
-                                uint8_t* out, size_t n, SimdStreams* streams) {
+                                uint8_t* out, size_t n, SimdStreams* streams, Checksum4x64State* check) {
   const SimdStandaloneSetup p = setup;  // locals, as in DeltaRows
   SimdStreams local = *streams;
   SimdStreams* const s = &local;
@@ -266,14 +279,17 @@ DS_AVX512 size_t StandaloneRows(const SimdStandaloneSetup& setup, uint32_t* x32,
   __m512i x1 = _mm512_loadu_si512(x32 + 16);
   __m512i p0 = _mm512_loadu_si512(prev32);
   __m512i p1 = _mm512_loadu_si512(prev32 + 16);
+  __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(check->lanes));
   constexpr size_t kBytes = (1 + kExp + kMan) / 8;
   size_t i = 0;
   for (; i + kSimdLanes <= n; i += kSimdLanes) {
     if (s->words_end - s->words < kWordMargin || s->raw_end - s->raw < kRawMargin<1 + kExp + kMan>) break;
-    StandaloneKernel<kExp, kMan>::Half(p, &x0, &p0, out + kBytes * i, s);
-    StandaloneKernel<kExp, kMan>::Half(p, &x1, &p1, out + kBytes * (i + 16), s);
+    StandaloneKernel<kExp, kMan>::Half(p, &x0, &p0, out + kBytes * i, s, &h);
+    StandaloneKernel<kExp, kMan>::Half(p, &x1, &p1, out + kBytes * (i + 16), s, &h);
   }
   *streams = local;
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(check->lanes), h);
+  check->done = kBytes * i;
   _mm512_storeu_si512(x32, x0);
   _mm512_storeu_si512(x32 + 16, x1);
   _mm512_storeu_si512(prev32, p0);
@@ -292,21 +308,22 @@ void SetSimdEnabled(bool on) {
 }
 
 size_t DecodeDeltaRowsSimd(FloatKind kind, const SimdDeltaSetup& setup, uint32_t* x, int* avg16,
-                           const uint8_t* base, uint8_t* out, size_t n, SimdStreams* s) {
+                           const uint8_t* base, uint8_t* out, size_t n, SimdStreams* s,
+                           Checksum4x64State* check) {
   switch (kind) {
-    case FloatKind::kBF16: return DeltaRows<8, 7>(setup, x, avg16, base, out, n, s);
-    case FloatKind::kF16: return DeltaRows<5, 10>(setup, x, avg16, base, out, n, s);
-    case FloatKind::kF32: return DeltaRows<8, 23>(setup, x, avg16, base, out, n, s);
+    case FloatKind::kBF16: return DeltaRows<8, 7>(setup, x, avg16, base, out, n, s, check);
+    case FloatKind::kF16: return DeltaRows<5, 10>(setup, x, avg16, base, out, n, s, check);
+    case FloatKind::kF32: return DeltaRows<8, 23>(setup, x, avg16, base, out, n, s, check);
   }
   return 0;
 }
 
 size_t DecodeStandaloneRowsSimd(FloatKind kind, const SimdStandaloneSetup& setup, uint32_t* x, uint32_t* prev,
-                                uint8_t* out, size_t n, SimdStreams* s) {
+                                uint8_t* out, size_t n, SimdStreams* s, Checksum4x64State* check) {
   switch (kind) {
-    case FloatKind::kBF16: return StandaloneRows<8, 7>(setup, x, prev, out, n, s);
-    case FloatKind::kF16: return StandaloneRows<5, 10>(setup, x, prev, out, n, s);
-    case FloatKind::kF32: return StandaloneRows<8, 23>(setup, x, prev, out, n, s);
+    case FloatKind::kBF16: return StandaloneRows<8, 7>(setup, x, prev, out, n, s, check);
+    case FloatKind::kF16: return StandaloneRows<5, 10>(setup, x, prev, out, n, s, check);
+    case FloatKind::kF32: return StandaloneRows<8, 23>(setup, x, prev, out, n, s, check);
   }
   return 0;
 }

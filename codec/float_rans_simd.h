@@ -12,6 +12,7 @@
 #include <cstdint>
 
 #include "codec/bit_stream.h"
+#include "codec/checksum.h"
 #include "codec/float_coder.h"
 #include "codec/rans.h"
 
@@ -49,11 +50,14 @@ struct SimdStandaloneSetup {
 };
 
 // Decode whole rows of 32 values from value 0 while the streams leave room for unchecked reads; return
-// the values decoded (a multiple of 32). x: the 32 lane states; avg16 / prev: the lanes' context state.
+// the values decoded (a multiple of 32). x: the 32 lane states; avg16 / prev: the lanes' context state;
+// check: the output's checksum, at done == 0, advanced over the bytes written (so the output is not read
+// again for it).
 size_t DecodeDeltaRowsSimd(FloatKind kind, const SimdDeltaSetup& setup, uint32_t* x, int* avg16,
-                           const uint8_t* base, uint8_t* out, size_t n, SimdStreams* s);
+                           const uint8_t* base, uint8_t* out, size_t n, SimdStreams* s,
+                           Checksum4x64State* check);
 size_t DecodeStandaloneRowsSimd(FloatKind kind, const SimdStandaloneSetup& setup, uint32_t* x, uint32_t* prev,
-                                uint8_t* out, size_t n, SimdStreams* s);
+                                uint8_t* out, size_t n, SimdStreams* s, Checksum4x64State* check);
 
 // The encoder's passes (float_rans_simd_encode.cc).
 

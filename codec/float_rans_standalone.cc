@@ -183,7 +183,7 @@ struct StandaloneDecoder {
 
 template <typename F, int kLanes>
 bool DecodeLanes(const Layout& layout, const DecTables& tables, std::string_view words, std::string_view raw,
-                 size_t n, uint8_t* out) {
+                 size_t n, uint8_t* out, Checksum4x64State* check) {
   if (words.size() < 4 * kLanes || words.size() % 2 != 0) return false;
   StandaloneDecoder<F> d(layout, tables, words.substr(4 * kLanes), raw, out);
   uint32_t x[kLanes];
@@ -203,7 +203,7 @@ bool DecodeLanes(const Layout& layout, const DecTables& tables, std::string_view
       setup.tables = tables.storage.data();
       const auto* r = reinterpret_cast<const uint8_t*>(raw.data());
       SimdStreams s{d.wp, d.wend, r, r + raw.size(), 0};
-      i = DecodeStandaloneRowsSimd(KindOf<F>(), setup, x, prev, out, n, &s);
+      i = DecodeStandaloneRowsSimd(KindOf<F>(), setup, x, prev, out, n, &s, check);
       d.wp = s.words;
       d.bits.Seek(s.raw, s.raw_bit);
     }
@@ -294,13 +294,13 @@ Status ReadStandaloneTables(FloatKind kind, const Layout& layout, std::string_vi
 }
 
 bool DecodeStandalone(FloatKind kind, const Layout& layout, const DecTables& tables, std::string_view words,
-                      std::string_view raw, size_t n, uint8_t* out) {
+                      std::string_view raw, size_t n, uint8_t* out, Checksum4x64State* check) {
   if (layout.lanes_log2 == 5) {
-    DS_FLOAT_RANS_DISPATCH(kind, (DecodeLanes<F, 32>(layout, tables, words, raw, n, out)));
+    DS_FLOAT_RANS_DISPATCH(kind, (DecodeLanes<F, 32>(layout, tables, words, raw, n, out, check)));
   } else if (layout.lanes_log2 == 3) {
-    DS_FLOAT_RANS_DISPATCH(kind, (DecodeLanes<F, 8>(layout, tables, words, raw, n, out)));
+    DS_FLOAT_RANS_DISPATCH(kind, (DecodeLanes<F, 8>(layout, tables, words, raw, n, out, check)));
   } else if (layout.lanes_log2 == 0) {
-    DS_FLOAT_RANS_DISPATCH(kind, (DecodeLanes<F, 1>(layout, tables, words, raw, n, out)));
+    DS_FLOAT_RANS_DISPATCH(kind, (DecodeLanes<F, 1>(layout, tables, words, raw, n, out, check)));
   }
   return false;
 }
