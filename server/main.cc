@@ -1,6 +1,5 @@
 // deltastored: the registry server. It wires the HTTP layer (api/) to the registry (service/) and
 // owns the process: options, the offline commands (check, token), signals and the shutdown deadline.
-#include <malloc.h>
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <atomic>
@@ -16,6 +15,7 @@
 #include "api/metrics.h"
 #include "api/routes.h"
 #include "api/server.h"
+#include "common/allocator.h"
 #include "service/compute_device.h"
 #include "service/file_cache.h"
 #include "service/registry.h"
@@ -321,12 +321,7 @@ int Serve(const Options& o, deltastore::Registry* registry, deltastore::api::Ser
 }  // namespace
 
 int main(int argc, char** argv) {
-  // Chunks and pieces are 4 MiB buffers made and freed thousands of times per download and ingest. By
-  // default glibc maps each one fresh (or trims the heap under it) and the kernel zeroes every page again:
-  // 15% of a download's CPU. Buffers below 32 MiB come from the heap instead, which gives memory back
-  // only past 64 MiB free at its top.
-  mallopt(M_MMAP_THRESHOLD, 32 << 20);
-  mallopt(M_TRIM_THRESHOLD, 64 << 20);
+  deltastore::UseServerAllocatorSettings();
   CLI::App app{"deltastored: a model registry that stores finetunes as compressed deltas"};
   app.fallthrough();  // `deltastored check --data-dir D` takes the server's options too
   Options o;

@@ -1,0 +1,12 @@
+#include "common/allocator.h"
+
+#include <malloc.h>
+
+namespace deltastore {
+
+void UseServerAllocatorSettings() {
+  mallopt(M_MMAP_THRESHOLD, 32 << 20);
+  mallopt(M_TRIM_THRESHOLD, 64 << 20);
+}
+
+}  // namespace deltastore
