@@ -11,13 +11,27 @@ cmd="${1:?start|stop|kill}" dir="${2:?directory}"
 DS_HOME="${DS_HOME:-/opt/deltastore}"
 weed="${WEED:-$DS_HOME/venv/bin/weed}"
 # S3 and every other port weed opens (with their gRPC twins), picked once per DIR (tests/tools/free_ports.py).
+# weed writes its glog files to $TMPDIR (a directory of its own here) and a unix socket per port to
+# /tmp/seaweedfs-NAME-PORT.sock (a fixed path): both are removed once it stopped, so that test runs
+# leave nothing in /tmp (a SIGKILL leaves the sockets behind: thousands of them on a CI machine).
+remove_weed_tmp() {
+  if [ -f "$dir/tmpdir" ]; then
+    rm -rf "$(cat "$dir/tmpdir")"
+    rm -f "$dir/tmpdir"
+  fi
+  if [ -f "$dir/ports" ]; then
+    for p in $(cat "$dir/ports"); do rm -f /tmp/seaweedfs-*-"$p".sock; done
+  fi
+}
 launch_weed() {
   read -r port mp mg vp vg fp fg sg <"$dir/ports"
+  remove_weed_tmp
+  mktemp -d /tmp/ds-weed.XXXXXX >"$dir/tmpdir"
   # The master's and filer's own state goes under DIR too (-mdir, -filer.defaultStoreDir).
   # Volumes: a fixed count of small ones, and read-only only below 512 MiB free. weed's defaults
   # (30 GiB volumes; -volume.max=0 counts free space in whole volumes; read-only below 1% of the disk)
   # turned every write into HTTP 500 on a test machine whose shared disk was nearly full.
-  nohup "$weed" server -ip=127.0.0.1 -ip.bind=127.0.0.1 -dir="$dir/data" -master.telemetry=false \
+  TMPDIR="$(cat "$dir/tmpdir")" nohup "$weed" server -ip=127.0.0.1 -ip.bind=127.0.0.1 -dir="$dir/data" -master.telemetry=false \
     -master.port="$mp" -master.port.grpc="$mg" -volume.port="$vp" -volume.port.grpc="$vg" \
     -filer.port="$fp" -filer.port.grpc="$fg" -s3 -s3.port="$port" -s3.port.grpc="$sg" \
     -s3.port.iceberg=0 -s3.port.lance=0 -s3.config="$dir/s3.json" -volume.max=64 \
@@ -87,6 +101,7 @@ JSON
       for _ in $(seq 1 50); do running || break; sleep 0.1; done
       rm -f "$dir/weed.pid"
     fi
+    remove_weed_tmp
     ;;
   *) echo "usage: $0 start DIR | stop DIR | kill DIR" >&2; exit 2 ;;
 esac
