@@ -8,7 +8,8 @@
 
 namespace deltastore {
 
-inline constexpr int kGpuApiVersion = 4;  // 3: probe_lossy, LossyTensorReport::reason; 4: progress
+// 3: probe_lossy, LossyTensorReport::reason; 4: progress; 5: LossyOptions::measurements
+inline constexpr int kGpuApiVersion = 5;
 
 struct GpuApi {
   int version;  // kGpuApiVersion of the library

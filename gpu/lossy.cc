@@ -66,6 +66,7 @@ Status Prepare(Work* w, DType dtype, const char* base, const char* finetune, uin
   w->cols = cols;
   w->stream = stream;
   w->opt = &options;
+  if (options.measurements) w->measured = options.measurements;
   torch::Tensor B = Load(dtype, base, rows, cols);
   torch::Tensor D = Load(dtype, finetune, rows, cols);
   if (!AllFinite(D) || !AllFinite(B)) {
@@ -190,7 +191,7 @@ StatusOr<LossyResult> Finish(const Work& w, Candidate best, const char* base, co
 void ReleaseSearch(Work* w) {
   w->R = w->RX = w->U = w->S = w->Vh = torch::Tensor();
   w->masks = MaskCache();
-  w->measured.clear();
+  w->measured.reset();
 }
 
 // Tensors above this many elements choose deltadq's parameters on every s-th row (a search costs a

@@ -458,8 +458,8 @@ Candidate Build(const Work& w, LossyParams p, const std::vector<uint32_t>& posit
 // Sizes grow about linearly with the parameter, so the search interpolates the budget between the
 // bracket's sizes, then tries the guess's neighbour: about 4 builds where bisection takes 7.
 // With a `key` (the candidate family: a pure function of it and the parameter), sizes and errors
-// already measured for this tensor, e.g. by a probe at another ratio, are reused, and only the answer is
-// built again when it came from there.
+// already measured for this tensor (by a probe at another ratio, or by the rate allocation's probes:
+// LossyMeasurements) are reused, and only the answer is built again when it came from there.
 std::optional<Candidate> FitBudget(const Work& w, int lo, int hi, const std::function<Candidate(int)>& make,
                                    const std::string& key) {
   struct Point {
@@ -471,13 +471,15 @@ std::optional<Candidate> FitBudget(const Work& w, int lo, int hi, const std::fun
   auto eval = [&](int x) {
     Point pt;
     pt.x = x;
-    auto it = key.empty() ? w.measured.end() : w.measured.find({key, x});
-    if (it != w.measured.end()) {
+    auto& points = w.measured->points;
+    const auto id = std::make_tuple(w.rows, w.cols, key, x);
+    auto it = key.empty() ? points.end() : points.find(id);
+    if (it != points.end()) {
       pt.size = it->second.first, pt.error = it->second.second;
     } else {
       pt.full = make(x);
       pt.size = static_cast<double>(pt.full->chunk.size()), pt.error = pt.full->output_error;
-      if (!key.empty()) w.measured[{key, x}] = {pt.size, pt.error};
+      if (!key.empty()) points[id] = {pt.size, pt.error};
     }
     pt.fits = pt.size <= w.budget_bytes;
     return pt;

@@ -73,8 +73,9 @@ struct Work {
   torch::Tensor RX;                // R @ inputs
   mutable torch::Tensor U, S, Vh;  // leading singular triplets of R, float64 (computed on first use)
   mutable MaskCache masks;
-  // Chunk size and output error of the candidates built so far, by (family key, parameter); see FitBudget.
-  mutable std::map<std::pair<std::string, int>, std::pair<double, double>> measured;
+  // Chunk size and output error of the candidates built so far (see FitBudget): the options' measurements
+  // of this tensor, else the call's own.
+  std::shared_ptr<LossyMeasurements> measured = std::make_shared<LossyMeasurements>();
   // The rank the last quick probe of this tensor chose, and its budget (see ChooseScaleAndRank).
   mutable int rank_hint = 0;
   mutable double rank_hint_budget = 0;

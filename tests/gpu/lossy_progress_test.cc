@@ -1,5 +1,6 @@
 // LossyOptions::progress: called between steps inside one tensor's work (candidates, row blocks), with a
-// growing fraction below 1; returning false stops the work with kUnavailable. It changes nothing chosen.
+// growing fraction below 1; returning false stops the work with kUnavailable. It changes nothing chosen,
+// nor do LossyOptions::measurements, a tensor's probes' measurements that its compression reuses.
 #include <gtest/gtest.h>
 
 #include <random>
@@ -91,6 +92,37 @@ TEST(LossyProgressTest, ProbesReportAndStopToo) {
   probes = ProbeLossyTensor(DType::kBF16, p.base.data(), p.ft.data(), p.rows, p.cols, 0, nullptr, o, {16.0});
   ASSERT_FALSE(probes.ok());
   EXPECT_EQ(probes.status().code(), StatusCode::kUnavailable);
+}
+
+// Given the measurements its probes left, a compression builds fewer candidates (fewer progress steps)
+// and gives the same chunk, rebuilt tensor and report: for a tensor searched whole and for one searched
+// on every other row, then refitted whole.
+TEST(LossyMeasurementsTest, ACompressionReusingItsProbesMeasurementsGivesTheSameResult) {
+  for (const Pair& p : {MakePair(96, 512, 4), MakePair(1100, 1024, 5)}) {
+    const std::string what = std::to_string(p.rows) + "x" + std::to_string(p.cols);
+    LossyOptions o;
+    o.target_ratio = 16;
+    int steps = 0;
+    o.progress = [&](double) { return ++steps > 0; };
+    auto plain = Compress(p, o);
+    ASSERT_TRUE(plain.ok()) << plain.status().ToString();
+    const int plain_steps = steps;
+    o.measurements = std::make_shared<LossyMeasurements>();
+    auto probes = ProbeLossyTensor(DType::kBF16, p.base.data(), p.ft.data(), p.rows, p.cols, 0, nullptr, o,
+                                   {32.0, 16.0, 8.0});
+    ASSERT_TRUE(probes.ok()) << probes.status().ToString();
+    const size_t probed = o.measurements->points.size();
+    EXPECT_GT(probed, 0u) << what;
+    steps = 0;
+    auto reused = Compress(p, o);
+    ASSERT_TRUE(reused.ok()) << reused.status().ToString();
+    EXPECT_LT(steps, plain_steps) << what;
+    EXPECT_GT(o.measurements->points.size(), probed) << what;  // the full search tries more families
+    EXPECT_EQ(reused->chunk, plain->chunk) << what;
+    EXPECT_EQ(reused->reconstructed, plain->reconstructed) << what;
+    EXPECT_EQ(reused->report.reason, plain->report.reason) << what;
+    EXPECT_EQ(reused->report.output_error, plain->report.output_error) << what;
+  }
 }
 
 }  // namespace
