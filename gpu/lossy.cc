@@ -35,12 +35,26 @@ Status Validate(DType dtype, uint32_t rows, uint32_t cols, const LossyOptions& o
   return OkStatus();
 }
 
+Status Nonfinite() {
+  return NonfiniteWeights("tensor holds NaN or Inf weights; lossy mode needs finite weights");
+}
+
 // Whether every element of `t` is finite, checked a block of rows at a time (isfinite's temporaries are
 // a float32 and a bool tensor of the input's size).
 bool AllFinite(const torch::Tensor& t) {
   const int64_t block = std::max<int64_t>(1, (int64_t{1} << 20) / t.size(1));
   for (int64_t r = 0; r < t.size(0); r += block) {
     if (!torch::isfinite(t.narrow(0, r, std::min(block, t.size(0) - r))).all().item<bool>()) return false;
+  }
+  return true;
+}
+
+// Whether every weight of a rows x cols tensor's bytes is finite, loaded a block of ~1M elements at a time.
+bool AllFinite(DType dtype, const char* data, uint32_t rows, uint32_t cols) {
+  const auto block = static_cast<uint32_t>(std::max<uint64_t>(1, (uint64_t{1} << 20) / cols));
+  const uint64_t row_bytes = static_cast<uint64_t>(cols) * DTypeSize(dtype);
+  for (uint32_t r = 0; r < rows; r += block) {
+    if (!AllFinite(Load(dtype, data + r * row_bytes, std::min(block, rows - r), cols))) return false;
   }
   return true;
 }
@@ -70,7 +84,7 @@ Status Prepare(Work* w, DType dtype, const char* base, const char* finetune, uin
   torch::Tensor B = Load(dtype, base, rows, cols);
   torch::Tensor D = Load(dtype, finetune, rows, cols);
   if (!AllFinite(D) || !AllFinite(B)) {
-    return NonfiniteWeights("tensor holds NaN or Inf weights; lossy mode needs finite weights");
+    return Nonfinite();
   }
   if (F != nullptr) *F = D.clone();
   D.sub_(B);
@@ -213,16 +227,15 @@ std::string EveryNthRow(const char* data, uint32_t rows, uint64_t row_bytes, uin
   return out;
 }
 
-// A search state on every s-th row of the tensor (same seed and stream).
-Status PrepareSubsample(Work* sub, const Work& w, const char* base, const char* finetune, uint32_t s,
-                        const float* calib_diag, const LossyOptions& options, std::string* sub_base,
-                        torch::Tensor* sub_F) {
-  const uint64_t row_bytes = static_cast<uint64_t>(w.cols) * DTypeSize(w.dtype);
-  *sub_base = EveryNthRow(base, w.rows, row_bytes, s);
-  std::string ft = EveryNthRow(finetune, w.rows, row_bytes, s);
-  const auto rows = static_cast<uint32_t>(sub_base->size() / row_bytes);
-  return Prepare(sub, w.dtype, sub_base->data(), ft.data(), rows, w.cols, w.stream, calib_diag, options,
-                 sub_F);
+// A search state on every s-th row of a rows x cols tensor (same seed and stream).
+Status PrepareSubsample(Work* sub, DType dtype, const char* base, const char* finetune, uint32_t rows,
+                        uint32_t cols, uint32_t stream, uint32_t s, const float* calib_diag,
+                        const LossyOptions& options, std::string* sub_base, torch::Tensor* sub_F) {
+  const uint64_t row_bytes = static_cast<uint64_t>(cols) * DTypeSize(dtype);
+  *sub_base = EveryNthRow(base, rows, row_bytes, s);
+  std::string ft = EveryNthRow(finetune, rows, row_bytes, s);
+  const auto sub_rows = static_cast<uint32_t>(sub_base->size() / row_bytes);
+  return Prepare(sub, dtype, sub_base->data(), ft.data(), sub_rows, cols, stream, calib_diag, options, sub_F);
 }
 
 // About how many steps (builds of a one-block tensor) a search and a refit take, for the fraction done.
@@ -279,14 +292,16 @@ StatusOr<LossyResult> CompressLossyTensor(DType dtype, const char* base, const c
       std::string sub_base;
       torch::Tensor sub_F;
       ticker.Phase(0.05, 0.4, kSearchSteps);
-      DS_RETURN_IF_ERROR(
-          PrepareSubsample(&sub, w, base, finetune, s, calib_diag, options, &sub_base, &sub_F));
+      DS_RETURN_IF_ERROR(PrepareSubsample(&sub, dtype, base, finetune, rows, cols, stream, s, calib_diag,
+                                          options, &sub_base, &sub_F));
       SetTarget(&sub, options);
       std::optional<Candidate> choice = RunMethod(sub);
       if (choice) {
         ticker.Phase(0.4, 0.95, kRefitBuilds * RowBlocks(rows, cols));
-        best = RefitOnWhole(w, *choice,
-                            "chosen on every " + std::to_string(s) + "th row (" + choice->reason + ")");
+        // mu's fit reads the residual after the refit
+        best = RefitOnWhole(&w, *choice,
+                            "chosen on every " + std::to_string(s) + "th row (" + choice->reason + ")",
+                            /*last_use=*/!(calib_diag && options.fit_mu));
       }
     } else {
       ticker.Phase(0.05, 0.95, kSearchSteps * RowBlocks(rows, cols));
@@ -316,18 +331,21 @@ StatusOr<std::vector<LossyProbe>> ProbeLossyTensor(DType dtype, const char* base
     w.ticker = &ticker;
     torch::Tensor F;
     ticker.Phase(0, 0.05, 2);
-    DS_RETURN_IF_ERROR(Prepare(&w, dtype, base, finetune, rows, cols, stream, calib_diag, options, &F));
     // Large tensors are probed on every s-th row; sizes and output norms are scaled back to the whole.
+    // Only the subsample is loaded then (the whole tensor's weights are checked a block at a time).
     const uint32_t s = SearchRowStride(rows, cols, options);
     Work sub;
     sub.ticker = &ticker;
     std::string sub_base;
     torch::Tensor sub_F;
     if (s > 1) {
-      DS_RETURN_IF_ERROR(
-          PrepareSubsample(&sub, w, base, finetune, s, calib_diag, options, &sub_base, &sub_F));
-      w = Work();  // the whole tensor (and its finetune) is not needed any more
-      F = torch::Tensor();
+      if (!AllFinite(dtype, finetune, rows, cols) || !AllFinite(dtype, base, rows, cols)) {
+        return Nonfinite();
+      }
+      DS_RETURN_IF_ERROR(PrepareSubsample(&sub, dtype, base, finetune, rows, cols, stream, s, calib_diag,
+                                          options, &sub_base, &sub_F));
+    } else {
+      DS_RETURN_IF_ERROR(Prepare(&w, dtype, base, finetune, rows, cols, stream, calib_diag, options, &F));
     }
     const Work& probed = s > 1 ? sub : w;
     const double scale = static_cast<double>(rows) / probed.rows;

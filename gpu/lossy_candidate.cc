@@ -35,15 +35,6 @@ namespace {
 // Largest group size whose shuffle steps fit the uint8 order tensor.
 constexpr uint32_t kMaxOrderedGroup = 255;
 
-// Rows per block of a build: blocks of about this many elements bound a build's per-element temporaries
-// (indices, rows, scales, values, codes: ~50 bytes a kept element) to a block. Every step of a build is
-// per row, so the blocks give the bytes and errors of a whole-tensor pass.
-constexpr int64_t kBlockElements = int64_t{1} << 20;
-
-uint32_t BlockRows(uint32_t rows, uint32_t cols) {
-  return static_cast<uint32_t>(std::clamp<int64_t>(kBlockElements / cols, 1, rows));
-}
-
 // The shuffle step at which each element of the k-of-g mask's groups is picked (see MaskCache::orders).
 // A step of w's work every row block.
 torch::Tensor GroupOrder(const Work& w, const LossyParams& p) {
@@ -172,20 +163,18 @@ Selection SelectMask(const LossyParams& p) {
   return s;
 }
 
-// The symmetric range [-c, c] of a scale shared by the tensor: c = the largest magnitude of `values` (all
-// the tensor's kept values) or, when `clip`, the clip (a multiple of the values' RMS, or the largest
-// magnitude) with the least squared error. Clipping biases the largest survivors; it is allowed below half
-// a bit per weight, where the extremes of a few kept values per row would leave a 2-bit code's middle
-// levels far from most of them. Measured (bench/lossy_bench.py, deltadq): clipping at every rate kept
-// 98.6% / 98.2% of the MLP pair's gain at 16x / 32x against 99.9% / 99.1% without, and 94.0% of the tfm
-// pair's at 128x against 84.5%. The clip is chosen on at most 65536 of the values (every n-th:
-// deterministic).
-double SharedRange(const torch::Tensor& values, int bits, bool clip) {
+// The symmetric range [-c, c] of a scale shared by the tensor: c = `max_abs`, the largest magnitude of the
+// tensor's kept values, or, when `clip`, the clip (a multiple of the values' RMS, or the largest
+// magnitude) with the least squared error on `sample`, every n-th kept value. Clipping biases the largest
+// survivors; it is allowed below half a bit per weight, where the extremes of a few kept values per row would
+// leave a 2-bit code's middle levels far from most of them. Measured (bench/lossy_bench.py, deltadq):
+// clipping at every rate kept 98.6% / 98.2% of the MLP pair's gain at 16x / 32x against 99.9% / 99.1%
+// without, and 94.0% of the tfm pair's at 128x against 84.5%. The clip is chosen on at most ~65536 of the
+// values (deterministic).
+double SharedRange(const torch::Tensor& sample, double max_abs, int bits, bool clip) {
   const int64_t levels = (1 << bits) - 1;
-  const int64_t stride = std::max<int64_t>(1, values.numel() / 65536);
-  auto sample = stride > 1 ? values.slice(0, 0, values.numel(), stride) : values;
   const double rms = sample.square().mean().sqrt().item<double>();
-  double best_c = values.abs().max().item<double>(), best_err = std::numeric_limits<double>::infinity();
+  double best_c = max_abs, best_err = std::numeric_limits<double>::infinity();
   std::vector<double> clips = {best_c};
   if (clip) {
     for (int i = 4; i <= 16; ++i) clips.push_back(rms * i / 4.0);
@@ -261,11 +250,17 @@ torch::Tensor QuantizeRows(LossyTensor* t, const torch::Tensor& values, const to
 
 }  // namespace
 
-torch::Tensor LowRankEstimate(const LossyTensor& t) {
+std::pair<torch::Tensor, torch::Tensor> LowRankFactorTensors(const LossyTensor& t) {
   std::vector<float> a, b;
   LowRankFactors(t, &a, &b);
-  auto A = torch::from_blob(a.data(), {t.p.rows, t.p.rank}, torch::kFloat32).to(TorchDevice());
-  auto B = torch::from_blob(b.data(), {t.p.rank, t.p.cols}, torch::kFloat32).to(TorchDevice());
+  // copies: the vectors go with this call
+  auto A = torch::from_blob(a.data(), {t.p.rows, t.p.rank}, torch::kFloat32).clone().to(TorchDevice());
+  auto B = torch::from_blob(b.data(), {t.p.rank, t.p.cols}, torch::kFloat32).clone().to(TorchDevice());
+  return {A, B};
+}
+
+torch::Tensor LowRankEstimate(const LossyTensor& t) {
+  auto [A, B] = LowRankFactorTensors(t);
   return A.matmul(B);
 }
 
@@ -346,19 +341,44 @@ torch::Tensor BlockValues(const torch::Tensor& source, const Selection& s, uint3
   return s.scale.defined() ? values * s.scale : values;
 }
 
-// The shared scale's range over the kept values of every block (none when nothing is kept).
+// How many elements p's mask keeps: a fixed count per row for group masks, else counted block by block.
+int64_t KeptCount(const Work& w, const LossyParams& p, const std::vector<uint32_t>& positions,
+                  const torch::Tensor& source) {
+  int64_t count = 0;
+  if (p.mask == MaskKind::kGroupK) {
+    for (uint32_t start = 0; start < p.cols; start += p.group)
+      count += GroupKeep(p, std::min<uint32_t>(p.group, p.cols - start));
+    return count * p.rows;
+  }
+  for (uint32_t r0 = 0, n = BlockRows(p.rows, p.cols); r0 < p.rows; r0 += n) {
+    n = std::min(n, p.rows - r0);
+    count += BlockValues(source, BlockSelection(w, p, positions, source, r0, n), r0, n).numel();
+  }
+  return count;
+}
+
+// The shared scale's range over the kept values of every block (none when nothing is kept), a block's
+// values at a time (all of them are a float32 copy of the tensor when a group keeps everything):
+// SharedRange gets their largest magnitude and every n-th of them (at most ~65536, mask order), the
+// same values as when they were gathered whole.
 std::optional<double> SharedRangeOverBlocks(const Work& w, const LossyParams& p,
                                             const std::vector<uint32_t>& positions,
                                             const torch::Tensor& source) {
-  std::vector<torch::Tensor> parts;
+  const int64_t stride = std::max<int64_t>(1, KeptCount(w, p, positions, source) / 65536);
+  std::vector<torch::Tensor> sample;
+  double max_abs = 0;
+  int64_t seen = 0;  // kept values before the block
   for (uint32_t r0 = 0, n = BlockRows(p.rows, p.cols); r0 < p.rows; r0 += n) {
     n = std::min(n, p.rows - r0);
-    parts.push_back(BlockValues(source, BlockSelection(w, p, positions, source, r0, n), r0, n));
+    torch::Tensor values = BlockValues(source, BlockSelection(w, p, positions, source, r0, n), r0, n);
+    if (values.numel() == 0) continue;
+    max_abs = std::max(max_abs, values.abs().max().item<double>());
+    const int64_t first = (stride - seen % stride) % stride;  // the block's first sampled value
+    if (first < values.numel()) sample.push_back(values.slice(0, first, values.numel(), stride).contiguous());
+    seen += values.numel();
   }
-  auto values = torch::cat(parts);
-  parts.clear();
-  if (values.numel() == 0) return std::nullopt;
-  return SharedRange(values, p.bits, w.bits_per_weight < 0.5);
+  if (seen == 0) return std::nullopt;
+  return SharedRange(torch::cat(sample), max_abs, p.bits, w.bits_per_weight < 0.5);
 }
 
 // The sparse part's kept values of rows [r0, r0 + n) into t's codes (and row scales); returns the rows'
@@ -411,6 +431,15 @@ void SetLowRank(LossyTensor* t, const LowRank& lr) {
   t->factor_scale_b = lr.scale_b;
   t->a_codes = lr.a;
   t->b_codes = lr.b;
+}
+
+// Blocks of about this many elements bound a build's per-element temporaries (indices, rows, scales,
+// values, codes: ~50 bytes a kept element) to a block. Every step of a build is per row, so the blocks
+// give the bytes and errors of a whole-tensor pass.
+constexpr int64_t kBlockElements = int64_t{1} << 20;
+
+uint32_t BlockRows(uint32_t rows, uint32_t cols) {
+  return static_cast<uint32_t>(std::clamp<int64_t>(kBlockElements / cols, 1, rows));
 }
 
 int64_t RowBlocks(uint32_t rows, uint32_t cols) {

@@ -116,11 +116,15 @@ std::vector<int64_t> ToVector(const torch::Tensor& t);
 // The dense estimate S + L the codec will reconstruct from `t` (before mu).
 torch::Tensor DenseEstimate(const LossyTensor& t);
 LossyParams BaseParams(const Work& w);
+// The stored factors A (rows x rank) and B (rank x cols) of t's low-rank term, as float32.
+std::pair<torch::Tensor, torch::Tensor> LowRankFactorTensors(const LossyTensor& t);
 // L = A * B from the stored factors (the codec's AddLowRank gives the same up to rounding).
 torch::Tensor LowRankEstimate(const LossyTensor& t);
 // Puts the low-rank term `lr` into `t`.
 void SetLowRank(LossyTensor* t, const LowRank& lr);
-// Row blocks a build of a rows x cols tensor runs in (each a step of the work).
+// Rows per block of a build (about 1M elements), and the row blocks a build of a rows x cols tensor runs
+// in (each a step of the work).
+uint32_t BlockRows(uint32_t rows, uint32_t cols);
 int64_t RowBlocks(uint32_t rows, uint32_t cols);
 // Builds a candidate for mask/value parameters `p` from the residual, less the low-rank term if any.
 Candidate Build(const Work& w, LossyParams p, const std::vector<uint32_t>& positions = {},
@@ -136,13 +140,17 @@ std::optional<Candidate> Better(std::optional<Candidate> a, std::optional<Candid
 constexpr int kFactorBits = 4;
 // Bytes the factors of a rank-r term take before zstd (codes and fp16 scales).
 double LowRankBytes(const Work& w, int rank, int bits);
-LowRank MakeLowRank(const Work& w, int rank, int bits);
+// The rank-r term of w's residual. With `residual` (w's own R, given up by the caller) its Res is computed
+// in R's place, which the caller must not read again.
+LowRank MakeLowRank(const Work& w, int rank, int bits, torch::Tensor* residual = nullptr);
 
 // The method's best candidate for w's budget (none when the method cannot apply).
 std::optional<Candidate> RunMethod(const Work& w);
 // deltadq's `choice` (made on a subsample of w's rows) rebuilt on the whole tensor: the same estimator,
 // bits, group, scale mode and rank, with k (or the dense step) fitted to w's budget. `why` says how the
 // choice was made.
-std::optional<Candidate> RefitOnWhole(const Work& w, const Candidate& choice, const std::string& why);
+// With `last_use`, the refit is the residual's last use: a low-rank term's residual takes R's place.
+std::optional<Candidate> RefitOnWhole(Work* w, const Candidate& choice, const std::string& why,
+                                      bool last_use);
 
 }  // namespace deltastore::lossy_detail

@@ -6,31 +6,77 @@
 
 namespace deltastore::lossy_detail {
 
+namespace {
+
+// Products of the float32 residual R (rows x cols) with float64 matrices, in float64, converting ~1M
+// elements of R at a time (a whole float64 copy of a 4096 x 11008 residual is 344 MiB). The blocks split
+// only dimensions the product does not sum over, so each output element is the same dot product.
+constexpr int64_t kSvdBlockElements = int64_t{1} << 20;
+
+int64_t BlockLength(int64_t other) {
+  return std::max<int64_t>(1, kSvdBlockElements / other);
+}
+
+// R @ M (M: cols x c), by blocks of R's rows.
+torch::Tensor RTimes(const torch::Tensor& R, const torch::Tensor& M) {
+  const int64_t m = R.size(0), step = BlockLength(R.size(1));
+  if (step >= m) return R.to(torch::kFloat64).matmul(M);
+  std::vector<torch::Tensor> parts;
+  for (int64_t r = 0; r < m; r += step) {
+    parts.push_back(R.narrow(0, r, std::min(step, m - r)).to(torch::kFloat64).matmul(M));
+  }
+  return torch::cat(parts, 0);
+}
+
+// R^T @ Q (Q: rows x c), by blocks of R's columns.
+torch::Tensor RtTimes(const torch::Tensor& R, const torch::Tensor& Q) {
+  const int64_t n = R.size(1), step = BlockLength(R.size(0));
+  if (step >= n) return R.to(torch::kFloat64).t().matmul(Q);
+  std::vector<torch::Tensor> parts;
+  for (int64_t c = 0; c < n; c += step) {
+    parts.push_back(R.narrow(1, c, std::min(step, n - c)).to(torch::kFloat64).t().matmul(Q));
+  }
+  return torch::cat(parts, 0);
+}
+
+// Q^T @ R (Q: rows x c), by blocks of R's columns.
+torch::Tensor QtTimesR(const torch::Tensor& Q, const torch::Tensor& R) {
+  const int64_t n = R.size(1), step = BlockLength(R.size(0));
+  if (step >= n) return Q.t().matmul(R.to(torch::kFloat64));
+  std::vector<torch::Tensor> parts;
+  for (int64_t c = 0; c < n; c += step) {
+    parts.push_back(Q.t().matmul(R.narrow(1, c, std::min(step, n - c)).to(torch::kFloat64)));
+  }
+  return torch::cat(parts, 1);
+}
+
+}  // namespace
+
 // The `k` leading singular triplets of R in float64 (so that devices and thread counts agree to far below
 // a quantization step): an exact SVD for small matrices, else a seeded randomized range finder with two
-// power iterations (Halko, Martinsson and Tropp 2011).
+// power iterations (Halko, Martinsson and Tropp 2011), its products taken a block of R at a time.
 void EnsureSvd(const Work& w, int64_t k) {
   const int64_t m = w.rows, n = w.cols, full = std::min(m, n);
   if (w.S.defined() && w.S.size(0) >= std::min(k, full)) return;
   // The rank sweep asks for growing k: compute ahead, at least doubling, so a sweep costs a few SVDs.
   k = std::min<int64_t>(std::max<int64_t>({k, 16, w.S.defined() ? 2 * w.S.size(0) : 0}), kMaxLossyRank);
-  auto R = w.R.to(torch::kFloat64);
+  const torch::Tensor& R = w.R;
   if (k + 8 >= full / 2) {
-    auto [U, S, Vh] = torch::linalg_svd(R, /*full_matrices=*/false);
+    auto [U, S, Vh] = torch::linalg_svd(R.to(torch::kFloat64), /*full_matrices=*/false);
     w.U = U, w.S = S, w.Vh = Vh;
     return;
   }
   auto gen =
       at::detail::createCPUGenerator(w.opt->seed ^ 0x53564400ull ^ (static_cast<uint64_t>(w.stream) << 20));
   auto G = at::normal(0.0, 1.0, {n, k + 8}, gen).to(torch::kFloat64).to(R.device());
-  auto Q = std::get<0>(torch::linalg_qr(R.matmul(G)));
+  auto Q = std::get<0>(torch::linalg_qr(RTimes(R, G)));
   Tick(w);
   for (int i = 0; i < 2; ++i) {
-    Q = std::get<0>(torch::linalg_qr(R.t().matmul(Q)));
-    Q = std::get<0>(torch::linalg_qr(R.matmul(Q)));
+    Q = std::get<0>(torch::linalg_qr(RtTimes(R, Q)));
+    Q = std::get<0>(torch::linalg_qr(RTimes(R, Q)));
     Tick(w);
   }
-  auto [Ub, S, Vh] = torch::linalg_svd(Q.t().matmul(R), /*full_matrices=*/false);
+  auto [Ub, S, Vh] = torch::linalg_svd(QtTimesR(Q, R), /*full_matrices=*/false);
   k = std::min<int64_t>(k, S.size(0));
   w.U = Q.matmul(Ub).narrow(1, 0, k), w.S = S.narrow(0, 0, k), w.Vh = Vh.narrow(0, 0, k);
 }
@@ -41,7 +87,7 @@ double LowRankBytes(const Work& w, int rank, int bits) {
 
 // Rank-r term with `bits`-bit symmetric factor codes: A = U sqrt(S), B = sqrt(S) Vh, one fp16 scale per
 // column of A and per row of B.
-LowRank MakeLowRank(const Work& w, int rank, int bits) {
+LowRank MakeLowRank(const Work& w, int rank, int bits, torch::Tensor* residual) {
   EnsureSvd(w, rank);
   LowRank lr;
   lr.rank = rank;
@@ -71,9 +117,26 @@ LowRank MakeLowRank(const Work& w, int rank, int bits) {
   t.p.rows = w.rows;
   t.p.cols = w.cols;
   SetLowRank(&t, lr);
-  torch::Tensor L = LowRankEstimate(t);
-  lr.LX = L.matmul(w.X);
-  lr.Res = L.neg_().add_(w.R);  // R - L (the same values), in L's place
+  // L = A B a block of rows at a time (the same dot products as whole): its product with the inputs, and
+  // Res = R - L, in R's place when the caller gives R up.
+  auto [A, B] = LowRankFactorTensors(t);
+  const bool in_place = residual != nullptr;
+  torch::Tensor R = w.R;  // a handle
+  if (in_place) *residual = torch::Tensor();
+  lr.Res = in_place ? R : torch::empty_like(R);
+  std::vector<torch::Tensor> lx;
+  const int64_t m = w.rows, step = BlockLength(w.cols);
+  for (int64_t r = 0; r < m; r += step) {
+    const int64_t n = std::min(step, m - r);
+    torch::Tensor L = A.narrow(0, r, n).matmul(B);
+    lx.push_back(L.matmul(w.X));
+    if (in_place) {
+      lr.Res.narrow(0, r, n).sub_(L);  // R - L: the same values as -L + R
+    } else {
+      lr.Res.narrow(0, r, n).copy_(L.neg_().add_(R.narrow(0, r, n)));
+    }
+  }
+  lr.LX = torch::cat(lx, 0);
   return lr;
 }
 

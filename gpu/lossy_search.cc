@@ -9,11 +9,12 @@ namespace {
 
 // Dense entropy-coded scalar quantization: one uniform step for the whole tensor (equal distortion per
 // weight, which minimises squared error at a given entropy), codes centred on 128 in 8 bits, one plane,
-// so zstd's entropy coder sees whole symbols. The step is the smallest that fits the budget.
+// so zstd's entropy coder sees whole symbols. The step is the smallest that fits the budget. A candidate
+// is built a block of rows at a time (the same codes and products as whole; on a 4096 x 11008 tensor the
+// whole-tensor temporaries took 1 GiB).
 std::optional<Candidate> Ecsq(const Work& w) {
   const double sigma = w.R.std().item<double>();
   if (!(sigma > 0)) return std::nullopt;
-  auto flat = w.R.flatten();
   auto make = [&](int step_index) {
     // steps on a geometric grid: sigma * 2^(-step_index / 8) from 16 sigma down to sigma / 2^12
     double step = sigma * std::ldexp(1.0, 4) * std::pow(2.0, -step_index / 8.0);
@@ -26,19 +27,24 @@ std::optional<Candidate> Ecsq(const Work& w) {
     c.t.p = p;
     float st = HalfToFloat(FloatToHalf(static_cast<float>(step)));
     float zero = HalfToFloat(FloatToHalf(-128.0f * st));
-    auto q = torch::round((flat - zero) / st).clamp(0, 255);
-    auto codes = q.to(torch::kCPU).to(torch::kInt32).contiguous();
-    c.t.codes.assign(codes.data_ptr<int32_t>(), codes.data_ptr<int32_t>() + codes.numel());
+    c.t.codes.reserve(static_cast<size_t>(w.rows) * w.cols);
+    std::vector<torch::Tensor> cx;  // the estimate's rows @ inputs
+    for (uint32_t r0 = 0, n = BlockRows(w.rows, w.cols); r0 < w.rows; r0 += n) {
+      n = std::min(n, w.rows - r0);
+      auto q = torch::round((w.R.narrow(0, r0, n) - zero) / st).clamp(0, 255);
+      auto codes = q.to(torch::kCPU).to(torch::kInt32).contiguous();
+      c.t.codes.insert(c.t.codes.end(), codes.data_ptr<int32_t>(), codes.data_ptr<int32_t>() + codes.numel());
+      cx.push_back(q.mul_(st).add_(zero).matmul(w.X));
+    }
     c.t.row_scale.assign(w.rows, st);
     c.t.row_zero.assign(w.rows, zero);
     c.chunk = EncodeLossyChunk(w.dtype, c.t);
-    auto C = (q * st + zero).view({w.rows, w.cols});
-    c.output_error = ((w.RX - C.matmul(w.X)).norm() / w.DX.norm().clamp_min(1e-30)).item<double>();
+    c.output_error = ((w.RX - torch::cat(cx, 0)).norm() / w.DX.norm().clamp_min(1e-30)).item<double>();
     Tick(w);
     return c;
   };
   // Finer steps than max|R| / 127 saturate the codes, and sizes shrink again: the search stops there.
-  const double maxabs = w.R.abs().max().item<double>();
+  const double maxabs = std::max(w.R.max().item<double>(), -w.R.min().item<double>());
   const int finest = static_cast<int>(std::floor(8.0 * std::log2(16.0 * sigma * 127.0 / maxabs)));
   return FitBudget(w, 0, std::clamp(finest, 0, 16 * 8), make, "ecsq");
 }
@@ -266,12 +272,13 @@ std::optional<Candidate> RunMethod(const Work& w) {
 
 namespace deltastore::lossy_detail {
 
-std::optional<Candidate> RefitOnWhole(const Work& w, const Candidate& choice, const std::string& why) {
+std::optional<Candidate> RefitOnWhole(Work* w, const Candidate& choice, const std::string& why,
+                                      bool last_use) {
   const LossyParams& p = choice.t.p;
-  if (p.mask == MaskKind::kDense) return Tagged(Ecsq(w), why + "; step fitted on the whole tensor");
+  if (p.mask == MaskKind::kDense) return Tagged(Ecsq(*w), why + "; step fitted on the whole tensor");
   LowRank lr;
-  if (p.rank > 0) lr = MakeLowRank(w, p.rank, kFactorBits);
-  return Tagged(GroupDropout(w, p.bits, p.group, p.shared_scale, &lr),
+  if (p.rank > 0) lr = MakeLowRank(*w, p.rank, kFactorBits, last_use ? &w->R : nullptr);
+  return Tagged(GroupDropout(*w, p.bits, p.group, p.shared_scale, &lr),
                 why + "; k fitted on the whole tensor");
 }
 
