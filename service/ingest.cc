@@ -153,6 +153,11 @@ bool IsCancelled(const IngestOptions& options) {
   return options.cancelled && options.cancelled();
 }
 
+// Whether the lossy hook may take tensor `t` (see LossyFilter).
+bool Takes(const IngestOptions& options, const TensorInfo& t) {
+  return !options.lossy_takes || options.lossy_takes(t);
+}
+
 // A failure of a lossy step is the ingest's cancellation when that is what stopped it.
 Status LossyFailure(const IngestOptions& options, const Status& s) {
   return !s.ok() && IsCancelled(options) ? Cancelled() : s;
@@ -220,7 +225,6 @@ StatusOr<FileEntry> IngestSafetensors(RefGuard* guard, const IngestFile& in, Ver
   // served is hashed on the way (it differs from the upload only where tensors are stored lossily).
   Sha256 served_hash;
   served_hash.Update(h.header_bytes);
-  std::string base_buf;
   ChunkPipeline pipeline(guard, stats, options.encode_threads);
   uint32_t stream = 0;
   for (size_t i = 0; i < h.tensors.size(); ++i) {
@@ -234,11 +238,12 @@ StatusOr<FileEntry> IngestSafetensors(RefGuard* guard, const IngestFile& in, Ver
     if (bt != nullptr && bt->sha256 == te.sha256) {
       te.encoding = TensorEncoding::kSameAsBase;
       stats->tensors_same++;
+    } else if (bt != nullptr && options.lossy && !Takes(options, t)) {
+      ++stream;  // stored losslessly below, numbered as if offered
     } else if (bt != nullptr && options.lossy) {
-      // Lossy candidates are handled whole (memory: a few times the largest tensor).
-      std::string ft_bytes(t.size(), '\0');
+      // Lossy candidates are handled whole (memory: a few times the tensor), in buffers of their own.
+      std::string ft_bytes(t.size(), '\0'), base_buf(t.size(), '\0');
       DS_RETURN_IF_ERROR(file->ReadTensorRange(t, 0, t.size(), ft_bytes.data()));
-      base_buf.resize(t.size());
       DS_RETURN_IF_ERROR(base->ReadTensor(*bt, 0, t.size(), base_buf.data()));
       // Progress moves within the tensor as its work reports steps (the reporter throttles).
       const uint64_t before = progress->bytes_done;
@@ -312,13 +317,27 @@ StatusOr<FileEntry> IngestSafetensors(RefGuard* guard, const IngestFile& in, Ver
 
 namespace {
 
+// Whether tensor `t` of `file` differs from base tensor `bt` (of the same layout), compared a chunk at a
+// time up to the first difference.
+StatusOr<bool> DiffersFromBase(const SafetensorsFile& file, const TensorInfo& t, VersionReader* base,
+                               const TensorEntry& bt) {
+  std::string a, b;
+  for (uint64_t off = 0; off < t.size(); off += kChunkSize) {
+    const uint64_t len = std::min<uint64_t>(kChunkSize, t.size() - off);
+    a.resize(len), b.resize(len);
+    DS_RETURN_IF_ERROR(file.ReadTensorRange(t, off, len, a.data()));
+    DS_RETURN_IF_ERROR(base->ReadTensor(bt, off, len, b.data()));
+    if (a != b) return true;
+  }
+  return false;
+}
+
 // The planning pass: offers the planner the tensors pass 2 of IngestSafetensors will offer the lossy hook,
 // with the same stream numbers.
 Status ProbeLossy(const std::vector<IngestFile>& files, VersionReader* base, const IngestOptions& options,
                   IngestProgress p, const ProgressFn& report) {
   p.phase = "planning";
   const LossyStep step = [cancelled = options.cancelled](double) { return !(cancelled && cancelled()); };
-  std::string ft_bytes, base_bytes;
   for (const auto& f : files) {
     if (!IsSafetensorsPath(f.path)) continue;
     DS_ASSIGN_OR_RETURN(auto file, SafetensorsFile::Open(f.source_path));
@@ -326,15 +345,18 @@ Status ProbeLossy(const std::vector<IngestFile>& files, VersionReader* base, con
     for (const TensorInfo& t : file->header().tensors) {
       if (IsCancelled(options)) return Cancelled();
       const TensorEntry* bt = base ? base->FindTensor(t.name) : nullptr;
-      if (bt != nullptr && SameLayout(*bt, t)) {
-        ft_bytes.resize(t.size());
+      if (bt != nullptr && SameLayout(*bt, t) && !Takes(options, t)) {
+        DS_ASSIGN_OR_RETURN(bool differs, DiffersFromBase(*file, t, base, *bt));
+        if (differs) ++stream;  // numbered as pass 2 numbers it
+      } else if (bt != nullptr && SameLayout(*bt, t)) {
+        std::string ft_bytes(t.size(), '\0'), base_bytes(t.size(), '\0');
         DS_RETURN_IF_ERROR(file->ReadTensorRange(t, 0, t.size(), ft_bytes.data()));
-        base_bytes.resize(t.size());
         DS_RETURN_IF_ERROR(base->ReadTensor(*bt, 0, t.size(), base_bytes.data()));
         if (ft_bytes != base_bytes) {
-          DS_RETURN_IF_ERROR(
-              LossyFailure(options, options.lossy_planner.probe(t, base_bytes, ft_bytes, stream++, step)
-                                        .Annotate(f.path + ": tensor " + t.name)));
+          DS_RETURN_IF_ERROR(LossyFailure(
+              options,
+              options.lossy_planner.probe(t, std::move(base_bytes), std::move(ft_bytes), stream++, step)
+                  .Annotate(f.path + ": tensor " + t.name)));
         }
       }
       p.tensors_done++;

@@ -54,18 +54,24 @@ struct LossyOutcome {
 using LossyStep = std::function<bool(double fraction)>;
 
 // Decides and performs lossy compression of a tensor whose base tensor has the same layout; returns
-// nullopt to store the tensor losslessly. `stream` numbers the tensors of a version.
+// nullopt to store the tensor losslessly. `stream` numbers the tensors of a version that differ from a
+// base tensor of the same layout, counting those the LossyFilter leaves out.
 using LossyHook = std::function<StatusOr<std::optional<LossyOutcome>>(
     const TensorInfo& tensor, const std::string& base_bytes, const std::string& finetune_bytes,
     uint32_t stream, const LossyStep& step)>;
+
+// Which tensors the lossy hook may store lossily. The ingest reads only those whole; the others go the
+// lossless way a chunk at a time (the hook is not called for them).
+using LossyFilter = std::function<bool(const TensorInfo& tensor)>;
 
 // Optional first pass of a lossy version (model-level rate allocation): `probe` sees every tensor the
 // hook will be offered (a base tensor of the same layout, other bytes), with the same arguments, before
 // any is encoded; then `plan` runs once. A probe may run on another thread after `probe` returns: its
 // `step` only checks for cancellation (a copy may be called from any thread until `plan` returns).
 struct LossyPlanner {
-  std::function<Status(const TensorInfo& tensor, const std::string& base_bytes,
-                       const std::string& finetune_bytes, uint32_t stream, const LossyStep& step)>
+  // The bytes are the probe's to keep while it runs.
+  std::function<Status(const TensorInfo& tensor, std::string base_bytes, std::string finetune_bytes,
+                       uint32_t stream, const LossyStep& step)>
       probe;
   std::function<Status()> plan;
 };
@@ -73,6 +79,7 @@ struct LossyPlanner {
 struct IngestOptions {
   EncodeOptions encode;
   LossyHook lossy;             // set for lossy versions
+  LossyFilter lossy_takes;     // with `lossy` (null: it is offered every tensor)
   LossyPlanner lossy_planner;  // optional, with `lossy`
   // Checked between tensors and, through LossyStep, within a lossy tensor's work: true stops the ingest
   // (kUnavailable).

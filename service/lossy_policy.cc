@@ -178,6 +178,11 @@ struct ProbeTask {
   std::future<StatusOr<std::vector<LossyProbe>>> probes;
 };
 
+// Beyond one tensor, tensors are probed at once only while the bytes their probes hold (base and
+// finetune) stay under this: two 4096 x 11008 bf16 tensors would hold 344 MiB, where the memory bound of
+// a job is twice its largest tensor.
+constexpr uint64_t kProbeBytesInFlight = uint64_t{256} << 20;
+
 struct Planned {
   std::map<std::string, double> ratio;  // per tensor name, after Plan()
   std::deque<ProbeTask> running;        // in submission order
@@ -196,6 +201,7 @@ struct Planned {
   };
   std::map<std::pair<std::string, uint32_t>, Measured> measured;
   size_t threads = 1;
+  uint64_t bytes_in_flight = 0;  // base and finetune bytes the running probes hold
   ~Planned() {
     for (auto& t : running) t.probes.wait();  // an error return leaves nothing running
   }
@@ -229,6 +235,7 @@ Status CollectFirst(Planned* planned, double target) {
   ProbeTask t = std::move(planned->running.front());
   planned->running.pop_front();
   StatusOr<std::vector<LossyProbe>> probes = t.probes.get();
+  planned->bytes_in_flight -= 2 * t.size;
   if (!probes.ok()) return probes.status().Annotate("tensor " + t.name);
   std::vector<RatePoint> curve = Curve(t.size, target, *probes);
   if (curve.empty()) return OkStatus();
@@ -316,6 +323,7 @@ LossyHooks MakeLossyHooks(const LossyPolicy& policy, const std::shared_ptr<Calib
   planned->threads = threads != 0 ? threads : std::max<size_t>(1, std::thread::hardware_concurrency());
   LossyHooks hooks;
   const double target = policy.options.target_ratio;
+  hooks.takes = [policy](const TensorInfo& t) { return WantsLossy(policy, t); };
   hooks.encode = [policy, calibration, planned, target](
                      const TensorInfo& t, const std::string& base, const std::string& ft, uint32_t stream,
                      const LossyStep& step) -> StatusOr<std::optional<LossyOutcome>> {
@@ -361,9 +369,10 @@ LossyHooks MakeLossyHooks(const LossyPolicy& policy, const std::shared_ptr<Calib
   };
   if (!policy.allocate) return hooks;
   // Probes run on `threads` workers, a tensor each; every probe is a pure function of its tensor, stream
-  // and seed, so the plan is the same whatever the number of workers. Memory: `threads` tensors in flight.
-  hooks.planner.probe = [policy, calibration, planned, target](const TensorInfo& t, const std::string& base,
-                                                               const std::string& ft, uint32_t stream,
+  // and seed, so the plan is the same whatever the number of workers. Memory: `threads` tensors in flight
+  // at most (see kProbeBytesInFlight), each probe holding its tensor's bytes.
+  hooks.planner.probe = [policy, calibration, planned, target](const TensorInfo& t, std::string base,
+                                                               std::string ft, uint32_t stream,
                                                                const LossyStep& step) -> Status {
     if (!WantsLossy(policy, t)) return OkStatus();
     std::vector<double> ratios;
@@ -377,13 +386,16 @@ LossyHooks MakeLossyHooks(const LossyPolicy& policy, const std::shared_ptr<Calib
     o.progress = step;  // a copy: the probe may run after this returns
     o.measurements = std::make_shared<LossyMeasurements>();
     planned->measured[{t.name, stream}] = {PairFingerprint(base, ft), o.measurements};
-    auto run = [gpu, o, ratios, calib, base, ft, dtype = t.dtype, rows, cols, stream] {
+    auto run = [gpu, o, ratios, calib, base = std::move(base), ft = std::move(ft), dtype = t.dtype, rows,
+                cols, stream] {
       return gpu->probe_lossy(dtype, base.data(), ft.data(), static_cast<uint32_t>(rows),
                               static_cast<uint32_t>(cols), stream, calib ? calib->data() : nullptr, o,
                               ratios);
     };
-    while (planned->running.size() >= planned->threads)
+    while (!planned->running.empty() && (planned->running.size() >= planned->threads ||
+                                         planned->bytes_in_flight + 2 * t.size() > kProbeBytesInFlight))
       DS_RETURN_IF_ERROR(CollectFirst(planned.get(), target));
+    planned->bytes_in_flight += 2 * t.size();
     // async | deferred: where no thread can be started, the probes run when collected.
     planned->running.push_back(
         {t.name, t.size(), std::async(std::launch::async | std::launch::deferred, std::move(run))});

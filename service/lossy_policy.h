@@ -60,6 +60,7 @@ std::vector<size_t> AllocateRates(const std::vector<std::vector<RatePoint>>& cur
 
 struct LossyHooks {
   LossyHook encode;
+  LossyFilter takes;     // WantsLossy of the policy
   LossyPlanner planner;  // set when the policy allocates rates
 };
 // The planner probes tensors on `threads` workers (0: one per core); the plan does not depend on it.

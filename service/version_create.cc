@@ -134,6 +134,7 @@ StatusOr<VersionCreator::Outcome> VersionCreator::Ingest(JobRecord* job) {
     }
     LossyHooks hooks = MakeLossyHooks(*lossy, calib);
     options.lossy = std::move(hooks.encode);
+    options.lossy_takes = std::move(hooks.takes);
     options.lossy_planner = std::move(hooks.planner);
   }
   options.file_cache = s_->file_cache.get();

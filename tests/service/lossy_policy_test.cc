@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <memory>
@@ -198,8 +199,9 @@ struct Checkpoints {
 };
 
 // A base checkpoint and a finetune with two lossy candidates whose deltas differ (low rank, dense noise),
-// a 2-D tensor below min_elements and a 1-D bias (both stay lossless) and an unchanged tensor.
-Checkpoints MakeCheckpoints() {
+// a 2-D tensor below min_elements and a 1-D bias (both stay lossless) and an unchanged tensor. With
+// `small_first`, the tensor below min_elements comes first in the files.
+Checkpoints MakeCheckpoints(bool small_first = false) {
   Checkpoints c;
   c.dir = c.tmp->path();
   c.base = c.dir / "base.safetensors";
@@ -239,6 +241,11 @@ Checkpoints MakeCheckpoints() {
     base.push_back(F32Bytes(b));
     ft.push_back(F32Bytes(f));
   }
+  if (small_first) {
+    std::rotate(specs.begin(), specs.begin() + 2, specs.begin() + 3);
+    std::rotate(base.begin(), base.begin() + 2, base.begin() + 3);
+    std::rotate(ft.begin(), ft.begin() + 2, ft.begin() + 3);
+  }
   EXPECT_TRUE(WriteSafetensorsFile(c.base.string(), specs, base).ok());
   EXPECT_TRUE(WriteSafetensorsFile(c.ft.string(), specs, ft).ok());
   c.lossy_names = {"layers.0.attn.weight", "layers.0.mlp.weight"};
@@ -251,7 +258,9 @@ struct LossyIngest {
   std::vector<IngestProgress> progress;
 };
 
-LossyIngest IngestLossy(const Checkpoints& c, const json& policy_json, size_t probe_threads = 0) {
+// Without `filter`, the ingest offers the hooks every tensor (they still leave out what the policy does).
+LossyIngest IngestLossy(const Checkpoints& c, const json& policy_json, size_t probe_threads = 0,
+                        bool filter = true) {
   LossyIngest out;
   std::shared_ptr<ChunkStore> store = NewMemoryChunkStore();
   IngestStats base_stats;
@@ -265,6 +274,7 @@ LossyIngest IngestLossy(const Checkpoints& c, const json& policy_json, size_t pr
   LossyHooks hooks = MakeLossyHooks(*policy, nullptr, probe_threads);
   IngestOptions options;
   options.lossy = hooks.encode;
+  if (filter) options.lossy_takes = hooks.takes;
   options.lossy_planner = hooks.planner;
   VersionReader reader(store.get(), *base,
                        [](const Digest&) -> StatusOr<Manifest> { return NotFound("none"); });
@@ -347,6 +357,23 @@ TEST(LossyIngestTest, ThePlanAndTheBytesDoNotDependOnTheNumberOfProbeWorkers) {
   ASSERT_EQ(one.quality["tensors"].size(), c.lossy_names.size());
   EXPECT_EQ(one.quality.dump(), three.quality.dump());  // every tensor's ratio, choice and errors
   EXPECT_EQ(one.stats.encoded_bytes, three.stats.encoded_bytes);
+}
+
+// Tensors the policy leaves out are not read whole, but they keep their stream numbers: the masks of the
+// tensors after them, so the stored bytes, are those of an ingest that offers the hooks every tensor.
+TEST(LossyIngestTest, TensorsThePolicyLeavesOutChangeNoBytesOfTheOthers) {
+  Checkpoints c = MakeCheckpoints(/*small_first=*/true);
+  for (const json& policy : {json{{"mode", "lossy"}, {"ratio", 32}},
+                             json{{"mode", "lossy"}, {"ratio", 32}, {"allocate", false}}}) {
+    LossyIngest filtered = IngestLossy(c, policy, 1, true);
+    LossyIngest offered = IngestLossy(c, policy, 1, false);
+    ASSERT_TRUE(filtered.quality.is_object());
+    ASSERT_EQ(filtered.quality["tensors"].size(), c.lossy_names.size());
+    EXPECT_EQ(filtered.quality.dump(), offered.quality.dump());
+    EXPECT_EQ(filtered.stats.encoded_bytes, offered.stats.encoded_bytes);
+    EXPECT_EQ(filtered.stats.tensors_lossy, offered.stats.tensors_lossy);
+    EXPECT_EQ(filtered.stats.tensors_delta, offered.stats.tensors_delta);
+  }
 }
 
 TEST(LossyIngestTest, TheReportSaysWhyEachTensorsCandidateWon) {

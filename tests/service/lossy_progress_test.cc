@@ -60,6 +60,7 @@ Status Ingest(const Pair& p, const nlohmann::json& policy_json, const std::funct
   LossyHooks hooks = MakeLossyHooks(policy, nullptr, 1);
   IngestOptions options;
   options.lossy = hooks.encode;
+  options.lossy_takes = hooks.takes;
   options.lossy_planner = hooks.planner;
   options.cancelled = cancelled;
   VersionReader reader(store.get(), *base,
