@@ -18,6 +18,7 @@ Usage
 The pair is made by bench/gen_pair.py --llm-layers N when missing (1.07 B parameters at 4 layers: 2 x 2.1 GB).
 """
 import argparse
+import hashlib
 import json
 import os
 import pathlib
@@ -46,8 +47,17 @@ def largest_tensor(path):
     return max(t["data_offsets"][1] - t["data_offsets"][0] for t in h.values())
 
 
-def create(s, url, model, uid, base, policy):
-    """Creates a version and polls its job; returns (job, seconds, longest progress gap, samples)."""
+def rss(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def create(s, url, model, uid, base, policy, pid=None, phase_rss=None):
+    """Creates a version and polls its job; returns (job, seconds, longest progress gap, samples). With a
+    pid, phase_rss receives the largest RSS of that process seen in each phase of the job."""
     doc = {"files": [{"path": "model.safetensors", "upload": uid}], "policy": policy}
     if base:
         doc["base"] = base
@@ -63,6 +73,9 @@ def create(s, url, model, uid, base, policy):
         now = time.monotonic()
         p = job.get("progress") or {}
         key = (p.get("phase"), p.get("tensors_done"), p.get("bytes_done"))
+        if pid is not None and phase_rss is not None:
+            ph = p.get("phase") or job["state"]
+            phase_rss[ph] = max(phase_rss.get(ph, 0), rss(pid))
         if key != last:
             gap = max(gap, now - last_t)
             last, last_t = key, now
@@ -71,6 +84,37 @@ def create(s, url, model, uid, base, policy):
         raise SystemExit(f"job {job['id']} {job['state']}: {job.get('error')}")
     gap = max(gap, time.monotonic() - last_t)
     return job, time.monotonic() - t0, gap, samples
+
+
+def load_compute_library(s, url, pid):
+    """A lossy version of a 2-tensor model (64 x 64 f32), so that the server loads libtorch and its thread
+    pools before the measured steps; returns the server's RSS after it."""
+    import struct
+    import random
+    rng = random.Random(1)
+
+    def st(scale):
+        names = ["a", "b"]
+        header, blobs, off = {}, [], 0
+        for n in names:
+            blob = struct.pack("<4096f", *[rng.gauss(0, scale) for _ in range(4096)])
+            header[n] = {"dtype": "F32", "shape": [64, 64], "data_offsets": [off, off + len(blob)]}
+            blobs.append(blob)
+            off += len(blob)
+        h = json.dumps(header).encode()
+        h += b" " * (-len(h) % 8)
+        return struct.pack("<Q", len(h)) + h + b"".join(blobs)
+
+    ids = []
+    for data in (st(1.0), st(1.0)):
+        r = s.post(f"{url}/v1/uploads?digest=sha256:{hashlib.sha256(data).hexdigest()}", data=data,
+                   headers={"Content-Type": "application/octet-stream"}, timeout=60)
+        if r.status_code >= 300:
+            raise SystemExit(f"POST uploads: {r.status_code} {r.text[:300]}")
+        ids.append(r.json()["id"])
+    job, _, _, _ = create(s, url, "tiny", ids[0], None, {"mode": "lossless"})
+    create(s, url, "tiny", ids[1], {"model": "tiny", "version": job["version"]}, {"mode": "lossy", "ratio": 16})
+    return rss(pid)
 
 
 def main():
@@ -107,6 +151,11 @@ def main():
         s = requests.Session()
         pid = srv.proc.pid
         versions = {}
+        torch_rss = None
+        if policy.get("mode") == "lossy":
+            torch_rss = load_compute_library(s, srv.url, pid)
+            row("tiny lossy version (loads libtorch)", None, torch_rss,
+                f"server RSS after it: {torch_rss / MiB:.0f} MiB, the compute library's footprint here")
         for name, path, pol in (("base", bpath, {"mode": "lossless"}), ("finetune", fpath, policy)):
             sha = sha256_file(path)
             reset_peak(pid)
@@ -116,7 +165,8 @@ def main():
             reset_peak(pid)
             c0 = cpu_seconds(pid)
             base = {"model": "big", "version": versions["base"]} if name == "finetune" else None
-            job, t, gap, _ = create(s, srv.url, "big", doc["id"], base, pol)
+            phase_rss = {}
+            job, t, gap, _ = create(s, srv.url, "big", doc["id"], base, pol, pid, phase_rss)
             versions[name] = job["version"]
             v = s.get(f"{srv.url}/v1/models/big/versions/{job['version']}", timeout=60).json()
             stored = v.get("stored_bytes")
@@ -125,7 +175,12 @@ def main():
             q = v.get("quality")
             if q:
                 note += f"; lossy tensors {q.get('tensors_lossy')}, {q.get('lossy_ratio', 0):.1f}x on them"
-            row(f"create {name} version", t, srv.peak_rss(), note)
+            peak = srv.peak_rss()
+            if torch_rss and name == "finetune":
+                note += f"; peak beyond the compute library's footprint {(peak - torch_rss) / MiB:.0f} MiB"
+            note += "; largest RSS sampled per phase: " + ", ".join(
+                f"{k} {v / MiB:.0f} MiB" for k, v in phase_rss.items())
+            row(f"create {name} version", t, peak, note)
             if name == "finetune" and a.save_version:
                 pathlib.Path(a.save_version).write_text(json.dumps(v, indent=1, sort_keys=True))
         reset_peak(pid)
