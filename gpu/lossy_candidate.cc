@@ -522,6 +522,7 @@ std::optional<Candidate> FitBudget(const Work& w, int lo, int hi, const std::fun
   if (!best.fits || lo == hi) return done(std::move(best));
   Point top = eval(hi);
   if (top.fits) return done(std::move(top));
+  top.full.reset();    // never the answer: only its size is needed (a candidate can be a copy of the tensor)
   int a = lo, b = hi;  // a fits, b does not
   double sa = best.size, sb = top.size;
   bool neighbour = false, last_fit = false;
