@@ -135,16 +135,19 @@ Selection SelectFromOrder(const LossyParams& p, const torch::Tensor& order, cons
   return s;
 }
 
-Selection SelectMask(const LossyParams& p) {
+// The kept elements of rows [r0, r0 + n) of a mask drawn element by element (Bernoulli, or groups wider
+// than kMaxOrderedGroup), row by row as the codec draws them: indices and rows counted from the block's
+// first, in row-major order, with the unbiasing scale of each.
+Selection SelectMaskRows(const LossyParams& p, uint32_t r0, uint32_t n) {
   std::vector<int64_t> idx;
   std::vector<float> scale;
   std::vector<int64_t> row;
   std::vector<uint32_t> cols;
-  for (uint32_t r = 0; r < p.rows; ++r) {
+  for (uint32_t r = r0; r < r0 + n; ++r) {
     KeptColumns(p, r, &cols);
     for (uint32_t c : cols) {
-      idx.push_back(static_cast<int64_t>(r) * p.cols + c);
-      row.push_back(r);
+      idx.push_back(static_cast<int64_t>(r - r0) * p.cols + c);
+      row.push_back(r - r0);
       float s = 1.0f;
       if (p.mask == MaskKind::kGroupK) {
         uint32_t start = c / p.group * p.group, len = std::min<uint32_t>(p.group, p.cols - start);
@@ -286,22 +289,6 @@ const torch::Tensor& CachedOrder(const Work& w, const LossyParams& p) {
   return it->second;
 }
 
-// The whole tensor's selection for masks drawn element by element (see MaskCache).
-const Selection& CachedSelection(const Work& w, const LossyParams& p) {
-  auto key = std::make_tuple(static_cast<int>(p.mask), static_cast<int>(p.group), static_cast<int>(p.keep),
-                             p.keep_prob);
-  auto& e = w.masks.entries;
-  for (size_t i = 0; i < e.size(); ++i) {
-    if (e[i].first == key) {
-      std::rotate(e.begin() + i, e.begin() + i + 1, e.end());
-      return e.back().second;
-    }
-  }
-  if (e.size() >= 8) e.erase(e.begin());
-  e.emplace_back(key, SelectMask(p));
-  return e.back().second;
-}
-
 // The kept elements of rows [r0, r0 + n), indices and rows counted from the block's start (scale
 // undefined: 1 for every element). A group mask with `source` on the CPU comes with its values and CSR
 // row starts instead of indices and scales (SelectFromOrder).
@@ -324,14 +311,7 @@ Selection BlockSelection(const Work& w, const LossyParams& p, const std::vector<
     s.row = torch::div(s.index, static_cast<int64_t>(p.cols), "floor");
     return s;
   }
-  const Selection& whole = CachedSelection(w, p);
-  // Kept elements are in row-major order: the block's are a slice.
-  const int64_t a = torch::searchsorted(whole.index, begin).item<int64_t>();
-  const int64_t b = torch::searchsorted(whole.index, end).item<int64_t>();
-  s.index = whole.index.slice(0, a, b) - begin;
-  s.row = whole.row.slice(0, a, b) - static_cast<int64_t>(r0);
-  s.scale = whole.scale.slice(0, a, b);
-  return s;
+  return SelectMaskRows(p, r0, n);
 }
 
 // The kept values of a block: the rows' elements of `source` (rows x cols) at `s`, unbiased.
