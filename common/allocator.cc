@@ -5,7 +5,7 @@
 namespace deltastore {
 
 void UseServerAllocatorSettings() {
-  mallopt(M_MMAP_THRESHOLD, 32 << 20);
+  mallopt(M_MMAP_THRESHOLD, 6 << 20);
   mallopt(M_TRIM_THRESHOLD, 64 << 20);
 }
 

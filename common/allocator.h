@@ -6,8 +6,11 @@ namespace deltastore {
 
 // Chunks and pieces are 4 MiB buffers made and freed thousands of times per download and ingest. By
 // default glibc maps each one fresh (or trims the heap under it) and the kernel zeroes every page again:
-// 15% of a download's CPU. With this, buffers below 32 MiB come from the heap instead, which gives memory
-// back only past 64 MiB free at its top. Call it first thing in main, before any thread starts.
+// 15% of a download's CPU. With this, buffers below 6 MiB (a chunk with its codecs' slack) come from the
+// heap instead, which gives memory back only past 64 MiB free at its top. Larger ones are mapped and
+// returned when freed: with 32 MiB, the lossy compressor's 8 MiB blocks (1M-element float64 and int64
+// temporaries) fragmented the heap, +290 to +410 MiB at the peak of one 4096 x 11008 tensor
+// (bench/lossy_memory). Call it first thing in main, before any thread starts.
 void UseServerAllocatorSettings();
 
 }  // namespace deltastore
