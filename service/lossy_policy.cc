@@ -416,14 +416,18 @@ LossyHooks MakeLossyHooks(const LossyPolicy& policy, const std::shared_ptr<Calib
 namespace {
 
 // Why the lossy tensors' ratio misses the policy's by more than 10% (empty when it does not): tensors
-// whose smallest setting exceeds their share, or whose largest candidate leaves over 10% of it unspent.
+// whose smallest setting exceeds their share, or whose largest candidate leaves over 10% of it unspent,
+// or shares that add up to under 90% of the version's budget.
 std::string RatioNote(double target, double achieved, const json& tensors) {
   if (tensors.empty() || achieved <= 0 || std::abs(achieved / target - 1) <= 0.1) return {};
   int over = 0, unspent = 0;
   uint64_t over_bytes = 0, unspent_bytes = 0;
+  double shares = 0, budget = 0;
   for (const json& r : tensors) {
     const auto stored = r["stored_bytes"].get<uint64_t>();
     const double share = r["delta_bytes"].get<double>() / r["target_ratio"].get<double>();
+    shares += share;
+    budget += r["delta_bytes"].get<double>() / target;
     if (!r["within_budget"].get<bool>()) {
       ++over;
       over_bytes += r["delta_bytes"].get<uint64_t>();
@@ -443,6 +447,12 @@ std::string RatioNote(double target, double achieved, const json& tensors) {
             " delta bytes) leave over 10% of their share unspent: their method's next larger setting "
             "(a kept value per group, a keep-probability step, the next rank) does not fit it, and the "
             "tensors encoded after them could not use the rest";
+    if (shares < 0.9 * budget) {
+      std::snprintf(head, sizeof head, "%.0f%%", 100 * shares / budget);
+      note += std::string("; the tensors' shares add up to ") + head +
+              " of the version's budget: the rate allocation chose among each tensor's probed ratios, "
+              "and with few tensors those steps are coarse";
+    }
   }
   return note;
 }

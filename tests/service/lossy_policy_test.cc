@@ -429,6 +429,15 @@ TEST(LossyQualityTest, TheRatioNoteNamesTensorsThatLeaveTheirShareUnspent) {
       "lossy tensors at 1536.0x for 1024.0x: 1 tensor(s) (2097152 delta bytes) leave over 10% of their "
       "share unspent: their method's next larger setting (a kept value per group, a keep-probability "
       "step, the next rank) does not fit it, and the tensors encoded after them could not use the rest");
+  // Shares that add up to under 90% of the budget (each tensor given 2048x, and spending it): said too.
+  stats.lossy_reports = {report(1 << 20, 512, 2048, true), report(1 << 20, 512, 2048, true)};
+  EXPECT_EQ(
+      QualityReport(*policy, stats, Manifest())["ratio_note"],
+      "lossy tensors at 2048.0x for 1024.0x: 0 tensor(s) (0 delta bytes) leave over 10% of their share "
+      "unspent: their method's next larger setting (a kept value per group, a keep-probability step, the "
+      "next rank) does not fit it, and the tensors encoded after them could not use the rest; the "
+      "tensors' shares add up to 50% of the version's budget: the rate allocation chose among each "
+      "tensor's probed ratios, and with few tensors those steps are coarse");
   // Within 10% of the target: no note.
   stats.lossy_reports = {report(1 << 20, 1024, 1024, true), report(1 << 20, 1000, 1024, true)};
   EXPECT_EQ(QualityReport(*policy, stats, Manifest())["ratio_note"], "");
