@@ -42,7 +42,7 @@ Status Nonfinite() {
 // Whether every element of `t` is finite, checked a block of rows at a time (isfinite's temporaries are
 // a float32 and a bool tensor of the input's size).
 bool AllFinite(const torch::Tensor& t) {
-  const int64_t block = std::max<int64_t>(1, (int64_t{1} << 20) / t.size(1));
+  const int64_t block = BlockRows(static_cast<uint32_t>(t.size(0)), static_cast<uint32_t>(t.size(1)));
   for (int64_t r = 0; r < t.size(0); r += block) {
     if (!torch::isfinite(t.narrow(0, r, std::min(block, t.size(0) - r))).all().item<bool>()) return false;
   }
@@ -51,7 +51,7 @@ bool AllFinite(const torch::Tensor& t) {
 
 // Whether every weight of a rows x cols tensor's bytes is finite, loaded a block of ~1M elements at a time.
 bool AllFinite(DType dtype, const char* data, uint32_t rows, uint32_t cols) {
-  const auto block = static_cast<uint32_t>(std::max<uint64_t>(1, (uint64_t{1} << 20) / cols));
+  const uint32_t block = BlockRows(rows, cols);
   const uint64_t row_bytes = static_cast<uint64_t>(cols) * DTypeSize(dtype);
   for (uint32_t r = 0; r < rows; r += block) {
     if (!AllFinite(Load(dtype, data + r * row_bytes, std::min(block, rows - r), cols))) return false;
@@ -170,7 +170,7 @@ StatusOr<LossyResult> Finish(const Work& w, Candidate best, const char* base, co
   // F - rebuilt, the rebuilt rows loaded a block at a time (the same values).
   torch::Tensor err = F.defined() ? F.clone() : Load(dtype, finetune, w.rows, w.cols);
   const uint64_t row_bytes = static_cast<uint64_t>(w.cols) * DTypeSize(dtype);
-  const auto block = static_cast<uint32_t>(std::max<uint64_t>(1, (uint64_t{1} << 20) / w.cols));
+  const uint32_t block = BlockRows(w.rows, w.cols);
   for (uint32_t r0 = 0; r0 < w.rows; r0 += block) {
     const uint32_t n = std::min(block, w.rows - r0);
     err.narrow(0, r0, n).sub_(Load(dtype, result.reconstructed.data() + r0 * row_bytes, n, w.cols));

@@ -3,51 +3,40 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 
 namespace deltastore::lossy_detail {
 
 namespace {
 
-// Products of the float32 residual R (rows x cols) with float64 matrices, in float64, converting ~1M
-// elements of R at a time (a whole float64 copy of a 4096 x 11008 residual is 344 MiB). The blocks split
-// only dimensions the product does not sum over, so each output element is the same dot product.
-constexpr int64_t kSvdBlockElements = int64_t{1} << 20;
-
-int64_t BlockLength(int64_t other) {
-  return std::max<int64_t>(1, kSvdBlockElements / other);
+// f(block) over blocks of the float32 residual R converted to float64, ~1M elements at a time along `dim`
+// (a whole float64 copy of a 4096 x 11008 residual is 344 MiB), the results concatenated along `out_dim`.
+// The products below split only dimensions they do not sum over, so each output element is the same dot
+// product as with R converted whole.
+torch::Tensor OverBlocks(const torch::Tensor& R, int64_t dim, int64_t out_dim,
+                         const std::function<torch::Tensor(const torch::Tensor&)>& f) {
+  const auto len = static_cast<uint32_t>(R.size(dim)), other = static_cast<uint32_t>(R.size(1 - dim));
+  const int64_t step = BlockRows(len, other);
+  std::vector<torch::Tensor> parts;
+  for (int64_t i = 0; i < len; i += step) {
+    parts.push_back(f(R.narrow(dim, i, std::min<int64_t>(step, len - i)).to(torch::kFloat64)));
+  }
+  return torch::cat(parts, out_dim);
 }
 
 // R @ M (M: cols x c), by blocks of R's rows.
 torch::Tensor RTimes(const torch::Tensor& R, const torch::Tensor& M) {
-  const int64_t m = R.size(0), step = BlockLength(R.size(1));
-  if (step >= m) return R.to(torch::kFloat64).matmul(M);
-  std::vector<torch::Tensor> parts;
-  for (int64_t r = 0; r < m; r += step) {
-    parts.push_back(R.narrow(0, r, std::min(step, m - r)).to(torch::kFloat64).matmul(M));
-  }
-  return torch::cat(parts, 0);
+  return OverBlocks(R, 0, 0, [&](const torch::Tensor& b) { return b.matmul(M); });
 }
 
 // R^T @ Q (Q: rows x c), by blocks of R's columns.
 torch::Tensor RtTimes(const torch::Tensor& R, const torch::Tensor& Q) {
-  const int64_t n = R.size(1), step = BlockLength(R.size(0));
-  if (step >= n) return R.to(torch::kFloat64).t().matmul(Q);
-  std::vector<torch::Tensor> parts;
-  for (int64_t c = 0; c < n; c += step) {
-    parts.push_back(R.narrow(1, c, std::min(step, n - c)).to(torch::kFloat64).t().matmul(Q));
-  }
-  return torch::cat(parts, 0);
+  return OverBlocks(R, 1, 0, [&](const torch::Tensor& b) { return b.t().matmul(Q); });
 }
 
 // Q^T @ R (Q: rows x c), by blocks of R's columns.
 torch::Tensor QtTimesR(const torch::Tensor& Q, const torch::Tensor& R) {
-  const int64_t n = R.size(1), step = BlockLength(R.size(0));
-  if (step >= n) return Q.t().matmul(R.to(torch::kFloat64));
-  std::vector<torch::Tensor> parts;
-  for (int64_t c = 0; c < n; c += step) {
-    parts.push_back(Q.t().matmul(R.narrow(1, c, std::min(step, n - c)).to(torch::kFloat64)));
-  }
-  return torch::cat(parts, 1);
+  return OverBlocks(R, 1, 1, [&](const torch::Tensor& b) { return Q.t().matmul(b); });
 }
 
 }  // namespace
@@ -125,7 +114,7 @@ LowRank MakeLowRank(const Work& w, int rank, int bits, torch::Tensor* residual) 
   if (in_place) *residual = torch::Tensor();
   lr.Res = in_place ? R : torch::empty_like(R);
   std::vector<torch::Tensor> lx;
-  const int64_t m = w.rows, step = BlockLength(w.cols);
+  const int64_t m = w.rows, step = BlockRows(w.rows, w.cols);
   for (int64_t r = 0; r < m; r += step) {
     const int64_t n = std::min(step, m - r);
     torch::Tensor L = A.narrow(0, r, n).matmul(B);

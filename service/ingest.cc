@@ -345,10 +345,11 @@ Status ProbeLossy(const std::vector<IngestFile>& files, VersionReader* base, con
     for (const TensorInfo& t : file->header().tensors) {
       if (IsCancelled(options)) return Cancelled();
       const TensorEntry* bt = base ? base->FindTensor(t.name) : nullptr;
-      if (bt != nullptr && SameLayout(*bt, t) && !Takes(options, t)) {
+      if (bt != nullptr && !SameLayout(*bt, t)) bt = nullptr;
+      if (bt != nullptr && !Takes(options, t)) {
         DS_ASSIGN_OR_RETURN(bool differs, DiffersFromBase(*file, t, base, *bt));
         if (differs) ++stream;  // numbered as pass 2 numbers it
-      } else if (bt != nullptr && SameLayout(*bt, t)) {
+      } else if (bt != nullptr) {
         std::string ft_bytes(t.size(), '\0'), base_bytes(t.size(), '\0');
         DS_RETURN_IF_ERROR(file->ReadTensorRange(t, 0, t.size(), ft_bytes.data()));
         DS_RETURN_IF_ERROR(base->ReadTensor(*bt, 0, t.size(), base_bytes.data()));
