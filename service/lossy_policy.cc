@@ -317,6 +317,19 @@ std::vector<size_t> AllocateRates(const std::vector<std::vector<RatePoint>>& cur
   return pick;
 }
 
+double FillFactor(const std::vector<std::vector<RatePoint>>& curves, const std::vector<size_t>& pick,
+                  const std::vector<double>& shares, double budget) {
+  double bytes = 0, chosen = 0;
+  for (size_t i = 0; i < curves.size(); ++i) {
+    if (curves[i].empty()) continue;
+    bytes += static_cast<double>(curves[i][pick[i]].bytes);
+    chosen += shares[i] * curves[i][pick[i]].multiplier;
+  }
+  const double left = budget - bytes;
+  if (chosen <= 0 || left <= 0.1 * budget) return 1.0;
+  return 1.0 + left / chosen;
+}
+
 LossyHooks MakeLossyHooks(const LossyPolicy& policy, const std::shared_ptr<Calibration>& calibration,
                           size_t threads) {
   auto planned = std::make_shared<Planned>();
@@ -404,8 +417,12 @@ LossyHooks MakeLossyHooks(const LossyPolicy& policy, const std::shared_ptr<Calib
   hooks.planner.plan = [planned, target]() -> Status {
     while (!planned->running.empty()) DS_RETURN_IF_ERROR(CollectFirst(planned.get(), target));
     std::vector<size_t> pick = AllocateRates(planned->curves, planned->budget);
+    std::vector<double> shares;
+    for (uint64_t size : planned->sizes) shares.push_back(static_cast<double>(size) / target);
+    const double fill = FillFactor(planned->curves, pick, shares, planned->budget);
     for (size_t i = 0; i < pick.size(); ++i) {
-      planned->ratio[planned->names[i]] = target / planned->curves[i][pick[i]].multiplier;
+      planned->ratio[planned->names[i]] = std::clamp(target / (planned->curves[i][pick[i]].multiplier * fill),
+                                                     kMinLossyRatio, kMaxLossyRatio);
       planned->planned_left += static_cast<double>(planned->sizes[i]) / planned->ratio[planned->names[i]];
     }
     return OkStatus();

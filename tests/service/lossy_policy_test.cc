@@ -178,6 +178,25 @@ TEST(AllocateRatesTest, NothingFitsGivesTheSmallestPointOfEachCurve) {
   EXPECT_EQ(AllocateRates(curves, 130), (std::vector<size_t>{1, 2}));
 }
 
+TEST(FillFactorTest, SpendsWhatTheStepsLeaveBeyondATenthOfTheBudget) {
+  // Two tensors with even shares of 100 and 300 (budget 400), at multipliers 1.41 and 0.5 of them, each
+  // costing its share: 141 + 150 = 291 bytes, 109 (27%) left. Their chosen shares grow by 109 / 291.
+  const std::vector<std::vector<RatePoint>> curves = {{{1.41, 141, 1.0}}, {{0.5, 150, 1.0}}};
+  const std::vector<double> shares = {100, 300};
+  const double fill = FillFactor(curves, {0, 0}, shares, 400);
+  EXPECT_DOUBLE_EQ(fill, 1.0 + 109.0 / 291.0);
+  EXPECT_DOUBLE_EQ(141 * fill + 150 * fill, 400);
+  // A point that costs more than its share (a probe over it) leaves less to spread: 141 + 200 = 341
+  // bytes, 59 left (15% of the budget) over the chosen shares of 291.
+  EXPECT_DOUBLE_EQ(FillFactor({{{1.41, 141, 1.0}}, {{0.5, 200, 1.0}}}, {0, 0}, shares, 400),
+                   1.0 + 59.0 / 291.0);
+  // Within a tenth of the budget the picks stand: 141 + 220 = 361 bytes, 39 left.
+  EXPECT_DOUBLE_EQ(FillFactor({{{1.41, 141, 1.0}}, {{0.5, 220, 1.0}}}, {0, 0}, shares, 400), 1.0);
+  // Over the budget (nothing fits), or nothing planned: 1.
+  EXPECT_DOUBLE_EQ(FillFactor(curves, {0, 0}, shares, 200), 1.0);
+  EXPECT_DOUBLE_EQ(FillFactor({}, {}, {}, 400), 1.0);
+}
+
 TEST(AllocateRatesTest, EmptyInputGivesAnEmptyChoice) {
   EXPECT_TRUE(AllocateRates({}, 1000).empty());
   EXPECT_TRUE(AllocateRates({}, 0).empty());
