@@ -9,4 +9,8 @@ void UseServerAllocatorSettings() {
   mallopt(M_TRIM_THRESHOLD, 64 << 20);
 }
 
+void ReturnFreeMemory() {
+  malloc_trim(0);
+}
+
 }  // namespace deltastore

@@ -13,4 +13,10 @@ namespace deltastore {
 // (bench/lossy_memory). Call it first thing in main, before any thread starts.
 void UseServerAllocatorSettings();
 
+// Gives the free pages of every malloc arena back to the system (malloc_trim). A job's threads leave
+// hundreds of MB free in their arenas (below the trim threshold, or under live blocks), which the
+// next job, on other threads and arenas, does not reuse: the server held 145-230 MiB more after
+// ingesting a 0.9 GB base losslessly, 40-100 MiB of it given back by this.
+void ReturnFreeMemory();
+
 }  // namespace deltastore

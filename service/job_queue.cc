@@ -1,5 +1,7 @@
 #include "service/job_queue.h"
 
+#include "common/allocator.h"
+
 namespace deltastore {
 
 void JobQueue::Start(int workers, Runner run, Poller poll, std::chrono::milliseconds every) {
@@ -55,6 +57,7 @@ void JobQueue::WorkerLoop() {
       queued_.erase(id);
     }
     run_(id);
+    ReturnFreeMemory();
   }
 }
 
