@@ -155,7 +155,7 @@ StatusOr<LossyResult> Finish(const Work& w, Candidate best, const char* base, co
   result.chunk = std::move(best.chunk);
   const DType dtype = w.dtype;
   const double dn = w.delta_norm;
-  const double kept = static_cast<double>(best.t.codes.size());
+  const auto kept = static_cast<double>(best.kept);
   const LossyParams p = best.t.p;
   best.t = LossyTensor();
   // Rebuilt as downloads rebuild it (the same bytes as DecodeLossyChunk), a row at a time, from `base`.
@@ -296,6 +296,7 @@ StatusOr<LossyResult> CompressLossyTensor(DType dtype, const char* base, const c
                                           options, &sub_base, &sub_F));
       SetTarget(&sub, options);
       std::optional<Candidate> choice = RunMethod(sub);
+      malloc_trim(0);  // the search's freed blocks, before the whole tensor's builds
       if (choice) {
         ticker.Phase(0.4, 0.95, kRefitBuilds * RowBlocks(rows, cols));
         // mu's fit reads the residual after the refit

@@ -465,10 +465,16 @@ Candidate Build(const Work& w, LossyParams p, const std::vector<uint32_t>& posit
     }
     SX = torch::cat(parts);
   }
-  c.chunk = EncodeLossyChunk(w.dtype, c.t);
+  EncodeCandidate(w, &c);
   auto err = low_rank ? w.RX - lr->LX - SX : w.RX - SX;
   c.output_error = (err.norm() / w.DX.norm().clamp_min(1e-30)).item<double>();
   return c;
+}
+
+void EncodeCandidate(const Work& w, Candidate* c) {
+  c->chunk = EncodeLossyChunk(w.dtype, c->t);
+  c->kept = c->t.codes.size();
+  if (!w.opt->fit_mu) std::vector<uint16_t>().swap(c->t.codes);
 }
 
 // Largest integer parameter in [lo, hi] whose candidate fits the budget (sizes grow with it). When

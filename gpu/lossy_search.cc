@@ -38,7 +38,7 @@ std::optional<Candidate> Ecsq(const Work& w) {
     }
     c.t.row_scale.assign(w.rows, st);
     c.t.row_zero.assign(w.rows, zero);
-    c.chunk = EncodeLossyChunk(w.dtype, c.t);
+    EncodeCandidate(w, &c);
     c.output_error = ((w.RX - torch::cat(cx, 0)).norm() / w.DX.norm().clamp_min(1e-30)).item<double>();
     Tick(w);
     return c;
