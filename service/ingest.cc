@@ -9,8 +9,38 @@
 #include <thread>
 #include <utility>
 
+#include "service/ingest_internal.h"
+
 namespace deltastore {
+namespace ingest_detail {
+
+Status Cancelled() {
+  return Unavailable("ingest cancelled: the server is stopping");
+}
+
+bool IsCancelled(const IngestOptions& options) {
+  return options.cancelled && options.cancelled();
+}
+
+// Whether the lossy hook may take tensor `t` (see LossyFilter).
+bool Takes(const IngestOptions& options, const TensorInfo& t) {
+  return !options.lossy_takes || options.lossy_takes(t);
+}
+
+// A failure of a lossy step is the ingest's cancellation when that is what stopped it.
+Status LossyFailure(const IngestOptions& options, const Status& s) {
+  return !s.ok() && IsCancelled(options) ? Cancelled() : s;
+}
+
+bool SameLayout(const TensorEntry& base, const TensorInfo& t) {
+  return base.dtype == t.dtype && base.shape == t.shape && base.size == t.size();
+}
+
+}  // namespace ingest_detail
+
 namespace {
+
+using namespace ingest_detail;
 
 // The checksum of a lossless version's file for the file cache, which adopts the file once it is
 // stored; null when there is no cache or the version is lossy (the bytes served differ then).
@@ -145,28 +175,6 @@ StatusOr<FileEntry> IngestBlob(RefGuard* guard, const IngestFile& in, IngestStat
   if (xxh) options.file_cache->Adopt(in.source_path, e.sha256, e.size, xxh->Finish());
   stats->logical_bytes += e.size;
   return e;
-}
-
-Status Cancelled() {
-  return Unavailable("ingest cancelled: the server is stopping");
-}
-
-bool IsCancelled(const IngestOptions& options) {
-  return options.cancelled && options.cancelled();
-}
-
-// Whether the lossy hook may take tensor `t` (see LossyFilter).
-bool Takes(const IngestOptions& options, const TensorInfo& t) {
-  return !options.lossy_takes || options.lossy_takes(t);
-}
-
-// A failure of a lossy step is the ingest's cancellation when that is what stopped it.
-Status LossyFailure(const IngestOptions& options, const Status& s) {
-  return !s.ok() && IsCancelled(options) ? Cancelled() : s;
-}
-
-bool SameLayout(const TensorEntry& base, const TensorInfo& t) {
-  return base.dtype == t.dtype && base.shape == t.shape && base.size == t.size();
 }
 
 StatusOr<FileEntry> IngestSafetensors(RefGuard* guard, const IngestFile& in, VersionReader* base,
@@ -313,110 +321,6 @@ StatusOr<FileEntry> IngestSafetensors(RefGuard* guard, const IngestFile& in, Ver
   }
   stats->logical_bytes += e.size;
   return e;
-}
-
-}  // namespace
-
-namespace {
-
-// Whether tensor `t` of `file` differs from base tensor `bt` (of the same layout), compared a chunk at a
-// time up to the first difference.
-StatusOr<bool> DiffersFromBase(const SafetensorsFile& file, const TensorInfo& t, VersionReader* base,
-                               const TensorEntry& bt) {
-  std::string a, b;
-  for (uint64_t off = 0; off < t.size(); off += kChunkSize) {
-    const uint64_t len = std::min<uint64_t>(kChunkSize, t.size() - off);
-    a.resize(len), b.resize(len);
-    DS_RETURN_IF_ERROR(file.ReadTensorRange(t, off, len, a.data()));
-    DS_RETURN_IF_ERROR(base->ReadTensor(bt, off, len, b.data()));
-    if (a != b) return true;
-  }
-  return false;
-}
-
-// The planning phase's progress, shared with the probes' threads: bytes_done counts the tensors passed
-// over whole and each probed tensor's bytes times the fraction of its probes done, so the phase moves
-// while the plan waits on the probes (the last ones took 4.4 s at 16x on a 4096 x 11008 tensor, with no
-// progress). Reports stop when it closes; the probes' steps still ask whether to go on.
-class PlanningProgress {
- public:
-  PlanningProgress(IngestProgress p, ProgressFn report, std::function<bool()> cancelled)
-      : p_(std::move(p)), report_(std::move(report)), cancelled_(std::move(cancelled)) {}
-
-  // A tensor passed over (or found equal to its base), counted whole.
-  void Passed(uint64_t bytes) {
-    std::lock_guard<std::mutex> lock(mu_);
-    p_.tensors_done++;
-    Add(bytes);
-  }
-  // The step of a probed tensor of `size` bytes; the tensor is counted as done now, its bytes as probed.
-  static LossyStep Probed(const std::shared_ptr<PlanningProgress>& self, uint64_t size) {
-    {
-      std::lock_guard<std::mutex> lock(self->mu_);
-      self->p_.tensors_done++;
-    }
-    return [self, size, counted = std::make_shared<uint64_t>(0)](double fraction) {
-      const auto now = static_cast<uint64_t>(std::clamp(fraction, 0.0, 1.0) * static_cast<double>(size));
-      std::lock_guard<std::mutex> lock(self->mu_);
-      if (now > *counted) self->Add(now - std::exchange(*counted, now));
-      return !(self->cancelled_ && self->cancelled_());
-    };
-  }
-  void Close() {
-    std::lock_guard<std::mutex> lock(mu_);
-    closed_ = true;
-  }
-
- private:
-  void Add(uint64_t bytes) {
-    p_.bytes_done += bytes;
-    if (report_ && !closed_) report_(p_);
-  }
-  std::mutex mu_;
-  IngestProgress p_;
-  ProgressFn report_;
-  std::function<bool()> cancelled_;
-  bool closed_ = false;
-};
-
-// The planning pass: offers the planner the tensors pass 2 of IngestSafetensors will offer the lossy hook,
-// with the same stream numbers, then has it plan.
-Status PlanLossy(const std::vector<IngestFile>& files, VersionReader* base, const IngestOptions& options,
-                 IngestProgress p, const ProgressFn& report) {
-  p.phase = "planning";
-  auto progress = std::make_shared<PlanningProgress>(p, report, options.cancelled);
-  struct Closer {
-    PlanningProgress* p;
-    ~Closer() { p->Close(); }
-  } closer{progress.get()};
-  for (const auto& f : files) {
-    if (!IsSafetensorsPath(f.path)) continue;
-    DS_ASSIGN_OR_RETURN(auto file, SafetensorsFile::Open(f.source_path));
-    uint32_t stream = 0;
-    for (const TensorInfo& t : file->header().tensors) {
-      if (IsCancelled(options)) return Cancelled();
-      const TensorEntry* bt = base ? base->FindTensor(t.name) : nullptr;
-      if (bt != nullptr && !SameLayout(*bt, t)) bt = nullptr;
-      if (bt != nullptr && !Takes(options, t)) {
-        DS_ASSIGN_OR_RETURN(bool differs, DiffersFromBase(*file, t, base, *bt));
-        if (differs) ++stream;  // numbered as pass 2 numbers it
-      } else if (bt != nullptr) {
-        std::string ft_bytes(t.size(), '\0'), base_bytes(t.size(), '\0');
-        DS_RETURN_IF_ERROR(file->ReadTensorRange(t, 0, t.size(), ft_bytes.data()));
-        DS_RETURN_IF_ERROR(base->ReadTensor(*bt, 0, t.size(), base_bytes.data()));
-        if (ft_bytes != base_bytes) {
-          LossyStep step = PlanningProgress::Probed(progress, t.size());
-          DS_RETURN_IF_ERROR(LossyFailure(
-              options,
-              options.lossy_planner.probe(t, std::move(base_bytes), std::move(ft_bytes), stream++, step)
-                  .Annotate(f.path + ": tensor " + t.name)));
-          continue;
-        }
-      }
-      progress->Passed(t.size());
-    }
-  }
-  return LossyFailure(options, options.lossy_planner.plan());
 }
 
 }  // namespace
