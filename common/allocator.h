@@ -14,9 +14,9 @@ namespace deltastore {
 void UseServerAllocatorSettings();
 
 // Gives the free pages of every malloc arena back to the system (malloc_trim). A job's threads leave
-// hundreds of MB free in their arenas (below the trim threshold, or under live blocks), which the
-// next job, on other threads and arenas, does not reuse: the server held 145-230 MiB more after
-// ingesting a 0.9 GB base losslessly, 40-100 MiB of it given back by this.
+// free memory in their arenas (below the trim threshold, or under live blocks) that the next job, on
+// other threads and arenas, need not reuse: after a 0.9 GB lossless base version the server held
+// 145-230 MiB more than before it, of which this gave back 40-100 MiB.
 void ReturnFreeMemory();
 
 }  // namespace deltastore

@@ -99,7 +99,7 @@ struct LowRank {
 };
 
 struct Candidate {
-  LossyTensor t;  // its codes released once the chunk is encoded (see KeepChunkOnly)
+  LossyTensor t;  // its codes released once the chunk is encoded (see EncodeCandidate)
   std::string chunk;
   uint64_t kept = 0;  // elements the mask keeps
   double output_error = std::numeric_limits<double>::infinity();
