@@ -1,7 +1,6 @@
 // The lossy entry points on libtorch: checks, the tensor's search state, the method's search, the report.
 #include "gpu/lossy.h"
 
-#include <malloc.h>
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -9,6 +8,7 @@
 
 #include "codec/lossy_codec.h"
 #include "codec/lossy_rows.h"
+#include "common/allocator.h"
 #include "gpu/device.h"
 #include "gpu/lossy_internal.h"
 
@@ -257,7 +257,7 @@ void OneCpuThread() {
 template <typename T, typename F>
 StatusOr<T> GuardTorch(F&& body) {
   struct Trim {
-    ~Trim() { malloc_trim(0); }
+    ~Trim() { ReturnFreeMemory(); }
   } trim;
   try {
     torch::NoGradGuard no_grad;
@@ -296,7 +296,7 @@ StatusOr<LossyResult> CompressLossyTensor(DType dtype, const char* base, const c
                                           options, &sub_base, &sub_F));
       SetTarget(&sub, options);
       std::optional<Candidate> choice = RunMethod(sub);
-      malloc_trim(0);  // the search's freed blocks, before the whole tensor's builds
+      ReturnFreeMemory();  // the search's freed blocks, before the whole tensor's builds
       if (choice) {
         ticker.Phase(0.4, 0.95, kRefitBuilds * RowBlocks(rows, cols));
         // mu's fit reads the residual after the refit

@@ -5,7 +5,6 @@
 #include <deque>
 #include <fstream>
 #include <future>
-#include <mutex>
 #include <thread>
 #include <utility>
 

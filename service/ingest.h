@@ -67,7 +67,8 @@ using LossyFilter = std::function<bool(const TensorInfo& tensor)>;
 // Optional first pass of a lossy version (model-level rate allocation): `probe` sees every tensor the
 // hook will be offered (a base tensor of the same layout, other bytes), with the same arguments, before
 // any is encoded; then `plan` runs once. A probe may run on another thread after `probe` returns: its
-// `step` only checks for cancellation (a copy may be called from any thread until `plan` returns).
+// `step` (a copy may be called from any thread until `plan` returns) reports the probe's progress and
+// checks for cancellation.
 struct LossyPlanner {
   // The bytes are the probe's to keep while it runs.
   std::function<Status(const TensorInfo& tensor, std::string base_bytes, std::string finetune_bytes,
