@@ -64,15 +64,18 @@ using LossyHook = std::function<StatusOr<std::optional<LossyOutcome>>(
 // lossless way a chunk at a time (the hook is not called for them).
 using LossyFilter = std::function<bool(const TensorInfo& tensor)>;
 
+// Reads a tensor's base and finetune bytes whole, for the planner's probe (see LossyPlanner).
+using TensorPairReader = std::function<Status(std::string* base_bytes, std::string* finetune_bytes)>;
+
 // Optional first pass of a lossy version (model-level rate allocation): `probe` sees every tensor the
 // hook will be offered (a base tensor of the same layout, other bytes), with the same arguments, before
-// any is encoded; then `plan` runs once. A probe may run on another thread after `probe` returns: its
-// `step` (a copy may be called from any thread until `plan` returns) reports the probe's progress and
-// checks for cancellation.
+// any is encoded; then `plan` runs once. The probe reads the bytes through `read` (valid until `probe`
+// returns) once the probes already running leave room for them, so the planner bounds the bytes held at
+// once. A probe may run on another thread after `probe` returns: its `step` (a copy may be called from
+// any thread until `plan` returns) reports the probe's progress and checks for cancellation.
 struct LossyPlanner {
-  // The bytes are the probe's to keep while it runs.
-  std::function<Status(const TensorInfo& tensor, std::string base_bytes, std::string finetune_bytes,
-                       uint32_t stream, const LossyStep& step)>
+  std::function<Status(const TensorInfo& tensor, const TensorPairReader& read, uint32_t stream,
+                       const LossyStep& step)>
       probe;
   std::function<Status()> plan;
 };

@@ -89,19 +89,21 @@ Status PlanLossy(const std::vector<IngestFile>& files, VersionReader* base, cons
       if (IsCancelled(options)) return Cancelled();
       const TensorEntry* bt = base ? base->FindTensor(t.name) : nullptr;
       if (bt != nullptr && !SameLayout(*bt, t)) bt = nullptr;
-      if (bt != nullptr && !Takes(options, t)) {
+      if (bt != nullptr) {
         DS_ASSIGN_OR_RETURN(bool differs, DiffersFromBase(*file, t, base, *bt));
-        if (differs) ++stream;  // numbered as pass 2 numbers it
-      } else if (bt != nullptr) {
-        std::string ft_bytes(t.size(), '\0'), base_bytes(t.size(), '\0');
-        DS_RETURN_IF_ERROR(file->ReadTensorRange(t, 0, t.size(), ft_bytes.data()));
-        DS_RETURN_IF_ERROR(base->ReadTensor(*bt, 0, t.size(), base_bytes.data()));
-        if (ft_bytes != base_bytes) {
+        if (differs && !Takes(options, t)) {
+          ++stream;  // numbered as pass 2 numbers it
+        } else if (differs) {
+          // Read when the planner has room for them (the probes before hold theirs).
+          TensorPairReader read = [&](std::string* base_bytes, std::string* ft_bytes) {
+            ft_bytes->resize(t.size()), base_bytes->resize(t.size());
+            DS_RETURN_IF_ERROR(file->ReadTensorRange(t, 0, t.size(), ft_bytes->data()));
+            return base->ReadTensor(*bt, 0, t.size(), base_bytes->data());
+          };
           LossyStep step = PlanningProgress::Probed(progress, t.size());
           DS_RETURN_IF_ERROR(LossyFailure(
               options,
-              options.lossy_planner.probe(t, std::move(base_bytes), std::move(ft_bytes), stream++, step)
-                  .Annotate(f.path + ": tensor " + t.name)));
+              options.lossy_planner.probe(t, read, stream++, step).Annotate(f.path + ": tensor " + t.name)));
           continue;
         }
       }

@@ -384,8 +384,8 @@ LossyHooks MakeLossyHooks(const LossyPolicy& policy, const std::shared_ptr<Calib
   // Probes run on `threads` workers, a tensor each; every probe is a pure function of its tensor, stream
   // and seed, so the plan is the same whatever the number of workers. Memory: `threads` tensors in flight
   // at most (see kProbeBytesInFlight), each probe holding its tensor's bytes.
-  hooks.planner.probe = [policy, calibration, planned, target](const TensorInfo& t, std::string base,
-                                                               std::string ft, uint32_t stream,
+  hooks.planner.probe = [policy, calibration, planned, target](const TensorInfo& t,
+                                                               const TensorPairReader& read, uint32_t stream,
                                                                const LossyStep& step) -> Status {
     if (!WantsLossy(policy, t)) return OkStatus();
     std::vector<double> ratios;
@@ -398,6 +398,13 @@ LossyHooks MakeLossyHooks(const LossyPolicy& policy, const std::shared_ptr<Calib
     LossyOptions o = policy.options;
     o.progress = step;  // a copy: the probe may run after this returns
     o.measurements = std::make_shared<LossyMeasurements>();
+    // Room for the tensor's bytes before they are read: the reader's copies count against the bound too
+    // (read first, a 4096 x 11008 pair waited beside the probes running: 344 MiB where 256 were meant).
+    while (!planned->running.empty() && (planned->running.size() >= planned->threads ||
+                                         planned->bytes_in_flight + 2 * t.size() > kProbeBytesInFlight))
+      DS_RETURN_IF_ERROR(CollectFirst(planned.get(), target));
+    std::string base, ft;
+    DS_RETURN_IF_ERROR(read(&base, &ft));
     planned->measured[{t.name, stream}] = {PairFingerprint(base, ft), o.measurements};
     auto run = [gpu, o, ratios, calib, base = std::move(base), ft = std::move(ft), dtype = t.dtype, rows,
                 cols, stream] {
@@ -405,9 +412,6 @@ LossyHooks MakeLossyHooks(const LossyPolicy& policy, const std::shared_ptr<Calib
                               static_cast<uint32_t>(cols), stream, calib ? calib->data() : nullptr, o,
                               ratios);
     };
-    while (!planned->running.empty() && (planned->running.size() >= planned->threads ||
-                                         planned->bytes_in_flight + 2 * t.size() > kProbeBytesInFlight))
-      DS_RETURN_IF_ERROR(CollectFirst(planned.get(), target));
     planned->bytes_in_flight += 2 * t.size();
     // async | deferred: where no thread can be started, the probes run when collected.
     planned->running.push_back(
