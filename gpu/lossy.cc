@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <tuple>
 
 #include "codec/lossy_codec.h"
 #include "codec/lossy_rows.h"
@@ -68,19 +69,46 @@ void Reload(torch::Tensor* t, DType dtype, const char* data) {
   }
 }
 
+// The seeded evaluation inputs (cols x samples) of a tensor: normal, scaled per input channel by the
+// calibration statistics when given (activation-aware).
+torch::Tensor Inputs(uint32_t rows, uint32_t cols, uint32_t stream, const float* calib_diag,
+                     const LossyOptions& options) {
+  auto gen = at::detail::createCPUGenerator(options.seed ^ (static_cast<uint64_t>(stream) << 20));
+  // Enough samples that a few-row tensor still has thousands of outputs to average over.
+  int64_t samples = std::clamp<int64_t>((8192 + rows - 1) / rows, options.eval_samples, 1024);
+  auto X = at::normal(0.0, 1.0, {static_cast<int64_t>(cols), samples}, gen);
+  if (calib_diag) {
+    auto c = torch::from_blob(const_cast<float*>(calib_diag), {static_cast<int64_t>(cols)}, torch::kFloat32)
+                 .clone();
+    X = X * c.clamp_min(0).sqrt().unsqueeze(1);
+  }
+  return X.to(TorchDevice());
+}
+
 // Loads the tensor pair and fills the search state every target ratio shares: delta norm, base shift,
 // residual and the evaluation inputs with their products. *F receives the finetune unless F is null. The
 // search reads only R and the products, so the base, the delta (and the finetune when not kept) are
 // dropped here. On a large tensor each is a float32 copy of it: the delta is computed in the finetune's
 // place, the base shift's products and the residual in the base's, so at most two are held at once.
+// Unless `hold` (F must be null then), the tensor is not loaded whole: the state is filled a block at a
+// time (PrepareFromBlocks: the base shift and norms are summed in float64 over blocks, not as float32
+// sums of the whole), and the residual is held only up to options.held_residual_bytes, else computed
+// again from the bytes where read; held or not, its values are the same.
 Status Prepare(Work* w, DType dtype, const char* base, const char* finetune, uint32_t rows, uint32_t cols,
-               uint32_t stream, const float* calib_diag, const LossyOptions& options, torch::Tensor* F) {
+               uint32_t stream, const float* calib_diag, const LossyOptions& options, torch::Tensor* F,
+               bool hold = true) {
   w->dtype = dtype;
   w->rows = rows;
   w->cols = cols;
   w->stream = stream;
   w->opt = &options;
   if (options.measurements) w->measured = options.measurements;
+  if (!hold) {
+    w->X = Inputs(rows, cols, stream, calib_diag, options);
+    DS_RETURN_IF_ERROR(PrepareFromBlocks(w, base, finetune));
+    if (uint64_t{4} * rows * cols <= options.held_residual_bytes) w->R = WholeResidual(*w);
+    return OkStatus();
+  }
   torch::Tensor B = Load(dtype, base, rows, cols);
   torch::Tensor D = Load(dtype, finetune, rows, cols);
   if (!AllFinite(D) || !AllFinite(B)) {
@@ -99,18 +127,7 @@ Status Prepare(Work* w, DType dtype, const char* base, const char* finetune, uin
   w->delta_norm = D.norm().item<double>();
   w->R = B.mul_(-w->lambda).add_(D);  // D - lambda * B, the same values
   B = torch::Tensor();
-  // Inputs for choosing parameters and measuring output error: seeded normal, scaled per input
-  // channel by the calibration statistics when given (activation-aware).
-  auto gen = at::detail::createCPUGenerator(options.seed ^ (static_cast<uint64_t>(stream) << 20));
-  // Enough samples that a few-row tensor still has thousands of outputs to average over.
-  int64_t samples = std::clamp<int64_t>((8192 + rows - 1) / rows, options.eval_samples, 1024);
-  auto X = at::normal(0.0, 1.0, {static_cast<int64_t>(cols), samples}, gen);
-  if (calib_diag) {
-    auto c = torch::from_blob(const_cast<float*>(calib_diag), {static_cast<int64_t>(cols)}, torch::kFloat32)
-                 .clone();
-    X = X * c.clamp_min(0).sqrt().unsqueeze(1);
-  }
-  w->X = X.to(TorchDevice());
+  w->X = Inputs(rows, cols, stream, calib_diag, options);
   w->DX = D.matmul(w->X);
   D = torch::Tensor();
   w->RX = w->R.matmul(w->X);
@@ -139,7 +156,7 @@ void FitMu(const Work& w, const float* calib_diag, Candidate* best) {
       torch::from_blob(const_cast<float*>(calib_diag), {1, static_cast<int64_t>(w.cols)}, torch::kFloat32)
           .clone()
           .to(TorchDevice());
-  double num = (w.R * C * c).sum().item<double>(), den = (C * C * c).sum().item<double>();
+  double num = (WholeResidual(w) * C * c).sum().item<double>(), den = (C * C * c).sum().item<double>();
   if (den > 0 && std::isfinite(num / den)) {
     best->t.p.mu = static_cast<float>(num / den);
     best->chunk = EncodeLossyChunk(w.dtype, best->t);
@@ -167,13 +184,22 @@ StatusOr<LossyResult> Finish(const Work& w, Candidate best, const char* base, co
       decoder->DecodeRows(0, w.rows, std::string_view(base, size), result.reconstructed.data()));
   decoder.reset();
   Tick(w);
-  // F - rebuilt, the rebuilt rows loaded a block at a time (the same values).
-  torch::Tensor err = F.defined() ? F.clone() : Load(dtype, finetune, w.rows, w.cols);
-  const uint64_t row_bytes = static_cast<uint64_t>(w.cols) * DTypeSize(dtype);
-  const uint32_t block = BlockRows(w.rows, w.cols);
-  for (uint32_t r0 = 0; r0 < w.rows; r0 += block) {
-    const uint32_t n = std::min(block, w.rows - r0);
-    err.narrow(0, r0, n).sub_(Load(dtype, result.reconstructed.data() + r0 * row_bytes, n, w.cols));
+  // F - rebuilt: whole, the rebuilt rows loaded a block at a time (the same values), or, after
+  // PrepareFromBlocks, its norm and product with the inputs summed over blocks.
+  double err_norm = 0;
+  torch::Tensor err_x;
+  if (w.pair_base != nullptr && !F.defined()) {
+    std::tie(err_norm, err_x) = ErrorOverBlocks(w, finetune, result.reconstructed.data());
+  } else {
+    torch::Tensor err = F.defined() ? F.clone() : Load(dtype, finetune, w.rows, w.cols);
+    const uint64_t row_bytes = static_cast<uint64_t>(w.cols) * DTypeSize(dtype);
+    const uint32_t block = BlockRows(w.rows, w.cols);
+    for (uint32_t r0 = 0; r0 < w.rows; r0 += block) {
+      const uint32_t n = std::min(block, w.rows - r0);
+      err.narrow(0, r0, n).sub_(Load(dtype, result.reconstructed.data() + r0 * row_bytes, n, w.cols));
+    }
+    err_norm = err.norm().item<double>();
+    err_x = err.matmul(w.X);
   }
   LossyTensorReport& r = result.report;
   r.method = std::string(LossyMethodName(w.opt->method));
@@ -188,9 +214,9 @@ StatusOr<LossyResult> Finish(const Work& w, Candidate best, const char* base, co
   r.stored_bytes = result.chunk.size();
   r.within_budget = best.fits;
   r.delta_bytes = static_cast<uint64_t>(w.rows) * w.cols * DTypeSize(dtype);
-  r.weight_error = dn > 0 ? err.norm().item<double>() / dn : 0.0;
+  r.weight_error = dn > 0 ? err_norm / dn : 0.0;
   double dxn = w.DX.norm().item<double>();
-  r.output_error = dxn > 0 ? err.matmul(w.X).norm().item<double>() / dxn : 0.0;
+  r.output_error = dxn > 0 ? err_x.norm().item<double>() / dxn : 0.0;
   r.delta_norm = dn;
   // Per input vector (RMS over the samples), so that tensors evaluated on different sample counts
   // weigh by their outputs' size, not by how many samples they got, when a report aggregates them.
@@ -283,10 +309,14 @@ StatusOr<LossyResult> CompressLossyTensor(DType dtype, const char* base, const c
     Work w;
     w.ticker = &ticker;
     ticker.Phase(0, 0.05, 2);
-    DS_RETURN_IF_ERROR(Prepare(&w, dtype, base, finetune, rows, cols, stream, calib_diag, options, nullptr));
+    // A search on every s-th row leaves the whole tensor only its refit, which reads the residual a block
+    // at a time: a large one is not held then (LossyOptions::held_residual_bytes).
+    const uint32_t s = SearchRowStride(rows, cols, options);
+    DS_RETURN_IF_ERROR(Prepare(&w, dtype, base, finetune, rows, cols, stream, calib_diag, options, nullptr,
+                               /*hold=*/s <= 1));
     SetTarget(&w, options);
     std::optional<Candidate> best;
-    if (uint32_t s = SearchRowStride(rows, cols, options); s > 1) {
+    if (s > 1) {
       Work sub;
       sub.ticker = &ticker;
       std::string sub_base;

@@ -86,6 +86,14 @@ struct LossyOptions {
   std::function<bool(double fraction)> progress;
   // Measurements to reuse and extend (null: the call keeps its own).
   std::shared_ptr<LossyMeasurements> measurements;
+  // The largest residual (float32 bytes) that the whole-tensor refit of a large tensor (after a search on
+  // every s-th row) holds; a larger one is computed again from the tensor's bytes for each block a pass
+  // reads (the pair's bytes are held anyway). Time against memory only: the results are the same. The
+  // default holds 4096 x 4096 and recomputes 4096 x 11008, whose 172 MiB residual beside the pair's
+  // 172 MiB set a lossy job's peak. Recomputing costs most with a low-rank term (its rows of L are
+  // multiplied again each pass): one 4096 x 11008 bf16 tensor at 33x took 18.3 s against 13.7 s held
+  // (bench/lossy_memory, probes included), at 5.7x 30.5 s against 28.9 s.
+  uint64_t held_residual_bytes = uint64_t{64} << 20;
 };
 
 struct LossyTensorReport {

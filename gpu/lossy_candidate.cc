@@ -290,16 +290,15 @@ const torch::Tensor& CachedOrder(const Work& w, const LossyParams& p) {
 }
 
 // The kept elements of rows [r0, r0 + n), indices and rows counted from the block's start (scale
-// undefined: 1 for every element). A group mask with `source` on the CPU comes with its values and CSR
-// row starts instead of indices and scales (SelectFromOrder).
+// undefined: 1 for every element). A group mask with the block's rows of the source (`block`) on the CPU
+// comes with its values and CSR row starts instead of indices and scales (SelectFromOrder).
 Selection BlockSelection(const Work& w, const LossyParams& p, const std::vector<uint32_t>& positions,
-                         const torch::Tensor& source, uint32_t r0, uint32_t n) {
+                         const torch::Tensor& block, uint32_t r0, uint32_t n) {
   const int64_t begin = static_cast<int64_t>(r0) * p.cols, end = begin + static_cast<int64_t>(n) * p.cols;
   if (p.mask == MaskKind::kGroupK && p.group <= kMaxOrderedGroup) {
     const bool on_cpu =
-        source.device().is_cpu() && source.scalar_type() == torch::kFloat32 && source.is_contiguous();
-    return SelectFromOrder(p, CachedOrder(w, p).narrow(0, r0, n),
-                           on_cpu ? source.data_ptr<float>() + begin : nullptr);
+        block.device().is_cpu() && block.scalar_type() == torch::kFloat32 && block.is_contiguous();
+    return SelectFromOrder(p, CachedOrder(w, p).narrow(0, r0, n), on_cpu ? block.data_ptr<float>() : nullptr);
   }
   Selection s;
   if (p.mask == MaskKind::kPositions) {
@@ -314,16 +313,16 @@ Selection BlockSelection(const Work& w, const LossyParams& p, const std::vector<
   return SelectMaskRows(p, r0, n);
 }
 
-// The kept values of a block: the rows' elements of `source` (rows x cols) at `s`, unbiased.
-torch::Tensor BlockValues(const torch::Tensor& source, const Selection& s, uint32_t r0, uint32_t n) {
+// The kept values of a block: the elements of its rows of the source (`block`) at `s`, unbiased.
+torch::Tensor BlockValues(const torch::Tensor& block, const Selection& s) {
   if (s.values.defined()) return s.values;
-  auto values = source.narrow(0, r0, n).flatten().index_select(0, s.index);
+  auto values = block.flatten().index_select(0, s.index);
   return s.scale.defined() ? values * s.scale : values;
 }
 
 // How many elements p's mask keeps: a fixed count per row for group masks, else counted block by block.
 int64_t KeptCount(const Work& w, const LossyParams& p, const std::vector<uint32_t>& positions,
-                  const torch::Tensor& source) {
+                  const LowRank* lr) {
   int64_t count = 0;
   if (p.mask == MaskKind::kGroupK) {
     for (uint32_t start = 0; start < p.cols; start += p.group)
@@ -332,7 +331,8 @@ int64_t KeptCount(const Work& w, const LossyParams& p, const std::vector<uint32_
   }
   for (uint32_t r0 = 0, n = BlockRows(p.rows, p.cols); r0 < p.rows; r0 += n) {
     n = std::min(n, p.rows - r0);
-    count += BlockValues(source, BlockSelection(w, p, positions, source, r0, n), r0, n).numel();
+    torch::Tensor block = SourceRows(w, lr, r0, n);
+    count += BlockValues(block, BlockSelection(w, p, positions, block, r0, n)).numel();
   }
   return count;
 }
@@ -342,15 +342,15 @@ int64_t KeptCount(const Work& w, const LossyParams& p, const std::vector<uint32_
 // SharedRange gets their largest magnitude and every n-th of them (at most ~65536, mask order), the
 // same values as when they were gathered whole.
 std::optional<double> SharedRangeOverBlocks(const Work& w, const LossyParams& p,
-                                            const std::vector<uint32_t>& positions,
-                                            const torch::Tensor& source) {
-  const int64_t stride = std::max<int64_t>(1, KeptCount(w, p, positions, source) / 65536);
+                                            const std::vector<uint32_t>& positions, const LowRank* lr) {
+  const int64_t stride = std::max<int64_t>(1, KeptCount(w, p, positions, lr) / 65536);
   std::vector<torch::Tensor> sample;
   double max_abs = 0;
   int64_t seen = 0;  // kept values before the block
   for (uint32_t r0 = 0, n = BlockRows(p.rows, p.cols); r0 < p.rows; r0 += n) {
     n = std::min(n, p.rows - r0);
-    torch::Tensor values = BlockValues(source, BlockSelection(w, p, positions, source, r0, n), r0, n);
+    torch::Tensor block = SourceRows(w, lr, r0, n);
+    torch::Tensor values = BlockValues(block, BlockSelection(w, p, positions, block, r0, n));
     if (values.numel() == 0) continue;
     max_abs = std::max(max_abs, values.abs().max().item<double>());
     const int64_t first = (stride - seen % stride) % stride;  // the block's first sampled value
@@ -361,13 +361,13 @@ std::optional<double> SharedRangeOverBlocks(const Work& w, const LossyParams& p,
   return SharedRange(torch::cat(sample), max_abs, p.bits, w.bits_per_weight < 0.5);
 }
 
-// The sparse part's kept values of rows [r0, r0 + n) into t's codes (and row scales); returns the rows'
-// product S @ inputs.
-torch::Tensor BuildBlock(const Work& w, LossyTensor* t, const torch::Tensor& source, uint32_t r0, uint32_t n,
+// The sparse part's kept values of rows [r0, r0 + n) (`block`: those rows of the source) into t's codes
+// (and row scales); returns the rows' product S @ inputs.
+torch::Tensor BuildBlock(const Work& w, LossyTensor* t, const torch::Tensor& block, uint32_t r0, uint32_t n,
                          std::optional<double> shared_c) {
   const LossyParams& p = t->p;
-  Selection s = BlockSelection(w, p, t->positions, source, r0, n);
-  torch::Tensor values = BlockValues(source, s, r0, n), deq;
+  Selection s = BlockSelection(w, p, t->positions, block, r0, n);
+  torch::Tensor values = BlockValues(block, s), deq;
   s.values = torch::Tensor();
   s.scale = torch::Tensor();
   if (p.values == ValueKind::kF16) {
@@ -381,7 +381,7 @@ torch::Tensor BuildBlock(const Work& w, LossyTensor* t, const torch::Tensor& sou
   }
   values = torch::Tensor();
   // Kept elements come in row-major order, so they form a CSR matrix as they are.
-  auto opts = torch::TensorOptions().dtype(torch::kInt64).device(source.device());
+  auto opts = torch::TensorOptions().dtype(torch::kInt64).device(block.device());
   auto crow = s.crow.defined()
                   ? s.crow
                   : torch::cat({torch::zeros({1}, opts), torch::bincount(s.row, {}, n).cumsum(0)});
@@ -434,10 +434,9 @@ Candidate Build(const Work& w, LossyParams p, const std::vector<uint32_t>& posit
   c.t.positions = positions;
   if (lr && lr->rank > 0) SetLowRank(&c.t, *lr);
   const bool low_rank = lr != nullptr && c.t.p.rank > 0;  // SetLowRank above is what sets the rank
-  const torch::Tensor& source = low_rank ? lr->Res : w.R;
-  torch::Tensor SX;  // the sparse part S @ inputs
+  torch::Tensor SX;                                       // the sparse part S @ inputs
   if (p.values == ValueKind::kSign) {
-    auto flat = source.flatten();
+    auto flat = (low_rank ? lr->Res : HeldResidual(w)).flatten();
     auto codes = (flat >= 0).to(torch::kCPU).to(torch::kInt32).contiguous();
     c.t.codes.assign(codes.data_ptr<int32_t>(), codes.data_ptr<int32_t>() + codes.numel());
     c.t.p.sign_scale = flat.abs().mean().item<float>();
@@ -447,11 +446,11 @@ Candidate Build(const Work& w, LossyParams p, const std::vector<uint32_t>& posit
     // Row blocks (see kBlockElements), each a step of the work.
     std::optional<double> shared_c;
     if (p.values == ValueKind::kQuant && p.shared_scale)
-      shared_c = SharedRangeOverBlocks(w, p, positions, source);
+      shared_c = SharedRangeOverBlocks(w, p, positions, low_rank ? lr : nullptr);
     // The codes' final size where the mask fixes it: grown block by block, the vector's doublings held up
     // to three times the codes at once (200 MiB for a group that keeps everything on 4096 x 11008).
     if (p.mask == MaskKind::kGroupK) {
-      c.t.codes.reserve(static_cast<size_t>(KeptCount(w, p, positions, source)));
+      c.t.codes.reserve(static_cast<size_t>(KeptCount(w, p, positions, low_rank ? lr : nullptr)));
     } else if (p.mask == MaskKind::kPositions) {
       c.t.codes.reserve(positions.size());
     } else if (p.mask == MaskKind::kDense) {
@@ -460,7 +459,7 @@ Candidate Build(const Work& w, LossyParams p, const std::vector<uint32_t>& posit
     std::vector<torch::Tensor> parts;
     for (uint32_t r0 = 0, n = BlockRows(p.rows, p.cols); r0 < p.rows; r0 += n) {
       n = std::min(n, p.rows - r0);
-      parts.push_back(BuildBlock(w, &c.t, source, r0, n, shared_c));
+      parts.push_back(BuildBlock(w, &c.t, SourceRows(w, low_rank ? lr : nullptr, r0, n), r0, n, shared_c));
       Tick(w);
     }
     SX = torch::cat(parts);

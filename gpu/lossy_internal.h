@@ -3,6 +3,7 @@
 //   lossy_candidate.cc  building one candidate (mask, quantization, encoding, output error), budget fit
 //   lossy_lowrank.cc    the SVD of the residual and quantized low-rank terms
 //   lossy_search.cc     the methods: deltadq's search and the baselines
+//   lossy_residual.cc   the residual, held whole or computed a block at a time from the pair's bytes
 //   lossy.cc            the entry points: one tensor, or a tensor probed at several ratios
 #pragma once
 
@@ -65,7 +66,12 @@ class Ticker {
 struct Work {
   DType dtype;
   uint32_t rows, cols, stream;
-  torch::Tensor R, X, DX;          // residual (delta - lambda * base), inputs, delta @ inputs
+  // Residual (delta - lambda * base), inputs, delta @ inputs. The whole-tensor refit of a tensor over
+  // LossyOptions::held_residual_bytes does not hold R: each block a pass reads is computed again from the
+  // pair's bytes (pair_base, pair_finetune), which the caller holds anyway. See ResidualRows.
+  torch::Tensor R, X, DX;
+  const char* pair_base = nullptr;  // the pair's bytes, after PrepareFromBlocks
+  const char* pair_finetune = nullptr;
   double delta_norm = 0;           // ||delta||
   torch::Tensor RX;                // R @ inputs
   mutable torch::Tensor U, S, Vh;  // leading singular triplets of R, float64 (computed on first use)
@@ -95,8 +101,34 @@ struct LowRank {
   int64_t svd_width = 0;  // triplets of the SVD it came from (a wider one gives slightly other factors)
   std::vector<float> scale_a, scale_b;
   std::vector<int8_t> a, b;
-  torch::Tensor Res, LX;  // R - L (what the sparse part estimates), L @ inputs
+  // R - L (what the sparse part estimates) when the residual is held, L @ inputs, and the factors as
+  // float32 when it is not (R - L is then computed a block of rows at a time: SourceRows).
+  torch::Tensor Res, LX, A, B;
 };
+
+// Rows [r0, r0 + n) of w's residual (a view when it is held, else computed from the pair's bytes: the
+// same float operations as the held residual's, with the lambda the refit's Prepare found), and columns
+// [c0, c0 + n) likewise.
+torch::Tensor ResidualRows(const Work& w, int64_t r0, int64_t n);
+torch::Tensor ResidualCols(const Work& w, int64_t c0, int64_t n);
+// Rows [r0, r0 + n) of what a build estimates: w's residual, less the low-rank term when `lr` has one.
+torch::Tensor SourceRows(const Work& w, const LowRank* lr, int64_t r0, int64_t n);
+// w's residual, held whole (estimators that read it whole: top-k, sign; std::logic_error when not held).
+const torch::Tensor& HeldResidual(const Work& w);
+// w's residual whole: the held one, or a copy computed from the bytes (an exact SVD of a narrow tensor,
+// mu's fit).
+torch::Tensor WholeResidual(const Work& w);
+// The residual's standard deviation and largest magnitude (torch's whole-tensor reductions when held,
+// else float64 sums over blocks).
+struct ResidualSpread {
+  double sigma = 0, max_abs = 0;
+};
+ResidualSpread Spread(const Work& w);
+// Fills w's base shift, delta norm and products (DX, RX) a block of rows at a time from the pair's bytes,
+// without holding the residual (R stays undefined; w's rows, cols, dtype, options and inputs X are set).
+Status PrepareFromBlocks(Work* w, const char* base, const char* finetune);
+// ||F - rebuilt|| and (F - rebuilt) @ X, a block of rows at a time, from the tensor's bytes.
+std::pair<double, torch::Tensor> ErrorOverBlocks(const Work& w, const char* finetune, const char* rebuilt);
 
 struct Candidate {
   LossyTensor t;  // its codes released once the chunk is encoded (see EncodeCandidate)

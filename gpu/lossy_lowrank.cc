@@ -9,34 +9,35 @@ namespace deltastore::lossy_detail {
 
 namespace {
 
-// f(block) over blocks of the float32 residual R converted to float64, ~1M elements at a time along `dim`
+// f(block) over blocks of w's float32 residual R converted to float64, ~1M elements at a time along `dim`
 // (a whole float64 copy of a 4096 x 11008 residual is 344 MiB), the results concatenated along `out_dim`.
 // The products below split only dimensions they do not sum over, so each output element is the same dot
 // product as with R converted whole.
-torch::Tensor OverBlocks(const torch::Tensor& R, int64_t dim, int64_t out_dim,
+torch::Tensor OverBlocks(const Work& w, int64_t dim, int64_t out_dim,
                          const std::function<torch::Tensor(const torch::Tensor&)>& f) {
-  const auto len = static_cast<uint32_t>(R.size(dim)), other = static_cast<uint32_t>(R.size(1 - dim));
+  const uint32_t len = dim == 0 ? w.rows : w.cols, other = dim == 0 ? w.cols : w.rows;
   const int64_t step = BlockRows(len, other);
   std::vector<torch::Tensor> parts;
   for (int64_t i = 0; i < len; i += step) {
-    parts.push_back(f(R.narrow(dim, i, std::min<int64_t>(step, len - i)).to(torch::kFloat64)));
+    const int64_t n = std::min<int64_t>(step, len - i);
+    parts.push_back(f((dim == 0 ? ResidualRows(w, i, n) : ResidualCols(w, i, n)).to(torch::kFloat64)));
   }
   return torch::cat(parts, out_dim);
 }
 
 // R @ M (M: cols x c), by blocks of R's rows.
-torch::Tensor RTimes(const torch::Tensor& R, const torch::Tensor& M) {
-  return OverBlocks(R, 0, 0, [&](const torch::Tensor& b) { return b.matmul(M); });
+torch::Tensor RTimes(const Work& w, const torch::Tensor& M) {
+  return OverBlocks(w, 0, 0, [&](const torch::Tensor& b) { return b.matmul(M); });
 }
 
 // R^T @ Q (Q: rows x c), by blocks of R's columns.
-torch::Tensor RtTimes(const torch::Tensor& R, const torch::Tensor& Q) {
-  return OverBlocks(R, 1, 0, [&](const torch::Tensor& b) { return b.t().matmul(Q); });
+torch::Tensor RtTimes(const Work& w, const torch::Tensor& Q) {
+  return OverBlocks(w, 1, 0, [&](const torch::Tensor& b) { return b.t().matmul(Q); });
 }
 
 // Q^T @ R (Q: rows x c), by blocks of R's columns.
-torch::Tensor QtTimesR(const torch::Tensor& Q, const torch::Tensor& R) {
-  return OverBlocks(R, 1, 1, [&](const torch::Tensor& b) { return Q.t().matmul(b); });
+torch::Tensor QtTimesR(const torch::Tensor& Q, const Work& w) {
+  return OverBlocks(w, 1, 1, [&](const torch::Tensor& b) { return Q.t().matmul(b); });
 }
 
 }  // namespace
@@ -49,23 +50,22 @@ void EnsureSvd(const Work& w, int64_t k) {
   if (w.S.defined() && w.S.size(0) >= std::min(k, full)) return;
   // The rank sweep asks for growing k: compute ahead, at least doubling, so a sweep costs a few SVDs.
   k = std::min<int64_t>(std::max<int64_t>({k, 16, w.S.defined() ? 2 * w.S.size(0) : 0}), kMaxLossyRank);
-  const torch::Tensor& R = w.R;
   if (k + 8 >= full / 2) {
-    auto [U, S, Vh] = torch::linalg_svd(R.to(torch::kFloat64), /*full_matrices=*/false);
+    auto [U, S, Vh] = torch::linalg_svd(WholeResidual(w).to(torch::kFloat64), /*full_matrices=*/false);
     w.U = U, w.S = S, w.Vh = Vh;
     return;
   }
   auto gen =
       at::detail::createCPUGenerator(w.opt->seed ^ 0x53564400ull ^ (static_cast<uint64_t>(w.stream) << 20));
-  auto G = at::normal(0.0, 1.0, {n, k + 8}, gen).to(torch::kFloat64).to(R.device());
-  auto Q = std::get<0>(torch::linalg_qr(RTimes(R, G)));
+  auto G = at::normal(0.0, 1.0, {n, k + 8}, gen).to(torch::kFloat64).to(TorchDevice());
+  auto Q = std::get<0>(torch::linalg_qr(RTimes(w, G)));
   Tick(w);
   for (int i = 0; i < 2; ++i) {
-    Q = std::get<0>(torch::linalg_qr(RtTimes(R, Q)));
-    Q = std::get<0>(torch::linalg_qr(RTimes(R, Q)));
+    Q = std::get<0>(torch::linalg_qr(RtTimes(w, Q)));
+    Q = std::get<0>(torch::linalg_qr(RTimes(w, Q)));
     Tick(w);
   }
-  auto [Ub, S, Vh] = torch::linalg_svd(QtTimesR(Q, R), /*full_matrices=*/false);
+  auto [Ub, S, Vh] = torch::linalg_svd(QtTimesR(Q, w), /*full_matrices=*/false);
   k = std::min<int64_t>(k, S.size(0));
   w.U = Q.matmul(Ub).narrow(1, 0, k), w.S = S.narrow(0, 0, k), w.Vh = Vh.narrow(0, 0, k);
 }
@@ -107,8 +107,17 @@ LowRank MakeLowRank(const Work& w, int rank, int bits, torch::Tensor* residual) 
   t.p.cols = w.cols;
   SetLowRank(&t, lr);
   // L = A B a block of rows at a time (the same dot products as whole): its product with the inputs, and
-  // Res = R - L, in R's place when the caller gives R up.
+  // Res = R - L, in R's place when the caller gives R up. A residual not held keeps A and B instead:
+  // builds compute R - L a block at a time (SourceRows).
   auto [A, B] = LowRankFactorTensors(t);
+  if (!w.R.defined()) {
+    std::vector<torch::Tensor> lx;
+    for (int64_t r = 0, step = BlockRows(w.rows, w.cols); r < w.rows; r += step) {
+      lx.push_back(A.narrow(0, r, std::min<int64_t>(step, w.rows - r)).matmul(B).matmul(w.X));
+    }
+    lr.LX = torch::cat(lx, 0), lr.A = A, lr.B = B;
+    return lr;
+  }
   const bool in_place = residual != nullptr;
   torch::Tensor R = w.R;  // a handle
   if (in_place) *residual = torch::Tensor();

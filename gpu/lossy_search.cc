@@ -13,7 +13,8 @@ namespace {
 // is built a block of rows at a time (the same codes and products as whole; on a 4096 x 11008 tensor the
 // whole-tensor temporaries took 1 GiB).
 std::optional<Candidate> Ecsq(const Work& w) {
-  const double sigma = w.R.std().item<double>();
+  const ResidualSpread spread = Spread(w);
+  const double sigma = spread.sigma;
   if (!(sigma > 0)) return std::nullopt;
   auto make = [&](int step_index) {
     // steps on a geometric grid: sigma * 2^(-step_index / 8) from 16 sigma down to sigma / 2^12
@@ -31,7 +32,7 @@ std::optional<Candidate> Ecsq(const Work& w) {
     std::vector<torch::Tensor> cx;  // the estimate's rows @ inputs
     for (uint32_t r0 = 0, n = BlockRows(w.rows, w.cols); r0 < w.rows; r0 += n) {
       n = std::min(n, w.rows - r0);
-      auto q = torch::round((w.R.narrow(0, r0, n) - zero) / st).clamp(0, 255);
+      auto q = torch::round((ResidualRows(w, r0, n) - zero) / st).clamp(0, 255);
       auto codes = q.to(torch::kCPU).to(torch::kInt32).contiguous();
       c.t.codes.insert(c.t.codes.end(), codes.data_ptr<int32_t>(), codes.data_ptr<int32_t>() + codes.numel());
       cx.push_back(q.mul_(st).add_(zero).matmul(w.X));
@@ -44,8 +45,7 @@ std::optional<Candidate> Ecsq(const Work& w) {
     return c;
   };
   // Finer steps than max|R| / 127 saturate the codes, and sizes shrink again: the search stops there.
-  const double maxabs = std::max(w.R.max().item<double>(), -w.R.min().item<double>());
-  const int finest = static_cast<int>(std::floor(8.0 * std::log2(16.0 * sigma * 127.0 / maxabs)));
+  const int finest = static_cast<int>(std::floor(8.0 * std::log2(16.0 * sigma * 127.0 / spread.max_abs)));
   return FitBudget(w, 0, std::clamp(finest, 0, 16 * 8), make, "ecsq");
 }
 
@@ -219,7 +219,8 @@ std::optional<Candidate> RunBitDelta(const Work& w) {
 }
 
 std::optional<Candidate> RunTopK8(const Work& w) {
-  auto order = std::get<1>(w.R.flatten().abs().sort(/*stable=*/true, /*dim=*/0, /*descending=*/true));
+  auto order =
+      std::get<1>(HeldResidual(w).flatten().abs().sort(/*stable=*/true, /*dim=*/0, /*descending=*/true));
   std::vector<int64_t> ranked = ToVector(order);
   LossyParams p = BaseParams(w);
   p.mask = MaskKind::kPositions;

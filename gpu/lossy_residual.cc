@@ -1,0 +1,160 @@
+// The residual R = (F - B) - lambda * B of a tensor: held whole, or, for a large tensor's whole-tensor
+// refit, computed again from the pair's bytes for each block a pass reads (see Work::R).
+#include <algorithm>
+#include <cmath>
+#include <stdexcept>
+#include <utility>
+#include <vector>
+
+#include "gpu/lossy_internal.h"
+
+namespace deltastore::lossy_detail {
+namespace {
+
+// Rows [r0, r0 + n) of two tensors' bytes (`a` and `b`, w's dtype and shape) as float32, in one tensor
+// (2 x n x cols) on the compute device. One allocation, not two: a block pair is over the allocator's mmap
+// threshold (6 MiB, common/allocator.h) and goes back to the system when freed. Two 4 MiB blocks came from
+// the heap, where the small tensors allocated between them kept their space from being reused (64-byte
+// aligned requests did not fit the holes exactly their size): the RSS grew by about 4 MiB a block, 210 MiB
+// over the two passes of PrepareFromBlocks on 4096 x 11008.
+torch::Tensor LoadRowsOf(const Work& w, const char* a, const char* b, int64_t r0, int64_t n) {
+  auto t = torch::empty({2, n, static_cast<int64_t>(w.cols)}, torch::kFloat32);
+  const uint64_t row_bytes = static_cast<uint64_t>(w.cols) * DTypeSize(w.dtype);
+  const size_t count = static_cast<size_t>(n) * w.cols;
+  ToFloat32(w.dtype, a + r0 * row_bytes, count, t.data_ptr<float>());
+  ToFloat32(w.dtype, b + r0 * row_bytes, count, t.data_ptr<float>() + count);
+  return t.to(TorchDevice());
+}
+
+torch::Tensor LoadPairRows(const Work& w, int64_t r0, int64_t n) {
+  return LoadRowsOf(w, w.pair_base, w.pair_finetune, r0, n);
+}
+
+// Columns [c0, c0 + n) of the pair's bytes, likewise (2 x rows x n).
+torch::Tensor LoadPairCols(const Work& w, int64_t c0, int64_t n) {
+  auto t = torch::empty({2, static_cast<int64_t>(w.rows), n}, torch::kFloat32);
+  const size_t es = DTypeSize(w.dtype);
+  float* out = t.data_ptr<float>();
+  for (const char* data : {w.pair_base, w.pair_finetune}) {
+    for (uint32_t r = 0; r < w.rows; ++r, out += n) {
+      ToFloat32(w.dtype, data + (static_cast<uint64_t>(r) * w.cols + c0) * es, static_cast<size_t>(n), out);
+    }
+  }
+  return t.to(TorchDevice());
+}
+
+// D - lambda * B from a loaded pair (B, F): D = F - B computed in F's place, R in B's, the float operations
+// of the held residual (Prepare) in their order.
+torch::Tensor Combine(const torch::Tensor& pair, float lambda) {
+  torch::Tensor B = pair[0], F = pair[1];
+  F.sub_(B);
+  return B.mul_(-lambda).add_(F);
+}
+
+}  // namespace
+
+torch::Tensor ResidualRows(const Work& w, int64_t r0, int64_t n) {
+  if (w.R.defined()) return w.R.narrow(0, r0, n);
+  return Combine(LoadPairRows(w, r0, n), w.lambda);
+}
+
+torch::Tensor ResidualCols(const Work& w, int64_t c0, int64_t n) {
+  if (w.R.defined()) return w.R.narrow(1, c0, n);
+  return Combine(LoadPairCols(w, c0, n), w.lambda);
+}
+
+torch::Tensor SourceRows(const Work& w, const LowRank* lr, int64_t r0, int64_t n) {
+  if (lr == nullptr || lr->rank == 0) return ResidualRows(w, r0, n);
+  if (lr->Res.defined()) return lr->Res.narrow(0, r0, n);
+  // R - L as MakeLowRank computes it in R's place (the same rows of A times B), L in the finetune's
+  // storage once R is made (a 4 MiB block of its own fragmented the heap as the pair's did).
+  torch::Tensor pair = LoadPairRows(w, r0, n), L = pair[1];
+  torch::Tensor R = Combine(pair, w.lambda);
+  at::matmul_out(L, lr->A.narrow(0, r0, n), lr->B);
+  return R.sub_(L);
+}
+
+const torch::Tensor& HeldResidual(const Work& w) {
+  if (!w.R.defined()) throw std::logic_error("this estimator needs the residual held whole");
+  return w.R;
+}
+
+torch::Tensor WholeResidual(const Work& w) {
+  if (w.R.defined()) return w.R;
+  auto R = torch::empty({w.rows, w.cols}, torch::TensorOptions().device(TorchDevice()));
+  for (int64_t r = 0, step = BlockRows(w.rows, w.cols); r < w.rows; r += step) {
+    const int64_t n = std::min<int64_t>(step, w.rows - r);
+    R.narrow(0, r, n).copy_(ResidualRows(w, r, n));
+  }
+  return R;
+}
+
+ResidualSpread Spread(const Work& w) {
+  if (w.R.defined()) {
+    return {w.R.std().item<double>(), std::max(w.R.max().item<double>(), -w.R.min().item<double>())};
+  }
+  // Two passes in float64: the mean, then the squared deviations (as torch's std of a whole tensor).
+  const int64_t step = BlockRows(w.rows, w.cols);
+  double sum = 0, maxabs = 0;
+  for (int64_t r = 0; r < w.rows; r += step) {
+    auto R = ResidualRows(w, r, std::min<int64_t>(step, w.rows - r));
+    sum += R.sum(torch::kFloat64).item<double>();
+    maxabs = std::max(maxabs, R.abs().max().item<double>());
+  }
+  const double count = static_cast<double>(w.rows) * w.cols, mean = sum / count;
+  double squares = 0;
+  for (int64_t r = 0; r < w.rows; r += step) {
+    auto R = ResidualRows(w, r, std::min<int64_t>(step, w.rows - r)).to(torch::kFloat64);
+    squares += R.sub_(mean).square_().sum().item<double>();
+  }
+  return {count > 1 ? std::sqrt(squares / (count - 1)) : 0.0, maxabs};
+}
+
+Status PrepareFromBlocks(Work* w, const char* base, const char* finetune) {
+  w->pair_base = base, w->pair_finetune = finetune;
+  const int64_t step = BlockRows(w->rows, w->cols);
+  // The base shift's products and the delta's norm, summed in float64 a block at a time; D @ X by rows.
+  double db = 0, bb = 0, dd = 0;
+  std::vector<torch::Tensor> dx;
+  for (int64_t r = 0; r < w->rows; r += step) {
+    const int64_t n = std::min<int64_t>(step, w->rows - r);
+    torch::Tensor pair = LoadPairRows(*w, r, n);
+    if (!torch::isfinite(pair).all().item<bool>()) {
+      return NonfiniteWeights("tensor holds NaN or Inf weights; lossy mode needs finite weights");
+    }
+    torch::Tensor B = pair[0], D = pair[1];
+    D.sub_(B);
+    dx.push_back(D.matmul(w->X));
+    auto B64 = B.to(torch::kFloat64), D64 = D.to(torch::kFloat64);
+    db += (D64 * B64).sum().item<double>();
+    bb += (B64 * B64).sum().item<double>();
+    dd += (D64 * D64).sum().item<double>();
+    Tick(*w);
+  }
+  w->DX = torch::cat(dx, 0);
+  w->delta_norm = std::sqrt(dd);
+  if (w->opt->dbms) w->lambda = bb > 0 ? static_cast<float>(db / bb) : 0.0f;
+  std::vector<torch::Tensor> rx;
+  for (int64_t r = 0; r < w->rows; r += step) {
+    rx.push_back(ResidualRows(*w, r, std::min<int64_t>(step, w->rows - r)).matmul(w->X));
+    Tick(*w);
+  }
+  w->RX = torch::cat(rx, 0);
+  return OkStatus();
+}
+
+std::pair<double, torch::Tensor> ErrorOverBlocks(const Work& w, const char* finetune, const char* rebuilt) {
+  const int64_t step = BlockRows(w.rows, w.cols);
+  double squares = 0;
+  std::vector<torch::Tensor> ex;
+  for (int64_t r = 0; r < w.rows; r += step) {
+    const int64_t n = std::min<int64_t>(step, w.rows - r);
+    torch::Tensor two = LoadRowsOf(w, finetune, rebuilt, r, n);
+    torch::Tensor err = two[0].sub_(two[1]);
+    squares += err.to(torch::kFloat64).square_().sum().item<double>();
+    ex.push_back(err.matmul(w.X));
+  }
+  return {std::sqrt(squares), torch::cat(ex, 0)};
+}
+
+}  // namespace deltastore::lossy_detail
