@@ -7,6 +7,7 @@
 #include <cstring>
 #include <memory>
 #include <numeric>
+#include <utility>
 
 #include "codec/chunk_codec.h"
 #include "codec/philox.h"
@@ -282,7 +283,10 @@ void AddLowRank(const LossyTensor& t, float* c) {
 // ---------------------------------------------------------------------------------------------------
 // Encoding
 
-std::string EncodeLossyChunk(DType dtype, const LossyTensor& t) {
+namespace {
+
+// EncodeLossyChunk; with `release` (t's own codes), the codes are freed once packed.
+std::string Encode(DType dtype, const LossyTensor& t, std::vector<uint16_t>* release) {
   const LossyParams& p = t.p;
   std::string out = ChunkHeader(CodecId::kLossy, kChunkFlagDelta, dtype,
                                 static_cast<uint64_t>(p.rows) * p.cols * DTypeSize(dtype));
@@ -340,6 +344,7 @@ std::string EncodeLossyChunk(DType dtype, const LossyTensor& t) {
     shift -= w;
     pieces.push_back(PackBits(t.codes, shift, w));
   }
+  if (release != nullptr) std::vector<uint16_t>().swap(*release);
   if (p.rank > 0) {
     std::string scales;
     for (uint32_t k = 0; k < p.rank; ++k) {
@@ -352,12 +357,25 @@ std::string EncodeLossyChunk(DType dtype, const LossyTensor& t) {
   }
   if (v2) {
     std::string body;
-    for (const auto& piece : pieces) body += piece;
+    size_t size = 0;
+    for (const auto& piece : pieces) size += piece.size();
+    body.reserve(size);
+    for (auto& piece : pieces) body += std::exchange(piece, std::string());  // each freed once copied
     AppendSection(&out, body);
   } else {
     for (const auto& piece : pieces) AppendSection(&out, piece);
   }
   return out;
+}
+
+}  // namespace
+
+std::string EncodeLossyChunk(DType dtype, const LossyTensor& t) {
+  return Encode(dtype, t, nullptr);
+}
+
+std::string EncodeLossyChunkReleasingCodes(DType dtype, LossyTensor* t) {
+  return Encode(dtype, *t, &t->codes);
 }
 
 namespace {

@@ -471,9 +471,8 @@ Candidate Build(const Work& w, LossyParams p, const std::vector<uint32_t>& posit
 }
 
 void EncodeCandidate(const Work& w, Candidate* c) {
-  c->chunk = EncodeLossyChunk(w.dtype, c->t);
   c->kept = c->t.codes.size();
-  if (!w.opt->fit_mu) std::vector<uint16_t>().swap(c->t.codes);
+  c->chunk = w.opt->fit_mu ? EncodeLossyChunk(w.dtype, c->t) : EncodeLossyChunkReleasingCodes(w.dtype, &c->t);
 }
 
 // Largest integer parameter in [lo, hi] whose candidate fits the budget (sizes grow with it). When

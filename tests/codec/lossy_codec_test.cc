@@ -198,6 +198,17 @@ TEST(LossyCodecV2Test, DecodeFollowsTheFormulaExactly) {
   EXPECT_EQ(*generic, out);
 }
 
+TEST(LossyCodecV2Test, EncodingThatReleasesTheCodesWritesTheSameBytes) {
+  for (auto [shared, rank] : {std::pair<bool, uint16_t>{false, 0}, {true, 0}, {false, 2}, {true, 2}}) {
+    LossyTensor t = MakeTensor(6, 10, shared, rank);
+    const std::string chunk = EncodeLossyChunk(DType::kF32, t);
+    ASSERT_FALSE(t.codes.empty());
+    EXPECT_EQ(EncodeLossyChunkReleasingCodes(DType::kF32, &t), chunk) << shared << " " << rank;
+    EXPECT_TRUE(t.codes.empty());
+    EXPECT_EQ(t.codes.capacity(), 0u);
+  }
+}
+
 TEST(LossyCodecV2Test, WriterUsesVersion1UnlessAVersion2FeatureIsUsed) {
   auto version = [](const LossyTensor& t) {
     return static_cast<int>(static_cast<uint8_t>(EncodeLossyChunk(DType::kF32, t)[kVersionAt]));
