@@ -72,9 +72,10 @@ struct Work {
   torch::Tensor R, X, DX;
   const char* pair_base = nullptr;  // the pair's bytes, after PrepareFromBlocks
   const char* pair_finetune = nullptr;
-  double delta_norm = 0;           // ||delta||
-  torch::Tensor RX;                // R @ inputs
-  mutable torch::Tensor U, S, Vh;  // leading singular triplets of R, float64 (computed on first use)
+  mutable torch::Tensor block_scratch;  // a row block of the pair as float32 (lossy_residual.cc)
+  double delta_norm = 0;                // ||delta||
+  torch::Tensor RX;                     // R @ inputs
+  mutable torch::Tensor U, S, Vh;       // leading singular triplets of R, float64 (computed on first use)
   mutable MaskCache masks;
   // Chunk size and output error of the candidates built so far (see FitBudget): the options' measurements
   // of this tensor, else the call's own.
@@ -107,8 +108,8 @@ struct LowRank {
 };
 
 // Rows [r0, r0 + n) of w's residual (a view when it is held, else computed from the pair's bytes: the
-// same float operations as the held residual's, with the lambda the refit's Prepare found), and columns
-// [c0, c0 + n) likewise.
+// same float operations as the held residual's, with the lambda the refit's Prepare found, in w's block
+// scratch, valid until the next such call), and columns [c0, c0 + n) likewise (a tensor of their own).
 torch::Tensor ResidualRows(const Work& w, int64_t r0, int64_t n);
 torch::Tensor ResidualCols(const Work& w, int64_t c0, int64_t n);
 // Rows [r0, r0 + n) of what a build estimates: w's residual, less the low-rank term when `lr` has one.

@@ -11,18 +11,24 @@
 namespace deltastore::lossy_detail {
 namespace {
 
-// Rows [r0, r0 + n) of two tensors' bytes (`a` and `b`, w's dtype and shape) as float32, in one tensor
-// (2 x n x cols) on the compute device. One allocation, not two: a block pair is over the allocator's mmap
-// threshold (6 MiB, common/allocator.h) and goes back to the system when freed. Two 4 MiB blocks came from
-// the heap, where the small tensors allocated between them kept their space from being reused (64-byte
-// aligned requests did not fit the holes exactly their size): the RSS grew by about 4 MiB a block, 210 MiB
-// over the two passes of PrepareFromBlocks on 4096 x 11008.
+// Rows [r0, r0 + n) of two tensors' bytes (`a` and `b`, w's dtype and shape) as float32, as the two
+// halves of w's block scratch (2 x rows-per-block x cols, or n rows, made on first use): valid until the
+// next call.
+// One buffer for every block: a pair of 4 MiB blocks each time left the heap growing by about 4 MiB a
+// block (the small tensors allocated between them kept their space from being reused), 210 MiB over the
+// two passes of PrepareFromBlocks on 4096 x 11008; one 8 MiB allocation a block (mapped, over the
+// allocator's threshold) had one such tensor at 128x take 17.4 s against 13.8 s with this buffer
+// (bench/lossy_memory, probes included).
 torch::Tensor LoadRowsOf(const Work& w, const char* a, const char* b, int64_t r0, int64_t n) {
-  auto t = torch::empty({2, n, static_cast<int64_t>(w.cols)}, torch::kFloat32);
+  if (!w.block_scratch.defined() || w.block_scratch.size(1) < n) {
+    const int64_t rows = std::max<int64_t>(n, BlockRows(w.rows, w.cols));
+    w.block_scratch = torch::empty({2, rows, static_cast<int64_t>(w.cols)}, torch::kFloat32);
+  }
+  torch::Tensor t = w.block_scratch.narrow(1, 0, n);
   const uint64_t row_bytes = static_cast<uint64_t>(w.cols) * DTypeSize(w.dtype);
   const size_t count = static_cast<size_t>(n) * w.cols;
-  ToFloat32(w.dtype, a + r0 * row_bytes, count, t.data_ptr<float>());
-  ToFloat32(w.dtype, b + r0 * row_bytes, count, t.data_ptr<float>() + count);
+  ToFloat32(w.dtype, a + r0 * row_bytes, count, w.block_scratch[0].data_ptr<float>());
+  ToFloat32(w.dtype, b + r0 * row_bytes, count, w.block_scratch[1].data_ptr<float>());
   return t.to(TorchDevice());
 }
 
