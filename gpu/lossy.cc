@@ -36,10 +36,6 @@ Status Validate(DType dtype, uint32_t rows, uint32_t cols, const LossyOptions& o
   return OkStatus();
 }
 
-Status Nonfinite() {
-  return NonfiniteWeights("tensor holds NaN or Inf weights; lossy mode needs finite weights");
-}
-
 // Whether every element of `t` is finite, checked a block of rows at a time (isfinite's temporaries are
 // a float32 and a bool tensor of the input's size).
 bool AllFinite(const torch::Tensor& t) {
