@@ -482,8 +482,12 @@ void EncodeCandidate(const Work& w, Candidate* c) {
 // With a `key` (the candidate family: a pure function of it and the parameter), sizes and errors
 // already measured for this tensor (by a probe at another ratio, or by the rate allocation's probes:
 // LossyMeasurements) are reused, and only the answer is built again when it came from there.
+// With a `hint` (the answer on a subsample of the rows), the bracket is found by stepping 1, 2, 4, ...
+// away from it instead of from lo and hi: the same answer while sizes grow with the parameter, in 2
+// builds when the hint is right, and the hi candidate (a whole tensor of codes) only when the answer is
+// near it.
 std::optional<Candidate> FitBudget(const Work& w, int lo, int hi, const std::function<Candidate(int)>& make,
-                                   const std::string& key) {
+                                   const std::string& key, std::optional<int> hint) {
   struct Point {
     int x = 0;
     double size = 0, error = 0;
@@ -511,13 +515,41 @@ std::optional<Candidate> FitBudget(const Work& w, int lo, int hi, const std::fun
     pt.full->fits = pt.fits;
     return std::move(pt.full);
   };
-  Point best = eval(lo);
-  if (!best.fits || lo == hi) return done(std::move(best));
-  Point top = eval(hi);
-  if (top.fits) return done(std::move(top));
-  top.full.reset();    // never the answer: only its size is needed (a candidate can be a copy of the tensor)
-  int a = lo, b = hi;  // a fits, b does not
-  double sa = best.size, sb = top.size;
+  Point best;        // the largest parameter known to fit
+  int a = 0, b = 0;  // a fits, b does not
+  double sa = 0, sb = 0;
+  if (hint) {
+    Point h = eval(std::clamp(*hint, lo, hi));
+    if (h.fits) {
+      a = h.x, sa = h.size, best = std::move(h);
+      for (int step = 1;; step *= 2) {
+        if (a == hi) return done(std::move(best));
+        Point c = eval(std::min(hi, a + step));
+        if (!c.fits) {
+          b = c.x, sb = c.size;
+          break;
+        }
+        a = c.x, sa = c.size, best = std::move(c);
+      }
+    } else {
+      b = h.x, sb = h.size;
+      for (int step = 1;; step *= 2) {
+        if (b == lo) return done(std::move(h));
+        Point c = eval(std::max(lo, b - step));
+        if (c.fits) {
+          a = c.x, sa = c.size, best = std::move(c);
+          break;
+        }
+        b = c.x, sb = c.size, h = std::move(c);
+      }
+    }
+  } else {
+    best = eval(lo);
+    if (!best.fits || lo == hi) return done(std::move(best));
+    Point top = eval(hi);
+    if (top.fits) return done(std::move(top));
+    a = lo, sa = best.size, b = hi, sb = top.size;
+  }
   bool neighbour = false, last_fit = false;
   for (int builds = 0; b - a > 1; ++builds) {
     int x = a + (b - a) / 2;  // bisection after 6 builds, or when sizes do not grow

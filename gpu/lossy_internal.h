@@ -168,7 +168,7 @@ Candidate Build(const Work& w, LossyParams p, const std::vector<uint32_t>& posit
 void EncodeCandidate(const Work& w, Candidate* c);
 // Largest integer parameter in [lo, hi] whose candidate fits the budget (see lossy_candidate.cc).
 std::optional<Candidate> FitBudget(const Work& w, int lo, int hi, const std::function<Candidate(int)>& make,
-                                   const std::string& key = {});
+                                   const std::string& key = {}, std::optional<int> hint = std::nullopt);
 // Prefers candidates within the budget, then the lower output error; over-budget ones by size.
 std::optional<Candidate> Better(std::optional<Candidate> a, std::optional<Candidate> b);
 

@@ -49,8 +49,10 @@ std::optional<Candidate> Ecsq(const Work& w) {
   return FitBudget(w, 0, std::clamp(finest, 0, 16 * 8), make, "ecsq");
 }
 
-// Group k-of-g dropout with b-bit values, k the largest that fits (or the caller's), of R - L.
-std::optional<Candidate> GroupDropout(const Work& w, int b, int g, bool shared, const LowRank* lr) {
+// Group k-of-g dropout with b-bit values, k the largest that fits (or the caller's), of R - L; the fit
+// starts from `hint` when given (see FitBudget).
+std::optional<Candidate> GroupDropout(const Work& w, int b, int g, bool shared, const LowRank* lr,
+                                      std::optional<int> hint = std::nullopt) {
   const LossyOptions& o = *w.opt;
   int gg = std::min<int>(g, static_cast<int>(w.cols));
   LossyParams p = BaseParams(w);
@@ -70,7 +72,7 @@ std::optional<Candidate> GroupDropout(const Work& w, int b, int g, bool shared, 
     const std::string key = "dropout b" + std::to_string(b) + " g" + std::to_string(gg) +
                             (shared ? " shared" : " rows") + (w.bits_per_weight < 0.5 ? " clip" : "") + " r" +
                             std::to_string(lr ? lr->rank : 0) + "/" + std::to_string(lr ? lr->svd_width : 0);
-    return FitBudget(w, 1, gg, make, key);
+    return FitBudget(w, 1, gg, make, key, hint);
   }
   Candidate c = make(std::min(o.keep, gg));
   c.fits = true;  // explicit parameters: the caller chose the size
@@ -279,7 +281,8 @@ std::optional<Candidate> RefitOnWhole(Work* w, const Candidate& choice, const st
   if (p.mask == MaskKind::kDense) return Tagged(Ecsq(*w), why + "; step fitted on the whole tensor");
   LowRank lr;
   if (p.rank > 0) lr = MakeLowRank(*w, p.rank, kFactorBits, last_use ? &w->R : nullptr);
-  return Tagged(GroupDropout(*w, p.bits, p.group, p.shared_scale, &lr),
+  // The subsample's k is the fit's starting point: each row has the same share of the budget.
+  return Tagged(GroupDropout(*w, p.bits, p.group, p.shared_scale, &lr, p.keep),
                 why + "; k fitted on the whole tensor");
 }
 
