@@ -166,6 +166,7 @@ def main():
             c0 = cpu_seconds(pid)
             base = {"model": "big", "version": versions["base"]} if name == "finetune" else None
             phase_rss = {}
+            rss_before = rss(pid)
             job, t, gap, _ = create(s, srv.url, "big", doc["id"], base, pol, pid, phase_rss)
             versions[name] = job["version"]
             v = s.get(f"{srv.url}/v1/models/big/versions/{job['version']}", timeout=60).json()
@@ -178,6 +179,7 @@ def main():
             peak = srv.peak_rss()
             if torch_rss and name == "finetune":
                 note += f"; peak beyond the compute library's footprint {(peak - torch_rss) / MiB:.0f} MiB"
+            note += f"; server RSS when the job began {rss_before / MiB:.0f} MiB"
             note += "; largest RSS sampled per phase: " + ", ".join(
                 f"{k} {v / MiB:.0f} MiB" for k, v in phase_rss.items())
             row(f"create {name} version", t, peak, note)
