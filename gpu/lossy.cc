@@ -371,6 +371,7 @@ StatusOr<std::vector<LossyProbe>> ProbeLossyTensor(DType dtype, const char* base
       }
       DS_RETURN_IF_ERROR(PrepareSubsample(&sub, dtype, base, finetune, rows, cols, stream, s, calib_diag,
                                           options, &sub_base, &sub_F));
+      if (options.inputs_read) options.inputs_read();
     } else {
       DS_RETURN_IF_ERROR(Prepare(&w, dtype, base, finetune, rows, cols, stream, calib_diag, options, &F));
     }

@@ -86,6 +86,9 @@ struct LossyOptions {
   std::function<bool(double fraction)> progress;
   // Measurements to reuse and extend (null: the call keeps its own).
   std::shared_ptr<LossyMeasurements> measurements;
+  // Called by ProbeLossyTensor once it reads the tensor's bytes no more (a tensor probed on every s-th
+  // row, after its rows are copied): the caller may free them then. Not called otherwise.
+  std::function<void()> inputs_read;
   // The largest residual (float32 bytes) that the whole-tensor refit of a large tensor (after a search on
   // every s-th row) holds; a larger one is computed again from the tensor's bytes for each block a pass
   // reads (the pair's bytes are held anyway). Time against memory only: the results are the same. The

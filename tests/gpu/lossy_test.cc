@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <random>
@@ -142,7 +143,7 @@ TEST(LossyTest, CalibrationStatisticsFitMuAndWeightTheOutputError) {
 
 TEST(LossyTest, BadParametersAreRejectedClearly) {
   Pair pair = MakePair(8, 16, 5);
-  auto run = [&](LossyOptions o, DType dtype = DType::kF32) {
+  auto run = [&](const LossyOptions& o, DType dtype = DType::kF32) {
     return CompressLossyTensor(dtype, pair.base.data(), pair.ft.data(), 8, 16, 0, nullptr, o).status();
   };
   LossyOptions o;
@@ -216,7 +217,7 @@ TEST(LossyLowRankTest, LowRankDeltaGetsARankThatFitsAndBeatsDropoutAlone) {
 
 TEST(LossyLowRankTest, ExplicitRankIsHonoured) {
   Pair pair = MakeLowRankPair(48, 96, 4, 0.2f, 12);
-  auto run = [&](LossyOptions o) {
+  auto run = [&](const LossyOptions& o) {
     return CompressLossyTensor(DType::kF32, pair.base.data(), pair.ft.data(), pair.rows, pair.cols, 0,
                                nullptr, o);
   };
@@ -253,7 +254,7 @@ TEST(LossyLowRankTest, ExplicitRankIsHonoured) {
 
 TEST(LossyLowRankTest, RankOutOfRangeOrForOtherMethodsIsRejected) {
   Pair pair = MakePair(8, 16, 13);
-  auto run = [&](LossyOptions o) {
+  auto run = [&](const LossyOptions& o) {
     return CompressLossyTensor(DType::kF32, pair.base.data(), pair.ft.data(), 8, 16, 0, nullptr, o).status();
   };
   LossyOptions o;
@@ -336,6 +337,42 @@ TEST(LossyProbeTest, ProbesAtSeveralRatiosAreReportedInOrderAndDoNotDependOnTheT
   auto bad = ProbeLossyTensor(DType::kF32, pair.base.data(), pair.ft.data(), pair.rows, pair.cols, 4, nullptr,
                               o, {16, 5000});
   EXPECT_FALSE(bad.ok());
+}
+
+TEST(LossyProbeTest, ALargeTensorsProbeSaysWhenItReadsItsBytesNoMore) {
+  // Over 2^20 elements: probed on every other row. Once the probe says it reads the bytes no more they
+  // become NaN, and the probes are still those of an untouched run.
+  const Pair pair = MakePair(1100, 1024, 6);
+  const std::vector<double> ratios = {16, 64};
+  LossyOptions o;
+  auto plain = ProbeLossyTensor(DType::kF32, pair.base.data(), pair.ft.data(), pair.rows, pair.cols, 4,
+                                nullptr, o, ratios);
+  ASSERT_TRUE(plain.ok()) << plain.status().ToString();
+  Pair spoilt = pair;
+  int calls = 0;
+  o.inputs_read = [&] {
+    ++calls;
+    std::fill(spoilt.base.begin(), spoilt.base.end(), '\xff');  // 0xffffffff: a NaN
+    std::fill(spoilt.ft.begin(), spoilt.ft.end(), '\xff');
+  };
+  auto released = ProbeLossyTensor(DType::kF32, spoilt.base.data(), spoilt.ft.data(), pair.rows, pair.cols, 4,
+                                   nullptr, o, ratios);
+  ASSERT_TRUE(released.ok()) << released.status().ToString();
+  EXPECT_EQ(calls, 1);
+  ASSERT_EQ(released->size(), plain->size());
+  for (size_t i = 0; i < ratios.size(); ++i) {
+    ASSERT_TRUE((*plain)[i].reachable);
+    EXPECT_EQ((*released)[i].report.stored_bytes, (*plain)[i].report.stored_bytes);
+    EXPECT_EQ((*released)[i].report.output_error, (*plain)[i].report.output_error);
+    EXPECT_NE((*released)[i].report.reason.find("th row"), std::string::npos);
+  }
+  // A small tensor is read whole to the end: no call.
+  const Pair small = MakePair(64, 256, 5);
+  calls = 0;
+  ASSERT_TRUE(ProbeLossyTensor(DType::kF32, small.base.data(), small.ft.data(), small.rows, small.cols, 4,
+                               nullptr, o, ratios)
+                  .ok());
+  EXPECT_EQ(calls, 0);
 }
 
 // At high ratios the fit spends its budget: within 10% of the target, not the half that k = 1 of a
