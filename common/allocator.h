@@ -15,7 +15,7 @@ namespace deltastore {
 // each arena keeps the free pages at the top of its heap (glibc trims a thread arena's top only past the
 // trim threshold, and malloc_trim not at all), so every thread that once ran a tensor's compression held
 // tens of MiB of them in an arena no other thread reused. A 1-layer LLM pair's lossy ingest at 16x peaked
-// at 585-691 MiB beyond libtorch's footprint with the default arenas and 509 MiB with two
+// at 585-691 MiB beyond libtorch's footprint with the default arenas and 509-560 MiB with two
 // (bench/big_ingest.py, 2 cores).
 // Call it first thing in main, before any thread starts.
 void UseServerAllocatorSettings();
