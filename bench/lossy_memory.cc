@@ -9,10 +9,12 @@
 #include <fstream>
 #include <map>
 #include <string>
+#include <string_view>
 #include <thread>
 
 #include "codec/safetensors.h"
 #include "common/allocator.h"
+#include "common/sha256.h"
 #include "gpu/lossy.h"
 
 using namespace deltastore;
@@ -102,6 +104,7 @@ int main(int argc, char** argv) {
   double after_probes = 0;
   Status failed;
   StatusOr<LossyResult> r = Internal("not run");
+  Sha256 rebuilt;
   // On a thread of its own, as the server's jobs run (a thread's allocations come from its own arena).
   std::thread([&] {
     ResetPeak();
@@ -116,6 +119,8 @@ int main(int argc, char** argv) {
     ResetPeak();
     before = StatusMiB("VmRSS");
     last_hwm = 0, last_step = "start";
+    // The rebuilt rows hashed as they come, as the registry's ingest takes them.
+    o.rebuilt = [&rebuilt](std::string_view rows) { rebuilt.Update(rows); };
     r = CompressLossyTensor(t->dtype, a.data(), b.data(), rows, cols, 0, nullptr, o);
   }).join();
   if (!failed.ok()) return std::fprintf(stderr, "%s\n", failed.ToString().c_str()), 1;
@@ -127,7 +132,8 @@ int main(int argc, char** argv) {
   for (const auto& [between, mib] : rises) std::printf("  %s: %.0f MiB\n", between.c_str(), mib);
   std::printf(
       "peak RSS (VmHWM) beyond the RSS before each call: probes %.0f MiB, compression %.0f MiB; "
-      "%.2fx stored ratio, chunk %zu B\n",
-      after_probes, StatusMiB("VmHWM") - before, double(t->size()) / r->chunk.size(), r->chunk.size());
+      "%.2fx stored ratio, chunk %zu B, rebuilt tensor's sha256 %s\n",
+      after_probes, StatusMiB("VmHWM") - before, double(t->size()) / r->chunk.size(), r->chunk.size(),
+      rebuilt.Finish().Hex().c_str());
   return 0;
 }

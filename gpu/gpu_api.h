@@ -8,8 +8,10 @@
 
 namespace deltastore {
 
-// 3: probe_lossy, LossyTensorReport::reason; 4: progress; 5: LossyOptions::measurements
-inline constexpr int kGpuApiVersion = 5;
+// 3: probe_lossy, LossyTensorReport::reason; 4: progress; 5: LossyOptions::measurements; 6: LossyOptions::
+// held_residual_bytes, inputs_read and rebuilt (LossyOptions is passed by reference: its layout is part of
+// the API)
+inline constexpr int kGpuApiVersion = 6;
 
 struct GpuApi {
   int version;  // kGpuApiVersion of the library

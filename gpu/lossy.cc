@@ -5,7 +5,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
+#include <string_view>
 #include <tuple>
+#include <vector>
 
 #include "codec/lossy_codec.h"
 #include "codec/lossy_rows.h"
@@ -159,11 +162,14 @@ void FitMu(const Work& w, const float* calib_diag, Candidate* best) {
   }
 }
 
-// The chunk, the tensor it rebuilds and the report, measured on the reconstruction downloads produce. F is
-// the finetune in float32, or undefined to load it from `finetune` here (then the error is computed in
-// its place, and the search state is released first).
+// The chunk and the report, measured on the reconstruction downloads produce: the tensor is rebuilt as
+// downloads rebuild it (the same bytes as DecodeLossyChunk) a block of rows at a time from `base`, each
+// block handed to `rebuilt` in order (null: appended to the result's `reconstructed`), so that a large
+// tensor is never held rebuilt whole. F is the finetune in float32, or undefined to load it from
+// `finetune` here (after PrepareFromBlocks the error's norm and product with the inputs are then summed
+// over the blocks; else F - rebuilt is formed whole, the rebuilt rows loaded a block at a time).
 StatusOr<LossyResult> Finish(const Work& w, Candidate best, const char* base, const char* finetune,
-                             const torch::Tensor& F) {
+                             const torch::Tensor& F, const std::function<void(std::string_view)>& rebuilt) {
   LossyResult result;
   result.chunk = std::move(best.chunk);
   const DType dtype = w.dtype;
@@ -171,32 +177,39 @@ StatusOr<LossyResult> Finish(const Work& w, Candidate best, const char* base, co
   const auto kept = static_cast<double>(best.kept);
   const LossyParams p = best.t.p;
   best.t = LossyTensor();
-  // Rebuilt as downloads rebuild it (the same bytes as DecodeLossyChunk), a row at a time, from `base`.
-  const uint64_t size = static_cast<uint64_t>(w.rows) * w.cols * DTypeSize(dtype);
+  const uint64_t row_bytes = static_cast<uint64_t>(w.cols) * DTypeSize(dtype);
   DS_ASSIGN_OR_RETURN(std::unique_ptr<LossyRowDecoder> decoder, LossyRowDecoder::Parse(result.chunk));
-  if (decoder->raw_size() != size) return Internal("lossy chunk does not match its tensor");
-  result.reconstructed.resize(size);
-  DS_RETURN_IF_ERROR(
-      decoder->DecodeRows(0, w.rows, std::string_view(base, size), result.reconstructed.data()));
-  decoder.reset();
-  Tick(w);
-  // F - rebuilt: whole, the rebuilt rows loaded a block at a time (the same values), or, after
-  // PrepareFromBlocks, its norm and product with the inputs summed over blocks.
-  double err_norm = 0;
-  torch::Tensor err_x;
-  if (w.pair_base != nullptr && !F.defined()) {
-    std::tie(err_norm, err_x) = ErrorOverBlocks(w, finetune, result.reconstructed.data());
-  } else {
-    torch::Tensor err = F.defined() ? F.clone() : Load(dtype, finetune, w.rows, w.cols);
-    const uint64_t row_bytes = static_cast<uint64_t>(w.cols) * DTypeSize(dtype);
-    const uint32_t block = BlockRows(w.rows, w.cols);
-    for (uint32_t r0 = 0; r0 < w.rows; r0 += block) {
-      const uint32_t n = std::min(block, w.rows - r0);
-      err.narrow(0, r0, n).sub_(Load(dtype, result.reconstructed.data() + r0 * row_bytes, n, w.cols));
+  if (decoder->raw_size() != row_bytes * w.rows) return Internal("lossy chunk does not match its tensor");
+  const bool over_blocks = w.pair_base != nullptr && !F.defined();
+  torch::Tensor err;
+  if (!over_blocks) err = F.defined() ? F.clone() : Load(dtype, finetune, w.rows, w.cols);
+  if (!rebuilt) result.reconstructed.reserve(row_bytes * w.rows);
+  double squares = 0;
+  std::vector<torch::Tensor> err_blocks;
+  std::string rows;
+  const uint32_t block = BlockRows(w.rows, w.cols);
+  for (uint32_t r0 = 0; r0 < w.rows; r0 += block) {
+    const uint32_t n = std::min(block, w.rows - r0);
+    const uint64_t at = r0 * row_bytes;
+    rows.resize(n * row_bytes);
+    DS_RETURN_IF_ERROR(
+        decoder->DecodeRows(r0, r0 + n, std::string_view(base + at, rows.size()), rows.data()));
+    if (over_blocks) {
+      auto [sq, ex] = ErrorOfRows(w, finetune + at, rows.data(), n);
+      squares += sq;
+      err_blocks.push_back(std::move(ex));
+    } else {
+      err.narrow(0, r0, n).sub_(Load(dtype, rows.data(), n, w.cols));
     }
-    err_norm = err.norm().item<double>();
-    err_x = err.matmul(w.X);
+    if (rebuilt) {
+      rebuilt(rows);
+    } else {
+      result.reconstructed += rows;
+    }
+    Tick(w);
   }
+  const double err_norm = over_blocks ? std::sqrt(squares) : err.norm().item<double>();
+  const torch::Tensor err_x = over_blocks ? torch::cat(err_blocks, 0) : err.matmul(w.X);
   LossyTensorReport& r = result.report;
   r.method = std::string(LossyMethodName(w.opt->method));
   r.lambda = p.lambda;
@@ -338,7 +351,7 @@ StatusOr<LossyResult> CompressLossyTensor(DType dtype, const char* base, const c
     if (calib_diag && options.fit_mu) FitMu(w, calib_diag, &*best);
     ReleaseSearch(&w);
     ticker.Phase(0.95, 1, 1);
-    return Finish(w, std::move(*best), base, finetune, torch::Tensor());
+    return Finish(w, std::move(*best), base, finetune, torch::Tensor(), options.rebuilt);
   });
 }
 
@@ -391,7 +404,7 @@ StatusOr<std::vector<LossyProbe>> ProbeLossyTensor(DType dtype, const char* base
       if (best) {
         if (calib_diag && o.fit_mu) FitMu(pw, calib_diag, &*best);
         DS_ASSIGN_OR_RETURN(LossyResult r, Finish(pw, std::move(*best), s > 1 ? sub_base.data() : base,
-                                                  nullptr, s > 1 ? sub_F : F));
+                                                  nullptr, s > 1 ? sub_F : F, [](std::string_view) {}));
         probe.reachable = true;
         probe.report = std::move(r.report);
         if (s > 1) {

@@ -13,6 +13,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <tuple>
 #include <vector>
 
@@ -89,6 +90,11 @@ struct LossyOptions {
   // Called by ProbeLossyTensor once it reads the tensor's bytes no more (a tensor probed on every s-th
   // row, after its rows are copied): the caller may free them then. Not called otherwise.
   std::function<void()> inputs_read;
+  // Receives the rebuilt tensor from CompressLossyTensor (exactly what downloads will produce) a block of
+  // about 1M elements at a time, in row order, before the call returns; LossyResult::reconstructed then
+  // stays empty. A caller that hashes or writes the rows as they come never holds the tensor rebuilt whole
+  // (86 MiB of a 4096 x 11008 bf16 tensor). Null: the result holds it.
+  std::function<void(std::string_view rows)> rebuilt;
   // The largest residual (float32 bytes) that the whole-tensor refit of a large tensor (after a search on
   // every s-th row) holds; a larger one is computed again from the tensor's bytes for each block a pass
   // reads (the pair's bytes are held anyway). Time against memory only: the results are the same. The
@@ -120,7 +126,8 @@ struct LossyTensorReport {
 
 struct LossyResult {
   std::string chunk;          // the encoded lossy chunk (codec id kLossy)
-  std::string reconstructed;  // W_hat in the tensor's dtype, exactly what downloads will produce
+  std::string reconstructed;  // W_hat in the tensor's dtype, exactly what downloads will produce (empty
+                              // when LossyOptions::rebuilt received it)
   LossyTensorReport report;
 };
 

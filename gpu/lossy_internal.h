@@ -130,8 +130,10 @@ Status Nonfinite();
 // Fills w's base shift, delta norm and products (DX, RX) a block of rows at a time from the pair's bytes,
 // without holding the residual (R stays undefined; w's rows, cols, dtype, options and inputs X are set).
 Status PrepareFromBlocks(Work* w, const char* base, const char* finetune);
-// ||F - rebuilt|| and (F - rebuilt) @ X, a block of rows at a time, from the tensor's bytes.
-std::pair<double, torch::Tensor> ErrorOverBlocks(const Work& w, const char* finetune, const char* rebuilt);
+// ||F - rebuilt||^2 (summed in float64) and (F - rebuilt) @ X of n rows of the finetune's and the rebuilt
+// tensor's bytes (each pointing at the first of the rows).
+std::pair<double, torch::Tensor> ErrorOfRows(const Work& w, const char* finetune, const char* rebuilt,
+                                             int64_t n);
 
 struct Candidate {
   LossyTensor t;  // its codes released once the chunk is encoded (see EncodeCandidate)

@@ -11,29 +11,28 @@
 namespace deltastore::lossy_detail {
 namespace {
 
-// Rows [r0, r0 + n) of two tensors' bytes (`a` and `b`, w's dtype and shape) as float32, as the two
-// halves of w's block scratch (2 x rows-per-block x cols, or n rows, made on first use): valid until the
-// next call.
-// One buffer for every block: a pair of 4 MiB blocks each time left the heap growing by about 4 MiB a
-// block (the small tensors allocated between them kept their space from being reused), 210 MiB over the
-// two passes of PrepareFromBlocks on 4096 x 11008; one 8 MiB allocation a block (mapped, over the
+// n rows of two tensors' bytes (`a` and `b` point at the first row, w's dtype and columns) as float32, as
+// the two halves of w's block scratch (2 x rows-per-block x cols, or n rows, made on first use): valid until
+// the next call. One buffer for every block: a pair of 4 MiB blocks each time left the heap growing by about
+// 4 MiB a block (the small tensors allocated between them kept their space from being reused), 210 MiB over
+// the two passes of PrepareFromBlocks on 4096 x 11008; one 8 MiB allocation a block (mapped, over the
 // allocator's threshold) had one such tensor at 128x take 17.4 s against 13.8 s with this buffer
 // (bench/lossy_memory, probes included).
-torch::Tensor LoadRowsOf(const Work& w, const char* a, const char* b, int64_t r0, int64_t n) {
+torch::Tensor LoadRowsOf(const Work& w, const char* a, const char* b, int64_t n) {
   if (!w.block_scratch.defined() || w.block_scratch.size(1) < n) {
     const int64_t rows = std::max<int64_t>(n, BlockRows(w.rows, w.cols));
     w.block_scratch = torch::empty({2, rows, static_cast<int64_t>(w.cols)}, torch::kFloat32);
   }
   torch::Tensor t = w.block_scratch.narrow(1, 0, n);
-  const uint64_t row_bytes = static_cast<uint64_t>(w.cols) * DTypeSize(w.dtype);
   const size_t count = static_cast<size_t>(n) * w.cols;
-  ToFloat32(w.dtype, a + r0 * row_bytes, count, w.block_scratch[0].data_ptr<float>());
-  ToFloat32(w.dtype, b + r0 * row_bytes, count, w.block_scratch[1].data_ptr<float>());
+  ToFloat32(w.dtype, a, count, w.block_scratch[0].data_ptr<float>());
+  ToFloat32(w.dtype, b, count, w.block_scratch[1].data_ptr<float>());
   return t.to(TorchDevice());
 }
 
 torch::Tensor LoadPairRows(const Work& w, int64_t r0, int64_t n) {
-  return LoadRowsOf(w, w.pair_base, w.pair_finetune, r0, n);
+  const uint64_t at = static_cast<uint64_t>(r0) * w.cols * DTypeSize(w.dtype);
+  return LoadRowsOf(w, w.pair_base + at, w.pair_finetune + at, n);
 }
 
 // Columns [c0, c0 + n) of the pair's bytes, likewise (2 x rows x n).
@@ -153,18 +152,11 @@ Status PrepareFromBlocks(Work* w, const char* base, const char* finetune) {
   return OkStatus();
 }
 
-std::pair<double, torch::Tensor> ErrorOverBlocks(const Work& w, const char* finetune, const char* rebuilt) {
-  const int64_t step = BlockRows(w.rows, w.cols);
-  double squares = 0;
-  std::vector<torch::Tensor> ex;
-  for (int64_t r = 0; r < w.rows; r += step) {
-    const int64_t n = std::min<int64_t>(step, w.rows - r);
-    torch::Tensor two = LoadRowsOf(w, finetune, rebuilt, r, n);
-    torch::Tensor err = two[0].sub_(two[1]);
-    squares += err.to(torch::kFloat64).square_().sum().item<double>();
-    ex.push_back(err.matmul(w.X));
-  }
-  return {std::sqrt(squares), torch::cat(ex, 0)};
+std::pair<double, torch::Tensor> ErrorOfRows(const Work& w, const char* finetune, const char* rebuilt,
+                                             int64_t n) {
+  torch::Tensor two = LoadRowsOf(w, finetune, rebuilt, n);
+  torch::Tensor err = two[0].sub_(two[1]);
+  return {err.to(torch::kFloat64).square_().sum().item<double>(), err.matmul(w.X)};
 }
 
 }  // namespace deltastore::lossy_detail

@@ -176,6 +176,43 @@ StatusOr<FileEntry> IngestBlob(RefGuard* guard, const IngestFile& in, IngestStat
   return e;
 }
 
+// Offers tensor t to the lossy hook, its base and finetune bytes read whole into buffers of their own
+// (memory: a few times the tensor); progress moves within the tensor as the hook's work reports steps
+// (the reporter throttles). The rows the hook rebuilds go into `served_hash` and the tensor's `sha256`
+// as they come; a hook that rebuilds other than the whole tensor (or anything, and then declines it)
+// fails the ingest.
+StatusOr<std::optional<LossyOutcome>> EncodeLossy(SafetensorsFile& file, VersionReader* base,
+                                                  const TensorEntry& bt, const TensorInfo& t, uint32_t stream,
+                                                  const IngestOptions& options, IngestProgress* progress,
+                                                  const ProgressFn& report, Sha256* served_hash,
+                                                  Digest* sha256) {
+  std::string ft_bytes(t.size(), '\0'), base_buf(t.size(), '\0');
+  DS_RETURN_IF_ERROR(file.ReadTensorRange(t, 0, t.size(), ft_bytes.data()));
+  DS_RETURN_IF_ERROR(base->ReadTensor(bt, 0, t.size(), base_buf.data()));
+  const uint64_t before = progress->bytes_done;
+  LossyStep step = [&](double fraction) {
+    const auto done = static_cast<uint64_t>(std::clamp(fraction, 0.0, 1.0) * static_cast<double>(t.size()));
+    progress->bytes_done = std::max(progress->bytes_done, before + done);
+    if (report) report(*progress);
+    return !IsCancelled(options);
+  };
+  Sha256 hash;
+  uint64_t rebuilt_bytes = 0;
+  LossyRebuilt rebuilt = [&](std::string_view rows) {
+    hash.Update(rows);
+    served_hash->Update(rows);
+    rebuilt_bytes += rows.size();
+  };
+  auto outcome = options.lossy(t, base_buf, ft_bytes, stream, step, rebuilt);
+  if (!outcome.ok()) return LossyFailure(options, outcome.status().Annotate("tensor " + t.name));
+  if (rebuilt_bytes != (*outcome ? t.size() : 0)) {
+    return Internal("lossy hook rebuilt " + std::to_string(rebuilt_bytes) + " bytes of tensor " + t.name +
+                    (*outcome ? "" : ", then stored it losslessly"));
+  }
+  if (*outcome) *sha256 = hash.Finish();
+  return std::move(*outcome);
+}
+
 StatusOr<FileEntry> IngestSafetensors(RefGuard* guard, const IngestFile& in, VersionReader* base,
                                       IngestStats* stats, const IngestOptions& options,
                                       IngestProgress* progress, const ProgressFn& report) {
@@ -250,29 +287,14 @@ StatusOr<FileEntry> IngestSafetensors(RefGuard* guard, const IngestFile& in, Ver
     } else if (bt != nullptr && options.lossy && !Takes(options, t)) {
       ++stream;  // stored losslessly below, numbered as if offered
     } else if (bt != nullptr && options.lossy) {
-      // Lossy candidates are handled whole (memory: a few times the tensor), in buffers of their own.
-      std::string ft_bytes(t.size(), '\0'), base_buf(t.size(), '\0');
-      DS_RETURN_IF_ERROR(file->ReadTensorRange(t, 0, t.size(), ft_bytes.data()));
-      DS_RETURN_IF_ERROR(base->ReadTensor(*bt, 0, t.size(), base_buf.data()));
-      // Progress moves within the tensor as its work reports steps (the reporter throttles).
       const uint64_t before = progress->bytes_done;
-      LossyStep step = [&](double fraction) {
-        const auto done =
-            static_cast<uint64_t>(std::clamp(fraction, 0.0, 1.0) * static_cast<double>(t.size()));
-        progress->bytes_done = std::max(progress->bytes_done, before + done);
-        if (report) report(*progress);
-        return !IsCancelled(options);
-      };
-      auto outcome = options.lossy(t, base_buf, ft_bytes, stream++, step);
-      if (!outcome.ok()) return LossyFailure(options, outcome.status().Annotate("tensor " + t.name));
+      DS_ASSIGN_OR_RETURN(lossy, EncodeLossy(*file, base, *bt, t, stream++, options, progress, report,
+                                             &served_hash, &te.sha256));
       counted = progress->bytes_done - before;
-      lossy = std::move(*outcome);
     }
     if (lossy) {
       DS_RETURN_IF_ERROR(pipeline.Drain());  // the same order of puts as a serial run
       te.encoding = TensorEncoding::kLossy;
-      te.sha256 = Sha256::Of(lossy->reconstructed);
-      served_hash.Update(lossy->reconstructed);
       DS_ASSIGN_OR_RETURN(ChunkRef r, guard->Put(lossy->chunk, t.size(), stats));
       te.chunks.push_back(r);
       stats->tensors_lossy++;

@@ -5,6 +5,7 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "service/file_cache.h"
@@ -44,21 +45,25 @@ struct IngestFile {
 
 // A lossy encoding of one tensor, produced by the lossy hook.
 struct LossyOutcome {
-  std::string chunk;          // the encoded lossy chunk
-  std::string reconstructed;  // the tensor's bytes as downloads will rebuild them
-  std::string report_json;    // per-tensor quality report
+  std::string chunk;        // the encoded lossy chunk
+  std::string report_json;  // per-tensor quality report
 };
 // What a lossy hook calls between steps of a tensor's work (LossyOptions::progress) with the fraction of
 // the tensor done: the ingest's progress moves within the tensor. It returns false once the ingest is
 // cancelled; the hook then stops and fails (the ingest reports its cancellation).
 using LossyStep = std::function<bool(double fraction)>;
+// What a lossy hook hands the tensor it rebuilt to (the bytes downloads will produce), a block of rows at
+// a time in row order, all of it before returning an outcome and none of it when declining the tensor:
+// the ingest hashes the rows as they come (the tensor's sha256 and the served file's), never holding the
+// tensor rebuilt whole.
+using LossyRebuilt = std::function<void(std::string_view rows)>;
 
 // Decides and performs lossy compression of a tensor whose base tensor has the same layout; returns
 // nullopt to store the tensor losslessly. `stream` numbers the tensors of a version that differ from a
 // base tensor of the same layout, counting those the LossyFilter leaves out.
 using LossyHook = std::function<StatusOr<std::optional<LossyOutcome>>(
     const TensorInfo& tensor, const std::string& base_bytes, const std::string& finetune_bytes,
-    uint32_t stream, const LossyStep& step)>;
+    uint32_t stream, const LossyStep& step, const LossyRebuilt& rebuilt)>;
 
 // Which tensors the lossy hook may store lossily. The ingest reads only those whole; the others go the
 // lossless way a chunk at a time (the hook is not called for them).

@@ -341,11 +341,13 @@ LossyHooks MakeLossyHooks(const LossyPolicy& policy, const std::shared_ptr<Calib
   hooks.takes = [policy](const TensorInfo& t) { return WantsLossy(policy, t); };
   hooks.encode = [policy, calibration, planned, target](
                      const TensorInfo& t, const std::string& base, const std::string& ft, uint32_t stream,
-                     const LossyStep& step) -> StatusOr<std::optional<LossyOutcome>> {
+                     const LossyStep& step,
+                     const LossyRebuilt& rebuilt) -> StatusOr<std::optional<LossyOutcome>> {
     if (!WantsLossy(policy, t)) return std::optional<LossyOutcome>();
     auto it = planned->ratio.find(t.name);
     LossyOptions o = policy.options;
     o.progress = step;
+    o.rebuilt = rebuilt;
     o.target_ratio = it != planned->ratio.end() ? it->second : target;
     const double planned_ratio = o.target_ratio;
     // A planned tensor also gets its part of what the tensors before it left unspent (or overspent)
@@ -380,7 +382,7 @@ LossyHooks MakeLossyHooks(const LossyPolicy& policy, const std::shared_ptr<Calib
       planned->slack += share - static_cast<double>(r.report.stored_bytes);
     }
     std::string report = TensorReport(t, r.report, o.target_ratio, planned_ratio, calib != nullptr).dump();
-    return std::optional<LossyOutcome>(LossyOutcome{std::move(r.chunk), std::move(r.reconstructed), report});
+    return std::optional<LossyOutcome>(LossyOutcome{std::move(r.chunk), report});
   };
   if (!policy.allocate) return hooks;
   // Probes run on `threads` workers, a tensor each; every probe is a pure function of its tensor, stream

@@ -5,6 +5,9 @@
 #include <torch/torch.h>
 
 #include <random>
+#include <string>
+#include <string_view>
+#include <vector>
 
 #include "codec/chunk_codec.h"
 #include "codec/lossy_codec.h"
@@ -49,6 +52,46 @@ TEST(LossyFinishTest, RebuiltBytesAndReportedErrorsAreThoseOfTheWholeTensor) {
       ASSERT_TRUE(parsed.ok());
       EXPECT_EQ(r->report.keep_fraction, static_cast<double>(parsed->codes.size()) / (rows * cols));
     }
+  }
+}
+
+// With LossyOptions::rebuilt the rebuilt tensor comes in blocks of rows, in order, and is not held in the
+// result; the chunk and the report are those of a call without it. The larger tensor (over 1M elements)
+// is searched on a subsample, refitted and rebuilt a block at a time; the smaller one is one block.
+TEST(LossyFinishTest, RebuiltRowsComeInBlocksInOrderAndAreTheDecodesBytes) {
+  for (uint32_t rows : {96u, 1100u}) {
+    const uint32_t cols = 1024;
+    std::mt19937 rng(rows);
+    std::normal_distribution<float> w(0.0f, 0.05f), d(0.0f, 0.002f);
+    std::vector<float> b(static_cast<size_t>(rows) * cols), f(b.size());
+    for (size_t i = 0; i < b.size(); ++i) {
+      b[i] = w(rng);
+      f[i] = b[i] * 0.99f + d(rng);
+    }
+    std::string base(b.size() * 2, '\0'), ft(base.size(), '\0');
+    FromFloat32(DType::kBF16, b.data(), b.size(), base.data());
+    FromFloat32(DType::kBF16, f.data(), f.size(), ft.data());
+    LossyOptions o;
+    auto plain = CompressLossyTensor(DType::kBF16, base.data(), ft.data(), rows, cols, 1, nullptr, o);
+    ASSERT_TRUE(plain.ok()) << plain.status().ToString();
+    std::vector<std::string> blocks;
+    o.rebuilt = [&blocks](std::string_view r) { blocks.emplace_back(r); };
+    auto sunk = CompressLossyTensor(DType::kBF16, base.data(), ft.data(), rows, cols, 1, nullptr, o);
+    ASSERT_TRUE(sunk.ok()) << sunk.status().ToString();
+    EXPECT_TRUE(sunk->reconstructed.empty());
+    EXPECT_EQ(blocks.size(), rows > 1000 ? 2u : 1u) << rows;
+    std::string joined;
+    for (const std::string& r : blocks) {
+      EXPECT_EQ(r.size() % (cols * 2), 0u);
+      joined += r;
+    }
+    std::string whole;
+    ASSERT_TRUE(DecodeLossyChunk(sunk->chunk, base, &whole).ok());
+    EXPECT_TRUE(joined == whole) << rows;
+    EXPECT_TRUE(plain->reconstructed == whole) << rows;
+    EXPECT_TRUE(plain->chunk == sunk->chunk) << rows;
+    EXPECT_EQ(plain->report.weight_error, sunk->report.weight_error) << rows;
+    EXPECT_EQ(plain->report.output_error, sunk->report.output_error) << rows;
   }
 }
 

@@ -29,8 +29,9 @@ std::string RandomBytes(DType dtype, uint64_t n, uint32_t seed) {
   return out;
 }
 
-// A lossy encoding with random codes: group mask, per-row scales and, on the second tensor, a rank-3 term.
-LossyOutcome Encode(const TensorInfo& info, const std::string& base, uint32_t stream) {
+// A lossy encoding with random codes: group mask, per-row scales and, on the second tensor, a rank-3 term;
+// *decoded receives the whole tensor's decode.
+LossyOutcome Encode(const TensorInfo& info, const std::string& base, uint32_t stream, std::string* decoded) {
   std::mt19937 rng(stream + 3);
   LossyTensor t;
   LossyParams& p = t.p;
@@ -63,7 +64,7 @@ LossyOutcome Encode(const TensorInfo& info, const std::string& base, uint32_t st
     t.b_codes.push_back(static_cast<int8_t>(rng() % 15) - 7);
   LossyOutcome out;
   out.chunk = EncodeLossyChunk(info.dtype, t);
-  EXPECT_TRUE(DecodeLossyChunk(out.chunk, base, &out.reconstructed).ok());
+  EXPECT_TRUE(DecodeLossyChunk(out.chunk, base, decoded).ok());
   out.report_json = "{}";
   return out;
 }
@@ -91,9 +92,10 @@ TEST(LossyReadTest, PiecesAndRangesGiveTheWholeDecodesBytes) {
   std::map<std::string, std::string> want;  // tensor -> the whole-tensor decode
   IngestOptions options;
   options.lossy = [&](const TensorInfo& info, const std::string& b, const std::string&, uint32_t stream,
-                      const LossyStep&) -> StatusOr<std::optional<LossyOutcome>> {
-    LossyOutcome o = Encode(info, b, stream);
-    want[info.name] = o.reconstructed;
+                      const LossyStep&,
+                      const LossyRebuilt& rebuilt) -> StatusOr<std::optional<LossyOutcome>> {
+    LossyOutcome o = Encode(info, b, stream, &want[info.name]);
+    rebuilt(want[info.name]);
     return std::optional<LossyOutcome>(std::move(o));
   };
   auto loader = [](const Digest&) -> StatusOr<Manifest> { return NotFound("none"); };
@@ -141,6 +143,43 @@ TEST(LossyReadTest, PiecesAndRangesGiveTheWholeDecodesBytes) {
   }
   std::string past(2, '\0');
   EXPECT_FALSE(reader.ReadTensor(b, b.size - 1, 2, past.data()).ok());
+}
+
+// A hook that hands the ingest other than the whole rebuilt tensor (part of it with an outcome, or rows
+// and then no outcome) fails the ingest as a bug: the served file's hash would be wrong.
+TEST(LossyReadTest, AHookThatRebuildsPartOfATensorFailsTheIngest) {
+  const TempDir tmp;
+  const fs::path& dir = tmp.path();
+  std::vector<TensorSpec> specs = {{"a.weight", DType::kF32, {64, 32}}};
+  ASSERT_TRUE(
+      WriteSafetensorsFile((dir / "base.safetensors").string(), specs, {RandomBytes(DType::kF32, 2048, 1)})
+          .ok());
+  ASSERT_TRUE(
+      WriteSafetensorsFile((dir / "ft.safetensors").string(), specs, {RandomBytes(DType::kF32, 2048, 2)})
+          .ok());
+  std::shared_ptr<ChunkStore> store = NewMemoryChunkStore();
+  IngestStats stats;
+  auto base_m =
+      IngestFiles(store.get(), {{(dir / "base.safetensors").string(), "m.safetensors"}}, nullptr, {}, &stats);
+  ASSERT_TRUE(base_m.ok()) << base_m.status().ToString();
+  auto loader = [](const Digest&) -> StatusOr<Manifest> { return NotFound("none"); };
+  for (bool outcome : {true, false}) {
+    IngestOptions options;
+    options.lossy = [&](const TensorInfo& info, const std::string& b, const std::string&, uint32_t stream,
+                        const LossyStep&,
+                        const LossyRebuilt& rebuilt) -> StatusOr<std::optional<LossyOutcome>> {
+      std::string decoded;
+      LossyOutcome o = Encode(info, b, stream, &decoded);
+      rebuilt(std::string_view(decoded).substr(0, decoded.size() / 2));
+      if (!outcome) return std::optional<LossyOutcome>();
+      return std::optional<LossyOutcome>(std::move(o));
+    };
+    VersionReader base_reader(store.get(), *base_m, loader);
+    auto m = IngestFiles(store.get(), {{(dir / "ft.safetensors").string(), "m.safetensors"}}, &base_reader,
+                         options, &stats);
+    ASSERT_FALSE(m.ok()) << outcome;
+    EXPECT_EQ(m.status().code(), StatusCode::kInternal) << m.status().ToString();
+  }
 }
 
 }  // namespace

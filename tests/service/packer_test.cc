@@ -443,7 +443,8 @@ TEST(PackerTest, ALosslessIngestHasTheFileCacheAdoptItsFiles) {
     options.file_cache = cache->get();
     if (lossy) {
       options.lossy = [](const TensorInfo&, const std::string&, const std::string&, uint32_t,
-                         const LossyStep&) { return StatusOr<std::optional<LossyOutcome>>(std::nullopt); };
+                         const LossyStep&,
+                         const LossyRebuilt&) { return StatusOr<std::optional<LossyOutcome>>(std::nullopt); };
     }
     IngestStats stats;
     auto m = IngestFiles(store.get(), {{st, "model.safetensors"}, {blob, "config.json"}}, nullptr, options,
