@@ -9,8 +9,8 @@
 namespace deltastore {
 
 // 3: probe_lossy, LossyTensorReport::reason; 4: progress; 5: LossyOptions::measurements; 6: LossyOptions::
-// held_residual_bytes, inputs_read and rebuilt (LossyOptions is passed by reference: its layout is part of
-// the API)
+// held_residual_bytes and rebuilt (LossyOptions is passed by reference: its layout is part of the API), and
+// probe_lossy takes only a large tensor's every s-th row
 inline constexpr int kGpuApiVersion = 6;
 
 struct GpuApi {

@@ -49,16 +49,6 @@ bool AllFinite(const torch::Tensor& t) {
   return true;
 }
 
-// Whether every weight of a rows x cols tensor's bytes is finite, loaded a block of ~1M elements at a time.
-bool AllFinite(DType dtype, const char* data, uint32_t rows, uint32_t cols) {
-  const uint32_t block = BlockRows(rows, cols);
-  const uint64_t row_bytes = static_cast<uint64_t>(cols) * DTypeSize(dtype);
-  for (uint32_t r = 0; r < rows; r += block) {
-    if (!AllFinite(Load(dtype, data + r * row_bytes, std::min(block, rows - r), cols))) return false;
-  }
-  return true;
-}
-
 // Loads `data` into *t again (after its storage served as scratch).
 void Reload(torch::Tensor* t, DType dtype, const char* data) {
   if (t->is_cpu()) {
@@ -111,7 +101,7 @@ Status Prepare(Work* w, DType dtype, const char* base, const char* finetune, uin
   torch::Tensor B = Load(dtype, base, rows, cols);
   torch::Tensor D = Load(dtype, finetune, rows, cols);
   if (!AllFinite(D) || !AllFinite(B)) {
-    return Nonfinite();
+    return NonfiniteLossyWeights();
   }
   if (F != nullptr) *F = D.clone();
   D.sub_(B);
@@ -243,25 +233,6 @@ void ReleaseSearch(Work* w) {
   w->measured.reset();
 }
 
-// Tensors above this many elements choose deltadq's parameters on every s-th row (a search costs a
-// hundred or more builds, each a pass over the tensor), then fit k on the whole tensor (a few passes).
-// The self-trained pairs' tensors are all below it, so their results do not change.
-constexpr uint64_t kSearchElements = uint64_t{1} << 20;
-
-uint32_t SearchRowStride(uint32_t rows, uint32_t cols, const LossyOptions& o) {
-  const bool automatic = o.method == LossyMethod::kDeltaDQ && !o.bits && !o.group && !o.keep && o.rank < 0;
-  const uint64_t n = static_cast<uint64_t>(rows) * cols;
-  if (!automatic || n <= kSearchElements) return 1;
-  return static_cast<uint32_t>(std::min<uint64_t>(rows / 2, (n + kSearchElements - 1) / kSearchElements));
-}
-
-// Rows 0, s, 2s, ... of a row-major tensor's bytes.
-std::string EveryNthRow(const char* data, uint32_t rows, uint64_t row_bytes, uint32_t s) {
-  std::string out;
-  for (uint32_t r = 0; r < rows; r += s) out.append(data + r * row_bytes, row_bytes);
-  return out;
-}
-
 // A search state on every s-th row of a rows x cols tensor (same seed and stream).
 Status PrepareSubsample(Work* sub, DType dtype, const char* base, const char* finetune, uint32_t rows,
                         uint32_t cols, uint32_t stream, uint32_t s, const float* calib_diag,
@@ -320,7 +291,7 @@ StatusOr<LossyResult> CompressLossyTensor(DType dtype, const char* base, const c
     ticker.Phase(0, 0.05, 2);
     // A search on every s-th row leaves the whole tensor only its refit, which reads the residual a block
     // at a time: a large one is not held then (LossyOptions::held_residual_bytes).
-    const uint32_t s = SearchRowStride(rows, cols, options);
+    const uint32_t s = LossySearchRowStride(rows, cols, options);
     DS_RETURN_IF_ERROR(Prepare(&w, dtype, base, finetune, rows, cols, stream, calib_diag, options, nullptr,
                                /*hold=*/s <= 1));
     SetTarget(&w, options);
@@ -371,40 +342,26 @@ StatusOr<std::vector<LossyProbe>> ProbeLossyTensor(DType dtype, const char* base
     w.ticker = &ticker;
     torch::Tensor F;
     ticker.Phase(0, 0.05, 2);
-    // Large tensors are probed on every s-th row; sizes and output norms are scaled back to the whole.
-    // Only the subsample is loaded then (the whole tensor's weights are checked a block at a time).
-    const uint32_t s = SearchRowStride(rows, cols, options);
-    Work sub;
-    sub.ticker = &ticker;
-    std::string sub_base;
-    torch::Tensor sub_F;
-    if (s > 1) {
-      if (!AllFinite(dtype, finetune, rows, cols) || !AllFinite(dtype, base, rows, cols)) {
-        return Nonfinite();
-      }
-      DS_RETURN_IF_ERROR(PrepareSubsample(&sub, dtype, base, finetune, rows, cols, stream, s, calib_diag,
-                                          options, &sub_base, &sub_F));
-      if (options.inputs_read) options.inputs_read();
-    } else {
-      DS_RETURN_IF_ERROR(Prepare(&w, dtype, base, finetune, rows, cols, stream, calib_diag, options, &F));
-    }
-    const Work& probed = s > 1 ? sub : w;
-    const double scale = static_cast<double>(rows) / probed.rows;
+    // A large tensor is given (and probed) on every s-th row; sizes and output norms are scaled back to
+    // the whole.
+    const uint32_t s = LossySearchRowStride(rows, cols, options);
+    const uint32_t given = (rows + s - 1) / s;
+    DS_RETURN_IF_ERROR(Prepare(&w, dtype, base, finetune, given, cols, stream, calib_diag, options, &F));
+    const double scale = static_cast<double>(rows) / given;
     std::vector<LossyProbe> out;
-    ticker.Phase(0.05, 1, kSearchSteps * static_cast<double>(ratios.size()) * RowBlocks(probed.rows, cols));
+    ticker.Phase(0.05, 1, kSearchSteps * static_cast<double>(ratios.size()) * RowBlocks(given, cols));
     for (double ratio : ratios) {
       LossyOptions o = options;
       o.target_ratio = ratio;
       o.quick = true;
-      Work& pw = s > 1 ? sub : w;
-      SetTarget(&pw, o);
+      SetTarget(&w, o);
       LossyProbe probe;
       probe.ratio = ratio;
-      std::optional<Candidate> best = RunMethod(pw);
+      std::optional<Candidate> best = RunMethod(w);
       if (best) {
-        if (calib_diag && o.fit_mu) FitMu(pw, calib_diag, &*best);
-        DS_ASSIGN_OR_RETURN(LossyResult r, Finish(pw, std::move(*best), s > 1 ? sub_base.data() : base,
-                                                  nullptr, s > 1 ? sub_F : F, [](std::string_view) {}));
+        if (calib_diag && o.fit_mu) FitMu(w, calib_diag, &*best);
+        DS_ASSIGN_OR_RETURN(LossyResult r,
+                            Finish(w, std::move(*best), base, nullptr, F, [](std::string_view) {}));
         probe.reachable = true;
         probe.report = std::move(r.report);
         if (s > 1) {

@@ -7,6 +7,7 @@
 // and ../shared/ALGORITHMS.md.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -87,9 +88,6 @@ struct LossyOptions {
   std::function<bool(double fraction)> progress;
   // Measurements to reuse and extend (null: the call keeps its own).
   std::shared_ptr<LossyMeasurements> measurements;
-  // Called by ProbeLossyTensor once it reads the tensor's bytes no more (a tensor probed on every s-th
-  // row, after its rows are copied): the caller may free them then. Not called otherwise.
-  std::function<void()> inputs_read;
   // Receives the rebuilt tensor from CompressLossyTensor (exactly what downloads will produce) a block of
   // about 1M elements at a time, in row order, before the call returns; LossyResult::reconstructed then
   // stays empty. A caller that hashes or writes the rows as they come never holds the tensor rebuilt whole
@@ -137,9 +135,40 @@ StatusOr<LossyResult> CompressLossyTensor(DType dtype, const char* base, const c
                                           uint32_t cols, uint32_t stream, const float* calib_diag,
                                           const LossyOptions& options);
 
+// The failure of a tensor with NaN or Inf weights: the compressor's, and the rate allocation's for the
+// rows it does not give a probe.
+inline Status NonfiniteLossyWeights() {
+  return NonfiniteWeights("tensor holds NaN or Inf weights; lossy mode needs finite weights");
+}
+
+// Tensors above this many elements choose deltadq's parameters on every s-th row (a search costs a
+// hundred or more builds, each a pass over the tensor), then fit k on the whole tensor (a few passes).
+// The self-trained pairs' tensors are all below it, so their results do not change.
+inline constexpr uint64_t kLossySearchElements = uint64_t{1} << 20;
+
+// The row stride s of the search over a rows x cols tensor with these options (1: every row).
+inline uint32_t LossySearchRowStride(uint32_t rows, uint32_t cols, const LossyOptions& o) {
+  const bool automatic = o.method == LossyMethod::kDeltaDQ && !o.bits && !o.group && !o.keep && o.rank < 0;
+  const uint64_t n = static_cast<uint64_t>(rows) * cols;
+  if (!automatic || n <= kLossySearchElements) return 1;
+  return static_cast<uint32_t>(
+      std::min<uint64_t>(rows / 2, (n + kLossySearchElements - 1) / kLossySearchElements));
+}
+
+// Rows 0, s, 2s, ... of a row-major tensor's bytes.
+inline std::string EveryNthRow(const char* data, uint32_t rows, uint64_t row_bytes, uint32_t s) {
+  std::string out;
+  out.reserve((rows + s - 1) / s * row_bytes);
+  for (uint32_t r = 0; r < rows; r += s) out.append(data + r * row_bytes, row_bytes);
+  return out;
+}
+
 // The quick search (LossyOptions::quick) of one tensor at each of `ratios`, for a rate allocation: the
 // tensor is loaded once and its residual's SVD, masks and evaluation products serve every ratio. A ratio
-// the method cannot reach comes back with reachable = false.
+// the method cannot reach comes back with reachable = false. `base` and `finetune` hold only rows 0, s,
+// 2s, ... of the rows x cols tensors (s = LossySearchRowStride: all of them but for a large tensor, which
+// is probed on those rows, its sizes and output norms scaled back to the whole); the caller checks that
+// the rows left out hold finite weights.
 struct LossyProbe {
   double ratio = 0;
   bool reachable = false;

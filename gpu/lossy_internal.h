@@ -125,8 +125,6 @@ struct ResidualSpread {
   double sigma = 0, max_abs = 0;
 };
 ResidualSpread Spread(const Work& w);
-// The failure of a tensor with NaN or Inf weights (both ways of preparing one check for them).
-Status Nonfinite();
 // Fills w's base shift, delta norm and products (DX, RX) a block of rows at a time from the pair's bytes,
 // without holding the residual (R stays undefined; w's rows, cols, dtype, options and inputs X are set).
 Status PrepareFromBlocks(Work* w, const char* base, const char* finetune);

@@ -58,10 +58,6 @@ torch::Tensor Combine(const torch::Tensor& pair, float lambda) {
 
 }  // namespace
 
-Status Nonfinite() {
-  return NonfiniteWeights("tensor holds NaN or Inf weights; lossy mode needs finite weights");
-}
-
 torch::Tensor ResidualRows(const Work& w, int64_t r0, int64_t n) {
   if (w.R.defined()) return w.R.narrow(0, r0, n);
   return Combine(LoadPairRows(w, r0, n), w.lambda);
@@ -129,7 +125,7 @@ Status PrepareFromBlocks(Work* w, const char* base, const char* finetune) {
     const int64_t n = std::min<int64_t>(step, w->rows - r);
     torch::Tensor pair = LoadPairRows(*w, r, n);
     if (!torch::isfinite(pair).all().item<bool>()) {
-      return Nonfinite();
+      return NonfiniteLossyWeights();
     }
     torch::Tensor B = pair[0], D = pair[1];
     D.sub_(B);

@@ -69,15 +69,19 @@ using LossyHook = std::function<StatusOr<std::optional<LossyOutcome>>(
 // lossless way a chunk at a time (the hook is not called for them).
 using LossyFilter = std::function<bool(const TensorInfo& tensor)>;
 
-// Reads a tensor's base and finetune bytes whole, for the planner's probe (see LossyPlanner).
-using TensorPairReader = std::function<Status(std::string* base_bytes, std::string* finetune_bytes)>;
+// Streams a tensor's base and finetune bytes to `visit`, a piece of each at a time (at most a chunk, the
+// same range of both, `offset` bytes into the tensor) in order, for the planner's probe (see LossyPlanner).
+using TensorPairVisitor =
+    std::function<void(uint64_t offset, std::string_view base, std::string_view finetune)>;
+using TensorPairReader = std::function<Status(const TensorPairVisitor& visit)>;
 
 // Optional first pass of a lossy version (model-level rate allocation): `probe` sees every tensor the
 // hook will be offered (a base tensor of the same layout, other bytes), with the same arguments, before
 // any is encoded; then `plan` runs once. The probe reads the bytes through `read` (valid until `probe`
-// returns) once the probes already running leave room for them, so the planner bounds the bytes held at
-// once. A probe may run on another thread after `probe` returns: its `step` (a copy may be called from
-// any thread until `plan` returns) reports the probe's progress and checks for cancellation.
+// returns) and keeps what it needs of them once the probes already running leave room for it, so the
+// planner bounds the bytes held at once. A probe may run on another thread after `probe` returns: its `step`
+// (a copy may be called from any thread until `plan` returns) reports the probe's progress and checks for
+// cancellation.
 struct LossyPlanner {
   std::function<Status(const TensorInfo& tensor, const TensorPairReader& read, uint32_t stream,
                        const LossyStep& step)>

@@ -94,11 +94,18 @@ Status PlanLossy(const std::vector<IngestFile>& files, VersionReader* base, cons
         if (differs && !Takes(options, t)) {
           ++stream;  // numbered as pass 2 numbers it
         } else if (differs) {
-          // Read when the planner has room for them (the probes before hold theirs).
-          TensorPairReader read = [&](std::string* base_bytes, std::string* ft_bytes) {
-            ft_bytes->resize(t.size()), base_bytes->resize(t.size());
-            DS_RETURN_IF_ERROR(file->ReadTensorRange(t, 0, t.size(), ft_bytes->data()));
-            return base->ReadTensor(*bt, 0, t.size(), base_bytes->data());
+          // Read when the planner has room for what it keeps (the probes before hold theirs), a chunk at
+          // a time.
+          TensorPairReader read = [&](const TensorPairVisitor& visit) -> Status {
+            std::string ft_piece, base_piece;
+            for (uint64_t off = 0; off < t.size(); off += kChunkSize) {
+              const uint64_t len = std::min<uint64_t>(kChunkSize, t.size() - off);
+              ft_piece.resize(len), base_piece.resize(len);
+              DS_RETURN_IF_ERROR(file->ReadTensorRange(t, off, len, ft_piece.data()));
+              DS_RETURN_IF_ERROR(base->ReadTensor(*bt, off, len, base_piece.data()));
+              visit(off, base_piece, ft_piece);
+            }
+            return OkStatus();
           };
           LossyStep step = PlanningProgress::Probed(progress, t.size());
           DS_RETURN_IF_ERROR(LossyFailure(

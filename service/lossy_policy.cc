@@ -12,8 +12,8 @@
 #include <utility>
 
 #include "codec/lossy_codec.h"
-#include "common/xxh128.h"
 #include "gpu/gpu_api.h"
+#include "service/probe_rows.h"
 
 namespace deltastore {
 
@@ -177,12 +177,14 @@ constexpr double kProbeMultipliers[] = {0.25, 0.35, 0.5, 0.71, 1.0, 1.41, 2.0, 2
 struct ProbeTask {
   std::string name;
   uint64_t size = 0;  // bytes of the tensor
+  uint64_t held = 0;  // bytes of it the probe holds (the rows it is given, base and finetune)
   std::future<StatusOr<std::vector<LossyProbe>>> probes;
 };
 
-// Beyond one tensor, tensors are probed at once only while the bytes their probes hold (base and
-// finetune) stay under this: two 4096 x 11008 bf16 tensors would hold 344 MiB, where the memory bound of
-// a job is twice its largest tensor.
+// Beyond one tensor, tensors are probed at once only while the bytes their probes hold (the rows of base
+// and finetune they are given) stay under this. A large tensor is given every s-th row (4 MiB of a
+// 4096 x 11008 bf16 pair), so this binds only where many tensors of about 2^20 elements are probed on
+// many threads.
 constexpr uint64_t kProbeBytesInFlight = uint64_t{256} << 20;
 
 struct Planned {
@@ -203,19 +205,11 @@ struct Planned {
   };
   std::map<std::pair<std::string, uint32_t>, Measured> measured;
   size_t threads = 1;
-  uint64_t bytes_in_flight = 0;  // base and finetune bytes the running probes hold
+  uint64_t bytes_in_flight = 0;  // base and finetune rows the running probes hold
   ~Planned() {
     for (auto& t : running) t.probes.wait();  // an error return leaves nothing running
   }
 };
-
-// XXH3-128 of a tensor pair's bytes: which pair a tensor's probe measurements belong to.
-std::string PairFingerprint(const std::string& base, const std::string& ft) {
-  Xxh128 h;
-  h.Update(base);
-  h.Update(ft);
-  return h.Finish();
-}
 
 // The rate-distortion curve of a tensor from its probes.
 std::vector<RatePoint> Curve(uint64_t size, double target, const std::vector<LossyProbe>& probes) {
@@ -237,7 +231,7 @@ Status CollectFirst(Planned* planned, double target) {
   ProbeTask t = std::move(planned->running.front());
   planned->running.pop_front();
   StatusOr<std::vector<LossyProbe>> probes = t.probes.get();
-  planned->bytes_in_flight -= 2 * t.size;
+  planned->bytes_in_flight -= t.held;
   if (!probes.ok()) return probes.status().Annotate("tensor " + t.name);
   std::vector<RatePoint> curve = Curve(t.size, target, *probes);
   if (curve.empty()) return OkStatus();
@@ -387,7 +381,7 @@ LossyHooks MakeLossyHooks(const LossyPolicy& policy, const std::shared_ptr<Calib
   if (!policy.allocate) return hooks;
   // Probes run on `threads` workers, a tensor each; every probe is a pure function of its tensor, stream
   // and seed, so the plan is the same whatever the number of workers. Memory: `threads` tensors in flight
-  // at most (see kProbeBytesInFlight), each probe holding its tensor's bytes.
+  // at most (see kProbeBytesInFlight), each probe holding the rows of its tensor it is given.
   hooks.planner.probe = [policy, calibration, planned, target](const TensorInfo& t,
                                                                const TensorPairReader& read, uint32_t stream,
                                                                const LossyStep& step) -> Status {
@@ -402,29 +396,29 @@ LossyHooks MakeLossyHooks(const LossyPolicy& policy, const std::shared_ptr<Calib
     LossyOptions o = policy.options;
     o.progress = step;  // a copy: the probe may run after this returns
     o.measurements = std::make_shared<LossyMeasurements>();
-    // Room for the tensor's bytes before they are read: the reader's copies count against the bound too
-    // (read first, a 4096 x 11008 pair waited beside the probes running: 344 MiB where 256 were meant).
+    // Room for the rows the probe is given before they are read: the reader's copies count against the
+    // bound too (read first, a 4096 x 11008 pair waited beside the probes running: 344 MiB where 256 were
+    // meant).
+    const uint32_t s = LossySearchRowStride(static_cast<uint32_t>(rows), static_cast<uint32_t>(cols), o);
+    const uint64_t row_bytes = t.size() / rows, held = 2 * ((rows + s - 1) / s) * row_bytes;
     while (!planned->running.empty() && (planned->running.size() >= planned->threads ||
-                                         planned->bytes_in_flight + 2 * t.size() > kProbeBytesInFlight))
+                                         planned->bytes_in_flight + held > kProbeBytesInFlight))
       DS_RETURN_IF_ERROR(CollectFirst(planned.get(), target));
-    auto bytes = std::make_shared<std::pair<std::string, std::string>>();  // base, finetune
-    DS_RETURN_IF_ERROR(read(&bytes->first, &bytes->second));
-    planned->measured[{t.name, stream}] = {PairFingerprint(bytes->first, bytes->second), o.measurements};
-    // A large tensor's probe copies every s-th row and reads the whole no more: its bytes go then (172 MiB
-    // of a 4096 x 11008 bf16 pair, while its probe runs). The bound above still counts them until then.
-    o.inputs_read = [bytes] {
-      std::string().swap(bytes->first);  // (assigning an empty string would keep the buffer)
-      std::string().swap(bytes->second);
+    auto kept = std::make_shared<ProbeRows>(t.dtype, row_bytes, s);
+    DS_RETURN_IF_ERROR(
+        read([&kept](uint64_t offset, std::string_view b, std::string_view f) { kept->Add(offset, b, f); }));
+    // The rows left out are checked here: the probe sees only those it is given.
+    if (!kept->finite()) return NonfiniteLossyWeights();
+    planned->measured[{t.name, stream}] = {kept->Fingerprint(), o.measurements};
+    auto run = [gpu, o, ratios, calib, kept, dtype = t.dtype, rows, cols, stream] {
+      return gpu->probe_lossy(dtype, kept->base().data(), kept->finetune().data(),
+                              static_cast<uint32_t>(rows), static_cast<uint32_t>(cols), stream,
+                              calib ? calib->data() : nullptr, o, ratios);
     };
-    auto run = [gpu, o, ratios, calib, bytes, dtype = t.dtype, rows, cols, stream] {
-      return gpu->probe_lossy(dtype, bytes->first.data(), bytes->second.data(), static_cast<uint32_t>(rows),
-                              static_cast<uint32_t>(cols), stream, calib ? calib->data() : nullptr, o,
-                              ratios);
-    };
-    planned->bytes_in_flight += 2 * t.size();
+    planned->bytes_in_flight += held;
     // async | deferred: where no thread can be started, the probes run when collected.
     planned->running.push_back(
-        {t.name, t.size(), std::async(std::launch::async | std::launch::deferred, std::move(run))});
+        {t.name, t.size(), held, std::async(std::launch::async | std::launch::deferred, std::move(run))});
     return OkStatus();
   };
   hooks.planner.plan = [planned, target]() -> Status {

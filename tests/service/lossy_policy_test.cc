@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
+#include <limits>
 #include <memory>
 #include <random>
 #include <set>
@@ -486,6 +487,42 @@ TEST(LossyIngestTest, WithoutAllocationEveryTensorGetsTheTargetAndNoPlanning) {
     before = p.tensors_done;
   }
   EXPECT_EQ(ends, (std::vector<uint64_t>{1, 2, 3, 4, 5}));
+}
+
+// A large tensor is probed on every s-th row; a NaN in a row its probe is not given still fails the
+// version while planning, with the same error as the compressor's, before any tensor is encoded.
+TEST(LossyIngestTest, ANanInARowTheProbeIsNotGivenFailsThePlan) {
+  TempDir tmp;
+  const uint32_t rows = 1100, cols = 1024;  // over 2^20 elements: probed on every other row
+  std::mt19937 rng(9);
+  std::normal_distribution<float> w(0.0f, 0.05f);
+  std::vector<float> b(size_t{rows} * cols), f(b.size());
+  for (size_t i = 0; i < b.size(); ++i) b[i] = w(rng), f[i] = b[i] + 0.01f * w(rng);
+  // The last row, odd: left out of the probe, and (as the encoding would check it) in the last row block.
+  f[size_t{rows - 1} * cols + 5] = std::numeric_limits<float>::quiet_NaN();
+  const std::vector<TensorSpec> specs = {{"layers.0.mlp.weight", DType::kF32, {rows, cols}}};
+  const fs::path base_path = tmp.path() / "base.safetensors", ft_path = tmp.path() / "ft.safetensors";
+  ASSERT_TRUE(WriteSafetensorsFile(base_path.string(), specs, {F32Bytes(b)}).ok());
+  ASSERT_TRUE(WriteSafetensorsFile(ft_path.string(), specs, {F32Bytes(f)}).ok());
+  std::shared_ptr<ChunkStore> store = NewMemoryChunkStore();
+  IngestStats stats;
+  auto base = IngestFiles(store.get(), {{base_path.string(), "model.safetensors"}}, nullptr, {}, &stats);
+  ASSERT_TRUE(base.ok()) << base.status().ToString();
+  auto policy = ParseLossyPolicy({{"mode", "lossy"}, {"ratio", 16}});
+  ASSERT_TRUE(policy.ok());
+  LossyHooks hooks = MakeLossyHooks(*policy, nullptr, 1);
+  IngestOptions options;
+  options.lossy = hooks.encode;
+  options.lossy_takes = hooks.takes;
+  options.lossy_planner = hooks.planner;
+  std::vector<std::string> phases;
+  VersionReader reader(store.get(), *base,
+                       [](const Digest&) -> StatusOr<Manifest> { return NotFound("none"); });
+  auto m = IngestFiles(store.get(), {{ft_path.string(), "model.safetensors"}}, &reader, options, &stats,
+                       [&](const IngestProgress& p) { phases.push_back(p.phase); });
+  ASSERT_FALSE(m.ok());
+  EXPECT_EQ(m.status().reason(), Reason::kNonfiniteWeights) << m.status().ToString();
+  EXPECT_EQ(std::count(phases.begin(), phases.end(), "encoding"), 0);
 }
 
 }  // namespace
