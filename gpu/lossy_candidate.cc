@@ -10,6 +10,7 @@
 #include <numeric>
 
 #include "codec/philox.h"
+#include "gpu/csr_product.h"
 #include "gpu/device.h"
 
 namespace deltastore::lossy_detail {
@@ -361,6 +362,19 @@ std::optional<double> SharedRangeOverBlocks(const Work& w, const LossyParams& p,
   return SharedRange(torch::cat(sample), max_abs, p.bits, w.bits_per_weight < 0.5);
 }
 
+// S @ X on the CPU for S in CSR form (gpu/csr_product.h): the same floats as libtorch's product gave
+// here, without building a sparse tensor; MKL's CSR kernel for a CPU it has no tuned code for took 10% of
+// a minilm job.
+torch::Tensor CpuCsrTimes(const torch::Tensor& crow, const torch::Tensor& col, const torch::Tensor& val,
+                          int64_t rows, const torch::Tensor& X) {
+  auto c = crow.to(torch::kInt64).contiguous(), k = col.to(torch::kInt64).contiguous();
+  auto v = val.to(torch::kFloat32).contiguous(), x = X.to(torch::kFloat32).contiguous();
+  auto out = torch::empty({rows, x.size(1)}, x.options());
+  CsrTimesDense(c.data_ptr<int64_t>(), k.data_ptr<int64_t>(), v.data_ptr<float>(), rows, x.data_ptr<float>(),
+                x.size(1), out.data_ptr<float>());
+  return out;
+}
+
 // The sparse part's kept values of rows [r0, r0 + n) (`block`: those rows of the source) into t's codes
 // (and row scales); returns the rows' product S @ inputs.
 torch::Tensor BuildBlock(const Work& w, LossyTensor* t, const torch::Tensor& block, uint32_t r0, uint32_t n,
@@ -388,8 +402,11 @@ torch::Tensor BuildBlock(const Work& w, LossyTensor* t, const torch::Tensor& blo
   s.row = torch::Tensor();
   auto cols = s.col.defined() ? s.col : torch::remainder(s.index, static_cast<int64_t>(p.cols));
   s.index = torch::Tensor(), s.col = torch::Tensor();
-  auto S = torch::sparse_csr_tensor(crow, cols, deq, {n, p.cols}, deq.options().layout(torch::kSparseCsr));
-  return S.matmul(w.X);
+  if (deq.is_cuda()) {
+    auto S = torch::sparse_csr_tensor(crow, cols, deq, {n, p.cols}, deq.options().layout(torch::kSparseCsr));
+    return S.matmul(w.X);
+  }
+  return CpuCsrTimes(crow, cols, deq, n, w.X);
 }
 
 }  // namespace
