@@ -402,11 +402,9 @@ torch::Tensor BuildBlock(const Work& w, LossyTensor* t, const torch::Tensor& blo
   s.row = torch::Tensor();
   auto cols = s.col.defined() ? s.col : torch::remainder(s.index, static_cast<int64_t>(p.cols));
   s.index = torch::Tensor(), s.col = torch::Tensor();
-  if (deq.is_cuda()) {
-    auto S = torch::sparse_csr_tensor(crow, cols, deq, {n, p.cols}, deq.options().layout(torch::kSparseCsr));
-    return S.matmul(w.X);
-  }
-  return CpuCsrTimes(crow, cols, deq, n, w.X);
+  if (deq.is_cpu()) return CpuCsrTimes(crow, cols, deq, n, w.X);
+  auto S = torch::sparse_csr_tensor(crow, cols, deq, {n, p.cols}, deq.options().layout(torch::kSparseCsr));
+  return S.matmul(w.X);
 }
 
 }  // namespace

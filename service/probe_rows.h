@@ -27,8 +27,8 @@ class ProbeRows {
   void Add(uint64_t offset, std::string_view base, std::string_view finetune);
 
   bool finite() const { return finite_; }
-  std::string& base() { return base_; }
-  std::string& finetune() { return finetune_; }
+  const std::string& base() const { return base_; }
+  const std::string& finetune() const { return finetune_; }
   // Once, after the last piece.
   std::string Fingerprint() const;
 
