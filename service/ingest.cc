@@ -176,43 +176,6 @@ StatusOr<FileEntry> IngestBlob(RefGuard* guard, const IngestFile& in, IngestStat
   return e;
 }
 
-// Offers tensor t to the lossy hook, its base and finetune bytes read whole into buffers of their own
-// (memory: a few times the tensor); progress moves within the tensor as the hook's work reports steps
-// (the reporter throttles). The rows the hook rebuilds go into `served_hash` and the tensor's `sha256`
-// as they come; a hook that rebuilds other than the whole tensor (or anything, and then declines it)
-// fails the ingest.
-StatusOr<std::optional<LossyOutcome>> EncodeLossy(SafetensorsFile& file, VersionReader* base,
-                                                  const TensorEntry& bt, const TensorInfo& t, uint32_t stream,
-                                                  const IngestOptions& options, IngestProgress* progress,
-                                                  const ProgressFn& report, Sha256* served_hash,
-                                                  Digest* sha256) {
-  std::string ft_bytes(t.size(), '\0'), base_buf(t.size(), '\0');
-  DS_RETURN_IF_ERROR(file.ReadTensorRange(t, 0, t.size(), ft_bytes.data()));
-  DS_RETURN_IF_ERROR(base->ReadTensor(bt, 0, t.size(), base_buf.data()));
-  const uint64_t before = progress->bytes_done;
-  LossyStep step = [&](double fraction) {
-    const auto done = static_cast<uint64_t>(std::clamp(fraction, 0.0, 1.0) * static_cast<double>(t.size()));
-    progress->bytes_done = std::max(progress->bytes_done, before + done);
-    if (report) report(*progress);
-    return !IsCancelled(options);
-  };
-  Sha256 hash;
-  uint64_t rebuilt_bytes = 0;
-  LossyRebuilt rebuilt = [&](std::string_view rows) {
-    hash.Update(rows);
-    served_hash->Update(rows);
-    rebuilt_bytes += rows.size();
-  };
-  auto outcome = options.lossy(t, base_buf, ft_bytes, stream, step, rebuilt);
-  if (!outcome.ok()) return LossyFailure(options, outcome.status().Annotate("tensor " + t.name));
-  if (rebuilt_bytes != (*outcome ? t.size() : 0)) {
-    return Internal("lossy hook rebuilt " + std::to_string(rebuilt_bytes) + " bytes of tensor " + t.name +
-                    (*outcome ? "" : ", then stored it losslessly"));
-  }
-  if (*outcome) *sha256 = hash.Finish();
-  return std::move(*outcome);
-}
-
 StatusOr<FileEntry> IngestSafetensors(RefGuard* guard, const IngestFile& in, VersionReader* base,
                                       IngestStats* stats, const IngestOptions& options,
                                       IngestProgress* progress, const ProgressFn& report) {
@@ -268,32 +231,45 @@ StatusOr<FileEntry> IngestSafetensors(RefGuard* guard, const IngestFile& in, Ver
   e.header = header_chunks[0];
 
   // Pass 2: encode each tensor, against its base tensor when the layout matches. The file as it will be
-  // served is hashed on the way (it differs from the upload only where tensors are stored lossily).
+  // served is hashed on the way (it differs from the upload only where tensors are stored lossily). The
+  // lossy hook's tensors are compressed ahead (LossyAhead) and taken here in file order.
   Sha256 served_hash;
   served_hash.Update(h.header_bytes);
-  ChunkPipeline pipeline(guard, stats, options.encode_threads);
+  auto shared = std::make_shared<SharedProgress>(*progress, report, options.cancelled);
+  std::vector<const TensorEntry*> base_of(h.tensors.size(), nullptr);
+  std::vector<LossyAhead::Offer> offers;
   uint32_t stream = 0;
   for (size_t i = 0; i < h.tensors.size(); ++i) {
+    const TensorInfo& t = h.tensors[i];
+    const TensorEntry* bt = base ? base->FindTensor(t.name) : nullptr;
+    if (bt != nullptr && !SameLayout(*bt, t)) bt = nullptr;
+    base_of[i] = bt;
+    if (bt == nullptr || bt->sha256 == e.tensors[i].sha256 || !options.lossy) continue;
+    // a tensor the hook does not take is stored losslessly below, numbered as if offered
+    if (Takes(options, t)) offers.push_back({&t, bt, stream});
+    ++stream;
+  }
+  ChunkPipeline pipeline(guard, stats, options.encode_threads);
+  LossyAhead ahead(*file, base, options, offers, shared);
+  DS_RETURN_IF_ERROR(ahead.StartAhead());
+  for (size_t i = 0, offered = 0; i < h.tensors.size(); ++i) {
     if (IsCancelled(options)) return Cancelled();
     const TensorInfo& t = h.tensors[i];
     TensorEntry& te = e.tensors[i];
-    const TensorEntry* bt = base ? base->FindTensor(t.name) : nullptr;
-    if (bt != nullptr && !SameLayout(*bt, t)) bt = nullptr;
+    const TensorEntry* bt = base_of[i];
     std::optional<LossyOutcome> lossy;
-    uint64_t counted = 0;  // bytes of this tensor already in progress->bytes_done
+    bool taken = false;  // by the lossy hook, and counted in the progress then
     if (bt != nullptr && bt->sha256 == te.sha256) {
       te.encoding = TensorEncoding::kSameAsBase;
       stats->tensors_same++;
-    } else if (bt != nullptr && options.lossy && !Takes(options, t)) {
-      ++stream;  // stored losslessly below, numbered as if offered
-    } else if (bt != nullptr && options.lossy) {
-      const uint64_t before = progress->bytes_done;
-      DS_ASSIGN_OR_RETURN(lossy, EncodeLossy(*file, base, *bt, t, stream++, options, progress, report,
-                                             &served_hash, &te.sha256));
-      counted = progress->bytes_done - before;
+    } else if (offered < offers.size() && offers[offered].t == &t) {
+      ++offered;
+      taken = true;
+      DS_ASSIGN_OR_RETURN(lossy, ahead.Take(&served_hash, &te.sha256));
     }
+    uint64_t counted = 0;  // bytes of this tensor already in the progress
     if (lossy) {
-      DS_RETURN_IF_ERROR(pipeline.Drain());  // the same order of puts as a serial run
+      DS_RETURN_IF_ERROR(pipeline.Drain());  // the lossless chunks before it are put first
       te.encoding = TensorEncoding::kLossy;
       DS_ASSIGN_OR_RETURN(ChunkRef r, guard->Put(lossy->chunk, t.size(), stats));
       te.chunks.push_back(r);
@@ -315,9 +291,8 @@ StatusOr<FileEntry> IngestSafetensors(RefGuard* guard, const IngestFile& in, Ver
         DS_RETURN_IF_ERROR(
             pipeline.Submit(t.dtype, std::move(piece), std::move(base_piece), options.encode, &te.chunks));
         // Progress moves chunk by chunk: one tensor can take many seconds (the reporter throttles).
-        progress->bytes_done += len;
+        if (!taken) shared->Add(len);
         counted += len;
-        if (report) report(*progress);
       }
     }
     if (options.lossy && te.encoding == TensorEncoding::kSameAsBase) {
@@ -328,10 +303,9 @@ StatusOr<FileEntry> IngestSafetensors(RefGuard* guard, const IngestFile& in, Ver
       }
     }
     stats->tensors++;
-    progress->tensors_done++;
-    progress->bytes_done += t.size() - counted;
-    if (report) report(*progress);
+    if (!taken) shared->Add(t.size() - counted, 1);  // Take counted a lossy hook's tensor
   }
+  *progress = shared->Now();
   DS_RETURN_IF_ERROR(pipeline.Drain());
   if (options.lossy) {
     Digest served = served_hash.Finish();
@@ -362,13 +336,14 @@ StatusOr<Manifest> IngestFiles(ChunkStore* store, const std::vector<IngestFile>&
       p.bytes_total += (*file)->header().data_size;
     }
   }
+  IngestOptions encoding = options;
   if (options.lossy && options.lossy_planner.probe) {
-    DS_RETURN_IF_ERROR(PlanLossy(files, base, options, p, progress));
+    DS_ASSIGN_OR_RETURN(encoding.lossy_window, PlanLossy(files, base, options, p, progress));
   }
   for (const auto& f : files) {
     if (m.FindFile(f.path) != nullptr) return InvalidArgument("file " + f.path + " appears twice");
     StatusOr<FileEntry> e = IsSafetensorsPath(f.path)
-                                ? IngestSafetensors(&guard, f, base, stats, options, &p, progress)
+                                ? IngestSafetensors(&guard, f, base, stats, encoding, &p, progress)
                                 : IngestBlob(&guard, f, stats, options);
     if (!e.ok()) return e.status().Annotate(f.path);
     m.files.push_back(std::move(*e));

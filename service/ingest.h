@@ -60,7 +60,10 @@ using LossyRebuilt = std::function<void(std::string_view rows)>;
 
 // Decides and performs lossy compression of a tensor whose base tensor has the same layout; returns
 // nullopt to store the tensor losslessly. `stream` numbers the tensors of a version that differ from a
-// base tensor of the same layout, counting those the LossyFilter leaves out.
+// base tensor of the same layout, counting those the LossyFilter leaves out. The ingest runs the hook for
+// up to IngestOptions::lossy_window tensors of a file at once, each on a thread of its own (with its
+// `step` and `rebuilt`), starting them in file order; a tensor's bytes may depend on the hook's work for
+// the tensors at least that many places before it among those offered, never on the ones in between.
 using LossyHook = std::function<StatusOr<std::optional<LossyOutcome>>(
     const TensorInfo& tensor, const std::string& base_bytes, const std::string& finetune_bytes,
     uint32_t stream, const LossyStep& step, const LossyRebuilt& rebuilt)>;
@@ -77,7 +80,8 @@ using TensorPairReader = std::function<Status(const TensorPairVisitor& visit)>;
 
 // Optional first pass of a lossy version (model-level rate allocation): `probe` sees every tensor the
 // hook will be offered (a base tensor of the same layout, other bytes), with the same arguments, before
-// any is encoded; then `plan` runs once. The probe reads the bytes through `read` (valid until `probe`
+// any is encoded; then `plan` runs once and gives the lossy window of the encoding pass (see
+// IngestOptions::lossy_window). The probe reads the bytes through `read` (valid until `probe`
 // returns) and keeps what it needs of them once the probes already running leave room for it, so the
 // planner bounds the bytes held at once. A probe may run on another thread after `probe` returns: its `step`
 // (a copy may be called from any thread until `plan` returns) reports the probe's progress and checks for
@@ -86,7 +90,7 @@ struct LossyPlanner {
   std::function<Status(const TensorInfo& tensor, const TensorPairReader& read, uint32_t stream,
                        const LossyStep& step)>
       probe;
-  std::function<Status()> plan;
+  std::function<StatusOr<size_t>()> plan;
 };
 
 struct IngestOptions {
@@ -105,6 +109,9 @@ struct IngestOptions {
   // flight (each with its base piece); they are stored in order, so the manifest, the chunks and their
   // reference counts are those of a one-thread run.
   size_t encode_threads = 0;
+  // Lossy tensors of a file whose hooks may run at once (see LossyHook), on up to encode_threads threads;
+  // the planner's plan gives it where there is one. The bytes do not depend on the number of threads.
+  size_t lossy_window = 1;
 };
 
 // Stores the files and returns the manifest (the caller records it). `base` may be null (a base

@@ -1,9 +1,17 @@
-// Pieces of the ingest (service/ingest.cc) that its planning pass (service/ingest_plan.cc) shares.
+// Pieces of the ingest (service/ingest.cc) that its planning pass (service/ingest_plan.cc) and its lossy
+// tensors (service/ingest_lossy.cc) share.
 #pragma once
 
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
 #include <vector>
 
 #include "codec/safetensors.h"
+#include "common/sha256.h"
 #include "service/ingest.h"
 
 namespace deltastore::ingest_detail {
@@ -18,8 +26,87 @@ Status LossyFailure(const IngestOptions& options, const Status& s);
 bool SameLayout(const TensorEntry& base, const TensorInfo& t);
 
 // The planning pass: offers the planner the tensors pass 2 of the ingest will offer the lossy hook, with
-// the same stream numbers, then has it plan. Progress (phase "planning") starts from `p`.
-Status PlanLossy(const std::vector<IngestFile>& files, VersionReader* base, const IngestOptions& options,
-                 IngestProgress p, const ProgressFn& report);
+// the same stream numbers, then has it plan; returns the plan's lossy window. Progress (phase "planning")
+// starts from `p`.
+StatusOr<size_t> PlanLossy(const std::vector<IngestFile>& files, VersionReader* base,
+                           const IngestOptions& options, IngestProgress p, const ProgressFn& report);
+
+// An ingest phase's progress, shared with the threads that work for it (the planner's probes, the lossy
+// hooks): bytes_done counts the tensors passed over whole and each tensor worked on elsewhere by the
+// fraction of its work done, so the phase moves while the ingest waits on that work. Reports stop when it
+// closes; the steps still ask whether to go on.
+class SharedProgress : public std::enable_shared_from_this<SharedProgress> {
+ public:
+  SharedProgress(IngestProgress p, ProgressFn report, std::function<bool()> cancelled)
+      : p_(std::move(p)), report_(std::move(report)), cancelled_(std::move(cancelled)) {}
+  // Bytes (and whole tensors) done.
+  void Add(uint64_t bytes, uint64_t tensors = 0);
+  // The step of a tensor of `size` bytes worked on elsewhere: its bytes count as the fraction grows, never
+  // back, into *counted. It asks to stop when the ingest is cancelled or *stop is set.
+  LossyStep Step(uint64_t size, std::shared_ptr<uint64_t> counted, std::shared_ptr<std::atomic<bool>> stop);
+  // That tensor done: the rest of its bytes, and the tensor.
+  void Finish(uint64_t size, const std::shared_ptr<uint64_t>& counted);
+  IngestProgress Now();
+  void Close();
+
+ private:
+  void Report();  // with mu_ held
+  std::mutex mu_;
+  IngestProgress p_;
+  ProgressFn report_;
+  std::function<bool()> cancelled_;
+  bool closed_ = false;
+};
+
+// The lossy tensors of one file, compressed ahead of the ingest's loop: each on a thread of its own, up
+// to `threads` running and `window` started and not yet taken (IngestOptions::lossy_window), started in
+// file order; the loop takes their outcomes in file order. Each tensor's rebuilt rows go to its own hash
+// and to the file's served hash in order: a tensor taken streams them there, one started ahead buffers
+// them until it is taken. Memory: the tensors started and not taken, each read whole (base and finetune,
+// released when its hook returns) with its buffered rows, stay within the largest offered tensor's bytes
+// or kLossyBytesAhead, whichever is more (one tensor at a time beyond that): the peak of a serial run is
+// set by its largest tensor, and a 4096 x 4096 bf16 tensor (32 MiB) running beside it would raise it.
+class LossyAhead {
+ public:
+  struct Offer {
+    const TensorInfo* t;
+    const TensorEntry* bt;  // its base tensor
+    uint32_t stream;
+  };
+  LossyAhead(const SafetensorsFile& file, VersionReader* base, const IngestOptions& options,
+             std::vector<Offer> offers, std::shared_ptr<SharedProgress> progress);
+  LossyAhead(const LossyAhead&) = delete;
+  LossyAhead& operator=(const LossyAhead&) = delete;
+  ~LossyAhead();  // stops the tensors still running and waits for them
+
+  // Starts the tensors ahead that the window, the threads and the bytes leave room for.
+  Status StartAhead();
+  // The outcome of the next offer, in file order (a lossless one: nullopt); its rebuilt rows are hashed
+  // into *served_hash, their sha256 put in *sha256.
+  StatusOr<std::optional<LossyOutcome>> Take(Sha256* served_hash, Digest* sha256);
+
+ private:
+  struct Task;
+  // Starts the next offer on a thread of its own, or runs it here (taken: its rows go to *taken).
+  Status Start(Sha256* taken = nullptr);
+  void Run(const std::shared_ptr<Task>& task);
+
+  const SafetensorsFile& file_;
+  VersionReader* base_;
+  const IngestOptions& options_;
+  std::vector<Offer> offers_;
+  std::shared_ptr<SharedProgress> progress_;
+  size_t threads_, window_;
+  uint64_t bytes_bound_ = 0;
+  std::shared_ptr<std::atomic<bool>> stop_ = std::make_shared<std::atomic<bool>>(false);
+  size_t next_ = 0;                            // the next offer to start
+  std::deque<std::shared_ptr<Task>> started_;  // started, not taken, in file order
+  std::mutex mu_;                              // guards the tasks' state and the served hash they stream to
+  std::condition_variable finished_;
+};
+
+// Bytes of lossy tensors that may be started ahead beside each other when the largest offered tensor is
+// smaller (see LossyAhead).
+constexpr uint64_t kLossyBytesAhead = uint64_t{64} << 20;
 
 }  // namespace deltastore::ingest_detail

@@ -4,6 +4,7 @@
 
 #include <map>
 #include <memory>
+#include <mutex>
 #include <set>
 #include <string>
 #include <vector>
@@ -31,7 +32,8 @@ struct LossyPolicy {
 StatusOr<LossyPolicy> ParseLossyPolicy(const nlohmann::json& policy);
 nlohmann::json LossyPolicyJson(const LossyPolicy& policy);
 
-// Per-layer input statistics: tensors named like the weight they belong to, holding diag(X^T X).
+// Per-layer input statistics: tensors named like the weight they belong to, holding diag(X^T X). For() may
+// be called from several threads (the ingest encodes tensors at once).
 class Calibration {
  public:
   static StatusOr<std::shared_ptr<Calibration>> Open(const std::string& path);
@@ -40,6 +42,7 @@ class Calibration {
 
  private:
   std::unique_ptr<SafetensorsFile> file_;
+  std::mutex mu_;
   std::map<std::string, std::vector<float>> cache_;
 };
 
@@ -66,11 +69,22 @@ std::vector<size_t> AllocateRates(const std::vector<std::vector<RatePoint>>& cur
 double FillFactor(const std::vector<std::vector<RatePoint>>& curves, const std::vector<size_t>& pick,
                   const std::vector<double>& shares, double budget);
 
+// How many places back (in file order) a planned tensor's carry-over of what the tensors before it left
+// unspent reaches, and so how many tensors the ingest may encode at once (IngestOptions::lossy_window):
+// a quarter of the planned tensors, 1 to 16. A version of up to 7 tensors counts every tensor before (as
+// the serial encoding did), where each one's unspent bytes weigh most; minilm (38 tensors) encodes up to
+// 9 at a time, so that the smaller tensors run beside its 30522 x 384 embedding (8.6 s of the 22.5 s its
+// encoding took at 16x).
+size_t CarryLag(size_t planned);
+
 struct LossyHooks {
   LossyHook encode;
   LossyFilter takes;     // WantsLossy of the policy
-  LossyPlanner planner;  // set when the policy allocates rates
+  LossyPlanner planner;  // set when the policy allocates rates (its plan gives the window then)
+  size_t window = 1;     // IngestOptions::lossy_window without a plan: each tensor's bytes are its own
 };
+// The window of a version without rate allocation (no tensor's bytes depend on another's).
+constexpr size_t kIndependentWindow = 16;
 // The planner probes tensors on `threads` workers (0: one per core); the plan does not depend on it.
 LossyHooks MakeLossyHooks(const LossyPolicy& policy, const std::shared_ptr<Calibration>& calibration,
                           size_t threads = 0);

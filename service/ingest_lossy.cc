@@ -1,0 +1,191 @@
+// The encoding pass's lossy tensors (LossyAhead: compressed ahead of the ingest's loop, taken in file
+// order) and the progress the ingest's phases share with the threads that work for them.
+#include <algorithm>
+#include <system_error>
+#include <thread>
+#include <utility>
+
+#include "service/ingest_internal.h"
+
+namespace deltastore::ingest_detail {
+
+void SharedProgress::Add(uint64_t bytes, uint64_t tensors) {
+  std::lock_guard<std::mutex> lock(mu_);
+  p_.bytes_done += bytes;
+  p_.tensors_done += tensors;
+  Report();
+}
+
+LossyStep SharedProgress::Step(uint64_t size, std::shared_ptr<uint64_t> counted,
+                               std::shared_ptr<std::atomic<bool>> stop) {
+  return [self = shared_from_this(), size, counted = std::move(counted),
+          stop = std::move(stop)](double fraction) {
+    const auto now = static_cast<uint64_t>(std::clamp(fraction, 0.0, 1.0) * static_cast<double>(size));
+    {
+      std::lock_guard<std::mutex> lock(self->mu_);
+      if (now > *counted) {
+        self->p_.bytes_done += now - std::exchange(*counted, now);
+        self->Report();
+      }
+    }
+    return !(self->cancelled_ && self->cancelled_()) && !(stop && stop->load());
+  };
+}
+
+void SharedProgress::Finish(uint64_t size, const std::shared_ptr<uint64_t>& counted) {
+  std::lock_guard<std::mutex> lock(mu_);
+  p_.bytes_done += size - std::min(size, *counted);
+  *counted = size;
+  p_.tensors_done++;
+  Report();
+}
+
+IngestProgress SharedProgress::Now() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return p_;
+}
+
+void SharedProgress::Close() {
+  std::lock_guard<std::mutex> lock(mu_);
+  closed_ = true;
+}
+
+void SharedProgress::Report() {
+  if (report_ && !closed_) report_(p_);
+}
+
+struct LossyAhead::Task {
+  const Offer* offer = nullptr;
+  std::string base, finetune;  // read whole when started, released when the hook returns
+  std::shared_ptr<uint64_t> counted = std::make_shared<uint64_t>(0);  // bytes of progress (SharedProgress)
+  LossyStep step;
+  Sha256 hash;  // of the rebuilt rows (the hook's thread)
+  uint64_t rebuilt_bytes = 0;
+  // Guarded by the LossyAhead's mu_:
+  std::string buffered;      // rows rebuilt before the tensor was taken
+  Sha256* served = nullptr;  // where rows go once it is taken
+  bool done = false;
+  std::optional<StatusOr<std::optional<LossyOutcome>>> outcome;
+  std::thread thread;  // none when it ran on the ingest's thread
+};
+
+LossyAhead::LossyAhead(const SafetensorsFile& file, VersionReader* base, const IngestOptions& options,
+                       std::vector<Offer> offers, std::shared_ptr<SharedProgress> progress)
+    : file_(file),
+      base_(base),
+      options_(options),
+      offers_(std::move(offers)),
+      progress_(std::move(progress)),
+      threads_(options.encode_threads != 0 ? options.encode_threads
+                                           : std::max<size_t>(1, std::thread::hardware_concurrency())),
+      window_(std::max<size_t>(1, options.lossy_window)) {
+  bytes_bound_ = kLossyBytesAhead;
+  for (const Offer& o : offers_) bytes_bound_ = std::max(bytes_bound_, o.t->size());
+}
+
+LossyAhead::~LossyAhead() {
+  stop_->store(true);
+  for (auto& task : started_) {
+    if (task->thread.joinable()) task->thread.join();
+  }
+}
+
+Status LossyAhead::StartAhead() {
+  if (threads_ <= 1) return OkStatus();  // each tensor runs on the ingest's thread when taken
+  while (next_ < offers_.size() && started_.size() < window_) {
+    size_t running = 0;
+    uint64_t bytes = offers_[next_].t->size();
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      for (const auto& task : started_) running += task->done ? 0 : 1, bytes += task->offer->t->size();
+    }
+    if (running >= threads_ || (!started_.empty() && bytes > bytes_bound_)) break;
+    DS_RETURN_IF_ERROR(Start());
+  }
+  return OkStatus();
+}
+
+Status LossyAhead::Start(Sha256* taken) {
+  auto task = std::make_shared<Task>();
+  task->offer = &offers_[next_];
+  const TensorInfo& t = *task->offer->t;
+  task->finetune.assign(t.size(), '\0');
+  task->base.assign(t.size(), '\0');
+  DS_RETURN_IF_ERROR(file_.ReadTensorRange(t, 0, t.size(), task->finetune.data()));
+  DS_RETURN_IF_ERROR(base_->ReadTensor(*task->offer->bt, 0, t.size(), task->base.data()));
+  task->step = progress_->Step(t.size(), task->counted, stop_);
+  ++next_;
+  started_.push_back(task);
+  if (taken != nullptr) {
+    task->served = taken;  // serially: its rows go straight to the served hash
+  } else {
+    try {
+      task->thread = std::thread([this, task] { Run(task); });
+      return OkStatus();
+    } catch (const std::system_error&) {
+      // no thread could be started: it runs here
+    }
+  }
+  Run(task);
+  return OkStatus();
+}
+
+void LossyAhead::Run(const std::shared_ptr<Task>& task) {
+  LossyRebuilt rebuilt = [this, &task](std::string_view rows) {
+    task->hash.Update(rows);
+    task->rebuilt_bytes += rows.size();
+    std::lock_guard<std::mutex> lock(mu_);
+    if (task->served != nullptr) {
+      task->served->Update(rows);
+    } else {
+      task->buffered.append(rows);
+    }
+  };
+  const Offer& o = *task->offer;
+  auto outcome = options_.lossy(*o.t, task->base, task->finetune, o.stream, task->step, rebuilt);
+  std::string().swap(task->base);
+  std::string().swap(task->finetune);
+  std::lock_guard<std::mutex> lock(mu_);
+  task->outcome = std::move(outcome);
+  task->done = true;
+  finished_.notify_all();
+}
+
+StatusOr<std::optional<LossyOutcome>> LossyAhead::Take(Sha256* served_hash, Digest* sha256) {
+  if (started_.empty()) {
+    if (next_ >= offers_.size()) return Internal("lossy tensor taken beyond those offered");
+    DS_RETURN_IF_ERROR(Start(threads_ <= 1 ? served_hash : nullptr));
+  }
+  DS_RETURN_IF_ERROR(StartAhead());
+  std::shared_ptr<Task> task = started_.front();
+  {
+    std::unique_lock<std::mutex> lock(mu_);
+    served_hash->Update(task->buffered);
+    std::string().swap(task->buffered);
+    task->served = served_hash;
+    while (!task->done) {
+      finished_.wait(lock);
+      if (task->done) break;
+      // A tensor ahead finished: its thread can take the next one.
+      lock.unlock();
+      Status s = StartAhead();
+      lock.lock();
+      if (!s.ok()) return s;
+    }
+  }
+  started_.pop_front();
+  if (task->thread.joinable()) task->thread.join();
+  const TensorInfo& t = *task->offer->t;
+  StatusOr<std::optional<LossyOutcome>> outcome = std::move(*task->outcome);
+  if (!outcome.ok()) return LossyFailure(options_, outcome.status().Annotate("tensor " + t.name));
+  if (task->rebuilt_bytes != (*outcome ? t.size() : 0)) {
+    return Internal("lossy hook rebuilt " + std::to_string(task->rebuilt_bytes) + " bytes of tensor " +
+                    t.name + (*outcome ? "" : ", then stored it losslessly"));
+  }
+  if (*outcome) *sha256 = task->hash.Finish();
+  progress_->Finish(t.size(), task->counted);
+  DS_RETURN_IF_ERROR(StartAhead());
+  return std::move(*outcome);
+}
+
+}  // namespace deltastore::ingest_detail
