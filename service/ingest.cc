@@ -338,7 +338,7 @@ StatusOr<Manifest> IngestFiles(ChunkStore* store, const std::vector<IngestFile>&
   }
   IngestOptions encoding = options;
   if (options.lossy && options.lossy_planner.probe) {
-    DS_ASSIGN_OR_RETURN(encoding.lossy_window, PlanLossy(files, base, options, p, progress));
+    DS_ASSIGN_OR_RETURN(encoding.lossy_reach, PlanLossy(files, base, options, p, progress));
   }
   for (const auto& f : files) {
     if (m.FindFile(f.path) != nullptr) return InvalidArgument("file " + f.path + " appears twice");

@@ -60,10 +60,10 @@ using LossyRebuilt = std::function<void(std::string_view rows)>;
 
 // Decides and performs lossy compression of a tensor whose base tensor has the same layout; returns
 // nullopt to store the tensor losslessly. `stream` numbers the tensors of a version that differ from a
-// base tensor of the same layout, counting those the LossyFilter leaves out. The ingest runs the hook for
-// up to IngestOptions::lossy_window tensors of a file at once, each on a thread of its own (with its
-// `step` and `rebuilt`), starting them in file order; a tensor's bytes may depend on the hook's work for
-// the tensors at least that many places before it among those offered, never on the ones in between.
+// base tensor of the same layout, counting those the LossyFilter leaves out. The ingest may run the hook
+// for several tensors of a file at once, each on a thread of its own (with its `step` and `rebuilt`),
+// starting them in file order: a tensor's bytes may depend on the hook's work for the offered tensors
+// that end IngestOptions::lossy_reach bytes or more before it begins, never on the others.
 using LossyHook = std::function<StatusOr<std::optional<LossyOutcome>>(
     const TensorInfo& tensor, const std::string& base_bytes, const std::string& finetune_bytes,
     uint32_t stream, const LossyStep& step, const LossyRebuilt& rebuilt)>;
@@ -80,8 +80,8 @@ using TensorPairReader = std::function<Status(const TensorPairVisitor& visit)>;
 
 // Optional first pass of a lossy version (model-level rate allocation): `probe` sees every tensor the
 // hook will be offered (a base tensor of the same layout, other bytes), with the same arguments, before
-// any is encoded; then `plan` runs once and gives the lossy window of the encoding pass (see
-// IngestOptions::lossy_window). The probe reads the bytes through `read` (valid until `probe`
+// any is encoded; then `plan` runs once and gives the lossy reach of the encoding pass (see
+// IngestOptions::lossy_reach). The probe reads the bytes through `read` (valid until `probe`
 // returns) and keeps what it needs of them once the probes already running leave room for it, so the
 // planner bounds the bytes held at once. A probe may run on another thread after `probe` returns: its `step`
 // (a copy may be called from any thread until `plan` returns) reports the probe's progress and checks for
@@ -90,7 +90,7 @@ struct LossyPlanner {
   std::function<Status(const TensorInfo& tensor, const TensorPairReader& read, uint32_t stream,
                        const LossyStep& step)>
       probe;
-  std::function<StatusOr<size_t>()> plan;
+  std::function<StatusOr<uint64_t>()> plan;
 };
 
 struct IngestOptions {
@@ -109,9 +109,12 @@ struct IngestOptions {
   // flight (each with its base piece); they are stored in order, so the manifest, the chunks and their
   // reference counts are those of a one-thread run.
   size_t encode_threads = 0;
-  // Lossy tensors of a file whose hooks may run at once (see LossyHook), on up to encode_threads threads;
-  // the planner's plan gives it where there is one. The bytes do not depend on the number of threads.
-  size_t lossy_window = 1;
+  // How far back the lossy hook's bytes for a tensor may depend on its work for other tensors: on the
+  // offered tensors of the file ending at least this many bytes before it begins (their bytes counted in
+  // file order), never on the others, so the ingest may run those at once on up to encode_threads threads
+  // with the same bytes (see LossyAhead). 0: on every tensor before it (one tensor at a time). The
+  // planner's plan gives it where there is one.
+  uint64_t lossy_reach = 0;
 };
 
 // Stores the files and returns the manifest (the caller records it). `base` may be null (a base

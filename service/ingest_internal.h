@@ -26,9 +26,9 @@ Status LossyFailure(const IngestOptions& options, const Status& s);
 bool SameLayout(const TensorEntry& base, const TensorInfo& t);
 
 // The planning pass: offers the planner the tensors pass 2 of the ingest will offer the lossy hook, with
-// the same stream numbers, then has it plan; returns the plan's lossy window. Progress (phase "planning")
+// the same stream numbers, then has it plan; returns the plan's lossy reach. Progress (phase "planning")
 // starts from `p`.
-StatusOr<size_t> PlanLossy(const std::vector<IngestFile>& files, VersionReader* base,
+StatusOr<uint64_t> PlanLossy(const std::vector<IngestFile>& files, VersionReader* base,
                            const IngestOptions& options, IngestProgress p, const ProgressFn& report);
 
 // An ingest phase's progress, shared with the threads that work for it (the planner's probes, the lossy
@@ -59,13 +59,14 @@ class SharedProgress : public std::enable_shared_from_this<SharedProgress> {
 };
 
 // The lossy tensors of one file, compressed ahead of the ingest's loop: each on a thread of its own, up
-// to `threads` running and `window` started and not yet taken (IngestOptions::lossy_window), started in
-// file order; the loop takes their outcomes in file order. Each tensor's rebuilt rows go to its own hash
-// and to the file's served hash in order: a tensor taken streams them there, one started ahead buffers
-// them until it is taken. Memory: the tensors started and not taken, each read whole (base and finetune,
-// released when its hook returns) with its buffered rows, stay within the largest offered tensor's bytes
-// or kLossyBytesAhead, whichever is more (one tensor at a time beyond that): the peak of a serial run is
-// set by its largest tensor, and a 4096 x 4096 bf16 tensor (32 MiB) running beside it would raise it.
+// to `threads` running, started in file order; the loop takes their outcomes in file order. A tensor
+// starts once every offered tensor ending IngestOptions::lossy_reach bytes or more before it is done, so
+// the hook's bytes are those of a serial run. Each tensor's rebuilt rows go to its own hash and to the
+// file's served hash in order: a tensor taken streams them there, one started ahead buffers them until it
+// is taken. Memory: the tensors started and not taken (running: their size, each read whole as base and
+// finetune and released when its hook returns; done: their buffered rows) stay within the largest offered
+// tensor's bytes or kLossyBytesAhead, whichever is more (beyond that, one tensor at a time): the peak of a
+// serial run is set by its largest tensor, which then runs alone.
 class LossyAhead {
  public:
   struct Offer {
@@ -79,7 +80,7 @@ class LossyAhead {
   LossyAhead& operator=(const LossyAhead&) = delete;
   ~LossyAhead();  // stops the tensors still running and waits for them
 
-  // Starts the tensors ahead that the window, the threads and the bytes leave room for.
+  // Starts the tensors ahead that the reach, the threads and the bytes leave room for.
   Status StartAhead();
   // The outcome of the next offer, in file order (a lossless one: nullopt); its rebuilt rows are hashed
   // into *served_hash, their sha256 put in *sha256.
@@ -96,7 +97,8 @@ class LossyAhead {
   const IngestOptions& options_;
   std::vector<Offer> offers_;
   std::shared_ptr<SharedProgress> progress_;
-  size_t threads_, window_;
+  std::vector<uint64_t> begins_;  // of each offer: the bytes of the offers before it
+  size_t threads_;
   uint64_t bytes_bound_ = 0;
   std::shared_ptr<std::atomic<bool>> stop_ = std::make_shared<std::atomic<bool>>(false);
   size_t next_ = 0;                            // the next offer to start
@@ -106,7 +108,7 @@ class LossyAhead {
 };
 
 // Bytes of lossy tensors that may be started ahead beside each other when the largest offered tensor is
-// smaller (see LossyAhead).
-constexpr uint64_t kLossyBytesAhead = uint64_t{64} << 20;
+// smaller (see LossyAhead): the bound of the planner's probes too.
+constexpr uint64_t kLossyBytesAhead = uint64_t{256} << 20;
 
 }  // namespace deltastore::ingest_detail

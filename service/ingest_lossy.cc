@@ -77,10 +77,14 @@ LossyAhead::LossyAhead(const SafetensorsFile& file, VersionReader* base, const I
       offers_(std::move(offers)),
       progress_(std::move(progress)),
       threads_(options.encode_threads != 0 ? options.encode_threads
-                                           : std::max<size_t>(1, std::thread::hardware_concurrency())),
-      window_(std::max<size_t>(1, options.lossy_window)) {
+                                           : std::max<size_t>(1, std::thread::hardware_concurrency())) {
   bytes_bound_ = kLossyBytesAhead;
-  for (const Offer& o : offers_) bytes_bound_ = std::max(bytes_bound_, o.t->size());
+  uint64_t begin = 0;
+  for (const Offer& o : offers_) {
+    begins_.push_back(begin);
+    begin += o.t->size();
+    bytes_bound_ = std::max(bytes_bound_, o.t->size());
+  }
 }
 
 LossyAhead::~LossyAhead() {
@@ -92,14 +96,21 @@ LossyAhead::~LossyAhead() {
 
 Status LossyAhead::StartAhead() {
   if (threads_ <= 1) return OkStatus();  // each tensor runs on the ingest's thread when taken
-  while (next_ < offers_.size() && started_.size() < window_) {
+  while (next_ < offers_.size()) {
     size_t running = 0;
+    bool waits = false;  // on a tensor the hook may depend on
     uint64_t bytes = offers_[next_].t->size();
     {
       std::lock_guard<std::mutex> lock(mu_);
-      for (const auto& task : started_) running += task->done ? 0 : 1, bytes += task->offer->t->size();
+      for (const auto& task : started_) {
+        bytes += task->done ? task->buffered.size() : task->offer->t->size();
+        if (task->done) continue;
+        ++running;
+        const size_t j = static_cast<size_t>(task->offer - offers_.data());
+        waits |= begins_[next_] - (begins_[j] + offers_[j].t->size()) >= options_.lossy_reach;
+      }
     }
-    if (running >= threads_ || (!started_.empty() && bytes > bytes_bound_)) break;
+    if (waits || running >= threads_ || (!started_.empty() && bytes > bytes_bound_)) break;
     DS_RETURN_IF_ERROR(Start());
   }
   return OkStatus();

@@ -28,7 +28,7 @@ StatusOr<bool> DiffersFromBase(const SafetensorsFile& file, const TensorInfo& t,
 
 }  // namespace
 
-StatusOr<size_t> PlanLossy(const std::vector<IngestFile>& files, VersionReader* base,
+StatusOr<uint64_t> PlanLossy(const std::vector<IngestFile>& files, VersionReader* base,
                            const IngestOptions& options, IngestProgress p, const ProgressFn& report) {
   p.phase = "planning";
   // Probed tensors count as done when offered, their bytes as their probes go: the last ones took 4.4 s
@@ -75,9 +75,9 @@ StatusOr<size_t> PlanLossy(const std::vector<IngestFile>& files, VersionReader* 
       progress->Add(t.size(), 1);
     }
   }
-  StatusOr<size_t> window = options.lossy_planner.plan();
-  if (!window.ok()) return LossyFailure(options, window.status());
-  return window;
+  StatusOr<uint64_t> reach = options.lossy_planner.plan();
+  if (!reach.ok()) return LossyFailure(options, reach.status());
+  return reach;
 }
 
 }  // namespace deltastore::ingest_detail

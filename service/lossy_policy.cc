@@ -197,14 +197,16 @@ struct Planned {
   std::vector<std::vector<RatePoint>> curves;
   double budget = 0;            // sum of the probed tensors' delta bytes / the policy's ratio
   std::vector<uint64_t> sizes;  // of the probed tensors, beside names
-  // Carry-over while encoding: each planned tensor's place in file order, its planned bytes and, once
-  // encoded, its stored bytes. A tensor's target counts only the tensors at least `lag` places before it
-  // (see CarryLag), so that the ingest may encode up to `lag` tensors at once with the same bytes.
+  // Carry-over while encoding: each planned tensor's place in file order, where it begins (the bytes of the
+  // planned tensors before it), its planned bytes and, once encoded, its stored bytes. A tensor's target
+  // counts only the tensors that end at least `reach` bytes before it begins (see CarryReach), so that the
+  // ingest may encode the others at once with the same bytes.
   std::map<std::string, size_t> place;
+  std::vector<uint64_t> begins;
   std::vector<double> planned_bytes;
   std::vector<std::optional<double>> stored_bytes;
   double planned_total = 0;
-  size_t lag = 1;
+  uint64_t reach = 0;
   std::mutex mu;  // guards the carry-over and `measured` while tensors are encoded at once
   // What the probes of each tensor measured, for its compression (LossyMeasurements), by tensor name and
   // stream, with a fingerprint of the pair they were measured on.
@@ -252,7 +254,7 @@ Status CollectFirst(Planned* planned, double target) {
 }
 
 // The target ratio of the planned tensor at `place` (of `size` bytes): its planned share, plus its part of
-// what the tensors at least `lag` places before it left unspent (or overspent) beyond 5% of their planned
+// what the tensors ending `reach` bytes before it left unspent (or overspent) beyond 5% of their planned
 // bytes: a fit cannot always spend a share to the byte (k of a group, a rank), and without this the
 // version missed its ratio by up to 2x at 1024x. Within 5% the plan is kept as it is (carrying everything
 // over moved the tfm pair at 128x from 134x to 130x and cost 0.6 points of gain). At least half its own
@@ -260,7 +262,8 @@ Status CollectFirst(Planned* planned, double target) {
 StatusOr<double> CarriedRatio(const Planned& planned, size_t place, uint64_t size) {
   const double share = planned.planned_bytes[place];
   double done = 0, slack = 0;
-  for (size_t j = 0; j + planned.lag <= place; ++j) {
+  for (size_t j = 0; j < place && planned.begins[j] + planned.sizes[j] + planned.reach <= planned.begins[place];
+       ++j) {
     if (!planned.stored_bytes[j]) {
       return Internal("lossy tensor " + planned.names[place] + " began before " + planned.names[j] +
                       " was encoded");
@@ -308,8 +311,11 @@ json TensorReport(const TensorInfo& t, const LossyTensorReport& q, double ratio,
 
 }  // namespace
 
-size_t CarryLag(size_t planned) {
-  return std::clamp<size_t>(planned / 4, 1, 16);
+uint64_t CarryReach(const std::vector<uint64_t>& sizes) {
+  if (sizes.size() < 8) return 0;
+  uint64_t total = 0;
+  for (uint64_t s : sizes) total += s;
+  return total / 4;
 }
 
 std::vector<size_t> AllocateRates(const std::vector<std::vector<RatePoint>>& curves, double budget) {
@@ -411,7 +417,7 @@ LossyHooks MakeLossyHooks(const LossyPolicy& policy, const std::shared_ptr<Calib
     std::string report = TensorReport(t, r.report, o.target_ratio, planned_ratio, calib != nullptr).dump();
     return std::optional<LossyOutcome>(LossyOutcome{std::move(r.chunk), report});
   };
-  hooks.window = kIndependentWindow;
+  hooks.reach = kIndependentReach;
   if (!policy.allocate) return hooks;
   // Probes run on `threads` workers, a tensor each; every probe is a pure function of its tensor, stream
   // and seed, so the plan is the same whatever the number of workers. Memory: `threads` tensors in flight
@@ -455,7 +461,7 @@ LossyHooks MakeLossyHooks(const LossyPolicy& policy, const std::shared_ptr<Calib
         {t.name, t.size(), held, std::async(std::launch::async | std::launch::deferred, std::move(run))});
     return OkStatus();
   };
-  hooks.planner.plan = [planned, target]() -> StatusOr<size_t> {
+  hooks.planner.plan = [planned, target]() -> StatusOr<uint64_t> {
     while (!planned->running.empty()) DS_RETURN_IF_ERROR(CollectFirst(planned.get(), target));
     std::vector<size_t> pick = AllocateRates(planned->curves, planned->budget);
     std::vector<double> shares;
@@ -465,13 +471,14 @@ LossyHooks MakeLossyHooks(const LossyPolicy& policy, const std::shared_ptr<Calib
       planned->ratio[planned->names[i]] = std::clamp(target / (planned->curves[i][pick[i]].multiplier * fill),
                                                      kMinLossyRatio, kMaxLossyRatio);
       planned->place[planned->names[i]] = i;
+      planned->begins.push_back(i == 0 ? 0 : planned->begins[i - 1] + planned->sizes[i - 1]);
       planned->planned_bytes.push_back(static_cast<double>(planned->sizes[i]) /
                                        planned->ratio[planned->names[i]]);
       planned->planned_total += planned->planned_bytes.back();
     }
     planned->stored_bytes.assign(pick.size(), std::nullopt);
-    planned->lag = CarryLag(pick.size());
-    return planned->lag;
+    planned->reach = CarryReach(planned->sizes);
+    return planned->reach;
   };
   return hooks;
 }

@@ -2,6 +2,7 @@
 // stored lossily, running the compressor (gpu/) and summarising the quality report.
 #pragma once
 
+#include <limits>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -69,22 +70,22 @@ std::vector<size_t> AllocateRates(const std::vector<std::vector<RatePoint>>& cur
 double FillFactor(const std::vector<std::vector<RatePoint>>& curves, const std::vector<size_t>& pick,
                   const std::vector<double>& shares, double budget);
 
-// How many places back (in file order) a planned tensor's carry-over of what the tensors before it left
-// unspent reaches, and so how many tensors the ingest may encode at once (IngestOptions::lossy_window):
-// a quarter of the planned tensors, 1 to 16. A version of up to 7 tensors counts every tensor before (as
-// the serial encoding did), where each one's unspent bytes weigh most; minilm (38 tensors) encodes up to
-// 9 at a time, so that the smaller tensors run beside its 30522 x 384 embedding (8.6 s of the 22.5 s its
-// encoding took at 16x).
-size_t CarryLag(size_t planned);
+// How far back a planned tensor's carry-over of what the tensors before it left unspent reaches: it counts
+// the planned tensors that end at least this many bytes (of the planned tensors, in file order) before it
+// begins, and the ingest encodes the others at once (IngestOptions::lossy_reach). A quarter of the planned
+// tensors' bytes, where there are 8 or more; else 0 (every tensor before it, as the serial encoding did),
+// where each one's unspent bytes weigh most. On minilm the smaller tensors of the first layers then run
+// beside its 30522 x 384 embedding (7.8 s of the 22.5 s its encoding took at 16x, one tensor at a time).
+uint64_t CarryReach(const std::vector<uint64_t>& planned_sizes);
 
 struct LossyHooks {
   LossyHook encode;
   LossyFilter takes;     // WantsLossy of the policy
-  LossyPlanner planner;  // set when the policy allocates rates (its plan gives the window then)
-  size_t window = 1;     // IngestOptions::lossy_window without a plan: each tensor's bytes are its own
+  LossyPlanner planner;  // set when the policy allocates rates (its plan gives the reach then)
+  uint64_t reach = 0;    // IngestOptions::lossy_reach without a plan
 };
-// The window of a version without rate allocation (no tensor's bytes depend on another's).
-constexpr size_t kIndependentWindow = 16;
+// The reach of a version without rate allocation: no tensor's bytes depend on another's.
+constexpr uint64_t kIndependentReach = std::numeric_limits<uint64_t>::max();
 // The planner probes tensors on `threads` workers (0: one per core); the plan does not depend on it.
 LossyHooks MakeLossyHooks(const LossyPolicy& policy, const std::shared_ptr<Calibration>& calibration,
                           size_t threads = 0);

@@ -136,7 +136,7 @@ StatusOr<VersionCreator::Outcome> VersionCreator::Ingest(JobRecord* job) {
     options.lossy = std::move(hooks.encode);
     options.lossy_takes = std::move(hooks.takes);
     options.lossy_planner = std::move(hooks.planner);
-    options.lossy_window = hooks.window;
+    options.lossy_reach = hooks.reach;
   }
   options.file_cache = s_->file_cache.get();
   options.cancelled = [this, id = job->id] {

@@ -1,6 +1,6 @@
-// A lossy version's tensors encoded at once (IngestOptions::lossy_window, LossyAhead): the hooks of a
-// window of tensors run side by side, and the manifest, the stored bytes, the served file's hash and the
-// quality report are those of a one-thread run.
+// A lossy version's tensors encoded at once (IngestOptions::lossy_reach, LossyAhead): the hooks of tensors
+// the carry-over's reach leaves apart run side by side, and the manifest, the stored bytes, the served
+// file's hash and the quality report are those of a one-thread run.
 #include <gtest/gtest.h>
 
 #include <chrono>
@@ -27,7 +27,7 @@ std::string F32Bytes(const std::vector<float>& v) {
   return s;
 }
 
-constexpr int kLossyTensors = 12;  // a carry lag of 3
+constexpr int kLossyTensors = 12;  // the carry-over reaches 3 tensors back
 
 // A base and a finetune of 12 lossy 48 x 32 tensors whose deltas grow in size (so that their shares and
 // what they leave unspent differ), each followed by a 1-D bias that changes too (stored losslessly, so
@@ -78,7 +78,7 @@ Result Ingest(const Pair& p, size_t threads, const std::function<LossyHook(Lossy
   options.lossy = wrap ? wrap(hooks.encode) : hooks.encode;
   options.lossy_takes = hooks.takes;
   options.lossy_planner = hooks.planner;
-  options.lossy_window = hooks.window;
+  options.lossy_reach = hooks.reach;
   options.encode_threads = threads;
   VersionReader reader(store.get(), *base,
                        [](const Digest&) -> StatusOr<Manifest> { return NotFound("none"); });
@@ -91,17 +91,14 @@ Result Ingest(const Pair& p, size_t threads, const std::function<LossyHook(Lossy
   return out;
 }
 
-TEST(LossyWindowTest, TheLagIsAQuarterOfThePlannedTensorsFromOneToSixteen) {
-  EXPECT_EQ(CarryLag(0), 1u);
-  EXPECT_EQ(CarryLag(7), 1u);
-  EXPECT_EQ(CarryLag(8), 2u);
-  EXPECT_EQ(CarryLag(kLossyTensors), 3u);
-  EXPECT_EQ(CarryLag(38), 9u);
-  EXPECT_EQ(CarryLag(64), 16u);
-  EXPECT_EQ(CarryLag(1000), 16u);
+TEST(LossyAheadTest, TheCarryOverReachesAQuarterOfThePlannedBytesFromEightTensorsOn) {
+  EXPECT_EQ(CarryReach({}), 0u);
+  EXPECT_EQ(CarryReach(std::vector<uint64_t>(7, 1000)), 0u);  // every tensor before counts
+  EXPECT_EQ(CarryReach(std::vector<uint64_t>(8, 1000)), 2000u);
+  EXPECT_EQ(CarryReach({100, 100, 100, 100, 100, 100, 100, 46900}), 11900u);
 }
 
-TEST(LossyWindowTest, TensorsEncodedAtOnceGiveTheBytesOfOneThread) {
+TEST(LossyAheadTest, TensorsEncodedAtOnceGiveTheBytesOfOneThread) {
   Pair p;
   Result one = Ingest(p, 1);
   Result three = Ingest(p, 3);
@@ -129,7 +126,7 @@ TEST(LossyWindowTest, TensorsEncodedAtOnceGiveTheBytesOfOneThread) {
 }
 
 // The first tensor's hook waits until the second one's has begun: it only can if they run at once.
-TEST(LossyWindowTest, TheHooksOfAWindowRunSideBySide) {
+TEST(LossyAheadTest, TheHooksOfAWindowRunSideBySide) {
   Pair p;
   std::mutex mu;
   std::condition_variable began;
