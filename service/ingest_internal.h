@@ -29,7 +29,7 @@ bool SameLayout(const TensorEntry& base, const TensorInfo& t);
 // the same stream numbers, then has it plan; returns the plan's lossy reach. Progress (phase "planning")
 // starts from `p`.
 StatusOr<uint64_t> PlanLossy(const std::vector<IngestFile>& files, VersionReader* base,
-                           const IngestOptions& options, IngestProgress p, const ProgressFn& report);
+                             const IngestOptions& options, IngestProgress p, const ProgressFn& report);
 
 // An ingest phase's progress, shared with the threads that work for it (the planner's probes, the lossy
 // hooks): bytes_done counts the tensors passed over whole and each tensor worked on elsewhere by the
@@ -63,10 +63,12 @@ class SharedProgress : public std::enable_shared_from_this<SharedProgress> {
 // starts once every offered tensor ending IngestOptions::lossy_reach bytes or more before it is done, so
 // the hook's bytes are those of a serial run. Each tensor's rebuilt rows go to its own hash and to the
 // file's served hash in order: a tensor taken streams them there, one started ahead buffers them until it
-// is taken. Memory: the tensors started and not taken (running: their size, each read whole as base and
-// finetune and released when its hook returns; done: their buffered rows) stay within the largest offered
-// tensor's bytes or kLossyBytesAhead, whichever is more (beyond that, one tensor at a time): the peak of a
-// serial run is set by its largest tensor, which then runs alone.
+// is taken (decoding them again from the chunk when taken cost minilm 9 CPU s more at 16x: the base's
+// lossless chunks are decoded again too). Memory: the running tensors (each read whole as base and
+// finetune, released when its hook returns) stay within the largest offered tensor's bytes or
+// kLossyBytesAhead, whichever is more (beyond that, one at a time), so that the peak of a serial run, set
+// by its largest tensor, which then runs alone, holds; and no tensor starts while the rows buffered by
+// tensors done and not taken exceed kLossyBytesAhead.
 class LossyAhead {
  public:
   struct Offer {
@@ -107,8 +109,8 @@ class LossyAhead {
   std::condition_variable finished_;
 };
 
-// Bytes of lossy tensors that may be started ahead beside each other when the largest offered tensor is
-// smaller (see LossyAhead): the bound of the planner's probes too.
-constexpr uint64_t kLossyBytesAhead = uint64_t{256} << 20;
+// Bytes of lossy tensors that may run beside each other when the largest offered tensor is smaller, and of
+// rebuilt rows that may wait for the tensors before them (see LossyAhead).
+constexpr uint64_t kLossyBytesAhead = uint64_t{64} << 20;
 
 }  // namespace deltastore::ingest_detail

@@ -99,18 +99,23 @@ Status LossyAhead::StartAhead() {
   while (next_ < offers_.size()) {
     size_t running = 0;
     bool waits = false;  // on a tensor the hook may depend on
-    uint64_t bytes = offers_[next_].t->size();
+    uint64_t running_bytes = offers_[next_].t->size(), buffered = 0;
     {
       std::lock_guard<std::mutex> lock(mu_);
       for (const auto& task : started_) {
-        bytes += task->done ? task->buffered.size() : task->offer->t->size();
-        if (task->done) continue;
+        if (task->done) {
+          buffered += task->buffered.size();
+          continue;
+        }
         ++running;
+        running_bytes += task->offer->t->size();
         const size_t j = static_cast<size_t>(task->offer - offers_.data());
         waits |= begins_[next_] - (begins_[j] + offers_[j].t->size()) >= options_.lossy_reach;
       }
     }
-    if (waits || running >= threads_ || (!started_.empty() && bytes > bytes_bound_)) break;
+    if (waits || running >= threads_ || buffered > kLossyBytesAhead ||
+        (running > 0 && running_bytes > bytes_bound_))
+      break;
     DS_RETURN_IF_ERROR(Start());
   }
   return OkStatus();

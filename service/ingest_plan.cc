@@ -29,7 +29,7 @@ StatusOr<bool> DiffersFromBase(const SafetensorsFile& file, const TensorInfo& t,
 }  // namespace
 
 StatusOr<uint64_t> PlanLossy(const std::vector<IngestFile>& files, VersionReader* base,
-                           const IngestOptions& options, IngestProgress p, const ProgressFn& report) {
+                             const IngestOptions& options, IngestProgress p, const ProgressFn& report) {
   p.phase = "planning";
   // Probed tensors count as done when offered, their bytes as their probes go: the last ones took 4.4 s
   // at 16x on a 4096 x 11008 tensor, with no progress while the plan waited on them.

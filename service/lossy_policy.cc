@@ -262,8 +262,8 @@ Status CollectFirst(Planned* planned, double target) {
 StatusOr<double> CarriedRatio(const Planned& planned, size_t place, uint64_t size) {
   const double share = planned.planned_bytes[place];
   double done = 0, slack = 0;
-  for (size_t j = 0; j < place && planned.begins[j] + planned.sizes[j] + planned.reach <= planned.begins[place];
-       ++j) {
+  for (size_t j = 0;
+       j < place && planned.begins[j] + planned.sizes[j] + planned.reach <= planned.begins[place]; ++j) {
     if (!planned.stored_bytes[j]) {
       return Internal("lossy tensor " + planned.names[place] + " began before " + planned.names[j] +
                       " was encoded");
