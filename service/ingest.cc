@@ -176,19 +176,12 @@ StatusOr<FileEntry> IngestBlob(RefGuard* guard, const IngestFile& in, IngestStat
   return e;
 }
 
-StatusOr<FileEntry> IngestSafetensors(RefGuard* guard, const IngestFile& in, VersionReader* base,
-                                      IngestStats* stats, const IngestOptions& options,
-                                      IngestProgress* progress, const ProgressFn& report) {
-  DS_ASSIGN_OR_RETURN(auto file, SafetensorsFile::Open(in.source_path));
-  const SafetensorsHeader& h = file->header();
-  FileEntry e;
-  e.path = in.path;
-  e.kind = FileKind::kSafetensors;
-  e.size = h.file_size();
-
-  // Pass 1: each tensor's sha256 here and the whole file's on a thread of its own, both reading in order
-  // (the parser has checked that the tensors fill the data section without gaps, so the file is the
-  // header then the tensors).
+// Pass 1 of a safetensors file: each tensor's sha256 here and the whole file's on a thread of its own,
+// both reading in order (the parser has checked that the tensors fill the data section without gaps, so
+// the file is the header then the tensors). A lossless version's file cache adopts the file.
+Status HashTensors(const SafetensorsFile& file, const IngestFile& in, const IngestOptions& options,
+                   FileEntry* e) {
+  const SafetensorsHeader& h = file.header();
   Sha256 file_hash;
   Status file_read;
   std::unique_ptr<Xxh128> xxh = CacheChecksum(options);
@@ -198,7 +191,7 @@ StatusOr<FileEntry> IngestSafetensors(RefGuard* guard, const IngestFile& in, Ver
     std::string piece;
     for (uint64_t off = h.header_bytes.size(); off < h.file_size() && file_read.ok(); off += kChunkSize) {
       piece.resize(std::min<uint64_t>(kChunkSize, h.file_size() - off));
-      file_read = file->ReadAt(off, piece.size(), piece.data());
+      file_read = file.ReadAt(off, piece.size(), piece.data());
       file_hash.Update(piece);
       if (xxh) xxh->Update(piece);
     }
@@ -209,7 +202,7 @@ StatusOr<FileEntry> IngestSafetensors(RefGuard* guard, const IngestFile& in, Ver
     for (uint64_t off = 0; off < t.size(); off += kChunkSize) {
       uint64_t len = std::min<uint64_t>(kChunkSize, t.size() - off);
       buf.resize(len);
-      DS_RETURN_IF_ERROR(file->ReadTensorRange(t, off, len, buf.data()));
+      DS_RETURN_IF_ERROR(file.ReadTensorRange(t, off, len, buf.data()));
       th.Update(buf);
     }
     TensorEntry te;
@@ -219,12 +212,26 @@ StatusOr<FileEntry> IngestSafetensors(RefGuard* guard, const IngestFile& in, Ver
     te.offset = t.begin;
     te.size = t.size();
     te.sha256 = th.Finish();
-    e.tensors.push_back(std::move(te));
+    e->tensors.push_back(std::move(te));
   }
   whole.join();
   DS_RETURN_IF_ERROR(file_read);
-  e.sha256 = file_hash.Finish();
-  if (xxh) options.file_cache->Adopt(in.source_path, e.sha256, e.size, xxh->Finish());
+  e->sha256 = file_hash.Finish();
+  if (xxh) options.file_cache->Adopt(in.source_path, e->sha256, e->size, xxh->Finish());
+  return OkStatus();
+}
+
+StatusOr<FileEntry> IngestSafetensors(RefGuard* guard, const IngestFile& in, VersionReader* base,
+                                      IngestStats* stats, const IngestOptions& options,
+                                      IngestProgress* progress, const ProgressFn& report) {
+  DS_ASSIGN_OR_RETURN(auto file, SafetensorsFile::Open(in.source_path));
+  const SafetensorsHeader& h = file->header();
+  FileEntry e;
+  e.path = in.path;
+  e.kind = FileKind::kSafetensors;
+  e.size = h.file_size();
+  DS_RETURN_IF_ERROR(HashTensors(*file, in, options, &e));
+  std::string buf;
 
   DS_ASSIGN_OR_RETURN(auto header_chunks, PutBytesAsChunks(guard, h.header_bytes, stats, options));
   if (header_chunks.size() != 1) return Internal("header larger than one chunk");
