@@ -78,12 +78,10 @@ LossyAhead::LossyAhead(const SafetensorsFile& file, VersionReader* base, const I
       progress_(std::move(progress)),
       threads_(options.encode_threads != 0 ? options.encode_threads
                                            : std::max<size_t>(1, std::thread::hardware_concurrency())) {
-  bytes_bound_ = kLossyBytesAhead;
   uint64_t begin = 0;
   for (const Offer& o : offers_) {
     begins_.push_back(begin);
     begin += o.t->size();
-    bytes_bound_ = std::max(bytes_bound_, o.t->size());
   }
 }
 
@@ -99,7 +97,7 @@ Status LossyAhead::StartAhead() {
   while (next_ < offers_.size()) {
     size_t running = 0;
     bool waits = false;  // on a tensor the hook may depend on
-    uint64_t running_bytes = offers_[next_].t->size(), buffered = 0;
+    uint64_t largest = offers_[next_].t->size(), running_bytes = largest, buffered = 0;
     {
       std::lock_guard<std::mutex> lock(mu_);
       for (const auto& task : started_) {
@@ -109,12 +107,13 @@ Status LossyAhead::StartAhead() {
         }
         ++running;
         running_bytes += task->offer->t->size();
+        largest = std::max(largest, task->offer->t->size());
         const size_t j = static_cast<size_t>(task->offer - offers_.data());
         waits |= begins_[next_] - (begins_[j] + offers_[j].t->size()) >= options_.lossy_reach;
       }
     }
-    if (waits || running >= threads_ || buffered > kLossyBytesAhead ||
-        (running > 0 && running_bytes > bytes_bound_))
+    if (waits || running >= threads_ || buffered > kLossyRowsWaiting ||
+        (running > 0 && running_bytes - largest > kLossyBytesBeside))
       break;
     DS_RETURN_IF_ERROR(Start());
   }
