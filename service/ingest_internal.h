@@ -92,7 +92,10 @@ class LossyAhead {
   struct Task;
   // Starts the next offer on a thread of its own, or runs it here (taken: its rows go to *taken).
   Status Start(Sha256* taken = nullptr);
-  void Run(const std::shared_ptr<Task>& task);
+  struct Worker;
+  // Runs the task's hook and marks it done (with `worker`, the worker idle again).
+  void Run(const std::shared_ptr<Task>& task, Worker* worker);
+  void Loop(Worker* worker);
 
   const SafetensorsFile& file_;
   VersionReader* base_;
@@ -104,8 +107,13 @@ class LossyAhead {
   std::shared_ptr<std::atomic<bool>> stop_ = std::make_shared<std::atomic<bool>>(false);
   size_t next_ = 0;                            // the next offer to start
   std::deque<std::shared_ptr<Task>> started_;  // started, not taken, in file order
-  std::mutex mu_;                              // guards the tasks' state and the served hash they stream to
-  std::condition_variable finished_;
+  // Threads that run the tasks, created as needed; a task goes to the first idle one, so that one tensor at a
+  // time runs on the same thread (and malloc arena) throughout.
+  std::vector<std::unique_ptr<Worker>> workers_;
+  bool closing_ = false;
+  std::mutex mu_;  // guards the tasks' and workers' state and the served hash the tasks stream to
+  std::condition_variable finished_;  // a task done
+  std::condition_variable work_;      // a worker's task, or closing
 };
 
 // Bytes of lossy tensors that may run beside the largest one running (see LossyAhead). With two 4096 x 4096

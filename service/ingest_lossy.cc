@@ -66,7 +66,11 @@ struct LossyAhead::Task {
   Sha256* served = nullptr;  // where rows go once it is taken
   bool done = false;
   std::optional<StatusOr<std::optional<LossyOutcome>>> outcome;
-  std::thread thread;  // none when it ran on the ingest's thread
+};
+
+struct LossyAhead::Worker {
+  std::shared_ptr<Task> task;  // to run, until done (mu_)
+  std::thread thread;
 };
 
 LossyAhead::LossyAhead(const SafetensorsFile& file, VersionReader* base, const IngestOptions& options,
@@ -86,10 +90,13 @@ LossyAhead::LossyAhead(const SafetensorsFile& file, VersionReader* base, const I
 }
 
 LossyAhead::~LossyAhead() {
-  stop_->store(true);
-  for (auto& task : started_) {
-    if (task->thread.joinable()) task->thread.join();
+  stop_->store(true);  // the tasks running stop at their next step
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    closing_ = true;
   }
+  work_.notify_all();
+  for (auto& w : workers_) w->thread.join();
 }
 
 Status LossyAhead::StartAhead() {
@@ -134,18 +141,47 @@ Status LossyAhead::Start(Sha256* taken) {
   if (taken != nullptr) {
     task->served = taken;  // serially: its rows go straight to the served hash
   } else {
-    try {
-      task->thread = std::thread([this, task] { Run(task); });
+    std::unique_lock<std::mutex> lock(mu_);
+    Worker* idle = nullptr;
+    for (auto& w : workers_) {
+      if (w->task == nullptr) {
+        idle = w.get();
+        break;
+      }
+    }
+    if (idle == nullptr) {
+      try {
+        auto w = std::make_unique<Worker>();
+        w->thread = std::thread([this, p = w.get()] { Loop(p); });
+        idle = workers_.emplace_back(std::move(w)).get();
+      } catch (const std::system_error&) {
+        // no thread could be started: it runs here
+      }
+    }
+    if (idle != nullptr) {
+      idle->task = task;
+      lock.unlock();
+      work_.notify_all();
       return OkStatus();
-    } catch (const std::system_error&) {
-      // no thread could be started: it runs here
     }
   }
-  Run(task);
+  Run(task, nullptr);
   return OkStatus();
 }
 
-void LossyAhead::Run(const std::shared_ptr<Task>& task) {
+void LossyAhead::Loop(Worker* worker) {
+  std::unique_lock<std::mutex> lock(mu_);
+  while (true) {
+    work_.wait(lock, [&] { return closing_ || worker->task != nullptr; });
+    if (worker->task == nullptr) return;
+    std::shared_ptr<Task> task = worker->task;
+    lock.unlock();
+    Run(task, worker);
+    lock.lock();
+  }
+}
+
+void LossyAhead::Run(const std::shared_ptr<Task>& task, Worker* worker) {
   LossyRebuilt rebuilt = [this, &task](std::string_view rows) {
     task->hash.Update(rows);
     task->rebuilt_bytes += rows.size();
@@ -163,6 +199,7 @@ void LossyAhead::Run(const std::shared_ptr<Task>& task) {
   std::lock_guard<std::mutex> lock(mu_);
   task->outcome = std::move(outcome);
   task->done = true;
+  if (worker != nullptr) worker->task = nullptr;
   finished_.notify_all();
 }
 
@@ -189,7 +226,6 @@ StatusOr<std::optional<LossyOutcome>> LossyAhead::Take(Sha256* served_hash, Dige
     }
   }
   started_.pop_front();
-  if (task->thread.joinable()) task->thread.join();
   const TensorInfo& t = *task->offer->t;
   StatusOr<std::optional<LossyOutcome>> outcome = std::move(*task->outcome);
   if (!outcome.ok()) return LossyFailure(options_, outcome.status().Annotate("tensor " + t.name));
