@@ -253,14 +253,14 @@ StatusOr<FileEntry> IngestSafetensors(RefGuard* guard, const IngestFile& in, Ver
     base_of[i] = bt;
     if (bt == nullptr || bt->sha256 == e.tensors[i].sha256 || !options.lossy) continue;
     // a tensor the hook does not take is stored losslessly below, numbered as if offered
-    if (Takes(options, t)) offers.push_back({&t, bt, stream});
+    if (Takes(options, t)) offers.push_back({i, bt, stream});
     ++stream;
   }
   ChunkPipeline pipeline(guard, stats, options.encode_threads);
   LossyAhead ahead(*file, base, options, offers, shared);
-  DS_RETURN_IF_ERROR(ahead.StartAhead());
   for (size_t i = 0, offered = 0; i < h.tensors.size(); ++i) {
     if (IsCancelled(options)) return Cancelled();
+    DS_RETURN_IF_ERROR(ahead.Reach(i));
     const TensorInfo& t = h.tensors[i];
     TensorEntry& te = e.tensors[i];
     const TensorEntry* bt = base_of[i];
@@ -269,7 +269,7 @@ StatusOr<FileEntry> IngestSafetensors(RefGuard* guard, const IngestFile& in, Ver
     if (bt != nullptr && bt->sha256 == te.sha256) {
       te.encoding = TensorEncoding::kSameAsBase;
       stats->tensors_same++;
-    } else if (offered < offers.size() && offers[offered].t == &t) {
+    } else if (offered < offers.size() && offers[offered].index == i) {
       ++offered;
       taken = true;
       DS_ASSIGN_OR_RETURN(lossy, ahead.Take(&served_hash, &te.sha256));

@@ -66,13 +66,16 @@ class SharedProgress : public std::enable_shared_from_this<SharedProgress> {
 // is taken (decoding them again from the chunk when taken cost minilm 9 CPU s more at 16x: the base's
 // lossless chunks are decoded again too). Memory: beside the largest running tensor (read whole as base
 // and finetune, released when its hook returns), the others running stay within kLossyBytesBeside, and no
-// tensor starts while the rows buffered by tensors done and not taken exceed kLossyRowsWaiting. So a
-// version of large tensors runs one at a time, as its peak (set by its largest tensor) is what matters
-// there, and small tensors run beside each other and beside a large one.
+// tensor starts while the rows buffered by tensors done and not taken exceed kLossyRowsWaiting, or while
+// the tensors the loop stores losslessly before it exceed kLossyBytesBeside (the 1 B pair's 262 MB
+// embedding, stored losslessly while its first attention tensor ran ahead, took the peak from 530 to 650
+// MiB beyond the compute library at 16x). So a version of large tensors runs one at a time, as its peak
+// (set by its largest tensor) is what matters there, and small tensors run beside each other and beside
+// a large one.
 class LossyAhead {
  public:
   struct Offer {
-    const TensorInfo* t;
+    size_t index;           // in the file's tensors
     const TensorEntry* bt;  // its base tensor
     uint32_t stream;
   };
@@ -82,14 +85,17 @@ class LossyAhead {
   LossyAhead& operator=(const LossyAhead&) = delete;
   ~LossyAhead();  // stops the tensors still running and waits for them
 
-  // Starts the tensors ahead that the reach, the threads and the bytes leave room for.
-  Status StartAhead();
+  // The ingest's loop is at tensor `index` (those before it are stored): starts the tensors ahead that the
+  // reach, the threads and the bytes leave room for.
+  Status Reach(size_t index);
   // The outcome of the next offer, in file order (a lossless one: nullopt); its rebuilt rows are hashed
   // into *served_hash, their sha256 put in *sha256.
   StatusOr<std::optional<LossyOutcome>> Take(Sha256* served_hash, Digest* sha256);
 
  private:
   struct Task;
+  const TensorInfo& Tensor(size_t offer) const { return file_.header().tensors[offers_[offer].index]; }
+  Status StartAhead();
   // Starts the next offer on a thread of its own, or runs it here (taken: its rows go to *taken).
   Status Start(Sha256* taken = nullptr);
   struct Worker;
@@ -103,6 +109,8 @@ class LossyAhead {
   std::vector<Offer> offers_;
   std::shared_ptr<SharedProgress> progress_;
   std::vector<uint64_t> begins_;  // of each offer: the bytes of the offers before it
+  std::vector<uint64_t> others_;  // of each tensor: the bytes of the tensors before it not offered
+  size_t position_ = 0;           // the tensor the ingest's loop is at
   size_t threads_;
   std::shared_ptr<std::atomic<bool>> stop_ = std::make_shared<std::atomic<bool>>(false);
   size_t next_ = 0;                            // the next offer to start

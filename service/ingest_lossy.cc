@@ -82,11 +82,23 @@ LossyAhead::LossyAhead(const SafetensorsFile& file, VersionReader* base, const I
       progress_(std::move(progress)),
       threads_(options.encode_threads != 0 ? options.encode_threads
                                            : std::max<size_t>(1, std::thread::hardware_concurrency())) {
+  const std::vector<TensorInfo>& tensors = file_.header().tensors;
   uint64_t begin = 0;
-  for (const Offer& o : offers_) {
+  for (size_t k = 0; k < offers_.size(); ++k) {
     begins_.push_back(begin);
-    begin += o.t->size();
+    begin += Tensor(k).size();
   }
+  others_.assign(tensors.size() + 1, 0);
+  for (size_t i = 0, k = 0; i < tensors.size(); ++i) {
+    const bool offered = k < offers_.size() && offers_[k].index == i;
+    k += offered ? 1 : 0;
+    others_[i + 1] = others_[i] + (offered ? 0 : tensors[i].size());
+  }
+}
+
+Status LossyAhead::Reach(size_t index) {
+  position_ = index;
+  return StartAhead();
 }
 
 LossyAhead::~LossyAhead() {
@@ -101,10 +113,12 @@ LossyAhead::~LossyAhead() {
 
 Status LossyAhead::StartAhead() {
   if (threads_ <= 1) return OkStatus();  // each tensor runs on the ingest's thread when taken
-  while (next_ < offers_.size()) {
+  while (next_ < offers_.size() &&
+         others_[offers_[next_].index] - others_[std::min(position_, offers_[next_].index)] <=
+             kLossyBytesBeside) {
     size_t running = 0;
     bool waits = false;  // on a tensor the hook may depend on
-    uint64_t largest = offers_[next_].t->size(), running_bytes = largest, buffered = 0;
+    uint64_t largest = Tensor(next_).size(), running_bytes = largest, buffered = 0;
     {
       std::lock_guard<std::mutex> lock(mu_);
       for (const auto& task : started_) {
@@ -113,10 +127,10 @@ Status LossyAhead::StartAhead() {
           continue;
         }
         ++running;
-        running_bytes += task->offer->t->size();
-        largest = std::max(largest, task->offer->t->size());
         const size_t j = static_cast<size_t>(task->offer - offers_.data());
-        waits |= begins_[next_] - (begins_[j] + offers_[j].t->size()) >= options_.lossy_reach;
+        running_bytes += Tensor(j).size();
+        largest = std::max(largest, Tensor(j).size());
+        waits |= begins_[next_] - (begins_[j] + Tensor(j).size()) >= options_.lossy_reach;
       }
     }
     if (waits || running >= threads_ || buffered > kLossyRowsWaiting ||
@@ -130,7 +144,7 @@ Status LossyAhead::StartAhead() {
 Status LossyAhead::Start(Sha256* taken) {
   auto task = std::make_shared<Task>();
   task->offer = &offers_[next_];
-  const TensorInfo& t = *task->offer->t;
+  const TensorInfo& t = file_.header().tensors[task->offer->index];
   task->finetune.assign(t.size(), '\0');
   task->base.assign(t.size(), '\0');
   DS_RETURN_IF_ERROR(file_.ReadTensorRange(t, 0, t.size(), task->finetune.data()));
@@ -193,7 +207,8 @@ void LossyAhead::Run(const std::shared_ptr<Task>& task, Worker* worker) {
     }
   };
   const Offer& o = *task->offer;
-  auto outcome = options_.lossy(*o.t, task->base, task->finetune, o.stream, task->step, rebuilt);
+  auto outcome = options_.lossy(file_.header().tensors[o.index], task->base, task->finetune, o.stream,
+                                task->step, rebuilt);
   std::string().swap(task->base);
   std::string().swap(task->finetune);
   std::lock_guard<std::mutex> lock(mu_);
@@ -226,7 +241,7 @@ StatusOr<std::optional<LossyOutcome>> LossyAhead::Take(Sha256* served_hash, Dige
     }
   }
   started_.pop_front();
-  const TensorInfo& t = *task->offer->t;
+  const TensorInfo& t = file_.header().tensors[task->offer->index];
   StatusOr<std::optional<LossyOutcome>> outcome = std::move(*task->outcome);
   if (!outcome.ok()) return LossyFailure(options_, outcome.status().Annotate("tensor " + t.name));
   if (task->rebuilt_bytes != (*outcome ? t.size() : 0)) {
