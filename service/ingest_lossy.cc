@@ -88,6 +88,10 @@ LossyAhead::LossyAhead(const SafetensorsFile& file, VersionReader* base, const I
     begins_.push_back(begin);
     begin += Tensor(k).size();
   }
+  // Where no tensor could run beside another (each over kLossyBytesBeside), each runs on this thread.
+  bool small = false;
+  for (size_t k = 0; k < offers_.size(); ++k) small |= Tensor(k).size() <= kLossyBytesBeside;
+  if (!small) threads_ = 1;
   others_.assign(tensors.size() + 1, 0);
   for (size_t i = 0, k = 0; i < tensors.size(); ++i) {
     const bool offered = k < offers_.size() && offers_[k].index == i;
