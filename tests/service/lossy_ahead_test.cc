@@ -132,7 +132,7 @@ TEST(LossyAheadTest, TheHooksOfAWindowRunSideBySide) {
   std::condition_variable began;
   std::set<std::string> started;
   bool side_by_side = false;
-  auto wrap = [&](LossyHook inner) -> LossyHook {
+  auto wrap = [&](const LossyHook& inner) -> LossyHook {
     return [&, inner](const TensorInfo& t, const std::string& b, const std::string& f, uint32_t stream,
                       const LossyStep& step, const LossyRebuilt& rebuilt) {
       {
