@@ -61,7 +61,7 @@ using LossyRebuilt = std::function<void(std::string_view rows)>;
 // Decides and performs lossy compression of a tensor whose base tensor has the same layout; returns
 // nullopt to store the tensor losslessly. `stream` numbers the tensors of a version that differ from a
 // base tensor of the same layout, counting those the LossyFilter leaves out. The ingest may run the hook
-// for several tensors of a file at once, each on a thread of its own (with its `step` and `rebuilt`),
+// for several tensors of a file at once, each on another thread (with its `step` and `rebuilt`),
 // starting them in file order: a tensor's bytes may depend on the hook's work for the offered tensors
 // that end IngestOptions::lossy_reach bytes or more before it begins, never on the others.
 using LossyHook = std::function<StatusOr<std::optional<LossyOutcome>>(

@@ -58,23 +58,23 @@ class SharedProgress : public std::enable_shared_from_this<SharedProgress> {
   bool closed_ = false;
 };
 
-// The lossy tensors of one file, compressed ahead of the ingest's loop: each on a thread of its own, up
-// to `threads` running, started in file order; the loop takes their outcomes in file order. A tensor
-// starts once every offered tensor ending IngestOptions::lossy_reach bytes or more before it is done, so
-// the hook's bytes are those of a serial run. Each tensor's rebuilt rows go to its own hash and to the
-// file's served hash in order: a tensor taken streams them there, one started ahead buffers them until it
-// is taken (decoding them again from the chunk when taken cost minilm 9 CPU s more at 16x: the base's
-// lossless chunks are decoded again too). Memory: beside the largest running tensor (read whole as base
-// and finetune, released when its hook returns), the others running stay within kLossyBytesBeside, and no
-// tensor starts while the rows buffered by tensors done and not taken exceed kLossyRowsWaiting, or while
-// the tensors the loop stores losslessly before it exceed kLossyBytesBeside (the 1 B pair's 262 MB
-// embedding, stored losslessly while its first attention tensor ran ahead, took the peak from 530 to 650
-// MiB beyond the compute library at 16x). So a version of large tensors runs one at a time, as its peak
-// (set by its largest tensor) is what matters there, and small tensors run beside each other and beside
-// a large one. Where no offered tensor is small enough to run beside another, each runs on the ingest's
-// own thread when taken, as before LossyAhead: on a worker thread, one at a time, the 1 B pair peaked at
-// 617-655 MiB beyond the compute library at 16x against 536 on the ingest's thread (per-thread allocator
-// arenas or MKL buffers, not isolated).
+// The lossy tensors of one file, compressed ahead of the ingest's loop on a pool of worker threads (up to
+// `threads` running), started in file order; the loop takes their outcomes in file order. A tensor starts
+// once every offered tensor ending IngestOptions::lossy_reach bytes or more before it is done, so the
+// hook's bytes are those of a serial run. Each tensor's rebuilt rows go to its own hash and to the file's
+// served hash in order: a tensor taken streams them there, one started ahead buffers them until it is
+// taken (decoding them again from the chunk when taken cost minilm 9 CPU s more at 16x: the base's
+// lossless chunks are decoded again too).
+// Memory: beside the largest running tensor (read whole as base and finetune, released when its hook
+// returns), the others running stay within kLossyBytesBeside; no tensor starts while the rows buffered by
+// tensors done and not taken exceed kLossyRowsWaiting, or while the tensors the loop stores losslessly
+// before it exceed kLossyBytesBeside (a large lossless embedding is stored before the tensors after it
+// start). So a version of large tensors runs one at a time, as its peak (set by its largest tensor) is
+// what matters there, and small tensors run beside each other and beside a large one. Where no offered
+// tensor is small enough to run beside another, each runs on the ingest's own thread when taken, as
+// before LossyAhead: on a worker thread, one at a time, the 1 B pair peaked at 617-655 MiB beyond the
+// compute library at 16x, against 536 for the ingest before LossyAhead (per-thread allocator arenas or
+// MKL buffers; not isolated).
 class LossyAhead {
  public:
   struct Offer {
@@ -99,7 +99,7 @@ class LossyAhead {
   struct Task;
   const TensorInfo& Tensor(size_t offer) const { return file_.header().tensors[offers_[offer].index]; }
   Status StartAhead();
-  // Starts the next offer on a thread of its own, or runs it here (taken: its rows go to *taken).
+  // Starts the next offer on a worker, or runs it here (taken: its rows go straight to *taken).
   Status Start(Sha256* taken = nullptr);
   struct Worker;
   // Runs the task's hook and marks it done (with `worker`, the worker idle again).
