@@ -72,9 +72,9 @@ class SharedProgress : public std::enable_shared_from_this<SharedProgress> {
 // start). So a version of large tensors runs one at a time, as its peak (set by its largest tensor) is
 // what matters there, and small tensors run beside each other and beside a large one. Where no offered
 // tensor is small enough to run beside another, each runs on the ingest's own thread when taken, as
-// before LossyAhead: on a worker thread, one at a time, the 1 B pair peaked at 617-655 MiB beyond the
-// compute library at 16x, against 536 for the ingest before LossyAhead (per-thread allocator arenas or
-// MKL buffers; not isolated).
+// before LossyAhead: on a worker thread, one at a time, the 1 B pair peaked at 651 and 655 MiB beyond the
+// compute library at 16x on a quiet machine, against 536 and 576 on the ingest's thread (per-thread
+// allocator arenas or MKL buffers; not isolated).
 class LossyAhead {
  public:
   struct Offer {
