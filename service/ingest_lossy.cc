@@ -84,13 +84,13 @@ LossyAhead::LossyAhead(const SafetensorsFile& file, VersionReader* base, const I
                                            : std::max<size_t>(1, std::thread::hardware_concurrency())) {
   const std::vector<TensorInfo>& tensors = file_.header().tensors;
   uint64_t begin = 0;
+  bool small = false;
   for (size_t k = 0; k < offers_.size(); ++k) {
     begins_.push_back(begin);
     begin += Tensor(k).size();
+    small |= Tensor(k).size() <= kLossyBytesBeside;
   }
   // Where no tensor could run beside another (each over kLossyBytesBeside), each runs on this thread.
-  bool small = false;
-  for (size_t k = 0; k < offers_.size(); ++k) small |= Tensor(k).size() <= kLossyBytesBeside;
   if (!small) threads_ = 1;
   others_.assign(tensors.size() + 1, 0);
   for (size_t i = 0, k = 0; i < tensors.size(); ++i) {
