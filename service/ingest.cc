@@ -257,6 +257,7 @@ StatusOr<FileEntry> IngestSafetensors(RefGuard* guard, const IngestFile& in, Ver
     ++stream;
   }
   ChunkPipeline pipeline(guard, stats, options.encode_threads);
+  // After served_hash: destroyed first, it joins the tensors still streaming into that hash.
   LossyAhead ahead(*file, base, options, offers, shared);
   for (size_t i = 0, offered = 0; i < h.tensors.size(); ++i) {
     if (IsCancelled(options)) return Cancelled();
