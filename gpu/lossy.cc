@@ -152,6 +152,34 @@ void FitMu(const Work& w, const float* calib_diag, Candidate* best) {
   }
 }
 
+// The report of a candidate with parameters `p`, `kept` elements and a chunk of `stored` bytes, given its
+// errors.
+LossyTensorReport Report(const Work& w, const LossyParams& p, double kept, uint64_t stored, bool fits,
+                         const std::string& reason, double weight_error, double output_error) {
+  LossyTensorReport r;
+  r.method = std::string(LossyMethodName(w.opt->method));
+  r.lambda = p.lambda;
+  r.mu = p.mu;
+  r.bits = p.values == ValueKind::kQuant ? p.bits : p.values == ValueKind::kF16 ? 16 : 1;
+  r.group = p.group;
+  r.keep = p.keep;
+  r.rank = p.rank;
+  r.shared_scale = p.shared_scale;
+  r.keep_fraction = kept / (static_cast<double>(w.rows) * w.cols);
+  r.stored_bytes = stored;
+  r.within_budget = fits;
+  r.delta_bytes = static_cast<uint64_t>(w.rows) * w.cols * DTypeSize(w.dtype);
+  r.weight_error = weight_error;
+  r.output_error = output_error;
+  r.delta_norm = w.delta_norm;
+  // Per input vector (RMS over the samples), so that tensors evaluated on different sample counts
+  // weigh by their outputs' size, not by how many samples they got, when a report aggregates them.
+  r.delta_output_norm = w.DX.norm().item<double>() / std::sqrt(static_cast<double>(w.X.size(1)));
+  r.estimator = p.mask == MaskKind::kDense ? "ecsq" : p.rank > 0 ? "lowrank+dropout" : "dropout";
+  r.reason = reason;
+  return r;
+}
+
 // The chunk and the report, measured on the reconstruction downloads produce: the tensor is rebuilt as
 // downloads rebuild it (the same bytes as DecodeLossyChunk) a block of rows at a time from `base`, each
 // block handed to `rebuilt` in order (null: appended to the result's `reconstructed`), so that a large
@@ -200,28 +228,9 @@ StatusOr<LossyResult> Finish(const Work& w, Candidate best, const char* base, co
   }
   const double err_norm = over_blocks ? std::sqrt(squares) : err.norm().item<double>();
   const torch::Tensor err_x = over_blocks ? torch::cat(err_blocks, 0) : err.matmul(w.X);
-  LossyTensorReport& r = result.report;
-  r.method = std::string(LossyMethodName(w.opt->method));
-  r.lambda = p.lambda;
-  r.mu = p.mu;
-  r.bits = p.values == ValueKind::kQuant ? p.bits : p.values == ValueKind::kF16 ? 16 : 1;
-  r.group = p.group;
-  r.keep = p.keep;
-  r.rank = p.rank;
-  r.shared_scale = p.shared_scale;
-  r.keep_fraction = kept / (static_cast<double>(w.rows) * w.cols);
-  r.stored_bytes = result.chunk.size();
-  r.within_budget = best.fits;
-  r.delta_bytes = static_cast<uint64_t>(w.rows) * w.cols * DTypeSize(dtype);
-  r.weight_error = dn > 0 ? err_norm / dn : 0.0;
-  double dxn = w.DX.norm().item<double>();
-  r.output_error = dxn > 0 ? err_x.norm().item<double>() / dxn : 0.0;
-  r.delta_norm = dn;
-  // Per input vector (RMS over the samples), so that tensors evaluated on different sample counts
-  // weigh by their outputs' size, not by how many samples they got, when a report aggregates them.
-  r.delta_output_norm = dxn / std::sqrt(static_cast<double>(w.X.size(1)));
-  r.estimator = p.mask == MaskKind::kDense ? "ecsq" : p.rank > 0 ? "lowrank+dropout" : "dropout";
-  r.reason = best.reason;
+  const double dxn = w.DX.norm().item<double>();
+  result.report = Report(w, p, kept, result.chunk.size(), best.fits, best.reason,
+                         dn > 0 ? err_norm / dn : 0.0, dxn > 0 ? err_x.norm().item<double>() / dxn : 0.0);
   return result;
 }
 
@@ -346,7 +355,14 @@ StatusOr<std::vector<LossyProbe>> ProbeLossyTensor(DType dtype, const char* base
     // the whole.
     const uint32_t s = LossySearchRowStride(rows, cols, options);
     const uint32_t given = (rows + s - 1) / s;
-    DS_RETURN_IF_ERROR(Prepare(&w, dtype, base, finetune, given, cols, stream, calib_diag, options, &F));
+    // A float32 tensor is rebuilt as the base plus the candidate's estimate, in float32: the candidate's
+    // output error is that of the rebuilt tensor up to float32 rounding, so a probe takes it as it is
+    // (decoding and measuring each probe's chunk took a tenth of minilm's probes). A 16-bit tensor's
+    // rebuilt weights are rounded to its dtype, which can outweigh the estimate's error at low ratios:
+    // those are decoded and measured. Unless mu is fitted (the candidate's error is that of mu = 1).
+    const bool exact = dtype == DType::kF32 && !(calib_diag && options.fit_mu);
+    DS_RETURN_IF_ERROR(
+        Prepare(&w, dtype, base, finetune, given, cols, stream, calib_diag, options, exact ? nullptr : &F));
     const double scale = static_cast<double>(rows) / given;
     std::vector<LossyProbe> out;
     ticker.Phase(0.05, 1, kSearchSteps * static_cast<double>(ratios.size()) * RowBlocks(given, cols));
@@ -360,10 +376,15 @@ StatusOr<std::vector<LossyProbe>> ProbeLossyTensor(DType dtype, const char* base
       std::optional<Candidate> best = RunMethod(w);
       if (best) {
         if (calib_diag && o.fit_mu) FitMu(w, calib_diag, &*best);
-        DS_ASSIGN_OR_RETURN(LossyResult r,
-                            Finish(w, std::move(*best), base, nullptr, F, [](std::string_view) {}));
         probe.reachable = true;
-        probe.report = std::move(r.report);
+        if (exact) {
+          probe.report = Report(w, best->t.p, static_cast<double>(best->kept), best->chunk.size(), best->fits,
+                                best->reason, std::nan(""), best->output_error);
+        } else {
+          DS_ASSIGN_OR_RETURN(LossyResult r,
+                              Finish(w, std::move(*best), base, nullptr, F, [](std::string_view) {}));
+          probe.report = std::move(r.report);
+        }
         if (s > 1) {
           LossyTensorReport& q = probe.report;
           q.stored_bytes = static_cast<uint64_t>(std::llround(static_cast<double>(q.stored_bytes) * scale));

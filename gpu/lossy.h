@@ -168,7 +168,9 @@ inline std::string EveryNthRow(const char* data, uint32_t rows, uint64_t row_byt
 // the method cannot reach comes back with reachable = false. `base` and `finetune` hold only rows 0, s,
 // 2s, ... of the rows x cols tensors (s = LossySearchRowStride: all of them but for a large tensor, which
 // is probed on those rows, its sizes and output norms scaled back to the whole); the caller checks that
-// the rows left out hold finite weights.
+// the rows left out hold finite weights. A float32 tensor's probes (without a fitted mu) report the
+// candidate's own output error, which the rebuilt tensor has up to float32 rounding, and no weight error
+// (NaN): their chunks are not decoded.
 struct LossyProbe {
   double ratio = 0;
   bool reachable = false;

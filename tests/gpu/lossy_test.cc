@@ -339,6 +339,27 @@ TEST(LossyProbeTest, ProbesAtSeveralRatiosAreReportedInOrderAndDoNotDependOnTheT
   EXPECT_FALSE(bad.ok());
 }
 
+// A float32 tensor's probe reports its candidate's own output error, without decoding the chunk: the
+// error the same candidate has once compressed with its parameters and rebuilt as downloads rebuild it.
+TEST(LossyProbeTest, AFloat32ProbesErrorIsThatOfItsRebuiltCandidate) {
+  const Pair pair = MakePair(64, 1024, 5);
+  LossyOptions o;
+  auto probes = ProbeLossyTensor(DType::kF32, pair.base.data(), pair.ft.data(), pair.rows, pair.cols, 4,
+                                 nullptr, o, {32});
+  ASSERT_TRUE(probes.ok()) << probes.status().ToString();
+  const LossyTensorReport& q = (*probes)[0].report;
+  ASSERT_EQ(q.estimator, "dropout");  // explicit parameters below rebuild the same candidate
+  ASSERT_FALSE(q.shared_scale);
+  EXPECT_TRUE(std::isnan(q.weight_error));
+  o.target_ratio = 32;
+  o.bits = q.bits, o.group = q.group, o.keep = q.keep, o.rank = 0;
+  auto r =
+      CompressLossyTensor(DType::kF32, pair.base.data(), pair.ft.data(), pair.rows, pair.cols, 4, nullptr, o);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->report.stored_bytes, q.stored_bytes);
+  EXPECT_NEAR(r->report.output_error, q.output_error, 1e-5 * q.output_error);
+}
+
 TEST(LossyProbeTest, ALargeTensorIsProbedOnTheRowsItIsGiven) {
   // Over 2^20 elements: the caller gives every other row, and the probes are those of the tensor made of
   // those rows alone (small enough to be probed whole), sizes and norms scaled to the whole tensor.
