@@ -12,6 +12,7 @@
 #include "codec/philox.h"
 #include "gpu/csr_product.h"
 #include "gpu/device.h"
+#include "gpu/row_quantize.h"
 
 namespace deltastore::lossy_detail {
 
@@ -195,25 +196,25 @@ double SharedRange(const torch::Tensor& sample, double max_abs, int bits, bool c
   return best_c;
 }
 
-// QuantizeRows' codes and dequantized values in one pass on the CPU, each step the float operation the
-// tensor expressions take (round half to even; the product rounded before the sum): the same bits.
+// QuantizeRows' codes and dequantized values in one pass on the CPU, a run of one row's values at a time
+// (`rows` is sorted: values come in row-major order).
 torch::Tensor QuantizeOnCpu(LossyTensor* t, const torch::Tensor& values, const torch::Tensor& rows,
                             const float* zero, const float* scale, int64_t levels) {
   const torch::Tensor v = values.contiguous(), r = rows.contiguous();
   const float* pv = v.data_ptr<float>();
   const int64_t* pr = r.data_ptr<int64_t>();
-  auto deq = torch::empty({v.numel()}, torch::kFloat32);
+  const int64_t n = v.numel();
+  auto deq = torch::empty({n}, torch::kFloat32);
   float* pd = deq.data_ptr<float>();
   const auto top = static_cast<float>(levels);
   const size_t at = t->codes.size();
-  t->codes.resize(at + static_cast<size_t>(v.numel()));
+  t->codes.resize(at + static_cast<size_t>(n));
   uint16_t* out = t->codes.data() + at;
-  for (int64_t k = 0; k < v.numel(); ++k) {
-    const float z = zero[pr[k]], s = scale[pr[k]];
-    const float q = std::clamp(std::nearbyint((pv[k] - z) / s), 0.0f, top);
-    out[k] = static_cast<uint16_t>(static_cast<int32_t>(q));
-    volatile float scaled = s * q;  // no fused multiply-add
-    pd[k] = z + scaled;
+  for (int64_t k = 0; k < n;) {
+    int64_t end = k + 1;
+    while (end < n && pr[end] == pr[k]) ++end;
+    QuantizeRowRun(pv + k, end - k, zero[pr[k]], scale[pr[k]], top, out + k, pd + k);
+    k = end;
   }
   return deq;
 }
