@@ -2,15 +2,13 @@
 // share: the options, the stores and the lock that orders read-check-write changes of the metadata.
 #pragma once
 
-#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <functional>
 #include <mutex>
-#include <random>
 #include <string>
-#include <thread>
 
+#include "common/backoff.h"
 #include "service/file_cache.h"
 #include "storage/stores.h"
 
@@ -65,8 +63,7 @@ inline Status RetryOnConflict(const std::function<Status()>& attempt) {
   for (int i = 0; i < kAttempts; ++i) {
     s = attempt();
     if (s.reason() != Reason::kCommitConflict) return s;
-    thread_local std::minstd_rand rng(std::random_device{}());
-    std::this_thread::sleep_for(std::chrono::microseconds(500 + rng() % (1000u << std::min(i, 6))));
+    PauseBeforeRetry(i, std::chrono::microseconds(500), std::chrono::microseconds(1000));
   }
   return s;
 }

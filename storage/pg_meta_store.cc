@@ -3,19 +3,17 @@
 // RocksDB's do, so scans visit keys in the same order on every engine. Each Commit is one SERIALIZABLE
 // transaction: expectations are read inside it, so a conditional commit that saw the expected values
 // cannot interleave with another writer of those keys; a serialisation failure runs it again after a short
-// random pause that grows with each try (run again at once, 20 tries all failed once under the e2e load
-// test's parallel version jobs on PostgreSQL: the same writers kept colliding on the same keys).
+// random pause that grows with each try (PauseBeforeRetry; run again at once, all 20 tries failed once
+// under the e2e load test's parallel version jobs on PostgreSQL).
 // Layout and its version: docs/metadata_format.md ("On PostgreSQL").
-#include <algorithm>
 #include <chrono>
 #include <map>
 #include <optional>
-#include <random>
 #include <string>
-#include <thread>
 #include <utility>
 #include <vector>
 
+#include "common/backoff.h"
 #include "storage/pg_conn.h"
 #include "storage/stores.h"
 
@@ -99,8 +97,7 @@ class PgMetaStore final : public MetaStore {
       s = CommitOnce(batch, final_state, attempt == 0, &changed);
       if (!changed.empty()) return CommitConflict(changed + " changed");
       if (!PgShouldRetry(s)) break;
-      thread_local std::minstd_rand rng(std::random_device{}());
-      std::this_thread::sleep_for(std::chrono::microseconds(200 + rng() % (500u << std::min(attempt, 6))));
+      PauseBeforeRetry(attempt, std::chrono::microseconds(200), std::chrono::microseconds(500));
     }
     return s;
   }
