@@ -83,6 +83,9 @@ struct Work {
   // The rank the last quick probe of this tensor chose, and its budget (see ChooseScaleAndRank).
   mutable int rank_hint = 0;
   mutable double rank_hint_budget = 0;
+  // The fewest bits a weight at which a quick probe of this tensor saw the dense quantizer beat the
+  // dropout search (see RunDeltaDQ).
+  mutable double dense_won_bpw = std::numeric_limits<double>::infinity();
   float lambda = 0;
   double budget_bytes = 0;
   double bits_per_weight = 0;  // of the budget

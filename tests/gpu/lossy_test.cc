@@ -390,6 +390,56 @@ TEST(LossyProbeTest, ALargeTensorIsProbedOnTheRowsItIsGiven) {
   }
 }
 
+// Once the dense quantizer beat the dropout search at a probe's budget, the probes at larger budgets skip
+// the dropout search, and choose what a probe at their ratio alone (which runs it) chooses.
+TEST(LossyProbeTest, ProbesAfterTheDenseQuantizerWonSkipTheDropoutSearchAndChooseAsAFullProbe) {
+  const Pair pair = MakePair(64, 256, 5);
+  LossyOptions o;
+  auto probe = [&](const std::vector<double>& rs) {
+    return ProbeLossyTensor(DType::kF32, pair.base.data(), pair.ft.data(), pair.rows, pair.cols, 4, nullptr,
+                            o, rs);
+  };
+  auto both = probe({16, 12});  // 2 and 2.67 bits a weight: both below the 3 of the dense-only rule
+  ASSERT_TRUE(both.ok()) << both.status().ToString();
+  const LossyTensorReport &first = (*both)[0].report, &second = (*both)[1].report;
+  ASSERT_EQ(first.estimator, "ecsq");
+  EXPECT_EQ(first.reason.find("no dropout search"), std::string::npos) << first.reason;
+  EXPECT_NE(second.reason.find("at a smaller budget (2 bits a weight; no dropout search)"), std::string::npos)
+      << second.reason;
+  auto alone = probe({12});
+  ASSERT_TRUE(alone.ok());
+  const LossyTensorReport& full = (*alone)[0].report;
+  EXPECT_NE(full.reason.find("least output error of the reference dropout setting"), std::string::npos)
+      << full.reason;
+  EXPECT_EQ(second.estimator, full.estimator);
+  EXPECT_EQ(second.stored_bytes, full.stored_bytes);
+  EXPECT_EQ(second.output_error, full.output_error);
+}
+
+// Where the dense quantizer's output error is under 0.9 times the reference dropout setting's, the bits x
+// group grid is not searched: none of its settings comes near (each fitted alone here, without a rank).
+TEST(LossyTest, TheGridIsSkippedWhereTheDenseQuantizerIsFarAheadOfEverySettingInIt) {
+  const Pair pair = MakePair(64, 256, 5);
+  LossyOptions o;
+  o.target_ratio = 16;
+  auto compress = [&] {
+    return CompressLossyTensor(DType::kF32, pair.base.data(), pair.ft.data(), pair.rows, pair.cols, 4,
+                               nullptr, o);
+  };
+  auto chosen = compress();
+  ASSERT_TRUE(chosen.ok()) << chosen.status().ToString();
+  EXPECT_EQ(chosen->report.estimator, "ecsq");
+  EXPECT_NE(chosen->report.reason.find("no grid search"), std::string::npos) << chosen->report.reason;
+  for (int bits : {2, 4}) {
+    for (int group : {32, 64, 128}) {
+      o.bits = bits, o.group = group;
+      auto setting = compress();
+      ASSERT_TRUE(setting.ok()) << setting.status().ToString();
+      EXPECT_GT(0.9 * setting->report.output_error, chosen->report.output_error) << bits << " " << group;
+    }
+  }
+}
+
 // At high ratios the fit spends its budget: within 10% of the target, not the half that k = 1 of a
 // 128-group (deltadq) or keep-probability steps of 1/1024 (dare) used to leave unspent.
 TEST(LossyTest, HighRatiosLandWithinTenPercentOfTheTarget) {
