@@ -339,20 +339,32 @@ int64_t KeptCount(const Work& w, const LossyParams& p, const std::vector<uint32_
   return count;
 }
 
+// A block's selection with its values (Selection::values), from the block's rows of the source.
+Selection SelectWithValues(const Work& w, const LossyParams& p, const std::vector<uint32_t>& positions,
+                           const torch::Tensor& block, uint32_t r0, uint32_t n) {
+  Selection s = BlockSelection(w, p, positions, block, r0, n);
+  s.values = BlockValues(block, s);
+  return s;
+}
+
 // The shared scale's range over the kept values of every block (none when nothing is kept), a block's
 // values at a time (all of them are a float32 copy of the tensor when a group keeps everything):
 // SharedRange gets their largest magnitude and every n-th of them (at most ~65536, mask order), the
-// same values as when they were gathered whole.
+// same values as when they were gathered whole. A tensor of one block leaves its selection in *held for
+// the build (selecting again took half the selection time at 128x on minilm); the build of a larger one
+// selects each block again, holding one block's at a time.
 std::optional<double> SharedRangeOverBlocks(const Work& w, const LossyParams& p,
-                                            const std::vector<uint32_t>& positions, const LowRank* lr) {
+                                            const std::vector<uint32_t>& positions, const LowRank* lr,
+                                            std::optional<Selection>* held) {
   const int64_t stride = std::max<int64_t>(1, KeptCount(w, p, positions, lr) / 65536);
   std::vector<torch::Tensor> sample;
   double max_abs = 0;
   int64_t seen = 0;  // kept values before the block
   for (uint32_t r0 = 0, n = BlockRows(p.rows, p.cols); r0 < p.rows; r0 += n) {
     n = std::min(n, p.rows - r0);
-    torch::Tensor block = SourceRows(w, lr, r0, n);
-    torch::Tensor values = BlockValues(block, BlockSelection(w, p, positions, block, r0, n));
+    Selection s = SelectWithValues(w, p, positions, SourceRows(w, lr, r0, n), r0, n);
+    const torch::Tensor values = s.values;
+    if (n == p.rows) *held = std::move(s);
     if (values.numel() == 0) continue;
     max_abs = std::max(max_abs, values.abs().max().item<double>());
     const int64_t first = (stride - seen % stride) % stride;  // the block's first sampled value
@@ -376,13 +388,12 @@ torch::Tensor CpuCsrTimes(const torch::Tensor& crow, const torch::Tensor& col, c
   return out;
 }
 
-// The sparse part's kept values of rows [r0, r0 + n) (`block`: those rows of the source) into t's codes
-// (and row scales); returns the rows' product S @ inputs.
-torch::Tensor BuildBlock(const Work& w, LossyTensor* t, const torch::Tensor& block, uint32_t r0, uint32_t n,
+// The sparse part's kept values of a block of n rows (`s`, with its values) into t's codes (and row
+// scales); returns the rows' product S @ inputs.
+torch::Tensor BuildBlock(const Work& w, LossyTensor* t, Selection s, uint32_t n,
                          std::optional<double> shared_c) {
   const LossyParams& p = t->p;
-  Selection s = BlockSelection(w, p, t->positions, block, r0, n);
-  torch::Tensor values = BlockValues(block, s), deq;
+  torch::Tensor values = s.values, deq;
   s.values = torch::Tensor();
   s.scale = torch::Tensor();
   if (p.values == ValueKind::kF16) {
@@ -396,7 +407,7 @@ torch::Tensor BuildBlock(const Work& w, LossyTensor* t, const torch::Tensor& blo
   }
   values = torch::Tensor();
   // Kept elements come in row-major order, so they form a CSR matrix as they are.
-  auto opts = torch::TensorOptions().dtype(torch::kInt64).device(block.device());
+  auto opts = torch::TensorOptions().dtype(torch::kInt64).device(deq.device());
   auto crow = s.crow.defined()
                   ? s.crow
                   : torch::cat({torch::zeros({1}, opts), torch::bincount(s.row, {}, n).cumsum(0)});
@@ -461,8 +472,9 @@ Candidate Build(const Work& w, LossyParams p, const std::vector<uint32_t>& posit
   } else {
     // Row blocks (see kBlockElements), each a step of the work.
     std::optional<double> shared_c;
+    std::optional<Selection> held;  // a one-block tensor's, from the shared range
     if (p.values == ValueKind::kQuant && p.shared_scale)
-      shared_c = SharedRangeOverBlocks(w, p, positions, low_rank ? lr : nullptr);
+      shared_c = SharedRangeOverBlocks(w, p, positions, low_rank ? lr : nullptr, &held);
     // The codes' final size where the mask fixes it: grown block by block, the vector's doublings held up
     // to three times the codes at once (200 MiB for a group that keeps everything on 4096 x 11008).
     if (p.mask == MaskKind::kGroupK) {
@@ -475,7 +487,10 @@ Candidate Build(const Work& w, LossyParams p, const std::vector<uint32_t>& posit
     std::vector<torch::Tensor> parts;
     for (uint32_t r0 = 0, n = BlockRows(p.rows, p.cols); r0 < p.rows; r0 += n) {
       n = std::min(n, p.rows - r0);
-      parts.push_back(BuildBlock(w, &c.t, SourceRows(w, low_rank ? lr : nullptr, r0, n), r0, n, shared_c));
+      Selection s =
+          held ? std::move(*held)
+               : SelectWithValues(w, p, positions, SourceRows(w, low_rank ? lr : nullptr, r0, n), r0, n);
+      parts.push_back(BuildBlock(w, &c.t, std::move(s), n, shared_c));
       Tick(w);
     }
     SX = torch::cat(parts);
