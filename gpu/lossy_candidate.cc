@@ -8,7 +8,6 @@
 #include <algorithm>
 #include <cmath>
 #include <numeric>
-#include <stdexcept>
 
 #include "codec/philox.h"
 #include "gpu/csr_product.h"
@@ -37,14 +36,6 @@ namespace {
 
 // Largest group size whose shuffle steps fit the uint8 order tensor.
 constexpr uint32_t kMaxOrderedGroup = 255;
-
-// Elements a row of p's group mask keeps.
-int64_t GroupKeptPerRow(const LossyParams& p) {
-  int64_t count = 0;
-  for (uint32_t start = 0; start < p.cols; start += p.group)
-    count += GroupKeep(p, std::min<uint32_t>(p.group, p.cols - start));
-  return count;
-}
 
 // The shuffle step at which each element of the k-of-g mask's groups is picked (see MaskCache::orders).
 // A step of w's work every row block.
@@ -110,8 +101,8 @@ Selection SelectFromOrder(const LossyParams& p, const torch::Tensor& order, cons
   const torch::Tensor ord = order.contiguous();
   const uint8_t* o = ord.data_ptr<uint8_t>();
   const int64_t rows = ord.size(0), cols = p.cols;
-  // Each group's shuffle steps are 0 .. len - 1 once each, so a row keeps the same count.
-  const int64_t count = rows * GroupKeptPerRow(p);
+  int64_t count = 0;
+  for (int64_t r = 0; r < rows; ++r) ForEachBelow(o + r * cols, keep.data(), cols, [&](int64_t) { ++count; });
   const auto i64 = torch::TensorOptions().dtype(torch::kInt64);
   Selection s;
   s.row = torch::empty({count}, i64), s.col = torch::empty({count}, i64);
@@ -130,7 +121,6 @@ Selection SelectFromOrder(const LossyParams& p, const torch::Tensor& order, cons
       });
     }
     pcrow[rows] = k;
-    if (k != count) throw std::logic_error("group mask order is not a shuffle of each group");
     return s;
   }
   s.index = torch::empty({count}, i64), s.scale = torch::empty({count}, torch::kFloat32);
@@ -142,7 +132,6 @@ Selection SelectFromOrder(const LossyParams& p, const torch::Tensor& order, cons
       ++k;
     });
   }
-  if (k != count) throw std::logic_error("group mask order is not a shuffle of each group");
   auto dev = TorchDevice();
   s.index = s.index.to(dev), s.row = s.row.to(dev), s.col = s.col.to(dev), s.scale = s.scale.to(dev);
   return s;
@@ -336,8 +325,12 @@ torch::Tensor BlockValues(const torch::Tensor& block, const Selection& s) {
 // How many elements p's mask keeps: a fixed count per row for group masks, else counted block by block.
 int64_t KeptCount(const Work& w, const LossyParams& p, const std::vector<uint32_t>& positions,
                   const LowRank* lr) {
-  if (p.mask == MaskKind::kGroupK) return GroupKeptPerRow(p) * p.rows;
   int64_t count = 0;
+  if (p.mask == MaskKind::kGroupK) {
+    for (uint32_t start = 0; start < p.cols; start += p.group)
+      count += GroupKeep(p, std::min<uint32_t>(p.group, p.cols - start));
+    return count * p.rows;
+  }
   for (uint32_t r0 = 0, n = BlockRows(p.rows, p.cols); r0 < p.rows; r0 += n) {
     n = std::min(n, p.rows - r0);
     torch::Tensor block = SourceRows(w, lr, r0, n);
