@@ -63,7 +63,8 @@ inline Status RetryOnConflict(const std::function<Status()>& attempt) {
   for (int i = 0; i < kAttempts; ++i) {
     s = attempt();
     if (s.reason() != Reason::kCommitConflict) return s;
-    PauseBeforeRetry(i, std::chrono::microseconds(500), std::chrono::microseconds(1000));
+    if (i + 1 < kAttempts)
+      PauseBeforeRetry(i, std::chrono::microseconds(500), std::chrono::microseconds(1000));
   }
   return s;
 }

@@ -97,7 +97,8 @@ class PgMetaStore final : public MetaStore {
       s = CommitOnce(batch, final_state, attempt == 0, &changed);
       if (!changed.empty()) return CommitConflict(changed + " changed");
       if (!PgShouldRetry(s)) break;
-      PauseBeforeRetry(attempt, std::chrono::microseconds(200), std::chrono::microseconds(500));
+      if (attempt + 1 < kCommitAttempts)
+        PauseBeforeRetry(attempt, std::chrono::microseconds(200), std::chrono::microseconds(500));
     }
     return s;
   }
