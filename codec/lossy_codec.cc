@@ -9,6 +9,7 @@
 #include <numeric>
 #include <utility>
 
+#include "codec/bit_pack.h"
 #include "codec/chunk_codec.h"
 #include "codec/philox.h"
 #include "common/endian.h"
@@ -115,21 +116,8 @@ std::vector<int> PlaneWidths(int bits, int planes) {
 }
 
 std::string PackBits(const std::vector<uint16_t>& codes, int shift, int width) {
-  std::string out((codes.size() * width + 7) / 8, '\0');
-  const uint32_t mask = (1u << width) - 1;
-  uint64_t acc = 0;  // bits not yet written, the first in bit 0
-  int n = 0;         // how many (under 32 between codes; width is at most 16)
-  size_t at = 0;
-  for (uint16_t c : codes) {
-    acc |= static_cast<uint64_t>((c >> shift) & mask) << n;
-    n += width;
-    if (n >= 32) {
-      for (int i = 0; i < 4; ++i) out[at++] = static_cast<char>(acc >> (8 * i));
-      acc >>= 32;
-      n -= 32;
-    }
-  }
-  for (; n > 0; n -= 8, acc >>= 8) out[at++] = static_cast<char>(acc);
+  std::string out(PackedBytes(codes.size(), width), '\0');
+  PackPlane(codes.data(), codes.size(), shift, width, reinterpret_cast<uint8_t*>(out.data()));
   return out;
 }
 
@@ -167,16 +155,7 @@ uint64_t RowStarts(const LossyParams& p, const std::vector<uint32_t>& positions,
 void PackedCodes::Unpack(uint64_t first, uint64_t n, uint16_t* out) const {
   std::fill(out, out + n, uint16_t{0});
   for (size_t p = 0; p < planes.size(); ++p) {
-    const int width = widths[p], shift = shifts[p];
-    const auto* packed = reinterpret_cast<const uint8_t*>(planes[p].data());
-    uint64_t bit = first * static_cast<uint64_t>(width);
-    for (uint64_t j = 0; j < n; ++j) {
-      uint32_t v = 0;
-      for (int i = 0; i < width; ++i, ++bit) {
-        if (packed[bit >> 3] & (1 << (bit & 7))) v |= 1u << i;
-      }
-      out[j] = static_cast<uint16_t>(out[j] | (v << shift));
-    }
+    UnpackPlaneOr(reinterpret_cast<const uint8_t*>(planes[p].data()), first, n, shifts[p], widths[p], out);
   }
 }
 
@@ -510,7 +489,7 @@ class LossyBody {
   LossyBody(Reader* r, uint64_t version, const LossyParams& p, uint64_t kept) : r_(r), version_(version) {
     const uint32_t pairs = p.shared_scale ? 1 : p.rows;
     if (p.values == ValueKind::kQuant) sizes_.push_back(static_cast<uint64_t>(pairs) * 4);
-    for (int w : PlaneWidths(ValueBits(p), ValuePlanes(p))) sizes_.push_back((kept * w + 7) / 8);
+    for (int w : PlaneWidths(ValueBits(p), ValuePlanes(p))) sizes_.push_back(PackedBytes(kept, w));
     if (p.rank > 0) {
       sizes_.push_back(static_cast<uint64_t>(p.rank) * 4);
       sizes_.push_back(static_cast<uint64_t>(p.rows) * p.rank);
