@@ -12,7 +12,7 @@ namespace deltastore {
 // rounded to float before it is added: the same floats on every x86-64 CPU whether or not it has AVX
 // (no fused multiply-add), and, as measured, the same as libtorch's CPU product (MKL's generic CSR
 // kernel) on AMD EPYC.
-void CsrTimesDense(const int64_t* crow, const int64_t* col, const float* val, int64_t rows, const float* X,
+void CsrTimesDense(const int64_t* crow, const uint32_t* col, const float* val, int64_t rows, const float* X,
                    int64_t samples, float* out);
 
 }  // namespace deltastore

@@ -1,10 +1,6 @@
 // Building one lossy candidate: mask, quantization, encoding and output error; the budget search.
 #include "gpu/lossy_internal.h"
 
-#ifdef __SSE2__
-#include <emmintrin.h>
-#endif
-
 #include <algorithm>
 #include <cmath>
 #include <numeric>
@@ -12,6 +8,7 @@
 #include "codec/philox.h"
 #include "gpu/csr_product.h"
 #include "gpu/device.h"
+#include "gpu/mask_select.h"
 #include "gpu/row_quantize.h"
 
 namespace deltastore::lossy_detail {
@@ -67,29 +64,10 @@ torch::Tensor GroupOrder(const Work& w, const LossyParams& p) {
   return order;
 }
 
-// Calls f(c) for each column c of a row whose shuffle step o[c] is below keep[c], in order: 16 columns a
-// compare where SSE2 is there.
-template <class F>
-void ForEachBelow(const uint8_t* o, const uint8_t* keep, int64_t cols, F&& f) {
-  int64_t c = 0;
-#ifdef __SSE2__
-  for (; c + 16 <= cols; c += 16) {
-    const __m128i a = _mm_loadu_si128(reinterpret_cast<const __m128i*>(o + c));
-    const __m128i k = _mm_loadu_si128(reinterpret_cast<const __m128i*>(keep + c));
-    // a >= k exactly where max(a, k) == a
-    auto below = static_cast<uint32_t>(~_mm_movemask_epi8(_mm_cmpeq_epi8(_mm_max_epu8(a, k), a)) & 0xffff);
-    for (; below != 0; below &= below - 1) f(c + __builtin_ctz(below));
-  }
-#endif
-  for (; c < cols; ++c) {
-    if (o[c] < keep[c]) f(c);
-  }
-}
-
-// The k-of-g mask from the group size's shuffle order: elements picked before their group's k, with the
-// index, row, column and scale of each. With `src` (the block's rows of the source, row-major on the
-// CPU), the kept values times their scale and the CSR row starts instead of index and scale, in the same
-// pass: what BlockValues and a bincount would give.
+// The k-of-g mask from the group size's shuffle order: elements picked before their group's k. With `src`
+// (the block's rows of the source, row-major on the CPU): the CSR row starts, the column of each kept
+// element (uint32) and its value times its scale, what BlockValues and a bincount would give, without
+// rows or indices. Without: the index, row, column and scale of each, on the device.
 Selection SelectFromOrder(const LossyParams& p, const torch::Tensor& order, const float* src) {
   std::vector<uint8_t> keep(p.cols);
   std::vector<float> col_scale(p.cols);
@@ -102,35 +80,35 @@ Selection SelectFromOrder(const LossyParams& p, const torch::Tensor& order, cons
   const uint8_t* o = ord.data_ptr<uint8_t>();
   const int64_t rows = ord.size(0), cols = p.cols;
   int64_t count = 0;
-  for (int64_t r = 0; r < rows; ++r) ForEachBelow(o + r * cols, keep.data(), cols, [&](int64_t) { ++count; });
+  for (int64_t r = 0; r < rows; ++r) count += CountBelow(o + r * cols, keep.data(), cols);
   const auto i64 = torch::TensorOptions().dtype(torch::kInt64);
   Selection s;
-  s.row = torch::empty({count}, i64), s.col = torch::empty({count}, i64);
-  int64_t *pr = s.row.data_ptr<int64_t>(), *pc = s.col.data_ptr<int64_t>();
-  int64_t k = 0;
   if (src != nullptr) {
-    s.values = torch::empty({count}, torch::kFloat32), s.crow = torch::empty({rows + 1}, i64);
+    s.col = torch::empty({count + kSelectSlack}, torch::kUInt32);
+    s.values = torch::empty({count + kSelectSlack}, torch::kFloat32);
+    s.crow = torch::empty({rows + 1}, i64);
+    auto* pc = s.col.data_ptr<uint32_t>();
     float* pv = s.values.data_ptr<float>();
     int64_t* pcrow = s.crow.data_ptr<int64_t>();
+    int64_t k = 0;
     for (int64_t r = 0; r < rows; ++r) {
       pcrow[r] = k;
-      const float* srow = src + r * cols;
-      ForEachBelow(o + r * cols, keep.data(), cols, [&](int64_t c) {
-        pr[k] = r, pc[k] = c, pv[k] = srow[c] * col_scale[c];
-        ++k;
-      });
+      k += SelectBelow(o + r * cols, keep.data(), src + r * cols, col_scale.data(), cols, pc + k, pv + k);
     }
-    pcrow[rows] = k;
+    pcrow[rows] = k;  // == count: CountBelow and SelectBelow test the same bytes
+    s.col = s.col.narrow(0, 0, count), s.values = s.values.narrow(0, 0, count);
     return s;
   }
-  s.index = torch::empty({count}, i64), s.scale = torch::empty({count}, torch::kFloat32);
-  int64_t* pi = s.index.data_ptr<int64_t>();
+  s.index = torch::empty({count}, i64), s.row = torch::empty({count}, i64),
+  s.col = torch::empty({count}, i64);
+  s.scale = torch::empty({count}, torch::kFloat32);
+  int64_t *pi = s.index.data_ptr<int64_t>(), *pr = s.row.data_ptr<int64_t>(), *pc = s.col.data_ptr<int64_t>();
   float* ps = s.scale.data_ptr<float>();
+  int64_t k = 0;
   for (int64_t r = 0; r < rows; ++r) {
-    ForEachBelow(o + r * cols, keep.data(), cols, [&](int64_t c) {
-      pi[k] = r * cols + c, pr[k] = r, pc[k] = c, ps[k] = col_scale[c];
-      ++k;
-    });
+    for (int64_t c = 0; c < cols; ++c) {
+      if (o[r * cols + c] < keep[c]) pi[k] = r * cols + c, pr[k] = r, pc[k] = c, ps[k] = col_scale[c], ++k;
+    }
   }
   auto dev = TorchDevice();
   s.index = s.index.to(dev), s.row = s.row.to(dev), s.col = s.col.to(dev), s.scale = s.scale.to(dev);
@@ -196,13 +174,34 @@ double SharedRange(const torch::Tensor& sample, double max_abs, int bits, bool c
   return best_c;
 }
 
-// QuantizeRows' codes and dequantized values in one pass on the CPU, a run of one row's values at a time
-// (`rows` is sorted: values come in row-major order).
-torch::Tensor QuantizeOnCpu(LossyTensor* t, const torch::Tensor& values, const torch::Tensor& rows,
+// Calls f(begin, end, row) for each run of one row's values in a block's selection (on the CPU), in order:
+// from its CSR row starts when it has them (rows with none are skipped), else from the row of each value.
+template <class F>
+void ForEachRowRun(const Selection& s, F&& f) {
+  if (s.crow.defined()) {
+    const torch::Tensor c = s.crow.contiguous();
+    const int64_t* start = c.data_ptr<int64_t>();
+    for (int64_t r = 0; r + 1 < c.numel(); ++r) {
+      if (start[r + 1] > start[r]) f(start[r], start[r + 1], r);
+    }
+    return;
+  }
+  const torch::Tensor rt = s.row.contiguous();
+  const int64_t* rows = rt.data_ptr<int64_t>();
+  const int64_t n = rt.numel();
+  for (int64_t k = 0; k < n;) {
+    int64_t end = k + 1;
+    while (end < n && rows[end] == rows[k]) ++end;
+    f(k, end, rows[k]);
+    k = end;
+  }
+}
+
+// QuantizeRows' codes and dequantized values in one pass on the CPU, a run of one row's values at a time.
+torch::Tensor QuantizeOnCpu(LossyTensor* t, const torch::Tensor& values, const Selection& s,
                             const float* zero, const float* scale, int64_t levels) {
-  const torch::Tensor v = values.contiguous(), r = rows.contiguous();
+  const torch::Tensor v = values.contiguous();
   const float* pv = v.data_ptr<float>();
-  const int64_t* pr = r.data_ptr<int64_t>();
   const int64_t n = v.numel();
   auto deq = torch::empty({n}, torch::kFloat32);
   float* pd = deq.data_ptr<float>();
@@ -210,30 +209,45 @@ torch::Tensor QuantizeOnCpu(LossyTensor* t, const torch::Tensor& values, const t
   const size_t at = t->codes.size();
   t->codes.resize(at + static_cast<size_t>(n));
   uint16_t* out = t->codes.data() + at;
-  for (int64_t k = 0; k < n;) {
-    int64_t end = k + 1;
-    while (end < n && pr[end] == pr[k]) ++end;
-    QuantizeRowRun(pv + k, end - k, zero[pr[k]], scale[pr[k]], top, out + k, pd + k);
-    k = end;
-  }
+  ForEachRowRun(s, [&](int64_t k, int64_t end, int64_t row) {
+    QuantizeRowRun(pv + k, end - k, zero[row], scale[row], top, out + k, pd + k);
+  });
   return deq;
 }
 
+// The smallest and largest kept value of each of n rows (+inf and -inf for a row with none): a
+// scatter_reduce of `values` by row, which on the CPU is one row's run at a time (FoldRowRange, the
+// same floats; libtorch's kernel for it took 8% of a minilm job at 16x).
+std::pair<torch::Tensor, torch::Tensor> RowRanges(const torch::Tensor& values, const Selection& s,
+                                                  int64_t n) {
+  const auto inf = std::numeric_limits<float>::infinity();
+  const auto opts = torch::TensorOptions().device(values.device());
+  torch::Tensor lo = torch::full({n}, inf, opts), hi = torch::full({n}, -inf, opts);
+  if (!values.is_cpu()) {
+    return {lo.scatter_reduce(0, s.row, values, "amin"), hi.scatter_reduce(0, s.row, values, "amax")};
+  }
+  const torch::Tensor v = values.contiguous();
+  const float* pv = v.data_ptr<float>();
+  float *pl = lo.data_ptr<float>(), *ph = hi.data_ptr<float>();
+  ForEachRowRun(
+      s, [&](int64_t k, int64_t end, int64_t row) { FoldRowRange(pv + k, end - k, pl + row, ph + row); });
+  return {lo, hi};
+}
+
 // Appends to t.codes / row_scale / row_zero the uniform asymmetric quantization of `values`, the kept
-// values of `n` rows (`rows`: the row of each, from 0), per row or in the shared range [-c, c]; returns
-// the dequantized values (what the codec will rebuild, up to rounding).
-torch::Tensor QuantizeRows(LossyTensor* t, const torch::Tensor& values, const torch::Tensor& rows, int64_t n,
+// values of `n` rows (their selection `s`: the row of each, from 0, or on the CPU its CSR row starts),
+// per row or in the shared range [-c, c]; returns the dequantized values (what the codec will rebuild,
+// up to rounding).
+torch::Tensor QuantizeRows(LossyTensor* t, const torch::Tensor& values, const Selection& s, int64_t n,
                            std::optional<double> shared_c) {
   const int64_t levels = (1 << t->p.bits) - 1;
   auto dev = values.device();
-  auto inf = std::numeric_limits<float>::infinity();
   torch::Tensor lo, hi;
   if (shared_c) {
     lo = torch::full({n}, static_cast<float>(-*shared_c), torch::TensorOptions().device(dev));
     hi = torch::full({n}, static_cast<float>(*shared_c), torch::TensorOptions().device(dev));
   } else {
-    lo = torch::full({n}, inf, torch::TensorOptions().device(dev)).scatter_reduce(0, rows, values, "amin");
-    hi = torch::full({n}, -inf, torch::TensorOptions().device(dev)).scatter_reduce(0, rows, values, "amax");
+    std::tie(lo, hi) = RowRanges(values, s, n);
   }
   lo = torch::where(torch::isfinite(lo), lo, torch::zeros_like(lo));
   hi = torch::where(torch::isfinite(hi), hi, torch::zeros_like(hi));
@@ -245,7 +259,8 @@ torch::Tensor QuantizeRows(LossyTensor* t, const torch::Tensor& values, const to
   auto zc = zero.to(torch::kCPU).contiguous(), sc = scale.to(torch::kCPU).contiguous();
   t->row_zero.insert(t->row_zero.end(), zc.data_ptr<float>(), zc.data_ptr<float>() + zc.numel());
   t->row_scale.insert(t->row_scale.end(), sc.data_ptr<float>(), sc.data_ptr<float>() + sc.numel());
-  if (dev.is_cpu()) return QuantizeOnCpu(t, values, rows, zc.data_ptr<float>(), sc.data_ptr<float>(), levels);
+  if (dev.is_cpu()) return QuantizeOnCpu(t, values, s, zc.data_ptr<float>(), sc.data_ptr<float>(), levels);
+  const torch::Tensor& rows = s.row;
   auto codes = torch::round((values - zero.index_select(0, rows)) / scale.index_select(0, rows))
                    .clamp(0, static_cast<double>(levels));
   auto c = codes.to(torch::kCPU).to(torch::kInt32).contiguous();
@@ -380,10 +395,10 @@ std::optional<double> SharedRangeOverBlocks(const Work& w, const LossyParams& p,
 // a minilm job.
 torch::Tensor CpuCsrTimes(const torch::Tensor& crow, const torch::Tensor& col, const torch::Tensor& val,
                           int64_t rows, const torch::Tensor& X) {
-  auto c = crow.to(torch::kInt64).contiguous(), k = col.to(torch::kInt64).contiguous();
+  auto c = crow.to(torch::kInt64).contiguous(), k = col.to(torch::kUInt32).contiguous();
   auto v = val.to(torch::kFloat32).contiguous(), x = X.to(torch::kFloat32).contiguous();
   auto out = torch::empty({rows, x.size(1)}, x.options());
-  CsrTimesDense(c.data_ptr<int64_t>(), k.data_ptr<int64_t>(), v.data_ptr<float>(), rows, x.data_ptr<float>(),
+  CsrTimesDense(c.data_ptr<int64_t>(), k.data_ptr<uint32_t>(), v.data_ptr<float>(), rows, x.data_ptr<float>(),
                 x.size(1), out.data_ptr<float>());
   return out;
 }
@@ -403,7 +418,7 @@ torch::Tensor BuildBlock(const Work& w, LossyTensor* t, Selection s, uint32_t n,
     const uint16_t* bits = reinterpret_cast<const uint16_t*>(hc.data_ptr<at::Half>());
     t->codes.insert(t->codes.end(), bits, bits + hc.numel());
   } else {
-    deq = QuantizeRows(t, values, s.row, n, shared_c);
+    deq = QuantizeRows(t, values, s, n, shared_c);
   }
   values = torch::Tensor();
   // Kept elements come in row-major order, so they form a CSR matrix as they are.

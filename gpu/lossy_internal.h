@@ -23,12 +23,13 @@
 
 namespace deltastore::lossy_detail {
 
-// The kept elements of a mask as flat indices plus the unbiasing scale of each (g/k or 1/p).
+// The kept elements of a mask in a row block: as flat indices plus the unbiasing scale of each (g/k or
+// 1/p), or, for a group mask on the CPU, as a CSR matrix of the kept values (no index, row or scale).
 struct Selection {
   torch::Tensor index;   // int64 flat indices (of the tensor, or of a row block's rows), mask order
   torch::Tensor scale;   // float32 per kept element (undefined: 1 for each)
-  torch::Tensor row;     // int64 row of each kept element (counted from the block's first)
-  torch::Tensor col;     // int64 column of each kept element (undefined: index % cols)
+  torch::Tensor row;     // int64 row of each kept element (counted from the block's first), without crow
+  torch::Tensor col;     // column of each kept element, int64, or uint32 with crow (undefined: index % cols)
   torch::Tensor values;  // a row block's kept values, unbiased (scale applied), when computed with it
   torch::Tensor crow;    // int64 CSR row starts of a row block (rows + 1), when computed with it
 };

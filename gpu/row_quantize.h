@@ -14,4 +14,11 @@ void QuantizeRowRun(const float* v, int64_t n, float z, float s, float top, uint
 // The same, one value at a time (what QuantizeRowRun does without AVX, and its tail).
 void QuantizeRowRunScalar(const float* v, int64_t n, float z, float s, float top, uint16_t* out, float* deq);
 
+// Folds the n values v[k] into one row's range, in order: *lo = isnan(v) ? v : std::min(*lo, v), and
+// *hi likewise with std::max, which is what libtorch's CPU scatter_reduce ("amin" / "amax") does to each
+// element of a 1-D index in turn: a NaN sticks, and of -0 and +0 the first one met stays.
+void FoldRowRange(const float* v, int64_t n, float* lo, float* hi);
+// The same, one value at a time (what FoldRowRange does without AVX, and where order decides).
+void FoldRowRangeScalar(const float* v, int64_t n, float* lo, float* hi);
+
 }  // namespace deltastore

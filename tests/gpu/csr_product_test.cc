@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <cstring>
 #include <random>
 #include <vector>
@@ -14,7 +15,8 @@ namespace deltastore {
 namespace {
 
 struct Csr {
-  std::vector<int64_t> crow{0}, col;
+  std::vector<int64_t> crow{0};
+  std::vector<uint32_t> col;
   std::vector<float> val;
 };
 
@@ -26,7 +28,7 @@ Csr RandomCsr(int64_t rows, int64_t cols, double density, std::mt19937* rng) {
   for (int64_t r = 0; r < rows; ++r) {
     for (int64_t c = 0; c < cols; ++c) {
       if (!keep(*rng)) continue;
-      s.col.push_back(c);
+      s.col.push_back(static_cast<uint32_t>(c));
       s.val.push_back(n(*rng));
     }
     s.crow.push_back(static_cast<int64_t>(s.col.size()));
@@ -60,16 +62,24 @@ std::vector<float> Reference(const Csr& s, const std::vector<float>& X, int64_t 
 
 TEST(CsrProductTest, EachElementIsItsRowsTermsSummedInOrderAtAnyWidth) {
   std::mt19937 rng(7);
-  for (int64_t samples : {1, 7, 8, 31, 32, 33, 64, 100, 1024}) {
+  for (int64_t samples : {1, 7, 8, 31, 32, 33, 64, 65, 96, 100, 1024}) {
     for (double density : {0.0, 0.05, 0.5, 1.0}) {
-      const int64_t rows = 13, cols = 70;
-      Csr s = RandomCsr(rows, cols, density, &rng);
-      std::vector<float> X = RandomDense(cols, samples, &rng);
-      std::vector<float> out(static_cast<size_t>(rows * samples), -1.0f);
-      CsrTimesDense(s.crow.data(), s.col.data(), s.val.data(), rows, X.data(), samples, out.data());
-      std::vector<float> want = Reference(s, X, samples);
-      EXPECT_EQ(0, std::memcmp(out.data(), want.data(), out.size() * sizeof(float)))
-          << "samples " << samples << ", density " << density;
+      for (bool descending : {false, true}) {  // the order given is the order summed
+        const int64_t rows = 13, cols = 70;
+        Csr s = RandomCsr(rows, cols, density, &rng);
+        if (descending) {
+          for (int64_t r = 0; r < rows; ++r) {
+            std::reverse(s.col.begin() + s.crow[r], s.col.begin() + s.crow[r + 1]);
+            std::reverse(s.val.begin() + s.crow[r], s.val.begin() + s.crow[r + 1]);
+          }
+        }
+        std::vector<float> X = RandomDense(cols, samples, &rng);
+        std::vector<float> out(static_cast<size_t>(rows * samples), -1.0f);
+        CsrTimesDense(s.crow.data(), s.col.data(), s.val.data(), rows, X.data(), samples, out.data());
+        std::vector<float> want = Reference(s, X, samples);
+        EXPECT_EQ(0, std::memcmp(out.data(), want.data(), out.size() * sizeof(float)))
+            << "samples " << samples << ", density " << density << ", descending " << descending;
+      }
     }
   }
 }
@@ -89,7 +99,8 @@ TEST(CsrProductTest, IsLibtorchsProductToRounding) {
   std::vector<float> out(static_cast<size_t>(rows * samples));
   CsrTimesDense(s.crow.data(), s.col.data(), s.val.data(), rows, X.data(), samples, out.data());
   auto i64 = torch::TensorOptions().dtype(torch::kInt64);
-  auto S = torch::sparse_csr_tensor(torch::tensor(s.crow, i64), torch::tensor(s.col, i64),
+  auto S = torch::sparse_csr_tensor(torch::tensor(s.crow, i64),
+                                    torch::tensor(std::vector<int64_t>(s.col.begin(), s.col.end()), i64),
                                     torch::tensor(s.val), {rows, cols},
                                     torch::TensorOptions().dtype(torch::kFloat32).layout(torch::kSparseCsr));
   auto want = S.matmul(torch::from_blob(X.data(), {cols, samples}));
