@@ -51,7 +51,7 @@ inline std::optional<LossyMethod> ParseLossyMethod(std::string_view name) {
 // The range of target ratios the compressor accepts.
 inline constexpr double kMinLossyRatio = 1.0, kMaxLossyRatio = 4096.0;
 
-// Chunk sizes and output errors of the candidates searches built for one tensor, by the searched rows
+// Chunk sizes of the candidates searches built for one tensor, by the searched rows
 // and columns (a large tensor's search runs on every s-th row), candidate family and parameter. The
 // rate allocation's probes of a tensor fill it; the tensor's compression, given the same one, then
 // builds again only the candidates it keeps (about two thirds of its builds were already measured on
@@ -59,7 +59,7 @@ inline constexpr double kMinLossyRatio = 1.0, kMaxLossyRatio = 4096.0;
 // target_ratio, quick and progress, so the results are the same with or without it. Used by one call at
 // a time.
 struct LossyMeasurements {
-  std::map<std::tuple<uint32_t, uint32_t, std::string, int>, std::pair<double, double>> points;
+  std::map<std::tuple<uint32_t, uint32_t, std::string, int>, double> points;
 };
 
 struct LossyOptions {

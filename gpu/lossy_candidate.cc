@@ -403,10 +403,15 @@ torch::Tensor CpuCsrTimes(const torch::Tensor& crow, const torch::Tensor& col, c
   return out;
 }
 
+// A block's rows of the sparse part S in CSR form: row starts, columns and dequantized values.
+struct BlockCsr {
+  torch::Tensor crow, col, deq;
+  int64_t rows = 0;
+};
+
 // The sparse part's kept values of a block of n rows (`s`, with its values) into t's codes (and row
-// scales); returns the rows' product S @ inputs.
-torch::Tensor BuildBlock(const Work& w, LossyTensor* t, Selection s, uint32_t n,
-                         std::optional<double> shared_c) {
+// scales); returns the block's rows of S.
+BlockCsr BuildBlock(LossyTensor* t, Selection s, uint32_t n, std::optional<double> shared_c) {
   const LossyParams& p = t->p;
   torch::Tensor values = s.values, deq;
   s.values = torch::Tensor();
@@ -426,12 +431,16 @@ torch::Tensor BuildBlock(const Work& w, LossyTensor* t, Selection s, uint32_t n,
   auto crow = s.crow.defined()
                   ? s.crow
                   : torch::cat({torch::zeros({1}, opts), torch::bincount(s.row, {}, n).cumsum(0)});
-  s.row = torch::Tensor();
   auto cols = s.col.defined() ? s.col : torch::remainder(s.index, static_cast<int64_t>(p.cols));
-  s.index = torch::Tensor(), s.col = torch::Tensor();
-  if (deq.is_cpu()) return CpuCsrTimes(crow, cols, deq, n, w.X);
-  auto S = torch::sparse_csr_tensor(crow, cols, deq, {n, p.cols}, deq.options().layout(torch::kSparseCsr));
-  return S.matmul(w.X);
+  return {crow, cols, deq, n};
+}
+
+// A block's rows of S @ inputs.
+torch::Tensor TimesInputs(const BlockCsr& b, uint32_t cols, const torch::Tensor& X) {
+  if (b.deq.is_cpu()) return CpuCsrTimes(b.crow, b.col, b.deq, b.rows, X);
+  auto S = torch::sparse_csr_tensor(b.crow, b.col, b.deq, {b.rows, static_cast<int64_t>(cols)},
+                                    b.deq.options().layout(torch::kSparseCsr));
+  return S.matmul(X);
 }
 
 }  // namespace
@@ -464,19 +473,31 @@ uint32_t BlockRows(uint32_t rows, uint32_t cols) {
   return static_cast<uint32_t>(std::clamp<int64_t>(kBlockElements / cols, 1, rows));
 }
 
+bool OneBlock(uint32_t rows, uint32_t cols) {
+  return static_cast<int64_t>(rows) * cols <= kBlockElements;
+}
+
 int64_t RowBlocks(uint32_t rows, uint32_t cols) {
   const uint32_t n = BlockRows(rows, cols);
   return (rows + n - 1) / n;
 }
 
-// Builds a candidate for mask/value parameters `p` from the residual, less the low-rank term if any.
-Candidate Build(const Work& w, LossyParams p, const std::vector<uint32_t>& positions, const LowRank* lr) {
+double RelativeError(const torch::Tensor& rx, const torch::Tensor& dx, const torch::Tensor& lx,
+                     const torch::Tensor& sx) {
+  auto err = lx.defined() ? rx - lx - sx : rx - sx;
+  return (err.norm() / dx.norm().clamp_min(1e-30)).item<double>();
+}
+
+Candidate BuildDeferred(const Work& w, LossyParams p, const std::vector<uint32_t>& positions,
+                        const LowRank* lr) {
   Candidate c;
   c.t.p = p;
   c.t.positions = positions;
   if (lr && lr->rank > 0) SetLowRank(&c.t, *lr);
   const bool low_rank = lr != nullptr && c.t.p.rank > 0;  // SetLowRank above is what sets the rank
-  torch::Tensor SX;                                       // the sparse part S @ inputs
+  const torch::Tensor lx = low_rank ? lr->LX : torch::Tensor();
+  torch::Tensor SX;               // the sparse part S @ inputs
+  std::optional<BlockCsr> whole;  // S of a one-block tensor, whose product waits
   if (p.values == ValueKind::kSign) {
     auto flat = (low_rank ? lr->Res : HeldResidual(w)).flatten();
     auto codes = (flat >= 0).to(torch::kCPU).to(torch::kInt32).contiguous();
@@ -499,21 +520,44 @@ Candidate Build(const Work& w, LossyParams p, const std::vector<uint32_t>& posit
     } else if (p.mask == MaskKind::kDense) {
       c.t.codes.reserve(static_cast<size_t>(p.rows) * p.cols);
     }
+    const bool one_block = OneBlock(p.rows, p.cols);
     std::vector<torch::Tensor> parts;
     for (uint32_t r0 = 0, n = BlockRows(p.rows, p.cols); r0 < p.rows; r0 += n) {
       n = std::min(n, p.rows - r0);
       Selection s =
           held ? std::move(*held)
                : SelectWithValues(w, p, positions, SourceRows(w, low_rank ? lr : nullptr, r0, n), r0, n);
-      parts.push_back(BuildBlock(w, &c.t, std::move(s), n, shared_c));
+      BlockCsr b = BuildBlock(&c.t, std::move(s), n, shared_c);
+      if (one_block) {
+        whole = std::move(b);
+      } else {
+        parts.push_back(TimesInputs(b, p.cols, w.X));
+      }
       Tick(w);
     }
-    SX = torch::cat(parts);
+    if (!whole) SX = torch::cat(parts);
   }
   EncodeCandidate(w, &c);
-  auto err = low_rank ? w.RX - lr->LX - SX : w.RX - SX;
-  c.output_error = (err.norm() / w.DX.norm().clamp_min(1e-30)).item<double>();
+  if (whole) {
+    c.deferred_error = [rx = w.RX, dx = w.DX, x = w.X, lx, s = std::move(*whole), cols = p.cols] {
+      return RelativeError(rx, dx, lx, TimesInputs(s, cols, x));
+    };
+  } else {
+    c.output_error = RelativeError(w.RX, w.DX, lx, SX);
+  }
   return c;
+}
+
+Candidate Build(const Work& w, LossyParams p, const std::vector<uint32_t>& positions, const LowRank* lr) {
+  Candidate c = BuildDeferred(w, p, positions, lr);
+  ResolveError(&c);
+  return c;
+}
+
+void ResolveError(Candidate* c) {
+  if (!c->deferred_error) return;
+  c->output_error = c->deferred_error();
+  c->deferred_error = nullptr;
 }
 
 void EncodeCandidate(const Work& w, Candidate* c) {
@@ -525,7 +569,7 @@ void EncodeCandidate(const Work& w, Candidate* c) {
 // not even `lo` fits (a tensor too small for its share of bits), the `lo` candidate, marked as over.
 // Sizes grow about linearly with the parameter, so the search interpolates the budget between the
 // bracket's sizes, then tries the guess's neighbour: about 4 builds where bisection takes 7.
-// With a `key` (the candidate family: a pure function of it and the parameter), sizes and errors
+// With a `key` (the candidate family: a pure function of it and the parameter), sizes
 // already measured for this tensor (by a probe at another ratio, or by the rate allocation's probes:
 // LossyMeasurements) are reused, and only the answer is built again when it came from there.
 // With a `hint` (the answer on a subsample of the rows), the bracket is found by stepping 1, 2, 4, ...
@@ -536,7 +580,7 @@ std::optional<Candidate> FitBudget(const Work& w, int lo, int hi, const std::fun
                                    const std::string& key, std::optional<int> hint) {
   struct Point {
     int x = 0;
-    double size = 0, error = 0;
+    double size = 0;
     bool fits = false;
     std::optional<Candidate> full;  // when built here
   };
@@ -547,11 +591,11 @@ std::optional<Candidate> FitBudget(const Work& w, int lo, int hi, const std::fun
     const auto id = std::make_tuple(w.rows, w.cols, key, x);
     auto it = key.empty() ? points.end() : points.find(id);
     if (it != points.end()) {
-      pt.size = it->second.first, pt.error = it->second.second;
+      pt.size = it->second;
     } else {
       pt.full = make(x);
-      pt.size = static_cast<double>(pt.full->chunk.size()), pt.error = pt.full->output_error;
-      if (!key.empty()) points[id] = {pt.size, pt.error};
+      pt.size = static_cast<double>(pt.full->chunk.size());
+      if (!key.empty()) points[id] = pt.size;
     }
     pt.fits = pt.size <= w.budget_bytes;
     return pt;
@@ -559,6 +603,7 @@ std::optional<Candidate> FitBudget(const Work& w, int lo, int hi, const std::fun
   auto done = [&](Point pt) {
     if (!pt.full) pt.full = make(pt.x);
     pt.full->fits = pt.fits;
+    ResolveError(&*pt.full);  // the one error the fit's caller reads
     return std::move(pt.full);
   };
   Point best;        // the largest parameter known to fit
@@ -619,6 +664,8 @@ std::optional<Candidate> FitBudget(const Work& w, int lo, int hi, const std::fun
 
 // Prefers candidates within the budget, then the lower output error; over-budget ones by size.
 std::optional<Candidate> Better(std::optional<Candidate> a, std::optional<Candidate> b) {
+  if (a) ResolveError(&*a);
+  if (b) ResolveError(&*b);
   if (!a) return b;
   if (!b) return a;
   if (a->fits != b->fits) return a->fits ? a : b;

@@ -78,8 +78,8 @@ struct Work {
   torch::Tensor RX;                     // R @ inputs
   mutable torch::Tensor U, S, Vh;       // leading singular triplets of R, float64 (computed on first use)
   mutable MaskCache masks;
-  // Chunk size and output error of the candidates built so far (see FitBudget): the options' measurements
-  // of this tensor, else the call's own.
+  // Chunk sizes of the candidates built so far (see FitBudget): the options' measurements of this tensor,
+  // else the call's own.
   std::shared_ptr<LossyMeasurements> measured = std::make_shared<LossyMeasurements>();
   // The rank the last quick probe of this tensor chose, and its budget (see ChooseScaleAndRank).
   mutable int rank_hint = 0;
@@ -142,6 +142,8 @@ struct Candidate {
   std::string chunk;
   uint64_t kept = 0;  // elements the mask keeps
   double output_error = std::numeric_limits<double>::infinity();
+  // Set instead of output_error by BuildDeferred: it gives the error when ResolveError asks.
+  std::function<double()> deferred_error;
   bool fits = true;    // within the budget
   std::string reason;  // why the search took it (the version's quality report shows it)
 };
@@ -166,6 +168,21 @@ int64_t RowBlocks(uint32_t rows, uint32_t cols);
 // Builds a candidate for mask/value parameters `p` from the residual, less the low-rank term if any.
 Candidate Build(const Work& w, LossyParams p, const std::vector<uint32_t>& positions = {},
                 const LowRank* lr = nullptr);
+// The same, but on a tensor of one row block the output error (the product S @ inputs, a third of a
+// build's time) waits until ResolveError asks for it: a budget fit needs only its answer's error, and
+// builds ~2.5 candidates for each answer. The candidate holds its kept values and columns meanwhile
+// (8 bytes a kept element, at most ~8 MiB). For the makes of FitBudget, which resolves its answer.
+Candidate BuildDeferred(const Work& w, LossyParams p, const std::vector<uint32_t>& positions = {},
+                        const LowRank* lr = nullptr);
+// Computes c's output error now if it was deferred.
+void ResolveError(Candidate* c);
+// ||R X - L X - S X|| / ||D X|| (rx = R X, dx = D X) for an estimate whose sparse (or dense) part times
+// the inputs is `sx` and whose low-rank term times the inputs is `lx` (undefined: none).
+double RelativeError(const torch::Tensor& rx, const torch::Tensor& dx, const torch::Tensor& lx,
+                     const torch::Tensor& sx);
+// Whether a rows x cols tensor is built in one row block of at most ~1M elements, where BuildDeferred
+// defers its output error.
+bool OneBlock(uint32_t rows, uint32_t cols);
 // Encodes c's chunk from its tensor and records its kept count; then the codes (2 bytes a kept element:
 // 86 MiB on a dense 4096 x 11008 candidate, two of them held by a budget fit) are released, unless the
 // options fit mu, which reads them again.

@@ -32,17 +32,28 @@ std::optional<Candidate> Ecsq(const Work& w) {
     float zero = HalfToFloat(FloatToHalf(-128.0f * st));
     c.t.codes.reserve(static_cast<size_t>(w.rows) * w.cols);
     std::vector<torch::Tensor> cx;  // the estimate's rows @ inputs
+    torch::Tensor whole;            // a one-block tensor's estimate, whose product waits (BuildDeferred)
     for (uint32_t r0 = 0, n = BlockRows(w.rows, w.cols); r0 < w.rows; r0 += n) {
       n = std::min(n, w.rows - r0);
       auto q = torch::round((ResidualRows(w, r0, n) - zero) / st).clamp(0, 255);
       auto codes = q.to(torch::kCPU).to(torch::kInt32).contiguous();
       c.t.codes.insert(c.t.codes.end(), codes.data_ptr<int32_t>(), codes.data_ptr<int32_t>() + codes.numel());
-      cx.push_back(q.mul_(st).add_(zero).matmul(w.X));
+      if (OneBlock(w.rows, w.cols)) {
+        whole = q.mul_(st).add_(zero);
+      } else {
+        cx.push_back(q.mul_(st).add_(zero).matmul(w.X));
+      }
     }
     c.t.row_scale.assign(w.rows, st);
     c.t.row_zero.assign(w.rows, zero);
     EncodeCandidate(w, &c);
-    c.output_error = ((w.RX - torch::cat(cx, 0)).norm() / w.DX.norm().clamp_min(1e-30)).item<double>();
+    if (whole.defined()) {
+      c.deferred_error = [rx = w.RX, dx = w.DX, x = w.X, whole] {
+        return RelativeError(rx, dx, torch::Tensor(), whole.matmul(x));
+      };
+    } else {
+      c.output_error = RelativeError(w.RX, w.DX, torch::Tensor(), torch::cat(cx, 0));
+    }
     Tick(w);
     return c;
   };
@@ -67,7 +78,7 @@ std::optional<Candidate> GroupDropout(const Work& w, int b, int g, bool shared, 
   auto make = [&](int k) {
     LossyParams q = p;
     q.keep = static_cast<uint16_t>(k);
-    return Build(w, q, {}, lr);
+    return BuildDeferred(w, q, {}, lr);
   };
   if (!o.keep) {
     // Everything a candidate depends on besides k (Quantize clips the shared scale below half a bit).
@@ -77,6 +88,7 @@ std::optional<Candidate> GroupDropout(const Work& w, int b, int g, bool shared, 
     return FitBudget(w, 1, gg, make, key, hint);
   }
   Candidate c = make(std::min(o.keep, gg));
+  ResolveError(&c);
   c.fits = true;  // explicit parameters: the caller chose the size
   return c;
 }
@@ -224,7 +236,7 @@ std::optional<Candidate> RunGroupK4(const Work& w) {
   return FitBudget(w, 1, p.group, [&](int k) {
     LossyParams q = p;
     q.keep = static_cast<uint16_t>(k);
-    return Build(w, q);
+    return BuildDeferred(w, q);
   });
 }
 
@@ -241,7 +253,7 @@ std::optional<Candidate> RunBernoulli(const Work& w) {
   return FitBudget(w, 1, 1024, [&](int step) {
     LossyParams q = p;
     q.keep_prob = static_cast<float>(std::exp2((step - 1024) / 64.0));
-    return Build(w, q);
+    return BuildDeferred(w, q);
   });
 }
 
@@ -269,7 +281,7 @@ std::optional<Candidate> RunTopK8(const Work& w) {
     int64_t k = std::max<int64_t>(1, n * step / 4096);
     std::vector<uint32_t> pos(ranked.begin(), ranked.begin() + k);
     std::sort(pos.begin(), pos.end());
-    return Build(w, p, pos);
+    return BuildDeferred(w, p, pos);
   });
 }
 

@@ -102,5 +102,26 @@ TEST(LossyFitTest, AHintReusesMeasuredSizes) {
   EXPECT_EQ(again.built, (std::vector<int>{51}));
 }
 
+// Only the answer's output error is computed: the others' are never asked for (BuildDeferred).
+TEST(LossyFitTest, OnlyTheAnswersDeferredErrorIsComputed) {
+  std::vector<int> asked;
+  auto make = [&](int x) {
+    Candidate c;
+    c.chunk.assign(Linear(x), 'x');
+    c.deferred_error = [&asked, x] {
+      asked.push_back(x);
+      return 1.0 / x;
+    };
+    return c;
+  };
+  Budget b(2000);
+  std::optional<Candidate> got = FitBudget(b.w, 1, 128, make);
+  ASSERT_TRUE(got);
+  EXPECT_EQ(got->chunk.size(), Linear(51));
+  EXPECT_FALSE(got->deferred_error);
+  EXPECT_EQ(got->output_error, 1.0 / 51);
+  EXPECT_EQ(asked, (std::vector<int>{51}));
+}
+
 }  // namespace
 }  // namespace deltastore
