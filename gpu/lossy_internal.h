@@ -1,6 +1,7 @@
 // Internals of the lossy estimators (gpu/ only: it speaks torch). A tensor's search state (Work), the
 // candidates it builds and the pieces they share: masks, the SVD of the residual, low-rank terms.
-//   lossy_candidate.cc  building one candidate (mask, quantization, encoding, output error), budget fit
+//   lossy_candidate.cc  building one candidate (quantization, encoding, output error), budget fit
+//   lossy_select.cc     a candidate's kept elements: masks, a row block's selection, the shared range
 //   lossy_lowrank.cc    the SVD of the residual and quantized low-rank terms
 //   lossy_search.cc     the methods: deltadq's search and the baselines
 //   lossy_residual.cc   the residual, held whole or computed a block at a time from the pair's bytes
@@ -165,6 +166,17 @@ void SetLowRank(LossyTensor* t, const LowRank& lr);
 // in (each a step of the work).
 uint32_t BlockRows(uint32_t rows, uint32_t cols);
 int64_t RowBlocks(uint32_t rows, uint32_t cols);
+// How many elements p's mask keeps (gpu/lossy_select.cc).
+int64_t KeptCount(const Work& w, const LossyParams& p, const std::vector<uint32_t>& positions,
+                  const LowRank* lr);
+// A row block's selection with its values (Selection::values), from the block's rows of the source.
+Selection SelectWithValues(const Work& w, const LossyParams& p, const std::vector<uint32_t>& positions,
+                           const torch::Tensor& block, uint32_t r0, uint32_t n);
+// The shared scale's range [-c, c] over the kept values of every block (none when nothing is kept); a
+// tensor of one block leaves its selection in *held for the build.
+std::optional<double> SharedRangeOverBlocks(const Work& w, const LossyParams& p,
+                                            const std::vector<uint32_t>& positions, const LowRank* lr,
+                                            std::optional<Selection>* held);
 // Builds a candidate for mask/value parameters `p` from the residual, less the low-rank term if any.
 Candidate Build(const Work& w, LossyParams p, const std::vector<uint32_t>& positions = {},
                 const LowRank* lr = nullptr);
