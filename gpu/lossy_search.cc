@@ -33,15 +33,17 @@ std::optional<Candidate> Ecsq(const Work& w) {
     c.t.codes.reserve(static_cast<size_t>(w.rows) * w.cols);
     std::vector<torch::Tensor> cx;  // the estimate's rows @ inputs
     torch::Tensor whole;            // a one-block tensor's estimate, whose product waits (BuildDeferred)
+    const bool one_block = OneBlock(w.rows, w.cols);
     for (uint32_t r0 = 0, n = BlockRows(w.rows, w.cols); r0 < w.rows; r0 += n) {
       n = std::min(n, w.rows - r0);
       auto q = torch::round((ResidualRows(w, r0, n) - zero) / st).clamp(0, 255);
       auto codes = q.to(torch::kCPU).to(torch::kInt32).contiguous();
       c.t.codes.insert(c.t.codes.end(), codes.data_ptr<int32_t>(), codes.data_ptr<int32_t>() + codes.numel());
-      if (OneBlock(w.rows, w.cols)) {
-        whole = q.mul_(st).add_(zero);
+      torch::Tensor estimate = q.mul_(st).add_(zero);
+      if (one_block) {
+        whole = estimate;
       } else {
-        cx.push_back(q.mul_(st).add_(zero).matmul(w.X));
+        cx.push_back(estimate.matmul(w.X));
       }
     }
     c.t.row_scale.assign(w.rows, st);
