@@ -197,7 +197,9 @@ class PydocTopicsTask:
                 seen[p] = seen.get(p, 0) + 1
         rng = random.Random(cfg["split_seed"])
         W, S = cfg["window_words"], cfg["train_stride"]
-        self.train, self.eval, self.calib = [], [], []
+        # eval_dense: the held-out paragraphs' windows at every word offset (overlapping, never
+        # stored or trained on; evaluate.py's task "ft-dense", a finer measure than the 552).
+        self.train, self.eval, self.calib, self.eval_dense = [], [], [], []
         for label, t in enumerate(cfg["topics"]):
             for p in paragraphs(t):
                 if seen[p] != 1:
@@ -209,6 +211,7 @@ class PydocTopicsTask:
                     self.eval += [(x, label) for x in
                                   (" ".join(w[i:i + W]) for i in range(0, len(w), W))
                                   if len(x.split()) >= cfg["min_words"]]
+                    self.eval_dense += [(x, label) for x in windows(0, 1)]
                 else:
                     self.train += [(x, label) for x in windows(0, S)]
                     self.calib += [(x, label) for x in windows(S // 2, W)]
