@@ -8,6 +8,7 @@ import threading
 import requests
 
 from client_util import BUILD, digest_of, sha256_file, wait_until_upload_busy
+from slow_jobs import LOSSY_MANY, write_lossy_pair
 import stores
 
 
@@ -74,12 +75,13 @@ def test_kill_during_upload_keeps_the_committed_bytes(server, client, fixtures):
     assert sealed.json()["digest"] == digest_of(data)
 
 
-def test_kill_during_a_job_runs_it_again(server, client, fixtures):
-    client.register("base32", fixtures / "faceres.f32.safetensors", tags=["v1"])
-    up = client.upload_single(fixtures / "faceres-deep.f32.safetensors")
+def test_kill_during_a_job_runs_it_again(server, client, tmp_path):
+    base, finetune = write_lossy_pair(tmp_path)
+    client.register("base32", base, tags=["v1"])
+    up = client.upload_single(finetune)
     job = client.create_version("deep32", [("model.safetensors", up["id"])], base={"model": "base32", "version": "v1"},
-                                policy={"mode": "lossy", "ratio": 32})
-    # Kill once the job has encoded a tensor, well inside the compression (128 tensors).
+                                policy=LOSSY_MANY)
+    # Kill once the job has encoded a tensor, well inside the compression (160 tensors).
     client.wait_job_encoding(job["id"])
     restart_after_kill(server)
     done, _ = client.wait_job(job["id"], timeout=300)

@@ -14,27 +14,7 @@ import numpy as np
 
 import stores
 from client_util import BUILD, Client, assert_error
-
-TENSORS = 160
-VALUES = 1 << 18  # F32 values per tensor: 1 MiB each
-SLOW = {"mode": "lossless", "level": "max"}
-
-
-def write_checkpoint(path, seed=1):
-    """A safetensors file of TENSORS varied F32 tensors (worth coding, so slow to code)."""
-    rng = np.random.default_rng(seed)
-    header, offset = {}, 0
-    for i in range(TENSORS):
-        header[f"layers.{i}.weight"] = {"dtype": "F32", "shape": [VALUES // 512, 512],
-                                        "data_offsets": [offset, offset + 4 * VALUES]}
-        offset += 4 * VALUES
-    head = json.dumps(header).encode()
-    head += b" " * (-len(head) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(head)) + head)
-        for _ in range(TENSORS):
-            f.write((rng.standard_normal(VALUES, dtype=np.float32) * 0.02).tobytes())
-    return path
+from slow_jobs import SLOW, write_checkpoint
 
 
 def delete_job(client, job_id, status):

@@ -10,6 +10,7 @@ import pytest
 
 import stores
 from client_util import BUILD, Client, assert_error, digest_of
+from slow_jobs import LOSSY_MANY, write_lossy_pair
 
 
 @pytest.fixture
@@ -48,16 +49,16 @@ def test_postgresql_restart_answers_503_then_recovers(make_server, tmp_path, fix
 
 
 def test_s3_stopped_during_an_ingest_fails_the_job_clearly_and_nothing_half_written_shows(
-        make_server, tmp_path, fixtures, own_stores):
+        make_server, tmp_path, own_stores):
     data = tmp_path / "data"
     store_args = own_stores.args_for(data)
     node = make_server(data_dir=data, store_args=store_args)
     c = Client(node.url)
-    c.register("base32", fixtures / "faceres.f32.safetensors", tags=["v1"])
-    ft = fixtures / "faceres-deep.f32.safetensors"
+    base, ft = write_lossy_pair(tmp_path)
+    c.register("base32", base, tags=["v1"])
     up = c.upload_single(ft)
     job = c.create_version("deep32", [("model.safetensors", up["id"])], base={"model": "base32", "version": "v1"},
-                           policy={"mode": "lossy", "ratio": 32})
+                           policy=LOSSY_MANY)
     c.wait_job_encoding(job["id"])
     subprocess.run([str(stores.TOOLS / "s3_server.sh"), "kill", str(own_stores.s3_dir)], check=True)
     done, _ = c.wait_job(job["id"], timeout=300)
@@ -70,7 +71,7 @@ def test_s3_stopped_during_an_ingest_fails_the_job_clearly_and_nothing_half_writ
     wait_for(lambda: c.get("/readyz").status_code == 200)
     up = c.upload_single(ft)
     job = c.create_version("deep32", [("model.safetensors", up["id"])], base={"model": "base32", "version": "v1"},
-                           policy={"mode": "lossy", "ratio": 32}, tags=["v1"])
+                           policy=LOSSY_MANY, tags=["v1"])
     done, _ = c.wait_job(job["id"], timeout=300)
     assert done["state"] == "succeeded", done
     r = c.get("/v1/models/deep32/versions/v1/files/model.safetensors")

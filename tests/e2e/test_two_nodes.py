@@ -12,6 +12,7 @@ import requests
 
 import stores
 from client_util import BUILD, Client, digest_of, sha256_bytes
+from slow_jobs import LOSSY_MANY, write_lossy_pair
 
 LEASE = 2  # seconds: a killed node's job moves within about this long
 
@@ -46,14 +47,15 @@ def test_upload_pieces_alternate_between_nodes_and_each_node_serves_the_version(
         assert r.headers["ETag"].strip('"') == digest_of(data)
 
 
-def test_a_job_of_a_killed_node_finishes_on_the_other(make_server, tmp_path, fixtures):
+def test_a_job_of_a_killed_node_finishes_on_the_other(make_server, tmp_path):
     a, b = two_nodes(make_server, tmp_path)
     ca, cb = Client(a.url), Client(b.url)
-    ca.register("base32", fixtures / "faceres.f32.safetensors", tags=["v1"])
-    up = ca.upload_single(fixtures / "faceres-deep.f32.safetensors")
-    # A lossy job takes long enough to be caught running; whichever node claimed it is killed.
+    base, finetune = write_lossy_pair(tmp_path)
+    ca.register("base32", base, tags=["v1"])
+    up = ca.upload_single(finetune)
+    # A lossy job of many tensors is caught running; whichever node claimed it is killed.
     job = ca.create_version("deep32", [("model.safetensors", up["id"])], base={"model": "base32", "version": "v1"},
-                            policy={"mode": "lossy", "ratio": 32})
+                            policy=LOSSY_MANY)
     j = ca.wait_job_encoding(job["id"])
     runner, other, other_client = (a, b, cb) if j["node"] == "node-a" else (b, a, ca)
     killed_at = time.monotonic()
