@@ -169,6 +169,23 @@ uint32_t GroupKeep(const LossyParams& p, uint32_t group_len) {
   return std::clamp<uint32_t>(k, 1, group_len);
 }
 
+void ShuffleGroup(const LossyParams& p, uint32_t row, uint32_t j, uint32_t len, uint32_t steps,
+                  std::vector<uint32_t>* slots) {
+  // Step i swaps slot i with slot i + (u_i mod (len - i)), where u_0, u_1, ... are the words of blocks
+  // {id lo, id hi, stream, draw} for draw = 0, 1, ... (4 words per block), id = row * ceil(cols / g) + j.
+  const uint64_t id = static_cast<uint64_t>(row) * ((p.cols + p.group - 1) / p.group) + j;
+  slots->resize(len);
+  std::iota(slots->begin(), slots->end(), 0u);
+  PhiloxBlock r{};
+  for (uint32_t i = 0; i < steps; ++i) {
+    if (i % 4 == 0) {
+      r = Philox4x32({static_cast<uint32_t>(id), static_cast<uint32_t>(id >> 32), p.stream, i / 4}, p.seed);
+    }
+    uint32_t pick = i + r[i % 4] % (len - i);
+    std::swap((*slots)[i], (*slots)[pick]);
+  }
+}
+
 void KeptColumns(const LossyParams& p, uint32_t row, std::vector<uint32_t>* cols) {
   cols->clear();
   switch (p.mask) {
@@ -193,26 +210,13 @@ void KeptColumns(const LossyParams& p, uint32_t row, std::vector<uint32_t>* cols
       return;
     }
     case MaskKind::kGroupK: {
-      // Group j of the row (id = row * ceil(cols / g) + j) keeps k of its positions chosen by a partial
-      // Fisher-Yates shuffle: step i swaps slot i with slot i + (u_i mod (len - i)), where u_0, u_1, ...
-      // are the words of blocks {id lo, id hi, stream, draw} for draw = 0, 1, ... (4 words per block).
+      // Group j of the row keeps the k of its positions that the first k steps of its shuffle pick.
       uint32_t ngroups = (p.cols + p.group - 1) / p.group;
       std::vector<uint32_t> slots;
       for (uint32_t j = 0; j < ngroups; ++j) {
         uint32_t start = j * p.group, len = std::min<uint32_t>(p.group, p.cols - start);
         uint32_t k = GroupKeep(p, len);
-        uint64_t id = static_cast<uint64_t>(row) * ngroups + j;
-        slots.resize(len);
-        std::iota(slots.begin(), slots.end(), 0u);
-        PhiloxBlock r{};
-        for (uint32_t i = 0; i < k; ++i) {
-          if (i % 4 == 0) {
-            r = Philox4x32({static_cast<uint32_t>(id), static_cast<uint32_t>(id >> 32), p.stream, i / 4},
-                           p.seed);
-          }
-          uint32_t pick = i + r[i % 4] % (len - i);
-          std::swap(slots[i], slots[pick]);
-        }
+        ShuffleGroup(p, row, j, len, k, &slots);
         std::sort(slots.begin(), slots.begin() + k);
         for (uint32_t i = 0; i < k; ++i) cols->push_back(start + slots[i]);
       }

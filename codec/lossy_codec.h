@@ -77,6 +77,12 @@ void ForEachKept(const LossyParams& p, const std::vector<uint32_t>& positions,
 void KeptColumns(const LossyParams& p, uint32_t row, std::vector<uint32_t>* cols);
 // Number of kept elements in one full group and in the row's last, partial group.
 uint32_t GroupKeep(const LossyParams& p, uint32_t group_len);
+// The first `steps` steps of the k-of-g mask's partial Fisher-Yates shuffle of group `j` (of `len`
+// columns) of `row`: on return (*slots)[i], for i < steps, is the column, from the group's start, that
+// step i picked (docs/lossy_format.md, "Masks"). The mask keeps the first k; the encoder's search
+// (gpu/lossy_select.cc) shuffles whole groups and keeps each element's step.
+void ShuffleGroup(const LossyParams& p, uint32_t row, uint32_t j, uint32_t len, uint32_t steps,
+                  std::vector<uint32_t>* slots);
 
 // The value C holds at a kept element (before mu).
 float DequantizeCode(const LossyTensor& t, uint32_t row, uint16_t code);

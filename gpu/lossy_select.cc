@@ -5,9 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
-#include <numeric>
 
-#include "codec/philox.h"
 #include "gpu/mask_select.h"
 
 namespace deltastore::lossy_detail {
@@ -28,19 +26,9 @@ torch::Tensor GroupOrder(const Work& w, const LossyParams& p) {
     if (row % block == block - 1) Tick(w);
     for (uint32_t j = 0; j < ngroups; ++j) {
       uint32_t start = j * p.group, len = std::min<uint32_t>(p.group, p.cols - start);
-      uint64_t id = static_cast<uint64_t>(row) * ngroups + j;
-      slots.resize(len);
-      std::iota(slots.begin(), slots.end(), 0u);
-      PhiloxBlock r{};
-      for (uint32_t i = 0; i < len; ++i) {
-        if (i % 4 == 0) {
-          r = Philox4x32({static_cast<uint32_t>(id), static_cast<uint32_t>(id >> 32), p.stream, i / 4},
-                         p.seed);
-        }
-        uint32_t pick = i + r[i % 4] % (len - i);
-        std::swap(slots[i], slots[pick]);
+      ShuffleGroup(p, row, j, len, len, &slots);
+      for (uint32_t i = 0; i < len; ++i)
         out[static_cast<size_t>(row) * p.cols + start + slots[i]] = static_cast<uint8_t>(i);
-      }
     }
   }
   return order;
