@@ -115,6 +115,14 @@ std::vector<int> PlaneWidths(int bits, int planes) {
   return w;
 }
 
+// Bits of a value code, and the planes they are stored in.
+int ValueBits(const LossyParams& p) {
+  return p.values == ValueKind::kQuant ? p.bits : p.values == ValueKind::kF16 ? 16 : 1;
+}
+int ValuePlanes(const LossyParams& p) {
+  return p.values == ValueKind::kQuant ? p.planes : p.values == ValueKind::kF16 ? 2 : 1;
+}
+
 std::string PackBits(const std::vector<uint16_t>& codes, int shift, int width) {
   std::string out(PackedBytes(codes.size(), width), '\0');
   PackPlane(codes.data(), codes.size(), shift, width, reinterpret_cast<uint8_t*>(out.data()));
@@ -283,8 +291,9 @@ void AddLowRank(const LossyTensor& t, float* c) {
 
 namespace {
 
-// EncodeLossyChunk; with `release` (t's own codes), the codes are freed once packed.
-std::string Encode(DType dtype, const LossyTensor& t, std::vector<uint16_t>* release) {
+// EncodeLossyChunk; with `release` (t's own codes), the codes are freed once packed; with `packed`, the
+// value planes are taken from there (t's codes are not read).
+std::string Encode(DType dtype, const LossyTensor& t, std::vector<uint16_t>* release, PackedCodes* packed) {
   const LossyParams& p = t.p;
   std::string out = ChunkHeader(CodecId::kLossy, kChunkFlagDelta, dtype,
                                 static_cast<uint64_t>(p.rows) * p.cols * DTypeSize(dtype));
@@ -335,12 +344,11 @@ std::string Encode(DType dtype, const LossyTensor& t, std::vector<uint16_t>* rel
     }
     pieces.push_back(std::move(scales));
   }
-  int bits = p.values == ValueKind::kQuant ? p.bits : p.values == ValueKind::kF16 ? 16 : 1;
-  int planes = p.values == ValueKind::kQuant ? p.planes : p.values == ValueKind::kF16 ? 2 : 1;
-  int shift = bits;
-  for (int w : PlaneWidths(bits, planes)) {
-    shift -= w;
-    pieces.push_back(PackBits(t.codes, shift, w));
+  int shift = ValueBits(p);
+  const std::vector<int> widths = PlaneWidths(ValueBits(p), ValuePlanes(p));
+  for (size_t i = 0; i < widths.size(); ++i) {
+    shift -= widths[i];
+    pieces.push_back(packed != nullptr ? std::move(packed->planes[i]) : PackBits(t.codes, shift, widths[i]));
   }
   if (release != nullptr) std::vector<uint16_t>().swap(*release);
   if (p.rank > 0) {
@@ -361,7 +369,8 @@ std::string Encode(DType dtype, const LossyTensor& t, std::vector<uint16_t>* rel
     for (auto& piece : pieces) body += std::exchange(piece, std::string());  // each freed once copied
     AppendSection(&out, body);
   } else {
-    for (const auto& piece : pieces) AppendSection(&out, piece);
+    for (auto& piece : pieces)
+      AppendSection(&out, std::exchange(piece, std::string()));  // each freed once coded
   }
   return out;
 }
@@ -369,11 +378,27 @@ std::string Encode(DType dtype, const LossyTensor& t, std::vector<uint16_t>* rel
 }  // namespace
 
 std::string EncodeLossyChunk(DType dtype, const LossyTensor& t) {
-  return Encode(dtype, t, nullptr);
+  return Encode(dtype, t, nullptr, nullptr);
 }
 
 std::string EncodeLossyChunkReleasingCodes(DType dtype, LossyTensor* t) {
-  return Encode(dtype, *t, &t->codes);
+  return Encode(dtype, *t, &t->codes, nullptr);
+}
+
+StatusOr<std::string> EncodeLossyChunkPacked(DType dtype, const LossyTensor& t, PackedCodes codes) {
+  std::vector<uint64_t> row_start;
+  const uint64_t kept = RowStarts(t.p, t.positions, &row_start);
+  int shift = ValueBits(t.p);
+  const std::vector<int> widths = PlaneWidths(ValueBits(t.p), ValuePlanes(t.p));
+  bool match = codes.count == kept && codes.planes.size() == widths.size() &&
+               codes.widths.size() == widths.size() && codes.shifts.size() == widths.size();
+  for (size_t i = 0; match && i < widths.size(); ++i) {
+    shift -= widths[i];
+    match = codes.widths[i] == widths[i] && codes.shifts[i] == shift &&
+            codes.planes[i].size() == PackedBytes(kept, widths[i]);
+  }
+  if (!match) return Internal("lossy chunk: the packed codes do not match the tensor's planes or kept count");
+  return Encode(dtype, t, nullptr, &codes);
 }
 
 namespace {
@@ -477,13 +502,6 @@ Status ParseLossyPositions(Reader* r, uint64_t numel, std::vector<uint32_t>* pos
     prev = pos;
   }
   return OkStatus();
-}
-
-int ValueBits(const LossyParams& p) {
-  return p.values == ValueKind::kQuant ? p.bits : p.values == ValueKind::kF16 ? 16 : 1;
-}
-int ValuePlanes(const LossyParams& p) {
-  return p.values == ValueKind::kQuant ? p.planes : p.values == ValueKind::kF16 ? 2 : 1;
 }
 
 // The pieces after the positions, in order: sizes from the header (one section each in version 1,

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <stdexcept>
 
 #include "gpu/csr_product.h"
 #include "gpu/device.h"
@@ -323,9 +324,21 @@ void ResolveError(Candidate* c) {
   c->deferred_error = nullptr;
 }
 
-void EncodeCandidate(const Work& w, Candidate* c) {
-  c->kept = c->t.codes.size();
-  c->chunk = w.opt->fit_mu ? EncodeLossyChunk(w.dtype, c->t) : EncodeLossyChunkReleasingCodes(w.dtype, &c->t);
+void EncodeCandidate(const Work& w, Candidate* c, PackedCodes* packed) {
+  if (packed == nullptr) {
+    c->kept = c->t.codes.size();
+    c->chunk =
+        w.opt->fit_mu ? EncodeLossyChunk(w.dtype, c->t) : EncodeLossyChunkReleasingCodes(w.dtype, &c->t);
+    return;
+  }
+  c->kept = packed->count;
+  if (w.opt->fit_mu) {  // FitMu reads the codes again
+    c->t.codes.resize(packed->count);
+    packed->Unpack(0, packed->count, c->t.codes.data());
+  }
+  StatusOr<std::string> chunk = EncodeLossyChunkPacked(w.dtype, c->t, std::move(*packed));
+  if (!chunk.ok()) throw std::logic_error(chunk.status().message());
+  c->chunk = std::move(*chunk);
 }
 
 // Largest integer parameter in [lo, hi] whose candidate fits the budget (sizes grow with it). When

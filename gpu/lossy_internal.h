@@ -197,8 +197,10 @@ double RelativeError(const torch::Tensor& rx, const torch::Tensor& dx, const tor
 bool OneBlock(uint32_t rows, uint32_t cols);
 // Encodes c's chunk from its tensor and records its kept count; then the codes (2 bytes a kept element:
 // 86 MiB on a dense 4096 x 11008 candidate, two of them held by a budget fit) are released, unless the
-// options fit mu, which reads them again.
-void EncodeCandidate(const Work& w, Candidate* c);
+// options fit mu, which reads them again. With `packed`, the codes come packed from there instead (the
+// dense quantizer's one 8-bit plane, see EncodeLossyChunkPacked), and are unpacked into c's tensor only
+// for mu's fit.
+void EncodeCandidate(const Work& w, Candidate* c, PackedCodes* packed = nullptr);
 // Largest integer parameter in [lo, hi] whose candidate fits the budget (see lossy_candidate.cc).
 std::optional<Candidate> FitBudget(const Work& w, int lo, int hi, const std::function<Candidate(int)>& make,
                                    const std::string& key = {}, std::optional<int> hint = std::nullopt);

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <string>
 
 namespace deltastore::lossy_detail {
@@ -30,15 +31,21 @@ std::optional<Candidate> Ecsq(const Work& w) {
     c.t.p = p;
     float st = HalfToFloat(FloatToHalf(static_cast<float>(step)));
     float zero = HalfToFloat(FloatToHalf(-128.0f * st));
-    c.t.codes.reserve(static_cast<size_t>(w.rows) * w.cols);
+    // The codes go straight into their one plane (a byte each), written a block at a time.
+    PackedCodes packed;
+    packed.count = static_cast<uint64_t>(w.rows) * w.cols;
+    packed.widths = {8};
+    packed.shifts = {0};
+    std::string& plane = packed.planes.emplace_back(packed.count, '\0');
     std::vector<torch::Tensor> cx;  // the estimate's rows @ inputs
     torch::Tensor whole;            // a one-block tensor's estimate, whose product waits (BuildDeferred)
     const bool one_block = OneBlock(w.rows, w.cols);
     for (uint32_t r0 = 0, n = BlockRows(w.rows, w.cols); r0 < w.rows; r0 += n) {
       n = std::min(n, w.rows - r0);
       auto q = torch::round((ResidualRows(w, r0, n) - zero) / st).clamp(0, 255);
-      auto codes = q.to(torch::kCPU).to(torch::kInt32).contiguous();
-      c.t.codes.insert(c.t.codes.end(), codes.data_ptr<int32_t>(), codes.data_ptr<int32_t>() + codes.numel());
+      auto codes = q.to(torch::kCPU).to(torch::kUInt8).contiguous();
+      std::memcpy(plane.data() + static_cast<size_t>(r0) * w.cols, codes.data_ptr<uint8_t>(),
+                  static_cast<size_t>(codes.numel()));
       torch::Tensor estimate = q.mul_(st).add_(zero);
       if (one_block) {
         whole = estimate;
@@ -48,7 +55,7 @@ std::optional<Candidate> Ecsq(const Work& w) {
     }
     c.t.row_scale.assign(w.rows, st);
     c.t.row_zero.assign(w.rows, zero);
-    EncodeCandidate(w, &c);
+    EncodeCandidate(w, &c, &packed);
     if (whole.defined()) {
       c.deferred_error = [rx = w.RX, dx = w.DX, x = w.X, whole] {
         return RelativeError(rx, dx, torch::Tensor(), whole.matmul(x));

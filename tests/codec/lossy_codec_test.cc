@@ -209,6 +209,39 @@ TEST(LossyCodecV2Test, EncodingThatReleasesTheCodesWritesTheSameBytes) {
   }
 }
 
+TEST(LossyCodecV2Test, EncodingFromPackedPlanesWritesTheSameBytes) {
+  // Version 1 and 2 tensors of 2-bit codes in 2 planes, and a dense one of 8-bit codes in 1 plane.
+  std::vector<LossyTensor> tensors = {MakeTensor(6, 10, false, 0), MakeTensor(6, 10, true, 2)};
+  LossyTensor dense = MakeTensor(6, 10, false, 0);
+  dense.p.mask = MaskKind::kDense;
+  dense.p.bits = 8;
+  dense.p.planes = 1;
+  dense.codes.clear();
+  for (uint16_t i = 0; i < 60; ++i) dense.codes.push_back(static_cast<uint16_t>((i * 37) % 256));
+  tensors.push_back(dense);
+  for (const LossyTensor& t : tensors) {
+    const std::string chunk = EncodeLossyChunk(DType::kF32, t);
+    DType dtype;
+    PackedCodes packed;
+    std::vector<uint64_t> row_start;
+    ASSERT_TRUE(ParseLossyChunkPacked(chunk, &dtype, &packed, &row_start).ok());
+    LossyTensor without = t;
+    without.codes.clear();
+    auto encoded = EncodeLossyChunkPacked(DType::kF32, without, packed);
+    ASSERT_TRUE(encoded.ok()) << encoded.status().ToString();
+    EXPECT_EQ(*encoded, chunk) << int(t.p.bits) << " " << t.p.rank;
+    // Planes that do not match the tensor's are refused, not encoded.
+    PackedCodes short_count = packed;
+    short_count.count -= 1;
+    EXPECT_EQ(EncodeLossyChunkPacked(DType::kF32, without, short_count).status().code(),
+              StatusCode::kInternal);
+    PackedCodes wrong_width = packed;
+    wrong_width.widths[0] += 1;
+    EXPECT_EQ(EncodeLossyChunkPacked(DType::kF32, without, wrong_width).status().code(),
+              StatusCode::kInternal);
+  }
+}
+
 TEST(LossyCodecV2Test, WriterUsesVersion1UnlessAVersion2FeatureIsUsed) {
   auto version = [](const LossyTensor& t) {
     return static_cast<int>(static_cast<uint8_t>(EncodeLossyChunk(DType::kF32, t)[kVersionAt]));
