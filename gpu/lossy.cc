@@ -175,7 +175,10 @@ LossyTensorReport Report(const Work& w, const LossyParams& p, double kept, uint6
   // Per input vector (RMS over the samples), so that tensors evaluated on different sample counts
   // weigh by their outputs' size, not by how many samples they got, when a report aggregates them.
   r.delta_output_norm = w.DX.norm().item<double>() / std::sqrt(static_cast<double>(w.X.size(1)));
-  r.estimator = p.mask == MaskKind::kDense ? "ecsq" : p.rank > 0 ? "lowrank+dropout" : "dropout";
+  r.estimator = p.mask == MaskKind::kDense ? "ecsq"
+                : kept == 0                ? (p.rank > 0 ? "lowrank" : "none")
+                : p.rank > 0               ? "lowrank+dropout"
+                                           : "dropout";
   r.reason = reason;
   return r;
 }

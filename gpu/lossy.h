@@ -78,6 +78,14 @@ struct LossyOptions {
   // default: measured on the MLP pair it kept 93% of the gain at 16x but 8% at 128x (it shrinks the
   // unbiased dropout noise along with the signal), against 100.7% / 85.8% with mu = 1.
   bool fit_mu = false;
+  // The tensor is an embedding whose rows are looked up (by token or position), not multiplied with inputs.
+  // Dropout's noise then lands whole on each row looked up, where a linear layer's output averages it over
+  // its inputs; so where deltadq's unbiased dropout is worse than no estimate at all, the low-rank term
+  // alone (biased) competes (see RunDeltaDQ). It changes nothing for other tensors: on minilm at 128x,
+  // the low-rank term alone had the lower output error on all 38 tensors but lost gain when it was taken
+  // for the linear layers (89.8% dense against 94.2%), and raised it when taken for the word embedding
+  // (96.0%).
+  bool lookup = false;
   int eval_samples = 64;  // random inputs (at least; more for tensors with few rows)
   // A cheaper search for the rate allocation's probes: deltadq stops after the scale mode and rank,
   // chosen on its reference setting (2 bits, groups of 64), without the bits x group grid.
@@ -117,7 +125,8 @@ struct LossyTensorReport {
   double output_error = 0;       // ||(W_ft - W_hat) X|| / ||(W_ft - W_base) X||, X random or calibrated
   double delta_norm = 0;         // ||W_ft - W_base||, to aggregate errors over tensors
   double delta_output_norm = 0;  // ||(W_ft - W_base) X|| / sqrt(samples): RMS over the evaluation inputs
-  // "ecsq" (dense, entropy-coded uniform quantizer), "dropout" (group k-of-g) or "lowrank+dropout"
+  // "ecsq" (dense, entropy-coded uniform quantizer), "dropout" (group k-of-g), "lowrank+dropout", or for a
+  // lookup where dropout was worse than nothing, "lowrank" (the low-rank term alone) or "none" (no estimate)
   std::string estimator;
   std::string reason;  // why the search chose this candidate (which rule or comparison decided)
 };

@@ -212,6 +212,10 @@ std::optional<Candidate> Better(std::optional<Candidate> a, std::optional<Candid
 constexpr int kFactorBits = 4;
 // Bytes the factors of a rank-r term take before zstd (codes and fp16 scales).
 double LowRankBytes(const Work& w, int rank, int bits);
+// The rank-r term's quantized factors (codes, scales, and A and B as float32), without L's products.
+LowRank LowRankFactors(const Work& w, int rank, int bits);
+// Computes w's leading singular triplets (w.U, w.S, w.Vh) to at least k of them, unless it has them.
+void EnsureSvd(const Work& w, int64_t k);
 // The rank-r term of w's residual. With `residual` (w's own R, given up by the caller) its Res is computed
 // in R's place, which the caller must not read again.
 LowRank MakeLowRank(const Work& w, int rank, int bits, torch::Tensor* residual = nullptr);

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <functional>
+#include <tuple>
 
 namespace deltastore::lossy_detail {
 
@@ -76,7 +77,7 @@ double LowRankBytes(const Work& w, int rank, int bits) {
 
 // Rank-r term with `bits`-bit symmetric factor codes: A = U sqrt(S), B = sqrt(S) Vh, one fp16 scale per
 // column of A and per row of B.
-LowRank MakeLowRank(const Work& w, int rank, int bits, torch::Tensor* residual) {
+LowRank LowRankFactors(const Work& w, int rank, int bits) {
   EnsureSvd(w, rank);
   LowRank lr;
   lr.rank = rank;
@@ -106,18 +107,25 @@ LowRank MakeLowRank(const Work& w, int rank, int bits, torch::Tensor* residual) 
   t.p.rows = w.rows;
   t.p.cols = w.cols;
   SetLowRank(&t, lr);
+  std::tie(lr.A, lr.B) = LowRankFactorTensors(t);
+  return lr;
+}
+
+LowRank MakeLowRank(const Work& w, int rank, int bits, torch::Tensor* residual) {
+  LowRank lr = LowRankFactors(w, rank, bits);
   // L = A B a block of rows at a time (the same dot products as whole): its product with the inputs, and
   // Res = R - L, in R's place when the caller gives R up. A residual not held keeps A and B instead:
   // builds compute R - L a block at a time (SourceRows).
-  auto [A, B] = LowRankFactorTensors(t);
+  const torch::Tensor A = lr.A, B = lr.B;
   if (!w.R.defined()) {
     std::vector<torch::Tensor> lx;
     for (int64_t r = 0, step = BlockRows(w.rows, w.cols); r < w.rows; r += step) {
       lx.push_back(A.narrow(0, r, std::min<int64_t>(step, w.rows - r)).matmul(B).matmul(w.X));
     }
-    lr.LX = torch::cat(lx, 0), lr.A = A, lr.B = B;
+    lr.LX = torch::cat(lx, 0);
     return lr;
   }
+  lr.A = lr.B = torch::Tensor();
   const bool in_place = residual != nullptr;
   torch::Tensor R = w.R;  // a handle
   if (in_place) *residual = torch::Tensor();

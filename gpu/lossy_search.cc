@@ -102,6 +102,47 @@ std::optional<Candidate> GroupDropout(const Work& w, int b, int g, bool shared, 
   return c;
 }
 
+// The output error of the estimate L alone (lx = L @ inputs; undefined: no estimate at all).
+double AloneError(const Work& w, const torch::Tensor& lx) {
+  return RelativeError(w.RX, w.DX, lx, torch::zeros({}, w.RX.options()));
+}
+
+// The low-rank term alone, with no sparse part (a chunk whose mask keeps no element: kPositions with no
+// positions), at the largest rank that fits the budget; rank 0 is no estimate at all (the base shift
+// only). The fit interpolates between rank 0 and the largest, without a starting point: the factors'
+// bytes before zstd, and the rank a subsample of the rows chose, were both far off (minilm's word
+// embedding: 77 KB of rank-5 factors stored in 8 KB, most tokens' rows of A being zero; rank 32 on every
+// 12th row, 101 on the whole), and stepping from them took up to nine builds where this takes about four.
+std::optional<Candidate> LowRankAlone(const Work& w) {
+  const int most = static_cast<int>(std::min<uint32_t>({kMaxLossyRank, w.rows, w.cols}));
+  LossyParams p = BaseParams(w);
+  p.mask = MaskKind::kPositions;
+  p.values = ValueKind::kQuant;
+  p.bits = 1;
+  p.planes = 1;
+  p.shared_scale = true;  // one (unused) scale for the tensor, not one a row
+  auto make = [&](int rank) {
+    Candidate c;
+    c.t.p = p;
+    c.t.row_scale = {0.0f};
+    c.t.row_zero = {0.0f};
+    torch::Tensor lx;  // L @ inputs as A @ (B @ inputs): no rows x cols product, and no R - L
+    if (rank > 0) {
+      LowRank lr = LowRankFactors(w, rank, kFactorBits);
+      SetLowRank(&c.t, lr);
+      lx = lr.A.matmul(lr.B.matmul(w.X));
+    }
+    EncodeCandidate(w, &c);
+    c.output_error = AloneError(w, lx);
+    Tick(w);
+    return c;
+  };
+  // The SVD at the largest rank at once: grown as the fit's ranks outgrew it, it was computed again, wider,
+  // each time (minilm's word embedding at 128x: four SVDs, 4.4 of the 5.4 s this took).
+  EnsureSvd(w, most);
+  return FitBudget(w, 0, most, make);
+}
+
 // Scale mode and low-rank term, chosen on the reference setting (2 bits, groups of 64): one scale per
 // row costs 32 bits a row, the whole budget of a 128-column row at 128x, so a tensor-wide scale
 // competes; then ranks r = 1, 2, 3, 4, 6, 8, ... while L's factors take under 90% of the budget, kept
@@ -201,16 +242,30 @@ std::optional<Candidate> RunDeltaDQ(const Work& w) {
   LowRank lr;
   std::optional<Candidate> ref;  // the reference setting's best, with the chosen scale mode and rank
   if (automatic || o.rank > 0) ref = ChooseScaleAndRank(w, &shared, &lr);
+  // Dropout's variance grows as g/k - 1: with few kept a group, on a residual whose energy sits in a few
+  // rows, the unbiased estimate is worse than none at all (minilm's word embedding at 128x kept 14 of 366
+  // at output error 2.39, and the base's embedding in its place kept more of the gain). On a lookup
+  // (LossyOptions::lookup), and there only, the low-rank term alone (biased: it drops the spectrum's
+  // tail) then competes: a linear layer keeps the task with the unbiased estimate even so.
+  std::optional<Candidate> low_rank_alone;
+  if (automatic && o.lookup && o.rank < 0 && ref && ref->fits &&
+      ref->output_error > AloneError(w, torch::Tensor()))
+    low_rank_alone = LowRankAlone(w);
+  const std::string and_alone =
+      low_rank_alone
+          ? ", and the low-rank term alone: the reference dropout setting was worse than no estimate"
+          : "";
   if (o.quick && (automatic || o.rank > 0)) {
     if (int g = automatic ? WideGroup(w, 2) : 0; g > 0)
       ref = Better(std::move(ref), GroupDropout(w, 2, g, shared, &lr));
     const bool compared = best && ref;
-    best = Better(std::move(best), std::move(ref));
+    best = Better(std::move(best), Better(std::move(ref), std::move(low_rank_alone)));
     if (compared && best->t.p.mask == MaskKind::kDense)
       w.dense_won_bpw = std::min(w.dense_won_bpw, w.bits_per_weight);
     return Tagged(
         std::move(best),
-        "quick probe: least output error of the reference dropout setting (and the dense quantizer)");
+        "quick probe: least output error of the reference dropout setting (and the dense quantizer" +
+            and_alone + ")");
   }
   // The bits x group grid moved the reference setting's output error by at most 4.2% (on minilm, mlp
   // and tfm at 16x): where the dense quantizer is more than twice that ahead of the reference, the grid
@@ -232,7 +287,9 @@ std::optional<Candidate> RunDeltaDQ(const Work& w) {
       if (int g = WideGroup(w, b); g > 0) best = Better(std::move(best), GroupDropout(w, b, g, shared, &lr));
     }
   }
-  return Tagged(std::move(best), "least output error over the bits x group grid (and the dense quantizer)");
+  best = Better(std::move(best), std::move(low_rank_alone));
+  return Tagged(std::move(best),
+                "least output error over the bits x group grid (and the dense quantizer" + and_alone + ")");
 }
 
 std::optional<Candidate> RunGroupK4(const Work& w) {
@@ -334,6 +391,7 @@ std::optional<Candidate> RefitOnWhole(Work* w, const Candidate& choice, const st
                                       bool last_use) {
   const LossyParams& p = choice.t.p;
   if (p.mask == MaskKind::kDense) return Tagged(Ecsq(*w), why + "; step fitted on the whole tensor");
+  if (choice.kept == 0) return Tagged(LowRankAlone(*w), why + "; rank fitted on the whole tensor");
   LowRank lr;
   if (p.rank > 0) lr = MakeLowRank(*w, p.rank, kFactorBits, last_use ? &w->R : nullptr);
   // The subsample's k is the fit's starting point: each row has the same share of the budget.

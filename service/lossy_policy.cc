@@ -154,19 +154,33 @@ const std::vector<float>* Calibration::For(const std::string& name, uint64_t col
   return &(cache_[name] = std::move(v));
 }
 
+namespace {
+
+enum class Embedding { kNone, kLookup, kHead };
+
+// By name: the tables looked up by token or position ("embed", "wte"), and the output head ("lm_head").
+Embedding EmbeddingKind(const std::string& name) {
+  std::string n = name;
+  for (auto& ch : n) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+  if (n.find("lm_head") != std::string::npos) return Embedding::kHead;
+  if (n.find("embed") != std::string::npos || n.find("wte") != std::string::npos) return Embedding::kLookup;
+  return Embedding::kNone;
+}
+
+// The policy's options for tensor t (LossyOptions::lookup set for the tables looked up).
+LossyOptions OptionsFor(const LossyPolicy& policy, const TensorInfo& t) {
+  LossyOptions o = policy.options;
+  o.lookup = EmbeddingKind(t.name) == Embedding::kLookup;
+  return o;
+}
+
+}  // namespace
+
 bool WantsLossy(const LossyPolicy& policy, const TensorInfo& t) {
   if (t.dtype != DType::kF32 && t.dtype != DType::kF16 && t.dtype != DType::kBF16) return false;
   if (t.shape.size() < 2 || t.shape[0] < 2 || t.numel() < policy.min_elements) return false;
   if (t.numel() / t.shape[0] > 0xffffffffull || t.shape[0] > 0xffffffffull) return false;
-  if (!policy.embeddings) {
-    std::string n = t.name;
-    for (auto& ch : n) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
-    if (n.find("embed") != std::string::npos || n.find("wte") != std::string::npos ||
-        n.find("lm_head") != std::string::npos) {
-      return false;
-    }
-  }
-  return true;
+  return policy.embeddings || EmbeddingKind(t.name) == Embedding::kNone;
 }
 
 namespace {
@@ -384,7 +398,7 @@ LossyHooks MakeLossyHooks(const LossyPolicy& policy, const std::shared_ptr<Calib
                      const LossyRebuilt& rebuilt) -> StatusOr<std::optional<LossyOutcome>> {
     if (!WantsLossy(policy, t)) return std::optional<LossyOutcome>();
     auto it = planned->ratio.find(t.name);
-    LossyOptions o = policy.options;
+    LossyOptions o = OptionsFor(policy, t);
     o.progress = step;
     o.rebuilt = rebuilt;
     o.target_ratio = it != planned->ratio.end() ? it->second : target;
@@ -433,7 +447,7 @@ LossyHooks MakeLossyHooks(const LossyPolicy& policy, const std::shared_ptr<Calib
     uint64_t rows = t.shape[0], cols = t.numel() / rows;
     const std::vector<float>* calib = calibration ? calibration->For(t.name, cols) : nullptr;
     DS_ASSIGN_OR_RETURN(const GpuApi* gpu, LoadGpuApi());
-    LossyOptions o = policy.options;
+    LossyOptions o = OptionsFor(policy, t);
     o.progress = step;  // a copy: the probe may run after this returns
     o.measurements = std::make_shared<LossyMeasurements>();
     // Room for the rows the probe is given before they are read: the reader's copies count against the

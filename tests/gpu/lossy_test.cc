@@ -215,6 +215,53 @@ TEST(LossyLowRankTest, LowRankDeltaGetsARankThatFitsAndBeatsDropoutAlone) {
   EXPECT_EQ(*dec, automatic->reconstructed);
 }
 
+// A table whose finetune moved a few rows (an embedding's tokens seen in training): at 512x on f32 the
+// dropout keeps too few of each group, and its unbiased estimate is worse than none.
+TEST(LossyLookupTest, ALookupWhoseDropoutIsWorseThanNothingTakesTheLowRankTermAlone) {
+  const uint32_t rows = 2048, cols = 128;
+  std::mt19937 rng(5);
+  std::normal_distribution<float> n(0.0f, 1.0f);
+  std::vector<float> b(rows * cols), f(rows * cols);
+  for (size_t i = 0; i < b.size(); ++i) {
+    b[i] = 0.05f * n(rng);
+    f[i] = b[i] + (i / cols % 64 == 0 ? 0.01f * n(rng) : 0.0f);
+  }
+  Pair pair{std::string(b.size() * 4, '\0'), std::string(f.size() * 4, '\0'), rows, cols};
+  std::memcpy(pair.base.data(), b.data(), pair.base.size());
+  std::memcpy(pair.ft.data(), f.data(), pair.ft.size());
+  auto run = [&](bool lookup) {
+    LossyOptions o;
+    o.target_ratio = 512;
+    o.lookup = lookup;
+    return CompressLossyTensor(DType::kF32, pair.base.data(), pair.ft.data(), rows, cols, 0, nullptr, o);
+  };
+  auto table = run(true), layer = run(false);
+  ASSERT_TRUE(table.ok()) << table.status().ToString();
+  ASSERT_TRUE(layer.ok()) << layer.status().ToString();
+  // Not a lookup: the unbiased dropout stays, worse than no estimate (an output error over 1).
+  EXPECT_EQ(layer->report.estimator, "lowrank+dropout");
+  EXPECT_GT(layer->report.output_error, 1.0);
+  // A lookup: the low-rank term alone, within the budget, better than nothing and than the dropout.
+  EXPECT_EQ(table->report.estimator, "lowrank");
+  EXPECT_GT(table->report.rank, 0);
+  EXPECT_EQ(table->report.keep_fraction, 0.0);
+  EXPECT_TRUE(table->report.within_budget);
+  EXPECT_LE(static_cast<double>(table->chunk.size()), pair.base.size() / 512.0);
+  EXPECT_LT(table->report.output_error, 1.0);
+  EXPECT_LT(table->report.weight_error, layer->report.weight_error);
+  // Its chunk keeps no element (a positions mask with none) and decodes to what the compressor rebuilt.
+  DType dtype;
+  auto parsed = ParseLossyChunk(table->chunk, &dtype);
+  ASSERT_TRUE(parsed.ok()) << parsed.status().ToString();
+  EXPECT_EQ(parsed->p.mask, MaskKind::kPositions);
+  EXPECT_TRUE(parsed->positions.empty());
+  EXPECT_TRUE(parsed->codes.empty());
+  EXPECT_EQ(parsed->p.rank, table->report.rank);
+  auto dec = DecodeChunk(table->chunk, pair.base, pair.base.size());
+  ASSERT_TRUE(dec.ok()) << dec.status().ToString();
+  EXPECT_EQ(*dec, table->reconstructed);
+}
+
 TEST(LossyLowRankTest, ExplicitRankIsHonoured) {
   Pair pair = MakeLowRankPair(48, 96, 4, 0.2f, 12);
   auto run = [&](const LossyOptions& o) {

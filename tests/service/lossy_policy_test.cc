@@ -8,6 +8,7 @@
 #include <cmath>
 #include <filesystem>
 #include <limits>
+#include <map>
 #include <memory>
 #include <random>
 #include <set>
@@ -218,14 +219,20 @@ struct Checkpoints {
   std::set<std::string> lossy_names;
 };
 
-// A base checkpoint and a finetune with two lossy candidates whose deltas differ (low rank, dense noise),
-// a 2-D tensor below min_elements and a 1-D bias (both stay lossless) and an unchanged tensor. With
-// `small_first`, the tensor below min_elements comes first in the files.
-Checkpoints MakeCheckpoints(bool small_first = false) {
+// The paths of a base and a finetune checkpoint in a new temporary directory.
+Checkpoints CheckpointPaths() {
   Checkpoints c;
   c.dir = c.tmp->path();
   c.base = c.dir / "base.safetensors";
   c.ft = c.dir / "ft.safetensors";
+  return c;
+}
+
+// A base checkpoint and a finetune with two lossy candidates whose deltas differ (low rank, dense noise),
+// a 2-D tensor below min_elements and a 1-D bias (both stay lossless) and an unchanged tensor. With
+// `small_first`, the tensor below min_elements comes first in the files.
+Checkpoints MakeCheckpoints(bool small_first = false) {
+  Checkpoints c = CheckpointPaths();
   std::mt19937 rng(21);
   std::normal_distribution<float> n(0.0f, 1.0f);
   auto random = [&](size_t count, float scale) {
@@ -417,6 +424,31 @@ TEST(LossyIngestTest, TheReportSaysWhyEachTensorsCandidateWon) {
       EXPECT_NE(reason.find("ecsq"), std::string::npos);
     }
   }
+}
+
+// An embedding is looked up, a linear layer multiplied: the same table under each name, at 512x where the
+// dropout is worse than no estimate, gets the low-rank term alone only as the embedding
+// (LossyOptions::lookup, set by name).
+TEST(LossyIngestTest, OnlyTablesLookedUpTakeTheLowRankTermAlone) {
+  Checkpoints c = CheckpointPaths();
+  std::mt19937 rng(5);
+  std::normal_distribution<float> n(0.0f, 1.0f);
+  std::vector<float> b(2048 * 128), f(b.size());
+  for (size_t i = 0; i < b.size(); ++i) {
+    b[i] = 0.05f * n(rng);
+    f[i] = b[i] + (i / 128 % 64 == 0 ? 0.01f * n(rng) : 0.0f);  // a few rows moved
+  }
+  const std::vector<TensorSpec> specs = {{"model.embed_tokens.weight", DType::kF32, {2048, 128}},
+                                         {"layers.0.mlp.weight", DType::kF32, {2048, 128}}};
+  ASSERT_TRUE(WriteSafetensorsFile(c.base.string(), specs, {F32Bytes(b), F32Bytes(b)}).ok());
+  ASSERT_TRUE(WriteSafetensorsFile(c.ft.string(), specs, {F32Bytes(f), F32Bytes(f)}).ok());
+  LossyIngest r =
+      IngestLossy(c, {{"mode", "lossy"}, {"ratio", 512}, {"allocate", false}, {"embeddings", true}});
+  ASSERT_TRUE(r.quality.is_object());
+  std::map<std::string, std::string> estimator;
+  for (const json& t : r.quality["tensors"]) estimator[t["name"]] = t["estimator"];
+  EXPECT_EQ(estimator, (std::map<std::string, std::string>{{"model.embed_tokens.weight", "lowrank"},
+                                                           {"layers.0.mlp.weight", "lowrank+dropout"}}));
 }
 
 TEST(LossyIngestTest, AllocationNearTheLargestRatioStaysInRange) {
