@@ -11,6 +11,7 @@
 
 #include "codec/bit_pack.h"
 #include "codec/chunk_codec.h"
+#include "codec/low_rank_row.h"
 #include "codec/philox.h"
 #include "common/endian.h"
 
@@ -267,20 +268,14 @@ void LowRankFactors(const LossyTensor& t, std::vector<float>* a, std::vector<flo
   for (size_t i = 0; i < b->size(); ++i) (*b)[i] = t.factor_scale_b[i / p.cols] * t.b_codes[i];
 }
 
-// Built with -ffp-contract=off (codec/CMakeLists.txt): `sum += x * y` is a rounded product, then a
-// rounded sum, in this order for k = 0..rank-1, whatever the compiler vectorises across columns.
+// Each row's L = A B as LowRankRow sums it (the same bits as LossyRowDecoder), then added to C.
 void AddLowRank(const LossyTensor& t, float* c) {
   const LossyParams& p = t.p;
   if (p.rank == 0) return;
   std::vector<float> a, b, sum(p.cols);
   LowRankFactors(t, &a, &b);
   for (uint32_t i = 0; i < p.rows; ++i) {
-    std::fill(sum.begin(), sum.end(), 0.0f);
-    for (uint32_t k = 0; k < p.rank; ++k) {
-      const float x = a[static_cast<size_t>(i) * p.rank + k];
-      const float* y = b.data() + static_cast<size_t>(k) * p.cols;
-      for (uint32_t j = 0; j < p.cols; ++j) sum[j] += x * y[j];
-    }
+    LowRankRow(a.data() + static_cast<size_t>(i) * p.rank, b.data(), p.rank, p.cols, sum.data());
     float* row = c + static_cast<size_t>(i) * p.cols;
     for (uint32_t j = 0; j < p.cols; ++j) row[j] += sum[j];
   }

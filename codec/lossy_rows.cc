@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "codec/low_rank_row.h"
+
 namespace deltastore {
 
 StatusOr<std::unique_ptr<LossyRowDecoder>> LossyRowDecoder::Parse(std::string_view encoded) {
@@ -20,41 +22,38 @@ StatusOr<std::unique_ptr<LossyRowDecoder>> LossyRowDecoder::Parse(std::string_vi
 
 // Built with -ffp-contract=off (codec/CMakeLists.txt), and with the same operations in the same order as
 // DecodeLossyChunk: C is S at the kept elements and 0 elsewhere, then C += (A B)[row] summed over k in
-// order, then W = (1 + lambda) * base + mu * C with each product rounded on its own.
-void LossyRowDecoder::DecodeRow(uint32_t r, const char* base, char* out, std::vector<float>* w,
-                                std::vector<float>* c, std::vector<uint32_t>* kept,
-                                std::vector<uint16_t>* codes) const {
+// order (LowRankRow), then W = (1 + lambda) * base + mu * C with each product rounded on its own.
+void LossyRowDecoder::DecodeRow(uint32_t r, const char* base, char* out, Scratch* s) const {
   const LossyParams& p = t_.p;
   const uint32_t cols = p.cols;
-  ToFloat32(dtype_, base, cols, w->data());
-  std::fill(c->begin(), c->end(), 0.0f);
+  std::vector<float>& w = s->w;
+  std::vector<float>& c = s->c;
+  ToFloat32(dtype_, base, cols, w.data());
+  std::fill(c.begin(), c.end(), 0.0f);
   const uint64_t first = row_start_[r], n = row_start_[r + 1] - first;
-  codes->resize(n);
-  packed_.Unpack(first, n, codes->data());
+  s->codes.resize(n);
+  packed_.Unpack(first, n, s->codes.data());
   if (p.mask == MaskKind::kPositions) {
     const uint64_t row_begin = static_cast<uint64_t>(r) * cols;
     for (uint64_t i = 0; i < n; ++i)
-      (*c)[t_.positions[first + i] - row_begin] = DequantizeCode(t_, r, (*codes)[i]);
+      c[t_.positions[first + i] - row_begin] = DequantizeCode(t_, r, s->codes[i]);
   } else {
-    KeptColumns(p, r, kept);
-    for (uint64_t i = 0; i < n; ++i) (*c)[(*kept)[i]] = DequantizeCode(t_, r, (*codes)[i]);
+    KeptColumns(p, r, &s->kept);
+    for (uint64_t i = 0; i < n; ++i) c[s->kept[i]] = DequantizeCode(t_, r, s->codes[i]);
   }
   if (p.rank > 0) {
-    std::vector<float> sum(cols, 0.0f);
-    for (uint32_t k = 0; k < p.rank; ++k) {
-      const float x = t_.factor_scale_a[k] * t_.a_codes[static_cast<size_t>(r) * p.rank + k];
-      const float* y = b_.data() + static_cast<size_t>(k) * cols;
-      for (uint32_t j = 0; j < cols; ++j) sum[j] += x * y[j];
-    }
-    for (uint32_t j = 0; j < cols; ++j) (*c)[j] += sum[j];
+    for (uint32_t k = 0; k < p.rank; ++k)
+      s->a[k] = t_.factor_scale_a[k] * t_.a_codes[static_cast<size_t>(r) * p.rank + k];
+    LowRankRow(s->a.data(), b_.data(), p.rank, cols, s->sum.data());
+    for (uint32_t j = 0; j < cols; ++j) c[j] += s->sum[j];
   }
   const float shift = 1.0f + p.lambda, mu = p.mu;
   for (uint32_t j = 0; j < cols; ++j) {
-    volatile float a = shift * (*w)[j];  // volatile: no fused multiply-add, same bits on every build
-    volatile float b = mu * (*c)[j];
-    (*w)[j] = a + b;
+    volatile float a = shift * w[j];  // volatile: no fused multiply-add, same bits on every build
+    volatile float b = mu * c[j];
+    w[j] = a + b;
   }
-  FromFloat32(dtype_, w->data(), cols, out);
+  FromFloat32(dtype_, w.data(), cols, out);
 }
 
 Status LossyRowDecoder::DecodeRows(uint32_t r0, uint32_t r1, std::string_view base, char* out) const {
@@ -63,12 +62,14 @@ Status LossyRowDecoder::DecodeRows(uint32_t r0, uint32_t r1, std::string_view ba
   if (base.size() != (r1 - r0) * row) return InvalidArgument("lossy rows need base bytes of their size");
   if (dtype_ != DType::kF32 && dtype_ != DType::kF16 && dtype_ != DType::kBF16)
     return Corruption("lossy chunk on a non-float dtype");
-  std::vector<float> w(t_.p.cols), c(t_.p.cols);
-  std::vector<uint32_t> kept;
-  std::vector<uint16_t> codes;
+  Scratch s;
+  s.w.resize(t_.p.cols);
+  s.c.resize(t_.p.cols);
+  s.a.resize(t_.p.rank);
+  s.sum.resize(t_.p.rank > 0 ? t_.p.cols : 0);
   for (uint32_t r = r0; r < r1; ++r) {
     const uint64_t at = (r - r0) * row;
-    DecodeRow(r, base.data() + at, out + at, &w, &c, &kept, &codes);
+    DecodeRow(r, base.data() + at, out + at, &s);
   }
   return OkStatus();
 }

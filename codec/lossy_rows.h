@@ -33,8 +33,13 @@ class LossyRowDecoder {
 
  private:
   LossyRowDecoder() = default;
-  void DecodeRow(uint32_t r, const char* base, char* out, std::vector<float>* w, std::vector<float>* c,
-                 std::vector<uint32_t>* kept, std::vector<uint16_t>* codes) const;
+  // What DecodeRow writes between rows, sized once per call of DecodeRows.
+  struct Scratch {
+    std::vector<float> w, c, a, sum;  // the row in float32, its delta, its row of A, its row of A B
+    std::vector<uint32_t> kept;
+    std::vector<uint16_t> codes;
+  };
+  void DecodeRow(uint32_t r, const char* base, char* out, Scratch* s) const;
 
   DType dtype_ = DType::kF32;
   LossyTensor t_;  // without codes (packed_) or dequantized factors
