@@ -268,13 +268,15 @@ std::optional<Candidate> RunDeltaDQ(const Work& w) {
             and_alone + ")");
   }
   // The bits x group grid moved the reference setting's output error by at most 4.2% (on minilm, mlp
-  // and tfm at 16x): where the dense quantizer is more than twice that ahead of the reference, the grid
-  // cannot overtake it and is not searched.
+  // and tfm at 16x): where the dense quantizer or the low-rank term alone is more than twice that ahead
+  // of the reference, the grid cannot overtake it and is not searched.
+  best = Better(std::move(best), std::move(low_rank_alone));
   if (automatic && best && ref && best->fits && ref->fits &&
       best->output_error < kGridGain * ref->output_error)
     return Tagged(std::move(best), "its output error is under " + Decimal(kGridGain) +
                                        " times the reference dropout setting's, more than the bits x group "
-                                       "grid gains (no grid search)");
+                                       "grid gains (no grid search" +
+                                       and_alone + ")");
   for (int b : bits_list) {
     for (int g : groups) {
       if (std::min<int>(g, static_cast<int>(w.cols)) != g && !o.group && g != groups.front())
@@ -287,7 +289,6 @@ std::optional<Candidate> RunDeltaDQ(const Work& w) {
       if (int g = WideGroup(w, b); g > 0) best = Better(std::move(best), GroupDropout(w, b, g, shared, &lr));
     }
   }
-  best = Better(std::move(best), std::move(low_rank_alone));
   return Tagged(std::move(best),
                 "least output error over the bits x group grid (and the dense quantizer" + and_alone + ")");
 }
