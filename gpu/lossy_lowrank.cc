@@ -41,6 +41,29 @@ torch::Tensor QtTimesR(const torch::Tensor& Q, const Work& w) {
   return OverBlocks(w, 1, 1, [&](const torch::Tensor& b) { return Q.t().matmul(b); });
 }
 
+// A residual at least this many times longer than wide, of at least this many elements, takes GramSvd.
+constexpr int64_t kGramAspect = 4, kGramElements = int64_t{1} << 20;
+
+// The singular triplets of a tall or wide R (float64), as linalg_svd's (all of them, descending), from the
+// eigendecomposition of its small Gram matrix G (R^T R, or R R^T for a wide R): S^2 and V are G's
+// eigenvalues and eigenvectors, and U = R V / S. minilm's word embedding (30522 x 384): 0.45 s against 0.96 s
+// for linalg_svd, singular values within 2.2e-14 of its and the rank-101 term within 1.3e-14 (relative). A
+// direction whose eigenvalue is under 1e-12 of the largest (a singular value under 1e-6 of the largest, where
+// G's rounding leaves no digits) gets a singular value of 0 and zero vectors.
+std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> GramSvd(const torch::Tensor& R) {
+  const bool wide = R.size(1) > R.size(0);
+  const torch::Tensor T = wide ? R.t() : R;                      // tall: rows >= cols
+  auto [values, vectors] = torch::linalg_eigh(T.t().matmul(T));  // ascending
+  const torch::Tensor lambda = values.flip(0), V = vectors.flip(1);
+  const torch::Tensor kept = lambda > 1e-12 * lambda[0].clamp_min(0);
+  torch::Tensor S = torch::where(kept, lambda.clamp_min(0).sqrt(), torch::zeros_like(lambda));
+  torch::Tensor U = T.matmul(V).div_(torch::where(kept, S, torch::ones_like(S)));
+  U.mul_(kept.unsqueeze(0));
+  const torch::Tensor Vk = V.mul(kept.unsqueeze(0));
+  if (wide) return {Vk, S, U.t()};
+  return {U, S, Vk.t()};
+}
+
 }  // namespace
 
 // The `k` leading singular triplets of R in float64 (so that devices and thread counts agree to far below
@@ -52,8 +75,12 @@ void EnsureSvd(const Work& w, int64_t k) {
   // The rank sweep asks for growing k: compute ahead, at least doubling, so a sweep costs a few SVDs.
   k = std::min<int64_t>(std::max<int64_t>({k, 16, w.S.defined() ? 2 * w.S.size(0) : 0}), kMaxLossyRank);
   if (k + 8 >= full / 2) {
-    auto [U, S, Vh] = torch::linalg_svd(WholeResidual(w).to(torch::kFloat64), /*full_matrices=*/false);
-    w.U = U, w.S = S, w.Vh = Vh;
+    torch::Tensor R = WholeResidual(w).to(torch::kFloat64);
+    if (std::max(m, n) >= kGramAspect * full && m * n >= kGramElements) {
+      std::tie(w.U, w.S, w.Vh) = GramSvd(R);
+    } else {
+      std::tie(w.U, w.S, w.Vh) = torch::linalg_svd(R, /*full_matrices=*/false);
+    }
     return;
   }
   auto gen =
