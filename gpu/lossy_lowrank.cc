@@ -41,7 +41,8 @@ torch::Tensor QtTimesR(const torch::Tensor& Q, const Work& w) {
   return OverBlocks(w, 1, 1, [&](const torch::Tensor& b) { return Q.t().matmul(b); });
 }
 
-// A residual at least this many times longer than wide, of at least this many elements, takes GramSvd.
+// A residual at least this many times as long one way as the other, of at least this many elements, takes
+// GramSvd.
 constexpr int64_t kGramAspect = 4, kGramElements = int64_t{1} << 20;
 
 // The singular triplets of a tall or wide R (float64), as linalg_svd's (all of them, descending), from the
