@@ -11,8 +11,8 @@
 
 #include "codec/bit_pack.h"
 #include "codec/chunk_codec.h"
-#include "codec/low_rank_row.h"
 #include "codec/philox.h"
+#include "codec/scaled_rows.h"
 #include "common/endian.h"
 
 namespace deltastore {
@@ -268,14 +268,14 @@ void LowRankFactors(const LossyTensor& t, std::vector<float>* a, std::vector<flo
   for (size_t i = 0; i < b->size(); ++i) (*b)[i] = t.factor_scale_b[i / p.cols] * t.b_codes[i];
 }
 
-// Each row's L = A B as LowRankRow sums it (the same bits as LossyRowDecoder), then added to C.
+// Each row's L = A B as SumScaledRows sums it (the same bits as LossyRowDecoder), then added to C.
 void AddLowRank(const LossyTensor& t, float* c) {
   const LossyParams& p = t.p;
   if (p.rank == 0) return;
   std::vector<float> a, b, sum(p.cols);
   LowRankFactors(t, &a, &b);
   for (uint32_t i = 0; i < p.rows; ++i) {
-    LowRankRow(a.data() + static_cast<size_t>(i) * p.rank, b.data(), p.rank, p.cols, sum.data());
+    SumScaledRows(a.data() + static_cast<size_t>(i) * p.rank, nullptr, p.rank, b.data(), p.cols, sum.data());
     float* row = c + static_cast<size_t>(i) * p.cols;
     for (uint32_t j = 0; j < p.cols; ++j) row[j] += sum[j];
   }

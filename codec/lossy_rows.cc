@@ -2,7 +2,7 @@
 
 #include <algorithm>
 
-#include "codec/low_rank_row.h"
+#include "codec/scaled_rows.h"
 
 namespace deltastore {
 
@@ -22,7 +22,7 @@ StatusOr<std::unique_ptr<LossyRowDecoder>> LossyRowDecoder::Parse(std::string_vi
 
 // Built with -ffp-contract=off (codec/CMakeLists.txt), and with the same operations in the same order as
 // DecodeLossyChunk: C is S at the kept elements and 0 elsewhere, then C += (A B)[row] summed over k in
-// order (LowRankRow), then W = (1 + lambda) * base + mu * C with each product rounded on its own.
+// order (SumScaledRows), then W = (1 + lambda) * base + mu * C with each product rounded on its own.
 void LossyRowDecoder::DecodeRow(uint32_t r, const char* base, char* out, Scratch* s) const {
   const LossyParams& p = t_.p;
   const uint32_t cols = p.cols;
@@ -44,7 +44,7 @@ void LossyRowDecoder::DecodeRow(uint32_t r, const char* base, char* out, Scratch
   if (p.rank > 0) {
     for (uint32_t k = 0; k < p.rank; ++k)
       s->a[k] = t_.factor_scale_a[k] * t_.a_codes[static_cast<size_t>(r) * p.rank + k];
-    LowRankRow(s->a.data(), b_.data(), p.rank, cols, s->sum.data());
+    SumScaledRows(s->a.data(), nullptr, p.rank, b_.data(), cols, s->sum.data());
     for (uint32_t j = 0; j < cols; ++j) c[j] += s->sum[j];
   }
   const float shift = 1.0f + p.lambda, mu = p.mu;
