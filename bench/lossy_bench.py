@@ -14,10 +14,12 @@ bench/pairs) and the faceres f32 fixture pair (errors only).
 the 30522x384 word embedding matrix is half the weights); "seconds" is the job's wall time per cell.
 --dense adds "gain kept, dense" for minilm: on its held-out paragraphs' windows at every word offset
 (bench/pairs/evaluate.py task "ft-dense", 4,247 windows; one of the 552 is 2.9% of the gain), ~40 s a cell.
+--seeds 1,2,3 runs every cell once per mask seed (the policy's `seed`; a "seed" column is added): the spread
+of gain kept over seeds is the noise of the measure between estimates of the same quality.
 
 Usage: /opt/deltastore/venv/bin/python bench/lossy_bench.py [--pairs mlp,tfm,faceres,minilm]
            [--ratios 8,16,32,64,128] [--embeddings false|true|both] [--methods deltadq,deltadq-nodbms,groupk4,random4,dare,bitdelta,topk8,lowbit]
-           [--calibrated] [--dense] [--out bench/results/lossy.md]
+           [--calibrated] [--dense] [--seeds 1,2,3] [--out bench/results/lossy.md]
 """
 import argparse
 import json
@@ -45,6 +47,18 @@ def pair_files(pair, pairs_dir):
     return d / f"{pair}.base.safetensors", d / f"{pair}.ft.safetensors", calib if calib.exists() else None
 
 
+def emit_spread(emit, over_seeds, dense):
+    """Gain kept over the seeds of each cell: mean (least - most)."""
+    emit("Over the seeds: mean (least - most)")
+    emit()
+    emit("| ratio | method | emb | seeds | gain kept |" + (" gain kept, dense |" if dense else ""))
+    emit("|---|---|---|---|---|" + ("---|" if dense else ""))
+    for cell, runs in over_seeds.items():
+        cols = [[run[i] for run in runs] for i in range(len(runs[0]))]
+        emit(f"{cell} {len(runs)} |" + "".join(f" {sum(c) / len(c):.1f}% ({min(c):.1f} - {max(c):.1f}) |" for c in cols))
+    emit()
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--pairs", default="mlp,tfm,faceres")
@@ -56,10 +70,12 @@ def main():
                     help="policy 'embeddings' (also lossy for *embed* tensors); both: a row for each")
     ap.add_argument("--dense", action="store_true",
                     help="minilm: also gain kept on the held-out windows at every word offset")
+    ap.add_argument("--seeds", default=None, help="comma-separated mask seeds: each cell once per seed")
     ap.add_argument("--out", default=None, help="also write the tables (markdown) here")
     args = ap.parse_args()
     ratios = [float(r) for r in args.ratios.split(",")]
     methods = args.methods.split(",")
+    seeds = [int(x) for x in args.seeds.split(",")] if args.seeds else [None]
     if args.calibrated:
         methods.append("deltadq+calib")
 
@@ -104,13 +120,19 @@ def main():
                 if dense:
                     emit(f"dense held-out windows: base {dense_base:.4f}, finetune {dense_ft:.4f}")
                 emit()
-                emit("| ratio | method | emb | achieved | ratio_all | gain kept |" + (" gain kept, dense |" if dense else "")
+                seed_col = " seed |" if args.seeds else ""
+                over_seeds = {}  # "| ratio | method | emb |" -> [[gain kept, dense gain kept], ...]
+                emit("| ratio | method | emb |" + seed_col + " achieved | ratio_all | gain kept |" + (" gain kept, dense |" if dense else "")
                      + " output err | weight err | seconds |")
-                emit("|---|---|---|---|---|---|" + ("---|" if dense else "") + "---|---|---|")
-                for ratio, m, emb in ((r, m, e) for r in ratios for m in methods for e in embeddings):
-                    cell = f"| {ratio:.0f}x | {m} | {'yes' if emb else 'no'} |"
+                emit("|---|---|---|---|---|---|" + ("---|" if args.seeds else "") + ("---|" if dense else "")
+                     + "---|---|---|")
+                cells = ((r, m, e, sd) for r in ratios for m in methods for e in embeddings for sd in seeds)
+                for ratio, m, emb, seed in cells:
+                    cell = f"| {ratio:.0f}x | {m} | {'yes' if emb else 'no'} |" + (f" {seed} |" if args.seeds else "")
                     policy = {"mode": "lossy", "ratio": ratio, "method": m.split("-")[0].split("+")[0],
                               "dbms": "-nodbms" not in m and m.startswith("deltadq"), "embeddings": emb}
+                    if seed is not None:
+                        policy["seed"] = seed
                     if m == "deltadq+calib":
                         if not calib_id:
                             continue
@@ -118,7 +140,8 @@ def main():
                         policy["calibration"] = c.upload_single(calib)["id"]
                     up = c.upload_single(ft)
                     t0 = time.time()
-                    model = f"{pair}-{m.replace('+', '-')}-{int(ratio)}{'-emb' if emb else ''}"
+                    model = (f"{pair}-{m.replace('+', '-')}-{int(ratio)}{'-emb' if emb else ''}"
+                             + (f"-s{seed}" if seed is not None else ""))
                     r = c.post(f"/v1/models/{model}/versions",
                                json={"files": [{"path": "model.safetensors", "upload": up["id"]}],
                                      "base": {"model": f"{pair}-base", "version": "v1"}, "policy": policy})
@@ -137,14 +160,19 @@ def main():
                         out = tmp / "rebuilt.safetensors"
                         c.download(f"/v1/models/{model}/versions/{job['version']}/files/model.safetensors", out)
                         acc = accuracy(pair, str(out), args.pairs_dir)
-                        gain = f"{100 * (acc - acc_base) / (acc_ft - acc_base):.1f}%"
+                        kept = [100 * (acc - acc_base) / (acc_ft - acc_base)]
+                        gain = f"{kept[0]:.1f}%"
                         if dense:
                             acc = accuracy(pair, str(out), args.pairs_dir, "ft-dense")
-                            gain += f" | {100 * (acc - dense_base) / (dense_ft - dense_base):.1f}%"
+                            kept.append(100 * (acc - dense_base) / (dense_ft - dense_base))
+                            gain += f" | {kept[1]:.1f}%"
+                        over_seeds.setdefault(cell.rsplit("|", 2)[0] + "|", []).append(kept)
                     emit(f"{cell} {q['lossy_ratio']:.1f}x | {q['ratio']:.1f}x | {gain} | "
                          f"{q['output_error']:.3f} | {q['weight_error']:.3f} | {secs:.1f} |")
                     c.delete(f"/v1/models/{model}/versions/{job['version']}")
                 emit()
+                if args.seeds and over_seeds:
+                    emit_spread(emit, over_seeds, dense)
         finally:
             server.stop()
 
