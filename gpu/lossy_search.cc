@@ -216,7 +216,12 @@ constexpr double kGridGain = 0.9;
 std::optional<Candidate> RunDeltaDQ(const Work& w) {
   const LossyOptions& o = *w.opt;
   const bool automatic = !o.bits && !o.group && !o.keep;
+  // Below 2 bits per weight (where the dense quantizer is not tried) 1-bit values join the grid: with its
+  // tensor-wide unshrunk level (SharedRange) a group keeps twice the values of 2 bits, and the dropout's
+  // variance (g/k - 1) falls by more than the coarser code adds.
   std::vector<int> bits_list = o.bits ? std::vector<int>{o.bits} : std::vector<int>{2, 4};
+  if (!o.bits && w.bits_per_weight < 2.0 && w.bits_per_weight >= kOneBitGridFloor)
+    bits_list.insert(bits_list.begin(), 1);
   std::vector<int> groups = o.group ? std::vector<int>{o.group} : std::vector<int>{32, 64, 128};
   std::optional<Candidate> best;
   // The dense entropy-coded quantizer minimises weight error, but below ~2 bits per weight it zeroes
@@ -278,6 +283,7 @@ std::optional<Candidate> RunDeltaDQ(const Work& w) {
                                        "grid gains (no grid search" +
                                        and_alone + ")");
   for (int b : bits_list) {
+    if (b == 1 && !shared && !o.bits) continue;  // one bit with a scale per row: its least and largest value
     for (int g : groups) {
       if (std::min<int>(g, static_cast<int>(w.cols)) != g && !o.group && g != groups.front())
         continue;  // narrow tensors: one group size

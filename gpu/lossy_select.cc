@@ -124,8 +124,20 @@ Selection SelectMaskRows(const LossyParams& p, uint32_t r0, uint32_t n) {
 // clipping at every rate kept 98.6% / 98.2% of the MLP pair's gain at 16x / 32x against 99.9% / 99.1%
 // without, and 94.0% of the tfm pair's at 128x against 84.5%. The clip is chosen on at most ~65536 of the
 // values (deterministic).
-double SharedRange(const torch::Tensor& sample, double max_abs, int bits, bool clip) {
+// With `unshrunk` (1 bit in the grid, see kOneBitGridFloor) the levels -c and c take c = sum v^2 / sum |v|
+// instead, so that the codes' projection on the values is the values' own squared norm (sum c sign(v) v =
+// sum v^2) and the unbiased dropout's estimate keeps its size along the residual. The least-squares level
+// (mean |v|, 0.8 x RMS on Gaussian values) shrinks it by a third, which costs task accuracy as a scale
+// mu < 1 does: with it, 1-bit values won minilm's grid at 128x and lowered the output error from 1.83 to
+// 1.18, but kept 94.2% of the gain (dense measure, mean of five mask seeds) against 96.3% with 2 bits;
+// with this level, 99.0% (three seeds, the same three 96.7% before; output error 1.69).
+// bench/results/lossy_seed_spread_issue17.md.
+double SharedRange(const torch::Tensor& sample, double max_abs, int bits, bool clip, bool unshrunk) {
   const int64_t levels = (1 << bits) - 1;
+  if (unshrunk) {
+    const double l1 = sample.abs().sum().item<double>();
+    return l1 > 0 ? sample.square().sum().item<double>() / l1 : max_abs;
+  }
   const double rms = sample.square().mean().sqrt().item<double>();
   double best_c = max_abs, best_err = std::numeric_limits<double>::infinity();
   std::vector<double> clips = {best_c};
@@ -235,7 +247,8 @@ std::optional<double> SharedRangeOverBlocks(const Work& w, const LossyParams& p,
     seen += values.numel();
   }
   if (seen == 0) return std::nullopt;
-  return SharedRange(torch::cat(sample), max_abs, p.bits, w.bits_per_weight < 0.5);
+  return SharedRange(torch::cat(sample), max_abs, p.bits, w.bits_per_weight < 0.5,
+                     p.bits == 1 && w.bits_per_weight >= kOneBitGridFloor);
 }
 
 }  // namespace deltastore::lossy_detail

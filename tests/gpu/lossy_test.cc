@@ -507,6 +507,41 @@ TEST(LossyTest, HighRatiosLandWithinTenPercentOfTheTarget) {
   }
 }
 
+// From 1/16 to 2 bits per weight the grid offers 1-bit values with the tensor-wide level c = sum v^2 / sum
+// |v| over the kept values v (docs/lossy_format.md, step 3): the codes' projection on the kept values is
+// their own squared norm. The least-squares level (mean |v|) would give (sum |v|)^2 / (n sum v^2), about 0.64
+// on this Gaussian delta.
+TEST(LossyTest, OneBitValuesAreNotShrunkAlongTheKeptValues) {
+  Pair pair = MakePair(256, 768, 5);
+  LossyOptions o;
+  o.target_ratio = 128;
+  auto r =
+      CompressLossyTensor(DType::kF32, pair.base.data(), pair.ft.data(), pair.rows, pair.cols, 3, nullptr, o);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  const LossyTensorReport& q = r->report;
+  ASSERT_EQ(q.bits, 1) << q.reason;
+  ASSERT_TRUE(q.shared_scale);
+  ASSERT_EQ(q.rank, 0);
+  ASSERT_EQ(q.mu, 1.0);
+  ASSERT_EQ(pair.cols % q.group, 0u);
+  const auto* b = reinterpret_cast<const float*>(pair.base.data());
+  const auto* f = reinterpret_cast<const float*>(pair.ft.data());
+  const auto* w = reinterpret_cast<const float*>(r->reconstructed.data());
+  const float shift = static_cast<float>(1.0 + q.lambda);
+  const double scale = static_cast<double>(q.group) / q.keep;  // survivors' g/k
+  double code_dot_value = 0, value_sq = 0, abs_sum = 0;
+  int64_t kept = 0;
+  for (size_t i = 0; i < pair.base.size() / 4; ++i) {
+    const double s = static_cast<double>(w[i]) - static_cast<double>(shift * b[i]);  // S: 0 where dropped
+    if (std::abs(s) < 1e-6) continue;
+    const double v = scale * ((static_cast<double>(f[i]) - b[i]) - q.lambda * b[i]);
+    code_dot_value += s * v, value_sq += v * v, abs_sum += std::abs(v), ++kept;
+  }
+  EXPECT_EQ(kept, static_cast<int64_t>(pair.rows) * (pair.cols / q.group) * q.keep);
+  EXPECT_NEAR(code_dot_value / value_sq, 1.0, 0.01);
+  EXPECT_LT(abs_sum * abs_sum / (kept * value_sq), 0.7);  // what the least-squares level would give
+}
+
 // Probes at growing budgets start their rank sweep at the rank the previous budget chose: on a delta
 // that is nearly low rank they choose the same ranks as probes run one ratio at a time.
 TEST(LossyProbeTest, ARankSweepStartedAtThePreviousProbesRankChoosesTheSameRanks) {
