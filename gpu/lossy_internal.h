@@ -207,13 +207,17 @@ std::optional<Candidate> FitBudget(const Work& w, int lo, int hi, const std::fun
 // Prefers candidates within the budget, then the lower output error; over-budget ones by size.
 std::optional<Candidate> Better(std::optional<Candidate> a, std::optional<Candidate> b);
 
-// From this many bits per weight up to 2, 1-bit values join deltadq's bits x group grid, with the unshrunk
-// level of SharedRange (lossy_select.cc): from here groups of 64 keep at least 4 of them (WideGroup's rule
-// for 1 bit). Below it the wide groups take 1 bit, with the clip of least squared error: the unshrunk
-// level there raised minilm's output error at 1024x from 5.66 to 6.82 and kept 86.9% of the gain (dense
-// measure, one seed) against 89.1%. With the floor at 1/8 minilm at 512x kept 92.2% (three seeds), at 1/16
-// 97.3% (90.6% before); at 1024x it lands at 1099-1130x (1074-1115x before).
-constexpr double kOneBitGridFloor = 0.0625;
+// Whether groups of 64 keep at least 4 values of `bits` bits within w's budget. Below that the usual
+// groups (up to 128) step k too coarsely for the budget, and WideGroup (lossy_search.cc) offers wider ones.
+// Where it holds for 1 bit (from 1/16 bit per weight) up to 2 bits per weight, 1-bit values join deltadq's
+// bits x group grid with the unshrunk level of SharedRange (lossy_select.cc); the wide groups' 1-bit values
+// keep the clip of least squared error: the unshrunk level there raised minilm's output error at 1024x
+// from 5.66 to 6.82 and kept 86.9% of the gain (dense measure, one seed) against 89.1%. With the 1-bit
+// grid from 1/8 bit instead, minilm at 512x kept 92.2% (three seeds), from 1/16 97.3% (90.6% before); at
+// 1024x it lands at 1099-1130x (1074-1115x before).
+inline bool UsualGroupsFit(const Work& w, int bits) {
+  return w.bits_per_weight * 64 / bits >= 4;
+}
 
 // Width of the low-rank factors' codes: on the tfm pair at 128x, 4-bit factors kept 96.7% of the gain
 // and 8-bit ones 39.3% (more rank for the bits matters more than precise factors).

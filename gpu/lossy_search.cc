@@ -192,7 +192,7 @@ std::optional<Candidate> ChooseScaleAndRank(const Work& w, bool* shared, LowRank
 // the budget. 0 when the usual groups are fine enough, or the row is no wider than them.
 constexpr int kFineKeep = 16;
 int WideGroup(const Work& w, int bits) {
-  if (w.bits_per_weight * 64 / bits >= 4) return 0;  // 16x and 128x on f32 are unchanged
+  if (UsualGroupsFit(w, bits)) return 0;  // 16x and 128x on f32 are unchanged
   const double want = std::ceil(kFineKeep * bits / std::max(w.bits_per_weight, 1e-9));
   const int g = static_cast<int>(std::min<double>({want, static_cast<double>(w.cols), 65535.0}));
   return g > 128 ? g : 0;
@@ -220,8 +220,7 @@ std::optional<Candidate> RunDeltaDQ(const Work& w) {
   // tensor-wide unshrunk level (SharedRange) a group keeps twice the values of 2 bits, and the dropout's
   // variance (g/k - 1) falls by more than the coarser code adds.
   std::vector<int> bits_list = o.bits ? std::vector<int>{o.bits} : std::vector<int>{2, 4};
-  if (!o.bits && w.bits_per_weight < 2.0 && w.bits_per_weight >= kOneBitGridFloor)
-    bits_list.insert(bits_list.begin(), 1);
+  if (!o.bits && w.bits_per_weight < 2.0 && UsualGroupsFit(w, 1)) bits_list.insert(bits_list.begin(), 1);
   std::vector<int> groups = o.group ? std::vector<int>{o.group} : std::vector<int>{32, 64, 128};
   std::optional<Candidate> best;
   // The dense entropy-coded quantizer minimises weight error, but below ~2 bits per weight it zeroes

@@ -124,7 +124,7 @@ Selection SelectMaskRows(const LossyParams& p, uint32_t r0, uint32_t n) {
 // clipping at every rate kept 98.6% / 98.2% of the MLP pair's gain at 16x / 32x against 99.9% / 99.1%
 // without, and 94.0% of the tfm pair's at 128x against 84.5%. The clip is chosen on at most ~65536 of the
 // values (deterministic).
-// With `unshrunk` (1 bit in the grid, see kOneBitGridFloor) the levels -c and c take c = sum v^2 / sum |v|
+// With `unshrunk` (1 bit in the grid, see UsualGroupsFit) the levels -c and c take c = sum v^2 / sum |v|
 // instead, so that the codes' projection on the values is the values' own squared norm (sum c sign(v) v =
 // sum v^2) and the unbiased dropout's estimate keeps its size along the residual. The least-squares level
 // (mean |v|, 0.8 x RMS on Gaussian values) shrinks it by a third, which costs task accuracy as a scale
@@ -248,7 +248,7 @@ std::optional<double> SharedRangeOverBlocks(const Work& w, const LossyParams& p,
   }
   if (seen == 0) return std::nullopt;
   return SharedRange(torch::cat(sample), max_abs, p.bits, w.bits_per_weight < 0.5,
-                     p.bits == 1 && w.bits_per_weight >= kOneBitGridFloor);
+                     p.bits == 1 && UsualGroupsFit(w, 1));
 }
 
 }  // namespace deltastore::lossy_detail
