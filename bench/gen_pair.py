@@ -142,8 +142,10 @@ def main():
     ap.add_argument("--llm-layers", type=int, default=0,
                     help="LLM shapes instead (4096x4096 attention, 4096x11008 MLP, 32000x4096 embedding and "
                          "head): this many decoder layers; 4 layers = 1.07 B parameters")
+    ap.add_argument("--fixtures", type=pathlib.Path, default=FIXTURES,
+                    help="the folder holding faceres{,-deep}.f32.safetensors (default ../shared/fixtures)")
     a = ap.parse_args()
-    b, f, sha = generate(a.out_dir, a.size_gb, a.largest_mib, a.seed, llm_layers=a.llm_layers)
+    b, f, sha = generate(a.out_dir, a.size_gb, a.largest_mib, a.seed, fixtures=a.fixtures, llm_layers=a.llm_layers)
     print(f"{b} {os.path.getsize(b)} {sha[0]}")
     print(f"{f} {os.path.getsize(f)} {sha[1]}")
 

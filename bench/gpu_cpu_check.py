@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT / "tests" / "e2e"))
 from conftest import BUILD, Server  # noqa: E402
 from client_util import Client, sha256_file  # noqa: E402
 
-FIXTURES = ROOT.parent / "shared" / "fixtures"
+FIXTURES = pathlib.Path(os.environ.get("DS_FIXTURES", ROOT.parent / "shared" / "fixtures"))
 BASE = FIXTURES / "faceres.f32.safetensors"
 FT = FIXTURES / "faceres-deep.f32.safetensors"
 
@@ -65,6 +65,8 @@ def run_device(device, ratios, work):
 
 
 def main():
+    if os.environ.get("DS_BIN_LIBRARY_PATH"):  # gpu_check.sh's bundle: its libraries, for the server and tool
+        os.environ["LD_LIBRARY_PATH"] = os.environ["DS_BIN_LIBRARY_PATH"]
     ap = argparse.ArgumentParser()
     ap.add_argument("--ratios", default="16,128")
     args = ap.parse_args()
@@ -75,19 +77,25 @@ def main():
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         for device in devices:
-            results[device] = run_device(device, ratios, pathlib.Path(tmp))
+            try:
+                results[device] = run_device(device, ratios, pathlib.Path(tmp))
+            except SystemExit as e:  # a failed job on one device: say so, and still run and print the other
+                log = pathlib.Path(tmp) / f"data-{device}.log"
+                tail = log.read_text(errors="replace").splitlines()[-30:] if log.exists() else []
+                print(e, "\nthe server's log ends:", *tail, sep="\n", file=sys.stderr)
+                ok = False
     print(f"{'device':6} {'ratio':>6} {'job s':>7} {'weights/s':>12} {'rebuild':>8}  version")
     for device, rows in results.items():
         for r in rows:
             print(f"{device:6} {r['ratio']:6.0f} {r['secs']:7.2f} {r['weights'] / r['secs']:12.3e} "
                   f"{'same' if r['rebuild_equal'] else 'DIFFERS':>8}  {r['version']}")
             ok &= r["rebuild_equal"]
-    if "cuda" in results:
+    if "cuda" in results and "cpu" in results:
         for cpu, gpu in zip(results["cpu"], results["cuda"]):
             same = cpu["version"] == gpu["version"]
             print(f"ratio {cpu['ratio']:.0f}: GPU and CPU versions {'identical' if same else 'DIFFER'}")
             ok &= same
-    else:
+    elif "cuda" not in devices:
         print("no CUDA device: the CPU part ran; the GPU comparison needs one")
     sys.exit(0 if ok else 1)
 
