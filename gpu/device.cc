@@ -12,7 +12,15 @@ bool UseCuda() {
   static const bool cuda = [] {
     const char* env = std::getenv("DS_COMPUTE_DEVICE");
     if (env != nullptr && std::string_view(env) == "cpu") return false;
-    return torch::cuda::is_available();
+    if (!torch::cuda::is_available()) return false;
+    // libtorch loads its CUDA linear algebra (cuSOLVER) on the first linalg call, and two threads making
+    // that first call at once fail one of them ("lazy wrapper should be called at most once": a lossy job
+    // on an H200 failed so, its tensors searched in parallel). Load it here, once, before any search runs:
+    // every device computation asks this function first, and other threads wait for its initializer.
+    torch::NoGradGuard no_grad;
+    const auto m = torch::eye(2, torch::TensorOptions().dtype(torch::kFloat64).device(torch::kCUDA));
+    (void)torch::linalg_qr(m);
+    return true;
   }();
   return cuda;
 }

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Packs into .gpu/ (git-ignored) what scripts/gpu_check.sh needs on a lent GPU machine, which reaches no
 # package registry and has no Debian packages of ours, only its image's CUDA torch:
-#   .gpu/build/   deltastored, deltastore-tool, gpu_test, lossy_pair and gpu/libdeltastore_gpu.so (which
-#                 the server opens from ../gpu beside its own folder), stripped, built here into
+#   .gpu/build/   deltastored, deltastore-tool, gpu_test, lossy_pair, lossy_probe_timing and
+#                 gpu/libdeltastore_gpu.so (the server opens it from ../gpu), stripped, built here into
 #                 build-gpu/ against the torch version of that image (DS_DEVICE_TORCH, default 2.11.0, the
 #                 one /work/.library/device/KINDS.md records): there they load the image's own libtorch,
 #   .gpu/lib/     every shared library they need beyond glibc, libstdc++ and libtorch (ldd's closure),
@@ -27,11 +27,11 @@ B=build-gpu
 if [ ! -f "$B/build.ninja" ]; then
   cmake -S . -B "$B" -G Ninja -DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DTORCH_CMAKE_PREFIX="$PREFIX" >/dev/null
 fi
-cmake --build "$B" -j "$(nproc)" --target deltastored deltastore-tool gpu_test lossy_pair >&2
+cmake --build "$B" -j "$(nproc)" --target deltastored deltastore-tool gpu_test lossy_pair lossy_probe_timing >&2
 
 rm -rf .gpu
 mkdir -p .gpu/build/server .gpu/build/tools .gpu/build/tests .gpu/build/bench .gpu/build/gpu .gpu/lib .gpu/fixtures
-bins=(server/deltastored tools/deltastore-tool tests/gpu_test bench/lossy_pair)
+bins=(server/deltastored tools/deltastore-tool tests/gpu_test bench/lossy_pair bench/lossy_probe_timing)
 for b in "${bins[@]}"; do strip -o ".gpu/build/$b" "$B/$b"; done
 # The libraries the binaries load from outside the torch wheel and the base system. glibc and libstdc++
 # stay the device's own (newer than Debian 12's; libtorch needs its libstdc++).

@@ -7,10 +7,12 @@
 #      on cuda:0,
 #   3. times the lossy benchmark (bench/lossy_pair, deltadq at 16x and 128x) on each device,
 #   4. bench/gpu_cpu_check.py: a lossy version made through the server on each device; the served file
-#      equals the offline CPU rebuild, and the GPU version equals the CPU one (same masks and codes),
-#      with the job time and weights per second,
-#   5. with a GPU: lossy_pair on cuda:0 at LLM shapes (bench/gen_pair.py --llm-layers 1, 0.46 B weights),
-#      weights per second at 16x and 128x.
+#      equals the offline CPU rebuild, and the GPU version keeps the CPU one's masks (whether the codes
+#      are the same too is printed), with the job time and weights per second,
+#   5. with a GPU: at LLM shapes (bench/gen_pair.py --llm-layers $DS_LLM_LAYERS, default 1: 0.46 B
+#      weights; 0 skips this part), the rate allocation's probes and the final search of every tensor at
+#      128x (bench/lossy_probe_timing) on cuda:0 and, as the baseline of the same run, on the machine's
+#      CPU cores: seconds per tensor and weights per second.
 # Every step runs even when one before it failed; the exit status says whether all passed. Without a GPU
 # it says so and exits 0 after the CPU part. Budget: 8 minutes on the lent machines.
 set -uo pipefail
@@ -65,15 +67,18 @@ for d in "${devices[@]}"; do
     "$F/faceres-deep.f32.safetensors" --ratios 16,128 --methods deltadq
 done
 step "the same lossy versions through the server" 180 "$PY" bench/gpu_cpu_check.py --ratios 16,128
-if [ "$CUDA" = 1 ]; then
+LAYERS="${DS_LLM_LAYERS:-1}"  # 0: no LLM-shaped part
+if [ "$CUDA" = 1 ] && [ "$LAYERS" -gt 0 ]; then
   llm="$(mktemp -d)"
-  step "an LLM-shaped pair (1 decoder layer, 0.46 B weights)" 60 \
-    "$PY" bench/gen_pair.py "$llm" --llm-layers 1 --fixtures "$F"
-  step "lossy_pair on cuda at LLM shapes (weights per second = 0.46 B / seconds)" 120 \
-    "${BIN[@]}" DS_COMPUTE_DEVICE=cuda "$BUILD/bench/lossy_pair" "$llm/base.safetensors" \
-    "$llm/finetune.safetensors" --ratios 16,128 --methods deltadq
+  step "an LLM-shaped pair ($LAYERS decoder layer(s); 1: 0.46 B weights)" 60 \
+    "$PY" bench/gen_pair.py "$llm" --llm-layers "$LAYERS" --fixtures "$F"
+  for d in cuda cpu; do  # the job's work per tensor (probes, final search) on each, at 128x
+    step "lossy_probe_timing on $d at LLM shapes, 128x (weights per second on the last line)" 150 \
+      "${BIN[@]}" DS_COMPUTE_DEVICE=$d "$BUILD/bench/lossy_probe_timing" "$llm/base.safetensors" \
+      "$llm/finetune.safetensors" 128
+  done
   rm -rf "$llm"
-else
+elif [ "$CUDA" != 1 ]; then
   echo "no CUDA device: the CPU part ran; run this again where one is lent"
 fi
 [ ${#failed[@]} = 0 ] || { printf 'failed: %s\n' "${failed[@]}"; exit 1; }

@@ -1,6 +1,6 @@
 // The end of a lossy compression (gpu/lossy.cc, Finish): the search state is released, the tensor is
 // rebuilt row by row and the finetune reloaded; the rebuilt bytes and the report's errors are still those
-// of the whole-tensor decode and of float32 arithmetic on the whole tensors.
+// of the whole-tensor decode and of float32 arithmetic on the whole tensors, on the compute device.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -12,6 +12,7 @@
 #include "codec/chunk_codec.h"
 #include "codec/lossy_codec.h"
 #include "gpu/lossy.h"
+#include "gpu/lossy_internal.h"
 
 namespace deltastore {
 namespace {
@@ -44,8 +45,10 @@ TEST(LossyFinishTest, RebuiltBytesAndReportedErrorsAreThoseOfTheWholeTensor) {
       ASSERT_TRUE(DecodeLossyChunk(r->chunk, base, &whole).ok());
       EXPECT_TRUE(whole == r->reconstructed) << ratio;
       torch::NoGradGuard no_grad;
-      const auto F = AsFloat(dtype, ft, rows, cols), B = AsFloat(dtype, base, rows, cols);
-      const auto err = F - AsFloat(dtype, whole, rows, cols);
+      // On the compute device, as Finish measures: a GPU sums a norm in another order than the CPU.
+      const auto dev = lossy_detail::TorchDevice();
+      const auto F = AsFloat(dtype, ft, rows, cols).to(dev), B = AsFloat(dtype, base, rows, cols).to(dev);
+      const auto err = F - AsFloat(dtype, whole, rows, cols).to(dev);
       EXPECT_EQ(r->report.weight_error, err.norm().item<double>() / (F - B).norm().item<double>()) << ratio;
       DType chunk_dtype;
       auto parsed = ParseLossyChunk(r->chunk, &chunk_dtype);

@@ -51,7 +51,7 @@ void Fill(States* s, const Pair& p, uint32_t rows, uint32_t cols, float lambda) 
     w->rows = rows, w->cols = cols, w->stream = 3;
     w->opt = &s->options;
     w->lambda = lambda;
-    w->X = torch::randn({cols, 16}, torch::kFloat32);
+    w->X = torch::randn({cols, 16}, torch::kFloat32).to(TorchDevice());  // where Prepare puts it
   }
   s->bytes.X = s->held.X;
   s->bytes.pair_base = p.base.data(), s->bytes.pair_finetune = p.ft.data();

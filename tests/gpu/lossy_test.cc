@@ -431,7 +431,9 @@ TEST(LossyProbeTest, ALargeTensorIsProbedOnTheRowsItIsGiven) {
     ASSERT_TRUE((*large)[i].reachable && (*rows)[i].reachable);
     EXPECT_EQ(a.stored_bytes, 2 * b.stored_bytes);
     EXPECT_EQ(a.delta_bytes, uint64_t{pair.rows} * pair.cols * 4);
-    EXPECT_EQ(a.output_error, b.output_error);
+    // Equal on the CPU; cuBLAS picks its kernel by a product's shape, and on cuda:0 (an H200) the two
+    // errors differed in the seventh digit.
+    EXPECT_NEAR(a.output_error, b.output_error, 1e-6 * b.output_error);
     EXPECT_DOUBLE_EQ(a.delta_norm, b.delta_norm * std::sqrt(2.0));
     EXPECT_EQ(a.reason, "on every 2th row: " + b.reason);
   }
