@@ -2,9 +2,9 @@
 """The lossy job on the CPU and on cuda:0 through the real server (scripts/gpu_check.sh runs it).
 
 For each device (cpu always, cuda when libtorch sees one; DS_COMPUTE_DEVICE=cpu forces the CPU) it starts
-deltastored, registers the faceres f32 base, stores the finetune as a lossy version (deltadq, fixed seed)
-at each ratio, and prints the job time and weights per second. Then it checks, and exits 1 when a check
-fails:
+deltastored, registers the faceres f32 base (or --pair-dir's), stores the finetune as a lossy version
+(deltadq, fixed seed) at each ratio, and prints the job time and weights per second. Then it checks, and
+exits 1 when a check fails:
   - the file the server serves equals the offline CPU rebuild of the version's container
     (deltastore-tool rebuild), byte for byte, on every device;
   - the GPU version keeps the CPU version's masks (Philox): per lossy tensor the same estimator, group,
@@ -12,9 +12,12 @@ fails:
 It also prints whether the versions are identical (the same codes too, one digest) and, when they are not,
 how many rebuilt weights differ and by how much, beside both versions' errors.
 
-Usage: /opt/deltastore/venv/bin/python bench/gpu_cpu_check.py [--ratios 16,128]
+Usage: /opt/deltastore/venv/bin/python bench/gpu_cpu_check.py [--ratios 16,128] [--pair-dir DIR]
+(--pair-dir: DIR/base.safetensors and DIR/finetune.safetensors, as bench/gen_pair.py writes them, instead)
 """
+import json
 import argparse
+import math
 import os
 import pathlib
 import subprocess
@@ -32,12 +35,22 @@ BASE = FIXTURES / "faceres.f32.safetensors"
 FT = FIXTURES / "faceres-deep.f32.safetensors"
 
 
+def count_weights(path):
+    """The number of values in a safetensors file (its header's shapes)."""
+    with open(path, "rb") as f:
+        header = json.loads(f.read(int.from_bytes(f.read(8), "little")))
+    return sum(math.prod(t["shape"]) for k, t in header.items() if k != "__metadata__")
+
+
 def run_device(device, ratios, work):
     os.environ["DS_COMPUTE_DEVICE"] = device
     server = Server(work / f"data-{device}").start()
     try:
         c = Client(server.url)
-        c.register("base", BASE, tags=["v1"])
+        job = c.create_version("base", [("model.safetensors", c.upload_single(BASE)["id"])], tags=["v1"])
+        job, _ = c.wait_job(job["id"], timeout=900)
+        if job["state"] != "succeeded":
+            raise SystemExit(f"{device}: registering the base ended {job['state']}: {job.get('error')}")
         rows = []
         for ratio in ratios:
             policy = {"mode": "lossy", "ratio": ratio, "method": "deltadq", "seed": 7}
@@ -50,7 +63,7 @@ def run_device(device, ratios, work):
             if job["state"] != "succeeded":
                 raise SystemExit(f"{device} {ratio}x: the job ended {job['state']}: {job.get('error')}")
             version = c.version(f"ft{int(ratio)}", job["version"])
-            weights = version["stats"]["logical_bytes"] // 4
+            weights = count_weights(FT)
             served = work / f"{device}-{ratio}.safetensors"
             c.download(f"/v1/models/ft{int(ratio)}/versions/{job['version']}/files/model.safetensors", served)
             container = work / f"{device}-{ratio}.dsc"
@@ -60,6 +73,8 @@ def run_device(device, ratios, work):
                             "--base", str(BASE), "--out", str(out)], check=True, stdout=subprocess.DEVNULL,
                            env={**os.environ, "DS_COMPUTE_DEVICE": "cpu"})
             same = sha256_file(out / "model.safetensors") == sha256_file(served)
+            print(f"{device} {ratio:.0f}x: job {secs:.2f} s, {weights / secs:.3e} weights/s, rebuild",
+                  "the same" if same else "DIFFERS", flush=True)  # before the table, in case of a time limit
             rows.append({"ratio": ratio, "version": job["version"], "secs": secs, "weights": weights,
                          "rebuild_equal": same, "quality": version["quality"], "served": served})
         return rows
@@ -94,12 +109,12 @@ def compare(cpu, gpu):
     if cpu["version"] == gpu["version"]:
         print(r, "GPU and CPU versions identical")
     else:
-        from safetensors.numpy import load_file
+        from safetensors.torch import load_file  # torch, not numpy: bf16 pairs too
         a, b, base, ft = load_file(cpu["served"]), load_file(gpu["served"]), load_file(BASE), load_file(FT)
         n_diff = sum(int((a[k] != b[k]).sum()) for k in a)
-        total = sum(a[k].size for k in a)
-        worst = max((float(abs(a[k] - b[k]).max() / (ft[k] - base[k]).std()) for k in ct if (a[k] != b[k]).any()),
-                    default=0.0)
+        total = sum(a[k].numel() for k in a)
+        worst = max((float((a[k].float() - b[k].float()).abs().max() / (ft[k].float() - base[k].float()).std())
+                     for k in ct if (a[k] != b[k]).any()), default=0.0)
         print(r, f"GPU and CPU versions DIFFER: {n_diff} of {total} rebuilt weights differ, the largest by",
               f"{worst:.3g} x its tensor's delta rms")
     return not masks
@@ -110,10 +125,17 @@ def main():
         os.environ["LD_LIBRARY_PATH"] = os.environ["DS_BIN_LIBRARY_PATH"]
     ap = argparse.ArgumentParser()
     ap.add_argument("--ratios", default="16,128")
+    ap.add_argument("--pair-dir", type=pathlib.Path, default=None)
+    ap.add_argument("--cuda-first", action="store_true", help="the GPU's versions first (a short lease)")
     args = ap.parse_args()
+    if args.pair_dir:
+        global BASE, FT
+        BASE, FT = args.pair_dir / "base.safetensors", args.pair_dir / "finetune.safetensors"
     ratios = [float(r) for r in args.ratios.split(",")]
     import torch
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    if args.cuda_first:
+        devices.reverse()
     ok = True
     results = {}
     with tempfile.TemporaryDirectory() as tmp:

@@ -10,9 +10,10 @@
 #      equals the offline CPU rebuild, and the GPU version keeps the CPU one's masks (whether the codes
 #      are the same too is printed), with the job time and weights per second,
 #   5. with a GPU: at LLM shapes (bench/gen_pair.py --llm-layers $DS_LLM_LAYERS, default 1: 0.46 B
-#      weights; 0 skips this part), the rate allocation's probes and the final search of every tensor at
-#      128x (bench/lossy_probe_timing) on cuda:0 and, as the baseline of the same run, on the machine's
-#      CPU cores: seconds per tensor and weights per second.
+#      weights; 0 skips this part): step 4 at 128x on that pair (the job's weights per second, tensors
+#      searched in parallel), then the rate allocation's probes and the final search of every tensor in
+#      turn (bench/lossy_probe_timing) on cuda:0 and, as the baseline of the same run, on the machine's
+#      CPU cores: seconds per tensor.
 # Every step runs even when one before it failed; the exit status says whether all passed. Without a GPU
 # it says so and exits 0 after the CPU part. Budget: 8 minutes on the lent machines.
 set -uo pipefail
@@ -72,6 +73,8 @@ if [ "$CUDA" = 1 ] && [ "$LAYERS" -gt 0 ]; then
   llm="$(mktemp -d)"
   step "an LLM-shaped pair ($LAYERS decoder layer(s); 1: 0.46 B weights)" 60 \
     "$PY" bench/gen_pair.py "$llm" --llm-layers "$LAYERS" --fixtures "$F"
+  step "the same lossy versions through the server at LLM shapes, 128x" 240 \
+    "$PY" bench/gpu_cpu_check.py --ratios 128 --pair-dir "$llm"
   for d in cuda cpu; do  # the job's work per tensor (probes, final search) on each, at 128x
     step "lossy_probe_timing on $d at LLM shapes, 128x (weights per second on the last line)" 150 \
       "${BIN[@]}" DS_COMPUTE_DEVICE=$d "$BUILD/bench/lossy_probe_timing" "$llm/base.safetensors" \
