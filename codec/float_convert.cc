@@ -72,31 +72,25 @@ namespace {
 
 // Eight values at a time where the CPU can. The lossy search reads a large tensor's pair through
 // ToFloat32 once per pass over its rows (gpu/lossy_residual.cc), where the per-element loop took over
-// half of a bf16 32000 x 4096 embedding's search. bf16 is the upper half of a float32: a shift.
-void Bf16ToFloatScalar(const char* data, size_t n, float* out) {
+// half of a bf16 32000 x 4096 embedding's search. The element conversions finish what the wide loops
+// leave, and serve CPUs without AVX2 (or F16C).
+template <float (*Convert)(uint16_t)>
+void WidenScalar(const char* data, size_t n, float* out) {
   for (size_t i = 0; i < n; ++i) {
     uint16_t h;
     std::memcpy(&h, data + 2 * i, 2);
-    const uint32_t bits = static_cast<uint32_t>(h) << 16;
-    std::memcpy(out + i, &bits, 4);
+    out[i] = Convert(h);
   }
 }
 
+// bf16 is the upper half of a float32: a shift.
 __attribute__((target("avx2"))) void Bf16ToFloatAvx2(const char* data, size_t n, float* out) {
   size_t i = 0;
   for (; i + 8 <= n; i += 8) {
     const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(data + 2 * i));
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + i), _mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
   }
-  Bf16ToFloatScalar(data + 2 * i, n - i, out + i);
-}
-
-void HalfToFloatScalar(const char* data, size_t n, float* out) {
-  for (size_t i = 0; i < n; ++i) {
-    uint16_t h;
-    std::memcpy(&h, data + 2 * i, 2);
-    out[i] = HalfToFloat(h);
-  }
+  WidenScalar<Bf16ToFloat>(data + 2 * i, n - i, out + i);
 }
 
 // F16C's conversion is exact, subnormals included, but it quiets a signalling NaN where HalfToFloat
@@ -107,12 +101,12 @@ __attribute__((target("avx2,f16c"))) void HalfToFloatF16c(const char* data, size
   for (; i + 8 <= n; i += 8) {
     const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(data + 2 * i));
     if (_mm_movemask_epi8(_mm_cmpgt_epi16(_mm_and_si128(h, magnitude), inf)) != 0) {
-      HalfToFloatScalar(data + 2 * i, 8, out + i);
+      WidenScalar<HalfToFloat>(data + 2 * i, 8, out + i);
     } else {
       _mm256_storeu_ps(out + i, _mm256_cvtph_ps(h));
     }
   }
-  HalfToFloatScalar(data + 2 * i, n - i, out + i);
+  WidenScalar<HalfToFloat>(data + 2 * i, n - i, out + i);
 }
 
 // CPUID leaf 1, ECX bit 29 (clang's __builtin_cpu_supports does not know "f16c").
@@ -128,12 +122,12 @@ bool ToFloat32(DType dtype, const char* data, size_t n, float* out) {
     case DType::kF32: std::memcpy(out, data, n * 4); return true;
     case DType::kF16: {
       static const auto widen =
-          __builtin_cpu_supports("avx2") && HasF16c() ? HalfToFloatF16c : HalfToFloatScalar;
+          __builtin_cpu_supports("avx2") && HasF16c() ? HalfToFloatF16c : WidenScalar<HalfToFloat>;
       widen(data, n, out);
       return true;
     }
     case DType::kBF16: {
-      static const auto widen = __builtin_cpu_supports("avx2") ? Bf16ToFloatAvx2 : Bf16ToFloatScalar;
+      static const auto widen = __builtin_cpu_supports("avx2") ? Bf16ToFloatAvx2 : WidenScalar<Bf16ToFloat>;
       widen(data, n, out);
       return true;
     }

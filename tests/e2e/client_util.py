@@ -260,11 +260,11 @@ class Client:
             time.sleep(poll)
 
     def register(self, model, path, base=None, tags=None, policy=None, file_name="model.safetensors",
-                 chunked=False):
+                 chunked=False, timeout=JOB_TIMEOUT):
         """Uploads one file, creates a version from it, waits; returns (job, version summary)."""
         up = self.upload_chunked(path) if chunked else self.upload_single(path)
         job = self.create_version(model, [(file_name, up["id"])], base=base, tags=tags, policy=policy)
-        job, _ = self.wait_job(job["id"])
+        job, _ = self.wait_job(job["id"], timeout=timeout)
         assert job["state"] == "succeeded", job
         digest = job["version"]
         assert isinstance(digest, str) and digest.startswith("sha256:") and len(digest) == 71, job
