@@ -2,9 +2,14 @@
 // and the final deltadq search, for every 2-D float tensor of at least 4096 elements; prints each
 // tensor's seconds and the final candidate's reason, then the weights per second (issue 17).
 //   lossy_probe_timing BASE FINETUNE RATIO
+// DS_HELD_RESIDUAL_MB=N sets LossyOptions::held_residual_bytes (on the CPU, to time a large tensor's refit
+// with its residual held, as a GPU holds it). A tensor over 16 MiB gets the machine's cores as its host
+// threads, as the server gives them (LossyOptions::host_threads); DS_HOST_THREADS=N sets another count.
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <string>
+#include <thread>
 #include "codec/safetensors.h"
 #include "gpu/lossy.h"
 using namespace deltastore;
@@ -33,6 +38,9 @@ int main(int argc, char** argv) {
     (void)(*ft)->ReadTensorRange(t, 0, t.size(), b.data());
     LossyOptions o;
     o.target_ratio = ratio;
+    if (const char* mb = std::getenv("DS_HELD_RESIDUAL_MB")) o.held_residual_bytes = std::stoull(mb) << 20;
+    if (t.size() > (uint64_t{16} << 20)) o.host_threads = static_cast<int>(std::thread::hardware_concurrency());
+    if (const char* n = std::getenv("DS_HOST_THREADS")) o.host_threads = std::stoi(n);
     std::vector<double> rs;
     for (double m : mult) rs.push_back(ratio / m);
     // The probes take every s-th row of a large tensor, as the rate allocation gives them.

@@ -10,8 +10,9 @@ namespace deltastore {
 
 // 3: probe_lossy, LossyTensorReport::reason; 4: progress; 5: LossyOptions::measurements; 6: LossyOptions::
 // held_residual_bytes and rebuilt (LossyOptions is passed by reference: its layout is part of the API), and
-// probe_lossy takes only a large tensor's every s-th row
-inline constexpr int kGpuApiVersion = 6;
+// probe_lossy takes only a large tensor's every s-th row; 7: LossyOptions::device_residual_bytes and
+// host_threads
+inline constexpr int kGpuApiVersion = 7;
 
 struct GpuApi {
   int version;  // kGpuApiVersion of the library

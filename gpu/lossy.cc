@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <functional>
+#include <mutex>
 #include <string_view>
 #include <tuple>
 #include <vector>
@@ -14,6 +15,7 @@
 #include "codec/lossy_rows.h"
 #include "common/allocator.h"
 #include "gpu/device.h"
+#include "gpu/host_parallel.h"
 #include "gpu/lossy_internal.h"
 
 namespace deltastore {
@@ -81,8 +83,9 @@ torch::Tensor Inputs(uint32_t rows, uint32_t cols, uint32_t stream, const float*
 // place, the base shift's products and the residual in the base's, so at most two are held at once.
 // Unless `hold` (F must be null then), the tensor is not loaded whole: the state is filled a block at a
 // time (PrepareFromBlocks: the base shift and norms are summed in float64 over blocks, not as float32
-// sums of the whole), and the residual is held only up to options.held_residual_bytes, else computed
-// again from the bytes where read; held or not, its values are the same.
+// sums of the whole), and the residual is held only up to options.held_residual_bytes (on a GPU,
+// device_residual_bytes), else computed again from the bytes where read; held or not, its values are the
+// same.
 Status Prepare(Work* w, DType dtype, const char* base, const char* finetune, uint32_t rows, uint32_t cols,
                uint32_t stream, const float* calib_diag, const LossyOptions& options, torch::Tensor* F,
                bool hold = true) {
@@ -94,9 +97,9 @@ Status Prepare(Work* w, DType dtype, const char* base, const char* finetune, uin
   if (options.measurements) w->measured = options.measurements;
   if (!hold) {
     w->X = Inputs(rows, cols, stream, calib_diag, options);
-    DS_RETURN_IF_ERROR(PrepareFromBlocks(w, base, finetune));
-    if (uint64_t{4} * rows * cols <= options.held_residual_bytes) w->R = WholeResidual(*w);
-    return OkStatus();
+    const uint64_t limit =
+        TorchDevice().is_cuda() ? options.device_residual_bytes : options.held_residual_bytes;
+    return PrepareFromBlocks(w, base, finetune, uint64_t{4} * rows * cols <= limit);
   }
   torch::Tensor B = Load(dtype, base, rows, cols);
   torch::Tensor D = Load(dtype, finetune, rows, cols);
@@ -183,6 +186,24 @@ LossyTensorReport Report(const Work& w, const LossyParams& p, double kept, uint6
   return r;
 }
 
+// Rows [r0, r0 + n) of the tensor rebuilt into `out` from the base's same rows, in pieces on `threads`
+// threads: each row on its own, the same bytes. A failure is the first piece's that failed.
+Status DecodeBlock(int threads, const LossyRowDecoder& d, uint32_t r0, uint32_t n, const char* base,
+                   char* out) {
+  const uint64_t rb = d.row_bytes();
+  std::mutex mu;
+  int64_t failed_at = n;
+  Status failed = OkStatus();
+  const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 16) / d.params().cols);
+  HostParallelFor(threads, n, grain, [&](int64_t a, int64_t b) {
+    Status st = d.DecodeRows(r0 + a, r0 + b, std::string_view(base + a * rb, (b - a) * rb), out + a * rb);
+    if (st.ok()) return;
+    std::lock_guard<std::mutex> lock(mu);
+    if (a < failed_at) failed_at = a, failed = std::move(st);
+  });
+  return failed;
+}
+
 // The chunk and the report, measured on the reconstruction downloads produce: the tensor is rebuilt as
 // downloads rebuild it (the same bytes as DecodeLossyChunk) a block of rows at a time from `base`, each
 // block handed to `rebuilt` in order (null: appended to the result's `reconstructed`), so that a large
@@ -213,8 +234,7 @@ StatusOr<LossyResult> Finish(const Work& w, Candidate best, const char* base, co
     const uint32_t n = std::min(block, w.rows - r0);
     const uint64_t at = r0 * row_bytes;
     rows.resize(n * row_bytes);
-    DS_RETURN_IF_ERROR(
-        decoder->DecodeRows(r0, r0 + n, std::string_view(base + at, rows.size()), rows.data()));
+    DS_RETURN_IF_ERROR(DecodeBlock(w.opt->host_threads, *decoder, r0, n, base + at, rows.data()));
     if (over_blocks) {
       auto [sq, ex] = ErrorOfRows(w, finetune + at, rows.data(), n);
       squares += sq;

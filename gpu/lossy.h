@@ -109,6 +109,16 @@ struct LossyOptions {
   // multiplied again each pass): one 4096 x 11008 bf16 tensor at 33x took 18.3 s against 13.7 s held
   // (bench/lossy_memory, probes included), at 5.7x 30.5 s against 28.9 s.
   uint64_t held_residual_bytes = uint64_t{64} << 20;
+  // The same limit when the compute device is a GPU, whose memory holds the residual instead of the host's:
+  // each pass over a residual that is not held widens its rows from the pair's bytes on the host and copies
+  // them over (bf16 to float32 alone was 16% of the CPU time of an LLM-shaped layer at 128x), which the
+  // GPU then waits for. The default holds a 32000 x 16384 float32 residual.
+  uint64_t device_residual_bytes = uint64_t{2} << 30;
+  // Threads for the call's loops on the host (gpu/host_parallel.h: drawing shuffle orders, widening the
+  // pair's bytes, rebuilding rows). The results are the same at any count. The server gives a tensor too
+  // large to run beside others (see kLossyBytesBeside) the machine's cores, which otherwise wait, on a CPU
+  // and beside a GPU alike: libtorch's own operations keep one thread on the CPU (see OneCpuThread).
+  int host_threads = 1;
 };
 
 struct LossyTensorReport {

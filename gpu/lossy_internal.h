@@ -130,9 +130,10 @@ struct ResidualSpread {
   double sigma = 0, max_abs = 0;
 };
 ResidualSpread Spread(const Work& w);
-// Fills w's base shift, delta norm and products (DX, RX) a block of rows at a time from the pair's bytes,
-// without holding the residual (R stays undefined; w's rows, cols, dtype, options and inputs X are set).
-Status PrepareFromBlocks(Work* w, const char* base, const char* finetune);
+// Fills w's base shift, delta norm and products (DX, RX) a block of rows at a time from the pair's bytes
+// (w's rows, cols, dtype, options and inputs X are set), and with `hold` the residual R whole, else R stays
+// undefined.
+Status PrepareFromBlocks(Work* w, const char* base, const char* finetune, bool hold);
 // ||F - rebuilt||^2 (summed in float64) and (F - rebuilt) @ X of n rows of the finetune's and the rebuilt
 // tensor's bytes (each pointing at the first of the rows).
 std::pair<double, torch::Tensor> ErrorOfRows(const Work& w, const char* finetune, const char* rebuilt,

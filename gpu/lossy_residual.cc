@@ -6,6 +6,7 @@
 #include <utility>
 #include <vector>
 
+#include "gpu/host_parallel.h"
 #include "gpu/lossy_internal.h"
 
 namespace deltastore::lossy_detail {
@@ -24,9 +25,14 @@ torch::Tensor LoadRowsOf(const Work& w, const char* a, const char* b, int64_t n)
     w.block_scratch = torch::empty({2, rows, static_cast<int64_t>(w.cols)}, torch::kFloat32);
   }
   torch::Tensor t = w.block_scratch.narrow(1, 0, n);
-  const size_t count = static_cast<size_t>(n) * w.cols;
-  ToFloat32(w.dtype, a, count, w.block_scratch[0].data_ptr<float>());
-  ToFloat32(w.dtype, b, count, w.block_scratch[1].data_ptr<float>());
+  const int64_t count = n * w.cols;
+  const size_t es = DTypeSize(w.dtype);
+  float *pa = w.block_scratch[0].data_ptr<float>(), *pb = w.block_scratch[1].data_ptr<float>();
+  HostParallelFor(w.opt->host_threads, count, int64_t{1} << 18, [&](int64_t first, int64_t last) {
+    const auto len = static_cast<size_t>(last - first);
+    ToFloat32(w.dtype, a + first * es, len, pa + first);
+    ToFloat32(w.dtype, b + first * es, len, pb + first);
+  });
   return t.to(TorchDevice());
 }
 
@@ -115,7 +121,7 @@ ResidualSpread Spread(const Work& w) {
   return {count > 1 ? std::sqrt(squares / (count - 1)) : 0.0, maxabs};
 }
 
-Status PrepareFromBlocks(Work* w, const char* base, const char* finetune) {
+Status PrepareFromBlocks(Work* w, const char* base, const char* finetune, bool hold) {
   w->pair_base = base, w->pair_finetune = finetune;
   const int64_t step = BlockRows(w->rows, w->cols);
   // The base shift's products and the delta's norm, summed in float64 a block at a time; D @ X by rows.
@@ -139,12 +145,19 @@ Status PrepareFromBlocks(Work* w, const char* base, const char* finetune) {
   w->DX = torch::cat(dx, 0);
   w->delta_norm = std::sqrt(dd);
   if (w->opt->dbms) w->lambda = bb > 0 ? static_cast<float>(db / bb) : 0.0f;
+  // R @ X by rows, and R itself when held: WholeResidual's blocks, without a pass of its own.
+  torch::Tensor R;
+  if (hold) R = torch::empty({w->rows, w->cols}, torch::TensorOptions().device(TorchDevice()));
   std::vector<torch::Tensor> rx;
   for (int64_t r = 0; r < w->rows; r += step) {
-    rx.push_back(ResidualRows(*w, r, std::min<int64_t>(step, w->rows - r)).matmul(w->X));
+    const int64_t n = std::min<int64_t>(step, w->rows - r);
+    torch::Tensor block = ResidualRows(*w, r, n);
+    rx.push_back(block.matmul(w->X));
+    if (hold) R.narrow(0, r, n).copy_(block);
     Tick(*w);
   }
   w->RX = torch::cat(rx, 0);
+  w->R = R;
   return OkStatus();
 }
 

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <limits>
 
+#include "gpu/host_parallel.h"
 #include "gpu/mask_select.h"
 
 namespace deltastore::lossy_detail {
@@ -15,29 +16,37 @@ namespace {
 constexpr uint32_t kMaxOrderedGroup = 255;
 
 // The shuffle step at which each element of the k-of-g mask's groups is picked (see MaskCache::orders).
-// A step of w's work every row block.
+// A step of w's work every row block; the rows of a block are shuffled on the options' host threads, each
+// row on its own.
 torch::Tensor GroupOrder(const Work& w, const LossyParams& p) {
   auto order = torch::empty({p.rows, p.cols}, torch::kUInt8);
   uint8_t* out = order.data_ptr<uint8_t>();
   const uint32_t ngroups = (p.cols + p.group - 1) / p.group;
-  std::vector<uint32_t> slots;
   const uint32_t block = BlockRows(p.rows, p.cols);
-  for (uint32_t row = 0; row < p.rows; ++row) {
-    if (row % block == block - 1) Tick(w);
-    for (uint32_t j = 0; j < ngroups; ++j) {
-      uint32_t start = j * p.group, len = std::min<uint32_t>(p.group, p.cols - start);
-      ShuffleGroup(p, row, j, len, len, &slots);
-      for (uint32_t i = 0; i < len; ++i)
-        out[static_cast<size_t>(row) * p.cols + start + slots[i]] = static_cast<uint8_t>(i);
-    }
+  for (uint32_t r0 = 0; r0 < p.rows; r0 += block) {
+    const uint32_t end = std::min(p.rows, r0 + block);
+    const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 16) / p.cols);
+    HostParallelFor(w.opt->host_threads, end - r0, grain, [&](int64_t first, int64_t last) {
+      std::vector<uint32_t> slots;
+      for (auto row = static_cast<uint32_t>(r0 + first); row < r0 + last; ++row) {
+        for (uint32_t j = 0; j < ngroups; ++j) {
+          uint32_t start = j * p.group, len = std::min<uint32_t>(p.group, p.cols - start);
+          ShuffleGroup(p, row, j, len, len, &slots);
+          for (uint32_t i = 0; i < len; ++i)
+            out[static_cast<size_t>(row) * p.cols + start + slots[i]] = static_cast<uint8_t>(i);
+        }
+      }
+    });
+    if (end - r0 == block) Tick(w);
   }
   return order;
 }
 
 // The k-of-g mask from the group size's shuffle order: elements picked before their group's k. With `src`
-// (the block's rows of the source, row-major on the CPU): the CSR row starts, the column of each kept
-// element (uint32) and its value times its scale, what BlockValues and a bincount would give, without
-// rows or indices. Without: the index, row, column and scale of each, on the device.
+// (the block's rows of the source, row-major on the CPU, as `order`): the CSR row starts, the column of
+// each kept element (uint32) and its value times its scale, what BlockValues and a bincount would give,
+// without rows or indices. Without: the index, row, column and scale of each, found where `order` is (the
+// compute device's memory), in the same row-major order.
 Selection SelectFromOrder(const LossyParams& p, const torch::Tensor& order, const float* src) {
   std::vector<uint8_t> keep(p.cols);
   std::vector<float> col_scale(p.cols);
@@ -46,42 +55,36 @@ Selection SelectFromOrder(const LossyParams& p, const torch::Tensor& order, cons
     keep[c] = static_cast<uint8_t>(GroupKeep(p, len));
     col_scale[c] = static_cast<float>(len) / static_cast<float>(keep[c]);
   }
-  const torch::Tensor ord = order.contiguous();
-  const uint8_t* o = ord.data_ptr<uint8_t>();
-  const int64_t rows = ord.size(0), cols = p.cols;
-  int64_t count = 0;
-  for (int64_t r = 0; r < rows; ++r) count += CountBelow(o + r * cols, keep.data(), cols);
-  const auto i64 = torch::TensorOptions().dtype(torch::kInt64);
+  const int64_t rows = order.size(0), cols = p.cols;
   Selection s;
-  if (src != nullptr) {
-    s.col = torch::empty({count + kSelectSlack}, torch::kUInt32);
-    s.values = torch::empty({count + kSelectSlack}, torch::kFloat32);
-    s.crow = torch::empty({rows + 1}, i64);
-    auto* pc = s.col.data_ptr<uint32_t>();
-    float* pv = s.values.data_ptr<float>();
-    int64_t* pcrow = s.crow.data_ptr<int64_t>();
-    int64_t k = 0;
-    for (int64_t r = 0; r < rows; ++r) {
-      pcrow[r] = k;
-      k += SelectBelow(o + r * cols, keep.data(), src + r * cols, col_scale.data(), cols, pc + k, pv + k);
-    }
-    pcrow[rows] = k;  // == count: CountBelow and SelectBelow test the same bytes
-    s.col = s.col.narrow(0, 0, count), s.values = s.values.narrow(0, 0, count);
+  if (src == nullptr) {
+    const auto dev = order.device();
+    const auto keep_t = torch::from_blob(keep.data(), {cols}, torch::kUInt8).to(dev, false, /*copy=*/true);
+    const auto scale_t =
+        torch::from_blob(col_scale.data(), {cols}, torch::kFloat32).to(dev, false, /*copy=*/true);
+    s.index = order.lt(keep_t).flatten().nonzero().squeeze(1);
+    s.row = torch::div(s.index, cols, "floor");
+    s.col = torch::remainder(s.index, cols);
+    s.scale = scale_t.index_select(0, s.col);
     return s;
   }
-  s.index = torch::empty({count}, i64), s.row = torch::empty({count}, i64),
-  s.col = torch::empty({count}, i64);
-  s.scale = torch::empty({count}, torch::kFloat32);
-  int64_t *pi = s.index.data_ptr<int64_t>(), *pr = s.row.data_ptr<int64_t>(), *pc = s.col.data_ptr<int64_t>();
-  float* ps = s.scale.data_ptr<float>();
+  const torch::Tensor ord = order.contiguous();
+  const uint8_t* o = ord.data_ptr<uint8_t>();
+  int64_t count = 0;
+  for (int64_t r = 0; r < rows; ++r) count += CountBelow(o + r * cols, keep.data(), cols);
+  s.col = torch::empty({count + kSelectSlack}, torch::kUInt32);
+  s.values = torch::empty({count + kSelectSlack}, torch::kFloat32);
+  s.crow = torch::empty({rows + 1}, torch::kInt64);
+  auto* pc = s.col.data_ptr<uint32_t>();
+  float* pv = s.values.data_ptr<float>();
+  int64_t* pcrow = s.crow.data_ptr<int64_t>();
   int64_t k = 0;
   for (int64_t r = 0; r < rows; ++r) {
-    for (int64_t c = 0; c < cols; ++c) {
-      if (o[r * cols + c] < keep[c]) pi[k] = r * cols + c, pr[k] = r, pc[k] = c, ps[k] = col_scale[c], ++k;
-    }
+    pcrow[r] = k;
+    k += SelectBelow(o + r * cols, keep.data(), src + r * cols, col_scale.data(), cols, pc + k, pv + k);
   }
-  auto dev = TorchDevice();
-  s.index = s.index.to(dev), s.row = s.row.to(dev), s.col = s.col.to(dev), s.scale = s.scale.to(dev);
+  pcrow[rows] = k;  // == count: CountBelow and SelectBelow test the same bytes
+  s.col = s.col.narrow(0, 0, count), s.values = s.values.narrow(0, 0, count);
   return s;
 }
 
@@ -156,11 +159,13 @@ double SharedRange(const torch::Tensor& sample, double max_abs, int bits, bool c
   return best_c;
 }
 
-// The shuffle order of p's group size (drawn once per tensor).
+// The shuffle order of p's group size (drawn once per tensor, held on the compute device).
 const torch::Tensor& CachedOrder(const Work& w, const LossyParams& p) {
   auto& orders = w.masks.orders;
   auto it = std::find_if(orders.begin(), orders.end(), [&](const auto& o) { return o.first == p.group; });
-  if (it == orders.end()) it = orders.insert(orders.end(), {static_cast<int>(p.group), GroupOrder(w, p)});
+  if (it == orders.end()) {
+    it = orders.insert(orders.end(), {static_cast<int>(p.group), GroupOrder(w, p).to(TorchDevice())});
+  }
   return it->second;
 }
 

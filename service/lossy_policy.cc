@@ -15,6 +15,7 @@
 
 #include "codec/lossy_codec.h"
 #include "gpu/gpu_api.h"
+#include "service/ingest_internal.h"
 #include "service/probe_rows.h"
 
 namespace deltastore {
@@ -401,6 +402,8 @@ LossyHooks MakeLossyHooks(const LossyPolicy& policy, const std::shared_ptr<Calib
     LossyOptions o = OptionsFor(policy, t);
     o.progress = step;
     o.rebuilt = rebuilt;
+    // A tensor too large to run beside others runs alone: its loops on the host get the workers' threads.
+    if (t.size() > ingest_detail::kLossyBytesBeside) o.host_threads = static_cast<int>(planned->threads);
     o.target_ratio = it != planned->ratio.end() ? it->second : target;
     const double planned_ratio = o.target_ratio;
     std::optional<size_t> place;

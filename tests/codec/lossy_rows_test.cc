@@ -6,6 +6,7 @@
 
 #include <cstring>
 #include <random>
+#include <thread>
 
 namespace deltastore {
 namespace {
@@ -118,6 +119,36 @@ TEST(LossyRowsTest, AnySplitGivesTheWholeDecodesBytes) {
     }
   }
   EXPECT_EQ(cases, 144);
+}
+
+// One decoder serves several threads at once, each on its own rows (a download's workers; the compressor's
+// rebuild of a block on libtorch's intra-op threads): the bytes of the whole decode.
+TEST(LossyRowsTest, RowsDecodedOnSeveralThreadsAtOnceAreTheWholeDecodesBytes) {
+  const uint32_t rows = 400, cols = 37, threads = 4;
+  for (MaskKind mask : {MaskKind::kGroupK, MaskKind::kBernoulli}) {
+    const std::string chunk =
+        EncodeLossyChunk(DType::kBF16, MakeTensor(mask, ValueKind::kQuant, 3, false, rows, cols));
+    const std::string base = Base(DType::kBF16, uint64_t{rows} * cols);
+    std::string whole;
+    ASSERT_TRUE(DecodeLossyChunk(chunk, base, &whole).ok());
+    auto d = LossyRowDecoder::Parse(chunk);
+    ASSERT_TRUE(d.ok()) << d.status().ToString();
+    std::string out(whole.size(), '\0');
+    std::vector<Status> got(threads);
+    std::vector<std::thread> pool;
+    const uint64_t rb = (*d)->row_bytes();
+    for (uint32_t t = 0; t < threads; ++t) {
+      pool.emplace_back([&, t] {
+        // rows t, t + 4, t + 8, ... one at a time, so that the threads interleave
+        for (uint32_t r = t; r < rows && got[t].ok(); r += threads) {
+          got[t] = (*d)->DecodeRows(r, r + 1, std::string_view(base).substr(r * rb, rb), out.data() + r * rb);
+        }
+      });
+    }
+    for (auto& th : pool) th.join();
+    for (const Status& st : got) EXPECT_TRUE(st.ok()) << st.ToString();
+    EXPECT_TRUE(out == whole) << int(mask);
+  }
 }
 
 TEST(LossyRowsTest, RejectsRangesOutsideTheTensorAndWrongBaseSizes) {

@@ -74,6 +74,10 @@ TEST(LossyResidualTest, RowsAndColumnsFromTheBytesAreTheHeldResidualsValues) {
     EXPECT_TRUE(torch::equal(ResidualCols(s.bytes, c0, n), ResidualCols(s.held, c0, n))) << c0;
   }
   EXPECT_TRUE(torch::equal(WholeResidual(s.bytes), s.held.R));
+  // The pair's bytes widened in pieces on three host threads: the same.
+  s.options.host_threads = 3;
+  EXPECT_TRUE(torch::equal(ResidualRows(s.bytes, 0, 700), ResidualRows(s.held, 0, 700)));
+  EXPECT_TRUE(torch::equal(ResidualRows(s.bytes, 349, 349), ResidualRows(s.held, 349, 349)));
   EXPECT_THROW(HeldResidual(s.bytes), std::logic_error);
   // The spread over blocks in float64 against torch's whole-tensor reductions: the same largest magnitude,
   // a standard deviation within float32 rounding.
@@ -99,9 +103,9 @@ TEST(LossyResidualTest, LowRankRemainderFromTheBytesIsTheHeldOnes) {
 }
 
 // A tensor over 2^20 elements is searched on a subsample and refitted on the whole: with its residual
-// held (the default for this size) or computed again from the bytes for every block, the chunk, the
-// rebuilt bytes and the report are the same, the chunk rebuilds the reported bytes within the budget, and
-// the reported weight error is that of the rebuilt tensor.
+// held (the default for this size) or computed again from the bytes for every block, and with the host's
+// loops on one thread or four, the chunk, the rebuilt bytes and the report are the same, the chunk rebuilds
+// the reported bytes within the budget, and the reported weight error is that of the rebuilt tensor.
 TEST(LossyResidualTest, ARefitGivesTheSameResultsWithItsResidualHeldOrNot) {
   const uint32_t rows = 1100, cols = 1024;
   const Pair p = MakePair(rows, cols, 7);
@@ -110,15 +114,18 @@ TEST(LossyResidualTest, ARefitGivesTheSameResultsWithItsResidualHeldOrNot) {
     o.target_ratio = ratio;
     auto r = CompressLossyTensor(DType::kBF16, p.base.data(), p.ft.data(), rows, cols, 2, nullptr, o);
     ASSERT_TRUE(r.ok()) << ratio << " " << r.status().ToString();
-    o.held_residual_bytes = 0;
-    auto q = CompressLossyTensor(DType::kBF16, p.base.data(), p.ft.data(), rows, cols, 2, nullptr, o);
-    ASSERT_TRUE(q.ok()) << ratio << " " << q.status().ToString();
-    EXPECT_TRUE(r->chunk == q->chunk) << ratio;
-    EXPECT_TRUE(r->reconstructed == q->reconstructed) << ratio;
-    EXPECT_EQ(r->report.weight_error, q->report.weight_error);
-    EXPECT_EQ(r->report.output_error, q->report.output_error);
-    EXPECT_EQ(r->report.delta_norm, q->report.delta_norm);
-    EXPECT_EQ(r->report.reason, q->report.reason);
+    o.held_residual_bytes = o.device_residual_bytes = 0;  // on either device
+    for (int threads : {1, 4}) {  // and the loops on the host on four threads: the same results
+      o.host_threads = threads;
+      auto q = CompressLossyTensor(DType::kBF16, p.base.data(), p.ft.data(), rows, cols, 2, nullptr, o);
+      ASSERT_TRUE(q.ok()) << ratio << " " << q.status().ToString();
+      EXPECT_TRUE(r->chunk == q->chunk) << ratio << " " << threads;
+      EXPECT_TRUE(r->reconstructed == q->reconstructed) << ratio << " " << threads;
+      EXPECT_EQ(r->report.weight_error, q->report.weight_error);
+      EXPECT_EQ(r->report.output_error, q->report.output_error);
+      EXPECT_EQ(r->report.delta_norm, q->report.delta_norm);
+      EXPECT_EQ(r->report.reason, q->report.reason);
+    }
     EXPECT_NE(r->report.reason.find("fitted on the whole tensor"), std::string::npos) << r->report.reason;
     EXPECT_EQ(r->report.estimator, ratio < 8 ? "ecsq" : "lowrank+dropout");
     EXPECT_TRUE(r->report.within_budget);
