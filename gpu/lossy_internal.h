@@ -36,11 +36,11 @@ struct Selection {
 };
 
 // Group masks already drawn for this tensor: per group size up to 255, the step of the group's
-// Fisher-Yates shuffle that picks each element (uint8, rows x cols): the mask keeping k of a group is the
-// elements picked before step k, since every k draws the same prefix of the shuffle (codec/lossy_codec.cc,
-// KeptColumns). One Philox pass per group size then serves every k of every build. Other masks
-// (Bernoulli, wider groups) are drawn a row block at a time by each build: kept whole, their indices took
-// ~20 bytes a kept element (1.8 GB at the top of a budget search on a 4096 x 11008 tensor).
+// Fisher-Yates shuffle that picks each element (uint8, rows x cols, on the compute device): the mask keeping
+// k of a group is the elements picked before step k, since every k draws the same prefix of the shuffle
+// (codec/lossy_codec.cc, KeptColumns). One Philox pass per group size then serves every k of every build.
+// Other masks (Bernoulli, wider groups) are drawn a row block at a time by each build: kept whole, their
+// indices took ~20 bytes a kept element (1.8 GB at the top of a budget search on a 4096 x 11008 tensor).
 struct MaskCache {
   std::vector<std::pair<int, torch::Tensor>> orders;
 };

@@ -176,9 +176,10 @@ Selection BlockSelection(const Work& w, const LossyParams& p, const std::vector<
                          const torch::Tensor& block, uint32_t r0, uint32_t n) {
   const int64_t begin = static_cast<int64_t>(r0) * p.cols, end = begin + static_cast<int64_t>(n) * p.cols;
   if (p.mask == MaskKind::kGroupK && p.group <= kMaxOrderedGroup) {
-    const bool on_cpu =
-        block.device().is_cpu() && block.scalar_type() == torch::kFloat32 && block.is_contiguous();
-    return SelectFromOrder(p, CachedOrder(w, p).narrow(0, r0, n), on_cpu ? block.data_ptr<float>() : nullptr);
+    const torch::Tensor order = CachedOrder(w, p).narrow(0, r0, n);
+    const bool on_cpu = block.device().is_cpu() && order.device().is_cpu() &&
+                        block.scalar_type() == torch::kFloat32 && block.is_contiguous();
+    return SelectFromOrder(p, order, on_cpu ? block.data_ptr<float>() : nullptr);
   }
   Selection s;
   if (p.mask == MaskKind::kPositions) {
