@@ -1,6 +1,7 @@
 // Deferred output errors (gpu/lossy_internal.h, BuildDeferred): a candidate of a one-block tensor waits
 // for its product S @ inputs until the error is asked for, and then gives the error and bytes a build
-// computes at once; a larger tensor's is computed at once.
+// computes at once; a larger tensor's is computed at once. And a build whose shuffle order is drawn on
+// several host threads gives the same bytes.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -67,6 +68,22 @@ TEST(LossyDeferredTest, ALargerTensorsErrorIsComputedAtOnce) {
   Candidate c = BuildDeferred(s.w, p);
   EXPECT_FALSE(c.deferred_error);
   EXPECT_EQ(c.output_error, Build(s.w, p).output_error);
+}
+
+TEST(LossyDeferredTest, ABuildOnFourHostThreadsIsTheBuildOnOne) {
+  torch::NoGradGuard no_grad;
+  State s(1100, 1024);  // the order drawn in pieces of at least 64 rows
+  for (bool shared : {false, true}) {
+    const LossyParams p = GroupParams(s.w, shared);
+    s.options.host_threads = 1;
+    const Candidate one = Build(s.w, p);
+    s.options.host_threads = 4;
+    s.w.masks = MaskCache();  // the order drawn again, on four threads
+    const Candidate four = Build(s.w, p);
+    EXPECT_TRUE(four.chunk == one.chunk) << shared;
+    EXPECT_EQ(four.kept, one.kept);
+    EXPECT_EQ(four.output_error, one.output_error) << shared;
+  }
 }
 
 }  // namespace
