@@ -39,7 +39,8 @@ int main(int argc, char** argv) {
     LossyOptions o;
     o.target_ratio = ratio;
     if (const char* mb = std::getenv("DS_HELD_RESIDUAL_MB")) o.held_residual_bytes = std::stoull(mb) << 20;
-    if (t.size() > (uint64_t{16} << 20)) o.host_threads = static_cast<int>(std::thread::hardware_concurrency());
+    if (t.size() > (uint64_t{16} << 20))
+      o.host_threads = static_cast<int>(std::thread::hardware_concurrency());
     if (const char* n = std::getenv("DS_HOST_THREADS")) o.host_threads = std::stoi(n);
     std::vector<double> rs;
     for (double m : mult) rs.push_back(ratio / m);

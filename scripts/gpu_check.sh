@@ -10,10 +10,11 @@
 #      equals the offline CPU rebuild, and the GPU version keeps the CPU one's masks (whether the codes
 #      are the same too is printed), with the job time and weights per second,
 #   5. with a GPU: at LLM shapes (bench/gen_pair.py --llm-layers $DS_LLM_LAYERS, default 1: 0.46 B
-#      weights; 0 skips this part): step 4 at 128x on that pair (the job's weights per second, tensors
-#      searched in parallel), then the rate allocation's probes and the final search of every tensor in
-#      turn (bench/lossy_probe_timing) on cuda:0 and, as the baseline of the same run, on the machine's
-#      CPU cores: seconds per tensor.
+#      weights; 0 skips this part): step 4 at 128x on that pair (the job's weights per second: probes in
+#      parallel, each tensor over 16 MiB searched alone with the host's cores for its host loops), then the
+#      rate allocation's probes and the final search of every tensor in turn (bench/lossy_probe_timing,
+#      which takes DS_HOST_THREADS=N from the environment) on cuda:0 and, as the baseline of the same run,
+#      on the machine's CPU cores: seconds per tensor.
 # Every step runs even when one before it failed; the exit status says whether all passed. Without a GPU
 # it says so and exits 0 after the CPU part. Budget: 8 minutes on the lent machines.
 set -uo pipefail

@@ -122,7 +122,7 @@ TEST(LossyRowsTest, AnySplitGivesTheWholeDecodesBytes) {
 }
 
 // One decoder serves several threads at once, each on its own rows (a download's workers; the compressor's
-// rebuild of a block on libtorch's intra-op threads): the bytes of the whole decode.
+// rebuild of a block on its host threads, gpu/lossy.cc DecodeBlock): the bytes of the whole decode.
 TEST(LossyRowsTest, RowsDecodedOnSeveralThreadsAtOnceAreTheWholeDecodesBytes) {
   const uint32_t rows = 400, cols = 37, threads = 4;
   for (MaskKind mask : {MaskKind::kGroupK, MaskKind::kBernoulli}) {
